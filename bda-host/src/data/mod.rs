@@ -1,0 +1,1 @@
+//! Datasets (owned by the data work).
