@@ -1,2 +1,7 @@
-//! Host side of bda: data loading, dataset-scale solvers, reports and plots.
+//! Host side of bda: the `bda` command line, data loading, dataset-scale solvers (CPU),
+//! reports and plots. The algorithms come from `bda-kernel`; this crate supplies data,
+//! CPU math backends and user interface.
 pub mod data;
+pub mod error;
+pub mod hyperclean;
+pub mod toy;

@@ -1,1 +1,37 @@
-fn main() {}
+//! `bda`: Bi-level Descent Aggregation from the command line.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Bi-level Descent Aggregation (BDA): synthetic problems, data hyper-cleaning, few-shot
+/// learning.
+#[derive(Parser, Debug)]
+#[command(name = "bda", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the papers' synthetic problems (ICML Example 1, journal Eq. 40, Remark 4).
+    Toy(bda_host::toy::ToyArgs),
+    /// Data hyper-cleaning on MNIST-format data (journal §8.2, Table 2).
+    Hyperclean(bda_host::hyperclean::HypercleanArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Toy(args) => bda_host::toy::run(&args),
+        Command::Hyperclean(args) => bda_host::hyperclean::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bda: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

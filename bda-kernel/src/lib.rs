@@ -25,6 +25,7 @@
 //! | [`upper`] | the upper-level driver [`Solver`] |
 //! | [`observer`] | [`Observer`] and the allocation-free [`History`] |
 //! | [`method`] | method names (`bda`, `rhg`, …) |
+//! | [`backend`] | dataset-scale methods (RHG, T-RHG, BDA, IHG, O-BDA) over a math backend |
 //! | [`synthetic`] | the papers' synthetic problems (ICML Example 1, journal Eq. 40, Remark 4) |
 //!
 //! ```
@@ -60,6 +61,7 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod backend;
 pub mod error;
 pub mod hypergrad;
 pub mod lower;

@@ -1,0 +1,40 @@
+//! The command line's error: one line for the user and an exit code.
+
+use std::fmt;
+
+/// A failure the `bda` command reports as one line on stderr.
+#[derive(Debug)]
+pub enum CliError {
+    /// Bad input: a flag, a file, a dataset (exit 2).
+    Input(String),
+    /// The computation failed (divergence, backend failure) (exit 1).
+    Run(String),
+}
+
+impl CliError {
+    /// Bad input, exit code 2.
+    pub fn input(msg: impl Into<String>) -> Self {
+        CliError::Input(msg.into())
+    }
+    /// Failed computation, exit code 1.
+    pub fn run(msg: impl Into<String>) -> Self {
+        CliError::Run(msg.into())
+    }
+    /// The process exit code.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Input(_) => 2,
+            CliError::Run(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Input(m) | CliError::Run(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for CliError {}
