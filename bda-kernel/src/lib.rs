@@ -26,6 +26,7 @@
 //! | [`observer`] | [`Observer`] and the allocation-free [`History`] |
 //! | [`method`] | method names (`bda`, `rhg`, …) |
 //! | [`backend`] | dataset-scale methods (RHG, T-RHG, BDA, IHG, O-BDA) over a math backend |
+//! | [`hyperclean`] | the data hyper-cleaning problem both dataset backends implement |
 //! | [`synthetic`] | the papers' synthetic problems (ICML Example 1, journal Eq. 40, Remark 4) |
 //!
 //! ```
@@ -63,6 +64,7 @@ extern crate std;
 
 pub mod backend;
 pub mod error;
+pub mod hyperclean;
 pub mod hypergrad;
 pub mod lower;
 pub mod method;
