@@ -153,7 +153,7 @@ impl<T: Real, const N: usize, const M: usize> Solver<T, N, M> {
                 grad: &hg.grad,
                 grad_norm,
             });
-            if grad_norm <= self.upper.grad_tol {
+            if self.upper.grad_tol > T::zero() && grad_norm <= self.upper.grad_tol {
                 termination = Termination::GradTol;
                 break;
             }
@@ -167,7 +167,7 @@ impl<T: Real, const N: usize, const M: usize> Solver<T, N, M> {
             if self.upper.warm_start {
                 y_start = hg.y;
             }
-            if step <= self.upper.step_tol {
+            if self.upper.step_tol > T::zero() && step <= self.upper.step_tol {
                 termination = Termination::StepTol;
                 break;
             }
