@@ -147,10 +147,26 @@ macro_rules! real_impl {
     };
 }
 
-real_impl!(f64, libm::sqrt, libm::exp, libm::log, libm::sin, libm::cos, libm::tanh);
+real_impl!(
+    f64,
+    libm::sqrt,
+    libm::exp,
+    libm::log,
+    libm::sin,
+    libm::cos,
+    libm::tanh
+);
 
 #[cfg(not(feature = "micromath"))]
-real_impl!(f32, libm::sqrtf, libm::expf, libm::logf, libm::sinf, libm::cosf, libm::tanhf);
+real_impl!(
+    f32,
+    libm::sqrtf,
+    libm::expf,
+    libm::logf,
+    libm::sinf,
+    libm::cosf,
+    libm::tanhf
+);
 
 #[cfg(feature = "micromath")]
 real_impl!(
@@ -334,7 +350,10 @@ mod tests {
         for i in 1..2000 {
             let v = i as f32 * 0.5e-2;
             let rel = |a: f32, b: f32| ((a - b) / b).abs();
-            assert!(rel(Scalar::sqrt(v), libm::sqrtf(v)) < MAX_ERROR, "sqrt({v})");
+            assert!(
+                rel(Scalar::sqrt(v), libm::sqrtf(v)) < MAX_ERROR,
+                "sqrt({v})"
+            );
             let e = -10.0 + 20.0 * (i as f32 / 2000.0);
             assert!(rel(Scalar::exp(e), libm::expf(e)) < MAX_ERROR, "exp({e})");
             let l = libm::powf(10.0, -3.0 + 6.0 * (i as f32 / 2000.0));

@@ -5,11 +5,11 @@
 
 use std::convert::Infallible;
 
+use bda_kernel::HypergradientMethod;
 use bda_kernel::backend::{
     self, Backend, CgScratch, LowerHessian, LowerStep, OneStageScratch, StepAdjoint, UpperGradient,
 };
 use bda_kernel::prelude::*;
-use bda_kernel::HypergradientMethod;
 use nalgebra::{SMatrix, SVector};
 
 const N: usize = 3;
@@ -96,7 +96,14 @@ impl<U, L> Backend for Fixed<U, L> {
 }
 
 impl<U: Gradient<f64, N, M>, L: Gradient<f64, N, M>> LowerStep for Fixed<U, L> {
-    fn lower_step(&mut self, x: &Vec<f64>, y: &Vec<f64>, w_u: f64, w_l: f64, y_out: &mut Vec<f64>) -> Result<(), Infallible> {
+    fn lower_step(
+        &mut self,
+        x: &Vec<f64>,
+        y: &Vec<f64>,
+        w_u: f64,
+        w_l: f64,
+        y_out: &mut Vec<f64>,
+    ) -> Result<(), Infallible> {
         let (x, y) = (sv::<N>(x), sv::<M>(y));
         let next = y - self.p.upper.grad_y(&x, &y) * w_u - self.p.lower.grad_y(&x, &y) * w_l;
         y_out.copy_from_slice(next.as_slice());
@@ -105,7 +112,14 @@ impl<U: Gradient<f64, N, M>, L: Gradient<f64, N, M>> LowerStep for Fixed<U, L> {
 }
 
 impl<U: Objective<f64, N, M> + Gradient<f64, N, M>, L> UpperGradient for Fixed<U, L> {
-    fn upper_grad(&mut self, x: &Vec<f64>, y: &Vec<f64>, gy: &mut Vec<f64>, gx: &mut Vec<f64>, s: f64) -> Result<f64, Infallible> {
+    fn upper_grad(
+        &mut self,
+        x: &Vec<f64>,
+        y: &Vec<f64>,
+        gy: &mut Vec<f64>,
+        gx: &mut Vec<f64>,
+        s: f64,
+    ) -> Result<f64, Infallible> {
         let (xs, ys) = (sv::<N>(x), sv::<M>(y));
         gy.copy_from_slice(self.p.upper.grad_y(&xs, &ys).as_slice());
         let g = self.p.upper.grad_x(&xs, &ys);
@@ -115,7 +129,15 @@ impl<U: Objective<f64, N, M> + Gradient<f64, N, M>, L> UpperGradient for Fixed<U
 }
 
 impl<U: SecondOrder<f64, N, M>, L: SecondOrder<f64, N, M>> StepAdjoint for Fixed<U, L> {
-    fn step_adjoint(&mut self, x: &Vec<f64>, y: &Vec<f64>, w_u: f64, w_l: f64, a: &mut Vec<f64>, gx: &mut Vec<f64>) -> Result<(), Infallible> {
+    fn step_adjoint(
+        &mut self,
+        x: &Vec<f64>,
+        y: &Vec<f64>,
+        w_u: f64,
+        w_l: f64,
+        a: &mut Vec<f64>,
+        gx: &mut Vec<f64>,
+    ) -> Result<(), Infallible> {
         let (xs, ys, av) = (sv::<N>(x), sv::<M>(y), sv::<M>(a));
         let (fyx, fv) = Self::blocks(&self.p.upper, &xs, &ys, &av);
         let (lyx, lv) = Self::blocks(&self.p.lower, &xs, &ys, &av);
@@ -127,20 +149,41 @@ impl<U: SecondOrder<f64, N, M>, L: SecondOrder<f64, N, M>> StepAdjoint for Fixed
     }
 }
 
-impl<U: SecondOrder<f64, N, M>, L: SecondOrder<f64, N, M> + Gradient<f64, N, M>> LowerHessian for Fixed<U, L> {
-    fn lower_hvp(&mut self, x: &Vec<f64>, y: &Vec<f64>, v: &Vec<f64>, out: &mut Vec<f64>) -> Result<(), Infallible> {
+impl<U: SecondOrder<f64, N, M>, L: SecondOrder<f64, N, M> + Gradient<f64, N, M>> LowerHessian
+    for Fixed<U, L>
+{
+    fn lower_hvp(
+        &mut self,
+        x: &Vec<f64>,
+        y: &Vec<f64>,
+        v: &Vec<f64>,
+        out: &mut Vec<f64>,
+    ) -> Result<(), Infallible> {
         let (_, hv) = Self::blocks(&self.p.lower, &sv(x), &sv(y), &sv(v));
         out.copy_from_slice(hv.as_slice());
         Ok(())
     }
-    fn lower_mixed_vjp(&mut self, x: &Vec<f64>, y: &Vec<f64>, v: &Vec<f64>, s: f64, gx: &mut Vec<f64>) -> Result<(), Infallible> {
+    fn lower_mixed_vjp(
+        &mut self,
+        x: &Vec<f64>,
+        y: &Vec<f64>,
+        v: &Vec<f64>,
+        s: f64,
+        gx: &mut Vec<f64>,
+    ) -> Result<(), Infallible> {
         let vs = sv::<M>(v);
         let (hyx, _) = Self::blocks(&self.p.lower, &sv(x), &sv(y), &vs);
         let d = hyx.transpose() * vs;
         gx.iter_mut().zip(d.iter()).for_each(|(g, d)| *g += s * d);
         Ok(())
     }
-    fn lower_grad_x(&mut self, x: &Vec<f64>, y: &Vec<f64>, s: f64, gx: &mut Vec<f64>) -> Result<(), Infallible> {
+    fn lower_grad_x(
+        &mut self,
+        x: &Vec<f64>,
+        y: &Vec<f64>,
+        s: f64,
+        gx: &mut Vec<f64>,
+    ) -> Result<(), Infallible> {
         let g = self.p.lower.grad_x(&sv(x), &sv(y));
         gx.iter_mut().zip(g.iter()).for_each(|(a, b)| *a += s * b);
         Ok(())
@@ -195,7 +238,9 @@ fn problem() -> Fixed<AutoDiff<Up>, AutoDiff<Lo>> {
     let b = SMatrix::<f64, M, N>::from_fn(|i, j| ((i + 5 * j) as f64 * 0.3).cos());
     let r = SMatrix::<f64, M, M>::from_fn(|i, j| ((i * 7 + j * 2) as f64 * 0.45).sin());
     let q = r.transpose() * r / 4.0 + SMatrix::identity();
-    Fixed { p: Bilevel::new(AutoDiff(Up { a }), AutoDiff(Lo { q, b })) }
+    Fixed {
+        p: Bilevel::new(AutoDiff(Up { a }), AutoDiff(Lo { q, b })),
+    }
 }
 
 fn x0() -> SVector<f64, N> {
@@ -215,9 +260,19 @@ fn bda() -> LowerDynamics<f64> {
     }
 }
 
-fn forward(b: &Fixed<AutoDiff<Up>, AutoDiff<Lo>>, dynamics: LowerDynamics<f64>, steps: u32) -> (SVector<f64, N>, f64) {
-    let cfg = LowerConfig { steps, dynamics, projection: Projection::None };
-    let hg = ForwardMode.hypergradient(&b.p, &cfg, &x0(), &y0(), 0).unwrap();
+fn forward(
+    b: &Fixed<AutoDiff<Up>, AutoDiff<Lo>>,
+    dynamics: LowerDynamics<f64>,
+    steps: u32,
+) -> (SVector<f64, N>, f64) {
+    let cfg = LowerConfig {
+        steps,
+        dynamics,
+        projection: Projection::None,
+    };
+    let hg = ForwardMode
+        .hypergradient(&b.p, &cfg, &x0(), &y0(), 0)
+        .unwrap();
     (hg.grad, hg.upper)
 }
 
@@ -229,13 +284,29 @@ fn run_unrolled(
 ) -> (Vec<f64>, f64) {
     let mut tape = vec![vec![0.0; M]; backend::tape_len(steps, truncate)];
     let (mut adj, mut gx, mut y) = (vec![0.0; M], vec![0.0; N], vec![0.0; M]);
-    let up = backend::unrolled(b, &x0().as_slice().to_vec(), &y0().as_slice().to_vec(), &dynamics, steps, truncate, &mut tape, &mut adj, &mut gx, &mut y)
-        .unwrap();
+    let up = backend::unrolled(
+        b,
+        &x0().as_slice().to_vec(),
+        &y0().as_slice().to_vec(),
+        &dynamics,
+        steps,
+        truncate,
+        &mut tape,
+        &mut adj,
+        &mut gx,
+        &mut y,
+    )
+    .unwrap();
     (gx, up)
 }
 
 fn close(a: &[f64], b: &SVector<f64, N>, tol: f64) -> bool {
-    let d: f64 = a.iter().zip(b.iter()).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt();
+    let d: f64 = a
+        .iter()
+        .zip(b.iter())
+        .map(|(a, b)| (a - b).powi(2))
+        .sum::<f64>()
+        .sqrt();
     d <= tol * b.norm().max(1e-12)
 }
 
@@ -258,9 +329,21 @@ fn truncation_keeps_only_the_last_t_steps() {
     let steps = 9;
     // T = K is the full hypergradient; T = 0 is ∇_x F at y_K.
     let (full, _) = forward(&b, bda(), steps);
-    assert!(close(&run_unrolled(&mut b, bda(), steps, Some(steps)).0, &full, 1e-12));
-    assert!(close(&run_unrolled(&mut b, bda(), steps, Some(50)).0, &full, 1e-12));
-    let cfg = LowerConfig { steps, dynamics: bda(), projection: Projection::None };
+    assert!(close(
+        &run_unrolled(&mut b, bda(), steps, Some(steps)).0,
+        &full,
+        1e-12
+    ));
+    assert!(close(
+        &run_unrolled(&mut b, bda(), steps, Some(50)).0,
+        &full,
+        1e-12
+    ));
+    let cfg = LowerConfig {
+        steps,
+        dynamics: bda(),
+        projection: Projection::None,
+    };
     let y_k = cfg.solve(&b.p, &x0(), &y0(), 0).unwrap();
     let (t0, _) = run_unrolled(&mut b, bda(), steps, Some(0));
     assert!(close(&t0, &b.p.upper.grad_x(&x0(), &y_k), 1e-14));
@@ -291,10 +374,25 @@ fn implicit_matches_forward_mode_once_the_lower_level_has_converged() {
     let steps = 400;
     let dynamics = LowerDynamics::LowerOnly { s_l: 0.4 };
     let (want, _) = forward(&b, dynamics, steps);
-    let mut cg = CgScratch { r: vec![0.0; M], p: vec![0.0; M], hp: vec![0.0; M], v: vec![0.0; M] };
+    let mut cg = CgScratch {
+        r: vec![0.0; M],
+        p: vec![0.0; M],
+        hp: vec![0.0; M],
+        v: vec![0.0; M],
+    };
     let (mut gx, mut y) = (vec![0.0; N], vec![0.0; M]);
-    backend::implicit(&mut b, &x0().as_slice().to_vec(), &y0().as_slice().to_vec(), &dynamics, steps, 20, &mut cg, &mut gx, &mut y)
-        .unwrap();
+    backend::implicit(
+        &mut b,
+        &x0().as_slice().to_vec(),
+        &y0().as_slice().to_vec(),
+        &dynamics,
+        steps,
+        20,
+        &mut cg,
+        &mut gx,
+        &mut y,
+    )
+    .unwrap();
     assert!(close(&gx, &want, 1e-8), "{gx:?} vs {want:?}");
 }
 
@@ -302,10 +400,23 @@ fn implicit_matches_forward_mode_once_the_lower_level_has_converged() {
 fn one_stage_matches_the_exact_one_step_hypergradient() {
     let mut b = problem();
     let (want, up) = forward(&b, bda(), 1);
-    let mut s = OneStageScratch { g: vec![0.0; M], h: vec![0.0; M], sink: vec![0.0; M] };
+    let mut s = OneStageScratch {
+        g: vec![0.0; M],
+        h: vec![0.0; M],
+        sink: vec![0.0; M],
+    };
     let (mut gx, mut y) = (vec![0.0; N], vec![0.0; M]);
-    let up2 = backend::one_stage(&mut b, &x0().as_slice().to_vec(), &y0().as_slice().to_vec(), &bda(), 1e-4, &mut s, &mut gx, &mut y)
-        .unwrap();
+    let up2 = backend::one_stage(
+        &mut b,
+        &x0().as_slice().to_vec(),
+        &y0().as_slice().to_vec(),
+        &bda(),
+        1e-4,
+        &mut s,
+        &mut gx,
+        &mut y,
+    )
+    .unwrap();
     assert!((up - up2).abs() < 1e-14);
     // Central differences: O(ε²) error.
     assert!(close(&gx, &want, 1e-7), "{gx:?} vs {want:?}");
@@ -316,7 +427,18 @@ fn a_short_tape_is_an_error_not_a_panic() {
     let mut b = problem();
     let mut tape = vec![vec![0.0; M]; 3];
     let (mut adj, mut gx, mut y) = (vec![0.0; M], vec![0.0; N], vec![0.0; M]);
-    let r = backend::unrolled(&mut b, &vec![0.0; N], &vec![0.0; M], &bda(), 5, None, &mut tape, &mut adj, &mut gx, &mut y);
+    let r = backend::unrolled(
+        &mut b,
+        &vec![0.0; N],
+        &vec![0.0; M],
+        &bda(),
+        5,
+        None,
+        &mut tape,
+        &mut adj,
+        &mut gx,
+        &mut y,
+    );
     assert_eq!(r, Err(backend::MethodError::TapeTooShort { needed: 6 }));
 }
 
@@ -327,9 +449,22 @@ fn divergence_is_located_at_its_lower_step() {
     let dynamics = LowerDynamics::LowerOnly { s_l: 5.0 };
     let mut tape = vec![vec![0.0; M]; steps as usize + 1];
     let (mut adj, mut gx, mut y) = (vec![0.0; M], vec![0.0; N], vec![0.0; M]);
-    let r = backend::unrolled(&mut b, &x0().as_slice().to_vec(), &y0().as_slice().to_vec(), &dynamics, steps, None, &mut tape, &mut adj, &mut gx, &mut y);
+    let r = backend::unrolled(
+        &mut b,
+        &x0().as_slice().to_vec(),
+        &y0().as_slice().to_vec(),
+        &dynamics,
+        steps,
+        None,
+        &mut tape,
+        &mut adj,
+        &mut gx,
+        &mut y,
+    );
     match r {
-        Err(backend::MethodError::NonFinite { ll_iter }) => assert!(ll_iter > 0 && ll_iter < steps, "{ll_iter}"),
+        Err(backend::MethodError::NonFinite { ll_iter }) => {
+            assert!(ll_iter > 0 && ll_iter < steps, "{ll_iter}")
+        }
         other => panic!("expected NonFinite, got {other:?}"),
     }
 }

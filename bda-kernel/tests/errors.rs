@@ -7,13 +7,27 @@ use nalgebra::{Vector1, Vector2};
 
 fn solver() -> Solver<f64, 1, 2> {
     Solver {
-        lower: LowerConfig { steps: 8, dynamics: LowerDynamics::bda(0.7, 0.2), projection: Projection::None },
+        lower: LowerConfig {
+            steps: 8,
+            dynamics: LowerDynamics::bda(0.7, 0.2),
+            projection: Projection::None,
+        },
         upper: UpperConfig::new(0.5, 10),
     }
 }
 
-fn solve(s: &Solver<f64, 1, 2>, x0: f64, y0: [f64; 2]) -> Result<bda_kernel::Outcome<f64, 1, 2>, Error> {
-    s.solve(&icml_example1::<f64>(), &mut ForwardMode, &Vector1::new(x0), &Vector2::from(y0), &mut ())
+fn solve(
+    s: &Solver<f64, 1, 2>,
+    x0: f64,
+    y0: [f64; 2],
+) -> Result<bda_kernel::Outcome<f64, 1, 2>, Error> {
+    s.solve(
+        &icml_example1::<f64>(),
+        &mut ForwardMode,
+        &Vector1::new(x0),
+        &Vector2::from(y0),
+        &mut (),
+    )
 }
 
 #[test]
@@ -26,26 +40,47 @@ fn bad_configuration_is_rejected_before_iterating() {
         s_u: 0.7,
         s_l: 0.2,
     };
-    assert_eq!(solve(&s, 0.0, [0.0, 0.0]), Err(Error::Config(ConfigError::MuOutOfRange)));
+    assert_eq!(
+        solve(&s, 0.0, [0.0, 0.0]),
+        Err(Error::Config(ConfigError::MuOutOfRange))
+    );
 
     let mut s = solver();
     s.lower.dynamics = LowerDynamics::LowerOnly { s_l: 0.0 };
-    assert_eq!(solve(&s, 0.0, [0.0, 0.0]), Err(Error::Config(ConfigError::NonPositiveStep("s_l"))));
+    assert_eq!(
+        solve(&s, 0.0, [0.0, 0.0]),
+        Err(Error::Config(ConfigError::NonPositiveStep("s_l")))
+    );
 
     let mut s = solver();
     s.upper.lambda = -1.0;
-    assert_eq!(solve(&s, 0.0, [0.0, 0.0]), Err(Error::Config(ConfigError::NonPositiveStep("lambda"))));
+    assert_eq!(
+        solve(&s, 0.0, [0.0, 0.0]),
+        Err(Error::Config(ConfigError::NonPositiveStep("lambda")))
+    );
 
     let mut s = solver();
     s.upper.projection = Projection::cube(1.0, -1.0);
-    assert_eq!(solve(&s, 0.0, [0.0, 0.0]), Err(Error::Config(ConfigError::EmptyBox(0))));
+    assert_eq!(
+        solve(&s, 0.0, [0.0, 0.0]),
+        Err(Error::Config(ConfigError::EmptyBox(0)))
+    );
 
     let mut s = solver();
     s.lower.steps = 0;
-    assert_eq!(solve(&s, 0.0, [0.0, 0.0]), Err(Error::Config(ConfigError::ZeroSteps)));
+    assert_eq!(
+        solve(&s, 0.0, [0.0, 0.0]),
+        Err(Error::Config(ConfigError::ZeroSteps))
+    );
 
-    assert_eq!(solve(&solver(), f64::NAN, [0.0, 0.0]), Err(Error::Config(ConfigError::NonFiniteInput("x0"))));
-    assert_eq!(solve(&solver(), 0.0, [0.0, f64::INFINITY]), Err(Error::Config(ConfigError::NonFiniteInput("y0"))));
+    assert_eq!(
+        solve(&solver(), f64::NAN, [0.0, 0.0]),
+        Err(Error::Config(ConfigError::NonFiniteInput("x0")))
+    );
+    assert_eq!(
+        solve(&solver(), 0.0, [0.0, f64::INFINITY]),
+        Err(Error::Config(ConfigError::NonFiniteInput("y0")))
+    );
 }
 
 #[test]
@@ -57,7 +92,11 @@ fn divergence_names_the_iteration() {
     s.lower.dynamics = LowerDynamics::LowerOnly { s_l: 3.0 };
     let err = solve(&s, 1.0, [0.0, 0.0]).unwrap_err();
     match err {
-        Error::NonFinite { stage, ul_iter, ll_iter } => {
+        Error::NonFinite {
+            stage,
+            ul_iter,
+            ll_iter,
+        } => {
             assert_eq!(ul_iter, 0);
             assert!(matches!(stage, Stage::LowerIterate | Stage::Hypergradient));
             assert!((1000..1100).contains(&ll_iter), "ll_iter = {ll_iter}");
@@ -65,7 +104,10 @@ fn divergence_names_the_iteration() {
         other => panic!("expected NonFinite, got {other:?}"),
     }
     let msg = format!("{err}");
-    assert!(msg.contains("upper iteration 0") && msg.contains("lower step"), "{msg}");
+    assert!(
+        msg.contains("upper iteration 0") && msg.contains("lower step"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -94,7 +136,13 @@ fn history_counts_rows_that_do_not_fit() {
     let problem = icml_example1::<f64>();
     let mut h: History<f64, 1, 2, 4> = History::with_reference(&problem);
     solver()
-        .solve(&problem, &mut ForwardMode, &Vector1::new(0.0), &Vector2::new(0.0, 0.0), &mut h)
+        .solve(
+            &problem,
+            &mut ForwardMode,
+            &Vector1::new(0.0),
+            &Vector2::new(0.0, 0.0),
+            &mut h,
+        )
         .unwrap();
     assert_eq!(h.records.len(), 4);
     assert_eq!(h.dropped, 7); // 10 iterations + the final row − 4 stored

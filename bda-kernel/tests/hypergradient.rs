@@ -74,7 +74,10 @@ fn random_problem<const N: usize, const M: usize>(
     // Q = RᵀR/M + I: symmetric positive definite with eigenvalues in [1, ~2].
     let q = r.transpose() * r / (M as f64) + SMatrix::<f64, M, M>::identity();
     let b2 = SMatrix::<f64, M, N>::from_fn(|_, _| next());
-    Bilevel::new(AutoDiff(RandomUpper { a, b, c }), AutoDiff(RandomLower { q, b: b2 }))
+    Bilevel::new(
+        AutoDiff(RandomUpper { a, b, c }),
+        AutoDiff(RandomLower { q, b: b2 }),
+    )
 }
 
 fn lower(k: u32, projection: Projection<f64, 4>) -> LowerConfig<f64, 4> {
@@ -163,11 +166,20 @@ fn forward_mode_through_an_active_box_matches_finite_differences() {
     let cfg = lower(12, Projection::cube(-0.25, 0.25));
     let x = SVector::<f64, 3>::new(0.4, -0.9, 0.7);
     let y0 = SVector::<f64, 4>::zeros();
-    let fwd = ForwardMode.hypergradient(&problem, &cfg, &x, &y0, 0).unwrap();
-    let fd = CentralDifference { h: 1e-6 }.hypergradient(&problem, &cfg, &x, &y0, 0).unwrap();
+    let fwd = ForwardMode
+        .hypergradient(&problem, &cfg, &x, &y0, 0)
+        .unwrap();
+    let fd = CentralDifference { h: 1e-6 }
+        .hypergradient(&problem, &cfg, &x, &y0, 0)
+        .unwrap();
     let clamped = fwd.y.iter().filter(|v| v.abs() == 0.25).count();
     assert!(clamped > 0, "the box should be active: y = {:?}", fwd.y);
-    assert!(rel_err(&fwd.grad, &fd.grad) < 1e-6, "{:?} vs {:?}", fwd.grad, fd.grad);
+    assert!(
+        rel_err(&fwd.grad, &fd.grad) < 1e-6,
+        "{:?} vs {:?}",
+        fwd.grad,
+        fd.grad
+    );
 }
 
 /// Analytic derivatives of the bundled problems agree with dual numbers.
@@ -175,17 +187,27 @@ fn forward_mode_through_an_active_box_matches_finite_differences() {
 fn analytic_derivatives_agree_with_dual_numbers() {
     fn check<P, const N: usize, const M: usize>(p: &P, x: SVector<f64, N>, y: SVector<f64, M>)
     where
-        P: Smooth<N, M> + Gradient<f64, N, M> + SecondOrder<f64, N, M> + Objective<f64, N, M> + Clone,
+        P: Smooth<N, M>
+            + Gradient<f64, N, M>
+            + SecondOrder<f64, N, M>
+            + Objective<f64, N, M>
+            + Clone,
     {
         let auto = AutoDiff(p.clone());
         let z = SMatrix::<f64, M, N>::from_fn(|i, j| 0.1 * (i as f64) - 0.3 * (j as f64) + 0.2);
         assert!((p.value(&x, &y) - auto.value(&x, &y)).abs() < 1e-12);
         assert!((p.grad_x(&x, &y) - auto.grad_x(&x, &y)).norm() < 1e-10);
         assert!((p.grad_y(&x, &y) - auto.grad_y(&x, &y)).norm() < 1e-10);
-        let (a, b) = (p.grad_y_tangent(&x, &y, &z), auto.grad_y_tangent(&x, &y, &z));
+        let (a, b) = (
+            p.grad_y_tangent(&x, &y, &z),
+            auto.grad_y_tangent(&x, &y, &z),
+        );
         assert!((a - b).norm() < 1e-9 * (1.0 + b.norm()), "{a} vs {b}");
     }
-    let (x1, y1) = (SVector::<f64, 1>::new(0.7), SVector::<f64, 2>::new(-0.3, 1.9));
+    let (x1, y1) = (
+        SVector::<f64, 1>::new(0.7),
+        SVector::<f64, 2>::new(-0.3, 1.9),
+    );
     check(&Example1Upper, x1, y1);
     check(&Example1Lower { eps: 0.25 }, x1, y1);
     let x5 = SVector::<f64, 5>::from_fn(|i, _| 0.3 * i as f64 - 0.5);
@@ -206,7 +228,9 @@ fn dual_and_analytic_hypergradients_agree() {
     };
     let x = SVector::<f64, 5>::new(0.3, -0.2, 0.5, 1.5, 0.0);
     let y0 = SVector::<f64, 10>::repeat(0.1);
-    let a = ForwardMode.hypergradient(&analytic, &cfg, &x, &y0, 0).unwrap();
+    let a = ForwardMode
+        .hypergradient(&analytic, &cfg, &x, &y0, 0)
+        .unwrap();
     let b = ForwardMode.hypergradient(&auto, &cfg, &x, &y0, 0).unwrap();
     assert!(rel_err(&a.grad, &b.grad) < 1e-12);
     assert!((a.y - b.y).norm() < 1e-12);
@@ -216,9 +240,33 @@ fn dual_and_analytic_hypergradients_agree() {
 fn f32_hypergradient_is_close_to_f64() {
     let p64 = bda_kernel::synthetic::icml_example1::<f64>();
     let p32 = bda_kernel::synthetic::icml_example1::<f32>();
-    let c64 = LowerConfig { steps: 32, dynamics: LowerDynamics::bda(0.7, 0.2), projection: Projection::None };
-    let c32 = LowerConfig { steps: 32, dynamics: LowerDynamics::bda(0.7f32, 0.2), projection: Projection::None };
-    let g64 = ForwardMode.hypergradient(&p64, &c64, &SVector::from([0.3]), &SVector::from([0.0, 2.0]), 0).unwrap();
-    let g32 = ForwardMode.hypergradient(&p32, &c32, &SVector::from([0.3f32]), &SVector::from([0.0f32, 2.0]), 0).unwrap();
+    let c64 = LowerConfig {
+        steps: 32,
+        dynamics: LowerDynamics::bda(0.7, 0.2),
+        projection: Projection::None,
+    };
+    let c32 = LowerConfig {
+        steps: 32,
+        dynamics: LowerDynamics::bda(0.7f32, 0.2),
+        projection: Projection::None,
+    };
+    let g64 = ForwardMode
+        .hypergradient(
+            &p64,
+            &c64,
+            &SVector::from([0.3]),
+            &SVector::from([0.0, 2.0]),
+            0,
+        )
+        .unwrap();
+    let g32 = ForwardMode
+        .hypergradient(
+            &p32,
+            &c32,
+            &SVector::from([0.3f32]),
+            &SVector::from([0.0f32, 2.0]),
+            0,
+        )
+        .unwrap();
     assert!((g64.grad[0] - g32.grad[0] as f64).abs() < 1e-5 * g64.grad[0].abs().max(1.0));
 }

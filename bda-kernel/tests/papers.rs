@@ -21,21 +21,37 @@ fn bda_solver(k: u32, iters: u32) -> Solver<f64, 1, 2> {
             },
             projection: Projection::None,
         },
-        upper: UpperConfig { projection: Projection::cube(-100.0, 100.0), ..UpperConfig::new(0.5, iters) },
+        upper: UpperConfig {
+            projection: Projection::cube(-100.0, 100.0),
+            ..UpperConfig::new(0.5, iters)
+        },
     }
 }
 
 fn lower_only_solver(k: u32, iters: u32) -> Solver<f64, 1, 2> {
     Solver {
-        lower: LowerConfig { steps: k, dynamics: LowerDynamics::LowerOnly { s_l: 0.2 }, projection: Projection::None },
-        upper: UpperConfig { projection: Projection::cube(-100.0, 100.0), ..UpperConfig::new(0.5, iters) },
+        lower: LowerConfig {
+            steps: k,
+            dynamics: LowerDynamics::LowerOnly { s_l: 0.2 },
+            projection: Projection::None,
+        },
+        upper: UpperConfig {
+            projection: Projection::cube(-100.0, 100.0),
+            ..UpperConfig::new(0.5, iters)
+        },
     }
 }
 
 fn run(solver: &Solver<f64, 1, 2>, y0: [f64; 2]) -> Outcome<f64, 1, 2> {
     let problem = icml_example1::<f64>();
     solver
-        .solve(&problem, &mut ForwardMode, &Vector1::new(0.0), &Vector2::from(y0), &mut ())
+        .solve(
+            &problem,
+            &mut ForwardMode,
+            &Vector1::new(0.0),
+            &Vector2::from(y0),
+            &mut (),
+        )
         .expect("solve")
 }
 
@@ -45,7 +61,10 @@ fn icml_example1_bda_reaches_the_true_solution_from_both_starts() {
         let out = run(&bda_solver(256, 400), y0);
         let x_err = (out.x[0] - 1.0).abs();
         let y_err = (out.y - Vector2::new(1.0, 1.0)).norm();
-        println!("BDA K=256 y0={y0:?}: x = {:.5}, y = ({:.5}, {:.5})", out.x[0], out.y[0], out.y[1]);
+        println!(
+            "BDA K=256 y0={y0:?}: x = {:.5}, y = ({:.5}, {:.5})",
+            out.x[0], out.y[0], out.y[1]
+        );
         assert!(x_err < 0.05, "x = {} from y0 = {y0:?}", out.x[0]);
         assert!(y_err < 0.1, "y = {:?} from y0 = {y0:?}", out.y);
     }
@@ -59,7 +78,11 @@ fn icml_example1_lower_only_dynamics_converge_to_the_wrong_points_whatever_k() {
         for (y0, want) in [([0.0, 0.0], 0.5), ([2.0, 2.0], 1.5)] {
             let out = run(&lower_only_solver(k, 500), y0);
             println!("LL-only K={k} y0={y0:?}: x = {:.5}", out.x[0]);
-            assert!((out.x[0] - want).abs() < 1e-3, "K={k} y0={y0:?}: x = {}", out.x[0]);
+            assert!(
+                (out.x[0] - want).abs() < 1e-3,
+                "K={k} y0={y0:?}: x = {}",
+                out.x[0]
+            );
             assert_eq!(out.y[1], y0[1], "the lower level never moves y2");
         }
     }
@@ -76,9 +99,18 @@ fn remark4_regularised_lower_level_gives_x_one_half() {
         let mut solver = lower_only_solver(k, 300);
         solver.lower.dynamics = LowerDynamics::LowerOnly { s_l: 0.9 };
         let out = solver
-            .solve(&problem, &mut ForwardMode, &Vector1::new(3.0), &Vector2::new(0.0, 1.0), &mut ())
+            .solve(
+                &problem,
+                &mut ForwardMode,
+                &Vector1::new(3.0),
+                &Vector2::new(0.0, 1.0),
+                &mut (),
+            )
             .unwrap();
-        println!("Remark 4 eps={eps}: x = {:.6}, y = ({:.6}, {:.6})", out.x[0], out.y[0], out.y[1]);
+        println!(
+            "Remark 4 eps={eps}: x = {:.6}, y = ({:.6}, {:.6})",
+            out.x[0], out.y[0], out.y[1]
+        );
         assert!((out.x[0] - 0.5).abs() < 1e-3, "eps={eps}: x = {}", out.x[0]);
     }
 }
@@ -92,13 +124,21 @@ fn remark4_regularised_lower_level_gives_x_one_half() {
 fn eq40_run(
     dynamics: LowerDynamics<f64>,
     warm_start: bool,
-) -> (bda_kernel::Outcome<f64, 50, 100>, History<'static, f64, 50, 100, 1024>) {
+) -> (
+    bda_kernel::Outcome<f64, 50, 100>,
+    History<'static, f64, 50, 100, 1024>,
+) {
     const N: usize = 50;
     const M: usize = 100;
-    static PROBLEM: std::sync::OnceLock<bda_kernel::synthetic::Eq40<50, 100>> = std::sync::OnceLock::new();
+    static PROBLEM: std::sync::OnceLock<bda_kernel::synthetic::Eq40<50, 100>> =
+        std::sync::OnceLock::new();
     let problem = PROBLEM.get_or_init(|| eq40::<N, M>().unwrap());
     let solver = Solver {
-        lower: LowerConfig { steps: 20, dynamics, projection: Projection::None },
+        lower: LowerConfig {
+            steps: 20,
+            dynamics,
+            projection: Projection::None,
+        },
         upper: UpperConfig {
             projection: Projection::cube(-100.0, 100.0),
             warm_start,
@@ -107,7 +147,13 @@ fn eq40_run(
     };
     let mut hist = History::with_reference(problem);
     let out = solver
-        .solve(problem, &mut ForwardMode, &SVector::zeros(), &SVector::zeros(), &mut hist)
+        .solve(
+            problem,
+            &mut ForwardMode,
+            &SVector::zeros(),
+            &SVector::zeros(),
+            &mut hist,
+        )
         .unwrap();
     (out, hist)
 }
@@ -133,7 +179,10 @@ fn eq40_bda_approaches_e_and_rhg_does_not() {
         for warm in [true, false] {
             let (out, hist) = eq40_run(dynamics, warm);
             let (ex, ey) = errs(&out);
-            println!("  {name} warm_start={warm}: ‖x−e‖/√n = {ex:.4}, ‖(y,z)−e‖/√2n = {ey:.4}, F = {:.3e}", out.upper);
+            println!(
+                "  {name} warm_start={warm}: ‖x−e‖/√n = {ex:.4}, ‖(y,z)−e‖/√2n = {ey:.4}, F = {:.3e}",
+                out.upper
+            );
             assert_eq!(hist.records.len(), 1001);
             let last = hist.records.last().unwrap();
             assert!((last.x_err.unwrap() - ex * 50f64.sqrt()).abs() < 1e-9);
@@ -154,7 +203,10 @@ fn eq40_bda_approaches_e_and_rhg_does_not() {
 #[test]
 fn bda_converges_faster_with_more_lower_steps() {
     // ICML Figure 2: BDA improves with K.
-    let errs: Vec<f64> = [8, 64, 256].iter().map(|&k| (run(&bda_solver(k, 200), [0.0, 0.0]).x[0] - 1.0).abs()).collect();
+    let errs: Vec<f64> = [8, 64, 256]
+        .iter()
+        .map(|&k| (run(&bda_solver(k, 200), [0.0, 0.0]).x[0] - 1.0).abs())
+        .collect();
     println!("BDA |x − 1| after 200 UL iterations for K = 8, 64, 256: {errs:?}");
     assert!(errs[0] > errs[1] && errs[1] > errs[2], "{errs:?}");
 }
