@@ -39,7 +39,11 @@ fn solver<T: Real>() -> Solver<T, 1, 2> {
             steps: K,
             dynamics: LowerDynamics::Aggregated {
                 mu: c(0.5),
-                alpha: Schedule::Proposition1 { gamma: c(1.0), beta: c(0.0), eps: c(0.1) },
+                alpha: Schedule::Proposition1 {
+                    gamma: c(1.0),
+                    beta: c(0.0),
+                    eps: c(0.1),
+                },
                 beta: Beta::Icml,
                 s_u: c(0.7),
                 s_l: c(0.2),
@@ -90,8 +94,16 @@ fn run<T: Real>(precision: &str, y0: [f64; 2]) -> bool {
         out.upper.to_f64(),
         out.grad_norm.to_f64(),
     );
-    let first = history.records.first().and_then(|r| r.x_err).map_or(f64::NAN, T::to_f64);
-    let last = history.records.last().and_then(|r| r.y_err).map_or(f64::NAN, T::to_f64);
+    let first = history
+        .records
+        .first()
+        .and_then(|r| r.x_err)
+        .map_or(f64::NAN, T::to_f64);
+    let last = history
+        .records
+        .last()
+        .and_then(|r| r.y_err)
+        .map_or(f64::NAN, T::to_f64);
     hprintln!(
         "    |x-1| = {:.2e}  |y-y*| = {:.2e}  history: {} rows, {} dropped, |x-x*| {:.3} at t=0, |y-y*| {:.2e} at the end  {}",
         x_err,
@@ -143,7 +155,11 @@ fn main() -> ! {
         peak = peak.max(used_f64);
     }
 
-    hprintln!("stack used: {} bytes (of {} available)", peak, stack::capacity());
+    hprintln!(
+        "stack used: {} bytes (of {} available)",
+        peak,
+        stack::capacity()
+    );
     if all_ok {
         hprintln!("PASS");
         debug::exit(debug::EXIT_SUCCESS);

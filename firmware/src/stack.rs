@@ -27,7 +27,10 @@ const GUARD: usize = 64;
 
 /// `(bottom, top)` of the stack region.
 fn bounds() -> (usize, usize) {
-    (&raw const _stack_end as usize, &raw const _stack_start as usize)
+    (
+        &raw const _stack_end as usize,
+        &raw const _stack_start as usize,
+    )
 }
 
 /// Bytes between `_stack_end` and `_stack_start`: all the stack there is.
