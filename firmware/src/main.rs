@@ -70,6 +70,8 @@ fn run<T: Real>(precision: &str, y0: [f64; 2]) -> bool {
         &Vector2::new(c(y0[0]), c(y0[1])),
         &mut history,
     );
+    // Deepest point of the solve alone (this frame, with the History, included).
+    let solve_stack = stack::used();
     let out = match result {
         Ok(out) => out,
         Err(e) => {
@@ -105,16 +107,36 @@ fn run<T: Real>(precision: &str, y0: [f64; 2]) -> bool {
         .and_then(|r| r.y_err)
         .map_or(f64::NAN, T::to_f64);
     hprintln!(
-        "    |x-1| = {:.2e}  |y-y*| = {:.2e}  history: {} rows, {} dropped, |x-x*| {:.3} at t=0, |y-y*| {:.2e} at the end  {}",
+        "    |x-1| = {:.2e}  |y-y*| = {:.2e}  history: {} rows, {} dropped, |x-x*| {:.3} at t=0, |y-y*| {:.2e} at the end  stack(solve) = {} B  {}",
         x_err,
         y_err,
         history.records.len(),
         history.dropped,
         first,
         last,
+        solve_stack,
         if ok { "ok" } else { "FAIL" },
     );
     ok
+}
+
+/// Both starts in precision `T`, the stack painted afresh before each: whether all passed,
+/// and the deepest stack use (solve and printing).
+fn phase<T: Real>(precision: &str) -> (bool, usize) {
+    let (mut ok, mut used) = (true, 0);
+    for y0 in STARTS {
+        stack::repaint();
+        ok &= run::<T>(precision, y0);
+        used = used.max(stack::used());
+    }
+    hprintln!(
+        "stack, {} phase: {} bytes (History<{}> on the stack: {} bytes)",
+        precision,
+        used,
+        precision,
+        core::mem::size_of::<History<'static, T, 1, 2, CAP>>(),
+    );
+    (ok, used)
 }
 
 #[entry]
@@ -125,34 +147,18 @@ fn main() -> ! {
         UL_ITERS
     );
     let mut all_ok = true;
-    let mut peak = stack::used(); // startup (painted by cortex-m-rt's reset handler)
+    // Startup, painted by cortex-m-rt's reset handler (`paint-stack`).
+    let mut peak = stack::used();
 
-    stack::repaint();
-    for y0 in STARTS {
-        all_ok &= run::<f32>("f32", y0);
-    }
-    let used_f32 = stack::used();
-
-    hprintln!(
-        "stack, f32 phase: {} bytes (History<f32> on the stack: {} bytes)",
-        used_f32,
-        core::mem::size_of::<History<'static, f32, 1, 2, CAP>>(),
-    );
-    peak = peak.max(used_f32);
+    let (ok, used) = phase::<f32>("f32");
+    all_ok &= ok;
+    peak = peak.max(used);
 
     #[cfg(feature = "f64")]
     {
-        stack::repaint();
-        for y0 in STARTS {
-            all_ok &= run::<f64>("f64", y0);
-        }
-        let used_f64 = stack::used();
-        hprintln!(
-            "stack, f64 phase: {} bytes (History<f64> on the stack: {} bytes)",
-            used_f64,
-            core::mem::size_of::<History<'static, f64, 1, 2, CAP>>(),
-        );
-        peak = peak.max(used_f64);
+        let (ok, used) = phase::<f64>("f64");
+        all_ok &= ok;
+        peak = peak.max(used);
     }
 
     hprintln!(
