@@ -329,7 +329,7 @@ where
         }
         b.lower_hvp(x, y, &cg.p, &mut cg.hp)?;
         let php = b.dot_y(&cg.p, &cg.hp)?;
-        if !(php > B::T::zero()) {
+        if !php.is_finite() || php <= B::T::zero() {
             break; // direction of non-positive curvature: stop with the current solution
         }
         let alpha = rr / php;
