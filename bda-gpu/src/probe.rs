@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, DriverError, sys as drv};
 
@@ -48,6 +49,11 @@ impl fmt::Display for DeviceInfo {
 /// Checks that the CUDA driver, NVRTC and cuBLAS libraries can be loaded and that device
 /// `ordinal` exists, and describes it. Never panics: a missing library or device is an `Err`.
 pub fn probe(ordinal: usize) -> Result<DeviceInfo, GpuError> {
+    open(ordinal).map(|(_, info)| info)
+}
+
+/// [`probe`], keeping the (primary) context it opened.
+pub(crate) fn open(ordinal: usize) -> Result<(Arc<CudaContext>, DeviceInfo), GpuError> {
     check_libraries()?;
     guard(|| {
         let count = device_count()?;
@@ -59,12 +65,13 @@ pub fn probe(ordinal: usize) -> Result<DeviceInfo, GpuError> {
         }
         let ctx = CudaContext::new(ordinal)?;
         let (major, minor) = ctx.compute_capability()?;
-        Ok(DeviceInfo {
+        let info = DeviceInfo {
             ordinal,
             name: ctx.name()?,
             compute_capability: (major.max(0) as u32, minor.max(0) as u32),
             total_memory: ctx.total_mem()?,
-        })
+        };
+        Ok((ctx, info))
     })
 }
 

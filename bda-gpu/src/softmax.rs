@@ -29,7 +29,7 @@ use cudarc::driver::{CudaContext, CudaSlice, CudaStream, LaunchConfig, PushKerne
 
 use crate::gemm::{RowMajor, gemm};
 use crate::kernels::{Kernel, Kernels, arch_for};
-use crate::probe::{guard, probe};
+use crate::probe::{guard, open};
 use crate::{DeviceInfo, GpuError};
 
 /// A device buffer of `f32`: the `X` and `Y` of [`SoftmaxGpu`].
@@ -246,17 +246,21 @@ pub struct SoftmaxGpu {
 }
 
 impl SoftmaxGpu {
-    /// Checks `data`, opens device `ordinal` (see [`probe`]) and uploads the data. The kernels
+    /// Checks `data`, opens device `ordinal` (see [`crate::probe`]) and uploads the data. The kernels
     /// are compiled on first use; call [`SoftmaxGpu::warm_up`] to do it now.
     pub fn new(ordinal: usize, data: &HypercleanData<'_>) -> Result<Self, GpuError> {
         data.validate().map_err(GpuError::Data)?;
         let dims = Dims::of(data)?;
-        let info = probe(ordinal)?;
-        guard(|| Self::open(info, dims, data))
+        let (ctx, info) = open(ordinal)?;
+        guard(|| Self::upload(ctx, info, dims, data))
     }
 
-    fn open(info: DeviceInfo, dims: Dims, data: &HypercleanData<'_>) -> Result<Self, GpuError> {
-        let ctx = CudaContext::new(info.ordinal)?;
+    fn upload(
+        ctx: Arc<CudaContext>,
+        info: DeviceInfo,
+        dims: Dims,
+        data: &HypercleanData<'_>,
+    ) -> Result<Self, GpuError> {
         // SAFETY: this backend issues all its work on the one stream created below, so cudarc's
         // cross-stream event tracking is not needed (and would record two events per launch).
         // It only affects buffers allocated from now on in this context.
@@ -500,6 +504,14 @@ impl SoftmaxGpu {
         self.stream.memcpy_dtoh(&self.red, &mut host)?;
         self.stream.synchronize()?;
         Ok(host)
+    }
+}
+
+impl Drop for SoftmaxGpu {
+    /// Waits for queued work before the modules and buffers go (errors cannot be reported
+    /// from a drop and are ignored).
+    fn drop(&mut self) {
+        let _ = self.stream.synchronize();
     }
 }
 

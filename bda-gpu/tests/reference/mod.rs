@@ -1,7 +1,7 @@
 //! A plain f64 implementation of the hyper-cleaning primitives, straight from the formulas of
 //! `bda_kernel::hyperclean`, used as the reference for the CUDA backend. It implements the same
 //! backend traits, so the kernel's generic methods can run on both.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::needless_range_loop)]
 
 use std::convert::Infallible;
 
