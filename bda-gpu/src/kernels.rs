@@ -194,18 +194,24 @@ impl Drop for Program {
     }
 }
 
-fn compile_error(module: Module, arch: &str, log: impl Into<String>) -> GpuError {
+fn compile_error(module: &'static str, arch: &str, log: impl Into<String>) -> GpuError {
     GpuError::Compile {
-        module: module.name(),
+        module,
         arch: arch.to_owned(),
         log: log.into(),
     }
 }
 
 fn compile_cubin(module: Module, arch: &str) -> Result<Vec<u8>, GpuError> {
+    compile_source(module.name(), module.source(), arch)
+}
+
+/// Compiles the CUDA C source `source` (file stem `module`, with [`HEADERS`] available to
+/// `#include`) to a CUBIN for the real architecture `arch`.
+fn compile_source(module: &'static str, source: &str, arch: &str) -> Result<Vec<u8>, GpuError> {
     let nul = |_| compile_error(module, arch, "source contains a NUL byte");
-    let src = CString::new(module.source()).map_err(nul)?;
-    let file = CString::new(format!("{}.cu", module.name())).map_err(nul)?;
+    let src = CString::new(source).map_err(nul)?;
+    let file = CString::new(format!("{module}.cu")).map_err(nul)?;
     let header_src = HEADERS
         .iter()
         .map(|(_, s)| CString::new(*s))
@@ -431,6 +437,50 @@ mod tests {
     fn headers_are_guarded() {
         for (name, src) in HEADERS {
             assert!(src.contains("#pragma once"), "{name} needs #pragma once");
+        }
+    }
+
+    /// With NVRTC on the library path (it needs no GPU and no driver: e.g. the PyPI wheel
+    /// `nvidia-cuda-nvrtc`, `LD_LIBRARY_PATH=…/nvidia/cu13/lib`), the real compiler checks every
+    /// module for the architectures of interest.
+    #[test]
+    fn nvrtc_compiles_every_module() {
+        if !unsafe { nvrtc_sys::is_culib_present() } {
+            println!("skipped: NVRTC library not found");
+            return;
+        }
+        let archs = nvrtc_archs().unwrap();
+        assert_eq!(
+            pick_arch((9, 0), &archs).as_deref(),
+            Some("sm_90"),
+            "{archs:?}"
+        );
+        for arch in ["sm_75", "sm_80", "sm_90"] {
+            for m in Module::ALL {
+                let cubin = compile_cubin(m, arch).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(
+                    &cubin[..4],
+                    b"\x7fELF",
+                    "{}.cu for {arch}: not an ELF image",
+                    m.name()
+                );
+            }
+        }
+        // Through the cache: the second request is the same image.
+        let a = image(Module::Vector, "sm_90").unwrap();
+        let b = image(Module::Vector, "sm_90").unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        // A broken source is a one-line error that carries the whole log.
+        let bad = "#include \"common.cuh\"\nextern \"C\" __global__ void k(float* y) { y[0] = undefined_name; }\n";
+        match compile_source("broken", bad, "sm_90") {
+            Err(e @ GpuError::Compile { .. }) => {
+                let line = e.to_string();
+                assert!(
+                    !line.contains('\n') && line.contains("undefined_name"),
+                    "{line}"
+                );
+            }
+            other => panic!("expected a compile error, got {other:?}"),
         }
     }
 
