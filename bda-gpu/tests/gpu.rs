@@ -1,8 +1,16 @@
 //! Agreement of every CUDA primitive (and of the kernel's methods run on it) with the f64
 //! reference of `tests/reference`, on random data. Each test prints `skipped: <reason>` and
 //! returns when no CUDA device is usable; when one is, a failure to open it is a failure.
+//!
+//! `all_tests_on_a_fake_device` runs this file's other tests once more in a child process whose
+//! CUDA libraries are the CPU stand-ins of `tests/fake_cuda` (built with the host C++
+//! compiler): on a machine without a GPU that exercises everything but the device itself —
+//! cudarc calls, launch arguments, GEMM mapping and extents, row ranges, the kernels' arithmetic.
 
+mod cxx;
 mod reference;
+
+use std::process::Command;
 
 use bda_gpu::{GpuError, GpuVec, SoftmaxGpu, probe};
 use bda_kernel::backend::{
@@ -27,7 +35,7 @@ fn open(p: &Problem) -> Option<SoftmaxGpu> {
     }
     let mut gpu = SoftmaxGpu::new(0, &p.data()).expect("open the CUDA backend");
     gpu.warm_up().expect("compile and load the kernels");
-    println!("{} ({})", gpu.info(), gpu.arch());
+    println!("{}", gpu.info());
     Some(gpu)
 }
 
@@ -397,4 +405,72 @@ fn wrong_shapes_are_errors() {
     assert!(matches!(err, GpuError::Shape { .. }), "{err}");
     let mut small = vec![0.0f32; 2];
     assert!(g.download_y(&y, &mut small).is_err());
+}
+
+/// Set in the child process of [`all_tests_on_a_fake_device`].
+const FAKE_ENV: &str = "BDA_GPU_FAKE_CUDA";
+
+#[test]
+fn all_tests_on_a_fake_device() {
+    if std::env::var_os(FAKE_ENV).is_some() {
+        return; // already the child
+    }
+    if !cfg!(target_os = "linux") {
+        println!("skipped: the fake CUDA libraries are built for Linux only");
+        return;
+    }
+    let Some(cc) = cxx::compiler() else {
+        println!("skipped: no C++ compiler");
+        return;
+    };
+    let dir = cxx::scratch("fake_cuda");
+    let so = |name: &str| dir.join(format!("lib{name}.so"));
+    let soname = "-Wl,-soname,libcuda.so".to_string();
+    cxx::build(
+        &cc,
+        &["tests/fake_cuda/cuda.cpp"],
+        &["-shared", "-fPIC", &soname],
+        &so("cuda"),
+    );
+    let libdir = format!("-L{}", dir.display());
+    cxx::build(
+        &cc,
+        &["tests/fake_cuda/cublas.cpp"],
+        &["-shared", "-fPIC", &libdir, "-lcuda", "-Wl,-rpath,$ORIGIN"],
+        &so("cublas"),
+    );
+    cxx::build(
+        &cc,
+        &["tests/fake_cuda/nvrtc.cpp"],
+        &["-shared", "-fPIC"],
+        &so("nvrtc"),
+    );
+
+    let path = match std::env::var("LD_LIBRARY_PATH") {
+        Ok(old) if !old.is_empty() => format!("{}:{old}", dir.display()),
+        _ => dir.display().to_string(),
+    };
+    let run = Command::new(std::env::current_exe().unwrap())
+        .env(FAKE_ENV, "1")
+        .env("LD_LIBRARY_PATH", path)
+        .args([
+            "--test-threads=1",
+            "--nocapture",
+            "--skip",
+            "all_tests_on_a_fake_device",
+        ])
+        .output()
+        .expect("run the tests on the fake device");
+    let out = String::from_utf8_lossy(&run.stdout);
+    let err = String::from_utf8_lossy(&run.stderr);
+    println!("{out}");
+    assert!(
+        run.status.success(),
+        "tests on the fake device failed:\n{out}\n{err}"
+    );
+    assert!(
+        !out.contains("skipped:"),
+        "the fake device was not used:\n{out}"
+    );
+    assert!(out.contains("fake CUDA device"), "{out}");
 }
