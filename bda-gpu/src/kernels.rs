@@ -14,6 +14,7 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
 use cudarc::nvrtc::{Ptx, result as nvrtc_result, sys as nvrtc_sys};
 
 use crate::GpuError;
+use crate::probe::guard;
 
 /// Shared headers, by the name the `.cu` files `#include` them with.
 pub(crate) const HEADERS: &[(&str, &str)] =
@@ -306,6 +307,14 @@ impl Kernels {
         if let Some(f) = &self.functions[k.index()] {
             return Ok(f.clone());
         }
+        // First use: NVRTC and the module loader run here, under `guard` (a library lacking a
+        // symbol makes cudarc panic).
+        let f = guard(|| self.load(k))?;
+        self.functions[k.index()] = Some(f.clone());
+        Ok(f)
+    }
+
+    fn load(&mut self, k: Kernel) -> Result<CudaFunction, GpuError> {
         let m = k.module();
         let module = match &self.modules[m.index()] {
             Some(module) => module.clone(),
@@ -318,9 +327,7 @@ impl Kernels {
                 module
             }
         };
-        let f = module.load_function(k.name())?;
-        self.functions[k.index()] = Some(f.clone());
-        Ok(f)
+        Ok(module.load_function(k.name())?)
     }
 
     /// Compile and load every module now (to keep the NVRTC time out of a timed loop).

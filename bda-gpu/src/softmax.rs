@@ -314,7 +314,7 @@ impl SoftmaxGpu {
 
     /// Compiles (once per process) and loads every kernel now.
     pub fn warm_up(&mut self) -> Result<(), GpuError> {
-        guard(|| self.kernels.load_all())
+        self.kernels.load_all()
     }
 
     /// Waits until all queued work is done (for timing).
