@@ -556,12 +556,14 @@ impl Backend for SoftmaxGpu {
 
     /// `y ← a·y`; with `a = 0` the buffer is zeroed (so that stale NaNs do not survive, which
     /// is what the callers mean by scaling with 0).
+    fn zero_y(&mut self, y: &mut GpuVec) -> Result<(), GpuError> {
+        self.check_y("zero_y y", y)?;
+        self.stream.memset_zeros(&mut y.0)?;
+        Ok(())
+    }
+
     fn scale_y(&mut self, a: f32, y: &mut GpuVec) -> Result<(), GpuError> {
         self.check_y("scale_y y", y)?;
-        if a == 0.0 {
-            self.stream.memset_zeros(&mut y.0)?;
-            return Ok(());
-        }
         let f = self.kernels.get(Kernel::Scale)?;
         let n = i32_of(self.dims.y_len);
         let mut l = self.stream.launch_builder(&f);
@@ -666,6 +668,10 @@ impl LowerStep for SoftmaxGpu {
 }
 
 impl UpperGradient for SoftmaxGpu {
+    fn upper_depends_on_x(&self) -> bool {
+        false // F = validation CE + λ‖W‖²
+    }
+
     /// `F` does not depend on `x`: `gx` is left as it is. Waits for the device (the value).
     fn upper_grad(
         &mut self,

@@ -69,7 +69,10 @@ impl<T: Real, const D: usize> Projection<T, D> {
             Projection::Box { lo, hi } => {
                 for i in 0..D {
                     // NaN bounds make every comparison false: reject them as empty too.
-                    if !matches!(lo[i].partial_cmp(&hi[i]), Some(Ordering::Less | Ordering::Equal)) {
+                    if !matches!(
+                        lo[i].partial_cmp(&hi[i]),
+                        Some(Ordering::Less | Ordering::Equal)
+                    ) {
                         return Err(ConfigError::EmptyBox(i));
                     }
                 }
