@@ -1,6 +1,10 @@
 //! `bda fewshot` (placeholder; owned by the few-shot work).
 use crate::error::CliError;
 
+pub mod conv4;
+pub mod head;
+pub mod train;
+
 /// Arguments of `bda fewshot`.
 #[derive(clap::Args, Debug)]
 pub struct FewshotArgs {}
