@@ -293,28 +293,55 @@ fn col2im<T: Float>(dcols: &[T], c_in: usize, len: usize, s: usize, dinput: &mut
                         }
                         let d = &mut dst[iy as usize * s..][..s];
                         let srow = &src[oy * s..][..s];
-                        match kx {
-                            0 => {
-                                for x in 0..s - 1 {
-                                    d[x] += srow[x + 1];
-                                }
-                            }
-                            1 => {
-                                for x in 0..s {
-                                    d[x] += srow[x];
-                                }
-                            }
-                            _ => {
-                                for x in 1..s {
-                                    d[x] += srow[x - 1];
-                                }
-                            }
+                        let (dd, ss) = match kx {
+                            0 => (&mut d[..s - 1], &srow[1..]),
+                            1 => (&mut d[..], srow),
+                            _ => (&mut d[1..], &srow[..s - 1]),
+                        };
+                        for (o, &v) in dd.iter_mut().zip(ss) {
+                            *o += v;
                         }
                     }
                 }
             }
         }
     }
+}
+
+/// `Σ v` with 8 independent accumulators (vectorisable; fixed order).
+fn lane_sum<T: Float>(v: &[T], f: impl Fn(T) -> T) -> T {
+    let mut acc = [T::zero(); 8];
+    let mut it = v.chunks_exact(8);
+    for c in &mut it {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += f(x);
+        }
+    }
+    let mut s = it.remainder().iter().fold(T::zero(), |s, &x| s + f(x));
+    for a in acc {
+        s += a;
+    }
+    s
+}
+
+/// `Σ a_i·b_i` with 8 independent accumulators.
+fn lane_dot<T: Float>(a: &[T], b: &[T], shift: T) -> T {
+    let mut acc = [T::zero(); 8];
+    let (ia, ib) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ia.remainder(), ib.remainder());
+    for (ca, cb) in ia.zip(ib) {
+        for ((s, &x), &y) in acc.iter_mut().zip(ca).zip(cb) {
+            *s += x * (y - shift);
+        }
+    }
+    let mut s = ra
+        .iter()
+        .zip(rb)
+        .fold(T::zero(), |s, (&x, &y)| s + x * (y - shift));
+    for v in acc {
+        s += v;
+    }
+    s
 }
 
 /// Sum per-chunk vectors in chunk order (deterministic).
@@ -420,34 +447,39 @@ impl<T: Float> Conv4<'_, T> {
                 .into_par_iter()
                 .zip(split_chunks(&mut argmax, n, ch * hwo))
                 .zip(zs.par_iter())
-                .for_each(|((oc, ac), zc)| {
+                .for_each_init(Vec::new, |act, ((oc, ac), zc)| {
                     let len = zc.len() / (ch * hw);
+                    act.resize(hw, T::zero());
                     for c in 0..ch {
-                        let (g, b, mu, is) = (gamma[c], beta[c], mean[c], invstd[c]);
-                        let act = |v: T| {
-                            let y = g * (v - mu) * is + b;
-                            if y > T::zero() { y } else { T::zero() }
-                        };
+                        let sc = gamma[c] * invstd[c];
+                        let sh = beta[c] - sc * mean[c];
                         for i in 0..len {
                             let base = c * len * hw + i * hw;
+                            for (a, &v) in act.iter_mut().zip(&zc[base..base + hw]) {
+                                let y = sc * v + sh;
+                                *a = if y > T::zero() { y } else { T::zero() };
+                            }
+                            let ob = c * len * hwo + i * hwo;
                             for oy in 0..so {
                                 for ox in 0..so {
-                                    let mut best = base + 2 * oy * s + 2 * ox;
-                                    let mut bv = act(zc[best]);
-                                    for (dy, dx) in [(0, 1), (1, 0), (1, 1)] {
-                                        let (y, x) = (2 * oy + dy, 2 * ox + dx);
-                                        if y < s && x < s {
-                                            let p = base + y * s + x;
-                                            let v = act(zc[p]);
-                                            if v > bv {
-                                                bv = v;
-                                                best = p;
-                                            }
-                                        }
+                                    let p0 = 2 * oy * s + 2 * ox;
+                                    let (mut best, mut bv) = (p0, act[p0]);
+                                    let right = 2 * ox + 1 < s;
+                                    let down = 2 * oy + 1 < s;
+                                    if right && act[p0 + 1] > bv {
+                                        best = p0 + 1;
+                                        bv = act[p0 + 1];
                                     }
-                                    let q = c * len * hwo + i * hwo + oy * so + ox;
-                                    oc[q] = bv;
-                                    ac[q] = best as u32;
+                                    if down && act[p0 + s] > bv {
+                                        best = p0 + s;
+                                        bv = act[p0 + s];
+                                    }
+                                    if right && down && act[p0 + s + 1] > bv {
+                                        best = p0 + s + 1;
+                                        bv = act[p0 + s + 1];
+                                    }
+                                    oc[ob + oy * so + ox] = bv;
+                                    ac[ob + oy * so + ox] = (base + best) as u32;
                                 }
                             }
                         }
@@ -520,9 +552,11 @@ impl<T: Float> Conv4<'_, T> {
                 dy.resize(zc.len(), T::zero());
                 let len = zc.len() / (ch * hw);
                 for c in 0..ch {
+                    let sc = gamma[c] * invstd[c];
+                    let sh = beta[c] - sc * mean[c];
                     for q in c * len * hwo..(c + 1) * len * hwo {
                         let p = ac[q] as usize;
-                        let y = gamma[c] * (zc[p] - mean[c]) * invstd[c] + beta[c];
+                        let y = sc * zc[p] + sh;
                         if y > T::zero() {
                             dy[p] += dc[q];
                         }
@@ -537,10 +571,9 @@ impl<T: Float> Conv4<'_, T> {
                     let m = zs[j].len() / ch;
                     let mut r = vec![T::zero(); 2 * ch];
                     for c in 0..ch {
-                        for p in c * m..(c + 1) * m {
-                            r[c] += dy[p];
-                            r[ch + c] += dy[p] * (zs[j][p] - mean[c]) * invstd[c];
-                        }
+                        let (d, z) = (&dy[c * m..][..m], &zs[j][c * m..][..m]);
+                        r[c] = lane_sum(d, |v| v);
+                        r[ch + c] = lane_dot(d, z, mean[c]) * invstd[c];
                     }
                     r
                 })
@@ -574,11 +607,13 @@ impl<T: Float> Conv4<'_, T> {
                         let len = zs[j].len() / (ch * hw);
                         let m = len * hw;
                         for c in 0..ch {
+                            // dz = k (M dy − Σdy − x̂ Σdy·x̂), x̂ = (z − μ)·invstd
                             let k = gamma[c] * invstd[c] / count;
                             let (sd, sdx) = (sums[c], sums[ch + c]);
-                            for p in c * m..(c + 1) * m {
-                                let xhat = (zs[j][p] - mean[c]) * invstd[c];
-                                dy[p] = k * (count * dy[p] - sd - xhat * sdx);
+                            let (a, b) = (k * count, k * sdx * invstd[c]);
+                            let cst = -k * sd + b * mean[c];
+                            for (d, &z) in dy[c * m..][..m].iter_mut().zip(&zs[j][c * m..][..m]) {
+                                *d = a * *d - b * z + cst;
                             }
                         }
                         let kk = c_in * 9;

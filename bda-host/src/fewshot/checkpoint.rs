@@ -1,0 +1,142 @@
+//! Checkpoints of a meta-training run: one JSON document (format name and version, run
+//! settings, meta-step counter, episode RNG position, backbone parameters, Adam state,
+//! loss/validation history), written to `FILE.tmp` and renamed over `FILE` so that an
+//! interruption never leaves a half-written checkpoint. f32 values round-trip exactly
+//! (serde_json prints the shortest representation that parses back to the same float).
+
+use std::path::Path;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::RunConfig;
+use super::train::Adam;
+use crate::error::CliError;
+
+/// The `format` field of every checkpoint.
+pub const FORMAT: &str = "bda-fewshot-checkpoint";
+/// The current version.
+pub const VERSION: u32 = 1;
+
+/// Position of the episode RNG: its seed and the ChaCha word position.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RngState {
+    /// `seed_from_u64` seed.
+    pub seed: u64,
+    /// `get_word_pos()` as a decimal string (u128).
+    pub word_pos: String,
+}
+
+impl RngState {
+    /// The state of `rng`, which was created with `seed_from_u64(seed)`.
+    pub fn of(seed: u64, rng: &ChaCha8Rng) -> RngState {
+        RngState {
+            seed,
+            word_pos: rng.get_word_pos().to_string(),
+        }
+    }
+
+    /// The RNG at this state (the word position was checked when loading).
+    pub fn restore(&self) -> ChaCha8Rng {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_word_pos(self.word_pos.parse().unwrap_or(0));
+        rng
+    }
+}
+
+/// Loss and validation curves.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// `(meta-step, mean φ_K, mean query accuracy of y_K)` per meta-step.
+    pub loss: Vec<(u64, f64, f64)>,
+    /// `(meta-step, validation accuracy)`.
+    pub val: Vec<(u64, f64)>,
+}
+
+/// A meta-training run's state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// [`FORMAT`].
+    pub format: String,
+    /// [`VERSION`].
+    pub version: u32,
+    /// The run's settings.
+    pub config: RunConfig,
+    /// Meta-steps done.
+    pub step: u64,
+    /// The episode RNG after `step` meta-steps.
+    pub rng: RngState,
+    /// Backbone parameters.
+    pub params: Vec<f32>,
+    /// Adam state.
+    pub adam: Adam,
+    /// Curves so far.
+    pub history: History,
+}
+
+impl Checkpoint {
+    /// A run at meta-step 0.
+    pub fn new(config: RunConfig, params: Vec<f32>, adam: Adam, rng: RngState) -> Checkpoint {
+        Checkpoint {
+            format: FORMAT.into(),
+            version: VERSION,
+            config,
+            step: 0,
+            rng,
+            params,
+            adam,
+            history: History::default(),
+        }
+    }
+
+    /// Write atomically: `path.tmp`, then rename.
+    pub fn save(&self, path: &Path) -> Result<(), CliError> {
+        let fail = |e: &dyn std::fmt::Display| {
+            CliError::input(format!("{}: cannot write checkpoint: {e}", path.display()))
+        };
+        let text = serde_json::to_vec(self).map_err(|e| fail(&e))?;
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp);
+        std::fs::write(&tmp, text).map_err(|e| fail(&e))?;
+        std::fs::rename(&tmp, path).map_err(|e| fail(&e))
+    }
+
+    /// Read and check a checkpoint; any problem is one line (exit 2).
+    pub fn load(path: &Path) -> Result<Checkpoint, CliError> {
+        let bad = |m: String| CliError::input(format!("{}: {m}", path.display()));
+        let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read checkpoint: {e}")))?;
+        let head: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| bad(format!("not a checkpoint (corrupt JSON: {e})")))?;
+        if head.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
+            return Err(bad(format!("not a {FORMAT} file")));
+        }
+        let version = head.get("version").and_then(|v| v.as_u64());
+        if version != Some(VERSION as u64) {
+            return Err(bad(format!(
+                "checkpoint version {} is not supported (expected {VERSION})",
+                version.map_or("?".into(), |v| v.to_string())
+            )));
+        }
+        let ck: Checkpoint =
+            serde_json::from_value(head).map_err(|e| bad(format!("corrupt checkpoint: {e}")))?;
+        let n = ck.config.arch.num_params();
+        if ck.params.len() != n || ck.adam.m.len() != n || ck.adam.v.len() != n {
+            return Err(bad(format!(
+                "corrupt checkpoint: {} parameters for an architecture of {n}",
+                ck.params.len()
+            )));
+        }
+        if ck.rng.word_pos.parse::<u128>().is_err() {
+            return Err(bad("corrupt checkpoint: bad RNG position".into()));
+        }
+        if ck.params.iter().any(|p| !p.is_finite()) {
+            return Err(bad("corrupt checkpoint: non-finite parameters".into()));
+        }
+        ck.config
+            .validate()
+            .map_err(|e| bad(format!("corrupt checkpoint: {e}")))?;
+        Ok(ck)
+    }
+}
