@@ -557,6 +557,11 @@ fn run_train(a: &TrainArgs) -> Result<(), CliError> {
                 arch,
             };
             cfg.validate()?;
+            if cfg.data_dir.is_none() && !t.synthetic {
+                return Err(CliError::input(
+                    "bda fewshot: give --data-dir DIR (Omniglot layout) or --synthetic",
+                ));
+            }
             let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
             let params: Vec<f32> = arch.init(&mut rng);
             let adam = Adam::new(cfg.meta_lr, params.len());

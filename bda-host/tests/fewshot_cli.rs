@@ -1,0 +1,202 @@
+//! `bda fewshot` from the command line: JSON report, determinism, checkpoints and resume,
+//! evaluation, errors. Tiny networks (`--channels 4`) on synthetic episodes keep it fast.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn bda(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bda"))
+        .args(args)
+        .output()
+        .expect("run bda")
+}
+
+const TINY: &[&str] = &[
+    "fewshot",
+    "--synthetic",
+    "--channels",
+    "4",
+    "--ways",
+    "3",
+    "--shots",
+    "1",
+    "--queries",
+    "2",
+    "--meta-batch",
+    "2",
+    "--episodes",
+    "4",
+    "--val-every",
+    "2",
+    "--val-episodes",
+    "2",
+    "--threads",
+    "2",
+    "--quiet",
+];
+
+fn train(extra: &[&str]) -> Output {
+    let mut args = TINY.to_vec();
+    args.extend_from_slice(extra);
+    bda(&args)
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "bda failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON report")
+}
+
+fn one_line_error(out: &Output, code: i32) -> String {
+    assert_eq!(out.status.code(), Some(code), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    err
+}
+
+fn without_time(mut v: serde_json::Value) -> serde_json::Value {
+    let o = v.as_object_mut().unwrap();
+    o.remove("seconds");
+    o.remove("s_per_meta_step");
+    v
+}
+
+#[test]
+fn train_reports_json_and_is_deterministic() {
+    let a = json(&train(&["--meta-steps", "3", "--method", "bda", "--json"]));
+    for key in [
+        "ways",
+        "shots",
+        "method",
+        "K",
+        "meta_steps",
+        "test_acc",
+        "ci95",
+        "seconds",
+        "s_per_meta_step",
+        "seed",
+    ] {
+        assert!(a.get(key).is_some(), "missing {key}: {a}");
+    }
+    assert_eq!(a["meta_steps"], 3);
+    assert_eq!(a["method"], "bda");
+    let b = json(&train(&["--meta-steps", "3", "--method", "bda", "--json"]));
+    assert_eq!(without_time(a), without_time(b));
+}
+
+fn load(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn resume_continues_the_same_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full.ckpt");
+    let half = dir.path().join("half.ckpt");
+    let resumed = dir.path().join("resumed.ckpt");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    json(&train(&[
+        "--method", "trhg", "--truncate", "2", "--meta-steps", "4", "--save", &s(&full), "--json",
+    ]));
+    json(&train(&[
+        "--method", "trhg", "--truncate", "2", "--meta-steps", "2", "--save", &s(&half), "--json",
+    ]));
+    let r = json(&train(&[
+        "--resume",
+        &s(&half),
+        "--meta-steps",
+        "4",
+        "--save",
+        &s(&resumed),
+        "--json",
+    ]));
+    assert_eq!(r["meta_steps"], 4);
+    let (a, b) = (load(&full), load(&resumed));
+    assert_eq!(a["params"], b["params"]);
+    assert_eq!(a["adam"], b["adam"]);
+    assert_eq!(a["rng"], b["rng"]);
+    assert_eq!(a["history"], b["history"]);
+    assert_eq!(a["step"], 4);
+    assert!(!dir.path().join("full.ckpt.tmp").exists());
+
+    // Evaluate the checkpoint, and a random backbone.
+    let e = json(&bda(&[
+        "fewshot",
+        "eval",
+        "--checkpoint",
+        &s(&full),
+        "--episodes",
+        "6",
+        "--synthetic",
+        "--quiet",
+        "--json",
+    ]));
+    assert_eq!(e["episodes"], 6);
+    assert_eq!(e["meta_steps"], 4);
+    let acc = e["test_acc"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    let r = json(&bda(&[
+        "fewshot",
+        "eval",
+        "--random-backbone",
+        "--channels",
+        "4",
+        "--ways",
+        "3",
+        "--queries",
+        "2",
+        "--episodes",
+        "4",
+        "--synthetic",
+        "--quiet",
+        "--json",
+    ]));
+    assert_eq!(r["method"], "random");
+}
+
+#[test]
+fn bad_checkpoints_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.ckpt");
+    for content in [
+        &b"not json"[..],
+        b"{\"format\":\"something-else\",\"version\":1}",
+        b"{\"format\":\"bda-fewshot-checkpoint\",\"version\":99}",
+        b"{\"format\":\"bda-fewshot-checkpoint\",\"version\":1,\"step\":3}",
+    ] {
+        std::fs::write(&p, content).unwrap();
+        let out = bda(&["fewshot", "eval", "--checkpoint", p.to_str().unwrap()]);
+        one_line_error(&out, 2);
+        let out = train(&["--resume", p.to_str().unwrap()]);
+        one_line_error(&out, 2);
+    }
+    let out = bda(&["fewshot", "eval", "--checkpoint", "/nonexistent/x.ckpt"]);
+    one_line_error(&out, 2);
+}
+
+#[test]
+fn errors_exit_codes() {
+    let err = one_line_error(&train(&["--device", "cuda", "--meta-steps", "1"]), 2);
+    assert!(err.contains("cuda"), "{err}");
+    let err = one_line_error(&bda(&["fewshot", "bench", "--device", "cuda"]), 2);
+    assert!(err.contains("cuda"), "{err}");
+    one_line_error(&train(&["--method", "trhg", "--truncate", "9"]), 2);
+    one_line_error(&bda(&["fewshot", "--meta-steps", "1"]), 2); // no data
+    let err = one_line_error(&train(&["--meta-steps", "2", "--lr", "1e38"]), 1);
+    assert!(err.contains("meta-step 1"), "{err}");
+}
+
+#[test]
+fn plot_and_zero_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("curves.svg");
+    let out = train(&["--meta-steps", "2", "--plot", svg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("test acc"));
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    let r = json(&train(&["--meta-steps", "0", "--json"]));
+    assert_eq!(r["meta_steps"], 0);
+}
