@@ -416,7 +416,11 @@ pub fn generate(
             )));
         }
     }
-    fs::create_dir_all(out).map_err(|e| write_err(out, e))?;
+    // Both split folders, even when one gets no character (a reader then says "empty").
+    for split in ["images_background", "images_evaluation"] {
+        let p = out.join(split);
+        fs::create_dir_all(&p).map_err(|e| write_err(&p, e))?;
+    }
     let digits = params.drawers.to_string().len().max(2);
     let dir_of = |k: &Kanji, alphabet: &str| -> PathBuf {
         let split = if is_evaluation(k.ch) {
