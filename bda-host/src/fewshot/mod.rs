@@ -24,6 +24,7 @@ use crate::plot::{self, Panel, Series};
 
 pub mod checkpoint;
 pub mod conv4;
+pub mod data;
 pub mod head;
 pub mod train;
 
@@ -376,27 +377,39 @@ pub enum Source {
         /// Pixels per image.
         pixels: usize,
     },
+    /// An Omniglot-layout split, loaded in memory.
+    Data(data::FewshotDataset),
 }
 
 impl Source {
     fn open(
         data_dir: Option<&Path>,
         synthetic: bool,
-        _split: SplitArg,
-        _rotations: bool,
-        arch: Arch,
+        split: SplitArg,
+        cfg: &RunConfig,
     ) -> Result<Source, CliError> {
         match (data_dir, synthetic) {
-            (None, true) => Ok(Source::Synthetic {
-                pixels: arch.pixels(),
+            (_, true) | (None, _) => Ok(Source::Synthetic {
+                pixels: cfg.arch.pixels(),
             }),
-            (None, false) => Err(CliError::input(
-                "bda fewshot: give --data-dir DIR (Omniglot layout) or --synthetic",
-            )),
-            (Some(d), _) => Err(CliError::input(format!(
-                "{}: the Omniglot loader is not merged into this build yet (use --synthetic)",
-                d.display()
-            ))),
+            (Some(d), false) => {
+                let split = match split {
+                    SplitArg::Background => data::Split::Background,
+                    SplitArg::Evaluation => data::Split::Evaluation,
+                };
+                let ds = data::load_omniglot(d, split, cfg.rotations)
+                    .map_err(|e| CliError::input(e.to_string()))?;
+                if ds.side != cfg.arch.side {
+                    return Err(CliError::input(format!(
+                        "{}: images are {0}×{0}, the backbone expects {1}×{1}",
+                        ds.side, cfg.arch.side
+                    )));
+                }
+                data::EpisodeSampler::new(&ds, cfg.ways, cfg.shots, cfg.queries).map_err(|e| {
+                    CliError::input(format!("{} ({split} split): {e}", d.display()))
+                })?;
+                Ok(Source::Data(ds))
+            }
         }
     }
 
@@ -404,6 +417,19 @@ impl Source {
         match self {
             Source::Synthetic { pixels } => {
                 Task::synthetic(c.ways, c.shots, c.queries, *pixels, rng)
+            }
+            Source::Data(ds) => {
+                // Checked in `open`.
+                let sampler = data::EpisodeSampler::new(ds, c.ways, c.shots, c.queries)
+                    .expect("episode shape checked when the data was opened");
+                let e = sampler.sample(rng);
+                Task {
+                    ways: e.ways,
+                    support: e.support,
+                    support_labels: e.support_labels,
+                    query: e.query,
+                    query_labels: e.query_labels,
+                }
             }
         }
     }
@@ -569,19 +595,18 @@ fn run_train(a: &TrainArgs) -> Result<(), CliError> {
         }
     };
     let cfg = ck.config.clone();
+    let synthetic = cfg.data_dir.is_none();
     let source_train = Source::open(
         cfg.data_dir.as_deref(),
-        cfg.data_dir.is_none(),
+        synthetic,
         SplitArg::Background,
-        cfg.rotations,
-        cfg.arch,
+        &cfg,
     )?;
     let source_test = Source::open(
         cfg.data_dir.as_deref(),
-        cfg.data_dir.is_none(),
+        synthetic,
         SplitArg::Evaluation,
-        cfg.rotations,
-        cfg.arch,
+        &cfg,
     )?;
     let head = cfg.head();
     // Validation episodes: drawn once from the evaluation split with their own seed, so a
@@ -799,13 +824,18 @@ fn run_eval(e: &EvalArgs) -> Result<(), CliError> {
         ..base
     };
     cfg.validate()?;
+    if e.random_backbone && cfg.data_dir.is_none() && !t.synthetic {
+        return Err(CliError::input(
+            "bda fewshot eval: give --data-dir DIR (Omniglot layout) or --synthetic",
+        ));
+    }
     let synthetic = t.synthetic || cfg.data_dir.is_none();
     let data_dir = if t.synthetic {
         None
     } else {
         cfg.data_dir.as_deref()
     };
-    let source = Source::open(data_dir, synthetic, e.split, cfg.rotations, cfg.arch)?;
+    let source = Source::open(data_dir, synthetic, e.split, &cfg)?;
     let mut rng = ChaCha8Rng::seed_from_u64(e.seed ^ 0x7e57);
     let bar = progress(e.episodes as u64, t.quiet, "test");
     let accs = test_backbone(&cfg, &params, &source, e.episodes, &mut rng, &bar);
