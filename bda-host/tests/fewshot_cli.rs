@@ -99,10 +99,26 @@ fn resume_continues_the_same_run() {
     let resumed = dir.path().join("resumed.ckpt");
     let s = |p: &Path| p.to_str().unwrap().to_string();
     json(&train(&[
-        "--method", "trhg", "--truncate", "2", "--meta-steps", "4", "--save", &s(&full), "--json",
+        "--method",
+        "trhg",
+        "--truncate",
+        "2",
+        "--meta-steps",
+        "4",
+        "--save",
+        &s(&full),
+        "--json",
     ]));
     json(&train(&[
-        "--method", "trhg", "--truncate", "2", "--meta-steps", "2", "--save", &s(&half), "--json",
+        "--method",
+        "trhg",
+        "--truncate",
+        "2",
+        "--meta-steps",
+        "2",
+        "--save",
+        &s(&half),
+        "--json",
     ]));
     let r = json(&train(&[
         "--resume",
@@ -194,7 +210,11 @@ fn plot_and_zero_steps() {
     let dir = tempfile::tempdir().unwrap();
     let svg = dir.path().join("curves.svg");
     let out = train(&["--meta-steps", "2", "--plot", svg.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("test acc"));
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
     let r = json(&train(&["--meta-steps", "0", "--json"]));
