@@ -218,7 +218,7 @@ fn chunks(n: usize) -> Vec<(usize, usize)> {
 }
 
 /// Split a chunk-layout buffer into per-chunk mutable slices.
-fn split_chunks<'a, T>(mut buf: &'a mut [T], n: usize, per_image: usize) -> Vec<&'a mut [T]> {
+fn split_chunks<T>(mut buf: &mut [T], n: usize, per_image: usize) -> Vec<&mut [T]> {
     let mut out = Vec::new();
     for (_, len) in chunks(n) {
         let (a, rest) = buf.split_at_mut(len * per_image);
@@ -228,7 +228,7 @@ fn split_chunks<'a, T>(mut buf: &'a mut [T], n: usize, per_image: usize) -> Vec<
     out
 }
 
-fn split_ref<'a, T>(mut buf: &'a [T], n: usize, per_image: usize) -> Vec<&'a [T]> {
+fn split_ref<T>(mut buf: &[T], n: usize, per_image: usize) -> Vec<&[T]> {
     let mut out = Vec::new();
     for (_, len) in chunks(n) {
         let (a, rest) = buf.split_at(len * per_image);

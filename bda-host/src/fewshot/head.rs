@@ -101,8 +101,9 @@ impl<T: Real> FeatureHead<T> {
             *v = (*v - m).exp();
             s += *v;
         }
+        let inv = T::one() / s;
         for v in z.iter_mut() {
-            *v = *v / s;
+            *v *= inv;
         }
         m + s.ln()
     }
@@ -133,7 +134,7 @@ impl<T: Real> FeatureHead<T> {
             loss += (lse - zl) * inv_n;
             p[lab as usize] -= T::one();
             for v in p.iter_mut() {
-                *v = *v * inv_n; // G_i
+                *v *= inv_n; // G_i
             }
             if let Some(gy) = gy.as_deref_mut() {
                 let xr = &x[r * d..][..d];
@@ -197,7 +198,7 @@ impl<T: Real> FeatureHead<T> {
             // G_i
             p[lab as usize] -= T::one();
             for v in p.iter_mut() {
-                *v = *v * inv_n;
+                *v *= inv_n;
             }
             let xr = &x[r * d..][..d];
             for (j, &xv) in xr.iter().enumerate() {
@@ -272,7 +273,7 @@ impl<T: Real> Backend for FeatureHead<T> {
     }
     fn scale_y(&mut self, a: T, y: &mut Vec<T>) -> Result<(), Infallible> {
         for o in y.iter_mut() {
-            *o = *o * a;
+            *o *= a;
         }
         Ok(())
     }
@@ -356,7 +357,7 @@ impl<T: Real> StepAdjoint for FeatureHead<T> {
         // new a = a − w_u H_F a − w_l H_f a; gx −= (w_u M_F + w_l M_f)ᵀ a (old a).
         let mut out = a.clone();
         for (o, &v) in out.iter_mut().zip(a.iter()) {
-            *o = *o - w_l * self.l2 * v;
+            *o += -(w_l * self.l2 * v);
         }
         if w_u != T::zero() {
             self.second_order(Set::Query, x, y, a, -w_u, &mut out, gx, -w_u);

@@ -357,7 +357,7 @@ impl RunConfig {
         if !pos(self.lr) || !pos(self.meta_lr) {
             return bad("--lr and --meta-lr must be positive");
         }
-        if !(self.mu > 0.0 && self.mu < 1.0) || !pos(self.alpha) {
+        if self.mu <= 0.0 || self.mu >= 1.0 || self.mu.is_nan() || !pos(self.alpha) {
             return bad("--mu must be in (0, 1) and --alpha positive");
         }
         if !(self.l2.is_finite() && self.l2 >= 0.0) {

@@ -179,6 +179,9 @@ fn to_t<T: Float>(v: &[f32]) -> Vec<T> {
     v.iter().map(|&a| T::from_f64(a as f64)).collect()
 }
 
+/// `(φ_K, accuracy, ∂φ_K/∂x)` of one task.
+type TaskGrad<T> = (T, f64, Vec<T>);
+
 /// Result of one meta-step's gradient.
 pub struct MetaGrad<T> {
     /// Mean of `φ_K` over the tasks (the meta-training loss).
@@ -209,7 +212,7 @@ pub fn meta_gradient<T: Float>(
     let nf = arch.features();
     let offs = offsets(tasks);
     let l2 = T::from_f64(cfg.l2);
-    let per_task: Vec<Result<(T, f64, Vec<T>), MetaError>> = tasks
+    let per_task: Vec<Result<TaskGrad<T>, MetaError>> = tasks
         .par_iter()
         .zip(offs.par_iter())
         .map(|(t, &o)| {
