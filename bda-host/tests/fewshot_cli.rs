@@ -220,3 +220,54 @@ fn plot_and_zero_steps() {
     let r = json(&train(&["--meta-steps", "0", "--json"]));
     assert_eq!(r["meta_steps"], 0);
 }
+
+#[test]
+fn trains_and_evaluates_on_the_fixture() {
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/omniglot-tiny");
+    let common = [
+        "--data-dir",
+        fixture,
+        "--ways",
+        "3",
+        "--shots",
+        "1",
+        "--queries",
+        "2",
+        "--meta-batch",
+        "2",
+        "--episodes",
+        "4",
+        "--quiet",
+        "--json",
+    ];
+    let mut args = vec![
+        "fewshot",
+        "--channels",
+        "4",
+        "--meta-steps",
+        "2",
+        "--val-every",
+        "1",
+    ];
+    args.extend_from_slice(&common);
+    let r = json(&bda(&args));
+    assert_eq!(r["data"], fixture);
+    assert_eq!(r["meta_steps"], 2);
+    let mut args = vec!["fewshot", "eval", "--random-backbone", "--channels", "4"];
+    args.extend_from_slice(&common);
+    let r = json(&bda(&args));
+    assert_eq!(r["method"], "random");
+    // Episode shapes the data cannot serve, and a missing folder: one line, exit 2.
+    let mut args = vec![
+        "fewshot",
+        "--channels",
+        "4",
+        "--meta-steps",
+        "1",
+        "--shots",
+        "6",
+    ];
+    args.extend_from_slice(&common[..2]);
+    one_line_error(&bda(&args), 2);
+    one_line_error(&bda(&["fewshot", "--data-dir", "/nonexistent/omniglot"]), 2);
+}
