@@ -203,51 +203,59 @@ fn check_primitives(classes: usize, kern: Kernels) {
     let y = randn(p.y_len(), 0.5, &mut rng);
     let v = randn(p.y_len(), 0.5, &mut rng);
     let (x32, y32, v32) = (f32v(&x), f32v(&y), f32v(&v));
+    // One `y` buffer for all calls: the first lower_step fills its softmax cache, the
+    // later calls use it; `fresh` checks the path without a cache.
+    let yc = c.y_from(&y32);
+    let vc = c.y_from(&v32);
+    let zeros = vec![0.0f32; p.y_len()];
     let tol = 2e-5;
 
     for (wu, wl) in [(0.0, 0.7), (0.3, 0.7)] {
         let mut o64 = vec![0.0; p.y_len()];
-        let mut o32 = vec![0.0f32; p.y_len()];
+        let mut o32 = c.y_from(&zeros);
         r.lower_step(&x, &y, wu, wl, &mut o64).unwrap();
-        c.lower_step(&x32, &y32, wu as f32, wl as f32, &mut o32).unwrap();
-        assert!(rel(&o32, &o64) < tol, "lower_step {wu}: {}", rel(&o32, &o64));
+        c.lower_step(&x32, &yc, wu as f32, wl as f32, &mut o32).unwrap();
+        assert!(rel(o32.as_slice(), &o64) < tol, "lower_step {wu}: {}", rel(o32.as_slice(), &o64));
 
-        let mut a64 = v.clone();
-        let mut a32 = v32.clone();
-        let mut g64 = randn(n, 1.0, &mut rng);
-        let mut g32 = f32v(&g64);
-        r.step_adjoint(&x, &y, wu, wl, &mut a64, &mut g64).unwrap();
-        c.step_adjoint(&x32, &y32, wu as f32, wl as f32, &mut a32, &mut g32).unwrap();
-        assert!(rel(&a32, &a64) < tol, "step_adjoint a: {}", rel(&a32, &a64));
-        assert!(rel(&g32, &g64) < tol, "step_adjoint gx: {}", rel(&g32, &g64));
+        for fresh in [false, true] {
+            let mut a64 = v.clone();
+            let mut a32 = c.y_from(&v32);
+            let mut g64 = randn(n, 1.0, &mut rng);
+            let mut g32 = f32v(&g64);
+            r.step_adjoint(&x, &y, wu, wl, &mut a64, &mut g64).unwrap();
+            let yy = if fresh { c.y_from(&y32) } else { yc.clone() };
+            c.step_adjoint(&x32, &yy, wu as f32, wl as f32, &mut a32, &mut g32).unwrap();
+            assert!(rel(a32.as_slice(), &a64) < tol, "step_adjoint a: {}", rel(a32.as_slice(), &a64));
+            assert!(rel(&g32, &g64) < tol, "step_adjoint gx: {}", rel(&g32, &g64));
+        }
     }
     let mut gy64 = vec![0.0; p.y_len()];
-    let mut gy32 = vec![0.0f32; p.y_len()];
+    let mut gy32 = c.y_from(&zeros);
     let mut gx64 = vec![0.0; n];
     let mut gx32 = vec![0.0f32; n];
     let f64v = r.upper_grad(&x, &y, &mut gy64, &mut gx64, 1.0).unwrap();
-    let f32v_ = c.upper_grad(&x32, &y32, &mut gy32, &mut gx32, 1.0).unwrap();
+    let f32v_ = c.upper_grad(&x32, &yc, &mut gy32, &mut gx32, 1.0).unwrap();
     assert!((f64::from(f32v_) - f64v).abs() / f64v.abs() < tol, "upper value {f32v_} vs {f64v}");
-    assert!(rel(&gy32, &gy64) < tol, "upper_grad: {}", rel(&gy32, &gy64));
+    assert!(rel(gy32.as_slice(), &gy64) < tol, "upper_grad: {}", rel(gy32.as_slice(), &gy64));
     assert!(gx32.iter().all(|&g| g == 0.0), "F does not depend on x");
 
     let mut h64 = vec![0.0; p.y_len()];
-    let mut h32 = vec![0.0f32; p.y_len()];
+    let mut h32 = c.y_from(&zeros);
     r.lower_hvp(&x, &y, &v, &mut h64).unwrap();
-    c.lower_hvp(&x32, &y32, &v32, &mut h32).unwrap();
-    assert!(rel(&h32, &h64) < tol, "lower_hvp: {}", rel(&h32, &h64));
+    c.lower_hvp(&x32, &c.y_from(&y32), &vc, &mut h32).unwrap();
+    assert!(rel(h32.as_slice(), &h64) < tol, "lower_hvp: {}", rel(h32.as_slice(), &h64));
 
     let base = randn(n, 1.0, &mut rng);
     let (mut m64, mut m32) = (base.clone(), f32v(&base));
     r.lower_mixed_vjp(&x, &y, &v, -0.7, &mut m64).unwrap();
-    c.lower_mixed_vjp(&x32, &y32, &v32, -0.7, &mut m32).unwrap();
+    c.lower_mixed_vjp(&x32, &yc, &vc, -0.7, &mut m32).unwrap();
     let d64: Vec<f64> = m64.iter().zip(&base).map(|(a, b)| a - b).collect();
     let d32: Vec<f32> = m32.iter().zip(&base).map(|(a, b)| a - *b as f32).collect();
     assert!(rel(&d32, &d64) < 1e-3, "lower_mixed_vjp: {}", rel(&d32, &d64));
 
     let (mut q64, mut q32) = (vec![0.0; n], vec![0.0f32; n]);
     r.lower_grad_x(&x, &y, 0.9, &mut q64).unwrap();
-    c.lower_grad_x(&x32, &y32, 0.9, &mut q32).unwrap();
+    c.lower_grad_x(&x32, &yc, 0.9, &mut q32).unwrap();
     assert!(rel(&q32, &q64) < tol, "lower_grad_x: {}", rel(&q32, &q64));
 }
 
@@ -273,12 +281,13 @@ fn fast_backend_is_deterministic_across_thread_counts() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {
             let mut c = Cpu::new(&p).unwrap();
-            let mut out = vec![0.0f32; p.y_len()];
-            c.lower_step(&x, &y, 0.2, 0.7, &mut out).unwrap();
-            let mut a = y.clone();
+            let yc = c.y_from(&y);
+            let mut out = c.y_from(&y);
+            c.lower_step(&x, &yc, 0.2, 0.7, &mut out).unwrap();
+            let mut a = c.y_from(&y);
             let mut gx = vec![0.0f32; x.len()];
-            c.step_adjoint(&x, &y, 0.2, 0.7, &mut a, &mut gx).unwrap();
-            (out, a, gx)
+            c.step_adjoint(&x, &yc, 0.2, 0.7, &mut a, &mut gx).unwrap();
+            (out.as_slice().to_vec(), a.as_slice().to_vec(), gx)
         })
     };
     let one = run(1);

@@ -34,6 +34,8 @@
 
 use bda_kernel::backend::{Backend, LowerHessian, LowerStep, StepAdjoint, UpperGradient};
 use bda_kernel::hyperclean::HypercleanData;
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
 /// Samples per SIMD group.
@@ -400,6 +402,10 @@ struct Scratch {
 
 /// Run `pass` over `set` with per-sample weights `omega` (zero on padding); fills
 /// `scratch.partial[chunk·ylen..]`, `scratch.chunk_loss[chunk]`, `scratch.sample[i]`.
+///
+/// `probs` (`groups × c` lanes) holds the softmax outputs `p_i` of `y`: a gradient pass
+/// writes them, a Hessian pass reads them instead of recomputing the logits of `y`.
+#[allow(clippy::too_many_arguments)]
 fn run_pass(
     kern: Kernels,
     set: &Packed,
@@ -408,7 +414,9 @@ fn run_pass(
     y: &[f32],
     pass: Pass<'_>,
     scratch: &mut Scratch,
+    probs: &mut [Lane],
 ) {
+    assert_eq!(probs.len(), set.groups * c);
     let d = set.dim;
     let ylen = (d + 1) * c;
     let nch = set.chunks();
@@ -421,8 +429,9 @@ fn run_pass(
         .par_chunks_mut(ylen)
         .zip(scratch.chunk_loss.par_iter_mut())
         .zip(scratch.sample.par_chunks_mut(per_chunk))
+        .zip(probs.par_chunks_mut(CHUNK_GROUPS * c))
         .enumerate()
-        .for_each(|(ch, ((part, loss), sample))| {
+        .for_each(|(ch, (((part, loss), sample), probs))| {
             let g0 = ch * CHUNK_GROUPS;
             let ng = (set.groups - g0).min(CHUNK_GROUPS);
             let mut gs = vec![[0.0f32; LANES]; ng * c];
@@ -438,15 +447,17 @@ fn run_pass(
                 let u = set.group(g);
                 let lab = &set.labels[g * LANES..(g + 1) * LANES];
                 let om = &omega[g * LANES..(g + 1) * LANES];
-                logits(kern, u, y, d, c, &mut s);
                 let out = &mut sample[gi * LANES..(gi + 1) * LANES];
+                let pg = &mut probs[gi * c..(gi + 1) * c];
                 match pass {
                     Pass::Grad { loss, .. } => {
+                        logits(kern, u, y, d, c, &mut s);
                         let mut sl = [0.0f32; LANES];
                         for l in 0..LANES {
                             sl[l] = s[lab[l] as usize][l];
                         }
                         let (m, z) = softmax(&mut s, c);
+                        pg.copy_from_slice(&s[..c]);
                         if loss {
                             // CE = log Σ_k e^{s_k} − s_label = m + ln z − s_label.
                             for l in 0..LANES {
@@ -471,7 +482,7 @@ fn run_pass(
                         }
                     }
                     Pass::Hess { v, .. } => {
-                        softmax(&mut s, c);
+                        s[..c].copy_from_slice(pg);
                         logits(kern, u, v, d, c, &mut t);
                         let mut pt = [0.0f32; LANES];
                         for k in 0..c {
@@ -520,7 +531,58 @@ fn reduce_into(partial: &[f32], ylen: usize, out: &mut [f32]) {
     }
 }
 
-/// The fast CPU backend (`T = f32`, `X = Y = Vec<f32>`).
+/// Softmax outputs of one `y` on the training and validation sets, kept with the buffer
+/// so that the reverse pass and CG reuse what the forward pass computed.
+#[derive(Clone, Debug, Default)]
+struct ProbCache {
+    train_ok: bool,
+    val_ok: bool,
+    train: Vec<Lane>,
+    val: Vec<Lane>,
+}
+
+/// A `y` buffer of the CPU backend: the values `(W, b)` and the softmax outputs `p_i(y)`
+/// of both sets once a pass has computed them.
+///
+/// The cache depends on `y` only (not on `x`: the weights `σ(x_i)` enter after the
+/// softmax), is filled through `&self` by the passes that compute it and cleared by every
+/// `&mut` write. It costs `(n_tr + n_val)·c` floats per buffer that a pass has seen
+/// (400 KB at Fashion-MNIST sizes).
+#[derive(Clone, Debug, Default)]
+pub struct CpuY {
+    v: Vec<f32>,
+    cache: RefCell<ProbCache>,
+}
+
+impl CpuY {
+    /// A buffer holding `v`.
+    pub fn from_vec(v: Vec<f32>) -> Self {
+        CpuY { v, cache: RefCell::default() }
+    }
+    /// The values `(W, b)`.
+    pub fn as_slice(&self) -> &[f32] {
+        &self.v
+    }
+    /// Mutable values; clears the cache.
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
+        self.invalidate();
+        &mut self.v
+    }
+    fn invalidate(&mut self) {
+        let c = self.cache.get_mut();
+        c.train_ok = false;
+        c.val_ok = false;
+    }
+}
+
+/// Which set a pass runs over.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Train,
+    Val,
+}
+
+/// The fast CPU backend (`T = f32`, `X = Vec<f32>`, `Y = `[`CpuY`]).
 #[derive(Clone, Debug)]
 pub struct Cpu {
     d: usize,
@@ -545,7 +607,8 @@ impl Cpu {
         Self::with_kernels(data, Kernels::detect(data.classes))
     }
 
-    /// Same with a given kernel choice (tests compare both).
+    /// Same with a given kernel choice (tests compare both); `Avx2` falls back to
+    /// `Portable` where this machine or `c` does not allow it.
     pub fn with_kernels(data: &HypercleanData<'_>, kern: Kernels) -> Result<Self, String> {
         data.validate().map_err(str::to_string)?;
         let train = Packed::new(data.train_x, data.train_labels, data.dim)?;
@@ -579,6 +642,11 @@ impl Cpu {
         self.kern
     }
 
+    /// A `y` buffer holding `v` (tests).
+    pub fn y_from(&self, v: &[f32]) -> CpuY {
+        CpuY::from_vec(v.to_vec())
+    }
+
     fn ylen(&self) -> usize {
         (self.d + 1) * self.c
     }
@@ -590,49 +658,84 @@ impl Cpu {
         }
     }
 
-    /// `out ← ∇_y f` (training pass).
-    fn lower_grad(&mut self, x: &[f32], y: &[f32], out_is_gf: bool) {
+    /// A gradient pass of `y` over one set; stores the softmax outputs in `y`'s cache.
+    /// `grad`: partial gradients into the scratch; `loss`: per-sample CE and chunk losses.
+    fn grad_pass(&mut self, which: Which, y: &CpuY, grad: bool, loss: bool) {
+        let mut cache = y.cache.borrow_mut();
+        let cache = &mut *cache;
+        let (set, omega, probs, ok) = match which {
+            Which::Train => (&self.train, &self.omega_tr, &mut cache.train, &mut cache.train_ok),
+            Which::Val => (&self.val, &self.omega_val, &mut cache.val, &mut cache.val_ok),
+        };
+        probs.resize(set.groups * self.c, [0.0; LANES]);
+        run_pass(self.kern, set, self.c, omega, &y.v, Pass::Grad { grad, loss }, &mut self.scratch, probs);
+        *ok = true;
+    }
+
+    /// A Hessian pass in direction `v` at `y` over one set (the softmax outputs of `y`
+    /// come from its cache, filled first if needed).
+    fn hess_pass(&mut self, which: Which, y: &CpuY, v: &[f32], grad: bool) {
+        let ok = {
+            let c = y.cache.borrow();
+            match which {
+                Which::Train => c.train_ok,
+                Which::Val => c.val_ok,
+            }
+        };
+        if !ok {
+            self.grad_pass(which, y, false, false);
+        }
+        let mut cache = y.cache.borrow_mut();
+        let cache = &mut *cache;
+        let (set, omega, probs) = match which {
+            Which::Train => (&self.train, &self.omega_tr, &mut cache.train),
+            Which::Val => (&self.val, &self.omega_val, &mut cache.val),
+        };
+        run_pass(self.kern, set, self.c, omega, &y.v, Pass::Hess { v, grad }, &mut self.scratch, probs);
+    }
+
+    /// `gf ← ∇_y f`.
+    fn lower_grad(&mut self, x: &[f32], y: &CpuY) {
         self.set_omega_tr(x);
-        run_pass(
-            self.kern,
-            &self.train,
-            self.c,
-            &self.omega_tr,
-            y,
-            Pass::Grad { grad: true, loss: false },
-            &mut self.scratch,
-        );
+        self.grad_pass(Which::Train, y, true, false);
         let ylen = self.ylen();
-        let out = if out_is_gf { &mut self.gf } else { &mut self.gu };
-        reduce_into(&self.scratch.partial, ylen, out);
+        reduce_into(&self.scratch.partial, ylen, &mut self.gf);
     }
 
     /// `gu ← ∇_y F`; returns `F`.
-    fn upper_into_gu(&mut self, y: &[f32], grad: bool) -> f32 {
-        run_pass(
-            self.kern,
-            &self.val,
-            self.c,
-            &self.omega_val,
-            y,
-            Pass::Grad { grad, loss: true },
-            &mut self.scratch,
-        );
+    fn upper_into_gu(&mut self, y: &CpuY) -> f32 {
+        self.grad_pass(Which::Val, y, true, true);
         let ylen = self.ylen();
-        if grad {
-            reduce_into(&self.scratch.partial, ylen, &mut self.gu);
-        }
+        reduce_into(&self.scratch.partial, ylen, &mut self.gu);
         let dc = self.d * self.c;
         let mut loss: f64 = self.scratch.chunk_loss.iter().sum();
         let mut reg = 0.0f64;
         for j in 0..dc {
-            reg += f64::from(y[j]) * f64::from(y[j]);
-            if grad {
-                self.gu[j] += 2.0 * self.lambda * y[j];
-            }
+            reg += f64::from(y.v[j]) * f64::from(y.v[j]);
+            self.gu[j] += 2.0 * self.lambda * y.v[j];
         }
         loss += f64::from(self.lambda) * reg;
         loss as f32
+    }
+
+    /// Hessian pass on the training set in direction `v`: `gf ← H_f·v` (when `grad`),
+    /// `scratch.sample[i] = ⟨p_i − e_i, t_i⟩`.
+    fn train_hess(&mut self, x: &[f32], y: &CpuY, v: &[f32], grad: bool) {
+        self.set_omega_tr(x);
+        self.hess_pass(Which::Train, y, v, grad);
+        if grad {
+            let ylen = self.ylen();
+            reduce_into(&self.scratch.partial, ylen, &mut self.gf);
+        }
+    }
+
+    /// `gx_i += scale·σ'(x_i)/n_tr·scratch.sample[i]`.
+    fn add_mixed(&self, x: &[f32], scale: f32, gx: &mut [f32]) {
+        let n = self.train.n as f32;
+        for ((g, &xi), &m) in gx.iter_mut().zip(x).zip(&self.scratch.sample) {
+            let s = sigmoid(xi);
+            *g += scale * s * (1.0 - s) / n * m;
+        }
     }
 
     /// Predicted classes of a packed set at `y` (argmax of the logits).
@@ -671,36 +774,46 @@ pub fn sigmoid(x: f32) -> f32 {
 impl Backend for Cpu {
     type T = f32;
     type X = Vec<f32>;
-    type Y = Vec<f32>;
+    type Y = CpuY;
     type Error = String;
 
     fn new_x(&mut self) -> Result<Vec<f32>, String> {
         Ok(vec![0.0; self.train.n])
     }
-    fn new_y(&mut self) -> Result<Vec<f32>, String> {
-        Ok(vec![0.0; self.ylen()])
+    fn new_y(&mut self) -> Result<CpuY, String> {
+        Ok(CpuY::from_vec(vec![0.0; self.ylen()]))
     }
-    fn copy_y(&mut self, src: &Vec<f32>, dst: &mut Vec<f32>) -> Result<(), String> {
-        dst.copy_from_slice(src);
+    fn copy_y(&mut self, src: &CpuY, dst: &mut CpuY) -> Result<(), String> {
+        // The cache travels with the values (the kernel copies y_K out of its tape).
+        dst.v.copy_from_slice(&src.v);
+        let (s, d) = (src.cache.borrow(), dst.cache.get_mut());
+        d.train_ok = s.train_ok;
+        d.val_ok = s.val_ok;
+        if s.train_ok {
+            d.train.clone_from(&s.train);
+        }
+        if s.val_ok {
+            d.val.clone_from(&s.val);
+        }
         Ok(())
     }
-    fn axpy_y(&mut self, a: f32, v: &Vec<f32>, y: &mut Vec<f32>) -> Result<(), String> {
-        y.iter_mut().zip(v).for_each(|(y, v)| *y += a * v);
+    fn axpy_y(&mut self, a: f32, v: &CpuY, y: &mut CpuY) -> Result<(), String> {
+        y.as_mut_slice().iter_mut().zip(&v.v).for_each(|(y, v)| *y += a * v);
         Ok(())
     }
-    fn scale_y(&mut self, a: f32, y: &mut Vec<f32>) -> Result<(), String> {
-        y.iter_mut().for_each(|y| *y *= a);
+    fn scale_y(&mut self, a: f32, y: &mut CpuY) -> Result<(), String> {
+        y.as_mut_slice().iter_mut().for_each(|y| *y *= a);
         Ok(())
     }
-    fn dot_y(&mut self, a: &Vec<f32>, b: &Vec<f32>) -> Result<f32, String> {
-        Ok(a.iter().zip(b).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum::<f64>() as f32)
+    fn dot_y(&mut self, a: &CpuY, b: &CpuY) -> Result<f32, String> {
+        Ok(a.v.iter().zip(&b.v).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum::<f64>() as f32)
     }
     fn zero_x(&mut self, x: &mut Vec<f32>) -> Result<(), String> {
         x.iter_mut().for_each(|v| *v = 0.0);
         Ok(())
     }
-    fn y_is_finite(&mut self, y: &Vec<f32>) -> Result<bool, String> {
-        Ok(y.iter().all(|v| v.is_finite()))
+    fn y_is_finite(&mut self, y: &CpuY) -> Result<bool, String> {
+        Ok(y.v.iter().all(|v| v.is_finite()))
     }
     fn upload_x(&mut self, src: &[f32], dst: &mut Vec<f32>) -> Result<(), String> {
         dst.copy_from_slice(src);
@@ -710,12 +823,12 @@ impl Backend for Cpu {
         dst.copy_from_slice(src);
         Ok(())
     }
-    fn upload_y(&mut self, src: &[f32], dst: &mut Vec<f32>) -> Result<(), String> {
-        dst.copy_from_slice(src);
+    fn upload_y(&mut self, src: &[f32], dst: &mut CpuY) -> Result<(), String> {
+        dst.as_mut_slice().copy_from_slice(src);
         Ok(())
     }
-    fn download_y(&mut self, src: &Vec<f32>, dst: &mut [f32]) -> Result<(), String> {
-        dst.copy_from_slice(src);
+    fn download_y(&mut self, src: &CpuY, dst: &mut [f32]) -> Result<(), String> {
+        dst.copy_from_slice(&src.v);
         Ok(())
     }
 }
@@ -724,20 +837,21 @@ impl LowerStep for Cpu {
     fn lower_step(
         &mut self,
         x: &Vec<f32>,
-        y: &Vec<f32>,
+        y: &CpuY,
         w_u: f32,
         w_l: f32,
-        y_out: &mut Vec<f32>,
+        y_out: &mut CpuY,
     ) -> Result<(), String> {
-        self.lower_grad(x, y, true);
+        self.lower_grad(x, y);
+        let out = y_out.as_mut_slice();
         if w_u != 0.0 {
-            self.upper_into_gu(y, true);
-            for i in 0..y.len() {
-                y_out[i] = y[i] - (w_u * self.gu[i] + w_l * self.gf[i]);
+            self.upper_into_gu(y);
+            for i in 0..out.len() {
+                out[i] = y.v[i] - (w_u * self.gu[i] + w_l * self.gf[i]);
             }
         } else {
-            for i in 0..y.len() {
-                y_out[i] = y[i] - w_l * self.gf[i];
+            for i in 0..out.len() {
+                out[i] = y.v[i] - w_l * self.gf[i];
             }
         }
         Ok(())
@@ -748,44 +862,14 @@ impl UpperGradient for Cpu {
     fn upper_grad(
         &mut self,
         _x: &Vec<f32>,
-        y: &Vec<f32>,
-        gy: &mut Vec<f32>,
+        y: &CpuY,
+        gy: &mut CpuY,
         _gx: &mut Vec<f32>,
         _gx_scale: f32,
     ) -> Result<f32, String> {
-        let f = self.upper_into_gu(y, true);
-        gy.copy_from_slice(&self.gu);
+        let f = self.upper_into_gu(y);
+        gy.as_mut_slice().copy_from_slice(&self.gu);
         Ok(f)
-    }
-}
-
-impl Cpu {
-    /// Hessian pass on the training set in direction `v`: `gf ← H_f·v` (when `grad`),
-    /// `scratch.sample[i] = ⟨p_i − e_i, t_i⟩`.
-    fn train_hess(&mut self, x: &[f32], y: &[f32], v: &[f32], grad: bool) {
-        self.set_omega_tr(x);
-        run_pass(
-            self.kern,
-            &self.train,
-            self.c,
-            &self.omega_tr,
-            y,
-            Pass::Hess { v, grad },
-            &mut self.scratch,
-        );
-        if grad {
-            let ylen = self.ylen();
-            reduce_into(&self.scratch.partial, ylen, &mut self.gf);
-        }
-    }
-
-    /// `gx_i += scale·σ'(x_i)/n_tr·scratch.sample[i]`.
-    fn add_mixed(&self, x: &[f32], scale: f32, gx: &mut [f32]) {
-        let n = self.train.n as f32;
-        for ((g, &xi), &m) in gx.iter_mut().zip(x).zip(&self.scratch.sample) {
-            let s = sigmoid(xi);
-            *g += scale * s * (1.0 - s) / n * m;
-        }
     }
 }
 
@@ -793,27 +877,20 @@ impl StepAdjoint for Cpu {
     fn step_adjoint(
         &mut self,
         x: &Vec<f32>,
-        y: &Vec<f32>,
+        y: &CpuY,
         w_u: f32,
         w_l: f32,
-        a: &mut Vec<f32>,
+        a: &mut CpuY,
         gx: &mut Vec<f32>,
     ) -> Result<(), String> {
-        self.train_hess(x, y, a, true);
+        self.train_hess(x, y, &a.v, true);
         self.add_mixed(x, -w_l, gx);
         if w_u != 0.0 {
-            run_pass(
-                self.kern,
-                &self.val,
-                self.c,
-                &self.omega_val,
-                y,
-                Pass::Hess { v: a, grad: true },
-                &mut self.scratch,
-            );
+            self.hess_pass(Which::Val, y, &a.v, true);
             let ylen = self.ylen();
             reduce_into(&self.scratch.partial, ylen, &mut self.gu);
             let dc = self.d * self.c;
+            let a = a.as_mut_slice();
             for j in 0..dc {
                 self.gu[j] += 2.0 * self.lambda * a[j];
             }
@@ -821,6 +898,7 @@ impl StepAdjoint for Cpu {
                 a[i] -= w_u * self.gu[i] + w_l * self.gf[i];
             }
         } else {
+            let a = a.as_mut_slice();
             for i in 0..a.len() {
                 a[i] -= w_l * self.gf[i];
             }
@@ -830,46 +908,32 @@ impl StepAdjoint for Cpu {
 }
 
 impl LowerHessian for Cpu {
-    fn lower_hvp(
-        &mut self,
-        x: &Vec<f32>,
-        y: &Vec<f32>,
-        v: &Vec<f32>,
-        out: &mut Vec<f32>,
-    ) -> Result<(), String> {
-        self.train_hess(x, y, v, true);
-        out.copy_from_slice(&self.gf);
+    fn lower_hvp(&mut self, x: &Vec<f32>, y: &CpuY, v: &CpuY, out: &mut CpuY) -> Result<(), String> {
+        self.train_hess(x, y, &v.v, true);
+        out.as_mut_slice().copy_from_slice(&self.gf);
         Ok(())
     }
     fn lower_mixed_vjp(
         &mut self,
         x: &Vec<f32>,
-        y: &Vec<f32>,
-        v: &Vec<f32>,
+        y: &CpuY,
+        v: &CpuY,
         scale: f32,
         gx: &mut Vec<f32>,
     ) -> Result<(), String> {
-        self.train_hess(x, y, v, false);
+        self.train_hess(x, y, &v.v, false);
         self.add_mixed(x, scale, gx);
         Ok(())
     }
     fn lower_grad_x(
         &mut self,
         x: &Vec<f32>,
-        y: &Vec<f32>,
+        y: &CpuY,
         scale: f32,
         gx: &mut Vec<f32>,
     ) -> Result<(), String> {
         self.set_omega_tr(x);
-        run_pass(
-            self.kern,
-            &self.train,
-            self.c,
-            &self.omega_tr,
-            y,
-            Pass::Grad { grad: false, loss: true },
-            &mut self.scratch,
-        );
+        self.grad_pass(Which::Train, y, false, true);
         self.add_mixed(x, scale, gx);
         Ok(())
     }
