@@ -4,4 +4,5 @@
 pub mod data;
 pub mod error;
 pub mod hyperclean;
+pub mod plot;
 pub mod toy;

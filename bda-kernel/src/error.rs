@@ -82,7 +82,11 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Config(e) => write!(f, "invalid configuration: {e}"),
-            Error::NonFinite { stage, ul_iter, ll_iter } => {
+            Error::NonFinite {
+                stage,
+                ul_iter,
+                ll_iter,
+            } => {
                 let what = match stage {
                     Stage::LowerIterate => "lower-level iterate y",
                     Stage::Hypergradient => "hypergradient",

@@ -61,7 +61,12 @@ impl HypercleanData<'_> {
             return Err("validation features do not match n_val × dim");
         }
         let c = self.classes;
-        if self.train_labels.iter().chain(self.val_labels).any(|&l| l as usize >= c) {
+        if self
+            .train_labels
+            .iter()
+            .chain(self.val_labels)
+            .any(|&l| l as usize >= c)
+        {
             return Err("a label is not below the number of classes");
         }
         if !(self.lambda.is_finite() && self.lambda >= 0.0) {

@@ -84,16 +84,28 @@ where
             lower.projection.jacobian_apply(&y_hat, &mut z);
             y = y_next;
             if !all_finite(&y) {
-                return Err(Error::NonFinite { stage: Stage::LowerIterate, ul_iter, ll_iter: k });
+                return Err(Error::NonFinite {
+                    stage: Stage::LowerIterate,
+                    ul_iter,
+                    ll_iter: k,
+                });
             }
             if !all_finite(&z) {
-                return Err(Error::NonFinite { stage: Stage::Hypergradient, ul_iter, ll_iter: k });
+                return Err(Error::NonFinite {
+                    stage: Stage::Hypergradient,
+                    ul_iter,
+                    ll_iter: k,
+                });
             }
         }
         let grad = problem.upper.grad_x(x, &y) + z.transpose() * problem.upper.grad_y(x, &y);
         let upper = problem.upper.value(x, &y);
         if !all_finite(&grad) || !upper.is_finite() {
-            return Err(Error::NonFinite { stage: Stage::Hypergradient, ul_iter, ll_iter: 0 });
+            return Err(Error::NonFinite {
+                stage: Stage::Hypergradient,
+                ul_iter,
+                ll_iter: 0,
+            });
         }
         Ok(HyperGrad { y, grad, upper })
     }
@@ -140,6 +152,10 @@ where
             grad[i] = (fp - fm) / (h + h);
         }
         let y = lower.solve(problem, x, y0, ul_iter)?;
-        Ok(HyperGrad { y, grad, upper: problem.upper.value(x, &y) })
+        Ok(HyperGrad {
+            y,
+            grad,
+            upper: problem.upper.value(x, &y),
+        })
     }
 }

@@ -117,7 +117,11 @@ impl<T: Real, const M: usize> LowerConfig<T, M> {
         for k in 1..=self.steps {
             y = self.step(problem, x, &y, k).1;
             if !all_finite(&y) {
-                return Err(Error::NonFinite { stage: Stage::LowerIterate, ul_iter, ll_iter: k });
+                return Err(Error::NonFinite {
+                    stage: Stage::LowerIterate,
+                    ul_iter,
+                    ll_iter: k,
+                });
             }
         }
         Ok(y)

@@ -25,7 +25,13 @@ pub enum Method {
 
 impl Method {
     /// Every method, in the order of the papers' tables.
-    pub const ALL: [Method; 5] = [Method::Ihg, Method::Rhg, Method::Trhg, Method::Obda, Method::Bda];
+    pub const ALL: [Method; 5] = [
+        Method::Ihg,
+        Method::Rhg,
+        Method::Trhg,
+        Method::Obda,
+        Method::Bda,
+    ];
 
     /// The command-line name (`bda`, `rhg`, `trhg`, `ihg`, `obda`).
     pub const fn name(self) -> &'static str {
@@ -54,7 +60,13 @@ impl Method {
         s_l: T,
     ) -> LowerDynamics<T> {
         if self.aggregates() {
-            LowerDynamics::Aggregated { mu, alpha, beta, s_u, s_l }
+            LowerDynamics::Aggregated {
+                mu,
+                alpha,
+                beta,
+                s_u,
+                s_l,
+            }
         } else {
             LowerDynamics::LowerOnly { s_l }
         }
@@ -80,6 +92,9 @@ impl fmt::Display for UnknownMethod {
 impl FromStr for Method {
     type Err = UnknownMethod;
     fn from_str(s: &str) -> Result<Self, UnknownMethod> {
-        Method::ALL.into_iter().find(|m| m.name().eq_ignore_ascii_case(s)).ok_or(UnknownMethod)
+        Method::ALL
+            .into_iter()
+            .find(|m| m.name().eq_ignore_ascii_case(s))
+            .ok_or(UnknownMethod)
     }
 }

@@ -59,6 +59,37 @@ pub struct Record<T> {
     pub y_err: Option<T>,
 }
 
+impl<T: Real> Record<T> {
+    /// The metrics of one state; gaps and errors need the known optimum `reference`.
+    pub fn of<const N: usize, const M: usize>(
+        s: &IterState<'_, T, N, M>,
+        reference: Option<&dyn Reference<T, N, M>>,
+    ) -> Self {
+        let (upper_gap, lower_gap, x_err, y_err) = match reference {
+            Some(r) => {
+                let dx = s.x - r.x_star();
+                let dy = s.y - r.y_star();
+                (
+                    Some((s.upper - r.upper_star()).abs()),
+                    Some(s.lower - r.lower_min(s.x)),
+                    Some(dx.dot(&dx).sqrt()),
+                    Some(dy.dot(&dy).sqrt()),
+                )
+            }
+            None => (None, None, None, None),
+        };
+        Record {
+            iter: s.iter,
+            upper: s.upper,
+            upper_gap,
+            lower_gap,
+            grad_norm: s.grad_norm,
+            x_err,
+            y_err,
+        }
+    }
+}
+
 /// Records a [`Record`] per iteration (and one for the final state) into a
 /// `heapless::Vec` of capacity `CAP`. When full, later rows are counted in
 /// [`History::dropped`] rather than stored: recording never fails the solve.
@@ -73,38 +104,19 @@ pub struct History<'r, T, const N: usize, const M: usize, const CAP: usize> {
 impl<'r, T: Real, const N: usize, const M: usize, const CAP: usize> History<'r, T, N, M, CAP> {
     /// A history without a known optimum (gaps and errors are `None`).
     pub fn new() -> Self {
-        History { reference: None, records: heapless::Vec::new(), dropped: 0 }
+        History {
+            reference: None,
+            records: heapless::Vec::new(),
+            dropped: 0,
+        }
     }
 
     /// A history that measures distances to a known optimum.
     pub fn with_reference(reference: &'r dyn Reference<T, N, M>) -> Self {
-        History { reference: Some(reference), records: heapless::Vec::new(), dropped: 0 }
-    }
-
-    /// The metrics of one state.
-    pub fn record_of(&self, s: &IterState<'_, T, N, M>) -> Record<T> {
-        let norm = |v: T| v.sqrt();
-        let (upper_gap, lower_gap, x_err, y_err) = match self.reference {
-            Some(r) => {
-                let dx = s.x - r.x_star();
-                let dy = s.y - r.y_star();
-                (
-                    Some((s.upper - r.upper_star()).abs()),
-                    Some(s.lower - r.lower_min(s.x)),
-                    Some(norm(dx.dot(&dx))),
-                    Some(norm(dy.dot(&dy))),
-                )
-            }
-            None => (None, None, None, None),
-        };
-        Record {
-            iter: s.iter,
-            upper: s.upper,
-            upper_gap,
-            lower_gap,
-            grad_norm: s.grad_norm,
-            x_err,
-            y_err,
+        History {
+            reference: Some(reference),
+            records: heapless::Vec::new(),
+            dropped: 0,
         }
     }
 
@@ -127,11 +139,11 @@ impl<T: Real, const N: usize, const M: usize, const CAP: usize> Observer<T, N, M
     for History<'_, T, N, M, CAP>
 {
     fn observe_iter(&mut self, state: &IterState<'_, T, N, M>) {
-        let r = self.record_of(state);
+        let r = Record::of(state, self.reference);
         self.push(r);
     }
     fn observe_final(&mut self, state: &IterState<'_, T, N, M>) {
-        let r = self.record_of(state);
+        let r = Record::of(state, self.reference);
         self.push(r);
     }
 }

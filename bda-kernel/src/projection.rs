@@ -40,7 +40,12 @@ impl<T: Real + defmt::Format, const D: usize> defmt::Format for Projection<T, D>
                 defmt::write!(f, "Box {{ lo: {}, hi: {} }}", lo.as_slice(), hi.as_slice())
             }
             Projection::Ball { center, radius } => {
-                defmt::write!(f, "Ball {{ center: {}, radius: {} }}", center.as_slice(), radius)
+                defmt::write!(
+                    f,
+                    "Ball {{ center: {}, radius: {} }}",
+                    center.as_slice(),
+                    radius
+                )
             }
         }
     }
@@ -49,7 +54,10 @@ impl<T: Real + defmt::Format, const D: usize> defmt::Format for Projection<T, D>
 impl<T: Real, const D: usize> Projection<T, D> {
     /// The box `[lo, hi]^D` with the same bounds in every coordinate.
     pub fn cube(lo: T, hi: T) -> Self {
-        Projection::Box { lo: SVector::repeat(lo), hi: SVector::repeat(hi) }
+        Projection::Box {
+            lo: SVector::repeat(lo),
+            hi: SVector::repeat(hi),
+        }
     }
 
     /// Check that the set is non-empty and its description finite.
@@ -82,9 +90,7 @@ impl<T: Real, const D: usize> Projection<T, D> {
     pub fn project(&self, v: &SVector<T, D>) -> SVector<T, D> {
         match self {
             Projection::None => *v,
-            Projection::Box { lo, hi } => {
-                SVector::from_fn(|i, _| clamp(v[i], lo[i], hi[i]))
-            }
+            Projection::Box { lo, hi } => SVector::from_fn(|i, _| clamp(v[i], lo[i], hi[i])),
             Projection::Ball { center, radius } => {
                 let d = v - center;
                 let n2 = d.dot(&d);
@@ -145,15 +151,24 @@ mod tests {
     #[test]
     fn box_and_ball_project_onto_their_sets() {
         let b = Projection::cube(-1.0_f64, 1.0);
-        assert_eq!(b.project(&Vector3::new(2.0, -3.0, 0.5)), Vector3::new(1.0, -1.0, 0.5));
-        let ball = Projection::Ball { center: Vector3::zeros(), radius: 2.0_f64 };
+        assert_eq!(
+            b.project(&Vector3::new(2.0, -3.0, 0.5)),
+            Vector3::new(1.0, -1.0, 0.5)
+        );
+        let ball = Projection::Ball {
+            center: Vector3::zeros(),
+            radius: 2.0_f64,
+        };
         let p = ball.project(&Vector3::new(3.0, 4.0, 0.0));
         assert!((p - Vector3::new(1.2, 1.6, 0.0)).norm() < 1e-15);
     }
 
     #[test]
     fn ball_jacobian_matches_finite_differences() {
-        let ball = Projection::Ball { center: Vector3::new(0.1, 0.0, -0.2), radius: 0.5_f64 };
+        let ball = Projection::Ball {
+            center: Vector3::new(0.1, 0.0, -0.2),
+            radius: 0.5_f64,
+        };
         let v = Vector3::new(1.0, -0.7, 0.4);
         let mut z = Matrix3x2::new(1.0, 0.3, -0.5, 2.0, 0.25, -1.0);
         let z0 = z;
@@ -168,9 +183,15 @@ mod tests {
 
     #[test]
     fn empty_box_is_rejected() {
-        let b = Projection::Box { lo: Vector3::new(0.0, 1.0, 0.0), hi: Vector3::new(1.0, 0.0, 1.0) };
+        let b = Projection::Box {
+            lo: Vector3::new(0.0, 1.0, 0.0),
+            hi: Vector3::new(1.0, 0.0, 1.0),
+        };
         assert_eq!(b.validate(), Err(ConfigError::EmptyBox(1)));
-        let nan = Projection::Box { lo: Vector3::repeat(f64::NAN), hi: Vector3::repeat(1.0) };
+        let nan = Projection::Box {
+            lo: Vector3::repeat(f64::NAN),
+            hi: Vector3::repeat(1.0),
+        };
         assert_eq!(nan.validate(), Err(ConfigError::EmptyBox(0)));
     }
 }

@@ -62,7 +62,11 @@ impl<T: Real> Schedule<T> {
                     && eps < T::one()
             }
         };
-        if ok { Ok(()) } else { Err(ConfigError::BadSchedule(name)) }
+        if ok {
+            Ok(())
+        } else {
+            Err(ConfigError::BadSchedule(name))
+        }
     }
 }
 
@@ -119,7 +123,13 @@ impl<T: Real> LowerDynamics<T> {
     #[inline(always)]
     pub fn weights(&self, k: u32) -> (T, T) {
         match *self {
-            LowerDynamics::Aggregated { mu, alpha, beta, s_u, s_l } => {
+            LowerDynamics::Aggregated {
+                mu,
+                alpha,
+                beta,
+                s_u,
+                s_l,
+            } => {
                 let a = alpha.at(k);
                 let one = T::one();
                 let b = match beta {
@@ -148,7 +158,13 @@ impl<T: Real> LowerDynamics<T> {
             }
         };
         match *self {
-            LowerDynamics::Aggregated { mu, alpha, beta, s_u, s_l } => {
+            LowerDynamics::Aggregated {
+                mu,
+                alpha,
+                beta,
+                s_u,
+                s_l,
+            } => {
                 if !(mu.is_finite() && mu > T::zero() && mu < T::one()) {
                     return Err(ConfigError::MuOutOfRange);
                 }
@@ -200,7 +216,11 @@ impl<T: Real> StepSizes<T> {
 
     /// The Proposition 1 schedule `α_k = min{2γ/(k(1−β)), 1−ε}` for these step sizes.
     pub fn proposition1(&self, gamma: T, eps: T) -> Schedule<T> {
-        Schedule::Proposition1 { gamma, beta: self.beta, eps }
+        Schedule::Proposition1 {
+            gamma,
+            beta: self.beta,
+            eps,
+        }
     }
 }
 
@@ -211,7 +231,11 @@ mod tests {
     #[test]
     fn harmonic_and_proposition1_values() {
         assert_eq!(Schedule::Harmonic(0.5_f64).at(4), 0.125);
-        let p = Schedule::Proposition1 { gamma: 1.0_f64, beta: 0.0, eps: 0.1 };
+        let p = Schedule::Proposition1 {
+            gamma: 1.0_f64,
+            beta: 0.0,
+            eps: 0.1,
+        };
         assert_eq!(p.at(1), 0.9); // capped at 1 − ε
         assert_eq!(p.at(4), 0.5); // 2γ/(k(1−β))
     }
@@ -263,7 +287,11 @@ mod tests {
             LowerDynamics::LowerOnly { s_l: f64::NAN }.validate(),
             Err(ConfigError::NonPositiveStep("s_l"))
         );
-        let p = Schedule::Proposition1 { gamma: 2.0_f64, beta: 0.0, eps: 0.1 };
+        let p = Schedule::Proposition1 {
+            gamma: 2.0_f64,
+            beta: 0.0,
+            eps: 0.1,
+        };
         assert!(p.validate("alpha").is_err());
     }
 

@@ -131,7 +131,11 @@ pub fn remark4<T: Real>(eps: T) -> Result<Example1<T>, ConfigError> {
 
 impl<T: Real> Reference<T, 1, 2> for Example1<T> {
     fn x_star(&self) -> SVector<T, 1> {
-        if self.lower.eps > T::zero() { SVector::from([T::from_f64(0.5)]) } else { SVector::from([T::one()]) }
+        if self.lower.eps > T::zero() {
+            SVector::from([T::from_f64(0.5)])
+        } else {
+            SVector::from([T::one()])
+        }
     }
     fn y_star(&self) -> SVector<T, 2> {
         if self.lower.eps > T::zero() {
@@ -206,8 +210,10 @@ impl<T: Real, const N: usize, const M: usize> Gradient<T, N, M> for Eq40Upper<N,
         let u = y.fixed_rows::<N>(0) - SVector::<T, N>::repeat(T::one());
         let v = y.fixed_rows::<N>(N) - x;
         let mut g = SVector::<T, M>::zeros();
-        g.fixed_rows_mut::<N>(0).copy_from(&(u * (four * u.dot(&u))));
-        g.fixed_rows_mut::<N>(N).copy_from(&(v * (four * v.dot(&v))));
+        g.fixed_rows_mut::<N>(0)
+            .copy_from(&(u * (four * u.dot(&u))));
+        g.fixed_rows_mut::<N>(N)
+            .copy_from(&(v * (four * v.dot(&v))));
         g
     }
 }
@@ -222,10 +228,13 @@ impl<T: Real, const N: usize, const M: usize> SecondOrder<T, N, M> for Eq40Upper
         let u = y.fixed_rows::<N>(0) - SVector::<T, N>::repeat(T::one());
         let v = y.fixed_rows::<N>(N) - x;
         let z_y: SMatrix<T, N, N> = z.fixed_rows::<N>(0).into_owned();
-        let z_z: SMatrix<T, N, N> = z.fixed_rows::<N>(N).into_owned() - SMatrix::<T, N, N>::identity();
+        let z_z: SMatrix<T, N, N> =
+            z.fixed_rows::<N>(N).into_owned() - SMatrix::<T, N, N>::identity();
         let mut out = SMatrix::<T, M, N>::zeros();
-        out.fixed_rows_mut::<N>(0).copy_from(&quartic_hess_times(&u, &z_y));
-        out.fixed_rows_mut::<N>(N).copy_from(&quartic_hess_times(&v, &z_z));
+        out.fixed_rows_mut::<N>(0)
+            .copy_from(&quartic_hess_times(&u, &z_y));
+        out.fixed_rows_mut::<N>(N)
+            .copy_from(&quartic_hess_times(&v, &z_z));
         out
     }
 }
@@ -250,7 +259,8 @@ impl<T: Real, const N: usize, const M: usize> Gradient<T, N, M> for Eq40Lower<N,
     #[inline(always)]
     fn grad_y(&self, x: &SVector<T, N>, y: &SVector<T, M>) -> SVector<T, M> {
         let mut g = SVector::<T, M>::zeros();
-        g.fixed_rows_mut::<N>(0).copy_from(&(y.fixed_rows::<N>(0) - x));
+        g.fixed_rows_mut::<N>(0)
+            .copy_from(&(y.fixed_rows::<N>(0) - x));
         g
     }
 }

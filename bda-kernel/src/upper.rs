@@ -153,13 +153,20 @@ impl<T: Real, const N: usize, const M: usize> Solver<T, N, M> {
                 grad: &hg.grad,
                 grad_norm,
             });
-            if grad_norm <= self.upper.grad_tol {
+            if self.upper.grad_tol > T::zero() && grad_norm <= self.upper.grad_tol {
                 termination = Termination::GradTol;
                 break;
             }
-            let x_next = self.upper.projection.project(&(x - hg.grad * self.upper.lambda));
+            let x_next = self
+                .upper
+                .projection
+                .project(&(x - hg.grad * self.upper.lambda));
             if !all_finite(&x_next) {
-                return Err(Error::NonFinite { stage: Stage::UpperIterate, ul_iter: t, ll_iter: 0 });
+                return Err(Error::NonFinite {
+                    stage: Stage::UpperIterate,
+                    ul_iter: t,
+                    ll_iter: 0,
+                });
             }
             let step = norm(&(x_next - x));
             x = x_next;
@@ -167,7 +174,7 @@ impl<T: Real, const N: usize, const M: usize> Solver<T, N, M> {
             if self.upper.warm_start {
                 y_start = hg.y;
             }
-            if step <= self.upper.step_tol {
+            if self.upper.step_tol > T::zero() && step <= self.upper.step_tol {
                 termination = Termination::StepTol;
                 break;
             }
@@ -184,6 +191,14 @@ impl<T: Real, const N: usize, const M: usize> Solver<T, N, M> {
             grad: &hg.grad,
             grad_norm,
         });
-        Ok(Outcome { x, y: hg.y, upper: hg.upper, lower, grad_norm, iters, termination })
+        Ok(Outcome {
+            x,
+            y: hg.y,
+            upper: hg.upper,
+            lower,
+            grad_norm,
+            iters,
+            termination,
+        })
     }
 }

@@ -1,0 +1,187 @@
+//! End-to-end tests of `bda toy`.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn bda(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_bda"))
+        .args(args)
+        .output()
+        .expect("run bda");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json_lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
+#[test]
+fn icml_counter_example_through_the_cli() {
+    for (y0, rhg_x) in [("0,0", 0.5), ("2,2", 1.5)] {
+        let (code, out, err) = bda(&[
+            "toy",
+            "--example",
+            "icml",
+            "--K",
+            "256",
+            "--y0",
+            y0,
+            "--json",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let runs = json_lines(&out);
+        assert_eq!(runs.len(), 2);
+        for key in [
+            "example",
+            "method",
+            "K",
+            "ul_iters",
+            "x",
+            "y",
+            "upper",
+            "lower_gap",
+            "x_err",
+            "y_err",
+            "seconds",
+        ] {
+            assert!(runs[0].get(key).is_some(), "missing {key} in {}", runs[0]);
+        }
+        assert_eq!(runs[0]["method"], "bda");
+        assert!(runs[0]["x_err"].as_f64().unwrap() < 0.05, "{}", runs[0]);
+        assert_eq!(runs[1]["method"], "rhg");
+        let x = runs[1]["x"][0].as_f64().unwrap();
+        assert!((x - rhg_x).abs() < 1e-3, "RHG from y0 = {y0}: x = {x}");
+    }
+}
+
+#[test]
+fn remark4_gives_one_half() {
+    let (code, out, err) = bda(&[
+        "toy",
+        "--example",
+        "remark4",
+        "--eps",
+        "0.5",
+        "--method",
+        "rhg",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let x = json_lines(&out)[0]["x"][0].as_f64().unwrap();
+    assert!((x - 0.5).abs() < 1e-3, "x = {x}");
+}
+
+#[test]
+fn tpami_small_n_runs_and_bda_beats_rhg() {
+    let (code, out, err) = bda(&[
+        "toy",
+        "--example",
+        "tpami",
+        "--n",
+        "5",
+        "--json",
+        "--ul-iters",
+        "400",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let runs = json_lines(&out);
+    let (b, r) = (
+        runs[0]["x_err"].as_f64().unwrap(),
+        runs[1]["x_err"].as_f64().unwrap(),
+    );
+    assert_eq!(runs[0]["x"].as_array().unwrap().len(), 5);
+    assert_eq!(runs[0]["y"].as_array().unwrap().len(), 10);
+    assert!(b < 0.5 * r, "BDA {b} vs RHG {r}");
+}
+
+#[test]
+fn same_seed_same_json() {
+    let strip = |s: &str| -> Vec<Value> {
+        json_lines(s)
+            .into_iter()
+            .map(|mut v| {
+                v.as_object_mut().unwrap().remove("seconds");
+                v
+            })
+            .collect()
+    };
+    let args = [
+        "toy",
+        "--x0",
+        "random",
+        "--y0",
+        "random",
+        "--seed",
+        "7",
+        "--json",
+        "--ul-iters",
+        "20",
+    ];
+    let (a, b) = (bda(&args), bda(&args));
+    assert_eq!(strip(&a.1), strip(&b.1));
+    let (_, c, _) = bda(&[
+        "toy",
+        "--x0",
+        "random",
+        "--y0",
+        "random",
+        "--seed",
+        "8",
+        "--json",
+        "--ul-iters",
+        "20",
+    ]);
+    assert_ne!(strip(&a.1), strip(&c));
+}
+
+#[test]
+fn plot_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("curves.svg");
+    let (code, _, err) = bda(&["toy", "--ul-iters", "50", "--plot", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let svg = std::fs::read_to_string(&path).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("BDA (K=64)") && svg.contains("RHG (K=64)"));
+    assert!(svg.contains("<polyline") || svg.contains("<path"));
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    let cases: &[&[&str]] = &[
+        &["toy", "--x0", "1,2"],
+        &["toy", "--y0", "abc"],
+        &["toy", "--example", "tpami", "--n", "7"],
+        &["toy", "--mu", "1.5"],
+        &["toy", "--sl", "-1"],
+        &["toy", "--example", "remark4", "--eps", "0"],
+        &["toy", "--proj-y", "box:1"],
+        &["toy", "--beta", "often"],
+        &["toy", "--lambda", "0"],
+    ];
+    for args in cases {
+        let (code, out, err) = bda(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("bda: "), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn divergence_is_reported_with_the_iteration() {
+    let (code, _, err) = bda(&["toy", "--method", "rhg", "--sl", "3", "--K", "5000"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("upper iteration 0") && err.contains("lower step"),
+        "{err}"
+    );
+}
