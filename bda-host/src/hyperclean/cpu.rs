@@ -432,6 +432,40 @@ fn run_pass(
         .zip(probs.par_chunks_mut(CHUNK_GROUPS * c))
         .enumerate()
         .for_each(|(ch, (((part, loss), sample), probs))| {
+            let job = Chunk { kern, set, c, omega, y, pass, ch };
+            match kern {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `Kernels::Avx2` is only chosen after detecting AVX2 and FMA.
+                Kernels::Avx2 => unsafe { chunk_avx2(&job, part, loss, sample, probs) },
+                _ => chunk_work(&job, part, loss, sample, probs),
+            }
+        });
+}
+
+
+/// One chunk of a pass: its parameters.
+struct Chunk<'a> {
+    kern: Kernels,
+    set: &'a Packed,
+    c: usize,
+    omega: &'a [f32],
+    y: &'a [f32],
+    pass: Pass<'a>,
+    ch: usize,
+}
+
+/// The chunk compiled with AVX2+FMA enabled, so that the softmax and the elementwise
+/// work around the products vectorise 8-wide too.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn chunk_avx2(job: &Chunk<'_>, part: &mut [f32], loss: &mut f64, sample: &mut [f32], probs: &mut [Lane]) {
+    chunk_work(job, part, loss, sample, probs)
+}
+
+#[inline(always)]
+fn chunk_work(job: &Chunk<'_>, part: &mut [f32], loss: &mut f64, sample: &mut [f32], probs: &mut [Lane]) {
+            let Chunk { kern, set, c, omega, y, pass, ch } = *job;
+            let d = set.dim;
             let g0 = ch * CHUNK_GROUPS;
             let ng = (set.groups - g0).min(CHUNK_GROUPS);
             let mut gs = vec![[0.0f32; LANES]; ng * c];
@@ -518,9 +552,7 @@ fn run_pass(
                 }
             }
             *loss = lsum;
-        });
 }
-
 /// `out ← Σ_chunks partial` (fixed order).
 fn reduce_into(partial: &[f32], ylen: usize, out: &mut [f32]) {
     out.iter_mut().for_each(|o| *o = 0.0);

@@ -504,8 +504,21 @@ fn load(args: &HypercleanArgs) -> Result<HostData, CliError> {
         .data_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(args.dataset.default_dir()));
-    let _ = dir;
-    Err(CliError::input("data layer not merged yet"))
+    let ds = crate::data::load_mnist_dir(&dir).map_err(|e| CliError::input(e.to_string()))?;
+    let split = crate::data::hyperclean_split(&ds, args.n_train, args.n_val, args.noise, args.seed)
+        .map_err(|e| CliError::input(e.to_string()))?;
+    Ok(HostData {
+        dataset: args.dataset.name().to_string(),
+        dim: split.train.dim,
+        classes: 10,
+        train_x: split.train.x,
+        train_labels: split.train.labels,
+        val_x: split.val.x,
+        val_labels: split.val.labels,
+        test_x: split.test.x,
+        test_labels: split.test.labels,
+        corrupted: split.corrupted,
+    })
 }
 
 /// Run `bda hyperclean`.
