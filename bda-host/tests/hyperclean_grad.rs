@@ -189,11 +189,17 @@ fn f32v(v: &[f64]) -> Vec<f32> {
 }
 
 fn check_primitives(classes: usize, kern: Kernels) {
+    check_primitives_cache(classes, kern, true);
+    check_primitives_cache(classes, kern, false);
+}
+
+fn check_primitives_cache(classes: usize, kern: Kernels, cache: bool) {
     // > 1 chunk of 256 samples and a partial group of 8
     let h = HostData::synthetic(301, 45, 5, 19, classes, 0.5, 11 + classes as u64);
     let p = problem(&h, 1e-3);
     let mut r = Reference::new(&p);
     let mut c = Cpu::with_kernels(&p, kern).unwrap();
+    c.set_prob_cache(cache);
     if kern == Kernels::Avx2 && Kernels::detect(classes) != Kernels::Avx2 {
         eprintln!("AVX2+FMA not available: checking the portable kernels only");
     }

@@ -630,6 +630,8 @@ pub struct Cpu {
     scratch: Scratch,
     gu: Vec<f32>,
     gf: Vec<f32>,
+    cache_probs: bool,
+    tmp_probs: Vec<Lane>,
 }
 
 impl Cpu {
@@ -666,6 +668,8 @@ impl Cpu {
             scratch: Scratch::default(),
             gu: vec![0.0; ylen],
             gf: vec![0.0; ylen],
+            cache_probs: true,
+            tmp_probs: Vec::new(),
         })
     }
 
@@ -690,24 +694,40 @@ impl Cpu {
         }
     }
 
-    /// A gradient pass of `y` over one set; stores the softmax outputs in `y`'s cache.
+    /// A gradient pass of `y` over one set; stores the softmax outputs in `y`'s cache
+    /// (or, with the cache off, in a scratch buffer).
     /// `grad`: partial gradients into the scratch; `loss`: per-sample CE and chunk losses.
     fn grad_pass(&mut self, which: Which, y: &CpuY, grad: bool, loss: bool) {
+        let set = match which {
+            Which::Train => &self.train,
+            Which::Val => &self.val,
+        };
+        let omega = match which {
+            Which::Train => &self.omega_tr,
+            Which::Val => &self.omega_val,
+        };
+        let pass = Pass::Grad { grad, loss };
+        if !self.cache_probs {
+            self.tmp_probs.resize(set.groups * self.c, [0.0; LANES]);
+            run_pass(self.kern, set, self.c, omega, &y.v, pass, &mut self.scratch, &mut self.tmp_probs);
+            return;
+        }
         let mut cache = y.cache.borrow_mut();
         let cache = &mut *cache;
-        let (set, omega, probs, ok) = match which {
-            Which::Train => (&self.train, &self.omega_tr, &mut cache.train, &mut cache.train_ok),
-            Which::Val => (&self.val, &self.omega_val, &mut cache.val, &mut cache.val_ok),
+        let (probs, ok) = match which {
+            Which::Train => (&mut cache.train, &mut cache.train_ok),
+            Which::Val => (&mut cache.val, &mut cache.val_ok),
         };
         probs.resize(set.groups * self.c, [0.0; LANES]);
-        run_pass(self.kern, set, self.c, omega, &y.v, Pass::Grad { grad, loss }, &mut self.scratch, probs);
+        run_pass(self.kern, set, self.c, omega, &y.v, pass, &mut self.scratch, probs);
         *ok = true;
     }
 
     /// A Hessian pass in direction `v` at `y` over one set (the softmax outputs of `y`
-    /// come from its cache, filled first if needed).
+    /// come from its cache, filled first if needed; with the cache off they are
+    /// recomputed).
     fn hess_pass(&mut self, which: Which, y: &CpuY, v: &[f32], grad: bool) {
-        let ok = {
+        let ok = self.cache_probs && {
             let c = y.cache.borrow();
             match which {
                 Which::Train => c.train_ok,
@@ -717,13 +737,28 @@ impl Cpu {
         if !ok {
             self.grad_pass(which, y, false, false);
         }
-        let mut cache = y.cache.borrow_mut();
-        let cache = &mut *cache;
-        let (set, omega, probs) = match which {
-            Which::Train => (&self.train, &self.omega_tr, &mut cache.train),
-            Which::Val => (&self.val, &self.omega_val, &mut cache.val),
+        let (set, omega) = match which {
+            Which::Train => (&self.train, &self.omega_tr),
+            Which::Val => (&self.val, &self.omega_val),
         };
-        run_pass(self.kern, set, self.c, omega, &y.v, Pass::Hess { v, grad }, &mut self.scratch, probs);
+        let pass = Pass::Hess { v, grad };
+        if !self.cache_probs {
+            run_pass(self.kern, set, self.c, omega, &y.v, pass, &mut self.scratch, &mut self.tmp_probs);
+            return;
+        }
+        let mut cache = y.cache.borrow_mut();
+        let probs = match which {
+            Which::Train => &mut cache.train,
+            Which::Val => &mut cache.val,
+        };
+        run_pass(self.kern, set, self.c, omega, &y.v, pass, &mut self.scratch, probs);
+    }
+
+    /// Keep the softmax outputs of every `y` a pass has seen (default: on). Off, the
+    /// reverse pass recomputes the logits of `y` (one more product per set and step) and
+    /// a tape of K buffers holds only `(d+1)·c` floats each.
+    pub fn set_prob_cache(&mut self, on: bool) {
+        self.cache_probs = on;
     }
 
     /// `gf ← ∇_y f`.

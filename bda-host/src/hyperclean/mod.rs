@@ -137,6 +137,11 @@ pub struct HypercleanArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Do not keep the softmax outputs of the K lower-level iterates for the reverse pass
+    /// (saves (n_train + n_val)·10 floats per step of memory, costs one more product per
+    /// set and step). Results are identical.
+    #[arg(long)]
+    pub no_prob_cache: bool,
 }
 
 /// Default upper-level learning rate (chosen for the accuracy table, see docs/hyperclean.md).
@@ -440,10 +445,12 @@ pub fn run_on(
     lambda: f64,
     seed: u64,
     show_progress: bool,
+    prob_cache: bool,
 ) -> Result<(Summary, driver::Trained), CliError> {
     let problem = data.problem(lambda as f32);
     problem.validate().map_err(|e| CliError::input(format!("data: {e}")))?;
     let mut backend = cpu::Cpu::new(&problem).map_err(|e| CliError::input(format!("data: {e}")))?;
+    backend.set_prob_cache(prob_cache);
     let mut eval = Evaluator::new(data).map_err(|e| CliError::input(format!("data: {e}")))?;
     let iters = cfg.iterations();
     if show_progress && iters > 0 {
@@ -548,7 +555,7 @@ pub fn run(args: &HypercleanArgs) -> Result<(), CliError> {
     let data = load(args)?;
     let load_seconds = t0.elapsed().as_secs_f64();
     let progress = !args.quiet && std::io::stderr().is_terminal();
-    let (mut summary, _trained) = run_on(&data, &cfg, args.lambda, args.seed, progress)?;
+    let (mut summary, _trained) = run_on(&data, &cfg, args.lambda, args.seed, progress, !args.no_prob_cache)?;
     summary.load_seconds = load_seconds;
     if let Some(p) = &args.plot {
         report::plot(p, &summary)?;
