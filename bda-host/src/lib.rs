@@ -2,7 +2,9 @@
 //! reports and plots. The algorithms come from `bda-kernel`; this crate supplies data,
 //! CPU math backends and user interface.
 pub mod data;
+pub mod datagen;
 pub mod error;
+pub mod fewshot;
 pub mod hyperclean;
 pub mod plot;
 pub mod toy;

@@ -13,12 +13,18 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the papers' synthetic problems (ICML Example 1, journal Eq. 40, Remark 4).
     Toy(bda_host::toy::ToyArgs),
     /// Data hyper-cleaning on MNIST-format data (journal §8.2, Table 2).
     Hyperclean(bda_host::hyperclean::HypercleanArgs),
+    /// Few-shot meta-learning on Omniglot-format data (journal §8.3, Tables 3–4).
+    Fewshot(bda_host::fewshot::FewshotArgs),
+    /// Generate datasets (the kanji stand-in for Omniglot).
+    Data(bda_host::datagen::DataArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +45,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Toy(args) => bda_host::toy::run(&args),
         Command::Hyperclean(args) => bda_host::hyperclean::run(&args),
+        Command::Fewshot(args) => bda_host::fewshot::run(&args),
+        Command::Data(args) => bda_host::datagen::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

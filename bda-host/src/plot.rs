@@ -96,7 +96,8 @@ fn draw_panel(panel: &Panel, area: &Area<'_>) -> Result<(), Box<dyn std::error::
     if panel.y_log {
         let lo = min_pos.min(1e300);
         let hi = if y1 > lo { y1 } else { lo * 10.0 };
-        let mut chart = builder.build_cartesian_2d(x0..x1, (lo..hi * 1.5).log_scale())?;
+        // Half a decade of margin below and above, so curves do not sit on the frame.
+        let mut chart = builder.build_cartesian_2d(x0..x1, (lo / 3.0..hi * 3.0).log_scale())?;
         chart
             .configure_mesh()
             .x_desc(panel.x_label.as_str())

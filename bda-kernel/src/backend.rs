@@ -46,6 +46,11 @@ pub trait Backend {
     fn axpy_y(&mut self, a: Self::T, v: &Self::Y, y: &mut Self::Y) -> Result<(), Self::Error>;
     /// `y ← a·y`.
     fn scale_y(&mut self, a: Self::T, y: &mut Self::Y) -> Result<(), Self::Error>;
+    /// `y ← 0`. The default multiplies by zero, which keeps NaN and ∞; backends override it
+    /// with a real fill (a memset on a GPU).
+    fn zero_y(&mut self, y: &mut Self::Y) -> Result<(), Self::Error> {
+        self.scale_y(Self::T::zero(), y)
+    }
     /// `⟨a, b⟩` (a synchronisation point on a GPU: used by CG only).
     fn dot_y(&mut self, a: &Self::Y, b: &Self::Y) -> Result<Self::T, Self::Error>;
     /// `x ← 0`.
@@ -79,6 +84,12 @@ pub trait LowerStep: Backend {
 
 /// Capability: the upper objective and its gradients.
 pub trait UpperGradient: Backend {
+    /// Whether `F` depends on `x` at all. When it does not (hyper-cleaning), methods skip
+    /// the evaluations made only for `∂_x F`.
+    fn upper_depends_on_x(&self) -> bool {
+        true
+    }
+
     /// Returns `F(x, y)`, writes `∇_y F(x, y)` into `gy` and adds `gx_scale·∇_x F(x, y)` to
     /// `gx`.
     fn upper_grad(
@@ -320,7 +331,7 @@ where
     // r = ∇_y F − H·0, p = r, v = 0.
     let upper = b.upper_grad(x, y, &mut cg.r, gx, B::T::one())?;
     b.copy_y(&cg.r, &mut cg.p)?;
-    b.scale_y(B::T::zero(), &mut cg.v)?;
+    b.zero_y(&mut cg.v)?;
     let mut rr = b.dot_y(&cg.r, &cg.r)?;
     let tiny = B::T::EPSILON * B::T::EPSILON;
     for _ in 0..cg_iters {
@@ -329,7 +340,7 @@ where
         }
         b.lower_hvp(x, y, &cg.p, &mut cg.hp)?;
         let php = b.dot_y(&cg.p, &cg.hp)?;
-        if !(php > B::T::zero()) {
+        if !php.is_finite() || php <= B::T::zero() {
             break; // direction of non-positive curvature: stop with the current solution
         }
         let alpha = rr / php;
@@ -390,7 +401,7 @@ where
     for (sign, h_eps) in [(-c, eps), (c, -eps)] {
         b.copy_y(y0, &mut scratch.h)?;
         b.axpy_y(h_eps, &scratch.g, &mut scratch.h)?;
-        if wu != B::T::zero() {
+        if wu != B::T::zero() && b.upper_depends_on_x() {
             b.upper_grad(x, &scratch.h, &mut scratch.sink, gx, sign * wu)?;
         }
         b.lower_grad_x(x, &scratch.h, sign * wl, gx)?;

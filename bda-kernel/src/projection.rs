@@ -5,6 +5,8 @@
 //! element of the Clarke generalised Jacobian that treats the point as interior, as the
 //! journal's Remark 1 allows.
 
+use core::cmp::Ordering;
+
 use nalgebra::{SMatrix, SVector};
 
 use crate::error::ConfigError;
@@ -67,7 +69,10 @@ impl<T: Real, const D: usize> Projection<T, D> {
             Projection::Box { lo, hi } => {
                 for i in 0..D {
                     // NaN bounds make every comparison false: reject them as empty too.
-                    if !(lo[i] <= hi[i]) {
+                    if !matches!(
+                        lo[i].partial_cmp(&hi[i]),
+                        Some(Ordering::Less | Ordering::Equal)
+                    ) {
                         return Err(ConfigError::EmptyBox(i));
                     }
                 }

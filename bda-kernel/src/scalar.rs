@@ -367,9 +367,15 @@ mod tests {
         for i in 0..20_000 {
             let t = i as f32 / 20_000.0;
             let v = libm::powf(10.0, -3.0 + 6.0 * t);
-            assert!(rel(Scalar::sqrt(v), libm::sqrtf(v)) < SQRT_MAX_ERROR, "sqrt({v})");
+            assert!(
+                rel(Scalar::sqrt(v), libm::sqrtf(v)) < SQRT_MAX_ERROR,
+                "sqrt({v})"
+            );
             let e = -10.0 + 20.0 * t;
-            assert!(rel(Scalar::exp(e), libm::expf(e)) < EXP_MAX_ERROR, "exp({e})");
+            assert!(
+                rel(Scalar::exp(e), libm::expf(e)) < EXP_MAX_ERROR,
+                "exp({e})"
+            );
             assert_eq!(Scalar::ln(v), libm::logf(v));
         }
     }

@@ -1,0 +1,57 @@
+// Shared device helpers of the bda-gpu kernels. Compiled by NVRTC at run time (no system
+// headers: only CUDA built-ins are used). Included by name as "common.cuh"; the Rust side
+// hands NVRTC this file's text as an in-memory header.
+#pragma once
+
+// Logistic function σ(x) = 1 / (1 + e^(−x)), written so that it neither overflows nor
+// produces NaN for large |x|.
+__device__ __forceinline__ float bda_sigmoid(float x) {
+    if (x >= 0.0f) {
+        return 1.0f / (1.0f + expf(-x));
+    }
+    const float e = expf(x);
+    return e / (1.0f + e);
+}
+
+// Whether x is neither infinite nor NaN (exponent bits not all ones).
+__device__ __forceinline__ bool bda_is_finite(float x) {
+    return (__float_as_uint(x) & 0x7f800000u) != 0x7f800000u;
+}
+
+// Row softmax statistics of logits z[0..c): max m and s = Σ_k exp(z_k − m), so that
+// p_k = exp(z_k − m) / s and log Σ_k exp(z_k) = m + log s.
+__device__ __forceinline__ void bda_softmax_stats(const float* z, int c, float* m_out, float* s_out) {
+    float m = z[0];
+    for (int k = 1; k < c; ++k) {
+        m = fmaxf(m, z[k]);
+    }
+    float s = 0.0f;
+    for (int k = 0; k < c; ++k) {
+        s += expf(z[k] - m);
+    }
+    *m_out = m;
+    *s_out = s;
+}
+
+// Sum of v over the block, valid in thread 0 only. blockDim.x must be a multiple of 32 and at
+// most 1024. Contains __syncthreads(): every thread of the block must call it.
+__device__ __forceinline__ double bda_block_sum(double v) {
+    __shared__ double warp_sums[32];
+    for (int off = 16; off > 0; off >>= 1) {
+        v += __shfl_down_sync(0xffffffffu, v, off);
+    }
+    const unsigned int lane = threadIdx.x & 31u;
+    const unsigned int warp = threadIdx.x >> 5;
+    if (lane == 0) {
+        warp_sums[warp] = v;
+    }
+    __syncthreads();
+    const unsigned int warps = (blockDim.x + 31u) >> 5;
+    v = (threadIdx.x < warps) ? warp_sums[threadIdx.x] : 0.0;
+    if (warp == 0) {
+        for (int off = 16; off > 0; off >>= 1) {
+            v += __shfl_down_sync(0xffffffffu, v, off);
+        }
+    }
+    return v;
+}

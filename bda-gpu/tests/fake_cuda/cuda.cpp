@@ -1,0 +1,166 @@
+// A CPU stand-in for libcuda (driver API), just enough for cudarc and bda-gpu: device memory is
+// host memory (fresh allocations hold garbage, as on a GPU), the stream is synchronous, and the
+// kernels are the bda-gpu `.cu` sources compiled as host C++ through tests/host/cuda_shim.h.
+// Reductions run with one emulated thread; see cuda_shim.h.
+#include "cuda_shim.h"
+#include "softmax.cu"
+#include "vector.cu"
+
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+
+#include "common.h"
+
+typedef int CUresult;
+typedef uint64_t CUdeviceptr;
+enum : CUresult { OK = 0, INVALID_VALUE = 1, INVALID_DEVICE = 101, INVALID_IMAGE = 200, NOT_FOUND = 500 };
+
+namespace {
+std::mutex g_lock;
+std::map<uintptr_t, size_t> g_allocs;  // start → bytes
+int g_ctx;
+thread_local void* g_current = nullptr;
+struct Function { std::string name; };
+}  // namespace
+
+extern "C" bool bda_fake_in_allocation(const void* p, size_t bytes) {
+    std::lock_guard<std::mutex> l(g_lock);
+    const uintptr_t a = (uintptr_t)p;
+    auto it = g_allocs.upper_bound(a);
+    if (it == g_allocs.begin()) return false;
+    --it;
+    return a >= it->first && a + bytes <= it->first + it->second;
+}
+
+extern "C" {
+CUresult cuInit(unsigned) { return OK; }
+CUresult cuDeviceGetCount(int* n) { *n = 1; return OK; }
+CUresult cuDeviceGet(int* d, int ordinal) {
+    if (ordinal != 0) return INVALID_DEVICE;
+    *d = 0;
+    return OK;
+}
+CUresult cuDeviceGetAttribute(int* v, int attr, int) {
+    // 75/76: compute capability major/minor (an H100's 9.0); everything else (memory pools…) 0.
+    *v = attr == 75 ? 9 : 0;
+    return OK;
+}
+CUresult cuDeviceGetName(char* name, int len, int) {
+    std::snprintf(name, (size_t)len, "fake CUDA device (CPU)");
+    return OK;
+}
+CUresult cuDeviceTotalMem_v2(size_t* bytes, int) { *bytes = size_t(16) << 30; return OK; }
+CUresult cuDevicePrimaryCtxRetain(void** ctx, int) { *ctx = &g_ctx; return OK; }
+CUresult cuDevicePrimaryCtxRelease_v2(int) { return OK; }
+CUresult cuCtxGetCurrent(void** ctx) { *ctx = g_current; return OK; }
+CUresult cuCtxSetCurrent(void* ctx) { g_current = ctx; return OK; }
+CUresult cuCtxSynchronize() { return OK; }
+CUresult cuStreamCreate(void** s, unsigned) { *s = std::malloc(1); return OK; }
+CUresult cuStreamDestroy_v2(void* s) { std::free(s); return OK; }
+CUresult cuStreamSynchronize(void*) { return OK; }
+
+CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t n) {
+    void* m = std::malloc(n ? n : 1);
+    std::memset(m, 0xA5, n);
+    std::lock_guard<std::mutex> l(g_lock);
+    g_allocs[(uintptr_t)m] = n;
+    *p = (CUdeviceptr)m;
+    return OK;
+}
+CUresult cuMemFree_v2(CUdeviceptr p) {
+    std::lock_guard<std::mutex> l(g_lock);
+    if (g_allocs.erase((uintptr_t)p) != 1) return INVALID_VALUE;
+    std::free((void*)p);
+    return OK;
+}
+CUresult cuMemsetD8Async(CUdeviceptr p, unsigned char v, size_t n, void*) {
+    if (!fake::check_range("memset", (void*)p, n)) return INVALID_VALUE;
+    std::memset((void*)p, v, n);
+    return OK;
+}
+CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void* s, size_t n, void*) {
+    if (!fake::check_range("copy to device", (void*)d, n)) return INVALID_VALUE;
+    std::memcpy((void*)d, s, n);
+    return OK;
+}
+CUresult cuMemcpyDtoHAsync_v2(void* d, CUdeviceptr s, size_t n, void*) {
+    if (!fake::check_range("copy from device", (void*)s, n)) return INVALID_VALUE;
+    std::memcpy(d, (void*)s, n);
+    return OK;
+}
+CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr d, CUdeviceptr s, size_t n, void*) {
+    if (!fake::check_range("device copy source", (void*)s, n) || !fake::check_range("device copy target", (void*)d, n))
+        return INVALID_VALUE;
+    std::memmove((void*)d, (void*)s, n);
+    return OK;
+}
+
+CUresult cuModuleLoadData(void** m, const void* image) {
+    if (std::memcmp(image, "\x7f" "ELF", 4) != 0) return INVALID_IMAGE;
+    *m = std::malloc(1);
+    return OK;
+}
+CUresult cuModuleUnload(void* m) { std::free(m); return OK; }
+CUresult cuModuleGetFunction(void** f, void*, const char* name) {
+    *f = new Function{name};  // leaked on purpose: functions live as long as the process here
+    return OK;
+}
+CUresult cuGetErrorString(int, const char** s) { *s = "fake CUDA error"; return OK; }
+CUresult cuGetErrorName(int, const char** s) { *s = "CUDA_ERROR_FAKE"; return OK; }
+
+// Kernel parameters arrive as an array of pointers to the argument values.
+#define ARG(T, i) (*(T*)params[i])
+CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                        unsigned shared, void*, void** params, void** extra) {
+    const std::string& n = ((Function*)f)->name;
+    if (gx == 0 || gy != 1 || gz != 1 || bx == 0 || bx > 1024 || by != 1 || bz != 1 || shared != 0 || extra)
+        return INVALID_VALUE;
+    if (n == "xent_grad_rows") {
+        bda_launch(gx, bx, [&] {
+            xent_grad_rows(ARG(float*, 0), ARG(int, 1), ARG(unsigned char*, 2), ARG(float*, 3), ARG(int, 4),
+                           ARG(int, 5), ARG(int, 6), ARG(int, 7), ARG(float, 8), ARG(float, 9), ARG(float*, 10),
+                           ARG(float*, 11));
+        });
+    } else if (n == "xent_dx_rows") {
+        bda_launch(gx, bx, [&] {
+            xent_dx_rows(ARG(float*, 0), ARG(int, 1), ARG(unsigned char*, 2), ARG(float*, 3), ARG(int, 4),
+                         ARG(int, 5), ARG(float*, 6), ARG(float, 7));
+        });
+    } else if (n == "hvp_rows") {
+        bda_launch(gx, bx, [&] {
+            hvp_rows(ARG(float*, 0), ARG(unsigned char*, 1), ARG(float*, 2), ARG(int, 3), ARG(int, 4), ARG(int, 5),
+                     ARG(int, 6), ARG(float, 7), ARG(float, 8), ARG(float*, 9), ARG(float*, 10), ARG(float, 11));
+        });
+    } else if (n == "masked_scale_copy") {
+        bda_launch(gx, bx, [&] {
+            masked_scale_copy(ARG(float*, 0), ARG(float*, 1), ARG(int, 2), ARG(int, 3), ARG(float, 4), ARG(float, 5));
+        });
+    } else if (n == "pack_pair") {
+        bda_launch(gx, bx, [&] { pack_pair(ARG(float*, 0), ARG(float*, 1), ARG(float*, 2), ARG(int, 3), ARG(int, 4)); });
+    } else if (n == "pack_pair_scale") {
+        bda_launch(gx, bx, [&] {
+            pack_pair_scale(ARG(float*, 0), ARG(float*, 1), ARG(float*, 2), ARG(int, 3), ARG(int, 4), ARG(int, 5),
+                            ARG(float, 6));
+        });
+    } else if (n == "axpy") {
+        bda_launch(gx, bx, [&] { axpy(ARG(float, 0), ARG(float*, 1), ARG(float*, 2), ARG(int, 3)); });
+    } else if (n == "scale") {
+        bda_launch(gx, bx, [&] { scale(ARG(float, 0), ARG(float*, 1), ARG(int, 2)); });
+    } else if (n == "reduce_dot") {
+        if (gx != 1) return INVALID_VALUE;
+        bda_launch(1, 1, [&] { reduce_dot(ARG(float*, 0), ARG(float*, 1), ARG(int, 2), ARG(double*, 3)); });
+    } else if (n == "reduce_sum") {
+        if (gx != 1) return INVALID_VALUE;
+        bda_launch(1, 1, [&] { reduce_sum(ARG(float*, 0), ARG(int, 1), ARG(double*, 2)); });
+    } else if (n == "any_nonfinite") {
+        if (gx != 1) return INVALID_VALUE;
+        bda_launch(1, 1, [&] { any_nonfinite(ARG(float*, 0), ARG(int, 1), ARG(unsigned int*, 2)); });
+    } else {
+        std::fprintf(stderr, "fake CUDA: unknown kernel %s\n", n.c_str());
+        return NOT_FOUND;
+    }
+    return OK;
+}
+}

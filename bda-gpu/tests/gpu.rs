@@ -1,0 +1,476 @@
+//! Agreement of every CUDA primitive (and of the kernel's methods run on it) with the f64
+//! reference of `tests/reference`, on random data. Each test prints `skipped: <reason>` and
+//! returns when no CUDA device is usable; when one is, a failure to open it is a failure.
+//!
+//! `all_tests_on_a_fake_device` runs this file's other tests once more in a child process whose
+//! CUDA libraries are the CPU stand-ins of `tests/fake_cuda` (built with the host C++
+//! compiler): on a machine without a GPU that exercises everything but the device itself —
+//! cudarc calls, launch arguments, GEMM mapping and extents, row ranges, the kernels' arithmetic.
+
+mod cxx;
+mod reference;
+
+use std::process::Command;
+
+use bda_gpu::{GpuError, GpuVec, SoftmaxGpu, probe};
+use bda_kernel::backend::{
+    Backend, CgScratch, LowerHessian, LowerStep, OneStageScratch, StepAdjoint, UpperGradient,
+    implicit, one_stage, tape_len, unrolled,
+};
+use bda_kernel::schedule::LowerDynamics;
+use reference::{Problem, RefCpu, Rng, rel_err};
+
+/// Relative error allowed between a primitive in f32 on the GPU and the f64 reference.
+const TOL: f64 = 1e-3;
+
+fn problem() -> Problem {
+    // d + 1 = 46 is not a multiple of 4: exercises the padded row stride.
+    Problem::random(2024, 45, 7, 300, 170, 0.01)
+}
+
+fn open(p: &Problem) -> Option<SoftmaxGpu> {
+    if let Err(e) = probe(0) {
+        println!("skipped: {e}");
+        return None;
+    }
+    let mut gpu = SoftmaxGpu::new(0, &p.data()).expect("open the CUDA backend");
+    gpu.warm_up().expect("compile and load the kernels");
+    println!("{}", gpu.info());
+    Some(gpu)
+}
+
+/// Random values rounded to f32 (so that both sides see identical inputs), as f64.
+fn rand(r: &mut Rng, n: usize, s: f64) -> Vec<f64> {
+    (0..n).map(|_| r.range(-s, s) as f64).collect()
+}
+
+fn f32s(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&v| v as f32).collect()
+}
+
+fn up_x(g: &mut SoftmaxGpu, v: &[f64]) -> GpuVec {
+    let mut b = g.new_x().unwrap();
+    g.upload_x(&f32s(v), &mut b).unwrap();
+    b
+}
+
+fn up_y(g: &mut SoftmaxGpu, v: &[f64]) -> GpuVec {
+    let mut b = g.new_y().unwrap();
+    g.upload_y(&f32s(v), &mut b).unwrap();
+    b
+}
+
+fn down_x(g: &mut SoftmaxGpu, b: &GpuVec) -> Vec<f64> {
+    let mut h = vec![0.0f32; g.x_len()];
+    g.download_x(b, &mut h).unwrap();
+    h.into_iter().map(f64::from).collect()
+}
+
+fn down_y(g: &mut SoftmaxGpu, b: &GpuVec) -> Vec<f64> {
+    let mut h = vec![0.0f32; g.y_len()];
+    g.download_y(b, &mut h).unwrap();
+    h.into_iter().map(f64::from).collect()
+}
+
+fn minus(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(a, b)| a - b).collect()
+}
+
+fn agree(what: &str, got: &[f64], want: &[f64], tol: f64) {
+    let e = rel_err(got, want);
+    println!("{what}: relative error {e:.2e}");
+    assert!(e < tol, "{what}: relative error {e:.3e} ≥ {tol:.0e}");
+}
+
+struct Inputs {
+    x: Vec<f64>,
+    y: Vec<f64>,
+    a: Vec<f64>,
+    gx: Vec<f64>,
+}
+
+fn inputs(p: &Problem, seed: u64) -> Inputs {
+    let mut r = Rng::new(seed);
+    Inputs {
+        x: rand(&mut r, p.n_tr(), 2.0),
+        y: rand(&mut r, p.y_len(), 0.3),
+        a: rand(&mut r, p.y_len(), 1.0),
+        gx: rand(&mut r, p.n_tr(), 0.01),
+    }
+}
+
+#[test]
+fn vector_operations() {
+    let p = problem();
+    let Some(mut g) = open(&p) else { return };
+    let mut cpu = RefCpu { p: &p };
+    let Inputs { y, a, x, .. } = inputs(&p, 1);
+    let (yb, ab) = (up_y(&mut g, &y), up_y(&mut g, &a));
+    assert_eq!(down_y(&mut g, &yb), y, "upload/download round trip");
+    let xb = up_x(&mut g, &x);
+    assert_eq!(down_x(&mut g, &xb), x);
+    let fresh = g.new_y().unwrap();
+    assert!(down_y(&mut g, &fresh).iter().all(|&v| v == 0.0));
+
+    let mut c = g.new_y().unwrap();
+    g.copy_y(&yb, &mut c).unwrap();
+    assert_eq!(down_y(&mut g, &c), y);
+    g.axpy_y(-0.75, &ab, &mut c).unwrap();
+    let want: Vec<f64> = y.iter().zip(&a).map(|(y, a)| y - 0.75 * a).collect();
+    agree("axpy_y", &down_y(&mut g, &c), &want, 1e-6);
+    g.scale_y(1.5, &mut c).unwrap();
+    let want: Vec<f64> = want.iter().map(|v| 1.5 * v).collect();
+    agree("scale_y", &down_y(&mut g, &c), &want, 1e-6);
+
+    let dot = g.dot_y(&yb, &ab).unwrap() as f64;
+    let want = cpu.dot_y(&y, &a).unwrap();
+    assert!(
+        (dot - want).abs() < 1e-5 * (1.0 + want.abs()),
+        "dot_y {dot} vs {want}"
+    );
+
+    assert!(g.y_is_finite(&yb).unwrap());
+    let mut bad = y.clone();
+    bad[p.y_len() - 1] = f64::NAN;
+    let mut badb = up_y(&mut g, &bad);
+    assert!(!g.y_is_finite(&badb).unwrap());
+    bad[p.y_len() - 1] = 0.0;
+    bad[3] = f64::INFINITY;
+    g.upload_y(&f32s(&bad), &mut badb).unwrap();
+    assert!(!g.y_is_finite(&badb).unwrap());
+    g.zero_y(&mut badb).unwrap();
+    assert!(
+        down_y(&mut g, &badb).iter().all(|&v| v == 0.0),
+        "zero_y zeroes, infinity included"
+    );
+
+    let mut xb = xb;
+    g.zero_x(&mut xb).unwrap();
+    assert!(down_x(&mut g, &xb).iter().all(|&v| v == 0.0));
+}
+
+#[test]
+fn lower_step_agrees() {
+    let p = problem();
+    let Some(mut g) = open(&p) else { return };
+    let mut cpu = RefCpu { p: &p };
+    let Inputs { x, y, .. } = inputs(&p, 2);
+    let (xb, yb) = (up_x(&mut g, &x), up_y(&mut g, &y));
+    for (w_u, w_l) in [(0.0, 0.7), (0.3, 0.7), (0.3, 0.0), (0.0, 0.0)] {
+        let mut out = g.new_y().unwrap();
+        g.lower_step(&xb, &yb, w_u as f32, w_l as f32, &mut out)
+            .unwrap();
+        let mut want = vec![0.0; p.y_len()];
+        cpu.lower_step(&x, &y, w_u, w_l, &mut want).unwrap();
+        let got = down_y(&mut g, &out);
+        agree(&format!("lower_step({w_u}, {w_l}) y_out"), &got, &want, TOL);
+        if (w_u, w_l) != (0.0, 0.0) {
+            agree(
+                &format!("lower_step({w_u}, {w_l}) y_out − y"),
+                &minus(&got, &y),
+                &minus(&want, &y),
+                TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn upper_grad_agrees() {
+    let p = problem();
+    let Some(mut g) = open(&p) else { return };
+    let mut cpu = RefCpu { p: &p };
+    let Inputs { x, y, gx, .. } = inputs(&p, 3);
+    let (xb, yb, mut gxb) = (up_x(&mut g, &x), up_y(&mut g, &y), up_x(&mut g, &gx));
+    let mut gy = g.new_y().unwrap();
+    let value = g.upper_grad(&xb, &yb, &mut gy, &mut gxb, 1.0).unwrap() as f64;
+    let (mut want_gy, mut want_gx) = (vec![0.0; p.y_len()], gx.clone());
+    let want = cpu
+        .upper_grad(&x, &y, &mut want_gy, &mut want_gx, 1.0)
+        .unwrap();
+    assert!(
+        (value - want).abs() < TOL * want.abs(),
+        "F: {value} vs {want}"
+    );
+    agree("upper_grad gy", &down_y(&mut g, &gy), &want_gy, TOL);
+    assert_eq!(down_x(&mut g, &gxb), gx, "F does not depend on x");
+}
+
+#[test]
+fn step_adjoint_agrees() {
+    let p = problem();
+    let Some(mut g) = open(&p) else { return };
+    let mut cpu = RefCpu { p: &p };
+    let Inputs { x, y, a, gx } = inputs(&p, 4);
+    let (xb, yb) = (up_x(&mut g, &x), up_y(&mut g, &y));
+    for (w_u, w_l) in [(0.0, 0.7), (0.3, 0.7), (0.3, 0.0)] {
+        let (mut ab, mut gxb) = (up_y(&mut g, &a), up_x(&mut g, &gx));
+        g.step_adjoint(&xb, &yb, w_u as f32, w_l as f32, &mut ab, &mut gxb)
+            .unwrap();
+        let (mut want_a, mut want_gx) = (a.clone(), gx.clone());
+        cpu.step_adjoint(&x, &y, w_u, w_l, &mut want_a, &mut want_gx)
+            .unwrap();
+        let (got_a, got_gx) = (down_y(&mut g, &ab), down_x(&mut g, &gxb));
+        agree(
+            &format!("step_adjoint({w_u}, {w_l}) a − a₀"),
+            &minus(&got_a, &a),
+            &minus(&want_a, &a),
+            TOL,
+        );
+        if w_l != 0.0 {
+            agree(
+                &format!("step_adjoint({w_u}, {w_l}) gx − gx₀"),
+                &minus(&got_gx, &gx),
+                &minus(&want_gx, &gx),
+                TOL,
+            );
+        } else {
+            assert_eq!(got_gx, gx, "no lower weight: gx untouched");
+        }
+    }
+}
+
+#[test]
+fn lower_hessian_agrees() {
+    let p = problem();
+    let Some(mut g) = open(&p) else { return };
+    let mut cpu = RefCpu { p: &p };
+    let Inputs { x, y, a: v, gx } = inputs(&p, 5);
+    let (xb, yb, vb) = (up_x(&mut g, &x), up_y(&mut g, &y), up_y(&mut g, &v));
+
+    let mut out = up_y(&mut g, &v); // overwritten (β = 0), stale contents must not leak in
+    g.lower_hvp(&xb, &yb, &vb, &mut out).unwrap();
+    let mut want = vec![0.0; p.y_len()];
+    cpu.lower_hvp(&x, &y, &v, &mut want).unwrap();
+    agree("lower_hvp", &down_y(&mut g, &out), &want, TOL);
+
+    let mut gxb = up_x(&mut g, &gx);
+    g.lower_mixed_vjp(&xb, &yb, &vb, -0.8, &mut gxb).unwrap();
+    let mut want = gx.clone();
+    cpu.lower_mixed_vjp(&x, &y, &v, -0.8, &mut want).unwrap();
+    agree(
+        "lower_mixed_vjp",
+        &minus(&down_x(&mut g, &gxb), &gx),
+        &minus(&want, &gx),
+        TOL,
+    );
+
+    let mut gxb = up_x(&mut g, &gx);
+    g.lower_grad_x(&xb, &yb, 0.6, &mut gxb).unwrap();
+    let mut want = gx.clone();
+    cpu.lower_grad_x(&x, &y, 0.6, &mut want).unwrap();
+    agree(
+        "lower_grad_x",
+        &minus(&down_x(&mut g, &gxb), &gx),
+        &minus(&want, &gx),
+        TOL,
+    );
+}
+
+#[test]
+fn methods_agree() {
+    let p = problem();
+    let Some(mut g) = open(&p) else { return };
+    let mut cpu = RefCpu { p: &p };
+    let Inputs { x, .. } = inputs(&p, 6);
+    let xb = up_x(&mut g, &x);
+    let y0 = vec![0.0; p.y_len()];
+    let y0b = up_y(&mut g, &y0);
+    let k = 20;
+    let cases = [
+        ("BDA", LowerDynamics::bda(0.5f64, 0.8), None),
+        ("RHG", LowerDynamics::LowerOnly { s_l: 0.8 }, None),
+        ("T-RHG", LowerDynamics::LowerOnly { s_l: 0.8 }, Some(5)),
+    ];
+    for (name, dyn64, truncate) in cases {
+        let dyn32 = match dyn64 {
+            LowerDynamics::LowerOnly { s_l } => LowerDynamics::LowerOnly { s_l: s_l as f32 },
+            _ => LowerDynamics::bda(0.5f32, 0.8),
+        };
+        let n = tape_len(k, truncate);
+        let mut tape: Vec<GpuVec> = (0..n).map(|_| g.new_y().unwrap()).collect();
+        let (mut adj, mut gx, mut y_out) =
+            (g.new_y().unwrap(), g.new_x().unwrap(), g.new_y().unwrap());
+        let v = unrolled(
+            &mut g, &xb, &y0b, &dyn32, k, truncate, &mut tape, &mut adj, &mut gx, &mut y_out,
+        )
+        .unwrap();
+
+        let mut tape64 = vec![vec![0.0; p.y_len()]; n];
+        let (mut adj64, mut gx64, mut y64) = (
+            vec![0.0; p.y_len()],
+            vec![0.0; p.n_tr()],
+            vec![0.0; p.y_len()],
+        );
+        let v64 = unrolled(
+            &mut cpu,
+            &x,
+            &y0,
+            &dyn64,
+            k,
+            truncate,
+            &mut tape64,
+            &mut adj64,
+            &mut gx64,
+            &mut y64,
+        )
+        .unwrap();
+        assert!(
+            (v as f64 - v64).abs() < TOL * v64.abs(),
+            "{name} φ: {v} vs {v64}"
+        );
+        agree(&format!("{name} y_K"), &down_y(&mut g, &y_out), &y64, TOL);
+        agree(
+            &format!("{name} hypergradient"),
+            &down_x(&mut g, &gx),
+            &gx64,
+            TOL,
+        );
+    }
+
+    // IHG: conjugate gradient in f32 against f64 drifts more than one primitive does.
+    let dyn32 = LowerDynamics::LowerOnly { s_l: 0.8f32 };
+    let dyn64 = LowerDynamics::LowerOnly { s_l: 0.8f64 };
+    let mut cg = CgScratch {
+        r: g.new_y().unwrap(),
+        p: g.new_y().unwrap(),
+        hp: g.new_y().unwrap(),
+        v: g.new_y().unwrap(),
+    };
+    let (mut gx, mut y_out) = (g.new_x().unwrap(), g.new_y().unwrap());
+    let v = implicit(
+        &mut g, &xb, &y0b, &dyn32, k, 5, &mut cg, &mut gx, &mut y_out,
+    )
+    .unwrap();
+    let z = || vec![0.0; p.y_len()];
+    let mut cg64 = CgScratch {
+        r: z(),
+        p: z(),
+        hp: z(),
+        v: z(),
+    };
+    let (mut gx64, mut y64) = (vec![0.0; p.n_tr()], z());
+    let v64 = implicit(
+        &mut cpu, &x, &y0, &dyn64, k, 5, &mut cg64, &mut gx64, &mut y64,
+    )
+    .unwrap();
+    assert!(
+        (v as f64 - v64).abs() < TOL * v64.abs(),
+        "IHG φ: {v} vs {v64}"
+    );
+    agree("IHG hypergradient", &down_x(&mut g, &gx), &gx64, 1e-2);
+
+    // O-BDA: a finite difference on both sides; ε large enough for f32.
+    let dyn32 = LowerDynamics::bda(0.5f32, 0.8);
+    let dyn64 = LowerDynamics::bda(0.5f64, 0.8);
+    let y1 = inputs(&p, 7).y;
+    let y1b = up_y(&mut g, &y1);
+    let mut s = OneStageScratch {
+        g: g.new_y().unwrap(),
+        h: g.new_y().unwrap(),
+        sink: g.new_y().unwrap(),
+    };
+    let (mut gx, mut y_out) = (g.new_x().unwrap(), g.new_y().unwrap());
+    let v = one_stage(&mut g, &xb, &y1b, &dyn32, 0.05, &mut s, &mut gx, &mut y_out).unwrap();
+    let mut s64 = OneStageScratch {
+        g: z(),
+        h: z(),
+        sink: z(),
+    };
+    let (mut gx64, mut y64) = (vec![0.0; p.n_tr()], z());
+    let v64 = one_stage(
+        &mut cpu, &x, &y1, &dyn64, 0.05, &mut s64, &mut gx64, &mut y64,
+    )
+    .unwrap();
+    assert!(
+        (v as f64 - v64).abs() < TOL * v64.abs(),
+        "O-BDA φ: {v} vs {v64}"
+    );
+    agree("O-BDA hypergradient", &down_x(&mut g, &gx), &gx64, 1e-2);
+}
+
+#[test]
+fn wrong_shapes_are_errors() {
+    let p = problem();
+    let Some(mut g) = open(&p) else { return };
+    let (x, y) = (g.new_x().unwrap(), g.new_y().unwrap());
+    let mut out = g.new_y().unwrap();
+    // An x-shaped buffer where a y is expected.
+    let err = g.lower_step(&x, &x, 0.0, 1.0, &mut out).unwrap_err();
+    assert!(
+        matches!(err, GpuError::Shape { expected, got, .. } if expected == p.y_len() && got == p.n_tr()),
+        "{err}"
+    );
+    let err = g.upload_y(&[0.0; 3], &mut out).unwrap_err();
+    assert!(matches!(err, GpuError::Shape { .. }), "{err}");
+    let mut small = vec![0.0f32; 2];
+    assert!(g.download_y(&y, &mut small).is_err());
+}
+
+/// Set in the child process of [`all_tests_on_a_fake_device`].
+const FAKE_ENV: &str = "BDA_GPU_FAKE_CUDA";
+
+#[test]
+fn all_tests_on_a_fake_device() {
+    if std::env::var_os(FAKE_ENV).is_some() {
+        return; // already the child
+    }
+    if !cfg!(target_os = "linux") {
+        println!("skipped: the fake CUDA libraries are built for Linux only");
+        return;
+    }
+    let Some(cc) = cxx::compiler() else {
+        println!("skipped: no C++ compiler");
+        return;
+    };
+    let dir = cxx::scratch("fake_cuda");
+    let so = |name: &str| dir.join(format!("lib{name}.so"));
+    let soname = "-Wl,-soname,libcuda.so".to_string();
+    cxx::build(
+        &cc,
+        &["tests/fake_cuda/cuda.cpp"],
+        &["-shared", "-fPIC", &soname],
+        &so("cuda"),
+    );
+    let libdir = format!("-L{}", dir.display());
+    cxx::build(
+        &cc,
+        &["tests/fake_cuda/cublas.cpp"],
+        &["-shared", "-fPIC", &libdir, "-lcuda", "-Wl,-rpath,$ORIGIN"],
+        &so("cublas"),
+    );
+    cxx::build(
+        &cc,
+        &["tests/fake_cuda/nvrtc.cpp"],
+        &["-shared", "-fPIC"],
+        &so("nvrtc"),
+    );
+
+    let path = match std::env::var("LD_LIBRARY_PATH") {
+        Ok(old) if !old.is_empty() => format!("{}:{old}", dir.display()),
+        _ => dir.display().to_string(),
+    };
+    let run = Command::new(std::env::current_exe().unwrap())
+        .env(FAKE_ENV, "1")
+        .env("LD_LIBRARY_PATH", path)
+        .args([
+            "--test-threads=1",
+            "--nocapture",
+            "--skip",
+            "all_tests_on_a_fake_device",
+        ])
+        .output()
+        .expect("run the tests on the fake device");
+    let out = String::from_utf8_lossy(&run.stdout);
+    let err = String::from_utf8_lossy(&run.stderr);
+    println!("{out}");
+    assert!(
+        run.status.success(),
+        "tests on the fake device failed:\n{out}\n{err}"
+    );
+    assert!(
+        !out.contains("skipped:"),
+        "the fake device was not used:\n{out}"
+    );
+    assert!(out.contains("fake CUDA device"), "{out}");
+}

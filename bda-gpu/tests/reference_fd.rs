@@ -1,0 +1,179 @@
+//! Checks of the f64 reference (`tests/reference`) against central finite differences; these
+//! need no GPU. The GPU tests compare the CUDA backend with this reference.
+
+mod reference;
+
+use bda_kernel::backend::{
+    LowerHessian, LowerStep, StepAdjoint, UpperGradient, tape_len, unrolled,
+};
+use bda_kernel::schedule::LowerDynamics;
+use reference::{Problem, RefCpu, Rng, rel_err};
+
+const H: f64 = 1e-5;
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(a, b)| a * b).sum()
+}
+
+fn shifted(v: &[f64], e: &[f64], h: f64) -> Vec<f64> {
+    v.iter().zip(e).map(|(v, e)| v + h * e).collect()
+}
+
+fn rand(r: &mut Rng, n: usize, s: f64) -> Vec<f64> {
+    (0..n).map(|_| r.range(-s, s) as f64).collect()
+}
+
+struct Setup {
+    p: Problem,
+    x: Vec<f64>,
+    y: Vec<f64>,
+}
+
+fn setup() -> Setup {
+    let p = Problem::random(7, 6, 3, 17, 11, 0.05);
+    let mut r = Rng::new(99);
+    let x = rand(&mut r, p.n_tr(), 2.0);
+    let y = rand(&mut r, p.y_len(), 0.5);
+    Setup { p, x, y }
+}
+
+fn close(fd: f64, exact: f64) {
+    assert!(
+        (fd - exact).abs() <= 1e-6 * (1.0 + exact.abs()),
+        "finite difference {fd} vs {exact}"
+    );
+}
+
+#[test]
+fn gradients_match_finite_differences() {
+    let Setup { p, x, y } = setup();
+    let mut b = RefCpu { p: &p };
+    let mut r = Rng::new(5);
+    let e = rand(&mut r, p.y_len(), 1.0);
+    let ex = rand(&mut r, p.n_tr(), 1.0);
+
+    let mut gf = vec![0.0; p.y_len()];
+    b.grad_rows(&x, &y, 1.0, 0.0, &mut gf);
+    let fd = (b.lower_value(&x, &shifted(&y, &e, H)) - b.lower_value(&x, &shifted(&y, &e, -H)))
+        / (2.0 * H);
+    close(fd, dot(&gf, &e));
+
+    let mut gy = vec![0.0; p.y_len()];
+    let mut gx = vec![0.0; p.n_tr()];
+    let value = b.upper_grad(&x, &y, &mut gy, &mut gx, 1.0).unwrap();
+    assert!((value - b.upper_value(&y)).abs() < 1e-15);
+    let fd = (b.upper_value(&shifted(&y, &e, H)) - b.upper_value(&shifted(&y, &e, -H))) / (2.0 * H);
+    close(fd, dot(&gy, &e));
+
+    let mut gx = vec![0.0; p.n_tr()];
+    b.lower_grad_x(&x, &y, 1.0, &mut gx).unwrap();
+    let fd = (b.lower_value(&shifted(&x, &ex, H), &y) - b.lower_value(&shifted(&x, &ex, -H), &y))
+        / (2.0 * H);
+    close(fd, dot(&gx, &ex));
+}
+
+#[test]
+fn second_derivatives_match_finite_differences() {
+    let Setup { p, x, y } = setup();
+    let mut b = RefCpu { p: &p };
+    let mut r = Rng::new(6);
+    let v = rand(&mut r, p.y_len(), 1.0);
+    let ex = rand(&mut r, p.n_tr(), 1.0);
+    let grad_f = |b: &RefCpu<'_>, x: &[f64], y: &[f64]| {
+        let mut g = vec![0.0; p.y_len()];
+        b.grad_rows(x, y, 1.0, 0.0, &mut g);
+        g
+    };
+    // ∇²f·v against differences of ∇f along v.
+    let mut hv = vec![0.0; p.y_len()];
+    b.lower_hvp(&x, &y, &v, &mut hv).unwrap();
+    let (gp, gm) = (
+        grad_f(&b, &x, &shifted(&y, &v, H)),
+        grad_f(&b, &x, &shifted(&y, &v, -H)),
+    );
+    let fd: Vec<f64> = gp
+        .iter()
+        .zip(&gm)
+        .map(|(p, m)| (p - m) / (2.0 * H))
+        .collect();
+    assert!(rel_err(&hv, &fd) < 1e-6, "{}", rel_err(&hv, &fd));
+    // (∂²_{xy} f)ᵀ·v against differences of ⟨∇_y f, v⟩ along x.
+    let mut gx = vec![0.0; p.n_tr()];
+    b.lower_mixed_vjp(&x, &y, &v, 1.0, &mut gx).unwrap();
+    let fd = (dot(&grad_f(&b, &shifted(&x, &ex, H), &y), &v)
+        - dot(&grad_f(&b, &shifted(&x, &ex, -H), &y), &v))
+        / (2.0 * H);
+    close(fd, dot(&gx, &ex));
+}
+
+#[test]
+fn step_adjoint_is_the_transposed_step_jacobian() {
+    let Setup { p, x, y } = setup();
+    let mut b = RefCpu { p: &p };
+    let mut r = Rng::new(8);
+    let a0 = rand(&mut r, p.y_len(), 1.0);
+    let e = rand(&mut r, p.y_len(), 1.0);
+    let ex = rand(&mut r, p.n_tr(), 1.0);
+    let (w_u, w_l) = (0.3, 0.7);
+    let step = |b: &mut RefCpu<'_>, x: &[f64], y: &[f64]| {
+        let mut out = vec![0.0; p.y_len()];
+        b.lower_step(&x.to_vec(), &y.to_vec(), w_u, w_l, &mut out)
+            .unwrap();
+        out
+    };
+    let mut a = a0.clone();
+    let gx0 = rand(&mut r, p.n_tr(), 1.0);
+    let mut gx = gx0.clone();
+    b.step_adjoint(&x, &y, w_u, w_l, &mut a, &mut gx).unwrap();
+    // ⟨a_new, e⟩ = ⟨a, ∂step/∂y · e⟩
+    let (sp, sm) = (
+        step(&mut b, &x, &shifted(&y, &e, H)),
+        step(&mut b, &x, &shifted(&y, &e, -H)),
+    );
+    let jy: Vec<f64> = sp
+        .iter()
+        .zip(&sm)
+        .map(|(p, m)| (p - m) / (2.0 * H))
+        .collect();
+    close(dot(&a0, &jy), dot(&a, &e));
+    // ⟨gx_new − gx, ex⟩ = ⟨a, ∂step/∂x · ex⟩
+    let (sp, sm) = (
+        step(&mut b, &shifted(&x, &ex, H), &y),
+        step(&mut b, &shifted(&x, &ex, -H), &y),
+    );
+    let jx: Vec<f64> = sp
+        .iter()
+        .zip(&sm)
+        .map(|(p, m)| (p - m) / (2.0 * H))
+        .collect();
+    let dgx: Vec<f64> = gx.iter().zip(&gx0).map(|(g, g0)| g - g0).collect();
+    close(dot(&a0, &jx), dot(&dgx, &ex));
+}
+
+#[test]
+fn unrolled_hypergradient_matches_finite_differences() {
+    let Setup { p, x, .. } = setup();
+    let mut b = RefCpu { p: &p };
+    let mut r = Rng::new(9);
+    let ex = rand(&mut r, p.n_tr(), 1.0);
+    let dynamics = LowerDynamics::bda(0.5, 0.8);
+    let k = 12;
+    let y0 = vec![0.0; p.y_len()];
+    let phi = |b: &mut RefCpu<'_>, x: &Vec<f64>| {
+        let mut tape = vec![vec![0.0; p.y_len()]; tape_len(k, None)];
+        let (mut adj, mut gx, mut y_out) = (
+            vec![0.0; p.y_len()],
+            vec![0.0; p.n_tr()],
+            vec![0.0; p.y_len()],
+        );
+        let v = unrolled(
+            b, x, &y0, &dynamics, k, None, &mut tape, &mut adj, &mut gx, &mut y_out,
+        )
+        .unwrap();
+        (v, gx)
+    };
+    let (_, gx) = phi(&mut b, &x);
+    let fd =
+        (phi(&mut b, &shifted(&x, &ex, H)).0 - phi(&mut b, &shifted(&x, &ex, -H)).0) / (2.0 * H);
+    close(fd, dot(&gx, &ex));
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Every test of the project, on a fresh Debian machine with only rustup, gcc and python3:
+# installs what the tests need (rustup target, QEMU, ARM binutils), then runs
+#   1. the workspace tests (kernel, host CLI end to end, GPU crate without a GPU),
+#   2. the kernel's tests with the micromath feature,
+#   3. the firmware under an emulated Cortex-M4 (QEMU) and its flash/RAM/stack figures.
+# The README's test command; .ci/run calls it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== workspace tests (release)"
+cargo test --workspace --release
+
+echo "== bda-kernel with micromath"
+cargo test -p bda-kernel --release --features micromath
+
+echo "== firmware on QEMU (Cortex-M4F)"
+bash .ci/firmware.sh
