@@ -128,7 +128,7 @@ fn bad_flags_are_one_line_exit_2() {
         (&["--n-val", "0"], "--n-val"),
         (&["--truncate", "9"], "--truncate"),
         (&["--device", "tpu"], "--device"),
-        (&["--device", "cuda:0"], "no CUDA driver found"),
+        (&["--device", "cuda:0"], "--device cuda:0: no CUDA driver found"),
         (&["--plot", "/nonexistent-dir/x.svg"], "--plot"),
         (&["--plot", "curves.png"], "--plot"),
         (&["--optimizer", "lbfgs"], "--optimizer"),

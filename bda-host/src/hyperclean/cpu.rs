@@ -872,6 +872,10 @@ impl Backend for Cpu {
         y.as_mut_slice().iter_mut().for_each(|y| *y *= a);
         Ok(())
     }
+    fn zero_y(&mut self, y: &mut CpuY) -> Result<(), String> {
+        y.as_mut_slice().iter_mut().for_each(|v| *v = 0.0);
+        Ok(())
+    }
     fn dot_y(&mut self, a: &CpuY, b: &CpuY) -> Result<f32, String> {
         Ok(a.v.iter().zip(&b.v).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum::<f64>() as f32)
     }
@@ -926,6 +930,11 @@ impl LowerStep for Cpu {
 }
 
 impl UpperGradient for Cpu {
+    /// `F` is the validation loss: it does not depend on the sample weights.
+    fn upper_depends_on_x(&self) -> bool {
+        false
+    }
+
     fn upper_grad(
         &mut self,
         _x: &Vec<f32>,

@@ -22,6 +22,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use bda_kernel::backend::{LowerHessian, LowerStep, StepAdjoint, UpperGradient};
 use bda_kernel::hyperclean::HypercleanData;
 use bda_kernel::{LowerDynamics, Method};
 use clap::ValueEnum;
@@ -176,10 +177,12 @@ pub fn parse_device(s: &str) -> Result<Device, CliError> {
     }
 }
 
-/// Probe a CUDA device. The CUDA backend (`bda-gpu`) does not export `probe` on this
-/// branch yet: until it does, every CUDA request fails with this line.
-pub fn cuda_probe(_ordinal: usize) -> Result<(), String> {
-    Err("no CUDA driver found".to_string())
+/// Probe a CUDA device (the driver, NVRTC and cuBLAS libraries and the ordinal); the
+/// error is one line ("no CUDA driver found", "CUDA device 3 not present (1 devices)", …).
+pub fn cuda_probe(ordinal: usize) -> Result<String, String> {
+    bda_gpu::probe(ordinal)
+        .map(|info| format!("{} (sm_{}{})", info.name, info.compute_capability.0, info.compute_capability.1))
+        .map_err(|e| e.to_string())
 }
 
 /// The data of one run, on the host.
@@ -438,22 +441,63 @@ fn check_args(a: &HypercleanArgs) -> Result<TrainConfig, CliError> {
     Ok(cfg)
 }
 
-/// Train, evaluate and summarise a row on prepared data with the CPU backend.
-pub fn run_on(
+/// Options of a run that are not part of the method.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// λ of the regulariser.
+    pub lambda: f64,
+    /// Seed (reported).
+    pub seed: u64,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+    /// CPU backend: keep the softmax outputs for the reverse pass.
+    pub prob_cache: bool,
+    /// Where to run.
+    pub device: Device,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { lambda: 1e-4, seed: 0, progress: false, prob_cache: true, device: Device::Cpu }
+    }
+}
+
+/// Train, evaluate and summarise a row on prepared data, on the CPU or a CUDA device.
+pub fn run_on(data: &HostData, cfg: &TrainConfig, opt: &RunOptions) -> Result<(Summary, driver::Trained), CliError> {
+    let problem = data.problem(opt.lambda as f32);
+    problem.validate().map_err(|e| CliError::input(format!("data: {e}")))?;
+    match opt.device {
+        Device::Cpu => {
+            let mut backend = cpu::Cpu::new(&problem).map_err(|e| CliError::input(format!("data: {e}")))?;
+            backend.set_prob_cache(opt.prob_cache);
+            let kernels = format!("{:?}", backend.kernels()).to_lowercase();
+            run_with(&mut backend, "cpu".into(), kernels, data, cfg, opt)
+        }
+        Device::Cuda(n) => {
+            let name = cuda_probe(n).map_err(|e| CliError::input(format!("--device cuda:{n}: {e}")))?;
+            let mut backend = bda_gpu::SoftmaxGpu::new(n, &problem)
+                .map_err(|e| CliError::run(format!("--device cuda:{n}: {e}")))?;
+            run_with(&mut backend, format!("cuda:{n}"), format!("cuda ({name})"), data, cfg, opt)
+        }
+    }
+}
+
+/// The generic part of [`run_on`]: any backend with the four capabilities.
+pub fn run_with<B>(
+    backend: &mut B,
+    device: String,
+    kernels: String,
     data: &HostData,
     cfg: &TrainConfig,
-    lambda: f64,
-    seed: u64,
-    show_progress: bool,
-    prob_cache: bool,
-) -> Result<(Summary, driver::Trained), CliError> {
-    let problem = data.problem(lambda as f32);
-    problem.validate().map_err(|e| CliError::input(format!("data: {e}")))?;
-    let mut backend = cpu::Cpu::new(&problem).map_err(|e| CliError::input(format!("data: {e}")))?;
-    backend.set_prob_cache(prob_cache);
+    opt: &RunOptions,
+) -> Result<(Summary, driver::Trained), CliError>
+where
+    B: LowerStep + UpperGradient + StepAdjoint + LowerHessian,
+    B::Error: std::fmt::Display,
+{
     let mut eval = Evaluator::new(data).map_err(|e| CliError::input(format!("data: {e}")))?;
     let iters = cfg.iterations();
-    if show_progress && iters > 0 {
+    if opt.progress && iters > 0 {
         let bar = indicatif::ProgressBar::new(u64::from(iters));
         bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -469,7 +513,8 @@ pub fn run_on(
         Row::Oracle => data.corrupted.iter().map(|&c| if c { -1e4 } else { 1e4 }).collect(),
         _ => vec![0.0; data.train_labels.len()],
     };
-    let trained = driver::train(&mut backend, cfg, &x0, problem.y_len(), &mut eval)
+    let y_len = (data.dim + 1) * data.classes;
+    let trained = driver::train(backend, cfg, &x0, y_len, &mut eval)
         .map_err(|e| CliError::run(e.to_string()))?;
     if let Some(b) = eval.bar.take() {
         b.finish_and_clear();
@@ -480,7 +525,7 @@ pub fn run_on(
     let summary = Summary {
         dataset: data.dataset.clone(),
         method: cfg.row.name().to_string(),
-        device: "cpu".into(),
+        device,
         k: cfg.k,
         ul_iters: iters,
         ul_lr: cfg.ul_lr,
@@ -497,9 +542,9 @@ pub fn run_on(
         seconds: trained.seconds,
         s_per_ul_iter: if iters > 0 { trained.loop_seconds / f64::from(iters) } else { 0.0 },
         load_seconds: 0.0,
-        seed,
+        seed: opt.seed,
         threads: rayon::current_num_threads(),
-        kernels: format!("{:?}", backend.kernels()).to_lowercase(),
+        kernels,
         history: trained.history.clone(),
     };
     Ok((summary, trained))
@@ -534,15 +579,10 @@ pub fn run(args: &HypercleanArgs) -> Result<(), CliError> {
     if !(args.noise.is_finite() && (0.0..=1.0).contains(&args.noise)) {
         return Err(CliError::input(format!("--noise {}: must be a fraction in [0, 1]", args.noise)));
     }
-    match parse_device(&args.device)? {
-        Device::Cpu => {}
-        Device::Cuda(n) => {
-            cuda_probe(n).map_err(|e| CliError::input(format!("--device {}: {e}", args.device)))?;
-            return Err(CliError::input(format!(
-                "--device {}: the CUDA backend is not built into this binary",
-                args.device
-            )));
-        }
+    let device = parse_device(&args.device)?;
+    if let Device::Cuda(n) = device {
+        // Fail before loading any data when there is no usable device.
+        cuda_probe(n).map_err(|e| CliError::input(format!("--device {}: {e}", args.device)))?;
     }
     if args.threads > 0 {
         // Fails only if the global pool was already built (then it is used as it is).
@@ -555,7 +595,14 @@ pub fn run(args: &HypercleanArgs) -> Result<(), CliError> {
     let data = load(args)?;
     let load_seconds = t0.elapsed().as_secs_f64();
     let progress = !args.quiet && std::io::stderr().is_terminal();
-    let (mut summary, _trained) = run_on(&data, &cfg, args.lambda, args.seed, progress, !args.no_prob_cache)?;
+    let opt = RunOptions {
+        lambda: args.lambda,
+        seed: args.seed,
+        progress,
+        prob_cache: !args.no_prob_cache,
+        device,
+    };
+    let (mut summary, _trained) = run_on(&data, &cfg, &opt)?;
     summary.load_seconds = load_seconds;
     if let Some(p) = &args.plot {
         report::plot(p, &summary)?;

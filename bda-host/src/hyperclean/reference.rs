@@ -200,6 +200,10 @@ impl Backend for Reference {
         y.iter_mut().for_each(|y| *y *= a);
         Ok(())
     }
+    fn zero_y(&mut self, y: &mut Vec<f64>) -> Result<(), Infallible> {
+        y.iter_mut().for_each(|v| *v = 0.0);
+        Ok(())
+    }
     fn dot_y(&mut self, a: &Vec<f64>, b: &Vec<f64>) -> Result<f64, Infallible> {
         Ok(a.iter().zip(b).map(|(a, b)| a * b).sum())
     }
@@ -251,6 +255,11 @@ impl LowerStep for Reference {
 }
 
 impl UpperGradient for Reference {
+    /// `F` is the validation loss: it does not depend on the sample weights.
+    fn upper_depends_on_x(&self) -> bool {
+        false
+    }
+
     fn upper_grad(
         &mut self,
         _x: &Vec<f64>,
