@@ -555,12 +555,18 @@ fn chunk_work(job: &Chunk<'_>, part: &mut [f32], loss: &mut f64, sample: &mut [f
 }
 /// `out ← Σ_chunks partial` (fixed order).
 fn reduce_into(partial: &[f32], ylen: usize, out: &mut [f32]) {
-    out.iter_mut().for_each(|o| *o = 0.0);
-    for p in partial.chunks_exact(ylen) {
-        for (o, v) in out.iter_mut().zip(p) {
-            *o += v;
+    // Parallel over segments of `out`; within a segment the chunks are summed in order,
+    // so the result does not depend on the threads.
+    const SEG: usize = 1024;
+    out[..ylen].par_chunks_mut(SEG).enumerate().for_each(|(s, o)| {
+        let off = s * SEG;
+        o.iter_mut().for_each(|v| *v = 0.0);
+        for p in partial.chunks_exact(ylen) {
+            for (v, q) in o.iter_mut().zip(&p[off..]) {
+                *v += q;
+            }
         }
-    }
+    });
 }
 
 /// Softmax outputs of one `y` on the training and validation sets, kept with the buffer
@@ -632,6 +638,10 @@ pub struct Cpu {
     gf: Vec<f32>,
     cache_probs: bool,
     tmp_probs: Vec<Lane>,
+    /// The `x` that `omega_tr` and `dsig_tr` were computed for.
+    omega_x: Vec<f32>,
+    /// `σ'(x_i)/n_tr`.
+    dsig_tr: Vec<f32>,
 }
 
 impl Cpu {
@@ -670,6 +680,8 @@ impl Cpu {
             gf: vec![0.0; ylen],
             cache_probs: true,
             tmp_probs: Vec::new(),
+            omega_x: Vec::new(),
+            dsig_tr: Vec::new(),
         })
     }
 
@@ -687,11 +699,20 @@ impl Cpu {
         (self.d + 1) * self.c
     }
 
+    /// `ω_i = σ(x_i)/n_tr` and `σ'(x_i)/n_tr`, recomputed only when `x` changed.
     fn set_omega_tr(&mut self, x: &[f32]) {
-        let n = self.train.n as f32;
-        for (o, &xi) in self.omega_tr.iter_mut().zip(x) {
-            *o = sigmoid(xi) / n;
+        if self.omega_x.as_slice() == x {
+            return;
         }
+        let n = self.train.n as f32;
+        self.dsig_tr.resize(x.len(), 0.0);
+        for ((o, ds), &xi) in self.omega_tr.iter_mut().zip(&mut self.dsig_tr).zip(x) {
+            let s = sigmoid(xi);
+            *o = s / n;
+            *ds = s * (1.0 - s) / n;
+        }
+        self.omega_x.clear();
+        self.omega_x.extend_from_slice(x);
     }
 
     /// A gradient pass of `y` over one set; stores the softmax outputs in `y`'s cache
@@ -797,11 +818,10 @@ impl Cpu {
     }
 
     /// `gx_i += scale·σ'(x_i)/n_tr·scratch.sample[i]`.
-    fn add_mixed(&self, x: &[f32], scale: f32, gx: &mut [f32]) {
-        let n = self.train.n as f32;
-        for ((g, &xi), &m) in gx.iter_mut().zip(x).zip(&self.scratch.sample) {
-            let s = sigmoid(xi);
-            *g += scale * s * (1.0 - s) / n * m;
+    fn add_mixed(&mut self, x: &[f32], scale: f32, gx: &mut [f32]) {
+        self.set_omega_tr(x);
+        for ((g, &ds), &m) in gx.iter_mut().zip(&self.dsig_tr).zip(&self.scratch.sample) {
+            *g += scale * ds * m;
         }
     }
 
