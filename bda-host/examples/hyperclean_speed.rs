@@ -15,9 +15,15 @@ fn main() {
     let h = HostData::synthetic(n, n, 8, d, c, 0.5, 1);
     let p = h.problem(1e-4);
     let mut b = Cpu::new(&p).unwrap();
-    eprintln!("kernels: {:?}, threads: {}", b.kernels(), rayon::current_num_threads());
+    eprintln!(
+        "kernels: {:?}, threads: {}",
+        b.kernels(),
+        rayon::current_num_threads()
+    );
     let x = vec![0.1f32; n];
-    let yv: Vec<f32> = (0..p.y_len()).map(|i| ((i % 7) as f32 - 3.0) * 1e-3).collect();
+    let yv: Vec<f32> = (0..p.y_len())
+        .map(|i| ((i % 7) as f32 - 3.0) * 1e-3)
+        .collect();
     let y = b.y_from(&yv);
     let mut out = b.y_from(&yv);
     let product = 2.0 * (n * d * c) as f64; // FLOPs of one n×d×c product
@@ -29,10 +35,18 @@ fn main() {
             f();
         }
         let s = t.elapsed().as_secs_f64() / reps as f64;
-        println!("{name:<28} {:8.3} ms  {:6.1} GFLOP/s", s * 1e3, products * product / s / 1e9);
+        println!(
+            "{name:<28} {:8.3} ms  {:6.1} GFLOP/s",
+            s * 1e3,
+            products * product / s / 1e9
+        );
     };
-    time("lower_step rhg (2 prod)", 2.0, &mut || b.lower_step(&x, &y, 0.0, 1.0, &mut out).unwrap());
-    time("lower_step bda (4 prod)", 4.0, &mut || b.lower_step(&x, &y, 0.1, 0.5, &mut out).unwrap());
+    time("lower_step rhg (2 prod)", 2.0, &mut || {
+        b.lower_step(&x, &y, 0.0, 1.0, &mut out).unwrap()
+    });
+    time("lower_step bda (4 prod)", 4.0, &mut || {
+        b.lower_step(&x, &y, 0.1, 0.5, &mut out).unwrap()
+    });
     let mut gy = b.y_from(&yv);
     let mut gx = x.clone();
     time("upper_grad (2 prod)", 2.0, &mut || {

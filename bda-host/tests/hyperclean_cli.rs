@@ -57,8 +57,17 @@ fn failure(out: &Output) -> (i32, String) {
 fn bda_reports_the_required_fields() {
     let v = json_of(&run(&["--method", "bda", "--json"]));
     for key in [
-        "dataset", "method", "K", "ul_iters", "val_acc", "test_acc", "test_f1", "clean_f1",
-        "seconds", "s_per_ul_iter", "seed",
+        "dataset",
+        "method",
+        "K",
+        "ul_iters",
+        "val_acc",
+        "test_acc",
+        "test_f1",
+        "clean_f1",
+        "seconds",
+        "s_per_ul_iter",
+        "seed",
     ] {
         assert!(v.get(key).is_some(), "missing {key} in {v}");
     }
@@ -96,7 +105,11 @@ fn every_row_runs() {
     for m in ["rhg", "trhg", "ihg", "obda", "noclean", "oracle"] {
         let v = json_of(&run(&["--method", m, "--json"]));
         assert_eq!(v["method"], m);
-        let iters = if m == "noclean" || m == "oracle" { 0 } else { 3 };
+        let iters = if m == "noclean" || m == "oracle" {
+            0
+        } else {
+            3
+        };
         assert_eq!(v["ul_iters"], iters, "{m}");
     }
     let oracle = json_of(&run(&["--method", "oracle", "--json"]));
@@ -108,9 +121,16 @@ fn table_and_plot() {
     let dir = tempfile::tempdir().unwrap();
     let svg = dir.path().join("curves.svg");
     let out = run(&["--plot", svg.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("test acc") && table.contains("bda"), "{table}");
+    assert!(
+        table.contains("test acc") && table.contains("bda"),
+        "{table}"
+    );
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.starts_with("<svg") && text.contains("validation accuracy"));
 }
@@ -128,7 +148,10 @@ fn bad_flags_are_one_line_exit_2() {
         (&["--n-val", "0"], "--n-val"),
         (&["--truncate", "9"], "--truncate"),
         (&["--device", "tpu"], "--device"),
-        (&["--device", "cuda:0"], "--device cuda:0: no CUDA driver found"),
+        (
+            &["--device", "cuda:0"],
+            "--device cuda:0: no CUDA driver found",
+        ),
         (&["--plot", "/nonexistent-dir/x.svg"], "--plot"),
         (&["--plot", "curves.png"], "--plot"),
         (&["--optimizer", "lbfgs"], "--optimizer"),
@@ -164,5 +187,8 @@ fn bad_data_is_one_line_exit_2() {
 fn divergence_names_the_upper_iteration_and_lower_step() {
     let (code, err) = failure(&run(&["--method", "rhg", "--ll-lr", "1e38"]));
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("upper iteration 0") && err.contains("step"), "{err}");
+    assert!(
+        err.contains("upper iteration 0") && err.contains("step"),
+        "{err}"
+    );
 }

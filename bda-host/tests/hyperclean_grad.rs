@@ -27,7 +27,9 @@ fn problem(h: &HostData, lambda: f32) -> HypercleanData<'_> {
 }
 
 fn randn(n: usize, scale: f64, rng: &mut ChaCha8Rng) -> Vec<f64> {
-    (0..n).map(|_| scale * (rng.random::<f64>() * 2.0 - 1.0)).collect()
+    (0..n)
+        .map(|_| scale * (rng.random::<f64>() * 2.0 - 1.0))
+        .collect()
 }
 
 fn bda_dyn(s: f64) -> LowerDynamics<f64> {
@@ -49,12 +51,23 @@ fn unrolled_val_grad(
     k: u32,
     truncate: Option<u32>,
 ) -> (f64, Vec<f64>) {
-    let mut tape: Vec<Vec<f64>> = (0..backend::tape_len(k, truncate)).map(|_| b.new_y().unwrap()).collect();
+    let mut tape: Vec<Vec<f64>> = (0..backend::tape_len(k, truncate))
+        .map(|_| b.new_y().unwrap())
+        .collect();
     let mut adj = b.new_y().unwrap();
     let mut gx = b.new_x().unwrap();
     let mut y_out = b.new_y().unwrap();
     let f = backend::unrolled(
-        b, &x.to_vec(), &y0.to_vec(), dynamics, k, truncate, &mut tape, &mut adj, &mut gx, &mut y_out,
+        b,
+        &x.to_vec(),
+        &y0.to_vec(),
+        dynamics,
+        k,
+        truncate,
+        &mut tape,
+        &mut adj,
+        &mut gx,
+        &mut y_out,
     )
     .unwrap();
     (f, gx)
@@ -83,7 +96,11 @@ fn fd_check_first(
         xm[i] -= eps;
         let fd = (f(&xp) - f(&xm)) / (2.0 * eps);
         let err = (fd - grad[i]).abs() / scale;
-        assert!(err < tol, "{name}: coordinate {i}: analytic {} vs FD {fd} (rel err {err:e})", grad[i]);
+        assert!(
+            err < tol,
+            "{name}: coordinate {i}: analytic {} vs FD {fd} (rel err {err:e})",
+            grad[i]
+        );
     }
 }
 
@@ -94,10 +111,14 @@ fn rhg_and_bda_match_finite_differences() {
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     let x = randn(h.train_labels.len(), 1.0, &mut rng);
     let y0 = vec![0.0; p.y_len()];
-    for (name, dynamics) in [("rhg", LowerDynamics::LowerOnly { s_l: 0.8 }), ("bda", bda_dyn(0.8))] {
+    for (name, dynamics) in [
+        ("rhg", LowerDynamics::LowerOnly { s_l: 0.8 }),
+        ("bda", bda_dyn(0.8)),
+    ] {
         let mut b = Reference::new(&p);
         let (_, g) = unrolled_val_grad(&mut b, &x, &y0, &dynamics, 6, None);
-        let f = |xx: &[f64]| unrolled_val_grad(&mut Reference::new(&p), xx, &y0, &dynamics, 6, None).0;
+        let f =
+            |xx: &[f64]| unrolled_val_grad(&mut Reference::new(&p), xx, &y0, &dynamics, 6, None).0;
         fd_check(name, &g, f, &x, 1e-5, 1e-6);
     }
 }
@@ -146,7 +167,12 @@ fn ihg_matches_finite_differences_at_a_converged_lower_level() {
     let dynamics = LowerDynamics::LowerOnly { s_l: 4.0 };
     let k = 2500;
     let mut b = Reference::new(&p);
-    let mut cg = CgScratch { r: b.new_y().unwrap(), p: b.new_y().unwrap(), hp: b.new_y().unwrap(), v: b.new_y().unwrap() };
+    let mut cg = CgScratch {
+        r: b.new_y().unwrap(),
+        p: b.new_y().unwrap(),
+        hp: b.new_y().unwrap(),
+        v: b.new_y().unwrap(),
+    };
     let mut gx = b.new_x().unwrap();
     let mut y = b.new_y().unwrap();
     let y0 = b.new_y().unwrap();
@@ -154,9 +180,14 @@ fn ihg_matches_finite_differences_at_a_converged_lower_level() {
     // the lower level has converged
     let mut gy = b.new_y().unwrap();
     b.lower_step(&x, &y, 0.0, 1.0, &mut gy).unwrap();
-    let res: f64 = y.iter().zip(&gy).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    let res: f64 = y
+        .iter()
+        .zip(&gy)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
     assert!(res < 1e-9, "lower level not converged: ‖∇f‖∞ = {res:e}");
-    let f = |xx: &[f64]| unrolled_val_grad(&mut Reference::new(&p), xx, &y0, &dynamics, k, Some(0)).0;
+    let f =
+        |xx: &[f64]| unrolled_val_grad(&mut Reference::new(&p), xx, &y0, &dynamics, k, Some(0)).0;
     fd_check_first("ihg", &gx, f, &x, 1e-4, 1e-5, 6);
 }
 
@@ -169,7 +200,11 @@ fn obda_matches_the_exact_one_step_hypergradient() {
     let y0 = randn(p.y_len(), 0.3, &mut rng); // warm start, as in training
     let dynamics = bda_dyn(0.8);
     let mut b = Reference::new(&p);
-    let mut s = OneStageScratch { g: b.new_y().unwrap(), h: b.new_y().unwrap(), sink: b.new_y().unwrap() };
+    let mut s = OneStageScratch {
+        g: b.new_y().unwrap(),
+        h: b.new_y().unwrap(),
+        sink: b.new_y().unwrap(),
+    };
     let mut gx = b.new_x().unwrap();
     let mut y1 = b.new_y().unwrap();
     backend::one_stage(&mut b, &x, &y0, &dynamics, 1e-4, &mut s, &mut gx, &mut y1).unwrap();
@@ -181,7 +216,11 @@ fn obda_matches_the_exact_one_step_hypergradient() {
 fn rel(a: &[f32], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
-    a.iter().zip(b).map(|(a, b)| (f64::from(*a) - b).abs()).fold(0.0, f64::max) / scale
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (f64::from(*a) - b).abs())
+        .fold(0.0, f64::max)
+        / scale
 }
 
 fn f32v(v: &[f64]) -> Vec<f32> {
@@ -220,8 +259,13 @@ fn check_primitives_cache(classes: usize, kern: Kernels, cache: bool) {
         let mut o64 = vec![0.0; p.y_len()];
         let mut o32 = c.y_from(&zeros);
         r.lower_step(&x, &y, wu, wl, &mut o64).unwrap();
-        c.lower_step(&x32, &yc, wu as f32, wl as f32, &mut o32).unwrap();
-        assert!(rel(o32.as_slice(), &o64) < tol, "lower_step {wu}: {}", rel(o32.as_slice(), &o64));
+        c.lower_step(&x32, &yc, wu as f32, wl as f32, &mut o32)
+            .unwrap();
+        assert!(
+            rel(o32.as_slice(), &o64) < tol,
+            "lower_step {wu}: {}",
+            rel(o32.as_slice(), &o64)
+        );
 
         for fresh in [false, true] {
             let mut a64 = v.clone();
@@ -230,9 +274,18 @@ fn check_primitives_cache(classes: usize, kern: Kernels, cache: bool) {
             let mut g32 = f32v(&g64);
             r.step_adjoint(&x, &y, wu, wl, &mut a64, &mut g64).unwrap();
             let yy = if fresh { c.y_from(&y32) } else { yc.clone() };
-            c.step_adjoint(&x32, &yy, wu as f32, wl as f32, &mut a32, &mut g32).unwrap();
-            assert!(rel(a32.as_slice(), &a64) < tol, "step_adjoint a: {}", rel(a32.as_slice(), &a64));
-            assert!(rel(&g32, &g64) < tol, "step_adjoint gx: {}", rel(&g32, &g64));
+            c.step_adjoint(&x32, &yy, wu as f32, wl as f32, &mut a32, &mut g32)
+                .unwrap();
+            assert!(
+                rel(a32.as_slice(), &a64) < tol,
+                "step_adjoint a: {}",
+                rel(a32.as_slice(), &a64)
+            );
+            assert!(
+                rel(&g32, &g64) < tol,
+                "step_adjoint gx: {}",
+                rel(&g32, &g64)
+            );
         }
     }
     let mut gy64 = vec![0.0; p.y_len()];
@@ -241,15 +294,26 @@ fn check_primitives_cache(classes: usize, kern: Kernels, cache: bool) {
     let mut gx32 = vec![0.0f32; n];
     let f64v = r.upper_grad(&x, &y, &mut gy64, &mut gx64, 1.0).unwrap();
     let f32v_ = c.upper_grad(&x32, &yc, &mut gy32, &mut gx32, 1.0).unwrap();
-    assert!((f64::from(f32v_) - f64v).abs() / f64v.abs() < tol, "upper value {f32v_} vs {f64v}");
-    assert!(rel(gy32.as_slice(), &gy64) < tol, "upper_grad: {}", rel(gy32.as_slice(), &gy64));
+    assert!(
+        (f64::from(f32v_) - f64v).abs() / f64v.abs() < tol,
+        "upper value {f32v_} vs {f64v}"
+    );
+    assert!(
+        rel(gy32.as_slice(), &gy64) < tol,
+        "upper_grad: {}",
+        rel(gy32.as_slice(), &gy64)
+    );
     assert!(gx32.iter().all(|&g| g == 0.0), "F does not depend on x");
 
     let mut h64 = vec![0.0; p.y_len()];
     let mut h32 = c.y_from(&zeros);
     r.lower_hvp(&x, &y, &v, &mut h64).unwrap();
     c.lower_hvp(&x32, &c.y_from(&y32), &vc, &mut h32).unwrap();
-    assert!(rel(h32.as_slice(), &h64) < tol, "lower_hvp: {}", rel(h32.as_slice(), &h64));
+    assert!(
+        rel(h32.as_slice(), &h64) < tol,
+        "lower_hvp: {}",
+        rel(h32.as_slice(), &h64)
+    );
 
     let base = randn(n, 1.0, &mut rng);
     let (mut m64, mut m32) = (base.clone(), f32v(&base));
@@ -257,7 +321,11 @@ fn check_primitives_cache(classes: usize, kern: Kernels, cache: bool) {
     c.lower_mixed_vjp(&x32, &yc, &vc, -0.7, &mut m32).unwrap();
     let d64: Vec<f64> = m64.iter().zip(&base).map(|(a, b)| a - b).collect();
     let d32: Vec<f32> = m32.iter().zip(&base).map(|(a, b)| a - *b as f32).collect();
-    assert!(rel(&d32, &d64) < 1e-3, "lower_mixed_vjp: {}", rel(&d32, &d64));
+    assert!(
+        rel(&d32, &d64) < 1e-3,
+        "lower_mixed_vjp: {}",
+        rel(&d32, &d64)
+    );
 
     let (mut q64, mut q32) = (vec![0.0; n], vec![0.0f32; n]);
     r.lower_grad_x(&x, &y, 0.9, &mut q64).unwrap();
@@ -284,7 +352,10 @@ fn fast_backend_is_deterministic_across_thread_counts() {
     let x = f32v(&randn(h.train_labels.len(), 2.0, &mut rng));
     let y = f32v(&randn(p.y_len(), 0.5, &mut rng));
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| {
             let mut c = Cpu::new(&p).unwrap();
             let yc = c.y_from(&y);

@@ -32,6 +32,9 @@
 //! scatter of `ω_i r_i`, and the per-sample mixed term `⟨p_i − e_i, t_i⟩` for free). The
 //! formulas are those of [`super::reference`].
 
+// Lane loops index several arrays in lockstep (the shape of the SIMD code they become).
+#![allow(clippy::needless_range_loop)]
+
 use bda_kernel::backend::{Backend, LowerHessian, LowerStep, StepAdjoint, UpperGradient};
 use bda_kernel::hyperclean::HypercleanData;
 use std::cell::RefCell;
@@ -112,7 +115,13 @@ impl Packed {
         }
         let mut lab = labels.to_vec();
         lab.resize(groups * LANES, 0);
-        Ok(Packed { n, dim, groups, data, labels: lab })
+        Ok(Packed {
+            n,
+            dim,
+            groups,
+            data,
+            labels: lab,
+        })
     }
 
     fn chunks(&self) -> usize {
@@ -182,7 +191,15 @@ fn logits_portable(u: &[u8], y: &[f32], d: usize, c: usize, out: &mut [Lane]) {
 
 /// `out[j·c + k] += Σ_{groups g} Σ_l u_{g,j,l} · gs[g·c + k][l]` over consecutive groups
 /// whose bytes are `data` (`ng` groups).
-fn scatter(kern: Kernels, data: &[u8], ng: usize, d: usize, c: usize, gs: &[Lane], out: &mut [f32]) {
+fn scatter(
+    kern: Kernels,
+    data: &[u8],
+    ng: usize,
+    d: usize,
+    c: usize,
+    gs: &[Lane],
+    out: &mut [f32],
+) {
     match kern {
         #[cfg(target_arch = "x86_64")]
         Kernels::Avx2 if c == 10 => {
@@ -269,7 +286,10 @@ mod avx2 {
         let t3 = _mm256_hadd_ps(a[6], a[7]);
         let u0 = _mm256_hadd_ps(t0, t1);
         let u1 = _mm256_hadd_ps(t2, t3);
-        _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31))
+        _mm256_add_ps(
+            _mm256_permute2f128_ps(u0, u1, 0x20),
+            _mm256_permute2f128_ps(u0, u1, 0x31),
+        )
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -432,7 +452,15 @@ fn run_pass(
         .zip(probs.par_chunks_mut(CHUNK_GROUPS * c))
         .enumerate()
         .for_each(|(ch, (((part, loss), sample), probs))| {
-            let job = Chunk { kern, set, c, omega, y, pass, ch };
+            let job = Chunk {
+                kern,
+                set,
+                c,
+                omega,
+                y,
+                pass,
+                ch,
+            };
             match kern {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `Kernels::Avx2` is only chosen after detecting AVX2 and FMA.
@@ -441,7 +469,6 @@ fn run_pass(
             }
         });
 }
-
 
 /// One chunk of a pass: its parameters.
 struct Chunk<'a> {
@@ -458,115 +485,138 @@ struct Chunk<'a> {
 /// work around the products vectorise 8-wide too.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn chunk_avx2(job: &Chunk<'_>, part: &mut [f32], loss: &mut f64, sample: &mut [f32], probs: &mut [Lane]) {
+unsafe fn chunk_avx2(
+    job: &Chunk<'_>,
+    part: &mut [f32],
+    loss: &mut f64,
+    sample: &mut [f32],
+    probs: &mut [Lane],
+) {
     chunk_work(job, part, loss, sample, probs)
 }
 
 #[inline(always)]
-fn chunk_work(job: &Chunk<'_>, part: &mut [f32], loss: &mut f64, sample: &mut [f32], probs: &mut [Lane]) {
-            let Chunk { kern, set, c, omega, y, pass, ch } = *job;
-            let d = set.dim;
-            let g0 = ch * CHUNK_GROUPS;
-            let ng = (set.groups - g0).min(CHUNK_GROUPS);
-            let mut gs = vec![[0.0f32; LANES]; ng * c];
-            let mut s = vec![[0.0f32; LANES]; c];
-            let mut t = vec![[0.0f32; LANES]; c];
-            let mut gb = vec![0.0f64; c];
-            let mut lsum = 0.0f64;
-            let want_grad = match pass {
-                Pass::Grad { grad, .. } | Pass::Hess { grad, .. } => grad,
-            };
-            for gi in 0..ng {
-                let g = g0 + gi;
-                let u = set.group(g);
-                let lab = &set.labels[g * LANES..(g + 1) * LANES];
-                let om = &omega[g * LANES..(g + 1) * LANES];
-                let out = &mut sample[gi * LANES..(gi + 1) * LANES];
-                let pg = &mut probs[gi * c..(gi + 1) * c];
-                match pass {
-                    Pass::Grad { loss, .. } => {
-                        logits(kern, u, y, d, c, &mut s);
-                        let mut sl = [0.0f32; LANES];
-                        for l in 0..LANES {
-                            sl[l] = s[lab[l] as usize][l];
-                        }
-                        let (m, z) = softmax(&mut s, c);
-                        pg.copy_from_slice(&s[..c]);
-                        if loss {
-                            // CE = log Σ_k e^{s_k} − s_label = m + ln z − s_label.
-                            for l in 0..LANES {
-                                let ce = m[l] + z[l].ln() - sl[l];
-                                out[l] = ce;
-                                lsum += f64::from(om[l]) * f64::from(ce);
-                            }
-                        }
-                        if want_grad {
-                            for k in 0..c {
-                                let mut gk = s[k];
-                                for l in 0..LANES {
-                                    let e = if lab[l] as usize == k { 1.0 } else { 0.0 };
-                                    gk[l] = om[l] * (gk[l] - e);
-                                }
-                                gb[k] += f64::from(hsum(&gk));
-                                for l in 0..LANES {
-                                    gk[l] *= INV255;
-                                }
-                                gs[gi * c + k] = gk;
-                            }
-                        }
+fn chunk_work(
+    job: &Chunk<'_>,
+    part: &mut [f32],
+    loss: &mut f64,
+    sample: &mut [f32],
+    probs: &mut [Lane],
+) {
+    let Chunk {
+        kern,
+        set,
+        c,
+        omega,
+        y,
+        pass,
+        ch,
+    } = *job;
+    let d = set.dim;
+    let g0 = ch * CHUNK_GROUPS;
+    let ng = (set.groups - g0).min(CHUNK_GROUPS);
+    let mut gs = vec![[0.0f32; LANES]; ng * c];
+    let mut s = vec![[0.0f32; LANES]; c];
+    let mut t = vec![[0.0f32; LANES]; c];
+    let mut gb = vec![0.0f64; c];
+    let mut lsum = 0.0f64;
+    let want_grad = match pass {
+        Pass::Grad { grad, .. } | Pass::Hess { grad, .. } => grad,
+    };
+    for gi in 0..ng {
+        let g = g0 + gi;
+        let u = set.group(g);
+        let lab = &set.labels[g * LANES..(g + 1) * LANES];
+        let om = &omega[g * LANES..(g + 1) * LANES];
+        let out = &mut sample[gi * LANES..(gi + 1) * LANES];
+        let pg = &mut probs[gi * c..(gi + 1) * c];
+        match pass {
+            Pass::Grad { loss, .. } => {
+                logits(kern, u, y, d, c, &mut s);
+                let mut sl = [0.0f32; LANES];
+                for l in 0..LANES {
+                    sl[l] = s[lab[l] as usize][l];
+                }
+                let (m, z) = softmax(&mut s, c);
+                pg.copy_from_slice(&s[..c]);
+                if loss {
+                    // CE = log Σ_k e^{s_k} − s_label = m + ln z − s_label.
+                    for l in 0..LANES {
+                        let ce = m[l] + z[l].ln() - sl[l];
+                        out[l] = ce;
+                        lsum += f64::from(om[l]) * f64::from(ce);
                     }
-                    Pass::Hess { v, .. } => {
-                        s[..c].copy_from_slice(pg);
-                        logits(kern, u, v, d, c, &mut t);
-                        let mut pt = [0.0f32; LANES];
-                        for k in 0..c {
-                            for l in 0..LANES {
-                                pt[l] += s[k][l] * t[k][l];
-                            }
-                        }
+                }
+                if want_grad {
+                    for k in 0..c {
+                        let mut gk = s[k];
                         for l in 0..LANES {
-                            out[l] = pt[l] - t[lab[l] as usize][l];
+                            let e = if lab[l] as usize == k { 1.0 } else { 0.0 };
+                            gk[l] = om[l] * (gk[l] - e);
                         }
-                        if want_grad {
-                            for k in 0..c {
-                                let mut rk = [0.0f32; LANES];
-                                for l in 0..LANES {
-                                    rk[l] = om[l] * s[k][l] * (t[k][l] - pt[l]);
-                                }
-                                gb[k] += f64::from(hsum(&rk));
-                                for l in 0..LANES {
-                                    rk[l] *= INV255;
-                                }
-                                gs[gi * c + k] = rk;
-                            }
+                        gb[k] += f64::from(hsum(&gk));
+                        for l in 0..LANES {
+                            gk[l] *= INV255;
                         }
+                        gs[gi * c + k] = gk;
                     }
                 }
             }
-            part.iter_mut().for_each(|p| *p = 0.0);
-            if want_grad {
-                let data = &set.data[g0 * d * LANES..(g0 + ng) * d * LANES];
-                scatter(kern, data, ng, d, c, &gs, &mut part[..d * c]);
+            Pass::Hess { v, .. } => {
+                s[..c].copy_from_slice(pg);
+                logits(kern, u, v, d, c, &mut t);
+                let mut pt = [0.0f32; LANES];
                 for k in 0..c {
-                    part[d * c + k] = gb[k] as f32;
+                    for l in 0..LANES {
+                        pt[l] += s[k][l] * t[k][l];
+                    }
+                }
+                for l in 0..LANES {
+                    out[l] = pt[l] - t[lab[l] as usize][l];
+                }
+                if want_grad {
+                    for k in 0..c {
+                        let mut rk = [0.0f32; LANES];
+                        for l in 0..LANES {
+                            rk[l] = om[l] * s[k][l] * (t[k][l] - pt[l]);
+                        }
+                        gb[k] += f64::from(hsum(&rk));
+                        for l in 0..LANES {
+                            rk[l] *= INV255;
+                        }
+                        gs[gi * c + k] = rk;
+                    }
                 }
             }
-            *loss = lsum;
+        }
+    }
+    part.iter_mut().for_each(|p| *p = 0.0);
+    if want_grad {
+        let data = &set.data[g0 * d * LANES..(g0 + ng) * d * LANES];
+        scatter(kern, data, ng, d, c, &gs, &mut part[..d * c]);
+        for k in 0..c {
+            part[d * c + k] = gb[k] as f32;
+        }
+    }
+    *loss = lsum;
 }
 /// `out ← Σ_chunks partial` (fixed order).
 fn reduce_into(partial: &[f32], ylen: usize, out: &mut [f32]) {
     // Parallel over segments of `out`; within a segment the chunks are summed in order,
     // so the result does not depend on the threads.
     const SEG: usize = 1024;
-    out[..ylen].par_chunks_mut(SEG).enumerate().for_each(|(s, o)| {
-        let off = s * SEG;
-        o.iter_mut().for_each(|v| *v = 0.0);
-        for p in partial.chunks_exact(ylen) {
-            for (v, q) in o.iter_mut().zip(&p[off..]) {
-                *v += q;
+    out[..ylen]
+        .par_chunks_mut(SEG)
+        .enumerate()
+        .for_each(|(s, o)| {
+            let off = s * SEG;
+            o.iter_mut().for_each(|v| *v = 0.0);
+            for p in partial.chunks_exact(ylen) {
+                for (v, q) in o.iter_mut().zip(&p[off..]) {
+                    *v += q;
+                }
             }
-        }
-    });
+        });
 }
 
 /// Softmax outputs of one `y` on the training and validation sets, kept with the buffer
@@ -595,7 +645,10 @@ pub struct CpuY {
 impl CpuY {
     /// A buffer holding `v`.
     pub fn from_vec(v: Vec<f32>) -> Self {
-        CpuY { v, cache: RefCell::default() }
+        CpuY {
+            v,
+            cache: RefCell::default(),
+        }
     }
     /// The values `(W, b)`.
     pub fn as_slice(&self) -> &[f32] {
@@ -730,7 +783,16 @@ impl Cpu {
         let pass = Pass::Grad { grad, loss };
         if !self.cache_probs {
             self.tmp_probs.resize(set.groups * self.c, [0.0; LANES]);
-            run_pass(self.kern, set, self.c, omega, &y.v, pass, &mut self.scratch, &mut self.tmp_probs);
+            run_pass(
+                self.kern,
+                set,
+                self.c,
+                omega,
+                &y.v,
+                pass,
+                &mut self.scratch,
+                &mut self.tmp_probs,
+            );
             return;
         }
         let mut cache = y.cache.borrow_mut();
@@ -740,7 +802,16 @@ impl Cpu {
             Which::Val => (&mut cache.val, &mut cache.val_ok),
         };
         probs.resize(set.groups * self.c, [0.0; LANES]);
-        run_pass(self.kern, set, self.c, omega, &y.v, pass, &mut self.scratch, probs);
+        run_pass(
+            self.kern,
+            set,
+            self.c,
+            omega,
+            &y.v,
+            pass,
+            &mut self.scratch,
+            probs,
+        );
         *ok = true;
     }
 
@@ -764,7 +835,16 @@ impl Cpu {
         };
         let pass = Pass::Hess { v, grad };
         if !self.cache_probs {
-            run_pass(self.kern, set, self.c, omega, &y.v, pass, &mut self.scratch, &mut self.tmp_probs);
+            run_pass(
+                self.kern,
+                set,
+                self.c,
+                omega,
+                &y.v,
+                pass,
+                &mut self.scratch,
+                &mut self.tmp_probs,
+            );
             return;
         }
         let mut cache = y.cache.borrow_mut();
@@ -772,7 +852,16 @@ impl Cpu {
             Which::Train => &mut cache.train,
             Which::Val => &mut cache.val,
         };
-        run_pass(self.kern, set, self.c, omega, &y.v, pass, &mut self.scratch, probs);
+        run_pass(
+            self.kern,
+            set,
+            self.c,
+            omega,
+            &y.v,
+            pass,
+            &mut self.scratch,
+            probs,
+        );
     }
 
     /// Keep the softmax outputs of every `y` a pass has seen (default: on). Off, the
@@ -885,7 +974,10 @@ impl Backend for Cpu {
         Ok(())
     }
     fn axpy_y(&mut self, a: f32, v: &CpuY, y: &mut CpuY) -> Result<(), String> {
-        y.as_mut_slice().iter_mut().zip(&v.v).for_each(|(y, v)| *y += a * v);
+        y.as_mut_slice()
+            .iter_mut()
+            .zip(&v.v)
+            .for_each(|(y, v)| *y += a * v);
         Ok(())
     }
     fn scale_y(&mut self, a: f32, y: &mut CpuY) -> Result<(), String> {
@@ -897,7 +989,11 @@ impl Backend for Cpu {
         Ok(())
     }
     fn dot_y(&mut self, a: &CpuY, b: &CpuY) -> Result<f32, String> {
-        Ok(a.v.iter().zip(&b.v).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum::<f64>() as f32)
+        Ok(a.v
+            .iter()
+            .zip(&b.v)
+            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+            .sum::<f64>() as f32)
     }
     fn zero_x(&mut self, x: &mut Vec<f32>) -> Result<(), String> {
         x.iter_mut().for_each(|v| *v = 0.0);
@@ -1004,7 +1100,13 @@ impl StepAdjoint for Cpu {
 }
 
 impl LowerHessian for Cpu {
-    fn lower_hvp(&mut self, x: &Vec<f32>, y: &CpuY, v: &CpuY, out: &mut CpuY) -> Result<(), String> {
+    fn lower_hvp(
+        &mut self,
+        x: &Vec<f32>,
+        y: &CpuY,
+        v: &CpuY,
+        out: &mut CpuY,
+    ) -> Result<(), String> {
         self.train_hess(x, y, &v.v, true);
         out.as_mut_slice().copy_from_slice(&self.gf);
         Ok(())

@@ -222,7 +222,12 @@ where
     let n = x0.len();
     let t = B::T::from_f64;
     let be = |ul_iter| method_err::<B::Error>(ul_iter);
-    let wrap = |ul_iter: u32| move |e: B::Error| TrainError::Method { ul_iter, err: MethodError::Backend(e) };
+    let wrap = |ul_iter: u32| {
+        move |e: B::Error| TrainError::Method {
+            ul_iter,
+            err: MethodError::Backend(e),
+        }
+    };
 
     let mut x_host = x0.to_vec();
     let mut x_t: Vec<B::T> = x_host.iter().map(|&v| t(v)).collect();
@@ -282,11 +287,30 @@ where
             ),
             Some(Method::Ihg) => {
                 let cg = cg.as_mut().expect("allocated for IHG");
-                backend::implicit(b, &x, &y0, &dynamics, cfg.k, cfg.cg_iters, cg, &mut gx, &mut y_out)
+                backend::implicit(
+                    b,
+                    &x,
+                    &y0,
+                    &dynamics,
+                    cfg.k,
+                    cfg.cg_iters,
+                    cg,
+                    &mut gx,
+                    &mut y_out,
+                )
             }
             Some(Method::Obda) => {
                 let one = one.as_mut().expect("allocated for O-BDA");
-                let r = backend::one_stage(b, &x, &y_warm, &dynamics, t(cfg.fd_eps), one, &mut gx, &mut y_out);
+                let r = backend::one_stage(
+                    b,
+                    &x,
+                    &y_warm,
+                    &dynamics,
+                    t(cfg.fd_eps),
+                    one,
+                    &mut gx,
+                    &mut y_out,
+                );
                 if r.is_ok() {
                     b.copy_y(&y_out, &mut y_warm).map_err(wrap(it))?;
                 }
@@ -338,7 +362,16 @@ where
     b.upload_x(&x_t, &mut x).map_err(wrap(iters))?;
     let mut tape1 = vec![b.new_y().map_err(wrap(iters))?];
     let ul_loss = backend::unrolled(
-        b, &x, &y0, &dynamics, cfg.k, Some(0), &mut tape1, &mut adj, &mut gx, &mut y_out,
+        b,
+        &x,
+        &y0,
+        &dynamics,
+        cfg.k,
+        Some(0),
+        &mut tape1,
+        &mut adj,
+        &mut gx,
+        &mut y_out,
     )
     .map_err(be(iters))?
     .to_f64();

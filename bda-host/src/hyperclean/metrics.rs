@@ -37,7 +37,11 @@ pub fn macro_f1(pred: &[u8], truth: &[u8], classes: usize) -> f64 {
     let sum: f64 = (0..classes)
         .map(|k| {
             let den = 2 * tp[k] + fp[k] + fneg[k];
-            if den == 0 { 0.0 } else { 2.0 * tp[k] as f64 / den as f64 }
+            if den == 0 {
+                0.0
+            } else {
+                2.0 * tp[k] as f64 / den as f64
+            }
         })
         .sum();
     sum / classes as f64

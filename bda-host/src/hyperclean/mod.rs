@@ -189,7 +189,12 @@ pub fn parse_device(s: &str) -> Result<Device, CliError> {
 /// error is one line ("no CUDA driver found", "CUDA device 3 not present (1 devices)", …).
 pub fn cuda_probe(ordinal: usize) -> Result<String, String> {
     bda_gpu::probe(ordinal)
-        .map(|info| format!("{} (sm_{}{})", info.name, info.compute_capability.0, info.compute_capability.1))
+        .map(|info| {
+            format!(
+                "{} (sm_{}{})",
+                info.name, info.compute_capability.0, info.compute_capability.1
+            )
+        })
         .map_err(|e| e.to_string())
 }
 
@@ -234,7 +239,15 @@ impl HostData {
 
     /// A random instance with pixel values `q/255` and `noise` of the training labels
     /// replaced (tests, benchmarks without data files).
-    pub fn synthetic(n_train: usize, n_val: usize, n_test: usize, dim: usize, classes: usize, noise: f64, seed: u64) -> Self {
+    pub fn synthetic(
+        n_train: usize,
+        n_val: usize,
+        n_test: usize,
+        dim: usize,
+        classes: usize,
+        noise: f64,
+        seed: u64,
+    ) -> Self {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         // Class prototypes; samples are noisy prototypes, so the task is learnable.
@@ -395,14 +408,21 @@ fn check_args(a: &HypercleanArgs) -> Result<TrainConfig, CliError> {
         if v.is_finite() && v > 0.0 {
             Ok(v)
         } else {
-            Err(CliError::input(format!("--{flag} {v}: must be positive and finite")))
+            Err(CliError::input(format!(
+                "--{flag} {v}: must be positive and finite"
+            )))
         }
     };
     if a.k == 0 {
-        return Err(CliError::input("--K 0: at least one lower-level step is needed"));
+        return Err(CliError::input(
+            "--K 0: at least one lower-level step is needed",
+        ));
     }
     if a.k > 100_000 {
-        return Err(CliError::input(format!("--K {}: at most 100000 lower-level steps", a.k)));
+        return Err(CliError::input(format!(
+            "--K {}: at most 100000 lower-level steps",
+            a.k
+        )));
     }
     if matches!(a.method, Row::Method(Method::Trhg)) && (a.truncate == 0 || a.truncate > a.k) {
         return Err(CliError::input(format!(
@@ -411,16 +431,28 @@ fn check_args(a: &HypercleanArgs) -> Result<TrainConfig, CliError> {
         )));
     }
     if !(a.mu > 0.0 && a.mu < 1.0) {
-        return Err(CliError::input(format!("--mu {}: must lie in (0, 1)", a.mu)));
+        return Err(CliError::input(format!(
+            "--mu {}: must lie in (0, 1)",
+            a.mu
+        )));
     }
     if !(a.alpha.is_finite() && a.alpha >= 0.0) {
-        return Err(CliError::input(format!("--alpha {}: must be finite and non-negative", a.alpha)));
+        return Err(CliError::input(format!(
+            "--alpha {}: must be finite and non-negative",
+            a.alpha
+        )));
     }
     if !(a.beta.is_finite() && a.beta >= 0.0) {
-        return Err(CliError::input(format!("--beta {}: must be finite and non-negative", a.beta)));
+        return Err(CliError::input(format!(
+            "--beta {}: must be finite and non-negative",
+            a.beta
+        )));
     }
     if !(a.lambda.is_finite() && a.lambda >= 0.0) {
-        return Err(CliError::input(format!("--lambda {}: must be finite and non-negative", a.lambda)));
+        return Err(CliError::input(format!(
+            "--lambda {}: must be finite and non-negative",
+            a.lambda
+        )));
     }
     let ll_lr = pos(a.ll_lr, "ll-lr")?;
     let s_u = pos(a.su.unwrap_or(ll_lr), "su")?;
@@ -466,26 +498,47 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { lambda: 1e-4, seed: 0, progress: false, prob_cache: true, device: Device::Cpu }
+        RunOptions {
+            lambda: 1e-4,
+            seed: 0,
+            progress: false,
+            prob_cache: true,
+            device: Device::Cpu,
+        }
     }
 }
 
 /// Train, evaluate and summarise a row on prepared data, on the CPU or a CUDA device.
-pub fn run_on(data: &HostData, cfg: &TrainConfig, opt: &RunOptions) -> Result<(Summary, driver::Trained), CliError> {
+pub fn run_on(
+    data: &HostData,
+    cfg: &TrainConfig,
+    opt: &RunOptions,
+) -> Result<(Summary, driver::Trained), CliError> {
     let problem = data.problem(opt.lambda as f32);
-    problem.validate().map_err(|e| CliError::input(format!("data: {e}")))?;
+    problem
+        .validate()
+        .map_err(|e| CliError::input(format!("data: {e}")))?;
     match opt.device {
         Device::Cpu => {
-            let mut backend = cpu::Cpu::new(&problem).map_err(|e| CliError::input(format!("data: {e}")))?;
+            let mut backend =
+                cpu::Cpu::new(&problem).map_err(|e| CliError::input(format!("data: {e}")))?;
             backend.set_prob_cache(opt.prob_cache);
             let kernels = format!("{:?}", backend.kernels()).to_lowercase();
             run_with(&mut backend, "cpu".into(), kernels, data, cfg, opt)
         }
         Device::Cuda(n) => {
-            let name = cuda_probe(n).map_err(|e| CliError::input(format!("--device cuda:{n}: {e}")))?;
+            let name =
+                cuda_probe(n).map_err(|e| CliError::input(format!("--device cuda:{n}: {e}")))?;
             let mut backend = bda_gpu::SoftmaxGpu::new(n, &problem)
                 .map_err(|e| CliError::run(format!("--device cuda:{n}: {e}")))?;
-            run_with(&mut backend, format!("cuda:{n}"), format!("cuda ({name})"), data, cfg, opt)
+            run_with(
+                &mut backend,
+                format!("cuda:{n}"),
+                format!("cuda ({name})"),
+                data,
+                cfg,
+                opt,
+            )
         }
     }
 }
@@ -518,7 +571,11 @@ where
         eval.bar = Some(bar);
     }
     let x0: Vec<f64> = match cfg.row {
-        Row::Oracle => data.corrupted.iter().map(|&c| if c { -1e4 } else { 1e4 }).collect(),
+        Row::Oracle => data
+            .corrupted
+            .iter()
+            .map(|&c| if c { -1e4 } else { 1e4 })
+            .collect(),
         _ => vec![0.0; data.train_labels.len()],
     };
     let y_len = (data.dim + 1) * data.classes;
@@ -541,14 +598,23 @@ where
         n_train: data.train_labels.len(),
         n_val: data.val_labels.len(),
         n_test: data.test_labels.len(),
-        noise: data.corrupted.iter().filter(|&&c| c).count() as f64 / data.corrupted.len().max(1) as f64,
+        noise: data.corrupted.iter().filter(|&&c| c).count() as f64
+            / data.corrupted.len().max(1) as f64,
         ul_loss: trained.ul_loss,
         val_acc: pct(metrics::accuracy(&val_pred, &data.val_labels)),
         test_acc: pct(metrics::accuracy(&test_pred, &data.test_labels)),
-        test_f1: pct(metrics::macro_f1(&test_pred, &data.test_labels, data.classes)),
+        test_f1: pct(metrics::macro_f1(
+            &test_pred,
+            &data.test_labels,
+            data.classes,
+        )),
         clean_f1: pct(metrics::clean_f1(&trained.x, &data.corrupted)),
         seconds: trained.seconds,
-        s_per_ul_iter: if iters > 0 { trained.loop_seconds / f64::from(iters) } else { 0.0 },
+        s_per_ul_iter: if iters > 0 {
+            trained.loop_seconds / f64::from(iters)
+        } else {
+            0.0
+        },
         load_seconds: 0.0,
         seed: opt.seed,
         threads: rayon::current_num_threads(),
@@ -585,7 +651,10 @@ fn load(args: &HypercleanArgs) -> Result<HostData, CliError> {
 pub fn run(args: &HypercleanArgs) -> Result<(), CliError> {
     let cfg = check_args(args)?;
     if !(args.noise.is_finite() && (0.0..=1.0).contains(&args.noise)) {
-        return Err(CliError::input(format!("--noise {}: must be a fraction in [0, 1]", args.noise)));
+        return Err(CliError::input(format!(
+            "--noise {}: must be a fraction in [0, 1]",
+            args.noise
+        )));
     }
     let device = parse_device(&args.device)?;
     if let Device::Cuda(n) = device {
@@ -594,7 +663,9 @@ pub fn run(args: &HypercleanArgs) -> Result<(), CliError> {
     }
     if args.threads > 0 {
         // Fails only if the global pool was already built (then it is used as it is).
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(args.threads).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(args.threads)
+            .build_global();
     }
     if let Some(p) = &args.plot {
         report::check_plot_path(p)?;

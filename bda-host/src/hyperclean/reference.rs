@@ -15,6 +15,9 @@
 //!
 //! `F` does not depend on `x`.
 
+// Lane loops index several arrays in lockstep (the shape of the SIMD code they become).
+#![allow(clippy::needless_range_loop)]
+
 use std::convert::Infallible;
 
 use bda_kernel::backend::{Backend, LowerHessian, LowerStep, StepAdjoint, UpperGradient};
@@ -284,7 +287,14 @@ impl StepAdjoint for Reference {
     ) -> Result<(), Infallible> {
         let mut hf = vec![0.0; self.y_len()];
         let mut mixed = vec![0.0; self.train.n];
-        self.hvp_set(&self.train, &self.omega_train(x), y, a, &mut hf, Some(&mut mixed));
+        self.hvp_set(
+            &self.train,
+            &self.omega_train(x),
+            y,
+            a,
+            &mut hf,
+            Some(&mut mixed),
+        );
         let mut hu = vec![0.0; self.y_len()];
         if w_u != 0.0 {
             let m = self.val.n as f64;

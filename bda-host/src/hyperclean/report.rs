@@ -14,7 +14,16 @@ pub fn table(s: &Summary) -> String {
     let _ = writeln!(
         out,
         "data hyper-cleaning: {} (n_train {}, n_val {}, n_test {}, noise {:.2}), K {}, {} upper iterations ({} lr {}), seed {}",
-        s.dataset, s.n_train, s.n_val, s.n_test, s.noise, s.k, s.ul_iters, s.optimizer, s.ul_lr, s.seed
+        s.dataset,
+        s.n_train,
+        s.n_val,
+        s.n_test,
+        s.noise,
+        s.k,
+        s.ul_iters,
+        s.optimizer,
+        s.ul_lr,
+        s.seed
     );
     let _ = writeln!(
         out,
@@ -37,7 +46,10 @@ pub fn json(s: &Summary) -> String {
 /// Fail early (before training) when the plot cannot be written.
 pub fn check_plot_path(p: &Path) -> Result<(), CliError> {
     if p.extension().and_then(|e| e.to_str()) != Some("svg") {
-        return Err(CliError::input(format!("--plot {}: the file name must end in .svg", p.display())));
+        return Err(CliError::input(format!(
+            "--plot {}: the file name must end in .svg",
+            p.display()
+        )));
     }
     match p.parent() {
         Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => Err(CliError::input(format!(
@@ -56,16 +68,19 @@ pub fn plot(p: &Path, s: &Summary) -> Result<(), CliError> {
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let panels = root.split_evenly((3, 1));
     let n = s.history.len().max(1) as f64;
-    let series: [(&str, Box<dyn Fn(&super::driver::IterRecord) -> f64>, RGBColor); 3] = [
+    type Getter = Box<dyn Fn(&super::driver::IterRecord) -> f64>;
+    let series: [(&str, Getter, RGBColor); 3] = [
         ("upper-level loss F", Box::new(|r| r.ul_loss), BLUE),
         ("validation accuracy (%)", Box::new(|r| r.val_acc), RED),
         ("clean-detection F1 (%)", Box::new(|r| r.clean_f1), GREEN),
     ];
     for (area, (name, get, color)) in panels.iter().zip(series) {
-        let vals: Vec<f64> = s.history.iter().map(|r| get(r)).collect();
+        let vals: Vec<f64> = s.history.iter().map(&get).collect();
         let (mut lo, mut hi) = vals
             .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
         if !(lo.is_finite() && hi.is_finite()) {
             (lo, hi) = (0.0, 1.0);
         }
