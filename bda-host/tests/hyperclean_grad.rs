@@ -372,3 +372,17 @@ fn fast_backend_is_deterministic_across_thread_counts() {
         assert_eq!(run(t), one, "{t} threads differ from 1 thread");
     }
 }
+
+#[test]
+fn public_types_are_send_and_sync_where_expected() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    send::<Cpu>();
+    sync::<Cpu>();
+    send::<Reference>();
+    sync::<Reference>();
+    // a `y` buffer fills its softmax cache through `&self` (a `RefCell`): Send, not Sync
+    send::<bda_host::hyperclean::cpu::CpuY>();
+    send::<bda_host::hyperclean::cpu::Packed>();
+    sync::<bda_host::hyperclean::cpu::Packed>();
+}
