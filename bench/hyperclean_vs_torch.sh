@@ -39,5 +39,5 @@ import json, sys
 o, p = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 r = p["s_per_ul_iter"] / o["s_per_ul_iter"]
 print(f"method {o['method']}  K {o['K']}  ul_iters {o['ul_iters']}  threads {o['threads']}")
-print(f"s/UL-iter: bda {o['s_per_ul_iter']:.4f}  pytorch {p['s_per_ul_iter']:.4f}  ratio {r:.1f}x")
+print(f"s/UL-iter: ours {o['s_per_ul_iter']:.4f}  pytorch {p['s_per_ul_iter']:.4f}  ratio {r:.1f}x")
 PY

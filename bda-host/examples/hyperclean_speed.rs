@@ -41,6 +41,11 @@ fn main() {
             products * product / s / 1e9
         );
     };
+    let packed = bda_host::hyperclean::cpu::Packed::new(&h.val_x, &h.val_labels, d).unwrap();
+    let kern = b.kernels();
+    time("predict: logits only (1 prod)", 1.0, &mut || {
+        std::hint::black_box(bda_host::hyperclean::cpu::predict(kern, &packed, c, &yv));
+    });
     time("lower_step rhg (2 prod)", 2.0, &mut || {
         b.lower_step(&x, &y, 0.0, 1.0, &mut out).unwrap()
     });
