@@ -192,3 +192,35 @@ fn divergence_names_the_upper_iteration_and_lower_step() {
         "{err}"
     );
 }
+
+#[test]
+fn mnist_fixture_and_dataset_name() {
+    let dir = fixture("mnist-tiny");
+    let out = Command::new(BDA)
+        .args([
+            "hyperclean",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            &dir,
+            "--n-train",
+            "50",
+            "--n-val",
+            "50",
+            "--K",
+            "4",
+            "--ul-iters",
+            "2",
+            "--method",
+            "ihg",
+            "--cg-iters",
+            "3",
+            "--json",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let v = json_of(&out);
+    assert_eq!(v["dataset"], "mnist");
+    assert_eq!(v["n_test"], 50);
+}
