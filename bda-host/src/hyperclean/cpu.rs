@@ -924,19 +924,23 @@ impl Cpu {
 pub fn predict(kern: Kernels, set: &Packed, c: usize, y: &[f32]) -> Vec<u8> {
     let d = set.dim;
     let mut out = vec![0u8; set.padded()];
-    out.par_chunks_mut(LANES).enumerate().for_each(|(g, o)| {
-        let mut s = vec![[0.0f32; LANES]; c];
-        logits(kern, set.group(g), y, d, c, &mut s);
-        for l in 0..LANES {
-            let mut best = 0;
-            for k in 1..c {
-                if s[k][l] > s[best][l] {
-                    best = k;
+    out.par_chunks_mut(CHUNK_GROUPS * LANES)
+        .enumerate()
+        .for_each(|(ch, oc)| {
+            let mut s = vec![[0.0f32; LANES]; c];
+            for (gi, o) in oc.chunks_mut(LANES).enumerate() {
+                logits(kern, set.group(ch * CHUNK_GROUPS + gi), y, d, c, &mut s);
+                for l in 0..LANES {
+                    let mut best = 0;
+                    for k in 1..c {
+                        if s[k][l] > s[best][l] {
+                            best = k;
+                        }
+                    }
+                    o[l] = best as u8;
                 }
             }
-            o[l] = best as u8;
-        }
-    });
+        });
     out.truncate(set.n);
     out
 }
