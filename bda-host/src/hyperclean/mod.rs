@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use bda_kernel::backend::{LowerHessian, LowerStep, StepAdjoint, UpperGradient};
 use bda_kernel::hyperclean::HypercleanData;
-use bda_kernel::{LowerDynamics, Method};
+use bda_kernel::Method;
 use clap::ValueEnum;
 
 use crate::error::CliError;
@@ -382,7 +382,7 @@ impl Evaluator {
 
 impl Monitor for Evaluator {
     fn val_acc(&mut self, y: &[f64]) -> f64 {
-        100.0 * metrics::accuracy(&self.predict_val(y), &val_labels(&self.val))
+        100.0 * metrics::accuracy(&self.predict_val(y), self.val.labels())
     }
     fn clean_f1(&mut self, x: &[f64]) -> f64 {
         100.0 * metrics::clean_f1(x, &self.corrupted)
@@ -396,10 +396,6 @@ impl Monitor for Evaluator {
             b.inc(1);
         }
     }
-}
-
-fn val_labels(p: &cpu::Packed) -> Vec<u8> {
-    p.labels().to_vec()
 }
 
 /// Check the flags that the data layer does not.
@@ -477,7 +473,6 @@ fn check_args(a: &HypercleanArgs) -> Result<TrainConfig, CliError> {
     cfg.dynamics::<f64>()
         .validate()
         .map_err(|e| CliError::input(format!("--mu/--alpha/--beta/--su/--sl: {e}")))?;
-    let _: LowerDynamics<f64> = cfg.dynamics();
     Ok(cfg)
 }
 
