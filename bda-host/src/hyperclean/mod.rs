@@ -22,9 +22,9 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use bda_kernel::Method;
 use bda_kernel::backend::{LowerHessian, LowerStep, StepAdjoint, UpperGradient};
 use bda_kernel::hyperclean::HypercleanData;
-use bda_kernel::Method;
 use clap::ValueEnum;
 
 use crate::error::CliError;
