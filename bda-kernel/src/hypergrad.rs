@@ -22,6 +22,7 @@ use crate::scalar::Real;
 
 /// The result of one hypergradient evaluation.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct HyperGrad<T, const N: usize, const M: usize> {
     /// `y_K(x)`.
     pub y: SVector<T, M>,

@@ -16,6 +16,7 @@ use crate::scalar::Real;
 
 /// Configuration of the upper-level loop.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct UpperConfig<T, const N: usize> {
     /// Step size `λ > 0`.
     pub lambda: T,
@@ -74,6 +75,7 @@ pub enum Termination {
 
 /// The result of [`Solver::solve`].
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Outcome<T, const N: usize, const M: usize> {
     /// Final `x`.
     pub x: SVector<T, N>,
@@ -94,6 +96,7 @@ pub struct Outcome<T, const N: usize, const M: usize> {
 /// Algorithm 1: K lower-level steps (configured by `lower`), then one upper-level step,
 /// repeated.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Solver<T, const N: usize, const M: usize> {
     /// The K-step lower-level module.
     pub lower: LowerConfig<T, M>,
