@@ -9,7 +9,7 @@ use nalgebra::SVector;
 use crate::error::{ConfigError, Error, Stage};
 use crate::hypergrad::HypergradientMethod;
 use crate::lower::{LowerConfig, all_finite};
-use crate::observer::{IterState, Observer};
+use crate::observer::Observer;
 use crate::problem::{Bilevel, Objective};
 use crate::projection::Projection;
 use crate::scalar::Real;
@@ -141,21 +141,18 @@ impl<T: Real, const N: usize, const M: usize> Solver<T, N, M> {
         observer.observe_init(&x, y0);
 
         let norm = |v: &SVector<T, N>| v.dot(v).sqrt();
+        // One evaluation per visited x: y_K(x), φ_K(x), ∇φ_K(x) and f(x, y_K).
+        let mut evaluate = |x: &SVector<T, N>, y_start: &SVector<T, M>, t: u32| {
+            method
+                .hypergradient(problem, &self.lower, x, y_start, t)
+                .map(|hg| (problem.lower.value(x, &hg.y), hg))
+        };
         let mut termination = Termination::MaxIters;
         let mut iters = 0;
         for t in 0..self.upper.max_iters {
-            let hg = method.hypergradient(problem, &self.lower, &x, &y_start, t)?;
+            let (lower, hg) = evaluate(&x, &y_start, t)?;
             let grad_norm = norm(&hg.grad);
-            let lower = problem.lower.value(&x, &hg.y);
-            observer.observe_iter(&IterState {
-                iter: t,
-                x: &x,
-                y: &hg.y,
-                upper: hg.upper,
-                lower,
-                grad: &hg.grad,
-                grad_norm,
-            });
+            observer.observe_iter(&hg.state(t, &x, lower, grad_norm));
             if self.upper.grad_tol > T::zero() && grad_norm <= self.upper.grad_tol {
                 termination = Termination::GradTol;
                 break;
@@ -182,18 +179,9 @@ impl<T: Real, const N: usize, const M: usize> Solver<T, N, M> {
                 break;
             }
         }
-        let hg = method.hypergradient(problem, &self.lower, &x, &y_start, iters)?;
+        let (lower, hg) = evaluate(&x, &y_start, iters)?;
         let grad_norm = norm(&hg.grad);
-        let lower = problem.lower.value(&x, &hg.y);
-        observer.observe_final(&IterState {
-            iter: iters,
-            x: &x,
-            y: &hg.y,
-            upper: hg.upper,
-            lower,
-            grad: &hg.grad,
-            grad_norm,
-        });
+        observer.observe_final(&hg.state(iters, &x, lower, grad_norm));
         Ok(Outcome {
             x,
             y: hg.y,
