@@ -570,3 +570,25 @@ fn every_class_and_image_gets_drawn() {
     // 400 · 5 / 22 ≈ 91 per class.
     assert!(seen.iter().all(|&n| (50..140).contains(&n)), "{seen:?}");
 }
+
+/// Timing of a full load; run with
+/// `BDA_OMNIGLOT_DIR=/path cargo test --release --test fewshot_data -- --ignored --nocapture`.
+#[test]
+#[ignore = "needs BDA_OMNIGLOT_DIR pointing at a full Omniglot-layout tree"]
+fn load_speed_on_a_full_tree() {
+    let Some(dir) = std::env::var_os("BDA_OMNIGLOT_DIR") else {
+        println!("skipped: BDA_OMNIGLOT_DIR not set");
+        return;
+    };
+    for split in [Split::Background, Split::Evaluation] {
+        let t = std::time::Instant::now();
+        let ds = load_omniglot(Path::new(&dir), split, true).unwrap();
+        println!(
+            "{split}: {} classes (with rotations), {} images, loaded in {:.2} s on {} threads",
+            ds.classes.len(),
+            ds.num_images(),
+            t.elapsed().as_secs_f64(),
+            rayon::current_num_threads()
+        );
+    }
+}
