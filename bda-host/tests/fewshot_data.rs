@@ -307,6 +307,47 @@ fn other_sizes_are_resized_and_tiny_ones_rejected() {
     );
     let msg = one_line(&err, "small/1.png");
     assert!(msg.contains("20×105") && msg.contains("28×28"), "{msg}");
+    fs::remove_dir_all(small.parent().unwrap()).unwrap();
+
+    // A header that claims a gigantic image is refused before anything is allocated.
+    let huge = split.join("abc/huge/1.png");
+    fs::create_dir_all(huge.parent().unwrap()).unwrap();
+    fs::write(&huge, png_header_only(100_000, 100_000)).unwrap();
+    let err = load_omniglot(tmp.path(), Split::Evaluation, false).unwrap_err();
+    assert!(matches!(err, FewshotDataError::Png { .. }), "{err:?}");
+    let msg = one_line(&err, "huge/1.png");
+    assert!(msg.contains("100000×100000"), "{msg}");
+}
+
+/// The PNG signature, a valid IHDR chunk (8-bit grey) and an empty IDAT chunk.
+fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 == 1 {
+                    (c >> 1) ^ 0xEDB8_8320
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+    let mut chunk = b"IHDR".to_vec();
+    chunk.extend(w.to_be_bytes());
+    chunk.extend(h.to_be_bytes());
+    chunk.extend([8, 0, 0, 0, 0]); // depth 8, grey, deflate, adaptive filters, no interlace
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    out.extend(13u32.to_be_bytes());
+    out.extend(&chunk);
+    out.extend(crc32(&chunk).to_be_bytes());
+    // An empty IDAT, so that the decoder gets past the header.
+    out.extend(0u32.to_be_bytes());
+    out.extend(b"IDAT");
+    out.extend(crc32(b"IDAT").to_be_bytes());
+    out
 }
 
 // --- errors ----------------------------------------------------------------------------------

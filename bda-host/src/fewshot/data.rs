@@ -47,6 +47,9 @@ use rayon::prelude::*;
 
 /// Side of the images after resizing: 28×28, as in the papers' Omniglot setting.
 pub const SIDE: usize = 28;
+/// Largest image accepted, in pixels (4096²; Omniglot's are 105²). Checked from the PNG
+/// header before any pixel buffer is allocated.
+pub const MAX_PIXELS: u64 = 1 << 24;
 
 /// Which half of Omniglot to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -219,6 +222,13 @@ pub fn decode_grey(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), String> {
     let mut decoder = png::Decoder::new(Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
+    // Checked before allocating: a 40-byte file can claim 2^31 × 2^31 pixels.
+    let (w, h) = reader.info().size();
+    if u64::from(w) * u64::from(h) > MAX_PIXELS {
+        return Err(format!(
+            "{w}×{h} pixels is over the {MAX_PIXELS}-pixel limit"
+        ));
+    }
     let size = reader
         .output_buffer_size()
         .ok_or_else(|| "image too large".to_string())?;
