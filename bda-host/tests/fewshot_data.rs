@@ -489,6 +489,9 @@ fn too_few_samples_and_too_few_classes() {
     );
     let msg = one_line(&err, "--ways 20");
     assert!(msg.contains("16"), "{msg}");
+    let cli: bda_host::error::CliError = err.into();
+    assert_eq!(cli.exit_code(), 2);
+    assert_eq!(cli.to_string(), msg);
 }
 
 #[test]

@@ -178,6 +178,14 @@ pub enum FewshotDataError {
     },
 }
 
+/// Every few-shot data error is bad input for the command line (exit code 2), printed as
+/// its one line.
+impl From<FewshotDataError> for crate::error::CliError {
+    fn from(e: FewshotDataError) -> Self {
+        crate::error::CliError::input(e.to_string())
+    }
+}
+
 fn io_err(path: &Path, e: std::io::Error) -> FewshotDataError {
     FewshotDataError::Io {
         path: path.to_path_buf(),
