@@ -1,4 +1,6 @@
 //! `bda fewshot` (placeholder; owned by the few-shot work).
+pub mod data;
+
 use crate::error::CliError;
 
 /// Arguments of `bda fewshot`.
