@@ -8,6 +8,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# bda-gpu's tests compile its CUDA sources as host C++ (and CPU stand-ins of the CUDA
+# libraries), so they need a C++ compiler; Debian's gcc package alone has none.
+if ! command -v g++ >/dev/null 2>&1; then
+    sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends g++ >/dev/null
+fi
+
 echo "== workspace tests (release)"
 cargo test --workspace --release
 

@@ -32,12 +32,23 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
         Err(e) => {
-            // clap's message is several lines (usage, hints): keep the first, as one line.
+            // clap's message is several lines (what is wrong, then usage and hints): keep
+            // what comes before "Usage:", joined into one line.
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
+            let what: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:"))
+                .map(str::trim)
+                .filter(|l| {
+                    !l.is_empty()
+                        && !l.starts_with("For more information")
+                        && !l.starts_with("tip:")
+                })
+                .collect();
+            let what = what.join(" ");
             eprintln!(
                 "bda: {} (see bda --help)",
-                first.trim_start_matches("error: ")
+                what.trim_start_matches("error: ")
             );
             return ExitCode::from(2);
         }

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::error::CliError;
@@ -63,7 +64,7 @@ pub fn write_svg(path: &Path, title: &str, panels: &[Panel], cols: usize) -> Res
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 
-fn draw_panel(panel: &Panel, area: &Area<'_>) -> Result<(), Box<dyn std::error::Error>> {
+fn draw_panel<'a>(panel: &Panel, area: &Area<'a>) -> Result<(), Box<dyn std::error::Error + 'a>> {
     let points = panel.series.iter().flat_map(|s| s.points.iter());
     let (mut x0, mut x1) = (f64::INFINITY, f64::NEG_INFINITY);
     let (mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY);
@@ -92,36 +93,17 @@ fn draw_panel(panel: &Panel, area: &Area<'_>) -> Result<(), Box<dyn std::error::
         .margin(8)
         .x_label_area_size(32)
         .y_label_area_size(60);
-    let clamp_log = |y: f64| y.max(min_pos.min(1e300));
+    let floor = min_pos.min(1e300);
     if panel.y_log {
-        let lo = min_pos.min(1e300);
-        let hi = if y1 > lo { y1 } else { lo * 10.0 };
+        let hi = if y1 > floor { y1 } else { floor * 10.0 };
         // Half a decade of margin below and above, so curves do not sit on the frame.
-        let mut chart = builder.build_cartesian_2d(x0..x1, (lo / 3.0..hi * 3.0).log_scale())?;
+        let mut chart = builder.build_cartesian_2d(x0..x1, (floor / 3.0..hi * 3.0).log_scale())?;
         chart
             .configure_mesh()
             .x_desc(panel.x_label.as_str())
             .y_label_formatter(&|v| format!("{v:.0e}"))
             .draw()?;
-        for (i, s) in panel.series.iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
-            let pts = s
-                .points
-                .iter()
-                .filter(|p| p.0.is_finite() && p.1.is_finite())
-                .map(|&(x, y)| (x, clamp_log(y)));
-            chart
-                .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
-                .label(s.name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-                });
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
+        draw_series(&mut chart, panel, |y| y.max(floor))?;
     } else {
         let pad = ((y1 - y0) * 0.05).max(1e-12);
         let mut chart = builder.build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))?;
@@ -129,25 +111,39 @@ fn draw_panel(panel: &Panel, area: &Area<'_>) -> Result<(), Box<dyn std::error::
             .configure_mesh()
             .x_desc(panel.x_label.as_str())
             .draw()?;
-        for (i, s) in panel.series.iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
-            let pts = s
-                .points
-                .iter()
-                .copied()
-                .filter(|p| p.0.is_finite() && p.1.is_finite());
-            chart
-                .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
-                .label(s.name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-                });
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
+        draw_series(&mut chart, panel, |y| y)?;
     }
+    Ok(())
+}
+
+/// The curves of `panel` and their legend, with `map_y` applied to every value (log axes
+/// clamp non-positive values).
+fn draw_series<'a, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, Y>>,
+    panel: &Panel,
+    map_y: impl Fn(f64) -> f64,
+) -> Result<(), Box<dyn std::error::Error + 'a>>
+where
+    Y: Ranged<ValueType = f64>,
+{
+    for (i, s) in panel.series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let pts = s
+            .points
+            .iter()
+            .filter(|p| p.0.is_finite() && p.1.is_finite())
+            .map(|&(x, y)| (x, map_y(y)));
+        chart
+            .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
+            .label(s.name.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
     Ok(())
 }

@@ -307,6 +307,47 @@ fn other_sizes_are_resized_and_tiny_ones_rejected() {
     );
     let msg = one_line(&err, "small/1.png");
     assert!(msg.contains("20×105") && msg.contains("28×28"), "{msg}");
+    fs::remove_dir_all(small.parent().unwrap()).unwrap();
+
+    // A header that claims a gigantic image is refused before anything is allocated.
+    let huge = split.join("abc/huge/1.png");
+    fs::create_dir_all(huge.parent().unwrap()).unwrap();
+    fs::write(&huge, png_header_only(100_000, 100_000)).unwrap();
+    let err = load_omniglot(tmp.path(), Split::Evaluation, false).unwrap_err();
+    assert!(matches!(err, FewshotDataError::Png { .. }), "{err:?}");
+    let msg = one_line(&err, "huge/1.png");
+    assert!(msg.contains("100000×100000"), "{msg}");
+}
+
+/// The PNG signature, a valid IHDR chunk (8-bit grey) and an empty IDAT chunk.
+fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 == 1 {
+                    (c >> 1) ^ 0xEDB8_8320
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+    let mut chunk = b"IHDR".to_vec();
+    chunk.extend(w.to_be_bytes());
+    chunk.extend(h.to_be_bytes());
+    chunk.extend([8, 0, 0, 0, 0]); // depth 8, grey, deflate, adaptive filters, no interlace
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    out.extend(13u32.to_be_bytes());
+    out.extend(&chunk);
+    out.extend(crc32(&chunk).to_be_bytes());
+    // An empty IDAT, so that the decoder gets past the header.
+    out.extend(0u32.to_be_bytes());
+    out.extend(b"IDAT");
+    out.extend(crc32(b"IDAT").to_be_bytes());
+    out
 }
 
 // --- errors ----------------------------------------------------------------------------------
@@ -448,6 +489,9 @@ fn too_few_samples_and_too_few_classes() {
     );
     let msg = one_line(&err, "--ways 20");
     assert!(msg.contains("16"), "{msg}");
+    let cli: bda_host::error::CliError = err.into();
+    assert_eq!(cli.exit_code(), 2);
+    assert_eq!(cli.to_string(), msg);
 }
 
 #[test]
@@ -569,4 +613,26 @@ fn every_class_and_image_gets_drawn() {
     }
     // 400 · 5 / 22 ≈ 91 per class.
     assert!(seen.iter().all(|&n| (50..140).contains(&n)), "{seen:?}");
+}
+
+/// Timing of a full load; run with
+/// `BDA_OMNIGLOT_DIR=/path cargo test --release --test fewshot_data -- --ignored --nocapture`.
+#[test]
+#[ignore = "needs BDA_OMNIGLOT_DIR pointing at a full Omniglot-layout tree"]
+fn load_speed_on_a_full_tree() {
+    let Some(dir) = std::env::var_os("BDA_OMNIGLOT_DIR") else {
+        println!("skipped: BDA_OMNIGLOT_DIR not set");
+        return;
+    };
+    for split in [Split::Background, Split::Evaluation] {
+        let t = std::time::Instant::now();
+        let ds = load_omniglot(Path::new(&dir), split, true).unwrap();
+        println!(
+            "{split}: {} classes (with rotations), {} images, loaded in {:.2} s on {} threads",
+            ds.classes.len(),
+            ds.num_images(),
+            t.elapsed().as_secs_f64(),
+            rayon::current_num_threads()
+        );
+    }
 }

@@ -17,11 +17,13 @@ use nalgebra::{SMatrix, SVector};
 
 use crate::error::{Error, Stage};
 use crate::lower::{LowerConfig, all_finite};
+use crate::observer::IterState;
 use crate::problem::{Bilevel, Gradient, Objective, SecondOrder};
 use crate::scalar::Real;
 
 /// The result of one hypergradient evaluation.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct HyperGrad<T, const N: usize, const M: usize> {
     /// `y_K(x)`.
     pub y: SVector<T, M>,
@@ -29,6 +31,28 @@ pub struct HyperGrad<T, const N: usize, const M: usize> {
     pub grad: SVector<T, N>,
     /// `φ_K(x) = F(x, y_K(x))`.
     pub upper: T,
+}
+
+impl<T: Copy, const N: usize, const M: usize> HyperGrad<T, N, M> {
+    /// The observers' view of this evaluation at `x` (with `lower = f(x, y_K)` and
+    /// `grad_norm = ‖∇φ_K(x)‖`).
+    pub fn state<'a>(
+        &'a self,
+        iter: u32,
+        x: &'a SVector<T, N>,
+        lower: T,
+        grad_norm: T,
+    ) -> IterState<'a, T, N, M> {
+        IterState {
+            iter,
+            x,
+            y: &self.y,
+            upper: self.upper,
+            lower,
+            grad: &self.grad,
+            grad_norm,
+        }
+    }
 }
 
 /// A way to compute `∇φ_K(x)`.

@@ -17,6 +17,7 @@ use crate::schedule::LowerDynamics;
 
 /// Configuration of the K lower-level steps.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct LowerConfig<T, const M: usize> {
     /// Number of steps `K ≥ 1`.
     pub steps: u32,
@@ -24,19 +25,6 @@ pub struct LowerConfig<T, const M: usize> {
     pub dynamics: LowerDynamics<T>,
     /// `Proj_Y`.
     pub projection: Projection<T, M>,
-}
-
-#[cfg(feature = "defmt")]
-impl<T: Real + defmt::Format, const M: usize> defmt::Format for LowerConfig<T, M> {
-    fn format(&self, f: defmt::Formatter) {
-        defmt::write!(
-            f,
-            "LowerConfig {{ steps: {}, dynamics: {}, projection: {} }}",
-            self.steps,
-            self.dynamics,
-            self.projection
-        )
-    }
 }
 
 /// All entries finite?

@@ -14,6 +14,7 @@ use crate::scalar::Real;
 
 /// A closed convex set with a cheap projection.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Projection<T, const D: usize> {
     /// The whole space: no projection.
     None,
@@ -31,26 +32,6 @@ pub enum Projection<T, const D: usize> {
         /// Radius ≥ 0.
         radius: T,
     },
-}
-
-#[cfg(feature = "defmt")]
-impl<T: Real + defmt::Format, const D: usize> defmt::Format for Projection<T, D> {
-    fn format(&self, f: defmt::Formatter) {
-        match self {
-            Projection::None => defmt::write!(f, "None"),
-            Projection::Box { lo, hi } => {
-                defmt::write!(f, "Box {{ lo: {}, hi: {} }}", lo.as_slice(), hi.as_slice())
-            }
-            Projection::Ball { center, radius } => {
-                defmt::write!(
-                    f,
-                    "Ball {{ center: {}, radius: {} }}",
-                    center.as_slice(),
-                    radius
-                )
-            }
-        }
-    }
 }
 
 impl<T: Real, const D: usize> Projection<T, D> {

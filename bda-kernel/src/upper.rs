@@ -9,13 +9,14 @@ use nalgebra::SVector;
 use crate::error::{ConfigError, Error, Stage};
 use crate::hypergrad::HypergradientMethod;
 use crate::lower::{LowerConfig, all_finite};
-use crate::observer::{IterState, Observer};
+use crate::observer::Observer;
 use crate::problem::{Bilevel, Objective};
 use crate::projection::Projection;
 use crate::scalar::Real;
 
 /// Configuration of the upper-level loop.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct UpperConfig<T, const N: usize> {
     /// Step size `λ > 0`.
     pub lambda: T,
@@ -74,6 +75,7 @@ pub enum Termination {
 
 /// The result of [`Solver::solve`].
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Outcome<T, const N: usize, const M: usize> {
     /// Final `x`.
     pub x: SVector<T, N>,
@@ -94,6 +96,7 @@ pub struct Outcome<T, const N: usize, const M: usize> {
 /// Algorithm 1: K lower-level steps (configured by `lower`), then one upper-level step,
 /// repeated.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Solver<T, const N: usize, const M: usize> {
     /// The K-step lower-level module.
     pub lower: LowerConfig<T, M>,
@@ -138,21 +141,18 @@ impl<T: Real, const N: usize, const M: usize> Solver<T, N, M> {
         observer.observe_init(&x, y0);
 
         let norm = |v: &SVector<T, N>| v.dot(v).sqrt();
+        // One evaluation per visited x: y_K(x), φ_K(x), ∇φ_K(x) and f(x, y_K).
+        let mut evaluate = |x: &SVector<T, N>, y_start: &SVector<T, M>, t: u32| {
+            method
+                .hypergradient(problem, &self.lower, x, y_start, t)
+                .map(|hg| (problem.lower.value(x, &hg.y), hg))
+        };
         let mut termination = Termination::MaxIters;
         let mut iters = 0;
         for t in 0..self.upper.max_iters {
-            let hg = method.hypergradient(problem, &self.lower, &x, &y_start, t)?;
+            let (lower, hg) = evaluate(&x, &y_start, t)?;
             let grad_norm = norm(&hg.grad);
-            let lower = problem.lower.value(&x, &hg.y);
-            observer.observe_iter(&IterState {
-                iter: t,
-                x: &x,
-                y: &hg.y,
-                upper: hg.upper,
-                lower,
-                grad: &hg.grad,
-                grad_norm,
-            });
+            observer.observe_iter(&hg.state(t, &x, lower, grad_norm));
             if self.upper.grad_tol > T::zero() && grad_norm <= self.upper.grad_tol {
                 termination = Termination::GradTol;
                 break;
@@ -179,18 +179,9 @@ impl<T: Real, const N: usize, const M: usize> Solver<T, N, M> {
                 break;
             }
         }
-        let hg = method.hypergradient(problem, &self.lower, &x, &y_start, iters)?;
+        let (lower, hg) = evaluate(&x, &y_start, iters)?;
         let grad_norm = norm(&hg.grad);
-        let lower = problem.lower.value(&x, &hg.y);
-        observer.observe_final(&IterState {
-            iter: iters,
-            x: &x,
-            y: &hg.y,
-            upper: hg.upper,
-            lower,
-            grad: &hg.grad,
-            grad_norm,
-        });
+        observer.observe_final(&hg.state(iters, &x, lower, grad_norm));
         Ok(Outcome {
             x,
             y: hg.y,

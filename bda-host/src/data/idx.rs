@@ -300,3 +300,33 @@ pub fn read_labels(path: &Path) -> Result<Vec<u8>, DataError> {
         err,
     })
 }
+
+/// The invariants the fuzz target checks on arbitrary input, shared with the test that
+/// replays the kept corpus (`tests/fuzz_corpus.rs`): parsing never panics, a successful
+/// parse accounts for every byte and keeps labels in range, and every error is one line.
+/// Panics (that is the point) when an invariant fails.
+#[doc(hidden)]
+pub fn check_invariants(data: &[u8]) {
+    fn check(bytes: &[u8]) {
+        match parse_images(bytes) {
+            Ok(img) => {
+                assert_eq!(img.pixels.len(), img.n * img.rows * img.cols);
+                assert_eq!(bytes.len(), 16 + img.pixels.len());
+                assert_eq!(img.image(img.n), None);
+            }
+            Err(e) => assert!(!e.to_string().contains('\n')),
+        }
+        match parse_labels(bytes) {
+            Ok(labels) => {
+                assert_eq!(bytes.len(), 8 + labels.len());
+                assert!(labels.iter().all(|&y| y <= 9));
+            }
+            Err(e) => assert!(!e.to_string().contains('\n')),
+        }
+    }
+    check(data);
+    match decode_idx_bytes(data.to_vec()) {
+        Ok(decoded) => check(&decoded),
+        Err(e) => assert!(!e.to_string().contains('\n')),
+    }
+}

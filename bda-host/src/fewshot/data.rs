@@ -47,6 +47,9 @@ use rayon::prelude::*;
 
 /// Side of the images after resizing: 28×28, as in the papers' Omniglot setting.
 pub const SIDE: usize = 28;
+/// Largest image accepted, in pixels (4096²; Omniglot's are 105²). Checked from the PNG
+/// header before any pixel buffer is allocated.
+pub const MAX_PIXELS: u64 = 1 << 24;
 
 /// Which half of Omniglot to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -175,6 +178,14 @@ pub enum FewshotDataError {
     },
 }
 
+/// Every few-shot data error is bad input for the command line (exit code 2), printed as
+/// its one line.
+impl From<FewshotDataError> for crate::error::CliError {
+    fn from(e: FewshotDataError) -> Self {
+        crate::error::CliError::input(e.to_string())
+    }
+}
+
 fn io_err(path: &Path, e: std::io::Error) -> FewshotDataError {
     FewshotDataError::Io {
         path: path.to_path_buf(),
@@ -219,6 +230,13 @@ pub fn decode_grey(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), String> {
     let mut decoder = png::Decoder::new(Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
+    // Checked before allocating: a 40-byte file can claim 2^31 × 2^31 pixels.
+    let (w, h) = reader.info().size();
+    if u64::from(w) * u64::from(h) > MAX_PIXELS {
+        return Err(format!(
+            "{w}×{h} pixels is over the {MAX_PIXELS}-pixel limit"
+        ));
+    }
     let size = reader
         .output_buffer_size()
         .ok_or_else(|| "image too large".to_string())?;
@@ -233,25 +251,32 @@ pub fn decode_grey(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), String> {
     }
     let channels = info.color_type.samples();
     let mut grey = Vec::with_capacity(w * h);
-    for row in buf.chunks(info.line_size).take(h) {
+    let rows = buf.chunks(info.line_size).take(h);
+    if info.color_type == png::ColorType::Grayscale {
+        // The common case (Omniglot): the bytes are the grey levels.
+        for row in rows {
+            grey.extend_from_slice(&row[..w]);
+        }
+        return Ok((info.width, info.height, grey));
+    }
+    for row in rows {
         for px in row.chunks_exact(channels).take(w) {
             let (luma, alpha) = match *px {
-                [g] => (f32::from(g), 255.0),
-                [g, a] => (f32::from(g), f32::from(a)),
-                [r, g, b] => (luma601(r, g, b), 255.0),
-                [r, g, b, a] => (luma601(r, g, b), f32::from(a)),
+                [g, a] => (u32::from(g), u32::from(a)),
+                [r, g, b] => (luma601(r, g, b), 255),
+                [r, g, b, a] => (luma601(r, g, b), u32::from(a)),
                 _ => return Err(format!("unexpected colour type {:?}", info.color_type)),
             };
-            // Composite over white.
-            let a = alpha / 255.0;
-            grey.push((a * luma + (1.0 - a) * 255.0).round().clamp(0.0, 255.0) as u8);
+            // Composite over white, rounded: (a·l + (255 − a)·255) / 255.
+            grey.push(((alpha * luma + (255 - alpha) * 255 + 127) / 255) as u8);
         }
     }
     Ok((info.width, info.height, grey))
 }
 
-fn luma601(r: u8, g: u8, b: u8) -> f32 {
-    0.299 * f32::from(r) + 0.587 * f32::from(g) + 0.114 * f32::from(b)
+/// Rec. 601 luma, rounded: `(299 r + 587 g + 114 b) / 1000`.
+fn luma601(r: u8, g: u8, b: u8) -> u32 {
+    (299 * u32::from(r) + 587 * u32::from(g) + 114 * u32::from(b) + 500) / 1000
 }
 
 /// Area-averaging weights from `len` source pixels to `side` cells: for each cell, the
@@ -394,23 +419,25 @@ pub fn load_omniglot(
             images.extend(decoded.next().expect("one result per file")?);
         }
         if rotations {
-            let mut prev = images.clone();
-            classes.push(ClassImages {
-                name: name.clone(),
-                images,
-                n,
-            });
-            for deg in [90, 180, 270] {
-                let rotated: Vec<f32> = prev
-                    .chunks_exact(SIDE * SIDE)
+            let rotate = |imgs: &[f32]| -> Vec<f32> {
+                imgs.chunks_exact(SIDE * SIDE)
                     .flat_map(|img| rotate90(img, SIDE))
-                    .collect();
+                    .collect()
+            };
+            let r090 = rotate(&images);
+            let r180 = rotate(&r090);
+            let r270 = rotate(&r180);
+            for (suffix, images) in [
+                ("", images),
+                ("@rot090", r090),
+                ("@rot180", r180),
+                ("@rot270", r270),
+            ] {
                 classes.push(ClassImages {
-                    name: format!("{name}@rot{deg:03}"),
-                    images: rotated.clone(),
+                    name: format!("{name}{suffix}"),
+                    images,
                     n,
                 });
-                prev = rotated;
             }
         } else {
             classes.push(ClassImages { name, images, n });

@@ -1,0 +1,226 @@
+//! End-to-end tests of `bda hyperclean` on the tiny IDX fixtures (no system dataset).
+
+use std::process::{Command, Output};
+
+const BDA: &str = env!("CARGO_BIN_EXE_bda");
+
+fn fixture(name: &str) -> String {
+    format!("{}/../fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `bda hyperclean` on fmnist-tiny with small sizes, plus `extra` flags (which replace
+/// the defaults of the same name).
+fn run(extra: &[&str]) -> Output {
+    let dir = fixture("fmnist-tiny");
+    let base = [
+        ("--data-dir", dir.as_str()),
+        ("--n-train", "100"),
+        ("--n-val", "100"),
+        ("--K", "5"),
+        ("--truncate", "2"),
+        ("--ul-iters", "3"),
+        ("--ll-lr", "0.3"),
+        ("--ul-lr", "0.1"),
+    ];
+    let mut args = vec!["hyperclean", "--quiet"];
+    for (flag, value) in base {
+        let overridden = extra
+            .iter()
+            .any(|e| *e == flag || e.starts_with(&format!("{flag}=")));
+        if !overridden {
+            args.extend([flag, value]);
+        }
+    }
+    args.extend_from_slice(extra);
+    Command::new(BDA).args(&args).output().expect("bda runs")
+}
+
+fn json_of(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "bda failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
+}
+
+/// The one-line error and the exit code of a failing run.
+fn failure(out: &Output) -> (i32, String) {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.stdout.is_empty(), "no report on failure");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    (out.status.code().unwrap_or(-1), err)
+}
+
+#[test]
+fn bda_reports_the_required_fields() {
+    let v = json_of(&run(&["--method", "bda", "--json"]));
+    for key in [
+        "dataset",
+        "method",
+        "K",
+        "ul_iters",
+        "val_acc",
+        "test_acc",
+        "test_f1",
+        "clean_f1",
+        "seconds",
+        "s_per_ul_iter",
+        "seed",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key} in {v}");
+    }
+    assert_eq!(v["method"], "bda");
+    assert_eq!(v["K"], 5);
+    assert_eq!(v["ul_iters"], 3);
+    assert_eq!(v["n_test"], 100);
+    for key in ["val_acc", "test_acc", "test_f1", "clean_f1"] {
+        let x = v[key].as_f64().unwrap();
+        assert!((0.0..=100.0).contains(&x), "{key} = {x}");
+    }
+    assert_eq!(v["history"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn same_seed_same_json_except_timings() {
+    let strip = |mut v: serde_json::Value| {
+        for k in ["seconds", "s_per_ul_iter", "load_seconds", "threads"] {
+            v.as_object_mut().unwrap().remove(k);
+        }
+        v
+    };
+    let a = strip(json_of(&run(&["--json", "--seed", "7"])));
+    let b = strip(json_of(&run(&["--json", "--seed", "7", "--threads", "1"])));
+    assert_eq!(a, b);
+    let c = strip(json_of(&run(&["--json", "--seed", "8"])));
+    assert_ne!(a, c, "another seed gives another split");
+    // the softmax cache changes memory and time, not results
+    let d = strip(json_of(&run(&["--json", "--seed", "7", "--no-prob-cache"])));
+    assert_eq!(a, d);
+}
+
+#[test]
+fn every_row_runs() {
+    for m in ["rhg", "trhg", "ihg", "obda", "noclean", "oracle"] {
+        let v = json_of(&run(&["--method", m, "--json"]));
+        assert_eq!(v["method"], m);
+        let iters = if m == "noclean" || m == "oracle" {
+            0
+        } else {
+            3
+        };
+        assert_eq!(v["ul_iters"], iters, "{m}");
+    }
+    let oracle = json_of(&run(&["--method", "oracle", "--json"]));
+    assert_eq!(oracle["clean_f1"], 100.0);
+}
+
+#[test]
+fn table_and_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("curves.svg");
+    let out = run(&["--plot", svg.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("test acc") && table.contains("bda"),
+        "{table}"
+    );
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<svg") && text.contains("validation accuracy"));
+}
+
+#[test]
+fn bad_flags_are_one_line_exit_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--K", "0"], "--K"),
+        (&["--method", "sgd"], "--method"),
+        (&["--mu", "1.5"], "--mu"),
+        (&["--ll-lr=-1"], "--ll-lr"),
+        (&["--ul-lr", "nan"], "--ul-lr"),
+        (&["--noise", "2"], "--noise"),
+        (&["--n-train", "290"], "--n-train"),
+        (&["--n-val", "0"], "--n-val"),
+        (&["--truncate", "9"], "--truncate"),
+        (&["--device", "tpu"], "--device"),
+        (
+            &["--device", "cuda:0"],
+            "--device cuda:0: no CUDA driver found",
+        ),
+        (&["--plot", "/nonexistent-dir/x.svg"], "--plot"),
+        (&["--plot", "curves.png"], "--plot"),
+        (&["--optimizer", "lbfgs"], "--optimizer"),
+    ];
+    for (extra, needle) in cases {
+        let mut args = vec!["--method", "trhg"];
+        args.extend_from_slice(extra);
+        let (code, err) = failure(&run(&args));
+        assert_eq!(code, 2, "{extra:?}: {err}");
+        assert!(err.contains(needle), "{extra:?}: {err}");
+    }
+}
+
+#[test]
+fn bad_data_is_one_line_exit_2() {
+    for (dir, needle) in [
+        ("does-not-exist".to_string(), "does-not-exist"),
+        (fixture("bad-idx/dims-27x27"), "27x27"),
+        (fixture("bad-idx/missing-test"), "t10k"),
+        (fixture("bad-idx/count-mismatch"), "labels"),
+    ] {
+        let out = Command::new(BDA)
+            .args(["hyperclean", "--quiet", "--data-dir", &dir])
+            .output()
+            .unwrap();
+        let (code, err) = failure(&out);
+        assert_eq!(code, 2, "{dir}: {err}");
+        assert!(err.contains(needle), "{dir}: {err}");
+    }
+}
+
+#[test]
+fn divergence_names_the_upper_iteration_and_lower_step() {
+    let (code, err) = failure(&run(&["--method", "rhg", "--ll-lr", "1e38"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("upper iteration 0") && err.contains("step"),
+        "{err}"
+    );
+}
+
+#[test]
+fn mnist_fixture_and_dataset_name() {
+    let dir = fixture("mnist-tiny");
+    let out = Command::new(BDA)
+        .args([
+            "hyperclean",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            &dir,
+            "--n-train",
+            "50",
+            "--n-val",
+            "50",
+            "--K",
+            "4",
+            "--ul-iters",
+            "2",
+            "--method",
+            "ihg",
+            "--cg-iters",
+            "3",
+            "--json",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let v = json_of(&out);
+    assert_eq!(v["dataset"], "mnist");
+    assert_eq!(v["n_test"], 50);
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Seconds per upper-level iteration of `bda hyperclean` against the PyTorch peer
+# (/work/shared/peers/hyperclean_torch.py), same method, K, sizes and step sizes, both
+# with 2 threads, run back to back on this machine. Prints both JSON lines and the ratio.
+#
+#   bench/hyperclean_vs_torch.sh [METHOD] [UL_ITERS]       (defaults: bda 5)
+#
+# Environment: TORCH_PYTHON (default /work/torchenv/bin/python), PEER (the peer script),
+# DATA_DIR (default /usr/share/datasets/fashion-mnist), K (default 50), THREADS (2),
+# UL_LR (0.01), LL_LR (1.0).
+set -euo pipefail
+METHOD=${1:-bda}
+ITERS=${2:-5}
+PY=${TORCH_PYTHON:-/work/torchenv/bin/python}
+PEER=${PEER:-/work/shared/peers/hyperclean_torch.py}
+DATA=${DATA_DIR:-/usr/share/datasets/fashion-mnist}
+K=${K:-50}
+THREADS=${THREADS:-2}
+UL_LR=${UL_LR:-0.01}
+LL_LR=${LL_LR:-1.0}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+case "$METHOD" in rhg | trhg | bda) ;; *) echo "the peer implements rhg, trhg, bda only" >&2; exit 2 ;; esac
+[ -x "$PY" ] || { echo "no python at $PY (set TORCH_PYTHON)" >&2; exit 2; }
+
+(cd "$ROOT" && cargo build --release -q -p bda-host)
+BDA="$ROOT/target/release/bda"
+
+common=(--method "$METHOD" --K "$K" --truncate 25 --ul-iters "$ITERS" --ul-lr "$UL_LR"
+        --ll-lr "$LL_LR" --mu 0.5 --alpha 0.5 --n-train 5000 --n-val 5000 --seed 0 --data-dir "$DATA")
+
+# The peer's β is 1 (ours defaults to 2 for the accuracy table): pass it explicitly.
+ours=$("$BDA" hyperclean "${common[@]}" --beta 1 --lambda 1e-4 --threads "$THREADS" --json --quiet)
+peer=$("$PY" "$PEER" "${common[@]}" --lam 1e-4 --threads "$THREADS")
+echo "ours: $ours" | cut -c1-400
+echo "peer: $peer"
+python3 - "$ours" "$peer" <<'PY'
+import json, sys
+o, p = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+r = p["s_per_ul_iter"] / o["s_per_ul_iter"]
+print(f"method {o['method']}  K {o['K']}  ul_iters {o['ul_iters']}  threads {o['threads']}")
+print(f"s/UL-iter: ours {o['s_per_ul_iter']:.4f}  pytorch {p['s_per_ul_iter']:.4f}  ratio {r:.1f}x")
+PY
