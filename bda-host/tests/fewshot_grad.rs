@@ -241,3 +241,40 @@ fn meta_gradient_is_the_same_on_one_and_two_threads() {
             .all(|(u, v)| u.to_bits() == v.to_bits())
     );
 }
+
+/// Reordering the images of a batch reorders their features (batch-norm statistics do not
+/// depend on the order): no image's features leak into another's slot across chunks.
+#[test]
+fn conv4_features_follow_their_images() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let arch = Arch {
+        channels: 3,
+        side: 28,
+        blocks: 4,
+    };
+    let n = 19;
+    let params: Vec<f64> = arch.init(&mut rng);
+    let d = arch.pixels();
+    let imgs: Vec<f64> = (0..n * d).map(|_| rng.random()).collect();
+    let perm: Vec<usize> = (0..n).map(|i| (i * 7 + 3) % n).collect();
+    let permuted: Vec<f64> = perm
+        .iter()
+        .flat_map(|&i| imgs[i * d..(i + 1) * d].to_vec())
+        .collect();
+    let net = Conv4 {
+        arch,
+        params: &params,
+    };
+    let (f, _) = net.forward(&imgs, n);
+    let (g, _) = net.forward(&permuted, n);
+    let nf = arch.features();
+    assert_eq!(nf, 12);
+    for (j, &i) in perm.iter().enumerate() {
+        for k in 0..nf {
+            assert!(
+                (f[i * nf + k] - g[j * nf + k]).abs() < 1e-9,
+                "image {i} feature {k}"
+            );
+        }
+    }
+}
