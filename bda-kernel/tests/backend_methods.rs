@@ -7,7 +7,8 @@ use std::convert::Infallible;
 
 use bda_kernel::HypergradientMethod;
 use bda_kernel::backend::{
-    self, Backend, CgScratch, LowerHessian, LowerStep, OneStageScratch, StepAdjoint, UpperGradient,
+    self, CgScratch, HostBuffers, LowerHessian, LowerStep, OneStageScratch, StepAdjoint,
+    UpperGradient,
 };
 use bda_kernel::prelude::*;
 use nalgebra::{SMatrix, SVector};
@@ -44,54 +45,13 @@ where
     }
 }
 
-impl<U, L> Backend for Fixed<U, L> {
-    type T = f64;
-    type X = Vec<f64>;
-    type Y = Vec<f64>;
-    type Error = Infallible;
-    fn new_x(&mut self) -> Result<Vec<f64>, Infallible> {
-        Ok(vec![0.0; N])
+impl<U, L> HostBuffers for Fixed<U, L> {
+    type Scalar = f64;
+    fn x_len(&self) -> usize {
+        N
     }
-    fn new_y(&mut self) -> Result<Vec<f64>, Infallible> {
-        Ok(vec![0.0; M])
-    }
-    fn copy_y(&mut self, src: &Vec<f64>, dst: &mut Vec<f64>) -> Result<(), Infallible> {
-        dst.copy_from_slice(src);
-        Ok(())
-    }
-    fn axpy_y(&mut self, a: f64, v: &Vec<f64>, y: &mut Vec<f64>) -> Result<(), Infallible> {
-        y.iter_mut().zip(v).for_each(|(y, v)| *y += a * v);
-        Ok(())
-    }
-    fn scale_y(&mut self, a: f64, y: &mut Vec<f64>) -> Result<(), Infallible> {
-        y.iter_mut().for_each(|y| *y *= a);
-        Ok(())
-    }
-    fn dot_y(&mut self, a: &Vec<f64>, b: &Vec<f64>) -> Result<f64, Infallible> {
-        Ok(a.iter().zip(b).map(|(a, b)| a * b).sum())
-    }
-    fn zero_x(&mut self, x: &mut Vec<f64>) -> Result<(), Infallible> {
-        x.fill(0.0);
-        Ok(())
-    }
-    fn y_is_finite(&mut self, y: &Vec<f64>) -> Result<bool, Infallible> {
-        Ok(y.iter().all(|v| v.is_finite()))
-    }
-    fn upload_x(&mut self, src: &[f64], dst: &mut Vec<f64>) -> Result<(), Infallible> {
-        dst.copy_from_slice(src);
-        Ok(())
-    }
-    fn download_x(&mut self, src: &Vec<f64>, dst: &mut [f64]) -> Result<(), Infallible> {
-        dst.copy_from_slice(src);
-        Ok(())
-    }
-    fn upload_y(&mut self, src: &[f64], dst: &mut Vec<f64>) -> Result<(), Infallible> {
-        dst.copy_from_slice(src);
-        Ok(())
-    }
-    fn download_y(&mut self, src: &Vec<f64>, dst: &mut [f64]) -> Result<(), Infallible> {
-        dst.copy_from_slice(src);
-        Ok(())
+    fn y_len(&self) -> usize {
+        M
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::convert::Infallible;
 
-use bda_kernel::backend::{Backend, LowerHessian, LowerStep, StepAdjoint, UpperGradient};
+use bda_kernel::backend::{HostBuffers, LowerHessian, LowerStep, StepAdjoint, UpperGradient};
 use bda_kernel::hyperclean::HypercleanData;
 
 /// A random instance owning its data.
@@ -245,56 +245,13 @@ impl RefCpu<'_> {
     }
 }
 
-impl Backend for RefCpu<'_> {
-    type T = f64;
-    type X = Vec<f64>;
-    type Y = Vec<f64>;
-    type Error = Infallible;
-
-    fn new_x(&mut self) -> Result<Vec<f64>, Infallible> {
-        Ok(vec![0.0; self.p.n_tr()])
+impl HostBuffers for RefCpu<'_> {
+    type Scalar = f64;
+    fn x_len(&self) -> usize {
+        self.p.n_tr()
     }
-    fn new_y(&mut self) -> Result<Vec<f64>, Infallible> {
-        Ok(vec![0.0; self.p.y_len()])
-    }
-    fn copy_y(&mut self, src: &Vec<f64>, dst: &mut Vec<f64>) -> Result<(), Infallible> {
-        dst.copy_from_slice(src);
-        Ok(())
-    }
-    fn axpy_y(&mut self, a: f64, v: &Vec<f64>, y: &mut Vec<f64>) -> Result<(), Infallible> {
-        y.iter_mut().zip(v).for_each(|(y, v)| *y += a * v);
-        Ok(())
-    }
-    fn scale_y(&mut self, a: f64, y: &mut Vec<f64>) -> Result<(), Infallible> {
-        y.iter_mut()
-            .for_each(|y| *y = if a == 0.0 { 0.0 } else { a * *y });
-        Ok(())
-    }
-    fn dot_y(&mut self, a: &Vec<f64>, b: &Vec<f64>) -> Result<f64, Infallible> {
-        Ok(a.iter().zip(b).map(|(a, b)| a * b).sum())
-    }
-    fn zero_x(&mut self, x: &mut Vec<f64>) -> Result<(), Infallible> {
-        x.fill(0.0);
-        Ok(())
-    }
-    fn y_is_finite(&mut self, y: &Vec<f64>) -> Result<bool, Infallible> {
-        Ok(y.iter().all(|v| v.is_finite()))
-    }
-    fn upload_x(&mut self, src: &[f64], dst: &mut Vec<f64>) -> Result<(), Infallible> {
-        dst.copy_from_slice(src);
-        Ok(())
-    }
-    fn download_x(&mut self, src: &Vec<f64>, dst: &mut [f64]) -> Result<(), Infallible> {
-        dst.copy_from_slice(src);
-        Ok(())
-    }
-    fn upload_y(&mut self, src: &[f64], dst: &mut Vec<f64>) -> Result<(), Infallible> {
-        dst.copy_from_slice(src);
-        Ok(())
-    }
-    fn download_y(&mut self, src: &Vec<f64>, dst: &mut [f64]) -> Result<(), Infallible> {
-        dst.copy_from_slice(src);
-        Ok(())
+    fn y_len(&self) -> usize {
+        self.p.y_len()
     }
 }
 

@@ -21,7 +21,7 @@
 use core::convert::Infallible;
 
 use bda_kernel::Real;
-use bda_kernel::backend::{Backend, LowerStep, StepAdjoint, UpperGradient};
+use bda_kernel::backend::{HostBuffers, LowerStep, StepAdjoint, UpperGradient};
 
 /// One task's head problem.
 #[derive(Clone, Debug)]
@@ -249,63 +249,13 @@ impl<T: Real> FeatureHead<T> {
     }
 }
 
-impl<T: Real> Backend for FeatureHead<T> {
-    type T = T;
-    type X = Vec<T>;
-    type Y = Vec<T>;
-    type Error = Infallible;
-
-    fn new_x(&mut self) -> Result<Vec<T>, Infallible> {
-        Ok(vec![T::zero(); self.rows() * self.dim])
+impl<T: Real> HostBuffers for FeatureHead<T> {
+    type Scalar = T;
+    fn x_len(&self) -> usize {
+        self.rows() * self.dim
     }
-    fn new_y(&mut self) -> Result<Vec<T>, Infallible> {
-        Ok(vec![T::zero(); self.y_len()])
-    }
-    fn copy_y(&mut self, src: &Vec<T>, dst: &mut Vec<T>) -> Result<(), Infallible> {
-        dst.copy_from_slice(src);
-        Ok(())
-    }
-    fn axpy_y(&mut self, a: T, v: &Vec<T>, y: &mut Vec<T>) -> Result<(), Infallible> {
-        for (o, &vv) in y.iter_mut().zip(v) {
-            *o += a * vv;
-        }
-        Ok(())
-    }
-    fn scale_y(&mut self, a: T, y: &mut Vec<T>) -> Result<(), Infallible> {
-        for o in y.iter_mut() {
-            *o *= a;
-        }
-        Ok(())
-    }
-    fn zero_y(&mut self, y: &mut Vec<T>) -> Result<(), Infallible> {
-        y.fill(T::zero());
-        Ok(())
-    }
-    fn dot_y(&mut self, a: &Vec<T>, b: &Vec<T>) -> Result<T, Infallible> {
-        Ok(a.iter().zip(b).fold(T::zero(), |s, (&u, &v)| s + u * v))
-    }
-    fn zero_x(&mut self, x: &mut Vec<T>) -> Result<(), Infallible> {
-        x.fill(T::zero());
-        Ok(())
-    }
-    fn y_is_finite(&mut self, y: &Vec<T>) -> Result<bool, Infallible> {
-        Ok(y.iter().all(|v| v.is_finite()))
-    }
-    fn upload_x(&mut self, src: &[T], dst: &mut Vec<T>) -> Result<(), Infallible> {
-        dst.copy_from_slice(src);
-        Ok(())
-    }
-    fn download_x(&mut self, src: &Vec<T>, dst: &mut [T]) -> Result<(), Infallible> {
-        dst.copy_from_slice(src);
-        Ok(())
-    }
-    fn upload_y(&mut self, src: &[T], dst: &mut Vec<T>) -> Result<(), Infallible> {
-        dst.copy_from_slice(src);
-        Ok(())
-    }
-    fn download_y(&mut self, src: &Vec<T>, dst: &mut [T]) -> Result<(), Infallible> {
-        dst.copy_from_slice(src);
-        Ok(())
+    fn y_len(&self) -> usize {
+        FeatureHead::y_len(self)
     }
 }
 
