@@ -769,6 +769,25 @@ impl StepAdjoint for SoftmaxGpu {
     }
 }
 
+impl SoftmaxGpu {
+    /// Logits of `y` and of the direction `v` together (one GEMM with `[y | v]`) over the
+    /// training rows, into `z`: what both second-derivative products of `f` start from.
+    fn train_tangent_logits(&mut self, y: &GpuVec, v: &GpuVec) -> Result<(), GpuError> {
+        let d = self.dims;
+        self.pack(y, PackSource::Keep(v))?;
+        logits(
+            &self.blas,
+            &d,
+            &self.feats,
+            &self.ya,
+            2 * d.c,
+            0,
+            d.n_tr,
+            &mut self.z,
+        )
+    }
+}
+
 impl LowerHessian for SoftmaxGpu {
     fn lower_hvp(
         &mut self,
@@ -782,17 +801,7 @@ impl LowerHessian for SoftmaxGpu {
         self.check_y("lower_hvp v", v)?;
         self.check_y("lower_hvp out", out)?;
         let d = self.dims;
-        self.pack(y, PackSource::Keep(v))?;
-        logits(
-            &self.blas,
-            &d,
-            &self.feats,
-            &self.ya,
-            2 * d.c,
-            0,
-            d.n_tr,
-            &mut self.z,
-        )?;
+        self.train_tangent_logits(y, v)?;
         self.hvp_rows(x, 0, d.n_tr, 1.0 / d.n_tr as f32, 0.0, None, 0.0)?;
         back(
             &self.blas,
@@ -820,17 +829,7 @@ impl LowerHessian for SoftmaxGpu {
         self.check_y("lower_mixed_vjp v", v)?;
         self.check_x("lower_mixed_vjp gx", gx)?;
         let d = self.dims;
-        self.pack(y, PackSource::Keep(v))?;
-        logits(
-            &self.blas,
-            &d,
-            &self.feats,
-            &self.ya,
-            2 * d.c,
-            0,
-            d.n_tr,
-            &mut self.z,
-        )?;
+        self.train_tangent_logits(y, v)?;
         self.hvp_rows(x, 0, d.n_tr, 0.0, 0.0, Some(gx), scale / d.n_tr as f32)
     }
 
