@@ -22,6 +22,22 @@ fn tiny(n_train: usize, dim: usize, classes: usize, seed: u64) -> HostData {
     HostData::synthetic(n_train, n_train / 2 + 3, 5, dim, classes, 0.5, seed)
 }
 
+/// `h` with every pixel below 0.5 set to 0: images with a background, so that the fast
+/// backend's all-zero blocks (skipped) and its reordering of the samples take part.
+fn with_background(mut h: HostData) -> HostData {
+    for v in h
+        .train_x
+        .iter_mut()
+        .chain(&mut h.val_x)
+        .chain(&mut h.test_x)
+    {
+        if *v < 0.5 {
+            *v = 0.0;
+        }
+    }
+    h
+}
+
 fn problem(h: &HostData, lambda: f32) -> HypercleanData<'_> {
     h.problem(lambda)
 }
@@ -228,17 +244,32 @@ fn f32v(v: &[f64]) -> Vec<f32> {
 }
 
 fn check_primitives(classes: usize, kern: Kernels) {
-    check_primitives_cache(classes, kern, true);
-    check_primitives_cache(classes, kern, false);
+    for background in [false, true] {
+        check_primitives_cache(classes, kern, true, background);
+        check_primitives_cache(classes, kern, false, background);
+    }
 }
 
-fn check_primitives_cache(classes: usize, kern: Kernels, cache: bool) {
+fn check_primitives_cache(classes: usize, kern: Kernels, cache: bool, background: bool) {
     // > 1 chunk of 256 samples and a partial group of 8
-    let h = HostData::synthetic(301, 45, 5, 19, classes, 0.5, 11 + classes as u64);
+    let mut h = HostData::synthetic(301, 45, 5, 19, classes, 0.5, 11 + classes as u64);
+    if background {
+        h = with_background(h);
+    }
     let p = problem(&h, 1e-3);
     let mut r = Reference::new(&p);
     let mut c = Cpu::with_kernels(&p, kern).unwrap();
     c.set_prob_cache(cache);
+    let (dt, dv) = c.block_density();
+    if background {
+        // The skipping is exercised: some blocks are zero, not all.
+        assert!(
+            dt < 0.95 && dv < 0.95 && dt > 0.05,
+            "block density {dt} {dv}"
+        );
+    } else {
+        assert_eq!((dt, dv), (1.0, 1.0));
+    }
     if kern == Kernels::Avx2 && Kernels::detect(classes) != Kernels::Avx2 {
         eprintln!("AVX2+FMA not available: checking the portable kernels only");
     }
@@ -346,7 +377,7 @@ fn fast_backend_matches_reference_portable() {
 
 #[test]
 fn fast_backend_is_deterministic_across_thread_counts() {
-    let h = HostData::synthetic(700, 300, 5, 31, 10, 0.5, 21);
+    let h = with_background(HostData::synthetic(700, 300, 5, 31, 10, 0.5, 21));
     let p = problem(&h, 1e-3);
     let mut rng = ChaCha8Rng::seed_from_u64(22);
     let x = f32v(&randn(h.train_labels.len(), 2.0, &mut rng));

@@ -7,11 +7,13 @@
 //! | module | holds |
 //! |---|---|
 //! | [`reference`] | the obviously-right `f64` backend used by the gradient checks |
+//! | [`blocks`] | the all-zero pixel blocks the products skip, and the sample order that makes many |
 //! | [`cpu`] | the fast `f32` backend: byte pixels, AVX2+FMA, rayon, fixed-order reductions |
 //! | [`driver`] | the upper-level loop, generic over the backend ([`driver::train`]) |
 //! | [`metrics`] | accuracy, macro-F1, clean-detection F1 |
 //! | [`report`] | the summary table, the JSON object and the SVG plot |
 
+pub mod blocks;
 pub mod cpu;
 pub mod driver;
 pub mod metrics;
