@@ -133,7 +133,7 @@ fn project(mask: &[f32], dim: usize, ids: &[u32], mean: &[f32], v: &[f32], w: &m
 /// same mask and any order is as good as another.
 fn normalise(v: &mut [f32]) -> bool {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if !(norm > 1e-20) || !norm.is_finite() {
+    if !norm.is_finite() || norm <= 1e-20 {
         return false;
     }
     v.iter_mut().for_each(|x| *x /= norm);

@@ -93,9 +93,9 @@ pub struct Packed {
     /// `groups × dim × 8` bytes.
     data: Vec<u8>,
     /// Labels in packed order, padded with 0 to `groups × 8`.
-    labels: Vec<u8>,
+    packed_labels: Vec<u8>,
     /// Labels in the original order.
-    given_labels: Vec<u8>,
+    labels: Vec<u8>,
     /// `order[p]`: the original index of the sample at packed position `p`.
     order: Vec<u32>,
     index: BlockIndex,
@@ -145,8 +145,8 @@ impl Packed {
             dim,
             groups,
             data,
-            labels: lab,
-            given_labels: labels.to_vec(),
+            packed_labels: lab,
+            labels: labels.to_vec(),
             order,
             index,
         }
@@ -167,7 +167,7 @@ impl Packed {
 
     /// The labels of the real samples (original order).
     pub fn labels(&self) -> &[u8] {
-        &self.given_labels
+        &self.labels
     }
 
     /// Bytes of the packed pixels.
@@ -638,7 +638,7 @@ fn chunk_work(
         let g = g0 + gi;
         let u = set.group(g);
         let feats = set.index.features(g);
-        let lab = &set.labels[g * LANES..(g + 1) * LANES];
+        let lab = &set.packed_labels[g * LANES..(g + 1) * LANES];
         let om = &omega[g * LANES..(g + 1) * LANES];
         let out = &mut sample[gi * LANES..(gi + 1) * LANES];
         let pg = &mut probs[gi * c..(gi + 1) * c];
