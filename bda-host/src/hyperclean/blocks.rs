@@ -229,8 +229,8 @@ mod tests {
         let mut px = Vec::with_capacity(n * dim);
         for _ in 0..n {
             let s = &support[rng.random_range(0..k)];
-            for j in 0..dim {
-                px.push(if s[j] { rng.random_range(1..=255) } else { 0 });
+            for &on in s {
+                px.push(if on { rng.random_range(1..=255) } else { 0 });
             }
         }
         px
