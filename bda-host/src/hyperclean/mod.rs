@@ -627,21 +627,44 @@ fn load(args: &HypercleanArgs) -> Result<HostData, CliError> {
         .data_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(args.dataset.default_dir()));
-    let ds = crate::data::load_mnist_dir(&dir).map_err(|e| CliError::input(e.to_string()))?;
-    let split = crate::data::hyperclean_split(&ds, args.n_train, args.n_val, args.noise, args.seed)
-        .map_err(|e| CliError::input(e.to_string()))?;
-    Ok(HostData {
-        dataset: args.dataset.name().to_string(),
-        dim: split.train.dim,
-        classes: 10,
-        train_x: split.train.x,
-        train_labels: split.train.labels,
-        val_x: split.val.x,
-        val_labels: split.val.labels,
-        test_x: split.test.x,
-        test_labels: split.test.labels,
-        corrupted: split.corrupted,
-    })
+    HostData::load_mnist(
+        &dir,
+        args.dataset.name(),
+        args.n_train,
+        args.n_val,
+        args.noise,
+        args.seed,
+    )
+    .map_err(CliError::input)
+}
+
+impl HostData {
+    /// The MNIST-format folder `dir` split by the protocol ([`crate::data::hyperclean_split`]);
+    /// `name` is what reports call the dataset. Errors are one line naming the file or flag.
+    pub fn load_mnist(
+        dir: &std::path::Path,
+        name: &str,
+        n_train: usize,
+        n_val: usize,
+        noise: f64,
+        seed: u64,
+    ) -> Result<HostData, String> {
+        let ds = crate::data::load_mnist_dir(dir).map_err(|e| e.to_string())?;
+        let split = crate::data::hyperclean_split(&ds, n_train, n_val, noise, seed)
+            .map_err(|e| e.to_string())?;
+        Ok(HostData {
+            dataset: name.to_string(),
+            dim: split.train.dim,
+            classes: 10,
+            train_x: split.train.x,
+            train_labels: split.train.labels,
+            val_x: split.val.x,
+            val_labels: split.val.labels,
+            test_x: split.test.x,
+            test_labels: split.test.labels,
+            corrupted: split.corrupted,
+        })
+    }
 }
 
 /// Run `bda hyperclean`.
