@@ -384,7 +384,6 @@ impl Conv4Gpu {
                 .arg(&mut dgb);
             // SAFETY: matches `bn_backward_sums`; dy and z hold ch·m floats, dgb 2ch.
             unsafe { lb.launch(per_channel(ch)) }?;
-            drop(dgb);
             let dgb = self.grad.slice(go..go + 2 * ch);
             let mut lb = self.stream.launch_builder(&f_dz);
             lb.arg(&mut dy)
@@ -397,8 +396,6 @@ impl Conv4Gpu {
                 .arg(&m32);
             // SAFETY: matches `bn_dz`; dy and z hold ch·m floats, gb and dgb 2ch.
             unsafe { lb.launch(spread(ch * n * hw)) }?;
-            drop(dgb);
-            drop(dy);
             // Weight gradient Σ_chunks dZ·colsᵀ and, below block 0, dinput = col2im(Wᵀ·dZ).
             let (lo, hi) = buf.dmaps.split_at_mut(1);
             let din = if cur == 0 { &mut hi[0] } else { &mut lo[0] };

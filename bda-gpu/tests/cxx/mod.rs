@@ -18,9 +18,15 @@ pub fn compiler() -> Option<String> {
     })
 }
 
-/// The crate's root folder.
-pub fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The bda-gpu crate's root folder (this file is also included by bda-host's tests, whose
+/// manifest folder is the workspace neighbour).
+pub fn root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if here.join("tests/fake_cuda").is_dir() {
+        here.to_path_buf()
+    } else {
+        here.join("../bda-gpu")
+    }
 }
 
 /// Compiles `sources` (relative to the crate root) with the kernel and shim folders on the
