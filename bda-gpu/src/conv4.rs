@@ -11,7 +11,7 @@
 //! of a chunk of images; the weight gradient is `Σ_chunks dZ·colsᵀ` and the input gradient
 //! `col2im(Wᵀ·dZ)`. Chunks keep the im2col matrix under a budget of floats
 //! ([`Conv4Gpu::set_col_budget`]); with the default budget a 5-way 1-shot meta-batch of 16
-//! (1280 images) needs at most four chunks per block.
+//! (1280 images) needs three chunks in block 2 and one elsewhere.
 //!
 //! Every reduction (batch-norm statistics, their adjoints) is a fixed-order per-channel sum in
 //! double and the GEMMs accumulate over the chunks in order, so a seed gives the same

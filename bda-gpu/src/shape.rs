@@ -110,8 +110,8 @@ mod tests {
             [28, 14, 7, 4, 2]
         );
         assert_eq!(a.features(), 256);
-        // 64·9 + 128 + 3·(64·64·9 + 128) = 111 936 (the PyTorch peer's count without biases).
-        assert_eq!(a.num_params(), 111_936);
+        // 64·9 + 128 + 3·(64·64·9 + 128) = 111 680 (the PyTorch peer's count without the conv biases).
+        assert_eq!(a.num_params(), 111_680);
         assert_eq!(a.offsets(1), (704, 704 + 36_864, 704 + 36_864 + 64));
         assert!(a.validate(1280).is_ok());
         assert!(matches!(
