@@ -343,3 +343,38 @@ fn hits_to_accuracy(hits: &[f32], query: usize) -> Vec<f64> {
         .map(|&h| f64::from(h) / query.max(1) as f64)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<FewshotGpu>();
+        send_sync::<HeadGpu>();
+        send_sync::<Conv4Shape>();
+        send_sync::<Episodes<'static>>();
+        send_sync::<HeadProcedure>();
+        send_sync::<TaskResults>();
+    }
+
+    #[test]
+    fn new_without_cuda_is_an_error_not_a_panic() {
+        let shape = Conv4Shape {
+            channels: 4,
+            side: 12,
+            blocks: 3,
+        };
+        match FewshotGpu::new(0, shape) {
+            Ok(gpu) => eprintln!("CUDA present: {}", gpu.info()),
+            Err(e) => assert!(!e.to_string().contains('\n')),
+        }
+        // A degenerate shape is reported before any device is touched.
+        let bad = Conv4Shape {
+            channels: 0,
+            ..shape
+        };
+        assert!(matches!(FewshotGpu::new(0, bad), Err(GpuError::Data(_))));
+    }
+}
