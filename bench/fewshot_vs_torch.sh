@@ -2,17 +2,20 @@
 # Seconds per few-shot meta-step: bda (this repository) against the PyTorch peer, same
 # shapes (5-way 1-shot, 15 queries, meta-batch 16, K = 5, random inputs), same threads.
 # Usage: bench/fewshot_vs_torch.sh [THREADS] [METHOD] [STEPS]
-# Env: PYTHON (default /work/torchenv/bin/python), PEER (default /work/shared/peers/fewshot_torch.py).
+# Env: PYTHON (default /work/torchenv/bin/python), PEER (default /work/shared/peers/fewshot_torch.py),
+#      DEVICE (cpu or cuda, default cpu: both sides on that device; on a GPU machine
+#      `DEVICE=cuda bench/fewshot_vs_torch.sh 2 bda 20` gives the ratio of the ≥ 5× floor).
 set -euo pipefail
 THREADS=${1:-2}
 METHOD=${2:-bda}
 STEPS=${3:-5}
 PYTHON=${PYTHON:-/work/torchenv/bin/python}
 PEER=${PEER:-/work/shared/peers/fewshot_torch.py}
+DEVICE=${DEVICE:-cpu}
 cd "$(dirname "$0")/.."
 cargo build --release -q -p bda-host
-ours=$(target/release/bda fewshot bench --threads "$THREADS" --method "$METHOD" --steps "$STEPS" --json)
-peer=$("$PYTHON" "$PEER" --threads "$THREADS" --method "$METHOD" --steps "$STEPS")
+ours=$(target/release/bda fewshot bench --threads "$THREADS" --method "$METHOD" --steps "$STEPS" --device "$DEVICE" --json)
+peer=$("$PYTHON" "$PEER" --threads "$THREADS" --method "$METHOD" --steps "$STEPS" --device "$DEVICE")
 echo "bda:     $ours"
 echo "pytorch: $peer"
 python3 - "$ours" "$peer" <<'PY'

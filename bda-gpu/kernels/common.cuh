@@ -3,6 +3,11 @@
 // hands NVRTC this file's text as an in-memory header.
 #pragma once
 
+// Grid-stride loop over [0, total): correct for any 1-D launch shape.
+#define BDA_FOR_EACH(idx, total) \
+    for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < (total); \
+         idx += (long long)gridDim.x * blockDim.x)
+
 // Logistic function σ(x) = 1 / (1 + e^(−x)), written so that it neither overflows nor
 // produces NaN for large |x|.
 __device__ __forceinline__ float bda_sigmoid(float x) {

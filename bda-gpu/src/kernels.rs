@@ -27,16 +27,23 @@ pub(crate) enum Module {
     Softmax,
     /// `vector.cu`: element-wise and reduction kernels.
     Vector,
+    /// `conv.cu`: the conv4 backbone (im2col, batch norm, ReLU, max-pool, their adjoints).
+    Conv,
+    /// `head.cu`: the batched few-shot head.
+    Head,
 }
 
 impl Module {
-    pub(crate) const ALL: [Module; 2] = [Module::Softmax, Module::Vector];
+    pub(crate) const ALL: [Module; 4] =
+        [Module::Softmax, Module::Vector, Module::Conv, Module::Head];
 
     /// File stem.
     pub(crate) fn name(self) -> &'static str {
         match self {
             Module::Softmax => "softmax",
             Module::Vector => "vector",
+            Module::Conv => "conv",
+            Module::Head => "head",
         }
     }
 
@@ -45,6 +52,8 @@ impl Module {
         match self {
             Module::Softmax => include_str!("../kernels/softmax.cu"),
             Module::Vector => include_str!("../kernels/vector.cu"),
+            Module::Conv => include_str!("../kernels/conv.cu"),
+            Module::Head => include_str!("../kernels/head.cu"),
         }
     }
 
@@ -67,10 +76,25 @@ pub(crate) enum Kernel {
     ReduceDot,
     ReduceSum,
     AnyNonfinite,
+    Im2col,
+    Col2im,
+    BnStats,
+    BnReluPool,
+    PoolReluBackward,
+    BnBackwardSums,
+    BnDz,
+    MapsToRows,
+    RowsToMaps,
+    HeadLogits,
+    HeadXentRows,
+    HeadHvpRows,
+    HeadParamAcc,
+    HeadDx,
+    HeadTaskStats,
 }
 
 impl Kernel {
-    pub(crate) const ALL: [Kernel; 11] = [
+    pub(crate) const ALL: [Kernel; 26] = [
         Kernel::XentGradRows,
         Kernel::XentDxRows,
         Kernel::HvpRows,
@@ -82,6 +106,21 @@ impl Kernel {
         Kernel::ReduceDot,
         Kernel::ReduceSum,
         Kernel::AnyNonfinite,
+        Kernel::Im2col,
+        Kernel::Col2im,
+        Kernel::BnStats,
+        Kernel::BnReluPool,
+        Kernel::PoolReluBackward,
+        Kernel::BnBackwardSums,
+        Kernel::BnDz,
+        Kernel::MapsToRows,
+        Kernel::RowsToMaps,
+        Kernel::HeadLogits,
+        Kernel::HeadXentRows,
+        Kernel::HeadHvpRows,
+        Kernel::HeadParamAcc,
+        Kernel::HeadDx,
+        Kernel::HeadTaskStats,
     ];
 
     /// The `extern "C"` name in the source.
@@ -98,6 +137,21 @@ impl Kernel {
             Kernel::ReduceDot => "reduce_dot",
             Kernel::ReduceSum => "reduce_sum",
             Kernel::AnyNonfinite => "any_nonfinite",
+            Kernel::Im2col => "im2col",
+            Kernel::Col2im => "col2im",
+            Kernel::BnStats => "bn_stats",
+            Kernel::BnReluPool => "bn_relu_pool",
+            Kernel::PoolReluBackward => "pool_relu_backward",
+            Kernel::BnBackwardSums => "bn_backward_sums",
+            Kernel::BnDz => "bn_dz",
+            Kernel::MapsToRows => "maps_to_rows",
+            Kernel::RowsToMaps => "rows_to_maps",
+            Kernel::HeadLogits => "head_logits",
+            Kernel::HeadXentRows => "head_xent_rows",
+            Kernel::HeadHvpRows => "head_hvp_rows",
+            Kernel::HeadParamAcc => "head_param_acc",
+            Kernel::HeadDx => "head_dx",
+            Kernel::HeadTaskStats => "head_task_stats",
         }
     }
 
@@ -105,6 +159,21 @@ impl Kernel {
     pub(crate) fn module(self) -> Module {
         match self {
             Kernel::XentGradRows | Kernel::XentDxRows | Kernel::HvpRows => Module::Softmax,
+            Kernel::Im2col
+            | Kernel::Col2im
+            | Kernel::BnStats
+            | Kernel::BnReluPool
+            | Kernel::PoolReluBackward
+            | Kernel::BnBackwardSums
+            | Kernel::BnDz
+            | Kernel::MapsToRows
+            | Kernel::RowsToMaps => Module::Conv,
+            Kernel::HeadLogits
+            | Kernel::HeadXentRows
+            | Kernel::HeadHvpRows
+            | Kernel::HeadParamAcc
+            | Kernel::HeadDx
+            | Kernel::HeadTaskStats => Module::Head,
             _ => Module::Vector,
         }
     }
@@ -279,7 +348,7 @@ fn compile_source(module: &'static str, source: &str, arch: &str) -> Result<Vec<
 }
 
 /// The kernels of one context, loaded module by module on first use.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Kernels {
     ctx: Arc<CudaContext>,
     arch: String,

@@ -34,7 +34,7 @@ use crate::{DeviceInfo, GpuError};
 
 /// A device buffer of `f32`: the `X` and `Y` of [`SoftmaxGpu`].
 #[derive(Debug)]
-pub struct GpuVec(CudaSlice<f32>);
+pub struct GpuVec(pub(crate) CudaSlice<f32>);
 
 impl GpuVec {
     /// Number of entries.
@@ -120,13 +120,14 @@ impl Dims {
     }
 }
 
-fn i32_of(v: usize) -> i32 {
-    // Every value passed here is bounded by a product that `Dims::of` checked.
+pub(crate) fn i32_of(v: usize) -> i32 {
+    // Every value passed here is bounded by a product that the backend's shape check
+    // (`Dims::of`, `Conv4Shape::validate`, `HeadDims::new`) bounded by i32::MAX.
     v as i32
 }
 
 /// One thread per element, 256 per block.
-fn elementwise(n: usize) -> LaunchConfig {
+pub(crate) fn elementwise(n: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (n.div_ceil(256).max(1) as u32, 1, 1),
         block_dim: (256, 1, 1),
@@ -144,13 +145,13 @@ fn per_row(rows: usize) -> LaunchConfig {
 }
 
 /// The single-block reductions.
-const REDUCE: LaunchConfig = LaunchConfig {
+pub(crate) const REDUCE: LaunchConfig = LaunchConfig {
     grid_dim: (1, 1, 1),
     block_dim: (1024, 1, 1),
     shared_mem_bytes: 0,
 };
 
-fn check(what: &'static str, got: usize, expected: usize) -> Result<(), GpuError> {
+pub(crate) fn check(what: &'static str, got: usize, expected: usize) -> Result<(), GpuError> {
     if got == expected {
         Ok(())
     } else {

@@ -10,8 +10,6 @@
 mod cxx;
 mod reference;
 
-use std::process::Command;
-
 use bda_gpu::{GpuError, GpuVec, SoftmaxGpu, probe};
 use bda_kernel::backend::{
     Backend, CgScratch, LowerHessian, LowerStep, OneStageScratch, StepAdjoint, UpperGradient,
@@ -407,70 +405,8 @@ fn wrong_shapes_are_errors() {
     assert!(g.download_y(&y, &mut small).is_err());
 }
 
-/// Set in the child process of [`all_tests_on_a_fake_device`].
-const FAKE_ENV: &str = "BDA_GPU_FAKE_CUDA";
-
+/// This file's tests once more on the CPU stand-ins of the CUDA libraries (see the module docs).
 #[test]
 fn all_tests_on_a_fake_device() {
-    if std::env::var_os(FAKE_ENV).is_some() {
-        return; // already the child
-    }
-    if !cfg!(target_os = "linux") {
-        println!("skipped: the fake CUDA libraries are built for Linux only");
-        return;
-    }
-    let Some(cc) = cxx::compiler() else {
-        println!("skipped: no C++ compiler");
-        return;
-    };
-    let dir = cxx::scratch("fake_cuda");
-    let so = |name: &str| dir.join(format!("lib{name}.so"));
-    let soname = "-Wl,-soname,libcuda.so".to_string();
-    cxx::build(
-        &cc,
-        &["tests/fake_cuda/cuda.cpp"],
-        &["-shared", "-fPIC", &soname],
-        &so("cuda"),
-    );
-    let libdir = format!("-L{}", dir.display());
-    cxx::build(
-        &cc,
-        &["tests/fake_cuda/cublas.cpp"],
-        &["-shared", "-fPIC", &libdir, "-lcuda", "-Wl,-rpath,$ORIGIN"],
-        &so("cublas"),
-    );
-    cxx::build(
-        &cc,
-        &["tests/fake_cuda/nvrtc.cpp"],
-        &["-shared", "-fPIC"],
-        &so("nvrtc"),
-    );
-
-    let path = match std::env::var("LD_LIBRARY_PATH") {
-        Ok(old) if !old.is_empty() => format!("{}:{old}", dir.display()),
-        _ => dir.display().to_string(),
-    };
-    let run = Command::new(std::env::current_exe().unwrap())
-        .env(FAKE_ENV, "1")
-        .env("LD_LIBRARY_PATH", path)
-        .args([
-            "--test-threads=1",
-            "--nocapture",
-            "--skip",
-            "all_tests_on_a_fake_device",
-        ])
-        .output()
-        .expect("run the tests on the fake device");
-    let out = String::from_utf8_lossy(&run.stdout);
-    let err = String::from_utf8_lossy(&run.stderr);
-    println!("{out}");
-    assert!(
-        run.status.success(),
-        "tests on the fake device failed:\n{out}\n{err}"
-    );
-    assert!(
-        !out.contains("skipped:"),
-        "the fake device was not used:\n{out}"
-    );
-    assert!(out.contains("fake CUDA device"), "{out}");
+    cxx::run_on_fake_device("fake_cuda", "all_tests_on_a_fake_device");
 }

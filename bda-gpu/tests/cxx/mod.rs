@@ -18,9 +18,15 @@ pub fn compiler() -> Option<String> {
     })
 }
 
-/// The crate's root folder.
-pub fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The bda-gpu crate's root folder (this file is also included by bda-host's tests, whose
+/// manifest folder is the workspace neighbour).
+pub fn root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if here.join("tests/fake_cuda").is_dir() {
+        here.to_path_buf()
+    } else {
+        here.join("../bda-gpu")
+    }
 }
 
 /// Compiles `sources` (relative to the crate root) with the kernel and shim folders on the
@@ -50,4 +56,76 @@ pub fn scratch(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     std::fs::create_dir_all(&dir).expect("create a scratch folder");
     dir
+}
+
+/// Set in the child processes that [`run_on_fake_device`] starts.
+pub const FAKE_ENV: &str = "BDA_GPU_FAKE_CUDA";
+
+/// Builds the CPU stand-ins of libcuda, libcublas and libnvrtc (`tests/fake_cuda`) into the
+/// scratch folder `name` and returns it.
+pub fn build_fake_cuda(cxx: &str, name: &str) -> PathBuf {
+    let dir = scratch(name);
+    let so = |lib: &str| dir.join(format!("lib{lib}.so"));
+    let soname = "-Wl,-soname,libcuda.so".to_string();
+    build(
+        cxx,
+        &["tests/fake_cuda/cuda.cpp"],
+        &["-shared", "-fPIC", &soname],
+        &so("cuda"),
+    );
+    let libdir = format!("-L{}", dir.display());
+    build(
+        cxx,
+        &["tests/fake_cuda/cublas.cpp"],
+        &["-shared", "-fPIC", &libdir, "-lcuda", "-Wl,-rpath,$ORIGIN"],
+        &so("cublas"),
+    );
+    build(
+        cxx,
+        &["tests/fake_cuda/nvrtc.cpp"],
+        &["-shared", "-fPIC"],
+        &so("nvrtc"),
+    );
+    dir
+}
+
+/// Runs the current test binary's tests (all but `skip`) once more in a child process whose
+/// CUDA libraries are the fake ones, and checks that they passed on the fake device. Returns
+/// without running anything in the child itself, on non-Linux hosts and without a C++
+/// compiler (printing `skipped: …`).
+pub fn run_on_fake_device(scratch_name: &str, skip: &str) {
+    if std::env::var_os(FAKE_ENV).is_some() {
+        return; // already the child
+    }
+    if !cfg!(target_os = "linux") {
+        println!("skipped: the fake CUDA libraries are built for Linux only");
+        return;
+    }
+    let Some(cc) = compiler() else {
+        println!("skipped: no C++ compiler");
+        return;
+    };
+    let dir = build_fake_cuda(&cc, scratch_name);
+    let path = match std::env::var("LD_LIBRARY_PATH") {
+        Ok(old) if !old.is_empty() => format!("{}:{old}", dir.display()),
+        _ => dir.display().to_string(),
+    };
+    let run = Command::new(std::env::current_exe().unwrap())
+        .env(FAKE_ENV, "1")
+        .env("LD_LIBRARY_PATH", path)
+        .args(["--test-threads=1", "--nocapture", "--skip", skip])
+        .output()
+        .expect("run the tests on the fake device");
+    let out = String::from_utf8_lossy(&run.stdout);
+    let err = String::from_utf8_lossy(&run.stderr);
+    println!("{out}");
+    assert!(
+        run.status.success(),
+        "tests on the fake device failed:\n{out}\n{err}"
+    );
+    assert!(
+        !out.contains("skipped:"),
+        "the fake device was not used:\n{out}"
+    );
+    assert!(out.contains("fake CUDA device"), "{out}");
 }

@@ -1,10 +1,12 @@
 // A CPU stand-in for libcuda (driver API), just enough for cudarc and bda-gpu: device memory is
 // host memory (fresh allocations hold garbage, as on a GPU), the stream is synchronous, and the
 // kernels are the bda-gpu `.cu` sources compiled as host C++ through tests/host/cuda_shim.h.
-// Reductions run with one emulated thread; see cuda_shim.h.
+// Reductions run with one emulated thread per block; see cuda_shim.h.
 #include "cuda_shim.h"
 #include "softmax.cu"
 #include "vector.cu"
+#include "conv.cu"
+#include "head.cu"
 
 #include <cstdlib>
 #include <cstring>
@@ -157,6 +159,73 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
     } else if (n == "any_nonfinite") {
         if (gx != 1) return INVALID_VALUE;
         bda_launch(1, 1, [&] { any_nonfinite(ARG(float*, 0), ARG(int, 1), ARG(unsigned int*, 2)); });
+    } else if (n == "im2col") {
+        bda_launch(gx, bx, [&] {
+            im2col(ARG(float*, 0), ARG(int, 1), ARG(int, 2), ARG(int, 3), ARG(int, 4), ARG(int, 5), ARG(float*, 6));
+        });
+    } else if (n == "col2im") {
+        bda_launch(gx, bx, [&] {
+            col2im(ARG(float*, 0), ARG(int, 1), ARG(int, 2), ARG(int, 3), ARG(int, 4), ARG(int, 5), ARG(float*, 6));
+        });
+    } else if (n == "bn_stats") {
+        // One block per channel; the block reduction with one emulated thread.
+        bda_launch(gx, 1, [&] { bn_stats(ARG(float*, 0), ARG(int, 1), ARG(float, 2), ARG(float*, 3), ARG(float*, 4)); });
+    } else if (n == "bn_relu_pool") {
+        bda_launch(gx, bx, [&] {
+            bn_relu_pool(ARG(float*, 0), ARG(float*, 1), ARG(float*, 2), ARG(float*, 3), ARG(int, 4), ARG(int, 5),
+                         ARG(int, 6), ARG(int, 7), ARG(float*, 8), ARG(unsigned int*, 9));
+        });
+    } else if (n == "pool_relu_backward") {
+        bda_launch(gx, bx, [&] {
+            pool_relu_backward(ARG(float*, 0), ARG(unsigned int*, 1), ARG(float*, 2), ARG(float*, 3), ARG(float*, 4),
+                               ARG(float*, 5), ARG(int, 6), ARG(int, 7), ARG(int, 8), ARG(float*, 9));
+        });
+    } else if (n == "bn_backward_sums") {
+        bda_launch(gx, 1, [&] {
+            bn_backward_sums(ARG(float*, 0), ARG(float*, 1), ARG(float*, 2), ARG(float*, 3), ARG(int, 4), ARG(int, 5),
+                             ARG(float*, 6));
+        });
+    } else if (n == "bn_dz") {
+        bda_launch(gx, bx, [&] {
+            bn_dz(ARG(float*, 0), ARG(float*, 1), ARG(float*, 2), ARG(float*, 3), ARG(float*, 4), ARG(float*, 5),
+                  ARG(int, 6), ARG(int, 7));
+        });
+    } else if (n == "maps_to_rows") {
+        bda_launch(gx, bx, [&] { maps_to_rows(ARG(float*, 0), ARG(int, 1), ARG(int, 2), ARG(int, 3), ARG(float*, 4)); });
+    } else if (n == "rows_to_maps") {
+        bda_launch(gx, bx, [&] { rows_to_maps(ARG(float*, 0), ARG(int, 1), ARG(int, 2), ARG(int, 3), ARG(float*, 4)); });
+    } else if (n == "head_logits") {
+        bda_launch(gx, bx, [&] {
+            head_logits(ARG(float*, 0), ARG(float*, 1), ARG(int, 2), ARG(int, 3), ARG(int, 4), ARG(int, 5), ARG(int, 6),
+                        ARG(int, 7), ARG(int, 8), ARG(float*, 9), ARG(int, 10), ARG(int, 11));
+        });
+    } else if (n == "head_xent_rows") {
+        bda_launch(gx, bx, [&] {
+            head_xent_rows(ARG(float*, 0), ARG(int, 1), ARG(unsigned char*, 2), ARG(int, 3), ARG(int, 4), ARG(int, 5),
+                           ARG(int, 6), ARG(int, 7), ARG(int, 8), ARG(float, 9), ARG(float, 10), ARG(float*, 11),
+                           ARG(float*, 12), ARG(float*, 13));
+        });
+    } else if (n == "head_hvp_rows") {
+        bda_launch(gx, bx, [&] {
+            head_hvp_rows(ARG(float*, 0), ARG(unsigned char*, 1), ARG(int, 2), ARG(int, 3), ARG(int, 4), ARG(int, 5),
+                          ARG(int, 6), ARG(int, 7), ARG(float, 8), ARG(float, 9), ARG(float*, 10), ARG(float*, 11));
+        });
+    } else if (n == "head_param_acc") {
+        bda_launch(gx, bx, [&] {
+            head_param_acc(ARG(float*, 0), ARG(float*, 1), ARG(int, 2), ARG(int, 3), ARG(int, 4), ARG(int, 5),
+                           ARG(int, 6), ARG(int, 7), ARG(int, 8), ARG(float, 9), ARG(float*, 10));
+        });
+    } else if (n == "head_dx") {
+        bda_launch(gx, bx, [&] {
+            head_dx(ARG(float*, 0), ARG(float*, 1), ARG(float*, 2), ARG(float*, 3), ARG(int, 4), ARG(int, 5),
+                    ARG(int, 6), ARG(int, 7), ARG(int, 8), ARG(int, 9), ARG(int, 10), ARG(int, 11), ARG(float, 12),
+                    ARG(float*, 13));
+        });
+    } else if (n == "head_task_stats") {
+        bda_launch(gx, bx, [&] {
+            head_task_stats(ARG(float*, 0), ARG(float*, 1), ARG(int, 2), ARG(int, 3), ARG(int, 4), ARG(float*, 5),
+                            ARG(float*, 6));
+        });
     } else {
         std::fprintf(stderr, "fake CUDA: unknown kernel %s\n", n.c_str());
         return NOT_FOUND;

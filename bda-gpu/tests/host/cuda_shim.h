@@ -10,7 +10,7 @@
 struct bda_dim3 {
     unsigned int x, y, z;
 };
-static bda_dim3 threadIdx, blockIdx, blockDim;
+static bda_dim3 threadIdx, blockIdx, blockDim, gridDim;
 
 #define __global__
 #define __device__
@@ -31,6 +31,7 @@ inline int __syncthreads_or(int p) { return p; }
 template <class F>
 void bda_launch(unsigned int grid, unsigned int block, F body) {
     blockDim = {block, 1, 1};
+    gridDim = {grid, 1, 1};
     for (unsigned int b = 0; b < grid; ++b) {
         for (unsigned int t = 0; t < block; ++t) {
             blockIdx = {b, 0, 0};

@@ -4,6 +4,7 @@
 #include "cuda_shim.h"
 #include "softmax.cu"
 #include "vector.cu"
+#include "conv.cu"
 
 #include <algorithm>
 #include <cstdio>
@@ -180,6 +181,72 @@ int main() {
     y[n - 1] = NAN;
     bda_launch(1, 1, [&] { any_nonfinite(y.data(), n, &flag); });
     report("any_nonfinite", (finite_flag == 0u && flag == 1u) ? 0.0 : 1.0, 0.0);
+
+    // conv.cu: col2im is the adjoint of im2col on a chunk (⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩).
+    {
+        const int ci_n = 3, nn = 4, s = 5, i0 = 1, len = 2, hw = s * s;
+        std::vector<float> xin(ci_n * nn * hw), cols(ci_n * 9 * len * hw), cv(cols.size()), din(xin.size(), 0.0f);
+        for (auto& v : xin) v = u(gen);
+        for (auto& v : cv) v = u(gen);
+        bda_launch(7, 64, [&] { im2col(xin.data(), ci_n, nn, s, i0, len, cols.data()); });
+        bda_launch(3, 32, [&] { col2im(cv.data(), ci_n, nn, s, i0, len, din.data()); });
+        double lhs = 0, rhs = 0, outside = 0;
+        for (size_t i = 0; i < cols.size(); ++i) lhs += (double)cols[i] * cv[i];
+        for (int c = 0; c < ci_n; ++c)
+            for (int i = 0; i < nn; ++i)
+                for (int p = 0; p < hw; ++p) {
+                    const size_t k = ((size_t)c * nn + i) * hw + p;
+                    if (i >= i0 && i < i0 + len) rhs += (double)xin[k] * din[k];
+                    else outside = std::max(outside, (double)std::fabs(din[k]));
+                }
+        report("im2col / col2im adjoint", std::fabs(lhs - rhs) / std::max(1.0, std::fabs(lhs)), 1e-5);
+        report("col2im leaves other images alone", outside, 0.0);
+        // Centre tap (ky = kx = 1) of image i0 is the image itself.
+        double e_c = 0;
+        for (int c = 0; c < ci_n; ++c)
+            for (int p = 0; p < hw; ++p)
+                e_c = std::max(e_c, (double)std::fabs(cols[((size_t)c * 9 + 4) * len * hw + p] -
+                                                      xin[((size_t)c * nn + i0) * hw + p]));
+        report("im2col centre tap", e_c, 0.0);
+    }
+    // conv.cu: maps_to_rows and rows_to_maps are inverse permutations.
+    {
+        const int ch = 3, nn = 5, hw = 4;
+        std::vector<float> maps(ch * nn * hw), rows(maps.size()), back(maps.size());
+        for (auto& v : maps) v = u(gen);
+        bda_launch(2, 16, [&] { maps_to_rows(maps.data(), ch, nn, hw, rows.data()); });
+        bda_launch(1, 8, [&] { rows_to_maps(rows.data(), ch, nn, hw, back.data()); });
+        double e_p = rows[(1 * ch + 2) * hw + 3] == maps[(2 * nn + 1) * hw + 3] ? 0.0 : 1.0;
+        for (size_t i = 0; i < maps.size(); ++i) e_p = std::max(e_p, (double)std::fabs(back[i] - maps[i]));
+        report("maps_to_rows / rows_to_maps", e_p, 0.0);
+    }
+    // conv.cu: batch norm + ReLU + 2x2 max-pool with ceil mode on odd maps (3x3 -> 2x2).
+    {
+        const int ch = 2, nn = 3, s = 3, so = 2, hw = s * s;
+        std::vector<float> z(ch * nn * hw), mean = {0.1f, -0.2f}, inv = {1.5f, 0.7f}, gb = {1.2f, 0.8f, -0.1f, 0.3f};
+        for (auto& v : z) v = u(gen);
+        std::vector<float> out(ch * nn * so * so);
+        std::vector<unsigned int> am(out.size());
+        bda_launch(1, 32, [&] { bn_relu_pool(z.data(), mean.data(), inv.data(), gb.data(), ch, nn, s, so, out.data(), am.data()); });
+        double e_pool = 0;
+        for (int c = 0; c < ch; ++c)
+            for (int i = 0; i < nn; ++i)
+                for (int oy = 0; oy < so; ++oy)
+                    for (int ox = 0; ox < so; ++ox) {
+                        double best = -1;
+                        for (int dy = 0; dy < 2; ++dy)
+                            for (int dx = 0; dx < 2; ++dx) {
+                                const int y = 2 * oy + dy, x = 2 * ox + dx;
+                                if (y >= s || x >= s) continue;
+                                const double a = std::max(0.0, (double)gb[c] * inv[c] * (z[(c * nn + i) * hw + y * s + x] - mean[c]) + gb[ch + c]);
+                                best = std::max(best, a);
+                            }
+                        const size_t q = ((size_t)c * nn + i) * so * so + oy * so + ox;
+                        const double at = std::max(0.0, (double)gb[c] * inv[c] * (z[am[q]] - mean[c]) + gb[ch + c]);
+                        e_pool = std::max({e_pool, std::fabs(out[q] - best), std::fabs(at - best)});
+                    }
+        report("bn_relu_pool (ceil mode, argmax)", e_pool, 1e-5);
+    }
 
     // Logistic function at the extremes.
     const bool sig_ok = bda_sigmoid(-1e30f) == 0.0f && bda_sigmoid(1e30f) == 1.0f &&

@@ -639,3 +639,40 @@ impl<T: Float> Conv4<'_, T> {
         grad
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CUDA backbone (`bda_gpu::Conv4Shape`) reads parameter vectors in this layout, so
+    /// checkpoints move between `--device cpu` and `--device cuda`: both must agree on every
+    /// offset, count and side.
+    #[test]
+    fn parameter_layout_is_the_cuda_backbones() {
+        for arch in [
+            Arch::CONV4,
+            Arch {
+                channels: 4,
+                side: 12,
+                blocks: 3,
+            },
+            Arch {
+                channels: 7,
+                side: 21,
+                blocks: 5,
+            },
+        ] {
+            let shape = bda_gpu::Conv4Shape::from(arch);
+            assert_eq!(shape.num_params(), arch.num_params(), "{arch:?}");
+            assert_eq!(shape.features(), arch.features(), "{arch:?}");
+            assert_eq!(shape.pixels(), arch.pixels());
+            assert_eq!(shape.conv_flops(1280), arch.conv_flops(1280));
+            for l in 0..=arch.blocks {
+                assert_eq!(shape.offsets(l), arch.offsets(l), "{arch:?} block {l}");
+                assert_eq!(shape.side_at(l), arch.side_at(l));
+                assert_eq!(shape.c_in(l), arch.c_in(l));
+            }
+        }
+        assert_eq!(BN_EPS as f32, bda_gpu::BN_EPS);
+    }
+}

@@ -25,12 +25,13 @@ use crate::plot::{self, Panel, Series};
 pub mod checkpoint;
 pub mod conv4;
 pub mod data;
+pub mod gpu;
 pub mod head;
 pub mod train;
 
 use checkpoint::{Checkpoint, RngState};
-use conv4::{Arch, Conv4};
-use train::{Adam, HeadConfig, MetaError, Task, evaluate_tasks, meta_gradient};
+use conv4::Arch;
+use train::{Adam, CpuMeta, HeadConfig, MetaBackend, MetaError, Task};
 
 /// Meta-training methods of `--method`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -59,7 +60,7 @@ impl FsMethod {
 pub enum Device {
     /// The CPU (rayon threads).
     Cpu,
-    /// A CUDA GPU (not implemented for few-shot yet).
+    /// CUDA device 0 (`bda_gpu::FewshotGpu`).
     Cuda,
 }
 
@@ -106,7 +107,7 @@ pub struct TaskFlags {
     /// Worker threads (0: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// `cpu`, or `cuda` (not implemented for few-shot: reports the device probe).
+    /// `cpu`, or `cuda` (CUDA device 0; verified on a CPU stand-in of CUDA only so far).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
     /// Print JSON instead of a table.
@@ -249,7 +250,7 @@ pub struct BenchArgs {
     /// Worker threads (0: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// `cpu`, or `cuda` (not implemented for few-shot).
+    /// `cpu`, or `cuda` (CUDA device 0).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
     /// Print JSON.
@@ -276,15 +277,44 @@ pub fn run(args: &FewshotArgs) -> Result<(), CliError> {
     })
 }
 
+/// Probes the device before anything else (data loading, checkpoints): a missing driver or
+/// device is one line and exit 2.
 fn check_device(device: Device) -> Result<(), CliError> {
     match device {
         Device::Cpu => Ok(()),
-        Device::Cuda => match bda_gpu::probe(0) {
-            Err(e) => Err(CliError::input(format!("--device cuda: {e}"))),
-            Ok(_) => Err(CliError::input(
-                "--device cuda: few-shot on CUDA is not implemented yet (use --device cpu)",
-            )),
-        },
+        Device::Cuda => bda_gpu::probe(0)
+            .map(drop)
+            .map_err(|e| CliError::input(format!("--device cuda: {e}"))),
+    }
+}
+
+/// The backend computing meta-gradients and evaluations for backbones of shape `arch`.
+fn open_backend(device: Device, arch: Arch) -> Result<Box<dyn MetaBackend>, CliError> {
+    match device {
+        Device::Cpu => Ok(Box::new(CpuMeta)),
+        Device::Cuda => {
+            check_device(device)?;
+            let gpu = gpu::GpuMeta::new(0, arch)
+                .map_err(|e| CliError::run(format!("--device cuda: {e}")))?;
+            Ok(Box::new(gpu))
+        }
+    }
+}
+
+/// The one-line error of a failed meta-gradient at meta-step `step` (1-based).
+fn meta_error(e: MetaError, step: u64) -> CliError {
+    match e {
+        MetaError::NonFinite => CliError::run(format!(
+            "diverged at meta-step {step}: the meta-loss or its gradient is not finite (reduce --lr or --meta-lr)"
+        )),
+        MetaError::Device(m) => CliError::run(format!("meta-step {step}: {m}")),
+    }
+}
+
+fn eval_error(e: MetaError) -> CliError {
+    match e {
+        MetaError::NonFinite => CliError::run("evaluation: a head became non-finite"),
+        MetaError::Device(m) => CliError::run(format!("evaluation: {m}")),
     }
 }
 
@@ -449,22 +479,27 @@ pub fn mean_ci(accs: &[f64]) -> (f64, f64) {
 /// Test `params` on `episodes` episodes drawn with `rng`, `meta_batch` episodes per
 /// forward pass (batch-norm statistics).
 fn test_backbone(
+    backend: &mut dyn MetaBackend,
     cfg: &RunConfig,
     params: &[f32],
     source: &Source,
     episodes: usize,
     rng: &mut ChaCha8Rng,
     bar: &ProgressBar,
-) -> Vec<f64> {
+) -> Result<Vec<f64>, CliError> {
     let head = cfg.head();
     let mut accs = Vec::with_capacity(episodes);
     while accs.len() < episodes {
         let b = cfg.meta_batch.min(episodes - accs.len());
         let tasks: Vec<Task> = (0..b).map(|_| source.sample(cfg, rng)).collect();
-        accs.extend(evaluate_tasks(cfg.arch, params, &tasks, &head));
+        accs.extend(
+            backend
+                .evaluate_tasks(cfg.arch, params, &tasks, &head)
+                .map_err(eval_error)?,
+        );
         bar.inc(b as u64);
     }
-    accs
+    Ok(accs)
 }
 
 fn progress(len: u64, quiet: bool, what: &str) -> ProgressBar {
@@ -609,6 +644,7 @@ fn run_train(a: &TrainArgs) -> Result<(), CliError> {
         &cfg,
     )?;
     let head = cfg.head();
+    let mut backend = open_backend(t.device, cfg.arch)?;
     // Validation episodes: drawn once from the evaluation split with their own seed, so a
     // resumed run validates on the same ones.
     let mut val_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5a5a_0001);
@@ -628,18 +664,15 @@ fn run_train(a: &TrainArgs) -> Result<(), CliError> {
         let tasks: Vec<Task> = (0..cfg.meta_batch)
             .map(|_| source_train.sample(&cfg, &mut rng))
             .collect();
-        let mg = meta_gradient(cfg.arch, &ck.params, &tasks, &head).map_err(|e| match e {
-            MetaError::NonFinite => CliError::run(format!(
-                "diverged at meta-step {}: the meta-loss or its gradient is not finite (reduce --lr or --meta-lr)",
-                step + 1
-            )),
-        })?;
+        let mg = backend
+            .meta_gradient(cfg.arch, &ck.params, &tasks, &head)
+            .map_err(|e| meta_error(e, step + 1))?;
         ck.adam.step(&mut ck.params, &mg.grad);
         ck.step = step + 1;
         ck.rng = RngState::of(cfg.seed, &rng);
         ck.history.loss.push((ck.step, mg.loss, mg.acc));
         if a.val_every > 0 && ck.step % a.val_every == 0 {
-            let accs = val_accuracy(&cfg, &ck.params, &val_tasks, &head);
+            let accs = val_accuracy(backend.as_mut(), &cfg, &ck.params, &val_tasks, &head)?;
             ck.history.val.push((ck.step, accs));
             bar.set_message(format!("loss {:.3} val {:.1}%", mg.loss, 100.0 * accs));
         }
@@ -664,13 +697,14 @@ fn run_train(a: &TrainArgs) -> Result<(), CliError> {
     let mut test_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x7e57);
     let tbar = progress(a.episodes as u64, t.quiet, "test");
     let accs = test_backbone(
+        backend.as_mut(),
         &cfg,
         &ck.params,
         &source_test,
         a.episodes,
         &mut test_rng,
         &tbar,
-    );
+    )?;
     tbar.finish_and_clear();
     let (acc, ci) = mean_ci(&accs);
     if let Some(path) = &a.plot {
@@ -716,12 +750,22 @@ impl RunConfig {
     }
 }
 
-fn val_accuracy(cfg: &RunConfig, params: &[f32], tasks: &[Task], head: &HeadConfig) -> f64 {
+fn val_accuracy(
+    backend: &mut dyn MetaBackend,
+    cfg: &RunConfig,
+    params: &[f32],
+    tasks: &[Task],
+    head: &HeadConfig,
+) -> Result<f64, CliError> {
     let mut accs = Vec::with_capacity(tasks.len());
     for chunk in tasks.chunks(cfg.meta_batch) {
-        accs.extend(evaluate_tasks(cfg.arch, params, chunk, head));
+        accs.extend(
+            backend
+                .evaluate_tasks(cfg.arch, params, chunk, head)
+                .map_err(eval_error)?,
+        );
     }
-    mean_ci(&accs).0
+    Ok(mean_ci(&accs).0)
 }
 
 fn write_plot(path: &Path, ck: &Checkpoint) -> Result<(), CliError> {
@@ -836,9 +880,18 @@ fn run_eval(e: &EvalArgs) -> Result<(), CliError> {
         cfg.data_dir.as_deref()
     };
     let source = Source::open(data_dir, synthetic, e.split, &cfg)?;
+    let mut backend = open_backend(t.device, cfg.arch)?;
     let mut rng = ChaCha8Rng::seed_from_u64(e.seed ^ 0x7e57);
     let bar = progress(e.episodes as u64, t.quiet, "test");
-    let accs = test_backbone(&cfg, &params, &source, e.episodes, &mut rng, &bar);
+    let accs = test_backbone(
+        backend.as_mut(),
+        &cfg,
+        &params,
+        &source,
+        e.episodes,
+        &mut rng,
+        &bar,
+    )?;
     bar.finish_and_clear();
     let (acc, ci) = mean_ci(&accs);
     let report = Report {
@@ -871,6 +924,8 @@ fn run_eval(e: &EvalArgs) -> Result<(), CliError> {
 pub struct BenchReport {
     /// Always `bda`.
     pub impl_name: &'static str,
+    /// `cpu`, or `cuda (device name)`.
+    pub device: String,
     /// Method.
     pub method: FsMethod,
     /// Classes.
@@ -884,7 +939,7 @@ pub struct BenchReport {
     /// Head steps.
     #[serde(rename = "K")]
     pub k: u32,
-    /// Rayon threads.
+    /// Rayon threads (the CPU path; the host side of the CUDA path).
     pub threads: usize,
     /// Seconds per meta-step (forward, K head steps and their reverse pass per task,
     /// backward, Adam).
@@ -929,16 +984,18 @@ fn run_bench(b: &BenchArgs) -> Result<(), CliError> {
         .map(|_| Task::synthetic(cfg.ways, cfg.shots, cfg.queries, arch.pixels(), &mut rng))
         .collect();
     let head = cfg.head();
-    let mut step = |params: &mut Vec<f32>| -> Result<(), CliError> {
-        let mg = meta_gradient(arch, params, &tasks, &head)
-            .map_err(|_| CliError::run("bench: non-finite meta-gradient"))?;
+    let mut backend = open_backend(b.device, arch)?;
+    let mut step = |backend: &mut dyn MetaBackend, params: &mut Vec<f32>| -> Result<(), CliError> {
+        let mg = backend
+            .meta_gradient(arch, params, &tasks, &head)
+            .map_err(|e| meta_error(e, 0))?;
         adam.step(params, &mg.grad);
         Ok(())
     };
-    step(&mut params)?; // warm-up
+    step(backend.as_mut(), &mut params)?; // warm-up
     let t0 = Instant::now();
     for _ in 0..b.steps {
-        step(&mut params)?;
+        step(backend.as_mut(), &mut params)?;
     }
     let s_step = t0.elapsed().as_secs_f64() / b.steps as f64;
     // The backbone alone.
@@ -947,22 +1004,20 @@ fn run_bench(b: &BenchArgs) -> Result<(), CliError> {
         .iter()
         .flat_map(|t| t.support.iter().chain(&t.query).copied())
         .collect();
-    let net = Conv4 {
-        arch,
-        params: &params,
-    };
     let dfeats = vec![1e-3f32; n * arch.features()];
     let reps = b.steps.max(1);
     let t1 = Instant::now();
     for _ in 0..reps {
-        let (_, tape) = net.forward(&imgs, n);
-        std::hint::black_box(net.backward(&tape, &dfeats));
+        backend
+            .backbone_pass(arch, &params, &imgs, n, &dfeats)
+            .map_err(|e| meta_error(e, 0))?;
     }
     let s_bb = t1.elapsed().as_secs_f64() / reps as f64;
     let (f, bw) = arch.conv_flops(n);
     let flops = f + bw;
     let r = BenchReport {
         impl_name: "bda",
+        device: backend.device(),
         method: b.method,
         ways: cfg.ways,
         shots: cfg.shots,
@@ -982,13 +1037,14 @@ fn run_bench(b: &BenchArgs) -> Result<(), CliError> {
         );
     } else {
         println!(
-            "{}-way {}-shot, {} queries, meta-batch {}, K = {}, {} ({} threads): {:.3} s/meta-step",
+            "{}-way {}-shot, {} queries, meta-batch {}, K = {}, {} on {} ({} threads): {:.3} s/meta-step",
             r.ways,
             r.shots,
             r.queries,
             r.meta_batch,
             r.k,
             b.method.kernel(),
+            r.device,
             r.threads,
             r.s_per_meta_step
         );

@@ -136,8 +136,8 @@ pub fn task_accuracy<T: Float>(head: &mut FeatureHead<T>, x: &Vec<T>, cfg: &Head
 }
 
 /// Stack the images of `tasks` (all supports, then all queries: the peer's order) and
-/// return the features and each task's row indices `(support rows, query rows)`.
-fn stack(tasks: &[Task]) -> (Vec<f32>, usize) {
+/// return them with the number of images.
+pub(crate) fn stack(tasks: &[Task]) -> (Vec<f32>, usize) {
     let mut imgs = Vec::new();
     for t in tasks {
         imgs.extend_from_slice(&t.support);
@@ -197,6 +197,92 @@ pub struct MetaGrad<T> {
 pub enum MetaError {
     /// The head's lower level or the loss became non-finite.
     NonFinite,
+    /// The device failed (a one-line message, e.g. a CUDA driver error).
+    Device(String),
+}
+
+/// Where the meta-gradients and evaluations of the one training loop are computed: the CPU
+/// ([`CpuMeta`]) or a CUDA device (`super::gpu::GpuMeta`). Episode sampling, Adam, reports and
+/// checkpoints stay with the caller, so they are the same on every device.
+pub trait MetaBackend {
+    /// The device, for reports (`cpu`, `cuda (NVIDIA H100 …)`).
+    fn device(&self) -> String;
+
+    /// Mean `φ_K`, mean query accuracy and the parameter gradient of the mean `φ_K` over
+    /// `tasks` (all tasks as one batch-norm batch), as [`meta_gradient`].
+    fn meta_gradient(
+        &mut self,
+        arch: Arch,
+        params: &[f32],
+        tasks: &[Task],
+        cfg: &HeadConfig,
+    ) -> Result<MetaGrad<f32>, MetaError>;
+
+    /// Query accuracy of each task, the head fitted on the support set only, as
+    /// [`evaluate_tasks`].
+    fn evaluate_tasks(
+        &mut self,
+        arch: Arch,
+        params: &[f32],
+        tasks: &[Task],
+        cfg: &HeadConfig,
+    ) -> Result<Vec<f64>, MetaError>;
+
+    /// One forward and backward pass of the backbone alone on `n` images with the feature
+    /// gradient `dfeats` (what `bda fewshot bench` times as "the backbone alone"); the result
+    /// is discarded.
+    fn backbone_pass(
+        &mut self,
+        arch: Arch,
+        params: &[f32],
+        images: &[f32],
+        n: usize,
+        dfeats: &[f32],
+    ) -> Result<(), MetaError>;
+}
+
+/// The CPU path: [`meta_gradient`] and [`evaluate_tasks`] on rayon's threads.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuMeta;
+
+impl MetaBackend for CpuMeta {
+    fn device(&self) -> String {
+        "cpu".into()
+    }
+
+    fn meta_gradient(
+        &mut self,
+        arch: Arch,
+        params: &[f32],
+        tasks: &[Task],
+        cfg: &HeadConfig,
+    ) -> Result<MetaGrad<f32>, MetaError> {
+        meta_gradient(arch, params, tasks, cfg)
+    }
+
+    fn evaluate_tasks(
+        &mut self,
+        arch: Arch,
+        params: &[f32],
+        tasks: &[Task],
+        cfg: &HeadConfig,
+    ) -> Result<Vec<f64>, MetaError> {
+        Ok(evaluate_tasks(arch, params, tasks, cfg))
+    }
+
+    fn backbone_pass(
+        &mut self,
+        arch: Arch,
+        params: &[f32],
+        images: &[f32],
+        n: usize,
+        dfeats: &[f32],
+    ) -> Result<(), MetaError> {
+        let net = Conv4 { arch, params };
+        let (_, tape) = net.forward(images, n);
+        std::hint::black_box(net.backward(&tape, dfeats));
+        Ok(())
+    }
 }
 
 /// The meta-gradient of the mean `φ_K` over `tasks` w.r.t. the backbone parameters.

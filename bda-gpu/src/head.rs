@@ -1,0 +1,631 @@
+//! The lower level of few-shot meta-learning on a CUDA device: the linear N-way softmax heads
+//! of all `m` tasks of a meta-batch as ONE bi-level problem, block-diagonal across tasks.
+//!
+//! `x` holds the features of every image of the meta-batch (`n_all × d`, row-major: the
+//! support rows of task 0, 1, …, then the query rows of task 0, 1, …), `y` the `m` heads one
+//! after another (head `t`: `W_t` row-major `d × N`, then `b_t`). With the per-task problem of
+//! `bda-host`'s `FeatureHead`,
+//!
+//! * `f(x, y) = Σ_t [CE(support_t · W_t + b_t) + (λ/2)‖y_t‖²]` (mean cross-entropy per task),
+//! * `F(x, y) = Σ_t CE(query_t · W_t + b_t)`,
+//!
+//! every task's variables enter only its own terms, so the gradients, Hessian products and
+//! mixed products of the sums are exactly the per-task ones side by side, and one run of the
+//! kernel's [`unrolled`](bda_kernel::backend::unrolled) on this backend is `m` independent
+//! per-task runs: `φ_K = Σ_t φ_K,t` and `∂φ_K/∂x` holds each task's hypergradient in its own
+//! rows. Per-task values (`φ_K,t` and the query accuracy of `y_K`) are kept by every
+//! [`UpperGradient::upper_grad`] call ([`HeadGpu::task_losses`], [`HeadGpu::task_hits`]).
+//!
+//! A step is three launches (logits, per-row softmax terms, per-head accumulation), a reverse
+//! step five; only `upper_grad` (it returns `F`), `dot_y` and `y_is_finite` wait for the device.
+
+use std::sync::Arc;
+
+use bda_kernel::backend::{Backend, LowerStep, StepAdjoint, UpperGradient};
+use cudarc::driver::{CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+
+use crate::kernels::{Kernel, Kernels, arch_for};
+use crate::probe::{guard, open};
+use crate::softmax::{REDUCE, check, elementwise, i32_of};
+use crate::{GpuError, GpuVec};
+
+/// Shapes of a batched head problem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadDims {
+    /// Tasks `m`.
+    pub tasks: usize,
+    /// Classes `N` per task.
+    pub ways: usize,
+    /// Support rows per task.
+    pub support: usize,
+    /// Query rows per task.
+    pub query: usize,
+    /// Features `d` per row.
+    pub dim: usize,
+}
+
+impl HeadDims {
+    /// Checks that the shape is non-degenerate and fits 32-bit indices.
+    pub fn validate(&self) -> Result<(), GpuError> {
+        if self.tasks == 0 || self.support == 0 || self.query == 0 || self.dim == 0 {
+            return Err(GpuError::Data(
+                "a head problem needs tasks, support rows, query rows and features",
+            ));
+        }
+        if self.ways < 2 || self.ways > 256 {
+            return Err(GpuError::Data("the head needs 2 to 256 classes"));
+        }
+        let fits = |v: Option<usize>| v.is_some_and(|v| v <= i32::MAX as usize);
+        if !fits(self.rows().checked_mul(self.dim.max(2 * self.ways)))
+            || !fits(self.tasks.checked_mul((self.dim + 1) * self.ways))
+        {
+            return Err(GpuError::TooLarge("head problem"));
+        }
+        Ok(())
+    }
+
+    /// Rows of `x`: `m·(n_s + n_q)`.
+    pub fn rows(&self) -> usize {
+        self.tasks * (self.support + self.query)
+    }
+
+    /// First query row.
+    pub fn first_query(&self) -> usize {
+        self.tasks * self.support
+    }
+
+    /// Length of an `x` buffer, `rows·d`.
+    pub fn x_len(&self) -> usize {
+        self.rows() * self.dim
+    }
+
+    /// Length of a `y` buffer, `m·(d+1)·N`.
+    pub fn y_len(&self) -> usize {
+        self.tasks * (self.dim + 1) * self.ways
+    }
+
+    /// Rows a step with weights `(w_u, w_l)` touches: support rows when `w_l ≠ 0`, query rows
+    /// when `w_u ≠ 0` (contiguous, so a range).
+    fn rows_for(&self, w_u: f32, w_l: f32) -> (usize, usize) {
+        let r0 = if w_l == 0.0 { self.first_query() } else { 0 };
+        let r1 = if w_u == 0.0 {
+            self.first_query()
+        } else {
+            self.rows()
+        };
+        (r0, r1.max(r0))
+    }
+}
+
+/// The batched head of one meta-batch on one stream: implements [`Backend`], [`LowerStep`],
+/// [`UpperGradient`] and [`StepAdjoint`] with `T = f32` and `X = Y =` [`GpuVec`].
+#[derive(Debug)]
+pub struct HeadGpu {
+    dims: HeadDims,
+    l2: f32,
+    stream: Arc<CudaStream>,
+    kernels: Kernels,
+    /// Row labels (support rows, then query rows), each `< N`.
+    labels: CudaSlice<u8>,
+    /// `rows × 2N` logits (row stride N, or 2N for `[z | u]`).
+    z: CudaSlice<f32>,
+    /// `rows × N` gradient row terms.
+    g: CudaSlice<f32>,
+    /// `rows × N` Hessian row terms.
+    h: CudaSlice<f32>,
+    /// Per-row cross-entropy and hit flags.
+    ce: CudaSlice<f32>,
+    hit: CudaSlice<f32>,
+    /// Per-task loss and hit count of the last `upper_grad` / `query_accuracy`.
+    task_loss: CudaSlice<f32>,
+    task_hits: CudaSlice<f32>,
+    last_loss: Vec<f32>,
+    last_hits: Vec<f32>,
+    red: CudaSlice<f64>,
+    flag: CudaSlice<u32>,
+}
+
+impl HeadGpu {
+    /// A head problem of shape `dims` with L2 weight `l2` on the lower level; labels are set
+    /// by [`HeadGpu::set_labels`] (all 0 until then).
+    pub(crate) fn new(
+        stream: Arc<CudaStream>,
+        kernels: Kernels,
+        dims: HeadDims,
+        l2: f32,
+    ) -> Result<Self, GpuError> {
+        dims.validate()?;
+        if !(l2.is_finite() && l2 >= 0.0) {
+            return Err(GpuError::Data(
+                "the head's L2 weight must be finite and ≥ 0",
+            ));
+        }
+        let (rows, nw) = (dims.rows(), dims.ways);
+        Ok(HeadGpu {
+            dims,
+            l2,
+            labels: stream.alloc_zeros(rows)?,
+            z: stream.alloc_zeros(rows * 2 * nw)?,
+            g: stream.alloc_zeros(rows * nw)?,
+            h: stream.alloc_zeros(rows * nw)?,
+            ce: stream.alloc_zeros(rows)?,
+            hit: stream.alloc_zeros(rows)?,
+            task_loss: stream.alloc_zeros(dims.tasks)?,
+            task_hits: stream.alloc_zeros(dims.tasks)?,
+            last_loss: vec![f32::NAN; dims.tasks],
+            last_hits: vec![0.0; dims.tasks],
+            red: stream.alloc_zeros(1)?,
+            flag: stream.alloc_zeros(1)?,
+            stream,
+            kernels,
+        })
+    }
+
+    /// A standalone head problem on device `ordinal` (its own stream); labels are set by
+    /// [`HeadGpu::set_labels`]. [`crate::FewshotGpu`] builds its heads on the backbone's stream
+    /// instead.
+    pub fn open(ordinal: usize, dims: HeadDims, l2: f32) -> Result<Self, GpuError> {
+        dims.validate()?;
+        let (ctx, info) = open(ordinal)?;
+        guard(|| {
+            // SAFETY: all work of this head is issued on the one stream created below.
+            unsafe { ctx.disable_event_tracking() };
+            let stream = ctx.new_stream()?;
+            let arch = arch_for(info.compute_capability)?;
+            Self::new(stream, Kernels::new(ctx, arch), dims, l2)
+        })
+    }
+
+    /// The shape.
+    pub fn dims(&self) -> HeadDims {
+        self.dims
+    }
+
+    /// Sets the L2 weight of the lower level.
+    pub(crate) fn set_l2(&mut self, l2: f32) -> Result<(), GpuError> {
+        if !(l2.is_finite() && l2 >= 0.0) {
+            return Err(GpuError::Data(
+                "the head's L2 weight must be finite and ≥ 0",
+            ));
+        }
+        self.l2 = l2;
+        Ok(())
+    }
+
+    /// Uploads the row labels: all support labels (task by task), then all query labels.
+    pub fn set_labels(&mut self, support: &[u8], query: &[u8]) -> Result<(), GpuError> {
+        let d = self.dims;
+        check("support labels", support.len(), d.first_query())?;
+        check("query labels", query.len(), d.rows() - d.first_query())?;
+        if support.iter().chain(query).any(|&l| l as usize >= d.ways) {
+            return Err(GpuError::Data("a label is not below the number of classes"));
+        }
+        let all: Vec<u8> = support.iter().chain(query).copied().collect();
+        self.stream.memcpy_htod(&all, &mut self.labels)?;
+        Ok(())
+    }
+
+    /// `φ_t = F_t(x, y)` of each task at the last [`UpperGradient::upper_grad`].
+    pub fn task_losses(&self) -> &[f32] {
+        &self.last_loss
+    }
+
+    /// Query rows classified correctly (first largest logit = label) per task, at the last
+    /// `upper_grad` or [`HeadGpu::query_hits`].
+    pub fn task_hits(&self) -> &[f32] {
+        &self.last_hits
+    }
+
+    /// Per-task query hits of the heads `y` (a synchronisation point).
+    pub fn query_hits(&mut self, x: &GpuVec, y: &GpuVec) -> Result<&[f32], GpuError> {
+        self.check_x("query_hits x", x)?;
+        self.check_y("query_hits y", y)?;
+        let d = self.dims;
+        let (r0, r1) = (d.first_query(), d.rows());
+        self.logits(x, y, r0, r1, d.ways, 0)?;
+        self.xent_rows(r0, r1, 0.0, 0.0)?;
+        self.read_task_stats()?;
+        Ok(&self.last_hits)
+    }
+
+    fn check_x(&self, what: &'static str, x: &GpuVec) -> Result<(), GpuError> {
+        check(what, x.len(), self.dims.x_len())
+    }
+
+    fn check_y(&self, what: &'static str, y: &GpuVec) -> Result<(), GpuError> {
+        check(what, y.len(), self.dims.y_len())
+    }
+
+    /// The common integer arguments `(d, N, m, n_s, n_q)`.
+    fn ints(&self) -> [i32; 5] {
+        let d = self.dims;
+        [d.dim, d.ways, d.tasks, d.support, d.query].map(i32_of)
+    }
+
+    /// `z[r][col + k] = x_r·W_t + b_t` for rows `[r0, r1)`, row stride `ldz`.
+    fn logits(
+        &mut self,
+        x: &GpuVec,
+        y: &GpuVec,
+        r0: usize,
+        r1: usize,
+        ldz: usize,
+        col: usize,
+    ) -> Result<(), GpuError> {
+        let f = self.kernels.get(Kernel::HeadLogits)?;
+        let [d, nw, m, ns, nq] = self.ints();
+        let (a, b, ldz32, col32) = (i32_of(r0), i32_of(r1), i32_of(ldz), i32_of(col));
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&x.0)
+            .arg(&y.0)
+            .arg(&d)
+            .arg(&nw)
+            .arg(&m)
+            .arg(&ns)
+            .arg(&nq);
+        l.arg(&a).arg(&b).arg(&mut self.z).arg(&ldz32).arg(&col32);
+        // SAFETY: matches `head_logits`; x: rows·d, y: m·(d+1)·N, z: rows·2N ≥ r1·ldz.
+        unsafe { l.launch(spread((r1 - r0) * self.dims.ways)) }?;
+        Ok(())
+    }
+
+    /// `head_xent_rows` over `[r0, r1)` (logits of row stride N).
+    fn xent_rows(&mut self, r0: usize, r1: usize, w_s: f32, w_q: f32) -> Result<(), GpuError> {
+        let f = self.kernels.get(Kernel::HeadXentRows)?;
+        let [_, nw, m, ns, nq] = self.ints();
+        let (a, b) = (i32_of(r0), i32_of(r1));
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&self.z)
+            .arg(&nw)
+            .arg(&self.labels)
+            .arg(&nw)
+            .arg(&m)
+            .arg(&ns)
+            .arg(&nq);
+        l.arg(&a)
+            .arg(&b)
+            .arg(&w_s)
+            .arg(&w_q)
+            .arg(&mut self.g)
+            .arg(&mut self.ce)
+            .arg(&mut self.hit);
+        // SAFETY: matches `head_xent_rows`; per-row buffers hold `rows` rows.
+        unsafe { l.launch(spread(r1 - r0)) }?;
+        Ok(())
+    }
+
+    /// `dst ← s_dst·dst + Σ x̃ᵀ·src` per head over the sets in use (`src`: `g` or `h`).
+    fn param_acc(
+        &mut self,
+        x: &GpuVec,
+        use_h: bool,
+        use_s: bool,
+        use_q: bool,
+        s_dst: f32,
+        dst: &mut GpuVec,
+    ) -> Result<(), GpuError> {
+        let f = self.kernels.get(Kernel::HeadParamAcc)?;
+        let [d, nw, m, ns, nq] = self.ints();
+        let (us, uq) = (i32::from(use_s), i32::from(use_q));
+        let src = if use_h { &self.h } else { &self.g };
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&x.0)
+            .arg(src)
+            .arg(&d)
+            .arg(&nw)
+            .arg(&m)
+            .arg(&ns)
+            .arg(&nq);
+        l.arg(&us).arg(&uq).arg(&s_dst).arg(&mut dst.0);
+        // SAFETY: matches `head_param_acc`; dst holds m·(d+1)·N floats.
+        unsafe { l.launch(spread(self.dims.y_len())) }?;
+        Ok(())
+    }
+
+    /// `gx[r] += scale·(g_r·Y1_tᵀ + h_r·Y2_tᵀ)` for rows `[r0, r1)` (`y2 = None`: no `h` term).
+    #[allow(clippy::too_many_arguments)]
+    fn dx(
+        &mut self,
+        y1: &GpuVec,
+        y2: Option<&GpuVec>,
+        r0: usize,
+        r1: usize,
+        scale: f32,
+        gx: &mut GpuVec,
+    ) -> Result<(), GpuError> {
+        let f = self.kernels.get(Kernel::HeadDx)?;
+        let [d, nw, m, ns, nq] = self.ints();
+        let (a, b) = (i32_of(r0), i32_of(r1));
+        let use_h = i32::from(y2.is_some());
+        let y2 = y2.unwrap_or(y1);
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&self.g)
+            .arg(&y1.0)
+            .arg(&self.h)
+            .arg(&y2.0)
+            .arg(&use_h);
+        l.arg(&d).arg(&nw).arg(&m).arg(&ns).arg(&nq).arg(&a).arg(&b);
+        l.arg(&scale).arg(&mut gx.0);
+        // SAFETY: matches `head_dx`; gx: rows·d, y1/y2: m·(d+1)·N, g/h: rows·N.
+        unsafe { l.launch(spread((r1 - r0) * self.dims.dim)) }?;
+        Ok(())
+    }
+
+    /// Per-task query loss and hits from `ce`/`hit`, downloaded (a synchronisation point).
+    fn read_task_stats(&mut self) -> Result<(), GpuError> {
+        let f = self.kernels.get(Kernel::HeadTaskStats)?;
+        let [_, _, m, ns, nq] = self.ints();
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&self.ce).arg(&self.hit).arg(&m).arg(&ns).arg(&nq);
+        l.arg(&mut self.task_loss).arg(&mut self.task_hits);
+        // SAFETY: matches `head_task_stats`; ce/hit: rows, task buffers: m.
+        unsafe { l.launch(spread(self.dims.tasks)) }?;
+        self.stream
+            .memcpy_dtoh(&self.task_loss, self.last_loss.as_mut_slice())?;
+        self.stream
+            .memcpy_dtoh(&self.task_hits, self.last_hits.as_mut_slice())?;
+        self.stream.synchronize()?;
+        Ok(())
+    }
+
+    fn scale_buf(&mut self, a: f32, y: &mut GpuVec) -> Result<(), GpuError> {
+        let f = self.kernels.get(Kernel::Scale)?;
+        let len = y.len();
+        let n = i32_of(len);
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&a).arg(&mut y.0).arg(&n);
+        // SAFETY: matches `scale`; n is the buffer's length.
+        unsafe { l.launch(elementwise(len)) }?;
+        Ok(())
+    }
+}
+
+/// Grid-stride launches: 256 threads per block, at most 2^20 blocks.
+fn spread(n: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (n.div_ceil(256).clamp(1, 1 << 20) as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+impl Backend for HeadGpu {
+    type T = f32;
+    type X = GpuVec;
+    type Y = GpuVec;
+    type Error = GpuError;
+
+    fn new_x(&mut self) -> Result<GpuVec, GpuError> {
+        Ok(GpuVec(self.stream.alloc_zeros(self.dims.x_len())?))
+    }
+
+    fn new_y(&mut self) -> Result<GpuVec, GpuError> {
+        Ok(GpuVec(self.stream.alloc_zeros(self.dims.y_len())?))
+    }
+
+    fn copy_y(&mut self, src: &GpuVec, dst: &mut GpuVec) -> Result<(), GpuError> {
+        self.check_y("copy_y src", src)?;
+        self.check_y("copy_y dst", dst)?;
+        self.stream.memcpy_dtod(&src.0, &mut dst.0)?;
+        Ok(())
+    }
+
+    fn axpy_y(&mut self, a: f32, v: &GpuVec, y: &mut GpuVec) -> Result<(), GpuError> {
+        self.check_y("axpy_y v", v)?;
+        self.check_y("axpy_y y", y)?;
+        let f = self.kernels.get(Kernel::Axpy)?;
+        let n = i32_of(y.len());
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&a).arg(&v.0).arg(&mut y.0).arg(&n);
+        // SAFETY: matches `axpy`; both buffers hold y_len entries.
+        unsafe { l.launch(elementwise(v.len())) }?;
+        Ok(())
+    }
+
+    fn scale_y(&mut self, a: f32, y: &mut GpuVec) -> Result<(), GpuError> {
+        self.check_y("scale_y y", y)?;
+        self.scale_buf(a, y)
+    }
+
+    fn zero_y(&mut self, y: &mut GpuVec) -> Result<(), GpuError> {
+        self.check_y("zero_y y", y)?;
+        self.stream.memset_zeros(&mut y.0)?;
+        Ok(())
+    }
+
+    fn dot_y(&mut self, a: &GpuVec, b: &GpuVec) -> Result<f32, GpuError> {
+        self.check_y("dot_y a", a)?;
+        self.check_y("dot_y b", b)?;
+        let f = self.kernels.get(Kernel::ReduceDot)?;
+        let n = i32_of(a.len());
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&a.0).arg(&b.0).arg(&n).arg(&mut self.red);
+        // SAFETY: matches `reduce_dot`; a and b hold n entries, red 1.
+        unsafe { l.launch(REDUCE) }?;
+        let mut host = [0.0f64; 1];
+        self.stream.memcpy_dtoh(&self.red, &mut host)?;
+        self.stream.synchronize()?;
+        Ok(host[0] as f32)
+    }
+
+    fn zero_x(&mut self, x: &mut GpuVec) -> Result<(), GpuError> {
+        self.check_x("zero_x x", x)?;
+        self.stream.memset_zeros(&mut x.0)?;
+        Ok(())
+    }
+
+    fn y_is_finite(&mut self, y: &GpuVec) -> Result<bool, GpuError> {
+        self.check_y("y_is_finite y", y)?;
+        let f = self.kernels.get(Kernel::AnyNonfinite)?;
+        let n = i32_of(y.len());
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&y.0).arg(&n).arg(&mut self.flag);
+        // SAFETY: matches `any_nonfinite`; y holds n entries, flag 1.
+        unsafe { l.launch(REDUCE) }?;
+        let mut host = [0u32; 1];
+        self.stream.memcpy_dtoh(&self.flag, &mut host)?;
+        self.stream.synchronize()?;
+        Ok(host[0] == 0)
+    }
+
+    fn upload_x(&mut self, src: &[f32], dst: &mut GpuVec) -> Result<(), GpuError> {
+        check("upload_x src", src.len(), self.dims.x_len())?;
+        self.check_x("upload_x dst", dst)?;
+        self.stream.memcpy_htod(src, &mut dst.0)?;
+        Ok(())
+    }
+
+    fn download_x(&mut self, src: &GpuVec, dst: &mut [f32]) -> Result<(), GpuError> {
+        self.check_x("download_x src", src)?;
+        check("download_x dst", dst.len(), self.dims.x_len())?;
+        self.stream.memcpy_dtoh(&src.0, dst)?;
+        self.stream.synchronize()?;
+        Ok(())
+    }
+
+    fn upload_y(&mut self, src: &[f32], dst: &mut GpuVec) -> Result<(), GpuError> {
+        check("upload_y src", src.len(), self.dims.y_len())?;
+        self.check_y("upload_y dst", dst)?;
+        self.stream.memcpy_htod(src, &mut dst.0)?;
+        Ok(())
+    }
+
+    fn download_y(&mut self, src: &GpuVec, dst: &mut [f32]) -> Result<(), GpuError> {
+        self.check_y("download_y src", src)?;
+        check("download_y dst", dst.len(), self.dims.y_len())?;
+        self.stream.memcpy_dtoh(&src.0, dst)?;
+        self.stream.synchronize()?;
+        Ok(())
+    }
+}
+
+impl LowerStep for HeadGpu {
+    /// `y_out ← (1 − w_l λ)·y − w_u ∇_y F − w_l ∇_y CE_support`: a copy, then logits,
+    /// per-row terms and the per-head accumulation over the rows in use.
+    fn lower_step(
+        &mut self,
+        x: &GpuVec,
+        y: &GpuVec,
+        w_u: f32,
+        w_l: f32,
+        y_out: &mut GpuVec,
+    ) -> Result<(), GpuError> {
+        self.check_x("lower_step x", x)?;
+        self.check_y("lower_step y", y)?;
+        self.check_y("lower_step y_out", y_out)?;
+        let decay = 1.0 - w_l * self.l2;
+        self.stream.memcpy_dtod(&y.0, &mut y_out.0)?;
+        let (r0, r1) = self.dims.rows_for(w_u, w_l);
+        if r0 == r1 {
+            if decay != 1.0 {
+                self.scale_buf(decay, y_out)?;
+            }
+            return Ok(());
+        }
+        self.logits(x, y, r0, r1, self.dims.ways, 0)?;
+        self.xent_rows(r0, r1, -w_l, -w_u)?;
+        self.param_acc(x, false, w_l != 0.0, w_u != 0.0, decay, y_out)
+    }
+}
+
+impl UpperGradient for HeadGpu {
+    /// Returns `Σ_t F_t` (and keeps the per-task values and query hits).
+    fn upper_grad(
+        &mut self,
+        x: &GpuVec,
+        y: &GpuVec,
+        gy: &mut GpuVec,
+        gx: &mut GpuVec,
+        gx_scale: f32,
+    ) -> Result<f32, GpuError> {
+        self.check_x("upper_grad x", x)?;
+        self.check_y("upper_grad y", y)?;
+        self.check_y("upper_grad gy", gy)?;
+        self.check_x("upper_grad gx", gx)?;
+        let d = self.dims;
+        let (r0, r1) = (d.first_query(), d.rows());
+        self.logits(x, y, r0, r1, d.ways, 0)?;
+        self.xent_rows(r0, r1, 0.0, 1.0)?;
+        self.param_acc(x, false, false, true, 0.0, gy)?;
+        if gx_scale != 0.0 {
+            self.dx(y, None, r0, r1, gx_scale, gx)?;
+        }
+        self.read_task_stats()?;
+        Ok(self.last_loss.iter().map(|&v| f64::from(v)).sum::<f64>() as f32)
+    }
+}
+
+impl StepAdjoint for HeadGpu {
+    /// Logits of `y` and `a` together (`[z | u]`), the per-row terms, the mixed products into
+    /// `gx` (with the old `a`), then `a ← (1 − w_l λ)·a + Σ x̃ᵀ·h` in place.
+    fn step_adjoint(
+        &mut self,
+        x: &GpuVec,
+        y: &GpuVec,
+        w_u: f32,
+        w_l: f32,
+        a: &mut GpuVec,
+        gx: &mut GpuVec,
+    ) -> Result<(), GpuError> {
+        self.check_x("step_adjoint x", x)?;
+        self.check_y("step_adjoint y", y)?;
+        self.check_y("step_adjoint a", a)?;
+        self.check_x("step_adjoint gx", gx)?;
+        let decay = 1.0 - w_l * self.l2;
+        let (r0, r1) = self.dims.rows_for(w_u, w_l);
+        if r0 == r1 {
+            if decay != 1.0 {
+                self.scale_buf(decay, a)?;
+            }
+            return Ok(());
+        }
+        let nw = self.dims.ways;
+        self.logits(x, y, r0, r1, 2 * nw, 0)?;
+        self.logits(x, a, r0, r1, 2 * nw, nw)?;
+        let f = self.kernels.get(Kernel::HeadHvpRows)?;
+        let [_, nw32, m, ns, nq] = self.ints();
+        let (ra, rb, w_s, w_q) = (i32_of(r0), i32_of(r1), -w_l, -w_u);
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&self.z)
+            .arg(&self.labels)
+            .arg(&nw32)
+            .arg(&m)
+            .arg(&ns)
+            .arg(&nq);
+        l.arg(&ra)
+            .arg(&rb)
+            .arg(&w_s)
+            .arg(&w_q)
+            .arg(&mut self.g)
+            .arg(&mut self.h);
+        // SAFETY: matches `head_hvp_rows`; z: rows·2N, g/h: rows·N.
+        unsafe { l.launch(spread(r1 - r0)) }?;
+        self.dx(a, Some(y), r0, r1, 1.0, gx)?;
+        self.param_acc(x, true, w_l != 0.0, w_u != 0.0, decay, a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dims_and_row_ranges() {
+        let d = HeadDims {
+            tasks: 3,
+            ways: 5,
+            support: 5,
+            query: 75,
+            dim: 256,
+        };
+        assert!(d.validate().is_ok());
+        assert_eq!((d.rows(), d.first_query()), (240, 15));
+        assert_eq!(d.y_len(), 3 * 257 * 5);
+        assert_eq!(d.rows_for(0.0, 0.1), (0, 15));
+        assert_eq!(d.rows_for(0.2, 0.1), (0, 240));
+        assert_eq!(d.rows_for(0.2, 0.0), (15, 240));
+        assert_eq!(d.rows_for(0.0, 0.0), (15, 15));
+        assert!(HeadDims { ways: 1, ..d }.validate().is_err());
+        assert!(HeadDims { query: 0, ..d }.validate().is_err());
+    }
+}

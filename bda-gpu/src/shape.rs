@@ -1,0 +1,123 @@
+//! The geometry of the conv4 backbone as plain numbers.
+//!
+//! `bda-host` defines the backbone (`fewshot::conv4::Arch`, stored in checkpoints with serde);
+//! this crate cannot depend on it, so it takes the three numbers that fix the shapes and the
+//! parameter layout. The layout is the CPU backbone's, so a parameter vector moves between the
+//! two without conversion (`bda-host` tests that both give the same offsets).
+
+use crate::GpuError;
+
+/// Shape of a conv4-style backbone: `blocks` × [3×3 conv (`channels` outputs, padding 1, no
+/// bias), batch norm (γ, β), ReLU, 2×2 max-pool with ceil mode] on `side × side` grey images.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Conv4Shape {
+    /// Channels of every convolution (64 in the papers).
+    pub channels: usize,
+    /// Side of the square input images (28 for Omniglot).
+    pub side: usize,
+    /// Number of blocks (4).
+    pub blocks: usize,
+}
+
+impl Conv4Shape {
+    /// Side of the maps entering block `l` (block `blocks`: the output).
+    pub fn side_at(&self, l: usize) -> usize {
+        (0..l).fold(self.side, |s, _| s.div_ceil(2))
+    }
+
+    /// Input channels of block `l`.
+    pub fn c_in(&self, l: usize) -> usize {
+        if l == 0 { 1 } else { self.channels }
+    }
+
+    /// Features per image, `channels · side_out²`, in PyTorch's flatten order (channel, row,
+    /// column).
+    pub fn features(&self) -> usize {
+        let s = self.side_at(self.blocks);
+        self.channels * s * s
+    }
+
+    /// Pixels per input image.
+    pub fn pixels(&self) -> usize {
+        self.side * self.side
+    }
+
+    /// Offsets of block `l`'s weights (`[c_out][c_in·9]`, row-major), γ and β (`channels`
+    /// each) in the parameter vector.
+    pub fn offsets(&self, l: usize) -> (usize, usize, usize) {
+        let mut off = 0;
+        for j in 0..l {
+            off += self.channels * self.c_in(j) * 9 + 2 * self.channels;
+        }
+        let g = off + self.channels * self.c_in(l) * 9;
+        (off, g, g + self.channels)
+    }
+
+    /// Number of parameters.
+    pub fn num_params(&self) -> usize {
+        self.offsets(self.blocks).0
+    }
+
+    /// Floating-point operations of the convolutions for `images` images: (forward, backward),
+    /// backward being the weight gradient of every block and the input gradient of all blocks
+    /// but the first. The same count as the CPU backbone's, so GFLOP/s figures compare.
+    pub fn conv_flops(&self, images: usize) -> (f64, f64) {
+        let (mut fwd, mut bwd) = (0.0, 0.0);
+        for l in 0..self.blocks {
+            let s = self.side_at(l);
+            let f = 2.0 * (self.channels * self.c_in(l) * 9 * s * s) as f64 * images as f64;
+            fwd += f;
+            bwd += if l == 0 { f } else { 2.0 * f };
+        }
+        (fwd, bwd)
+    }
+
+    /// Checks that the shape is usable and that `images` images fit the 32-bit indices of the
+    /// kernels and cuBLAS.
+    pub(crate) fn validate(&self, images: usize) -> Result<(), GpuError> {
+        if self.channels == 0 || self.side == 0 || self.blocks == 0 {
+            return Err(GpuError::Data(
+                "the backbone needs at least one channel, pixel and block",
+            ));
+        }
+        let fits = |v: Option<usize>| v.is_some_and(|v| v <= i32::MAX as usize);
+        let hw = self.side * self.side;
+        if !fits(
+            self.channels
+                .checked_mul(hw)
+                .and_then(|v| v.checked_mul(images)),
+        ) || !fits(self.channels.checked_mul(9 * self.channels))
+        {
+            return Err(GpuError::TooLarge("feature maps"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conv4_on_28_pixels() {
+        let a = Conv4Shape {
+            channels: 64,
+            side: 28,
+            blocks: 4,
+        };
+        assert_eq!(
+            (0..=4).map(|l| a.side_at(l)).collect::<Vec<_>>(),
+            [28, 14, 7, 4, 2]
+        );
+        assert_eq!(a.features(), 256);
+        // 64·9 + 128 + 3·(64·64·9 + 128) = 111 680 (the PyTorch peer's count without the conv biases).
+        assert_eq!(a.num_params(), 111_680);
+        assert_eq!(a.offsets(1), (704, 704 + 36_864, 704 + 36_864 + 64));
+        assert!(a.validate(1280).is_ok());
+        assert!(matches!(
+            a.validate(usize::MAX / 2),
+            Err(GpuError::TooLarge(_))
+        ));
+        assert!(Conv4Shape { channels: 0, ..a }.validate(1).is_err());
+    }
+}

@@ -1,0 +1,179 @@
+//! `bda fewshot --device cuda` end to end on the CPU stand-ins of libcuda, cuBLAS and NVRTC
+//! (`bda-gpu/tests/fake_cuda`, built with the host C++ compiler and put first on
+//! `LD_LIBRARY_PATH` of the `bda` process): training, evaluation and bench take the CUDA path,
+//! agree with `--device cpu`, and checkpoints move between the two. Prints `skipped: …` without
+//! a C++ compiler or off Linux. What it cannot check: a real GPU (see bda-gpu/README.md).
+
+#[path = "../../bda-gpu/tests/cxx/mod.rs"]
+mod cxx;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+const TINY: &[&str] = &[
+    "fewshot",
+    "--synthetic",
+    "--channels",
+    "4",
+    "--ways",
+    "3",
+    "--shots",
+    "1",
+    "--queries",
+    "2",
+    "--meta-batch",
+    "2",
+    "--episodes",
+    "8",
+    "--val-every",
+    "2",
+    "--val-episodes",
+    "2",
+    "--threads",
+    "2",
+    "--quiet",
+    "--json",
+];
+
+fn fake_libs() -> Option<PathBuf> {
+    if !cfg!(target_os = "linux") {
+        println!("skipped: the fake CUDA libraries are built for Linux only");
+        return None;
+    }
+    let Some(cc) = cxx::compiler() else {
+        println!("skipped: no C++ compiler");
+        return None;
+    };
+    Some(cxx::build_fake_cuda(&cc, "fake_cuda_cli"))
+}
+
+fn bda(fake: Option<&PathBuf>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bda"));
+    if let Some(dir) = fake {
+        cmd.env("LD_LIBRARY_PATH", dir);
+    }
+    cmd.args(args).output().expect("run bda")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "bda failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON report")
+}
+
+fn num(v: &serde_json::Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+#[test]
+fn train_eval_and_bench_run_on_the_cuda_path() {
+    let Some(fake) = fake_libs() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ck_cuda = dir.path().join("cuda.ckpt");
+    let ck_cpu = dir.path().join("cpu.ckpt");
+    let train = |device: &str, ck: &PathBuf| {
+        let mut args = TINY.to_vec();
+        args.extend_from_slice(&[
+            "--meta-steps",
+            "4",
+            "--method",
+            "bda",
+            "--device",
+            device,
+            "--save",
+            ck.to_str().unwrap(),
+        ]);
+        json(&bda(Some(&fake), &args))
+    };
+    let cuda = train("cuda", &ck_cuda);
+    let cpu = train("cpu", &ck_cpu);
+    println!("cuda: {cuda}\ncpu:  {cpu}");
+    // Same episodes, same Adam: the meta-training losses agree to f32 rounding, and so do
+    // the test accuracies (discrete: equal unless a query sits on a decision boundary).
+    let (lc, lp) = (num(&cuda, "train_loss"), num(&cpu, "train_loss"));
+    assert!((lc - lp).abs() < 1e-4 * lp.abs(), "train loss {lc} vs {lp}");
+    let (ac, ap) = (num(&cuda, "test_acc"), num(&cpu, "test_acc"));
+    assert!((ac - ap).abs() < 0.05, "test accuracy {ac} vs {ap}");
+    // Deterministic on the device too.
+    let again = train("cuda", &dir.path().join("again.ckpt"));
+    assert_eq!(num(&again, "train_loss"), lc);
+    assert_eq!(num(&again, "test_acc"), ac);
+
+    // Checkpoints move between devices: each evaluated on the other device.
+    let eval = |device: &str, ck: &PathBuf| {
+        json(&bda(
+            Some(&fake),
+            &[
+                "fewshot",
+                "eval",
+                "--checkpoint",
+                ck.to_str().unwrap(),
+                "--episodes",
+                "8",
+                "--device",
+                device,
+                "--quiet",
+                "--json",
+            ],
+        ))
+    };
+    for ck in [&ck_cuda, &ck_cpu] {
+        let (on_cuda, on_cpu) = (eval("cuda", ck), eval("cpu", ck));
+        let (a, b) = (num(&on_cuda, "test_acc"), num(&on_cpu, "test_acc"));
+        println!("{}: cuda {a}, cpu {b}", ck.display());
+        assert!((a - b).abs() < 0.05, "{}: {a} vs {b}", ck.display());
+        assert_eq!(on_cuda["meta_steps"], 4);
+    }
+
+    // Bench reports the device and its timings.
+    let out = json(&bda(
+        Some(&fake),
+        &[
+            "fewshot",
+            "bench",
+            "--device",
+            "cuda",
+            "--ways",
+            "3",
+            "--queries",
+            "2",
+            "--meta-batch",
+            "2",
+            "--K",
+            "2",
+            "--steps",
+            "1",
+            "--json",
+        ],
+    ));
+    assert!(
+        out["device"]
+            .as_str()
+            .unwrap()
+            .starts_with("cuda (fake CUDA device"),
+        "{out}"
+    );
+    assert!(num(&out, "s_per_meta_step") > 0.0 && num(&out, "gflops_backbone") > 0.0);
+}
+
+#[test]
+fn without_cuda_the_probe_error_is_one_line() {
+    // Only meaningful where no real driver is installed (CI, this container).
+    let out = bda(
+        None,
+        &["fewshot", "bench", "--device", "cuda", "--steps", "1"],
+    );
+    if out.status.success() {
+        println!("skipped: a CUDA device is present");
+        return;
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--device cuda: "), "{err}");
+}
