@@ -28,15 +28,19 @@ fn main() {
         None => HostData::synthetic(n, n, 8, d, c, 0.5, 1),
     };
     let p = h.problem(1e-4);
+    let t = Instant::now();
     let mut b = Cpu::new(&p).unwrap();
+    let setup = t.elapsed().as_secs_f64();
     let (dt, dv) = b.block_density();
     println!(
-        "data: {}, kernels: {:?}, threads: {}, non-zero blocks: train {:.1} %, val {:.1} %",
+        "data: {}, kernels: {:?}, threads: {}, non-zero blocks: train {:.1} %, val {:.1} %, \
+         packing + ordering both sets: {:.0} ms",
         h.dataset,
         b.kernels(),
         rayon::current_num_threads(),
         100.0 * dt,
-        100.0 * dv
+        100.0 * dv,
+        setup * 1e3
     );
     let x = vec![0.1f32; n];
     let yv: Vec<f32> = (0..p.y_len())

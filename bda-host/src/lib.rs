@@ -3,6 +3,7 @@
 //! CPU math backends and user interface.
 pub mod data;
 pub mod datagen;
+pub mod device;
 pub mod error;
 pub mod fewshot;
 pub mod hyperclean;

@@ -175,5 +175,5 @@ fn without_cuda_the_probe_error_is_one_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("--device cuda: "), "{err}");
+    assert!(err.contains("--device cuda:0: "), "{err}");
 }

@@ -55,14 +55,7 @@ impl FsMethod {
     }
 }
 
-/// Where the computation runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Device {
-    /// The CPU (rayon threads).
-    Cpu,
-    /// CUDA device 0 (`bda_gpu::FewshotGpu`).
-    Cuda,
-}
+pub use crate::device::Device;
 
 /// Which Omniglot-format split to read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -107,8 +100,8 @@ pub struct TaskFlags {
     /// Worker threads (0: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// `cpu`, or `cuda` (CUDA device 0; verified on a CPU stand-in of CUDA only so far).
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    /// `cpu`, `cuda` (device 0) or `cuda:N` (verified on a CPU stand-in of CUDA only so far).
+    #[arg(long, default_value = "cpu")]
     pub device: Device,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -250,8 +243,8 @@ pub struct BenchArgs {
     /// Worker threads (0: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// `cpu`, or `cuda` (CUDA device 0).
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    /// `cpu`, `cuda` (device 0) or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
     pub device: Device,
     /// Print JSON.
     #[arg(long)]
@@ -282,9 +275,9 @@ pub fn run(args: &FewshotArgs) -> Result<(), CliError> {
 fn check_device(device: Device) -> Result<(), CliError> {
     match device {
         Device::Cpu => Ok(()),
-        Device::Cuda => bda_gpu::probe(0)
+        Device::Cuda(n) => bda_gpu::probe(n)
             .map(drop)
-            .map_err(|e| CliError::input(format!("--device cuda: {e}"))),
+            .map_err(|e| CliError::input(format!("--device {device}: {e}"))),
     }
 }
 
@@ -292,10 +285,10 @@ fn check_device(device: Device) -> Result<(), CliError> {
 fn open_backend(device: Device, arch: Arch) -> Result<Box<dyn MetaBackend>, CliError> {
     match device {
         Device::Cpu => Ok(Box::new(CpuMeta)),
-        Device::Cuda => {
+        Device::Cuda(n) => {
             check_device(device)?;
-            let gpu = gpu::GpuMeta::new(0, arch)
-                .map_err(|e| CliError::run(format!("--device cuda: {e}")))?;
+            let gpu = gpu::GpuMeta::new(n, arch)
+                .map_err(|e| CliError::run(format!("--device {device}: {e}")))?;
             Ok(Box::new(gpu))
         }
     }

@@ -164,41 +164,7 @@ fn parse_row(s: &str) -> Result<Row, String> {
     s.parse()
 }
 
-/// Where the computation runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Device {
-    /// The CPU backend.
-    Cpu,
-    /// A CUDA device by ordinal.
-    Cuda(usize),
-}
-
-/// Parse `--device`.
-pub fn parse_device(s: &str) -> Result<Device, CliError> {
-    let bad = || CliError::input(format!("--device {s}: expected cpu, cuda or cuda:N"));
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::Cuda(0)),
-        _ => s
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse().ok())
-            .map(Device::Cuda)
-            .ok_or_else(bad),
-    }
-}
-
-/// Probe a CUDA device (the driver, NVRTC and cuBLAS libraries and the ordinal); the
-/// error is one line ("no CUDA driver found", "CUDA device 3 not present (1 devices)", …).
-pub fn cuda_probe(ordinal: usize) -> Result<String, String> {
-    bda_gpu::probe(ordinal)
-        .map(|info| {
-            format!(
-                "{} (sm_{}{})",
-                info.name, info.compute_capability.0, info.compute_capability.1
-            )
-        })
-        .map_err(|e| e.to_string())
-}
+pub use crate::device::{Device, cuda_probe, parse_device};
 
 /// The data of one run, on the host.
 #[derive(Clone, Debug)]
