@@ -30,7 +30,7 @@
 //! the upper-level direction takes part, validation): a *gradient pass* (logits, softmax,
 //! scatter of `ω_i (p_i − e_i)`) or a *Hessian pass* (logits of `y` and of the direction,
 //! scatter of `ω_i r_i`, and the per-sample mixed term `⟨p_i − e_i, t_i⟩` for free). The
-//! formulas are those of [`super::reference`].
+//! formulas are those of [`bda_kernel::hyperclean::Reference`].
 
 // Lane loops index several arrays in lockstep (the shape of the SIMD code they become).
 #![allow(clippy::needless_range_loop)]
