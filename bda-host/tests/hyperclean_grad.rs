@@ -9,11 +9,10 @@
 
 use bda_host::hyperclean::HostData;
 use bda_host::hyperclean::cpu::{Cpu, Kernels};
-use bda_host::hyperclean::reference::Reference;
 use bda_kernel::backend::{
     self, Backend, CgScratch, LowerHessian, LowerStep, OneStageScratch, StepAdjoint, UpperGradient,
 };
-use bda_kernel::hyperclean::HypercleanData;
+use bda_kernel::hyperclean::{HypercleanData, Reference};
 use bda_kernel::{Beta, LowerDynamics, Schedule};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -60,7 +59,7 @@ fn bda_dyn(s: f64) -> LowerDynamics<f64> {
 
 /// `φ_K(x)` and its gradient by `unrolled`.
 fn unrolled_val_grad(
-    b: &mut Reference,
+    b: &mut Reference<'_>,
     x: &[f64],
     y0: &[f64],
     dynamics: &LowerDynamics<f64>,

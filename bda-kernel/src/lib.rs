@@ -26,7 +26,7 @@
 //! | [`observer`] | [`Observer`] and the allocation-free [`History`] |
 //! | [`method`] | method names (`bda`, `rhg`, …) |
 //! | [`backend`] | dataset-scale methods (RHG, T-RHG, BDA, IHG, O-BDA) over a math backend |
-//! | [`hyperclean`] | the data hyper-cleaning problem both dataset backends implement |
+//! | [`hyperclean`] | the data hyper-cleaning problem both dataset backends implement, and its `f64` reference (`alloc`) |
 //! | [`synthetic`] | the papers' synthetic problems (ICML Example 1, journal Eq. 40, Remark 4) |
 //!
 //! ```

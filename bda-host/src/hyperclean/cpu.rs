@@ -30,7 +30,7 @@
 //! the upper-level direction takes part, validation): a *gradient pass* (logits, softmax,
 //! scatter of `ω_i (p_i − e_i)`) or a *Hessian pass* (logits of `y` and of the direction,
 //! scatter of `ω_i r_i`, and the per-sample mixed term `⟨p_i − e_i, t_i⟩` for free). The
-//! formulas are those of [`super::reference`].
+//! formulas are those of [`bda_kernel::hyperclean::Reference`].
 
 // Lane loops index several arrays in lockstep (the shape of the SIMD code they become).
 #![allow(clippy::needless_range_loop)]
@@ -736,6 +736,16 @@ struct ProbCache {
     val: Vec<Lane>,
 }
 
+impl ProbCache {
+    /// The softmax outputs of one set and whether they are valid.
+    fn slot(&mut self, which: Which) -> (&mut Vec<Lane>, &mut bool) {
+        match which {
+            Which::Train => (&mut self.train, &mut self.train_ok),
+            Which::Val => (&mut self.val, &mut self.val_ok),
+        }
+    }
+}
+
 /// A `y` buffer of the CPU backend: the values `(W, b)` and the softmax outputs `p_i(y)`
 /// of both sets once a pass has computed them.
 ///
@@ -891,86 +901,42 @@ impl Cpu {
     /// (or, with the cache off, in a scratch buffer).
     /// `grad`: partial gradients into the scratch; `loss`: per-sample CE and chunk losses.
     fn grad_pass(&mut self, which: Which, y: &CpuY, grad: bool, loss: bool) {
-        let set = match which {
-            Which::Train => &self.train,
-            Which::Val => &self.val,
-        };
-        let omega = match which {
-            Which::Train => &self.omega_tr,
-            Which::Val => &self.omega_val,
-        };
-        let pass = Pass::Grad { grad, loss };
-        if !self.cache_probs {
-            self.tmp_probs.resize(set.groups * self.c, [0.0; LANES]);
-            run_pass(
-                self.kern,
-                set,
-                self.c,
-                omega,
-                &y.v,
-                pass,
-                &mut self.scratch,
-                &mut self.tmp_probs,
-            );
-            return;
-        }
-        let mut cache = y.cache.borrow_mut();
-        let cache = &mut *cache;
-        let (probs, ok) = match which {
-            Which::Train => (&mut cache.train, &mut cache.train_ok),
-            Which::Val => (&mut cache.val, &mut cache.val_ok),
-        };
-        probs.resize(set.groups * self.c, [0.0; LANES]);
-        run_pass(
-            self.kern,
-            set,
-            self.c,
-            omega,
-            &y.v,
-            pass,
-            &mut self.scratch,
-            probs,
-        );
-        *ok = true;
+        self.pass_over(which, y, Pass::Grad { grad, loss });
     }
 
     /// A Hessian pass in direction `v` at `y` over one set (the softmax outputs of `y`
     /// come from its cache, filled first if needed; with the cache off they are
     /// recomputed).
     fn hess_pass(&mut self, which: Which, y: &CpuY, v: &[f32], grad: bool) {
-        let ok = self.cache_probs && {
-            let c = y.cache.borrow();
-            match which {
-                Which::Train => c.train_ok,
-                Which::Val => c.val_ok,
-            }
-        };
+        let ok = self.cache_probs && *y.cache.borrow_mut().slot(which).1;
         if !ok {
             self.grad_pass(which, y, false, false);
         }
+        self.pass_over(which, y, Pass::Hess { v, grad });
+    }
+
+    /// `pass` over the set `which`: the one place that picks the packed set, its weights `ω`
+    /// and where the softmax outputs live — the slot of `y`'s cache for that set, or the
+    /// scratch buffer with the cache off. A gradient pass sizes that buffer, writes the
+    /// softmax outputs and marks the slot valid; a Hessian pass reads them (its caller has
+    /// made them valid).
+    fn pass_over(&mut self, which: Which, y: &CpuY, pass: Pass<'_>) {
         let (set, omega) = match which {
             Which::Train => (&self.train, &self.omega_tr),
             Which::Val => (&self.val, &self.omega_val),
         };
-        let pass = Pass::Hess { v, grad };
-        if !self.cache_probs {
-            run_pass(
-                self.kern,
-                set,
-                self.c,
-                omega,
-                &y.v,
-                pass,
-                &mut self.scratch,
-                &mut self.tmp_probs,
-            );
-            return;
-        }
-        let mut cache = y.cache.borrow_mut();
-        let probs = match which {
-            Which::Train => &mut cache.train,
-            Which::Val => &mut cache.val,
+        let writes = matches!(pass, Pass::Grad { .. });
+        let mut cache = self.cache_probs.then(|| y.cache.borrow_mut());
+        let (probs, ok) = match cache.as_deref_mut() {
+            Some(cache) => {
+                let (probs, ok) = cache.slot(which);
+                (probs, Some(ok))
+            }
+            None => (&mut self.tmp_probs, None),
         };
+        if writes {
+            probs.resize(set.groups * self.c, [0.0; LANES]);
+        }
         run_pass(
             self.kern,
             set,
@@ -981,6 +947,9 @@ impl Cpu {
             &mut self.scratch,
             probs,
         );
+        if let (true, Some(ok)) = (writes, ok) {
+            *ok = true;
+        }
     }
 
     /// Keep the softmax outputs of every `y` a pass has seen (default: on). Off, the

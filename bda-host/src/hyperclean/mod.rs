@@ -2,11 +2,11 @@
 //!
 //! The problem is [`bda_kernel::hyperclean`]'s; the hypergradient methods are
 //! [`bda_kernel::backend`]'s (RHG/T-RHG/BDA reverse mode, IHG, O-BDA). This module supplies
-//! the CPU backends and the user interface:
+//! the fast CPU backend and the user interface (the obviously-right `f64` backend that the
+//! gradient checks use is [`bda_kernel::hyperclean::Reference`]):
 //!
 //! | module | holds |
 //! |---|---|
-//! | [`reference`] | the obviously-right `f64` backend used by the gradient checks |
 //! | [`blocks`] | the all-zero pixel blocks the products skip, and the sample order that makes many |
 //! | [`cpu`] | the fast `f32` backend: byte pixels, AVX2+FMA, rayon, fixed-order reductions |
 //! | [`driver`] | the upper-level loop, generic over the backend ([`driver::train`]) |
@@ -17,7 +17,6 @@ pub mod blocks;
 pub mod cpu;
 pub mod driver;
 pub mod metrics;
-pub mod reference;
 pub mod report;
 
 use std::io::IsTerminal;

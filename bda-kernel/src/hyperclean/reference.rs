@@ -1,0 +1,388 @@
+//! The reference backend: the hyper-cleaning problem of [`HypercleanData`] written as plainly
+//! as possible, in `f64`, with naive loops, no parallelism and no caching.
+//!
+//! It exists to be obviously right. Every fast backend is checked against it primitive by
+//! primitive — the CPU backend of `bda-host` and the CUDA backend of `bda-gpu`, which cannot
+//! share test code with each other — and the kernel's dataset-scale methods are checked on it
+//! against central finite differences. It lives here, next to the problem definition, so that
+//! there is one reference for both (this crate's `tests/hyperclean_reference.rs` checks it
+//! against finite differences). It needs an allocator (feature `alloc`) for its buffers and
+//! per-sample temporaries; exp and ln come from `libm`, as everywhere in the kernel.
+//!
+//! Formulas (`u_i` the features of sample `i`, `s_i = Wᵀu_i + b`, `p_i = softmax(s_i)`,
+//! `e_i` the one-hot label, `ω_i = σ(x_i)/n_tr` on the training set and `1/n_val` on the
+//! validation set):
+//!
+//! * `∇_W = Σ ω_i u_i (p_i − e_i)ᵀ`, `∇_b = Σ ω_i (p_i − e_i)` (plus `2λW` for `F`);
+//! * Hessian–vector product in direction `(V, v_b)`: with `t_i = Vᵀu_i + v_b` and
+//!   `r_i = p_i ⊙ t_i − p_i ⟨p_i, t_i⟩`, `H_W·v = Σ ω_i u_i r_iᵀ`, `H_b·v = Σ ω_i r_i`
+//!   (plus `2λV` for `F`);
+//! * `∂_{x_i} f = σ'(x_i)/n_tr · CE_i` and `(∂²_{xy} f · v)_i = σ'(x_i)/n_tr · ⟨p_i − e_i, t_i⟩`.
+//!
+//! `F` does not depend on `x` ([`UpperGradient::upper_depends_on_x`] is `false`). A term whose
+//! step weight is exactly zero is not evaluated (as the fast backends do), so a zero weight
+//! contributes exactly nothing even where the other level is not finite.
+//!
+//! ```
+//! use bda_kernel::backend::LowerStep;
+//! use bda_kernel::hyperclean::{HypercleanData, Reference};
+//!
+//! // Two features, two classes, two training samples and one validation sample.
+//! let data = HypercleanData {
+//!     dim: 2,
+//!     classes: 2,
+//!     train_x: &[1.0, 0.0, 0.0, 1.0],
+//!     train_labels: &[0, 1],
+//!     val_x: &[1.0, 1.0],
+//!     val_labels: &[1],
+//!     lambda: 0.01,
+//! };
+//! data.validate().unwrap();
+//! let mut r = Reference::new(&data);
+//! let x = vec![0.0; r.x_len()]; // σ(0) = ½: every training sample weighs the same
+//! let y0 = vec![0.0; r.y_len()];
+//! // At y = 0 every sample has CE = ln 2, so f = ½·ln 2 and F = ln 2.
+//! assert!((r.lower_value(&x, &y0) - 0.5 * core::f64::consts::LN_2).abs() < 1e-15);
+//! assert!((r.upper_value(&y0) - core::f64::consts::LN_2).abs() < 1e-15);
+//! // Lower-level gradient steps decrease f.
+//! let (mut y, mut next) = (y0.clone(), y0.clone());
+//! for _ in 0..20 {
+//!     r.lower_step(&x, &y, 0.0, 1.0, &mut next).unwrap();
+//!     core::mem::swap(&mut y, &mut next);
+//! }
+//! assert!(r.lower_value(&x, &y) < r.lower_value(&x, &y0));
+//! ```
+
+// Loops index several arrays in lockstep, as the formulas do.
+#![allow(clippy::needless_range_loop)]
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::convert::Infallible;
+
+use super::HypercleanData;
+use crate::backend::{HostBuffers, LowerHessian, LowerStep, StepAdjoint, UpperGradient};
+
+/// `σ(x) = 1/(1 + e^{−x})`.
+pub fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + libm::exp(-x))
+}
+
+/// One of the two data sets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Set {
+    Train,
+    Val,
+}
+
+/// The reference backend (`T = f64`, `X = Y = Vec<f64>`, through [`HostBuffers`]).
+///
+/// It borrows the `f32` data and widens each value to `f64` where it is used (exactly), so
+/// creating one costs nothing. Its buffers use the layout of [`HypercleanData`]; the data
+/// are assumed valid ([`HypercleanData::validate`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Reference<'a> {
+    data: HypercleanData<'a>,
+}
+
+impl<'a> Reference<'a> {
+    /// The reference for the instance `data`.
+    pub fn new(data: &HypercleanData<'a>) -> Self {
+        Reference { data: *data }
+    }
+
+    /// The instance.
+    pub fn data(&self) -> &HypercleanData<'a> {
+        &self.data
+    }
+
+    /// Length of `y`: `(d + 1)·c`.
+    pub fn y_len(&self) -> usize {
+        self.data.y_len()
+    }
+
+    /// Length of `x`: `n_tr`.
+    pub fn x_len(&self) -> usize {
+        self.data.n_train()
+    }
+
+    fn lambda(&self) -> f64 {
+        f64::from(self.data.lambda)
+    }
+
+    /// Samples in `set`.
+    fn len(&self, set: Set) -> usize {
+        match set {
+            Set::Train => self.data.n_train(),
+            Set::Val => self.data.n_val(),
+        }
+    }
+
+    /// Features and label of sample `i` of `set`.
+    fn sample(&self, set: Set, i: usize) -> (&'a [f32], usize) {
+        let d = self.data.dim;
+        let (x, labels) = match set {
+            Set::Train => (self.data.train_x, self.data.train_labels),
+            Set::Val => (self.data.val_x, self.data.val_labels),
+        };
+        (&x[i * d..(i + 1) * d], usize::from(labels[i]))
+    }
+
+    /// `ω_i`: `σ(x_i)/n_tr` on the training set, `1/n_val` on the validation set.
+    fn omega(&self, set: Set, x: &[f64], i: usize) -> f64 {
+        let n = self.len(set) as f64;
+        match set {
+            Set::Train => sigmoid(x[i]) / n,
+            Set::Val => 1.0 / n,
+        }
+    }
+
+    /// `σ'(x_i)/n_tr`.
+    fn dsigma(&self, x: &[f64], i: usize) -> f64 {
+        let s = sigmoid(x[i]);
+        s * (1.0 - s) / self.data.n_train() as f64
+    }
+
+    /// `Vᵀu + v_b` for a `y`-shaped `v`.
+    fn logits(&self, u: &[f32], v: &[f64]) -> Vec<f64> {
+        let (d, c) = (self.data.dim, self.data.classes);
+        (0..c)
+            .map(|k| v[d * c + k] + (0..d).map(|j| f64::from(u[j]) * v[j * c + k]).sum::<f64>())
+            .collect()
+    }
+
+    fn max(s: &[f64]) -> f64 {
+        s.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+    }
+
+    fn softmax(s: &[f64]) -> Vec<f64> {
+        let m = Self::max(s);
+        let e: Vec<f64> = s.iter().map(|&v| libm::exp(v - m)).collect();
+        let z: f64 = e.iter().sum();
+        e.iter().map(|v| v / z).collect()
+    }
+
+    /// `CE = log Σ_k e^{s_k} − s_label`.
+    fn ce(s: &[f64], label: usize) -> f64 {
+        let m = Self::max(s);
+        let lse = m + libm::log(s.iter().map(|&v| libm::exp(v - m)).sum::<f64>());
+        lse - s[label]
+    }
+
+    /// `out += w·ũ rᵀ` with `ũ = [u; 1]` (a rank-one update of a `y`-shaped buffer).
+    fn add_outer(&self, u: &[f32], r: &[f64], w: f64, out: &mut [f64]) {
+        let (d, c) = (self.data.dim, self.data.classes);
+        for k in 0..c {
+            for j in 0..d {
+                out[j * c + k] += w * f64::from(u[j]) * r[k];
+            }
+            out[d * c + k] += w * r[k];
+        }
+    }
+
+    /// `out += w·Σ ω_i ∇_y CE_i` over `set`; returns `Σ ω_i CE_i`.
+    fn add_grad(&self, set: Set, x: &[f64], w: f64, y: &[f64], out: &mut [f64]) -> f64 {
+        let mut loss = 0.0;
+        for i in 0..self.len(set) {
+            let (u, label) = self.sample(set, i);
+            let om = self.omega(set, x, i);
+            let s = self.logits(u, y);
+            loss += om * Self::ce(&s, label);
+            let mut g = Self::softmax(&s);
+            g[label] -= 1.0;
+            self.add_outer(u, &g, w * om, out);
+        }
+        loss
+    }
+
+    /// `out += w·Σ ω_i ∇²_{yy} CE_i · v` over `set`.
+    fn add_hvp(&self, set: Set, x: &[f64], w: f64, y: &[f64], v: &[f64], out: &mut [f64]) {
+        for i in 0..self.len(set) {
+            let (u, _) = self.sample(set, i);
+            let p = Self::softmax(&self.logits(u, y));
+            let t = self.logits(u, v);
+            let pt: f64 = p.iter().zip(&t).map(|(p, t)| p * t).sum();
+            let r: Vec<f64> = p.iter().zip(&t).map(|(p, t)| p * t - p * pt).collect();
+            self.add_outer(u, &r, w * self.omega(set, x, i), out);
+        }
+    }
+
+    /// `gx_i += scale·σ'(x_i)/n_tr·⟨p_i − e_i, t_i⟩` with `t_i = Vᵀu_i + v_b`: adds
+    /// `scale·(∂²_{xy} f)ᵀ·v`.
+    fn add_mixed(&self, x: &[f64], y: &[f64], v: &[f64], scale: f64, gx: &mut [f64]) {
+        for i in 0..self.data.n_train() {
+            let (u, label) = self.sample(Set::Train, i);
+            let p = Self::softmax(&self.logits(u, y));
+            let t = self.logits(u, v);
+            let pt: f64 = p.iter().zip(&t).map(|(p, t)| p * t).sum();
+            gx[i] += scale * self.dsigma(x, i) * (pt - t[label]);
+        }
+    }
+
+    /// `out += w·2λW` for a `y`-shaped `v = (W, b)` (`b` is not regularised).
+    fn add_reg(&self, w: f64, v: &[f64], out: &mut [f64]) {
+        let dc = self.data.dim * self.data.classes;
+        let lam = self.lambda();
+        for j in 0..dc {
+            out[j] += w * 2.0 * lam * v[j];
+        }
+    }
+
+    /// `f(x, y) = (1/n_tr) Σ_i σ(x_i)·CE_i`.
+    pub fn lower_value(&self, x: &[f64], y: &[f64]) -> f64 {
+        (0..self.data.n_train())
+            .map(|i| {
+                let (u, label) = self.sample(Set::Train, i);
+                self.omega(Set::Train, x, i) * Self::ce(&self.logits(u, y), label)
+            })
+            .sum()
+    }
+
+    /// `F(y) = (1/n_val) Σ_j CE_j + λ‖W‖²`.
+    pub fn upper_value(&self, y: &[f64]) -> f64 {
+        let ce: f64 = (0..self.data.n_val())
+            .map(|i| {
+                let (u, label) = self.sample(Set::Val, i);
+                self.omega(Set::Val, &[], i) * Self::ce(&self.logits(u, y), label)
+            })
+            .sum();
+        let dc = self.data.dim * self.data.classes;
+        ce + self.lambda() * y[..dc].iter().map(|w| w * w).sum::<f64>()
+    }
+
+    /// `out ← ∇_y f(x, y)`.
+    pub fn lower_grad(&self, x: &[f64], y: &[f64], out: &mut [f64]) {
+        out.fill(0.0);
+        self.add_grad(Set::Train, x, 1.0, y, out);
+    }
+
+    /// `out ← ∇_y F(y)`; returns `F(y)`.
+    pub fn upper_grad_y(&self, y: &[f64], out: &mut [f64]) -> f64 {
+        out.fill(0.0);
+        let ce = self.add_grad(Set::Val, &[], 1.0, y, out);
+        self.add_reg(1.0, y, out);
+        let dc = self.data.dim * self.data.classes;
+        ce + self.lambda() * y[..dc].iter().map(|w| w * w).sum::<f64>()
+    }
+}
+
+impl HostBuffers for Reference<'_> {
+    type Scalar = f64;
+    fn x_len(&self) -> usize {
+        Reference::x_len(self)
+    }
+    fn y_len(&self) -> usize {
+        Reference::y_len(self)
+    }
+}
+
+impl LowerStep for Reference<'_> {
+    fn lower_step(
+        &mut self,
+        x: &Vec<f64>,
+        y: &Vec<f64>,
+        w_u: f64,
+        w_l: f64,
+        y_out: &mut Vec<f64>,
+    ) -> Result<(), Infallible> {
+        // g = w_u ∇_y F + w_l ∇_y f
+        let mut g = vec![0.0; y.len()];
+        if w_l != 0.0 {
+            self.add_grad(Set::Train, x, w_l, y, &mut g);
+        }
+        if w_u != 0.0 {
+            self.add_grad(Set::Val, x, w_u, y, &mut g);
+            self.add_reg(w_u, y, &mut g);
+        }
+        for i in 0..y.len() {
+            y_out[i] = y[i] - g[i];
+        }
+        Ok(())
+    }
+}
+
+impl UpperGradient for Reference<'_> {
+    /// `F` is the validation loss: it does not depend on the sample weights.
+    fn upper_depends_on_x(&self) -> bool {
+        false
+    }
+
+    fn upper_grad(
+        &mut self,
+        _x: &Vec<f64>,
+        y: &Vec<f64>,
+        gy: &mut Vec<f64>,
+        _gx: &mut Vec<f64>,
+        _gx_scale: f64,
+    ) -> Result<f64, Infallible> {
+        Ok(self.upper_grad_y(y, gy))
+    }
+}
+
+impl StepAdjoint for Reference<'_> {
+    fn step_adjoint(
+        &mut self,
+        x: &Vec<f64>,
+        y: &Vec<f64>,
+        w_u: f64,
+        w_l: f64,
+        a: &mut Vec<f64>,
+        gx: &mut Vec<f64>,
+    ) -> Result<(), Infallible> {
+        // h = (w_u ∇²F + w_l ∇²f)·a, and gx −= w_l (∂²_{xy} f)ᵀ·a, both with the old `a`.
+        let mut h = vec![0.0; a.len()];
+        if w_l != 0.0 {
+            self.add_mixed(x, y, a, -w_l, gx);
+            self.add_hvp(Set::Train, x, w_l, y, a, &mut h);
+        }
+        if w_u != 0.0 {
+            self.add_hvp(Set::Val, x, w_u, y, a, &mut h);
+            self.add_reg(w_u, a, &mut h);
+        }
+        for i in 0..a.len() {
+            a[i] -= h[i];
+        }
+        Ok(())
+    }
+}
+
+impl LowerHessian for Reference<'_> {
+    fn lower_hvp(
+        &mut self,
+        x: &Vec<f64>,
+        y: &Vec<f64>,
+        v: &Vec<f64>,
+        out: &mut Vec<f64>,
+    ) -> Result<(), Infallible> {
+        out.fill(0.0);
+        self.add_hvp(Set::Train, x, 1.0, y, v, out);
+        Ok(())
+    }
+
+    fn lower_mixed_vjp(
+        &mut self,
+        x: &Vec<f64>,
+        y: &Vec<f64>,
+        v: &Vec<f64>,
+        scale: f64,
+        gx: &mut Vec<f64>,
+    ) -> Result<(), Infallible> {
+        self.add_mixed(x, y, v, scale, gx);
+        Ok(())
+    }
+
+    fn lower_grad_x(
+        &mut self,
+        x: &Vec<f64>,
+        y: &Vec<f64>,
+        scale: f64,
+        gx: &mut Vec<f64>,
+    ) -> Result<(), Infallible> {
+        for i in 0..self.data.n_train() {
+            let (u, label) = self.sample(Set::Train, i);
+            let ce = Self::ce(&self.logits(u, y), label);
+            gx[i] += scale * self.dsigma(x, i) * ce;
+        }
+        Ok(())
+    }
+}

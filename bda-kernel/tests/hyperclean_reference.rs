@@ -1,0 +1,287 @@
+//! The f64 reference of data hyper-cleaning (`hyperclean::Reference`) against central finite
+//! differences: gradients, Hessian–vector product, mixed derivative, step adjoint = transposed
+//! step Jacobian, and a whole unrolled hypergradient. The fast backends of `bda-host` and
+//! `bda-gpu` are tested against this reference, primitive by primitive; the methods on it
+//! (RHG, T-RHG, BDA, IHG, O-BDA) against finite differences in `bda-host`.
+
+use bda_kernel::backend::{
+    LowerHessian, LowerStep, StepAdjoint, UpperGradient, tape_len, unrolled,
+};
+use bda_kernel::hyperclean::{HypercleanData, Reference};
+use bda_kernel::schedule::LowerDynamics;
+
+const H: f64 = 1e-5;
+
+/// Deterministic generator (64-bit LCG, upper bits).
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03)
+    }
+    /// Uniform in [0, 1).
+    fn uniform(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Uniform in [lo, hi), rounded to f32.
+    fn range(&mut self, lo: f64, hi: f64) -> f32 {
+        (lo + (hi - lo) * self.uniform()) as f32
+    }
+    fn below(&mut self, n: usize) -> usize {
+        ((self.uniform() * n as f64) as usize).min(n - 1)
+    }
+}
+
+/// A random instance owning its data: MNIST-like features (`k/255`), random labels.
+struct Problem {
+    d: usize,
+    c: usize,
+    train_x: Vec<f32>,
+    train_labels: Vec<u8>,
+    val_x: Vec<f32>,
+    val_labels: Vec<u8>,
+    lambda: f32,
+}
+
+impl Problem {
+    fn random(seed: u64, d: usize, c: usize, n_tr: usize, n_val: usize, lambda: f32) -> Self {
+        let mut r = Rng::new(seed);
+        let mut feats =
+            |n: usize| -> Vec<f32> { (0..n * d).map(|_| r.below(256) as f32 / 255.0).collect() };
+        let train_x = feats(n_tr);
+        let val_x = feats(n_val);
+        let mut r = Rng::new(seed + 1);
+        let train_labels = (0..n_tr).map(|_| r.below(c) as u8).collect();
+        let val_labels = (0..n_val).map(|_| r.below(c) as u8).collect();
+        Problem {
+            d,
+            c,
+            train_x,
+            train_labels,
+            val_x,
+            val_labels,
+            lambda,
+        }
+    }
+
+    fn data(&self) -> HypercleanData<'_> {
+        HypercleanData {
+            dim: self.d,
+            classes: self.c,
+            train_x: &self.train_x,
+            train_labels: &self.train_labels,
+            val_x: &self.val_x,
+            val_labels: &self.val_labels,
+            lambda: self.lambda,
+        }
+    }
+}
+
+/// `max |got − want| / max |want|`.
+fn rel_err(got: &[f64], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
+    got.iter()
+        .zip(want)
+        .fold(0.0f64, |m, (g, w)| m.max((g - w).abs()))
+        / scale
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(a, b)| a * b).sum()
+}
+
+fn shifted(v: &[f64], e: &[f64], h: f64) -> Vec<f64> {
+    v.iter().zip(e).map(|(v, e)| v + h * e).collect()
+}
+
+fn rand(r: &mut Rng, n: usize, s: f64) -> Vec<f64> {
+    (0..n).map(|_| r.range(-s, s) as f64).collect()
+}
+
+struct Setup {
+    p: Problem,
+    x: Vec<f64>,
+    y: Vec<f64>,
+}
+
+fn setup() -> Setup {
+    let p = Problem::random(7, 6, 3, 17, 11, 0.05);
+    p.data().validate().unwrap();
+    let mut r = Rng::new(99);
+    let x = rand(&mut r, p.train_labels.len(), 2.0);
+    let y = rand(&mut r, p.data().y_len(), 0.5);
+    Setup { p, x, y }
+}
+
+fn close(fd: f64, exact: f64) {
+    assert!(
+        (fd - exact).abs() <= 1e-6 * (1.0 + exact.abs()),
+        "finite difference {fd} vs {exact}"
+    );
+}
+
+#[test]
+fn gradients_match_finite_differences() {
+    let Setup { p, x, y } = setup();
+    let mut b = Reference::new(&p.data());
+    let mut r = Rng::new(5);
+    let e = rand(&mut r, b.y_len(), 1.0);
+    let ex = rand(&mut r, b.x_len(), 1.0);
+
+    let mut gf = vec![0.0; b.y_len()];
+    b.lower_grad(&x, &y, &mut gf);
+    let fd = (b.lower_value(&x, &shifted(&y, &e, H)) - b.lower_value(&x, &shifted(&y, &e, -H)))
+        / (2.0 * H);
+    close(fd, dot(&gf, &e));
+
+    let mut gy = vec![0.0; b.y_len()];
+    let mut gx = vec![0.0; b.x_len()];
+    let value = b.upper_grad(&x, &y, &mut gy, &mut gx, 1.0).unwrap();
+    assert!((value - b.upper_value(&y)).abs() < 1e-15);
+    assert!(gx.iter().all(|&g| g == 0.0), "F does not depend on x");
+    assert!(!b.upper_depends_on_x());
+    let fd = (b.upper_value(&shifted(&y, &e, H)) - b.upper_value(&shifted(&y, &e, -H))) / (2.0 * H);
+    close(fd, dot(&gy, &e));
+
+    let mut gx = vec![0.0; b.x_len()];
+    b.lower_grad_x(&x, &y, 1.0, &mut gx).unwrap();
+    let fd = (b.lower_value(&shifted(&x, &ex, H), &y) - b.lower_value(&shifted(&x, &ex, -H), &y))
+        / (2.0 * H);
+    close(fd, dot(&gx, &ex));
+}
+
+#[test]
+fn lower_step_is_a_gradient_step() {
+    let Setup { p, x, y } = setup();
+    let mut b = Reference::new(&p.data());
+    let (mut gf, mut gu) = (vec![0.0; b.y_len()], vec![0.0; b.y_len()]);
+    b.lower_grad(&x, &y, &mut gf);
+    b.upper_grad_y(&y, &mut gu);
+    let (w_u, w_l) = (0.3, 0.7);
+    let mut out = vec![0.0; b.y_len()];
+    b.lower_step(&x, &y, w_u, w_l, &mut out).unwrap();
+    let want: Vec<f64> = (0..y.len())
+        .map(|i| y[i] - (w_u * gu[i] + w_l * gf[i]))
+        .collect();
+    assert!(rel_err(&out, &want) < 1e-14, "{}", rel_err(&out, &want));
+    // zero weights: y unchanged
+    b.lower_step(&x, &y, 0.0, 0.0, &mut out).unwrap();
+    assert_eq!(out, y);
+}
+
+#[test]
+fn second_derivatives_match_finite_differences() {
+    let Setup { p, x, y } = setup();
+    let mut b = Reference::new(&p.data());
+    let mut r = Rng::new(6);
+    let v = rand(&mut r, b.y_len(), 1.0);
+    let ex = rand(&mut r, b.x_len(), 1.0);
+    let grad_f = |b: &Reference<'_>, x: &[f64], y: &[f64]| {
+        let mut g = vec![0.0; b.y_len()];
+        b.lower_grad(x, y, &mut g);
+        g
+    };
+    // ∇²f·v against differences of ∇f along v.
+    let mut hv = vec![0.0; b.y_len()];
+    b.lower_hvp(&x, &y, &v, &mut hv).unwrap();
+    let (gp, gm) = (
+        grad_f(&b, &x, &shifted(&y, &v, H)),
+        grad_f(&b, &x, &shifted(&y, &v, -H)),
+    );
+    let fd: Vec<f64> = gp
+        .iter()
+        .zip(&gm)
+        .map(|(p, m)| (p - m) / (2.0 * H))
+        .collect();
+    assert!(rel_err(&hv, &fd) < 1e-6, "{}", rel_err(&hv, &fd));
+    // (∂²_{xy} f)ᵀ·v against differences of ⟨∇_y f, v⟩ along x.
+    let mut gx = vec![0.0; b.x_len()];
+    b.lower_mixed_vjp(&x, &y, &v, 1.0, &mut gx).unwrap();
+    let fd = (dot(&grad_f(&b, &shifted(&x, &ex, H), &y), &v)
+        - dot(&grad_f(&b, &shifted(&x, &ex, -H), &y), &v))
+        / (2.0 * H);
+    close(fd, dot(&gx, &ex));
+}
+
+#[test]
+fn step_adjoint_is_the_transposed_step_jacobian() {
+    let Setup { p, x, y } = setup();
+    let mut b = Reference::new(&p.data());
+    let mut r = Rng::new(8);
+    let a0 = rand(&mut r, b.y_len(), 1.0);
+    let e = rand(&mut r, b.y_len(), 1.0);
+    let ex = rand(&mut r, b.x_len(), 1.0);
+    let (w_u, w_l) = (0.3, 0.7);
+    let step = |b: &mut Reference<'_>, x: &[f64], y: &[f64]| {
+        let mut out = vec![0.0; b.y_len()];
+        b.lower_step(&x.to_vec(), &y.to_vec(), w_u, w_l, &mut out)
+            .unwrap();
+        out
+    };
+    let mut a = a0.clone();
+    let gx0 = rand(&mut r, b.x_len(), 1.0);
+    let mut gx = gx0.clone();
+    b.step_adjoint(&x, &y, w_u, w_l, &mut a, &mut gx).unwrap();
+    // ⟨a_new, e⟩ = ⟨a, ∂step/∂y · e⟩
+    let (sp, sm) = (
+        step(&mut b, &x, &shifted(&y, &e, H)),
+        step(&mut b, &x, &shifted(&y, &e, -H)),
+    );
+    let jy: Vec<f64> = sp
+        .iter()
+        .zip(&sm)
+        .map(|(p, m)| (p - m) / (2.0 * H))
+        .collect();
+    close(dot(&a0, &jy), dot(&a, &e));
+    // ⟨gx_new − gx, ex⟩ = ⟨a, ∂step/∂x · ex⟩
+    let (sp, sm) = (
+        step(&mut b, &shifted(&x, &ex, H), &y),
+        step(&mut b, &shifted(&x, &ex, -H), &y),
+    );
+    let jx: Vec<f64> = sp
+        .iter()
+        .zip(&sm)
+        .map(|(p, m)| (p - m) / (2.0 * H))
+        .collect();
+    let dgx: Vec<f64> = gx.iter().zip(&gx0).map(|(g, g0)| g - g0).collect();
+    close(dot(&a0, &jx), dot(&dgx, &ex));
+}
+
+#[test]
+fn unrolled_hypergradient_matches_finite_differences() {
+    let Setup { p, x, .. } = setup();
+    let mut b = Reference::new(&p.data());
+    let mut r = Rng::new(9);
+    let ex = rand(&mut r, b.x_len(), 1.0);
+    let dynamics = LowerDynamics::bda(0.5, 0.8);
+    let k = 12;
+    let y0 = vec![0.0; b.y_len()];
+    let phi = |b: &mut Reference<'_>, x: &Vec<f64>| {
+        let mut tape = vec![vec![0.0; b.y_len()]; tape_len(k, None)];
+        let (mut adj, mut gx, mut y_out) = (
+            vec![0.0; b.y_len()],
+            vec![0.0; b.x_len()],
+            vec![0.0; b.y_len()],
+        );
+        let v = unrolled(
+            b, x, &y0, &dynamics, k, None, &mut tape, &mut adj, &mut gx, &mut y_out,
+        )
+        .unwrap();
+        (v, gx)
+    };
+    let (_, gx) = phi(&mut b, &x);
+    let fd =
+        (phi(&mut b, &shifted(&x, &ex, H)).0 - phi(&mut b, &shifted(&x, &ex, -H)).0) / (2.0 * H);
+    close(fd, dot(&gx, &ex));
+}
+
+#[test]
+fn reference_is_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Reference<'static>>();
+}
