@@ -78,11 +78,13 @@ fn train_reports_json_and_is_deterministic() {
         "seconds",
         "s_per_meta_step",
         "seed",
+        "device",
     ] {
         assert!(a.get(key).is_some(), "missing {key}: {a}");
     }
     assert_eq!(a["meta_steps"], 3);
     assert_eq!(a["method"], "bda");
+    assert_eq!(a["device"], "cpu");
     let b = json(&train(&["--meta-steps", "3", "--method", "bda", "--json"]));
     assert_eq!(without_time(a), without_time(b));
 }

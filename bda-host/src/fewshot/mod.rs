@@ -304,6 +304,14 @@ fn meta_error(e: MetaError, step: u64) -> CliError {
     }
 }
 
+/// The one-line error of a failed benchmark meta-step (no training step to name).
+fn bench_error(e: MetaError) -> CliError {
+    match e {
+        MetaError::NonFinite => CliError::run("bench: the meta-loss or its gradient is not finite"),
+        MetaError::Device(m) => CliError::run(format!("bench: {m}")),
+    }
+}
+
 fn eval_error(e: MetaError) -> CliError {
     match e {
         MetaError::NonFinite => CliError::run("evaluation: a head became non-finite"),
@@ -541,6 +549,8 @@ pub struct Report {
     pub s_per_meta_step: f64,
     /// Seed.
     pub seed: u64,
+    /// Where it ran (`cpu`, `cuda (device name)`).
+    pub device: String,
     /// Data: the folder, or `synthetic`.
     pub data: String,
     /// Final meta-training loss (mean of the last 10 steps).
@@ -719,6 +729,7 @@ fn run_train(a: &TrainArgs) -> Result<(), CliError> {
         seconds: t0.elapsed().as_secs_f64(),
         s_per_meta_step: s_per,
         seed: cfg.seed,
+        device: backend.device(),
         data: data_name(&cfg),
         train_loss: (!last.is_empty())
             .then(|| last.iter().map(|l| l.1).sum::<f64>() / last.len() as f64),
@@ -902,6 +913,7 @@ fn run_eval(e: &EvalArgs) -> Result<(), CliError> {
         seconds: t0.elapsed().as_secs_f64(),
         s_per_meta_step: 0.0,
         seed: e.seed,
+        device: backend.device(),
         data: if synthetic {
             "synthetic".into()
         } else {
@@ -981,7 +993,7 @@ fn run_bench(b: &BenchArgs) -> Result<(), CliError> {
     let mut step = |backend: &mut dyn MetaBackend, params: &mut Vec<f32>| -> Result<(), CliError> {
         let mg = backend
             .meta_gradient(arch, params, &tasks, &head)
-            .map_err(|e| meta_error(e, 0))?;
+            .map_err(bench_error)?;
         adam.step(params, &mg.grad);
         Ok(())
     };
@@ -1003,7 +1015,7 @@ fn run_bench(b: &BenchArgs) -> Result<(), CliError> {
     for _ in 0..reps {
         backend
             .backbone_pass(arch, &params, &imgs, n, &dfeats)
-            .map_err(|e| meta_error(e, 0))?;
+            .map_err(bench_error)?;
     }
     let s_bb = t1.elapsed().as_secs_f64() / reps as f64;
     let (f, bw) = arch.conv_flops(n);
