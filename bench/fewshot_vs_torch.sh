@@ -4,7 +4,8 @@
 # Usage: bench/fewshot_vs_torch.sh [THREADS] [METHOD] [STEPS]
 # Env: PYTHON (default /work/torchenv/bin/python), PEER (default /work/shared/peers/fewshot_torch.py),
 #      DEVICE (cpu or cuda, default cpu: both sides on that device; on a GPU machine
-#      `DEVICE=cuda bench/fewshot_vs_torch.sh 2 bda 20` gives the ratio of the ≥ 5× floor).
+#      `DEVICE=cuda bench/fewshot_vs_torch.sh 2 bda 20` gives the ratio of the ≥ 5× floor),
+#      BDA (a prebuilt bda binary: skips the cargo build, e.g. on a machine without Rust).
 set -euo pipefail
 THREADS=${1:-2}
 METHOD=${2:-bda}
@@ -13,8 +14,11 @@ PYTHON=${PYTHON:-/work/torchenv/bin/python}
 PEER=${PEER:-/work/shared/peers/fewshot_torch.py}
 DEVICE=${DEVICE:-cpu}
 cd "$(dirname "$0")/.."
-cargo build --release -q -p bda-host
-ours=$(target/release/bda fewshot bench --threads "$THREADS" --method "$METHOD" --steps "$STEPS" --device "$DEVICE" --json)
+if [ -z "${BDA:-}" ]; then
+  cargo build --release -q -p bda-host
+  BDA=target/release/bda
+fi
+ours=$("$BDA" fewshot bench --threads "$THREADS" --method "$METHOD" --steps "$STEPS" --device "$DEVICE" --json)
 peer=$("$PYTHON" "$PEER" --threads "$THREADS" --method "$METHOD" --steps "$STEPS" --device "$DEVICE")
 echo "bda:     $ours"
 echo "pytorch: $peer"

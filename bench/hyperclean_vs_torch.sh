@@ -7,7 +7,8 @@
 #
 # Environment: TORCH_PYTHON (default /work/torchenv/bin/python), PEER (the peer script),
 # DATA_DIR (default /usr/share/datasets/fashion-mnist), K (default 50), THREADS (2),
-# UL_LR (0.01), LL_LR (1.0).
+# UL_LR (0.01), LL_LR (1.0), DEVICE (cpu, or cuda for both programs), BDA (a prebuilt bda
+# binary: skips the cargo build, e.g. on a machine without Rust).
 set -euo pipefail
 METHOD=${1:-bda}
 ITERS=${2:-5}
@@ -23,15 +24,18 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 case "$METHOD" in rhg | trhg | bda) ;; *) echo "the peer implements rhg, trhg, bda only" >&2; exit 2 ;; esac
 [ -x "$PY" ] || { echo "no python at $PY (set TORCH_PYTHON)" >&2; exit 2; }
 
-(cd "$ROOT" && cargo build --release -q -p bda-host)
-BDA="$ROOT/target/release/bda"
+DEVICE=${DEVICE:-cpu}
+if [ -z "${BDA:-}" ]; then
+  (cd "$ROOT" && cargo build --release -q -p bda-host)
+  BDA="$ROOT/target/release/bda"
+fi
 
 common=(--method "$METHOD" --K "$K" --truncate 25 --ul-iters "$ITERS" --ul-lr "$UL_LR"
         --ll-lr "$LL_LR" --mu 0.5 --alpha 0.5 --n-train 5000 --n-val 5000 --seed 0 --data-dir "$DATA")
 
 # The peer's β is 1 (ours defaults to 2 for the accuracy table): pass it explicitly.
-ours=$("$BDA" hyperclean "${common[@]}" --beta 1 --lambda 1e-4 --threads "$THREADS" --json --quiet)
-peer=$("$PY" "$PEER" "${common[@]}" --lam 1e-4 --threads "$THREADS")
+ours=$("$BDA" hyperclean "${common[@]}" --beta 1 --lambda 1e-4 --threads "$THREADS" --device "$DEVICE" --json --quiet)
+peer=$("$PY" "$PEER" "${common[@]}" --lam 1e-4 --threads "$THREADS" --device "$DEVICE")
 echo "ours: $ours" | cut -c1-400
 echo "peer: $peer"
 python3 - "$ours" "$peer" <<'PY'

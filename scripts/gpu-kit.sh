@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Build what a GPU session needs into gpu-kit/ (git-ignored through .git/info/exclude), for
+# a device machine that has CUDA and PyTorch but no Rust and no network:
+#
+#   bash scripts/gpu-kit.sh            # here: builds, strips, copies (≈ 45 MB)
+#   # then with the device tool, in one call (carry ["gpu-kit"], timeout 600):
+#   bash gpu-kit/run.sh                # there: every GPU measurement, results under $OUT
+#
+# The kit holds the release `bda`, the bda-gpu test binaries (tests/gpu.rs,
+# tests/fewshot_gpu.rs), the `step_timing` example, both PyTorch peers and Fashion-MNIST.
+# run.sh writes one text file per measurement to $OUT (issues 4 and 5: agreement with the
+# f64 reference on the device, s/UL-iteration and s/meta-step against the peers on the same
+# GPU, GPU memory at K = 800).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+KIT=gpu-kit
+PEERS=${PEERS:-$ROOT/../shared/peers}
+DATA=${DATA_DIR:-/usr/share/datasets/fashion-mnist}
+for f in "$PEERS/hyperclean_torch.py" "$PEERS/fewshot_torch.py"; do
+  [ -f "$f" ] || { echo "gpu-kit: missing peer $f (set PEERS)" >&2; exit 2; }
+done
+for f in train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz; do
+  [ -f "$DATA/$f" ] || { echo "gpu-kit: missing $DATA/$f (apt install dataset-fashion-mnist, or set DATA_DIR)" >&2; exit 2; }
+done
+exclude=$(git rev-parse --git-path info/exclude)
+grep -qx "/$KIT/" "$exclude" 2>/dev/null || echo "/$KIT/" >>"$exclude"
+
+cargo build --release -q -p bda-host
+cargo build --release -q -p bda-gpu --example step_timing
+tests=$(cargo test --release -q -p bda-gpu --no-run --message-format=json 2>/dev/null |
+  python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("gpu", "fewshot_gpu"):
+        print(m["target"]["name"], m["executable"])')
+rm -rf "$KIT"
+mkdir -p "$KIT/bin" "$KIT/peers" "$KIT/data"
+strip -o "$KIT/bin/bda" target/release/bda
+strip -o "$KIT/bin/step_timing" target/release/examples/step_timing
+while read -r name exe; do
+  strip -o "$KIT/bin/test-$name" "$exe"
+done <<<"$tests"
+[ -x "$KIT/bin/test-gpu" ] && [ -x "$KIT/bin/test-fewshot_gpu" ] || { echo "gpu-kit: test binaries not found" >&2; exit 1; }
+cp "$PEERS/hyperclean_torch.py" "$PEERS/fewshot_torch.py" "$KIT/peers/"
+cp "$DATA"/*-ubyte.gz "$KIT/data/"
+cp "$ROOT/scripts/gpu-kit-run.sh" "$KIT/run.sh"
+du -sh "$KIT"
