@@ -45,9 +45,7 @@ step step-timing "$KIT/bin/step_timing"
 # 3. Hyper-cleaning against the peer on the same GPU (K 50, peer settings), 3 pairs for BDA.
 hc() { BDA=$KIT/bin/bda TORCH_PYTHON=$PY PEER=$KIT/peers/hyperclean_torch.py DATA_DIR=$KIT/data \
   DEVICE=cuda bash bench/hyperclean_vs_torch.sh "$@"; }
-step hyperclean-bda-1 hc bda 10
-step hyperclean-bda-2 hc bda 10
-step hyperclean-bda-3 hc bda 10
+step hyperclean-bda hc bda 10 3
 step hyperclean-rhg hc rhg 10
 step hyperclean-trhg hc trhg 10
 # 4. Accuracy on the GPU with the defaults (compare with the CPU table in README.md).
@@ -65,5 +63,5 @@ fs() { BDA=$KIT/bin/bda PYTHON=$PY PEER=$KIT/peers/fewshot_torch.py DEVICE=cuda 
 step fewshot-bda-1 fs 2 bda 20
 step fewshot-bda-2 fs 2 bda 20
 step fewshot-rhg fs 2 rhg 20
-grep -h "ratio\|pytorch/bda" "$OUT"/hyperclean-*.txt "$OUT"/fewshot-*.txt >>"$OUT/summary.txt" 2>/dev/null
+grep -h "ratio\|pytorch/bda\|pairs:" "$OUT"/hyperclean-*.txt "$OUT"/fewshot-*.txt >>"$OUT/summary.txt" 2>/dev/null
 cat "$OUT/summary.txt"
