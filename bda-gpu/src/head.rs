@@ -26,7 +26,7 @@ use cudarc::driver::{CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 
 use crate::kernels::{Kernel, Kernels, arch_for};
 use crate::probe::{guard, open};
-use crate::softmax::{REDUCE, check, elementwise, i32_of};
+use crate::softmax::{check, i32_of};
 use crate::{GpuError, GpuVec};
 
 /// Shapes of a batched head problem.
@@ -228,6 +228,16 @@ impl HeadGpu {
         Ok(&self.last_hits)
     }
 
+    /// Length of an `x` buffer (the features of every support and query image).
+    pub fn x_len(&self) -> usize {
+        self.dims.x_len()
+    }
+
+    /// Length of a `y` buffer (every task's head).
+    pub fn y_len(&self) -> usize {
+        self.dims.y_len()
+    }
+
     fn check_x(&self, what: &'static str, x: &GpuVec) -> Result<(), GpuError> {
         check(what, x.len(), self.dims.x_len())
     }
@@ -367,17 +377,6 @@ impl HeadGpu {
         self.stream.synchronize()?;
         Ok(())
     }
-
-    fn scale_buf(&mut self, a: f32, y: &mut GpuVec) -> Result<(), GpuError> {
-        let f = self.kernels.get(Kernel::Scale)?;
-        let len = y.len();
-        let n = i32_of(len);
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(&a).arg(&mut y.0).arg(&n);
-        // SAFETY: matches `scale`; n is the buffer's length.
-        unsafe { l.launch(elementwise(len)) }?;
-        Ok(())
-    }
 }
 
 /// Grid-stride launches: 256 threads per block, at most 2^20 blocks.
@@ -390,113 +389,7 @@ fn spread(n: usize) -> LaunchConfig {
 }
 
 impl Backend for HeadGpu {
-    type T = f32;
-    type X = GpuVec;
-    type Y = GpuVec;
-    type Error = GpuError;
-
-    fn new_x(&mut self) -> Result<GpuVec, GpuError> {
-        Ok(GpuVec(self.stream.alloc_zeros(self.dims.x_len())?))
-    }
-
-    fn new_y(&mut self) -> Result<GpuVec, GpuError> {
-        Ok(GpuVec(self.stream.alloc_zeros(self.dims.y_len())?))
-    }
-
-    fn copy_y(&mut self, src: &GpuVec, dst: &mut GpuVec) -> Result<(), GpuError> {
-        self.check_y("copy_y src", src)?;
-        self.check_y("copy_y dst", dst)?;
-        self.stream.memcpy_dtod(&src.0, &mut dst.0)?;
-        Ok(())
-    }
-
-    fn axpy_y(&mut self, a: f32, v: &GpuVec, y: &mut GpuVec) -> Result<(), GpuError> {
-        self.check_y("axpy_y v", v)?;
-        self.check_y("axpy_y y", y)?;
-        let f = self.kernels.get(Kernel::Axpy)?;
-        let n = i32_of(y.len());
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(&a).arg(&v.0).arg(&mut y.0).arg(&n);
-        // SAFETY: matches `axpy`; both buffers hold y_len entries.
-        unsafe { l.launch(elementwise(v.len())) }?;
-        Ok(())
-    }
-
-    fn scale_y(&mut self, a: f32, y: &mut GpuVec) -> Result<(), GpuError> {
-        self.check_y("scale_y y", y)?;
-        self.scale_buf(a, y)
-    }
-
-    fn zero_y(&mut self, y: &mut GpuVec) -> Result<(), GpuError> {
-        self.check_y("zero_y y", y)?;
-        self.stream.memset_zeros(&mut y.0)?;
-        Ok(())
-    }
-
-    fn dot_y(&mut self, a: &GpuVec, b: &GpuVec) -> Result<f32, GpuError> {
-        self.check_y("dot_y a", a)?;
-        self.check_y("dot_y b", b)?;
-        let f = self.kernels.get(Kernel::ReduceDot)?;
-        let n = i32_of(a.len());
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(&a.0).arg(&b.0).arg(&n).arg(&mut self.red);
-        // SAFETY: matches `reduce_dot`; a and b hold n entries, red 1.
-        unsafe { l.launch(REDUCE) }?;
-        let mut host = [0.0f64; 1];
-        self.stream.memcpy_dtoh(&self.red, &mut host)?;
-        self.stream.synchronize()?;
-        Ok(host[0] as f32)
-    }
-
-    fn zero_x(&mut self, x: &mut GpuVec) -> Result<(), GpuError> {
-        self.check_x("zero_x x", x)?;
-        self.stream.memset_zeros(&mut x.0)?;
-        Ok(())
-    }
-
-    fn y_is_finite(&mut self, y: &GpuVec) -> Result<bool, GpuError> {
-        self.check_y("y_is_finite y", y)?;
-        let f = self.kernels.get(Kernel::AnyNonfinite)?;
-        let n = i32_of(y.len());
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(&y.0).arg(&n).arg(&mut self.flag);
-        // SAFETY: matches `any_nonfinite`; y holds n entries, flag 1.
-        unsafe { l.launch(REDUCE) }?;
-        let mut host = [0u32; 1];
-        self.stream.memcpy_dtoh(&self.flag, &mut host)?;
-        self.stream.synchronize()?;
-        Ok(host[0] == 0)
-    }
-
-    fn upload_x(&mut self, src: &[f32], dst: &mut GpuVec) -> Result<(), GpuError> {
-        check("upload_x src", src.len(), self.dims.x_len())?;
-        self.check_x("upload_x dst", dst)?;
-        self.stream.memcpy_htod(src, &mut dst.0)?;
-        Ok(())
-    }
-
-    fn download_x(&mut self, src: &GpuVec, dst: &mut [f32]) -> Result<(), GpuError> {
-        self.check_x("download_x src", src)?;
-        check("download_x dst", dst.len(), self.dims.x_len())?;
-        self.stream.memcpy_dtoh(&src.0, dst)?;
-        self.stream.synchronize()?;
-        Ok(())
-    }
-
-    fn upload_y(&mut self, src: &[f32], dst: &mut GpuVec) -> Result<(), GpuError> {
-        check("upload_y src", src.len(), self.dims.y_len())?;
-        self.check_y("upload_y dst", dst)?;
-        self.stream.memcpy_htod(src, &mut dst.0)?;
-        Ok(())
-    }
-
-    fn download_y(&mut self, src: &GpuVec, dst: &mut [f32]) -> Result<(), GpuError> {
-        self.check_y("download_y src", src)?;
-        check("download_y dst", dst.len(), self.dims.y_len())?;
-        self.stream.memcpy_dtoh(&src.0, dst)?;
-        self.stream.synchronize()?;
-        Ok(())
-    }
+    crate::buffers::device_buffer_ops!();
 }
 
 impl LowerStep for HeadGpu {
@@ -518,7 +411,7 @@ impl LowerStep for HeadGpu {
         let (r0, r1) = self.dims.rows_for(w_u, w_l);
         if r0 == r1 {
             if decay != 1.0 {
-                self.scale_buf(decay, y_out)?;
+                self.scale_y(decay, y_out)?;
             }
             return Ok(());
         }
@@ -575,7 +468,7 @@ impl StepAdjoint for HeadGpu {
         let (r0, r1) = self.dims.rows_for(w_u, w_l);
         if r0 == r1 {
             if decay != 1.0 {
-                self.scale_buf(decay, a)?;
+                self.scale_y(decay, a)?;
             }
             return Ok(());
         }

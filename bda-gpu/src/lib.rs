@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+mod buffers;
 mod conv4;
 mod error;
 mod fewshot;
