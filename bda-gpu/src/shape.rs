@@ -1,9 +1,8 @@
 //! The geometry of the conv4 backbone as plain numbers.
 //!
-//! `bda-host` defines the backbone (`fewshot::conv4::Arch`, stored in checkpoints with serde);
-//! this crate cannot depend on it, so it takes the three numbers that fix the shapes and the
-//! parameter layout. The layout is the CPU backbone's, so a parameter vector moves between the
-//! two without conversion (`bda-host` tests that both give the same offsets).
+//! The one definition of the backbone's geometry and parameter layout: `bda-host`'s
+//! `fewshot::conv4::Arch` (stored in checkpoints with serde) delegates every size and offset
+//! here, so a parameter vector moves between the CPU and CUDA backbones without conversion.
 
 use crate::GpuError;
 

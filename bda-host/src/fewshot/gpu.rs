@@ -2,21 +2,11 @@
 //! tasks' heads on the device, the kernel's `unrolled` on the batched head). Episodes, Adam,
 //! reports and checkpoints are the CPU path's, so a checkpoint moves between devices as is.
 
-use bda_gpu::{Conv4Shape, Episodes, FewshotGpu, HeadProcedure};
+use bda_gpu::{Episodes, FewshotGpu, HeadProcedure};
 use bda_kernel::backend::MethodError;
 
 use super::conv4::Arch;
 use super::train::{HeadConfig, MetaBackend, MetaError, MetaGrad, Task, stack};
-
-impl From<Arch> for Conv4Shape {
-    fn from(a: Arch) -> Self {
-        Conv4Shape {
-            channels: a.channels,
-            side: a.side,
-            blocks: a.blocks,
-        }
-    }
-}
 
 /// Few-shot on one CUDA device.
 pub struct GpuMeta {
@@ -27,14 +17,14 @@ pub struct GpuMeta {
 impl GpuMeta {
     /// Opens CUDA device `ordinal` for backbones of shape `arch` and compiles the kernels.
     pub fn new(ordinal: usize, arch: Arch) -> Result<GpuMeta, String> {
-        let mut gpu = FewshotGpu::new(ordinal, arch.into()).map_err(|e| e.to_string())?;
+        let mut gpu = FewshotGpu::new(ordinal, arch.shape()).map_err(|e| e.to_string())?;
         gpu.warm_up().map_err(|e| e.to_string())?;
         let device = format!("cuda ({})", gpu.info().name);
         Ok(GpuMeta { gpu, device })
     }
 
     fn check_arch(&self, arch: Arch) -> Result<(), MetaError> {
-        if Conv4Shape::from(arch) == self.gpu.shape() {
+        if arch.shape() == self.gpu.shape() {
             Ok(())
         } else {
             Err(MetaError::Device(format!(
