@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU measurement of issues 4 and 5, run from the repository root on the device
 # machine with the kit of scripts/gpu-kit.sh (copied there as gpu-kit/run.sh). One text file
-# per step under $OUT; a failing step is recorded and the next one still runs. Budget: about
-# 5 minutes on an H100.
+# per step under $OUT; a failing step is recorded and the next one still runs. Estimated
+# budget (not yet timed on a device): about 5 minutes on an H100.
 set -uo pipefail
 KIT=gpu-kit
 OUT=${OUT:-/tmp/gpu-out}
