@@ -9,6 +9,7 @@
 //! cudarc calls, launch arguments, GEMM mapping and extents, row ranges, the kernels' arithmetic.
 
 mod cxx;
+#[path = "../../bda-kernel/tests/instance/mod.rs"]
 mod instance;
 
 use bda_gpu::{GpuError, GpuVec, SoftmaxGpu, probe};

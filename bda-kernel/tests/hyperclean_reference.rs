@@ -7,89 +7,13 @@
 use bda_kernel::backend::{
     LowerHessian, LowerStep, StepAdjoint, UpperGradient, tape_len, unrolled,
 };
-use bda_kernel::hyperclean::{HypercleanData, Reference};
+use bda_kernel::hyperclean::Reference;
 use bda_kernel::schedule::LowerDynamics;
 
 const H: f64 = 1e-5;
 
-/// Deterministic generator (64-bit LCG, upper bits).
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03)
-    }
-    /// Uniform in [0, 1).
-    fn uniform(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Uniform in [lo, hi), rounded to f32.
-    fn range(&mut self, lo: f64, hi: f64) -> f32 {
-        (lo + (hi - lo) * self.uniform()) as f32
-    }
-    fn below(&mut self, n: usize) -> usize {
-        ((self.uniform() * n as f64) as usize).min(n - 1)
-    }
-}
-
-/// A random instance owning its data: MNIST-like features (`k/255`), random labels.
-struct Problem {
-    d: usize,
-    c: usize,
-    train_x: Vec<f32>,
-    train_labels: Vec<u8>,
-    val_x: Vec<f32>,
-    val_labels: Vec<u8>,
-    lambda: f32,
-}
-
-impl Problem {
-    fn random(seed: u64, d: usize, c: usize, n_tr: usize, n_val: usize, lambda: f32) -> Self {
-        let mut r = Rng::new(seed);
-        let mut feats =
-            |n: usize| -> Vec<f32> { (0..n * d).map(|_| r.below(256) as f32 / 255.0).collect() };
-        let train_x = feats(n_tr);
-        let val_x = feats(n_val);
-        let mut r = Rng::new(seed + 1);
-        let train_labels = (0..n_tr).map(|_| r.below(c) as u8).collect();
-        let val_labels = (0..n_val).map(|_| r.below(c) as u8).collect();
-        Problem {
-            d,
-            c,
-            train_x,
-            train_labels,
-            val_x,
-            val_labels,
-            lambda,
-        }
-    }
-
-    fn data(&self) -> HypercleanData<'_> {
-        HypercleanData {
-            dim: self.d,
-            classes: self.c,
-            train_x: &self.train_x,
-            train_labels: &self.train_labels,
-            val_x: &self.val_x,
-            val_labels: &self.val_labels,
-            lambda: self.lambda,
-        }
-    }
-}
-
-/// `max |got − want| / max |want|`.
-fn rel_err(got: &[f64], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
-    got.iter()
-        .zip(want)
-        .fold(0.0f64, |m, (g, w)| m.max((g - w).abs()))
-        / scale
-}
+mod instance;
+use instance::{Problem, Rng, rel_err};
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(a, b)| a * b).sum()

@@ -1,6 +1,6 @@
-//! Random hyper-cleaning instances for the GPU tests, and their error measure. The f64 oracle
-//! they are checked against is `bda_kernel::hyperclean::Reference` (tested against finite
-//! differences in bda-kernel's `tests/hyperclean_reference.rs`).
+//! Random hyper-cleaning instances and their error measure, shared by the reference's own
+//! finite-difference tests (`tests/hyperclean_reference.rs`) and bda-gpu's tests (included
+//! there by path), which check the device backend against `bda_kernel::hyperclean::Reference`.
 #![allow(dead_code)]
 
 use bda_kernel::hyperclean::HypercleanData;
