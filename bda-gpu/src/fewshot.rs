@@ -1,21 +1,21 @@
 //! Few-shot meta-learning on a CUDA device: the conv4 backbone ([`crate::conv4`]) gives the
-//! features of a meta-batch, the kernel's [`unrolled`] runs RHG / T-RHG / BDA on the batched
-//! head ([`HeadGpu`]: all tasks at once), and the backbone's backward pass turns the
-//! hypergradient w.r.t. the features into the parameter gradient. Adam and episode sampling
-//! stay with the caller (`bda-host`), so the same seed draws the same episodes on every device.
+//! features of a meta-batch, the kernel's engine ([`Hypergrad`]) runs RHG / T-RHG / BDA on
+//! the batched head ([`HeadGpu`]: all tasks at once), and the backbone's backward pass turns
+//! the hypergradient w.r.t. the features into the parameter gradient. Adam and episode
+//! sampling stay with the caller (`bda-host`), so the same seed draws the same episodes on
+//! every device.
 
-use bda_kernel::backend::{Backend, LowerStep, MethodError, tape_len, unrolled};
-use bda_kernel::schedule::LowerDynamics;
+use bda_kernel::backend::{Backend, Hypergrad, MethodError, MethodSpec};
 use cudarc::driver::{CudaStream, PushKernelArg};
 use std::sync::Arc;
 
 use crate::conv4::Conv4Gpu;
 use crate::head::{HeadDims, HeadGpu};
-use crate::kernels::{Kernel, Kernels, arch_for};
-use crate::probe::{guard, open};
+use crate::kernels::{Kernel, Kernels};
+use crate::probe::guard;
 use crate::shape::Conv4Shape;
 use crate::softmax::{elementwise, i32_of};
-use crate::{DeviceInfo, GpuError, GpuVec};
+use crate::{DeviceInfo, GpuDevice, GpuError, GpuVec};
 
 /// The episodes of one meta-batch, all of the same shape: `tasks` tasks of `ways` classes with
 /// `support` support and `query` query images each.
@@ -56,20 +56,6 @@ impl Episodes<'_> {
     }
 }
 
-/// How the head is fitted: the lower-level dynamics of Eq. (9), K, T-RHG's truncation and the
-/// L2 weight of the lower level.
-#[derive(Clone, Copy, Debug)]
-pub struct HeadProcedure {
-    /// Step weights (`LowerOnly` for RHG/T-RHG, `Aggregated` for BDA).
-    pub dynamics: LowerDynamics<f32>,
-    /// Lower-level steps K.
-    pub steps: u32,
-    /// Back-propagate through the last T steps only (T-RHG).
-    pub truncate: Option<u32>,
-    /// L2 weight λ of the lower level.
-    pub l2: f32,
-}
-
 /// Per-task results of a meta-gradient.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskResults {
@@ -82,16 +68,27 @@ pub struct TaskResults {
 /// Why a few-shot computation failed.
 pub type FewshotError = MethodError<GpuError>;
 
-/// The head's buffers for one episode shape and tape length.
-#[derive(Debug)]
+/// The head of one episode shape and its buffers (the engine's are its own).
 struct HeadState {
     head: HeadGpu,
     x: GpuVec,
     gx: GpuVec,
     y0: GpuVec,
-    adj: GpuVec,
     y_out: GpuVec,
-    tape: Vec<GpuVec>,
+    /// Engines for the last two specs (training alternates with evaluation), newest last.
+    engines: Vec<Hypergrad<HeadGpu>>,
+}
+
+impl std::fmt::Debug for HeadState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeadState")
+            .field("head", &self.head)
+            .field(
+                "engines",
+                &self.engines.iter().map(|e| *e.spec()).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 /// Meta-training and evaluation of a conv4 backbone with linear per-task heads on one CUDA
@@ -106,17 +103,17 @@ pub struct FewshotGpu {
 }
 
 impl FewshotGpu {
-    /// Opens device `ordinal` (see [`crate::probe`]) for a backbone of shape `shape`.
+    /// The few-shot backend on the opened device for a backbone of shape `shape`.
     /// Kernels are compiled on first use; [`FewshotGpu::warm_up`] does it now.
-    pub fn new(ordinal: usize, shape: Conv4Shape) -> Result<Self, GpuError> {
+    pub fn new(dev: &GpuDevice, shape: Conv4Shape) -> Result<Self, GpuError> {
         shape.validate(1)?;
-        let (ctx, info) = open(ordinal)?;
+        let (ctx, info) = (dev.ctx.clone(), dev.info.clone());
         guard(|| {
             // SAFETY: all work of this backend is issued on the one stream created below, so
             // cudarc's cross-stream event tracking is not needed.
             unsafe { ctx.disable_event_tracking() };
             let stream = ctx.new_stream()?;
-            let arch = arch_for(info.compute_capability)?;
+            let arch = dev.arch.clone();
             let conv = Conv4Gpu::new(
                 stream.clone(),
                 Kernels::new(ctx.clone(), arch.clone()),
@@ -157,7 +154,8 @@ impl FewshotGpu {
     /// Device bytes held by the backbone (parameters, gradient, tape, scratch) and the head.
     pub fn resident_bytes(&self) -> usize {
         let head = self.state.as_ref().map_or(0, |s| {
-            (s.x.len() + s.gx.len() + (3 + s.tape.len()) * s.y0.len()) * 4
+            let engines: usize = s.engines.iter().map(|e| e.spec().tape_len() + 4).sum();
+            (s.x.len() + s.gx.len() + (2 + engines) * s.y0.len()) * 4
         });
         self.conv.resident_bytes() + head
     }
@@ -199,15 +197,15 @@ impl FewshotGpu {
         self.conv.download_grad(grad)
     }
 
-    /// Makes the head state fit `ep` and `tape` buffers, and runs the backbone forward into its
-    /// `x`.
+    /// Makes the head state fit `ep` and an engine for `spec`, and runs the backbone forward
+    /// into its `x`.
     fn prepare(
         &mut self,
         params: &[f32],
         ep: &Episodes<'_>,
-        tape: usize,
+        spec: &MethodSpec<f32>,
         l2: f32,
-    ) -> Result<(), GpuError> {
+    ) -> Result<(), FewshotError> {
         let nf = self.shape().features();
         let dims = ep.head_dims(nf);
         dims.validate()?;
@@ -216,33 +214,41 @@ impl FewshotGpu {
             ep.images.len(),
             ep.images_count() * self.shape().pixels(),
         )?;
-        let fits = self
-            .state
-            .as_ref()
-            .is_some_and(|s| s.head.dims() == dims && s.tape.len() >= tape);
-        if !fits {
+        if self.state.as_ref().is_none_or(|s| s.head.dims() != dims) {
             self.state = None;
             let mut head = HeadGpu::new(self.stream.clone(), self.kernels_for_head(), dims, l2)?;
             let (x, gx) = (head.new_x()?, head.new_x()?);
-            let (y0, adj, y_out) = (head.new_y()?, head.new_y()?, head.new_y()?);
-            let tape = (0..tape)
-                .map(|_| head.new_y())
-                .collect::<Result<Vec<_>, _>>()?;
+            let (y0, y_out) = (head.new_y()?, head.new_y()?);
             self.state = Some(HeadState {
                 head,
                 x,
                 gx,
                 y0,
-                adj,
                 y_out,
-                tape,
+                engines: Vec::new(),
             });
         }
         let st = self.state.as_mut().expect("created above");
+        match st.engines.iter().position(|e| e.spec() == spec) {
+            Some(i) => {
+                let e = st.engines.remove(i);
+                st.engines.push(e);
+            }
+            None => {
+                if st.engines.len() == 2 {
+                    st.engines.remove(0);
+                }
+                let e = Hypergrad::unrolled(&mut st.head, *spec)?;
+                st.engines.push(e);
+            }
+        }
         st.head.set_l2(l2)?;
         st.head.set_labels(ep.support_labels, ep.query_labels)?;
+        st.head.zero_y(&mut st.y0)?;
         self.conv.upload_params(params)?;
-        self.conv.forward(ep.images, ep.images_count(), &mut st.x.0)
+        self.conv
+            .forward(ep.images, ep.images_count(), &mut st.x.0)?;
+        Ok(())
     }
 
     /// A fresh kernel table for a head (the compiled images are shared process-wide; loading a
@@ -255,33 +261,22 @@ impl FewshotGpu {
     /// parameters, into `grad` (the CPU layout); returns each task's `φ_K` and query accuracy.
     ///
     /// As on the CPU: features of all images together (batch norm over the meta-batch), the
-    /// head from `y₀ = 0` through K steps of `proc.dynamics` and the reverse pass (the kernel's
-    /// [`unrolled`], all tasks at once), the features' gradient scaled by `1/m`, the backbone's
-    /// backward pass.
+    /// head from `y₀ = 0` through the K steps of `spec` and the reverse pass (the kernel's
+    /// engine, all tasks at once), the features' gradient scaled by `1/m`, the backbone's
+    /// backward pass. `l2` is the head's L2 weight λ.
     pub fn meta_gradient(
         &mut self,
         params: &[f32],
         ep: &Episodes<'_>,
-        proc: &HeadProcedure,
+        spec: &MethodSpec<f32>,
+        l2: f32,
         grad: &mut [f32],
     ) -> Result<TaskResults, FewshotError> {
         crate::softmax::check("gradient", grad.len(), self.shape().num_params())?;
-        let n_tape = tape_len(proc.steps, proc.truncate);
-        self.prepare(params, ep, n_tape, proc.l2)?;
+        self.prepare(params, ep, spec, l2)?;
         let st = self.state.as_mut().expect("prepared");
-        st.head.zero_y(&mut st.y0)?;
-        unrolled(
-            &mut st.head,
-            &st.x,
-            &st.y0,
-            &proc.dynamics,
-            proc.steps,
-            proc.truncate,
-            &mut st.tape[..n_tape],
-            &mut st.adj,
-            &mut st.gx,
-            &mut st.y_out,
-        )?;
+        let engine = st.engines.last_mut().expect("prepared");
+        engine.hypergradient(&mut st.head, &st.x, &st.y0, &mut st.gx, &mut st.y_out)?;
         let loss = st.head.task_losses().to_vec();
         if loss.iter().any(|l| !l.is_finite()) {
             return Err(MethodError::NonFinite { ll_iter: 0 });
@@ -300,29 +295,22 @@ impl FewshotGpu {
         Ok(TaskResults { loss, accuracy })
     }
 
-    /// Query accuracy of each task of `ep`, its head fitted by `steps` plain gradient steps of
-    /// size `lr` on the support set only (the evaluation procedure of every method), with batch
-    /// norm over the tasks of `ep` together.
+    /// Query accuracy (a fraction) of each task of `ep`, its head fitted by the lower-level
+    /// solve of `spec` from 0 (pass `spec.lower_only()` for the evaluation procedure of every
+    /// method: plain steps on the support set), with batch norm over the tasks of `ep`
+    /// together.
     pub fn evaluate(
         &mut self,
         params: &[f32],
         ep: &Episodes<'_>,
-        steps: u32,
-        lr: f32,
+        spec: &MethodSpec<f32>,
         l2: f32,
-    ) -> Result<Vec<f64>, GpuError> {
-        self.prepare(params, ep, 2, l2)?;
+    ) -> Result<Vec<f64>, FewshotError> {
+        self.prepare(params, ep, spec, l2)?;
         let st = self.state.as_mut().expect("prepared");
-        let dynamics = LowerDynamics::LowerOnly { s_l: lr };
-        let (a, rest) = st.tape.split_at_mut(1);
-        let (mut y, mut next) = (&mut a[0], &mut rest[0]);
-        st.head.zero_y(y)?;
-        for k in 1..=steps {
-            let (wu, wl) = dynamics.weights(k);
-            st.head.lower_step(&st.x, y, wu, wl, next)?;
-            std::mem::swap(&mut y, &mut next);
-        }
-        let hits = st.head.query_hits(&st.x, y)?;
+        let engine = st.engines.last_mut().expect("prepared");
+        engine.solve_lower(&mut st.head, &st.x, &st.y0, &mut st.y_out)?;
+        let hits = st.head.query_hits(&st.x, &st.y_out)?;
         Ok(hits_to_accuracy(hits, ep.query))
     }
 
@@ -355,7 +343,6 @@ mod tests {
         send_sync::<HeadGpu>();
         send_sync::<Conv4Shape>();
         send_sync::<Episodes<'static>>();
-        send_sync::<HeadProcedure>();
         send_sync::<TaskResults>();
     }
 
@@ -366,15 +353,18 @@ mod tests {
             side: 12,
             blocks: 3,
         };
-        match FewshotGpu::new(0, shape) {
-            Ok(gpu) => eprintln!("CUDA present: {}", gpu.info()),
+        match GpuDevice::open(0) {
+            Ok(dev) => {
+                let gpu = FewshotGpu::new(&dev, shape).unwrap();
+                eprintln!("CUDA present: {}", gpu.info());
+                // A degenerate shape is reported before the device is touched.
+                let bad = Conv4Shape {
+                    channels: 0,
+                    ..shape
+                };
+                assert!(matches!(FewshotGpu::new(&dev, bad), Err(GpuError::Data(_))));
+            }
             Err(e) => assert!(!e.to_string().contains('\n')),
         }
-        // A degenerate shape is reported before any device is touched.
-        let bad = Conv4Shape {
-            channels: 0,
-            ..shape
-        };
-        assert!(matches!(FewshotGpu::new(0, bad), Err(GpuError::Data(_))));
     }
 }

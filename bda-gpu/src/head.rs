@@ -24,8 +24,8 @@ use std::sync::Arc;
 use bda_kernel::backend::{Backend, LowerStep, StepAdjoint, UpperGradient};
 use cudarc::driver::{CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 
-use crate::kernels::{Kernel, Kernels, arch_for};
-use crate::probe::{guard, open};
+use crate::kernels::{Kernel, Kernels};
+use crate::probe::guard;
 use crate::softmax::{check, i32_of};
 use crate::{GpuError, GpuVec};
 
@@ -161,18 +161,17 @@ impl HeadGpu {
         })
     }
 
-    /// A standalone head problem on device `ordinal` (its own stream); labels are set by
+    /// A standalone head problem on the opened device (its own stream); labels are set by
     /// [`HeadGpu::set_labels`]. [`crate::FewshotGpu`] builds its heads on the backbone's stream
     /// instead.
-    pub fn open(ordinal: usize, dims: HeadDims, l2: f32) -> Result<Self, GpuError> {
+    pub fn open(dev: &crate::GpuDevice, dims: HeadDims, l2: f32) -> Result<Self, GpuError> {
         dims.validate()?;
-        let (ctx, info) = open(ordinal)?;
+        let ctx = dev.ctx.clone();
         guard(|| {
             // SAFETY: all work of this head is issued on the one stream created below.
             unsafe { ctx.disable_event_tracking() };
             let stream = ctx.new_stream()?;
-            let arch = arch_for(info.compute_capability)?;
-            Self::new(stream, Kernels::new(ctx, arch), dims, l2)
+            Self::new(stream, Kernels::new(ctx, dev.arch.clone()), dims, l2)
         })
     }
 

@@ -3,6 +3,7 @@
 
 mod buffers;
 mod conv4;
+mod device;
 mod error;
 mod fewshot;
 mod gemm;
@@ -13,9 +14,10 @@ mod shape;
 mod softmax;
 
 pub use conv4::BN_EPS;
+pub use device::GpuDevice;
 pub use error::GpuError;
-pub use fewshot::{Episodes, FewshotError, FewshotGpu, HeadProcedure, TaskResults};
+pub use fewshot::{Episodes, FewshotError, FewshotGpu, TaskResults};
 pub use head::{HeadDims, HeadGpu};
 pub use probe::{DeviceInfo, probe};
 pub use shape::Conv4Shape;
-pub use softmax::{GpuVec, SoftmaxGpu};
+pub use softmax::{GpuVec, HypercleanGpu};

@@ -29,10 +29,10 @@ use cudarc::driver::{CudaContext, CudaSlice, CudaStream, LaunchConfig, PushKerne
 
 use crate::gemm::{RowMajor, gemm};
 use crate::kernels::{Kernel, Kernels, arch_for};
-use crate::probe::{guard, open};
-use crate::{DeviceInfo, GpuError};
+use crate::probe::guard;
+use crate::{DeviceInfo, GpuDevice, GpuError};
 
-/// A device buffer of `f32`: the `X` and `Y` of [`SoftmaxGpu`].
+/// A device buffer of `f32`: the `X` and `Y` of [`HypercleanGpu`].
 #[derive(Debug)]
 pub struct GpuVec(pub(crate) CudaSlice<f32>);
 
@@ -216,11 +216,11 @@ fn back(
 /// device, implementing [`Backend`], [`LowerStep`], [`UpperGradient`], [`StepAdjoint`] and
 /// [`LowerHessian`] with `T = f32` and `X = Y =` [`GpuVec`].
 ///
-/// The data are uploaded once by [`SoftmaxGpu::new`]. Every operation is queued on one
+/// The data are uploaded once by [`HypercleanGpu::new`]. Every operation is queued on one
 /// stream; only [`UpperGradient::upper_grad`] (the value `F`), [`Backend::dot_y`],
 /// [`Backend::y_is_finite`] and the downloads wait for the device.
 #[derive(Debug)]
-pub struct SoftmaxGpu {
+pub struct HypercleanGpu {
     info: DeviceInfo,
     dims: Dims,
     stream: Arc<CudaStream>,
@@ -246,14 +246,13 @@ pub struct SoftmaxGpu {
     dummy: CudaSlice<f32>,
 }
 
-impl SoftmaxGpu {
-    /// Checks `data`, opens device `ordinal` (see [`crate::probe`]) and uploads the data. The kernels
-    /// are compiled on first use; call [`SoftmaxGpu::warm_up`] to do it now.
-    pub fn new(ordinal: usize, data: &HypercleanData<'_>) -> Result<Self, GpuError> {
+impl HypercleanGpu {
+    /// Checks `data` and uploads it to the opened device. The kernels
+    /// are compiled on first use; call [`HypercleanGpu::warm_up`] to do it now.
+    pub fn new(dev: &GpuDevice, data: &HypercleanData<'_>) -> Result<Self, GpuError> {
         data.validate().map_err(GpuError::Data)?;
         let dims = Dims::of(data)?;
-        let (ctx, info) = open(ordinal)?;
-        guard(|| Self::upload(ctx, info, dims, data))
+        guard(|| Self::upload(dev.ctx.clone(), dev.info.clone(), dims, data))
     }
 
     fn upload(
@@ -285,7 +284,7 @@ impl SoftmaxGpu {
         let flag = stream.alloc_zeros(1)?;
         let dummy = stream.alloc_zeros(1)?;
         stream.synchronize()?;
-        Ok(SoftmaxGpu {
+        Ok(HypercleanGpu {
             info,
             dims,
             stream,
@@ -508,7 +507,7 @@ impl SoftmaxGpu {
     }
 }
 
-impl Drop for SoftmaxGpu {
+impl Drop for HypercleanGpu {
     /// Waits for queued work before the modules and buffers go (errors cannot be reported
     /// from a drop and are ignored).
     fn drop(&mut self) {
@@ -522,11 +521,11 @@ enum PackSource<'a> {
     Scale(&'a mut GpuVec, f32),
 }
 
-impl Backend for SoftmaxGpu {
+impl Backend for HypercleanGpu {
     crate::buffers::device_buffer_ops!();
 }
 
-impl LowerStep for SoftmaxGpu {
+impl LowerStep for HypercleanGpu {
     /// Four launches: `masked_scale_copy`, GEMM, `xent_grad_rows`, GEMM (none when
     /// `w_u = w_l = 0`). Training rows are skipped when `w_l = 0`, validation rows when `w_u = 0`.
     fn lower_step(
@@ -562,7 +561,7 @@ impl LowerStep for SoftmaxGpu {
     }
 }
 
-impl UpperGradient for SoftmaxGpu {
+impl UpperGradient for HypercleanGpu {
     fn upper_depends_on_x(&self) -> bool {
         false // F = validation CE + λ‖W‖²
     }
@@ -613,7 +612,7 @@ impl UpperGradient for SoftmaxGpu {
     }
 }
 
-impl StepAdjoint for SoftmaxGpu {
+impl StepAdjoint for HypercleanGpu {
     /// Four launches: `pack_pair_scale` (`[Ỹ | A]`, and `A_W ← (1 − 2λw_u)·A_W`), one GEMM for
     /// logits and tangent logits together, `hvp_rows` (HVP row terms and the mixed `x` term),
     /// GEMM `A ← A − X̃ᵀ·H`.
@@ -664,7 +663,7 @@ impl StepAdjoint for SoftmaxGpu {
     }
 }
 
-impl SoftmaxGpu {
+impl HypercleanGpu {
     /// Logits of `y` and of the direction `v` together (one GEMM with `[y | v]`) over the
     /// training rows, into `z`: what both second-derivative products of `f` start from.
     fn train_tangent_logits(&mut self, y: &GpuVec, v: &GpuVec) -> Result<(), GpuError> {
@@ -683,7 +682,7 @@ impl SoftmaxGpu {
     }
 }
 
-impl LowerHessian for SoftmaxGpu {
+impl LowerHessian for HypercleanGpu {
     fn lower_hvp(
         &mut self,
         x: &GpuVec,
@@ -826,7 +825,7 @@ mod tests {
     fn new_without_cuda_is_an_error_not_a_panic() {
         let (tx, vx) = ([0.0; 6], [0.0; 3]);
         let d = data(&tx, &[0, 1], &vx, &[1]);
-        match SoftmaxGpu::new(0, &d) {
+        match HypercleanGpu::new(0, &d) {
             Ok(gpu) => eprintln!("CUDA present: {}", gpu.info()),
             Err(e) => assert!(!e.to_string().contains('\n')),
         }
@@ -836,7 +835,7 @@ mod tests {
             ..d
         };
         assert_eq!(
-            SoftmaxGpu::new(0, &bad).unwrap_err(),
+            HypercleanGpu::new(0, &bad).unwrap_err(),
             GpuError::Data("a label is not below the number of classes")
         );
     }
@@ -844,7 +843,7 @@ mod tests {
     #[test]
     fn public_types_are_send_and_sync() {
         fn send_sync<T: Send + Sync>() {}
-        send_sync::<SoftmaxGpu>();
+        send_sync::<HypercleanGpu>();
         send_sync::<GpuVec>();
         send_sync::<GpuError>();
         send_sync::<DeviceInfo>();

@@ -1,5 +1,5 @@
 //! Agreement of every CUDA primitive (and of the kernel's methods run on it) with the f64
-//! reference `bda_kernel::hyperclean::Reference`, on random data (`tests/instance`). Each test
+//! reference `bda_kernel::hyperclean::HypercleanReference`, on random data (`tests/instance`). Each test
 //! prints `skipped: <reason>` and returns when no CUDA device is usable; when one is, a failure
 //! to open it is a failure.
 //!
@@ -17,7 +17,7 @@ use bda_kernel::backend::{
     Backend, CgScratch, LowerHessian, LowerStep, OneStageScratch, StepAdjoint, UpperGradient,
     implicit, one_stage, tape_len, unrolled,
 };
-use bda_kernel::hyperclean::Reference;
+use bda_kernel::hyperclean::HypercleanReference;
 use bda_kernel::schedule::LowerDynamics;
 use instance::{Problem, Rng, rel_err};
 
@@ -104,7 +104,7 @@ fn inputs(p: &Problem, seed: u64) -> Inputs {
 fn vector_operations() {
     let p = problem();
     let Some(mut g) = open(&p) else { return };
-    let mut cpu = Reference::new(&p.data());
+    let mut cpu = HypercleanReference::new(&p.data());
     let Inputs { y, a, x, .. } = inputs(&p, 1);
     let (yb, ab) = (up_y(&mut g, &y), up_y(&mut g, &a));
     assert_eq!(down_y(&mut g, &yb), y, "upload/download round trip");
@@ -154,7 +154,7 @@ fn vector_operations() {
 fn lower_step_agrees() {
     let p = problem();
     let Some(mut g) = open(&p) else { return };
-    let mut cpu = Reference::new(&p.data());
+    let mut cpu = HypercleanReference::new(&p.data());
     let Inputs { x, y, .. } = inputs(&p, 2);
     let (xb, yb) = (up_x(&mut g, &x), up_y(&mut g, &y));
     for (w_u, w_l) in [(0.0, 0.7), (0.3, 0.7), (0.3, 0.0), (0.0, 0.0)] {
@@ -180,7 +180,7 @@ fn lower_step_agrees() {
 fn upper_grad_agrees() {
     let p = problem();
     let Some(mut g) = open(&p) else { return };
-    let mut cpu = Reference::new(&p.data());
+    let mut cpu = HypercleanReference::new(&p.data());
     let Inputs { x, y, gx, .. } = inputs(&p, 3);
     let (xb, yb, mut gxb) = (up_x(&mut g, &x), up_y(&mut g, &y), up_x(&mut g, &gx));
     let mut gy = g.new_y().unwrap();
@@ -201,7 +201,7 @@ fn upper_grad_agrees() {
 fn step_adjoint_agrees() {
     let p = problem();
     let Some(mut g) = open(&p) else { return };
-    let mut cpu = Reference::new(&p.data());
+    let mut cpu = HypercleanReference::new(&p.data());
     let Inputs { x, y, a, gx } = inputs(&p, 4);
     let (xb, yb) = (up_x(&mut g, &x), up_y(&mut g, &y));
     for (w_u, w_l) in [(0.0, 0.7), (0.3, 0.7), (0.3, 0.0)] {
@@ -235,7 +235,7 @@ fn step_adjoint_agrees() {
 fn lower_hessian_agrees() {
     let p = problem();
     let Some(mut g) = open(&p) else { return };
-    let mut cpu = Reference::new(&p.data());
+    let mut cpu = HypercleanReference::new(&p.data());
     let Inputs { x, y, a: v, gx } = inputs(&p, 5);
     let (xb, yb, vb) = (up_x(&mut g, &x), up_y(&mut g, &y), up_y(&mut g, &v));
 
@@ -272,7 +272,7 @@ fn lower_hessian_agrees() {
 fn methods_agree() {
     let p = problem();
     let Some(mut g) = open(&p) else { return };
-    let mut cpu = Reference::new(&p.data());
+    let mut cpu = HypercleanReference::new(&p.data());
     let Inputs { x, .. } = inputs(&p, 6);
     let xb = up_x(&mut g, &x);
     let y0 = vec![0.0; p.y_len()];

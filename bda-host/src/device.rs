@@ -1,8 +1,11 @@
-//! `--device`: where `bda hyperclean` and `bda fewshot` compute (`cpu`, `cuda`, `cuda:N`).
+//! `--device`: where `bda hyperclean` and `bda fewshot` compute (`cpu`, `cuda`, `cuda:N`),
+//! and the one place a command opens it.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::CliError;
 
-/// Where the computation runs.
+/// Where the computation runs, as the user names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Device {
     /// The CPU backend.
@@ -37,23 +40,50 @@ impl std::fmt::Display for Device {
     }
 }
 
-/// Parse `--device` (a one-line input error naming the flag).
-pub fn parse_device(s: &str) -> Result<Device, CliError> {
-    s.parse()
-        .map_err(|_| CliError::input(format!("--device {s}: expected cpu, cuda or cuda:N")))
+impl Serialize for Device {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
-/// Probe a CUDA device (the driver, NVRTC and cuBLAS libraries and the ordinal); the
-/// error is one line ("no CUDA driver found", "CUDA device 3 not present (1 devices)", …).
-pub fn cuda_probe(ordinal: usize) -> Result<String, String> {
-    bda_gpu::probe(ordinal)
-        .map(|info| {
-            format!(
-                "{} (sm_{}{})",
-                info.name, info.compute_capability.0, info.compute_capability.1
-            )
-        })
-        .map_err(|e| e.to_string())
+impl<'de> Deserialize<'de> for Device {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Device {
+    /// Open the device: nothing for the CPU; for CUDA, the driver, NVRTC and cuBLAS are
+    /// probed and the device's context is created — once per command, before any data is
+    /// read, so a missing driver or device is one line and exit 2.
+    pub fn open(self) -> Result<OpenDevice, CliError> {
+        match self {
+            Device::Cpu => Ok(OpenDevice::Cpu),
+            Device::Cuda(n) => bda_gpu::GpuDevice::open(n)
+                .map(|d| OpenDevice::Cuda(Box::new(d)))
+                .map_err(|e| CliError::input(format!("--device {self}: {e}"))),
+        }
+    }
+}
+
+/// An opened device, handed to the backends of a command.
+pub enum OpenDevice {
+    /// The CPU.
+    Cpu,
+    /// A CUDA device with its context, stream, module cache and cuBLAS handle.
+    Cuda(Box<bda_gpu::GpuDevice>),
+}
+
+impl OpenDevice {
+    /// `cpu` or `cuda:N`.
+    pub fn name(&self) -> String {
+        match self {
+            OpenDevice::Cpu => "cpu".into(),
+            OpenDevice::Cuda(d) => format!("cuda:{}", d.info().ordinal),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -64,10 +94,24 @@ mod tests {
     fn device_names_round_trip() {
         for d in [Device::Cpu, Device::Cuda(0), Device::Cuda(3)] {
             assert_eq!(d.to_string().parse::<Device>(), Ok(d));
+            let j = serde_json::to_string(&d).unwrap();
+            assert_eq!(serde_json::from_str::<Device>(&j).unwrap(), d);
         }
         assert_eq!("cuda".parse::<Device>(), Ok(Device::Cuda(0)));
         for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1", ""] {
             assert!(bad.parse::<Device>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cuda_without_a_driver_is_one_line() {
+        if let Err(e) = Device::Cuda(0).open() {
+            let m = e.to_string();
+            assert!(
+                m.starts_with("--device cuda:0: ") && !m.contains('\n'),
+                "{m}"
+            );
+            assert_eq!(e.exit_code(), 2);
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Bi-level Descent Aggregation (BDA): synthetic problems, data hyper-cleaning, few-shot
 /// learning.
@@ -28,8 +28,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let (cli, matches) = match parsed {
+        Ok(p) => p,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
         Err(e) => {
             // clap's message is several lines (what is wrong, then usage and hints): keep
@@ -53,10 +56,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The subcommand's own matches tell which options were given on the command line
+    // (they win over `--config FILE`).
+    let sub = matches
+        .subcommand()
+        .map(|(_, m)| m)
+        .expect("clap requires a subcommand");
     let result = match cli.command {
-        Command::Toy(args) => bda_host::toy::run(&args),
-        Command::Hyperclean(args) => bda_host::hyperclean::run(&args),
-        Command::Fewshot(args) => bda_host::fewshot::run(&args),
+        Command::Toy(args) => bda_host::toy::run(&args, sub),
+        Command::Hyperclean(args) => bda_host::hyperclean::run(&args, sub),
+        Command::Fewshot(args) => bda_host::fewshot::run(&args, sub),
         Command::Data(args) => bda_host::datagen::run(&args),
     };
     match result {

@@ -41,6 +41,24 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(0x8c, 0x56, 0x4b),
 ];
 
+/// Fail early (before any work) when a plot cannot be written to `p`.
+pub fn check_path(p: &Path) -> Result<(), CliError> {
+    if p.extension().and_then(|e| e.to_str()) != Some("svg") {
+        return Err(CliError::input(format!(
+            "--plot {}: the file name must end in .svg",
+            p.display()
+        )));
+    }
+    match p.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => Err(CliError::input(format!(
+            "--plot {}: folder {} does not exist",
+            p.display(),
+            dir.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Draw `panels` in a grid of `cols` columns into the SVG file `path`.
 pub fn write_svg(path: &Path, title: &str, panels: &[Panel], cols: usize) -> Result<(), CliError> {
     let cols = cols.max(1);

@@ -276,7 +276,7 @@ fn trains_and_evaluates_on_the_fixture() {
 
 #[test]
 fn ci95_is_1_96_std_over_sqrt_n() {
-    let (m, c) = bda_host::fewshot::mean_ci(&[0.0, 1.0, 0.0, 1.0]);
+    let (m, c) = bda_host::fewshot::report::mean_ci(&[0.0, 1.0, 0.0, 1.0]);
     assert_eq!(m, 0.5);
     assert!((c - 1.96 * 0.5 / 2.0).abs() < 1e-15);
 }
@@ -284,9 +284,9 @@ fn ci95_is_1_96_std_over_sqrt_n() {
 #[test]
 fn public_types_are_send_and_sync() {
     fn check<T: Send + Sync>() {}
-    check::<bda_host::fewshot::head::FeatureHead<f32>>();
+    check::<bda_kernel::fewshot::FeatureHead<f32>>();
     check::<bda_host::fewshot::checkpoint::Checkpoint>();
     check::<bda_host::fewshot::conv4::Arch>();
-    check::<bda_host::fewshot::train::Task>();
-    check::<bda_host::fewshot::train::Adam>();
+    check::<bda_host::fewshot::meta::Task>();
+    check::<bda_host::optim::Adam<f32>>();
 }

@@ -4,8 +4,7 @@
 //! agree with `--device cpu`, and checkpoints move between the two. Prints `skipped: …` without
 //! a C++ compiler or off Linux. What it cannot check: a real GPU (see bda-gpu/README.md).
 
-#[path = "../../bda-gpu/tests/cxx/mod.rs"]
-mod cxx;
+use bda_testkit::cxx;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -44,7 +43,11 @@ fn fake_libs() -> Option<PathBuf> {
         println!("skipped: no C++ compiler");
         return None;
     };
-    Some(cxx::build_fake_cuda(&cc, "fake_cuda_cli"))
+    Some(cxx::build_fake_cuda(
+        &cc,
+        env!("CARGO_TARGET_TMPDIR"),
+        "fake_cuda_cli",
+    ))
 }
 
 fn bda(fake: Option<&PathBuf>, args: &[&str]) -> Output {
@@ -98,7 +101,7 @@ fn train_eval_and_bench_run_on_the_cuda_path() {
     let (lc, lp) = (num(&cuda, "train_loss"), num(&cpu, "train_loss"));
     assert!((lc - lp).abs() < 1e-4 * lp.abs(), "train loss {lc} vs {lp}");
     let (ac, ap) = (num(&cuda, "test_acc"), num(&cpu, "test_acc"));
-    assert!((ac - ap).abs() < 0.05, "test accuracy {ac} vs {ap}");
+    assert!((ac - ap).abs() < 5.0, "test accuracy (%) {ac} vs {ap}");
     // Deterministic on the device too.
     let again = train("cuda", &dir.path().join("again.ckpt"));
     assert_eq!(num(&again, "train_loss"), lc);
@@ -126,8 +129,8 @@ fn train_eval_and_bench_run_on_the_cuda_path() {
         let (on_cuda, on_cpu) = (eval("cuda", ck), eval("cpu", ck));
         let (a, b) = (num(&on_cuda, "test_acc"), num(&on_cpu, "test_acc"));
         println!("{}: cuda {a}, cpu {b}", ck.display());
-        assert!((a - b).abs() < 0.05, "{}: {a} vs {b}", ck.display());
-        assert_eq!(on_cuda["meta_steps"], 4);
+        assert!((a - b).abs() < 5.0, "{}: {a}% vs {b}%", ck.display());
+        assert_eq!(on_cuda["ul_iters"], 4);
     }
 
     // Bench reports the device and its timings.
@@ -158,7 +161,7 @@ fn train_eval_and_bench_run_on_the_cuda_path() {
             .starts_with("cuda (fake CUDA device"),
         "{out}"
     );
-    assert!(num(&out, "s_per_meta_step") > 0.0 && num(&out, "gflops_backbone") > 0.0);
+    assert!(num(&out, "s_per_ul_iter") > 0.0 && num(&out, "gflops_backbone") > 0.0);
 }
 
 #[test]

@@ -1,139 +1,99 @@
 //! Gradient checks of the few-shot model against central finite differences (f64): the
-//! head's hypergradient `∂φ_K/∂features` (through bda-kernel's `unrolled`), the conv4
-//! backward pass on a tiny network, and the whole meta-gradient. Plus determinism across
-//! thread counts.
+//! head's hypergradient `∂φ_K/∂features` through the kernel's engine (the central check of
+//! `bda_testkit::fd`), the conv4 backward pass on a tiny network, and the whole
+//! meta-gradient. Plus determinism across thread counts.
 
 use bda_host::fewshot::conv4::{Arch, Conv4};
-use bda_host::fewshot::head::FeatureHead;
-use bda_host::fewshot::train::{HeadConfig, Task, meta_gradient, task_hypergradient};
+use bda_host::fewshot::meta::{HeadProcedure, Task, meta_gradient};
 use bda_kernel::Method;
+use bda_kernel::backend::{Hypergrad, MethodConfig};
+use bda_kernel::fewshot::FeatureHead;
+use bda_testkit::fd::check_method;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-fn cfg(method: Method) -> HeadConfig {
-    HeadConfig {
-        method,
-        steps: 4,
+/// K = 4 steps of size 0.5, T = 2, μ = α = 0.5.
+fn config(method: Method) -> MethodConfig<f64> {
+    MethodConfig {
         truncate: Some(2),
-        lr: 0.5,
-        mu: 0.5,
-        alpha: 0.5,
+        ..MethodConfig::new(method, 4, 0.5)
+    }
+}
+
+fn procedure(method: Method, step: f64) -> HeadProcedure {
+    HeadProcedure {
+        spec: MethodConfig {
+            s_u: step,
+            s_l: step,
+            ..config(method)
+        }
+        .build()
+        .unwrap(),
         l2: 0.01,
     }
 }
 
-fn head(rng: &mut ChaCha8Rng, dim: usize) -> FeatureHead<f64> {
+/// A 3-way head with 2 support and 3 query images per class and `dim` features, and random
+/// features for it.
+fn head_and_features(seed: u64, dim: usize) -> (FeatureHead<f64>, Vec<f64>) {
     let (ways, shots, queries) = (3, 2, 3);
     let lab = |per: usize| {
         (0..ways)
             .flat_map(|c| std::iter::repeat_n(c as u8, per))
             .collect::<Vec<_>>()
     };
-    let _ = rng.random::<u8>();
-    FeatureHead::new(dim, ways, lab(shots), lab(queries), 0.01)
-}
-
-#[test]
-fn head_hypergradient_matches_finite_differences() {
-    // T-RHG is not the gradient of φ_K (see the truncation test below).
-    for method in [Method::Bda, Method::Rhg] {
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let dim = 5;
-        let mut h = head(&mut rng, dim);
-        let x: Vec<f64> = (0..h.rows() * dim)
-            .map(|_| rng.random_range(-1.0..1.0))
-            .collect();
-        let c = cfg(method);
-        let mut gx = vec![0.0; x.len()];
-        task_hypergradient(&mut h, &x, &c, &mut gx).unwrap();
-        let eps = 1e-5;
-        let mut worst: f64 = 0.0;
-        for i in 0..x.len() {
-            let mut phi = |d: f64| {
-                let mut xp = x.clone();
-                xp[i] += d;
-                let mut g = vec![0.0; x.len()];
-                task_hypergradient(&mut h, &xp, &c, &mut g).unwrap().0
-            };
-            let fd = (phi(eps) - phi(-eps)) / (2.0 * eps);
-            worst = worst.max((fd - gx[i]).abs());
-        }
-        let norm = gx.iter().map(|v| v.abs()).fold(0.0, f64::max);
-        assert!(norm > 1e-3, "{method}: trivial gradient");
-        assert!(
-            worst < 1e-8,
-            "{method}: max |FD − analytic| = {worst:e} (max |g| {norm:e})"
-        );
-    }
-}
-
-/// T-RHG's gradient is the exact gradient of `φ` through the last T steps with
-/// `y_{K−T}` held fixed: check that against finite differences.
-#[test]
-fn trhg_is_the_gradient_through_the_last_t_steps() {
-    use bda_kernel::backend::{LowerStep, unrolled};
-    let mut rng = ChaCha8Rng::seed_from_u64(6);
-    let dim = 4;
-    let mut h = head(&mut rng, dim);
-    let x: Vec<f64> = (0..h.rows() * dim)
+    let h = FeatureHead::new(dim, ways, lab(shots), lab(queries), 0.01);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let x = (0..h.rows() * dim)
         .map(|_| rng.random_range(-1.0..1.0))
         .collect();
-    let c = cfg(Method::Trhg); // K = 4, T = 2
-    let mut gx = vec![0.0; x.len()];
-    task_hypergradient(&mut h, &x, &c, &mut gx).unwrap();
-    // y_{K−T} at the unperturbed x.
-    let dynamics = c.dynamics::<f64>();
-    let mut y = vec![0.0; h.y_len()];
-    let mut next = y.clone();
-    for k in 1..=2 {
-        let (wu, wl) = dynamics.weights(k);
-        h.lower_step(&x, &y, wu, wl, &mut next).unwrap();
-        std::mem::swap(&mut y, &mut next);
-    }
-    let mut phi = |xp: &Vec<f64>| {
-        let mut tape = vec![y.clone(); 3];
-        let (mut adj, mut out, mut g) = (y.clone(), y.clone(), vec![0.0; x.len()]);
-        unrolled(
-            &mut h, xp, &y, &dynamics, 2, None, &mut tape, &mut adj, &mut g, &mut out,
-        )
-        .unwrap()
-    };
-    let eps = 1e-5;
-    for i in 0..x.len() {
-        let (mut xp, mut xm) = (x.clone(), x.clone());
-        xp[i] += eps;
-        xm[i] -= eps;
-        let fd = (phi(&xp) - phi(&xm)) / (2.0 * eps);
-        assert!(
-            (fd - gx[i]).abs() < 1e-8,
-            "coordinate {i}: FD {fd} vs T-RHG {}",
-            gx[i]
+    (h, x)
+}
+
+#[test]
+fn head_hypergradients_match_finite_differences() {
+    // BDA and RHG: the gradient of φ_K; T-RHG: the gradient through the last T steps with
+    // y_{K−T} held fixed.
+    for method in [Method::Bda, Method::Rhg, Method::Trhg] {
+        let (h, x) = head_and_features(1, 5);
+        let y0 = vec![0.0; h.y_len()];
+        let (g, err) = check_method(
+            || h.clone(),
+            Hypergrad::unrolled,
+            &config(method),
+            &x,
+            &y0,
+            1e-5,
+            x.len(),
         );
+        assert!(
+            g.iter().any(|v| v.abs() > 1e-3),
+            "{method}: trivial gradient"
+        );
+        assert!(err < 1e-8, "{method}: rel err {err:e}");
     }
 }
 
 #[test]
 fn truncation_changes_the_gradient_but_full_truncation_is_rhg() {
-    let mut rng = ChaCha8Rng::seed_from_u64(2);
-    let dim = 4;
-    let mut h = head(&mut rng, dim);
-    let x: Vec<f64> = (0..h.rows() * dim)
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
-    let grad = |h: &mut FeatureHead<f64>, c: HeadConfig| {
-        let mut g = vec![0.0; x.len()];
-        task_hypergradient(h, &x, &c, &mut g).unwrap();
+    let (h, x) = head_and_features(2, 4);
+    let grad = |c: MethodConfig<f64>| {
+        let mut h = h.clone();
+        let mut hg = Hypergrad::unrolled(&mut h, c.build().unwrap()).unwrap();
+        let (y0, mut y, mut g) = (
+            vec![0.0; h.y_len()],
+            vec![0.0; h.y_len()],
+            vec![0.0; x.len()],
+        );
+        hg.hypergradient(&mut h, &x, &y0, &mut g, &mut y).unwrap();
         g
     };
-    let rhg = grad(&mut h, cfg(Method::Rhg));
-    let t2 = grad(&mut h, cfg(Method::Trhg));
-    let t4 = grad(
-        &mut h,
-        HeadConfig {
-            truncate: Some(4),
-            ..cfg(Method::Trhg)
-        },
-    );
+    let rhg = grad(config(Method::Rhg));
+    let t2 = grad(config(Method::Trhg));
+    let t4 = grad(MethodConfig {
+        truncate: Some(4),
+        ..config(Method::Trhg)
+    });
     assert_ne!(rhg, t2);
     assert_eq!(rhg, t4);
 }
@@ -194,10 +154,7 @@ fn meta_gradient_matches_finite_differences() {
     let params: Vec<f64> = TINY.init(&mut rng);
     let ts = tasks(&mut rng, TINY, 3);
     for method in [Method::Bda, Method::Rhg] {
-        let c = HeadConfig {
-            lr: 1.0,
-            ..cfg(method)
-        };
+        let c = procedure(method, 1.0);
         let g = meta_gradient(TINY, &params, &ts, &c).unwrap();
         let eps = 1e-6;
         let mut worst: f64 = 0.0;
@@ -224,7 +181,7 @@ fn meta_gradient_is_the_same_on_one_and_two_threads() {
     };
     let params: Vec<f32> = arch.init(&mut rng);
     let ts = tasks(&mut rng, arch, 4);
-    let c = cfg(Method::Bda);
+    let c = procedure(Method::Bda, 0.5);
     let run = |threads| {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)

@@ -14,13 +14,13 @@
 //! Layout of a `y` buffer (length [`HypercleanData::y_len`]): `W` row-major
 //! (`W[j·c + k]`, feature `j`, class `k`), then `b`. An `x` buffer has `n_tr` entries.
 //!
-//! With the `alloc` feature, [`Reference`] is the problem written plainly in `f64`: the one
+//! With the `alloc` feature, [`HypercleanReference`] is the problem written plainly in `f64`: the one
 //! oracle that the fast backends of both crates are tested against.
 
 #[cfg(feature = "alloc")]
 pub mod reference;
 #[cfg(feature = "alloc")]
-pub use reference::Reference;
+pub use reference::HypercleanReference;
 
 /// Borrowed data of a hyper-cleaning instance: features row-major (`n × d`), labels `< c`.
 #[derive(Clone, Copy, Debug)]

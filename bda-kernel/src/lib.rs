@@ -25,8 +25,9 @@
 //! | [`upper`] | the upper-level driver [`Solver`] |
 //! | [`observer`] | [`Observer`] and the allocation-free [`History`] |
 //! | [`method`] | method names (`bda`, `rhg`, …) |
-//! | [`backend`] | dataset-scale methods (RHG, T-RHG, BDA, IHG, O-BDA) over a math backend |
+//! | [`backend`] | the engine of the dataset-scale methods (RHG, T-RHG, BDA, IHG, O-BDA) over capability traits |
 //! | [`hyperclean`] | the data hyper-cleaning problem both dataset backends implement, and its `f64` reference (`alloc`) |
+//! | `fewshot` | the per-task head problem of few-shot learning, generic over the scalar (`alloc`) |
 //! | [`synthetic`] | the papers' synthetic problems (ICML Example 1, journal Eq. 40, Remark 4) |
 //!
 //! ```
@@ -66,6 +67,8 @@ extern crate std;
 
 pub mod backend;
 pub mod error;
+#[cfg(feature = "alloc")]
+pub mod fewshot;
 pub mod hyperclean;
 pub mod hypergrad;
 pub mod lower;
@@ -83,7 +86,7 @@ pub use hypergrad::{CentralDifference, ForwardMode, HyperGrad, HypergradientMeth
 pub use lower::LowerConfig;
 pub use method::Method;
 pub use observer::{History, IterState, Observer, Record};
-pub use problem::{AutoDiff, Bilevel, Gradient, Objective, Reference, SecondOrder, Smooth};
+pub use problem::{AutoDiff, Bilevel, Gradient, KnownSolution, Objective, SecondOrder, Smooth};
 pub use projection::Projection;
 pub use scalar::{Dual, Real, Scalar};
 pub use schedule::{Beta, LowerDynamics, Schedule, StepSizes};
@@ -92,8 +95,8 @@ pub use upper::{Outcome, Solver, Termination, UpperConfig};
 /// Everything a typical user needs, in one import.
 pub mod prelude {
     pub use crate::{
-        AutoDiff, Beta, Bilevel, ForwardMode, Gradient, History, LowerConfig, LowerDynamics,
-        Method, Objective, Observer, Projection, Real, Reference, Scalar, Schedule, SecondOrder,
-        Smooth, Solver, StepSizes, UpperConfig,
+        AutoDiff, Beta, Bilevel, ForwardMode, Gradient, History, KnownSolution, LowerConfig,
+        LowerDynamics, Method, Objective, Observer, Projection, Real, Scalar, Schedule,
+        SecondOrder, Smooth, Solver, StepSizes, UpperConfig,
     };
 }

@@ -4,7 +4,7 @@
 
 use nalgebra::SVector;
 
-use crate::problem::Reference;
+use crate::problem::KnownSolution;
 use crate::scalar::Real;
 
 /// The state of the upper-level loop at iteration `iter`, before `x` is updated.
@@ -63,7 +63,7 @@ impl<T: Real> Record<T> {
     /// The metrics of one state; gaps and errors need the known optimum `reference`.
     pub fn of<const N: usize, const M: usize>(
         s: &IterState<'_, T, N, M>,
-        reference: Option<&dyn Reference<T, N, M>>,
+        reference: Option<&dyn KnownSolution<T, N, M>>,
     ) -> Self {
         let (upper_gap, lower_gap, x_err, y_err) = match reference {
             Some(r) => {
@@ -94,7 +94,7 @@ impl<T: Real> Record<T> {
 /// `heapless::Vec` of capacity `CAP`. When full, later rows are counted in
 /// [`History::dropped`] rather than stored: recording never fails the solve.
 pub struct History<'r, T, const N: usize, const M: usize, const CAP: usize> {
-    reference: Option<&'r dyn Reference<T, N, M>>,
+    reference: Option<&'r dyn KnownSolution<T, N, M>>,
     /// The recorded rows, oldest first.
     pub records: heapless::Vec<Record<T>, CAP>,
     /// Rows that did not fit.
@@ -112,7 +112,7 @@ impl<'r, T: Real, const N: usize, const M: usize, const CAP: usize> History<'r, 
     }
 
     /// A history that measures distances to a known optimum.
-    pub fn with_reference(reference: &'r dyn Reference<T, N, M>) -> Self {
+    pub fn with_reference(reference: &'r dyn KnownSolution<T, N, M>) -> Self {
         History {
             reference: Some(reference),
             records: heapless::Vec::new(),

@@ -67,7 +67,7 @@ impl<U, L> Bilevel<U, L> {
 }
 
 /// Capability: the known optimum of a bi-level problem, for the papers' error metrics.
-pub trait Reference<T, const N: usize, const M: usize> {
+pub trait KnownSolution<T, const N: usize, const M: usize> {
     /// The upper-level solution `x*`.
     fn x_star(&self) -> SVector<T, N>;
     /// The lower-level part of the solution `y*`.

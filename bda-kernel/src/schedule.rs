@@ -46,6 +46,20 @@ impl<T: Real> Schedule<T> {
         }
     }
 
+    /// The same schedule in another scalar type.
+    pub fn cast<U: Real>(&self) -> Schedule<U> {
+        let c = |v: T| U::from_f64(v.to_f64());
+        match *self {
+            Schedule::Constant(v) => Schedule::Constant(c(v)),
+            Schedule::Harmonic(v) => Schedule::Harmonic(c(v)),
+            Schedule::Proposition1 { gamma, beta, eps } => Schedule::Proposition1 {
+                gamma: c(gamma),
+                beta: c(beta),
+                eps: c(eps),
+            },
+        }
+    }
+
     /// Check the parameters: finite, and within the ranges the papers' theory admits.
     pub fn validate(&self, name: &'static str) -> Result<(), ConfigError> {
         let ok = match *self {
@@ -79,6 +93,16 @@ pub enum Beta<T> {
     /// `β_k = (1 − μα_k)/(1 − μ)`: the ICML 2020 Eq. (10) scheme, whose two weights
     /// `μα_k` and `1 − μα_k` sum to one.
     Icml,
+}
+
+impl<T: Real> Beta<T> {
+    /// The same choice in another scalar type.
+    pub fn cast<U: Real>(&self) -> Beta<U> {
+        match self {
+            Beta::Schedule(s) => Beta::Schedule(s.cast()),
+            Beta::Icml => Beta::Icml,
+        }
+    }
 }
 
 /// The lower-level dynamics: which descent directions a step combines and with what weights.

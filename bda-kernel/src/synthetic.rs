@@ -14,7 +14,7 @@
 use nalgebra::{SMatrix, SVector};
 
 use crate::error::ConfigError;
-use crate::problem::{Bilevel, Gradient, Objective, Reference, SecondOrder, Smooth};
+use crate::problem::{Bilevel, Gradient, KnownSolution, Objective, SecondOrder, Smooth};
 use crate::scalar::{Real, Scalar};
 
 /// Implements [`Objective`] through the objective's [`Smooth::eval`], so the value has one
@@ -129,7 +129,7 @@ pub fn remark4<T: Real>(eps: T) -> Result<Example1<T>, ConfigError> {
     Ok(Bilevel::new(Example1Upper, Example1Lower { eps }))
 }
 
-impl<T: Real> Reference<T, 1, 2> for Example1<T> {
+impl<T: Real> KnownSolution<T, 1, 2> for Example1<T> {
     fn x_star(&self) -> SVector<T, 1> {
         if self.lower.eps > T::zero() {
             SVector::from([T::from_f64(0.5)])
@@ -279,7 +279,7 @@ impl<T: Real, const N: usize, const M: usize> SecondOrder<T, N, M> for Eq40Lower
     }
 }
 
-impl<T: Real, const N: usize, const M: usize> Reference<T, N, M> for Eq40<N, M> {
+impl<T: Real, const N: usize, const M: usize> KnownSolution<T, N, M> for Eq40<N, M> {
     fn x_star(&self) -> SVector<T, N> {
         SVector::repeat(T::one())
     }

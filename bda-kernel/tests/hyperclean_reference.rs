@@ -1,19 +1,19 @@
-//! The f64 reference of data hyper-cleaning (`hyperclean::Reference`) against central finite
+//! The f64 reference of data hyper-cleaning (`hyperclean::HypercleanReference`) against central finite
 //! differences: gradients, Hessian–vector product, mixed derivative, step adjoint = transposed
 //! step Jacobian, and a whole unrolled hypergradient. The fast backends of `bda-host` and
 //! `bda-gpu` are tested against this reference, primitive by primitive; the methods on it
 //! (RHG, T-RHG, BDA, IHG, O-BDA) against finite differences in `bda-host`.
 
+use bda_kernel::Method;
 use bda_kernel::backend::{
-    LowerHessian, LowerStep, StepAdjoint, UpperGradient, tape_len, unrolled,
+    Hypergrad, LowerHessian, LowerStep, MethodConfig, StepAdjoint, UpperGradient,
 };
-use bda_kernel::hyperclean::Reference;
-use bda_kernel::schedule::LowerDynamics;
+use bda_kernel::hyperclean::HypercleanReference;
+use bda_testkit::fd::check_method;
+use bda_testkit::instance::Problem;
+use bda_testkit::{Rng, rel_err};
 
 const H: f64 = 1e-5;
-
-mod instance;
-use instance::{Problem, Rng, rel_err};
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(a, b)| a * b).sum()
@@ -52,7 +52,7 @@ fn close(fd: f64, exact: f64) {
 #[test]
 fn gradients_match_finite_differences() {
     let Setup { p, x, y } = setup();
-    let mut b = Reference::new(&p.data());
+    let mut b = HypercleanReference::new(&p.data());
     let mut r = Rng::new(5);
     let e = rand(&mut r, b.y_len(), 1.0);
     let ex = rand(&mut r, b.x_len(), 1.0);
@@ -82,7 +82,7 @@ fn gradients_match_finite_differences() {
 #[test]
 fn lower_step_is_a_gradient_step() {
     let Setup { p, x, y } = setup();
-    let mut b = Reference::new(&p.data());
+    let mut b = HypercleanReference::new(&p.data());
     let (mut gf, mut gu) = (vec![0.0; b.y_len()], vec![0.0; b.y_len()]);
     b.lower_grad(&x, &y, &mut gf);
     b.upper_grad_y(&y, &mut gu);
@@ -101,11 +101,11 @@ fn lower_step_is_a_gradient_step() {
 #[test]
 fn second_derivatives_match_finite_differences() {
     let Setup { p, x, y } = setup();
-    let mut b = Reference::new(&p.data());
+    let mut b = HypercleanReference::new(&p.data());
     let mut r = Rng::new(6);
     let v = rand(&mut r, b.y_len(), 1.0);
     let ex = rand(&mut r, b.x_len(), 1.0);
-    let grad_f = |b: &Reference<'_>, x: &[f64], y: &[f64]| {
+    let grad_f = |b: &HypercleanReference<'_>, x: &[f64], y: &[f64]| {
         let mut g = vec![0.0; b.y_len()];
         b.lower_grad(x, y, &mut g);
         g
@@ -135,13 +135,13 @@ fn second_derivatives_match_finite_differences() {
 #[test]
 fn step_adjoint_is_the_transposed_step_jacobian() {
     let Setup { p, x, y } = setup();
-    let mut b = Reference::new(&p.data());
+    let mut b = HypercleanReference::new(&p.data());
     let mut r = Rng::new(8);
     let a0 = rand(&mut r, b.y_len(), 1.0);
     let e = rand(&mut r, b.y_len(), 1.0);
     let ex = rand(&mut r, b.x_len(), 1.0);
     let (w_u, w_l) = (0.3, 0.7);
-    let step = |b: &mut Reference<'_>, x: &[f64], y: &[f64]| {
+    let step = |b: &mut HypercleanReference<'_>, x: &[f64], y: &[f64]| {
         let mut out = vec![0.0; b.y_len()];
         b.lower_step(&x.to_vec(), &y.to_vec(), w_u, w_l, &mut out)
             .unwrap();
@@ -177,35 +177,38 @@ fn step_adjoint_is_the_transposed_step_jacobian() {
 }
 
 #[test]
-fn unrolled_hypergradient_matches_finite_differences() {
+fn every_method_matches_finite_differences_on_the_reference() {
     let Setup { p, x, .. } = setup();
-    let mut b = Reference::new(&p.data());
-    let mut r = Rng::new(9);
-    let ex = rand(&mut r, b.x_len(), 1.0);
-    let dynamics = LowerDynamics::bda(0.5, 0.8);
-    let k = 12;
-    let y0 = vec![0.0; b.y_len()];
-    let phi = |b: &mut Reference<'_>, x: &Vec<f64>| {
-        let mut tape = vec![vec![0.0; b.y_len()]; tape_len(k, None)];
-        let (mut adj, mut gx, mut y_out) = (
-            vec![0.0; b.y_len()],
-            vec![0.0; b.x_len()],
-            vec![0.0; b.y_len()],
+    let data = p.data();
+    let y0 = vec![0.0; p.y_len()];
+    let make = || HypercleanReference::new(&data);
+    let base = MethodConfig::new(Method::Bda, 12, 0.8);
+    for (method, tol) in [
+        (Method::Rhg, 1e-6),
+        (Method::Bda, 1e-6),
+        (Method::Trhg, 1e-6),
+    ] {
+        let (_, err) = check_method(
+            make,
+            Hypergrad::new,
+            &base.with_method(method),
+            &x,
+            &y0,
+            H,
+            8,
         );
-        let v = unrolled(
-            b, x, &y0, &dynamics, k, None, &mut tape, &mut adj, &mut gx, &mut y_out,
-        )
-        .unwrap();
-        (v, gx)
+        assert!(err < tol, "{method}: {err:e}");
+    }
+    let obda = MethodConfig {
+        fd_eps: 1e-4,
+        ..base.with_method(Method::Obda)
     };
-    let (_, gx) = phi(&mut b, &x);
-    let fd =
-        (phi(&mut b, &shifted(&x, &ex, H)).0 - phi(&mut b, &shifted(&x, &ex, -H)).0) / (2.0 * H);
-    close(fd, dot(&gx, &ex));
+    let (_, err) = check_method(make, Hypergrad::new, &obda, &x, &y0, H, 8);
+    assert!(err < 1e-6, "obda: {err:e}");
 }
 
 #[test]
 fn reference_is_send_and_sync() {
     fn send_sync<T: Send + Sync>() {}
-    send_sync::<Reference<'static>>();
+    send_sync::<HypercleanReference<'static>>();
 }

@@ -3,6 +3,9 @@
 //! loss/validation history), written to `FILE.tmp` and renamed over `FILE` so that an
 //! interruption never leaves a half-written checkpoint. f32 values round-trip exactly
 //! (serde_json prints the shortest representation that parses back to the same float).
+//!
+//! Version 2 names the step sizes as every report does (`ll_lr`, `ul_lr`) and keeps
+//! accuracies in percent; version 1 files are read and converted.
 
 use std::path::Path;
 
@@ -10,14 +13,15 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::RunConfig;
-use super::train::Adam;
+use super::config::RunConfig;
+use crate::config::write_atomic;
 use crate::error::CliError;
+use crate::optim::Adam;
 
 /// The `format` field of every checkpoint.
 pub const FORMAT: &str = "bda-fewshot-checkpoint";
 /// The current version.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Position of the episode RNG: its seed and the ChaCha word position.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -48,10 +52,50 @@ impl RngState {
 /// Loss and validation curves.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct History {
-    /// `(meta-step, mean φ_K, mean query accuracy of y_K)` per meta-step.
+    /// `(meta-step, mean φ_K, mean query accuracy of y_K in %)` per meta-step.
     pub loss: Vec<(u64, f64, f64)>,
-    /// `(meta-step, validation accuracy)`.
+    /// `(meta-step, validation accuracy in %)`.
     pub val: Vec<(u64, f64)>,
+}
+
+/// Version 1 → 2: `lr`/`meta_lr` become `ll_lr`/`ul_lr`, accuracies become percent.
+fn upgrade_v1(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    if let Some(Value::Object(c)) = v.get_mut("config") {
+        for (old, new) in [("lr", "ll_lr"), ("meta_lr", "ul_lr")] {
+            if let Some(x) = c.remove(old) {
+                c.insert(new.into(), x);
+            }
+        }
+    }
+    let pct = |x: &mut Value| {
+        if let Some(f) = x.as_f64() {
+            *x = Value::from(100.0 * f);
+        }
+    };
+    if let Some(h) = v.get_mut("history") {
+        for row in h
+            .get_mut("loss")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(a) = row.get_mut(2) {
+                pct(a);
+            }
+        }
+        for row in h
+            .get_mut("val")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(a) = row.get_mut(1) {
+                pct(a);
+            }
+        }
+    }
+    v["version"] = Value::from(VERSION);
 }
 
 /// A meta-training run's state.
@@ -70,14 +114,14 @@ pub struct Checkpoint {
     /// Backbone parameters.
     pub params: Vec<f32>,
     /// Adam state.
-    pub adam: Adam,
+    pub adam: Adam<f32>,
     /// Curves so far.
     pub history: History,
 }
 
 impl Checkpoint {
     /// A run at meta-step 0.
-    pub fn new(config: RunConfig, params: Vec<f32>, adam: Adam, rng: RngState) -> Checkpoint {
+    pub fn new(config: RunConfig, params: Vec<f32>, adam: Adam<f32>, rng: RngState) -> Checkpoint {
         Checkpoint {
             format: FORMAT.into(),
             version: VERSION,
@@ -96,24 +140,22 @@ impl Checkpoint {
             CliError::input(format!("{}: cannot write checkpoint: {e}", path.display()))
         };
         let text = serde_json::to_vec(self).map_err(|e| fail(&e))?;
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = std::path::PathBuf::from(tmp);
-        std::fs::write(&tmp, text).map_err(|e| fail(&e))?;
-        std::fs::rename(&tmp, path).map_err(|e| fail(&e))
+        write_atomic(path, &text).map_err(|e| fail(&e))
     }
 
     /// Read and check a checkpoint; any problem is one line (exit 2).
     pub fn load(path: &Path) -> Result<Checkpoint, CliError> {
         let bad = |m: String| CliError::input(format!("{}: {m}", path.display()));
         let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read checkpoint: {e}")))?;
-        let head: serde_json::Value = serde_json::from_slice(&bytes)
+        let mut head: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| bad(format!("not a checkpoint (corrupt JSON: {e})")))?;
         if head.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
             return Err(bad(format!("not a {FORMAT} file")));
         }
         let version = head.get("version").and_then(|v| v.as_u64());
-        if version != Some(VERSION as u64) {
+        if version == Some(1) {
+            upgrade_v1(&mut head);
+        } else if version != Some(VERSION as u64) {
             return Err(bad(format!(
                 "checkpoint version {} is not supported (expected {VERSION})",
                 version.map_or("?".into(), |v| v.to_string())

@@ -105,6 +105,8 @@ pub struct FewshotDataset {
     pub classes: Vec<ClassImages>,
     /// Image side (28).
     pub side: usize,
+    /// The files read, in reading order (what a report's data hash covers).
+    pub files: Vec<PathBuf>,
 }
 
 impl FewshotDataset {
@@ -408,6 +410,7 @@ pub fn load_omniglot(
         .collect();
     let decoded: Vec<Result<Vec<f32>, FewshotDataError>> =
         files.par_iter().map(|p| load_image(p)).collect();
+    let read: Vec<PathBuf> = files.iter().map(|p| p.to_path_buf()).collect();
     let mut decoded = decoded.into_iter();
     let per_char = if rotations { 4 } else { 1 };
     let mut classes = Vec::with_capacity(chars.len() * per_char);
@@ -446,6 +449,7 @@ pub fn load_omniglot(
     Ok(FewshotDataset {
         classes,
         side: SIDE,
+        files: read,
     })
 }
 

@@ -1,12 +1,12 @@
 //! `--device cuda`: the [`MetaBackend`] of `bda_gpu::FewshotGpu` (conv4 backbone and all
-//! tasks' heads on the device, the kernel's `unrolled` on the batched head). Episodes, Adam,
+//! tasks' heads on the device, the kernel's engine on the batched head). Episodes, Adam,
 //! reports and checkpoints are the CPU path's, so a checkpoint moves between devices as is.
 
-use bda_gpu::{Episodes, FewshotGpu, HeadProcedure};
+use bda_gpu::{Episodes, FewshotGpu, GpuDevice};
 use bda_kernel::backend::MethodError;
 
 use super::conv4::Arch;
-use super::train::{HeadConfig, MetaBackend, MetaError, MetaGrad, Task, stack};
+use super::meta::{HeadProcedure, MetaBackend, MetaError, MetaGrad, Task, stack};
 
 /// Few-shot on one CUDA device.
 pub struct GpuMeta {
@@ -15,9 +15,10 @@ pub struct GpuMeta {
 }
 
 impl GpuMeta {
-    /// Opens CUDA device `ordinal` for backbones of shape `arch` and compiles the kernels.
-    pub fn new(ordinal: usize, arch: Arch) -> Result<GpuMeta, String> {
-        let mut gpu = FewshotGpu::new(ordinal, arch.shape()).map_err(|e| e.to_string())?;
+    /// The few-shot backend on the opened device for backbones of shape `arch`, kernels
+    /// compiled.
+    pub fn new(dev: &GpuDevice, arch: Arch) -> Result<GpuMeta, String> {
+        let mut gpu = FewshotGpu::new(dev, arch.shape()).map_err(|e| e.to_string())?;
         gpu.warm_up().map_err(|e| e.to_string())?;
         let device = format!("cuda ({})", gpu.info().name);
         Ok(GpuMeta { gpu, device })
@@ -103,20 +104,21 @@ impl MetaBackend for GpuMeta {
         arch: Arch,
         params: &[f32],
         tasks: &[Task],
-        cfg: &HeadConfig,
+        head: &HeadProcedure,
     ) -> Result<MetaGrad<f32>, MetaError> {
         self.check_arch(arch)?;
         let st = Stacked::of(tasks)?;
-        let proc = HeadProcedure {
-            dynamics: cfg.dynamics::<f32>(),
-            steps: cfg.steps,
-            truncate: cfg.truncation(),
-            l2: cfg.l2 as f32,
-        };
+        let spec = head.spec_in::<f32>()?;
         let mut grad = vec![0.0f32; arch.num_params()];
         let r = self
             .gpu
-            .meta_gradient(params, &st.episodes(tasks.len()), &proc, &mut grad)
+            .meta_gradient(
+                params,
+                &st.episodes(tasks.len()),
+                &spec,
+                head.l2 as f32,
+                &mut grad,
+            )
             .map_err(|e| match e {
                 MethodError::NonFinite { .. } => MetaError::NonFinite,
                 e => device_error(e),
@@ -127,7 +129,7 @@ impl MetaBackend for GpuMeta {
         let m = tasks.len() as f64;
         Ok(MetaGrad {
             loss: r.loss.iter().map(|&l| f64::from(l)).sum::<f64>() / m,
-            acc: r.accuracy.iter().sum::<f64>() / m,
+            acc: 100.0 * r.accuracy.iter().sum::<f64>() / m,
             grad,
         })
     }
@@ -137,19 +139,19 @@ impl MetaBackend for GpuMeta {
         arch: Arch,
         params: &[f32],
         tasks: &[Task],
-        cfg: &HeadConfig,
+        head: &HeadProcedure,
     ) -> Result<Vec<f64>, MetaError> {
         self.check_arch(arch)?;
         let st = Stacked::of(tasks)?;
-        self.gpu
-            .evaluate(
-                params,
-                &st.episodes(tasks.len()),
-                cfg.steps,
-                cfg.lr as f32,
-                cfg.l2 as f32,
-            )
-            .map_err(device_error)
+        let spec = head.spec_in::<f32>()?;
+        let acc = self
+            .gpu
+            .evaluate(params, &st.episodes(tasks.len()), &spec, head.l2 as f32)
+            .map_err(|e| match e {
+                MethodError::NonFinite { .. } => MetaError::NonFinite,
+                e => device_error(e),
+            })?;
+        Ok(acc.into_iter().map(|a| 100.0 * a).collect())
     }
 
     fn backbone_pass(

@@ -1,16 +1,19 @@
 //! The upper-level loop of data hyper-cleaning, generic over the math backend (CPU here,
-//! CUDA in `bda-gpu`). The hypergradients come from the kernel's dataset-scale methods
-//! ([`bda_kernel::backend`]); this module only chooses the method per row of Table 2,
-//! runs the optimizer on `x` and records the history.
+//! CUDA in `bda-gpu`): the engine ([`Hypergrad`]) gives `(φ, ∇φ, y_K)`, this loop runs the
+//! optimizer on `x`, asks the [`Monitor`] for the metrics and records the history. It
+//! knows no method: the row's [`MethodConfig`] decides everything below.
 
 use std::fmt;
 use std::time::Instant;
 
 use bda_kernel::backend::{
-    self, CgScratch, LowerHessian, LowerStep, MethodError, OneStageScratch, StepAdjoint,
+    Backend, Hypergrad, LowerHessian, LowerStep, MethodConfig, MethodError, StepAdjoint,
     UpperGradient,
 };
-use bda_kernel::{Beta, LowerDynamics, Method, Real, Scalar, Schedule};
+use bda_kernel::{Method, Scalar};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::optim::{Optimizer, OptimizerKind};
 
 /// A row of the table: a hypergradient method, or a reference without upper level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,13 +56,17 @@ impl std::str::FromStr for Row {
     }
 }
 
-/// The upper-level optimizer on `x`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Optimizer {
-    /// Adam (β₁ = 0.9, β₂ = 0.999, ε = 1e-8, as `torch.optim.Adam`).
-    Adam,
-    /// Plain gradient descent.
-    Sgd,
+impl Serialize for Row {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Row {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// Everything the loop needs besides the backend and the data.
@@ -67,26 +74,10 @@ pub enum Optimizer {
 pub struct TrainConfig {
     /// Which row.
     pub row: Row,
-    /// Lower-level steps K.
-    pub k: u32,
-    /// T-RHG truncation T.
-    pub truncate: u32,
-    /// IHG conjugate-gradient iterations.
-    pub cg_iters: u32,
-    /// O-BDA finite-difference step ε.
-    pub fd_eps: f64,
-    /// μ of Eq. (9).
-    pub mu: f64,
-    /// `α_k = alpha/k`.
-    pub alpha: f64,
-    /// `β_k = beta`.
-    pub beta: f64,
-    /// Upper-level step in the LL iteration, `s_u`.
-    pub s_u: f64,
-    /// Lower-level step `s_l`.
-    pub s_l: f64,
+    /// The method's numbers (checked; the reference rows fit `y` with RHG's).
+    pub method: MethodConfig<f64>,
     /// Optimizer on `x`.
-    pub optimizer: Optimizer,
+    pub optimizer: OptimizerKind,
     /// Its learning rate.
     pub ul_lr: f64,
     /// Upper-level iterations.
@@ -94,22 +85,6 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    /// The LL dynamics of this row (the reference rows use plain LL steps).
-    pub fn dynamics<T: Real>(&self) -> LowerDynamics<T> {
-        let method = match self.row {
-            Row::Method(m) => m,
-            Row::NoClean | Row::Oracle => Method::Rhg,
-        };
-        let t = T::from_f64;
-        method.dynamics(
-            t(self.mu),
-            Schedule::Harmonic(t(self.alpha)),
-            Beta::Schedule(Schedule::Constant(t(self.beta))),
-            t(self.s_u),
-            t(self.s_l),
-        )
-    }
-
     /// Upper-level iterations actually run (0 for the reference rows).
     pub fn iterations(&self) -> u32 {
         match self.row {
@@ -117,19 +92,13 @@ impl TrainConfig {
             Row::NoClean | Row::Oracle => 0,
         }
     }
-
-    /// LL steps per upper iteration (O-BDA: 1).
-    pub fn steps_per_iter(&self) -> u32 {
-        match self.row {
-            Row::Method(Method::Obda) => 1,
-            _ => self.k,
-        }
-    }
 }
 
 /// One upper-level iteration of the history.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct IterRecord {
+    /// The upper iteration (0-based, as in error messages): the record is taken at `x_t`, before its update.
+    pub ul_iter: u32,
     /// `F(x_t, y_K(x_t))`.
     pub ul_loss: f64,
     /// Validation accuracy of `y_K(x_t)`, %.
@@ -162,7 +131,7 @@ pub trait Monitor {
     /// Clean-detection F1 (%) of `x`.
     fn clean_f1(&mut self, x: &[f64]) -> f64;
     /// Called after each upper iteration (progress bar).
-    fn iter_done(&mut self, _t: u32, _rec: &IterRecord) {}
+    fn iter_done(&mut self, _rec: &IterRecord) {}
 }
 
 /// Failure of the loop.
@@ -180,6 +149,8 @@ pub enum TrainError<E> {
         /// Upper iteration.
         ul_iter: u32,
     },
+    /// The method's numbers do not fit the backend's scalar type (e.g. 1e300 in `f32`).
+    Config(String),
 }
 
 impl<E: fmt::Display> fmt::Display for TrainError<E> {
@@ -190,16 +161,21 @@ impl<E: fmt::Display> fmt::Display for TrainError<E> {
                 f,
                 "upper iteration {ul_iter}: the hypergradient became non-finite (diverging: reduce --ul-lr or the step sizes)"
             ),
+            TrainError::Config(m) => f.write_str(m),
         }
     }
 }
 
-fn method_err<E>(ul_iter: u32) -> impl Fn(MethodError<E>) -> TrainError<E> {
-    move |err| TrainError::Method { ul_iter, err }
+/// A backend failure at upper iteration `ul_iter`.
+fn at<E>(ul_iter: u32) -> impl Fn(E) -> TrainError<E> {
+    move |e| TrainError::Method {
+        ul_iter,
+        err: MethodError::Backend(e),
+    }
 }
 
 /// Host copy of a backend buffer in `f64`.
-fn to_host_y<B: backend::Backend>(b: &mut B, y: &B::Y, len: usize) -> Result<Vec<f64>, B::Error> {
+fn to_host_y<B: Backend>(b: &mut B, y: &B::Y, len: usize) -> Result<Vec<f64>, B::Error> {
     let mut h = vec![B::T::from_f64(0.0); len];
     b.download_y(y, &mut h)?;
     Ok(h.into_iter().map(|v| v.to_f64()).collect())
@@ -218,164 +194,64 @@ where
     B: LowerStep + UpperGradient + StepAdjoint + LowerHessian,
 {
     let start = Instant::now();
-    let dynamics = cfg.dynamics::<B::T>();
-    let n = x0.len();
+    let spec = cfg
+        .method
+        .cast::<B::T>()
+        .build()
+        .map_err(|e| TrainError::Config(format!("in the backend's precision, {e}")))?;
     let t = B::T::from_f64;
-    let be = |ul_iter| method_err::<B::Error>(ul_iter);
-    let wrap = |ul_iter: u32| {
-        move |e: B::Error| TrainError::Method {
-            ul_iter,
-            err: MethodError::Backend(e),
-        }
-    };
-
+    let n = x0.len();
+    let mut hg = Hypergrad::new(b, spec).map_err(|err| TrainError::Method { ul_iter: 0, err })?;
+    let mut x = b.new_x().map_err(at(0))?;
+    let mut gx = b.new_x().map_err(at(0))?;
+    let y0 = b.new_y().map_err(at(0))?;
+    let mut y_out = b.new_y().map_err(at(0))?;
     let mut x_host = x0.to_vec();
     let mut x_t: Vec<B::T> = x_host.iter().map(|&v| t(v)).collect();
-    let mut x = b.new_x().map_err(wrap(0))?;
-    let mut gx = b.new_x().map_err(wrap(0))?;
-    let y0 = b.new_y().map_err(wrap(0))?;
-    let mut y_out = b.new_y().map_err(wrap(0))?;
-    let mut adj = b.new_y().map_err(wrap(0))?;
     let mut g_host = vec![t(0.0); n];
-    let (mut m1, mut m2) = (vec![0.0f64; n], vec![0.0f64; n]);
+    let mut g64 = vec![0.0f64; n];
+    let mut opt = Optimizer::<f64>::new(cfg.optimizer, cfg.ul_lr, n);
     let iters = cfg.iterations();
-    let row_method = match cfg.row {
-        Row::Method(m) => Some(m),
-        _ => None,
-    };
-    // Buffers per method, allocated once.
-    let truncate = match row_method {
-        Some(Method::Trhg) => Some(cfg.truncate),
-        _ => None,
-    };
-    let needs_tape = matches!(row_method, Some(Method::Rhg | Method::Bda | Method::Trhg));
-    let mut tape = Vec::new();
-    if needs_tape {
-        for _ in 0..backend::tape_len(cfg.k, truncate) {
-            tape.push(b.new_y().map_err(wrap(0))?);
-        }
-    }
-    let mut cg = if row_method == Some(Method::Ihg) {
-        Some(CgScratch {
-            r: b.new_y().map_err(wrap(0))?,
-            p: b.new_y().map_err(wrap(0))?,
-            hp: b.new_y().map_err(wrap(0))?,
-            v: b.new_y().map_err(wrap(0))?,
-        })
-    } else {
-        None
-    };
-    let mut one = if row_method == Some(Method::Obda) {
-        Some(OneStageScratch {
-            g: b.new_y().map_err(wrap(0))?,
-            h: b.new_y().map_err(wrap(0))?,
-            sink: b.new_y().map_err(wrap(0))?,
-        })
-    } else {
-        None
-    };
-    // O-BDA is single-loop: its one LL step per upper iteration starts from the previous y.
-    let mut y_warm = b.new_y().map_err(wrap(0))?;
-
     let mut history = Vec::with_capacity(iters as usize);
     let loop_start = Instant::now();
     for it in 0..iters {
-        b.upload_x(&x_t, &mut x).map_err(wrap(it))?;
-        let upper = match row_method {
-            Some(Method::Rhg | Method::Bda | Method::Trhg) => backend::unrolled(
-                b, &x, &y0, &dynamics, cfg.k, truncate, &mut tape, &mut adj, &mut gx, &mut y_out,
-            ),
-            Some(Method::Ihg) => {
-                let cg = cg.as_mut().expect("allocated for IHG");
-                backend::implicit(
-                    b,
-                    &x,
-                    &y0,
-                    &dynamics,
-                    cfg.k,
-                    cfg.cg_iters,
-                    cg,
-                    &mut gx,
-                    &mut y_out,
-                )
-            }
-            Some(Method::Obda) => {
-                let one = one.as_mut().expect("allocated for O-BDA");
-                let r = backend::one_stage(
-                    b,
-                    &x,
-                    &y_warm,
-                    &dynamics,
-                    t(cfg.fd_eps),
-                    one,
-                    &mut gx,
-                    &mut y_out,
-                );
-                if r.is_ok() {
-                    b.copy_y(&y_out, &mut y_warm).map_err(wrap(it))?;
-                }
-                r
-            }
-            None => unreachable!("reference rows run no upper iterations"),
-        }
-        .map_err(be(it))?;
-        let ul_loss = upper.to_f64();
-        b.download_x(&gx, &mut g_host).map_err(wrap(it))?;
-        if !ul_loss.is_finite() || g_host.iter().any(|g| !g.is_finite()) {
+        b.upload_x(&x_t, &mut x).map_err(at(it))?;
+        let phi = hg
+            .hypergradient(b, &x, &y0, &mut gx, &mut y_out)
+            .map_err(|err| TrainError::Method { ul_iter: it, err })?;
+        let ul_loss = phi.to_f64();
+        b.download_x(&gx, &mut g_host).map_err(at(it))?;
+        g64.iter_mut()
+            .zip(&g_host)
+            .for_each(|(d, g)| *d = g.to_f64());
+        if !ul_loss.is_finite() || g64.iter().any(|g| !g.is_finite()) {
             return Err(TrainError::NonFiniteGradient { ul_iter: it });
         }
-        let y_h = to_host_y(b, &y_out, y_len).map_err(wrap(it))?;
+        let y_h = to_host_y(b, &y_out, y_len).map_err(at(it))?;
         let rec = IterRecord {
+            ul_iter: it,
             ul_loss,
             val_acc: monitor.val_acc(&y_h),
             clean_f1: monitor.clean_f1(&x_host),
         };
-        // Optimizer step on x.
-        match cfg.optimizer {
-            Optimizer::Adam => {
-                let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
-                let step = f64::from(it + 1);
-                let (c1, c2) = (1.0 - b1.powf(step), 1.0 - b2.powf(step));
-                for i in 0..n {
-                    let g = g_host[i].to_f64();
-                    m1[i] = b1 * m1[i] + (1.0 - b1) * g;
-                    m2[i] = b2 * m2[i] + (1.0 - b2) * g * g;
-                    x_host[i] -= cfg.ul_lr * (m1[i] / c1) / ((m2[i] / c2).sqrt() + eps);
-                }
-            }
-            Optimizer::Sgd => {
-                for i in 0..n {
-                    x_host[i] -= cfg.ul_lr * g_host[i].to_f64();
-                }
-            }
-        }
+        opt.step(&mut x_host, &g64);
         for (xt, &xh) in x_t.iter_mut().zip(&x_host) {
             *xt = t(xh);
         }
-        monitor.iter_done(it, &rec);
+        monitor.iter_done(&rec);
         history.push(rec);
     }
     let loop_seconds = loop_start.elapsed().as_secs_f64();
-
-    // Final classifier: K steps of the row's dynamics from 0 at the final x (the forward
-    // half of `unrolled` with nothing kept for the reverse pass).
-    b.upload_x(&x_t, &mut x).map_err(wrap(iters))?;
-    let mut tape1 = vec![b.new_y().map_err(wrap(iters))?];
-    let ul_loss = backend::unrolled(
-        b,
-        &x,
-        &y0,
-        &dynamics,
-        cfg.k,
-        Some(0),
-        &mut tape1,
-        &mut adj,
-        &mut gx,
-        &mut y_out,
-    )
-    .map_err(be(iters))?
-    .to_f64();
-    let y = to_host_y(b, &y_out, y_len).map_err(wrap(iters))?;
+    // The final classifier: K steps of the row's dynamics from 0 at the final x.
+    b.upload_x(&x_t, &mut x).map_err(at(iters))?;
+    let ul_loss = hg
+        .solve_lower(b, &x, &y0, &mut y_out)
+        .map_err(|err| TrainError::Method {
+            ul_iter: iters,
+            err,
+        })?
+        .to_f64();
+    let y = to_host_y(b, &y_out, y_len).map_err(at(iters))?;
     Ok(Trained {
         x: x_host,
         y,

@@ -3,10 +3,70 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use plotters::prelude::*;
+use serde::Serialize;
 
-use super::Summary;
+use super::driver::IterRecord;
+use crate::config::ReportHeader;
 use crate::error::CliError;
+use crate::plot::{self, Panel, Series};
+
+/// The outcome of a run: the JSON report (accuracies and F1 in percent).
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// Command, version, effective configuration, data read.
+    #[serde(flatten)]
+    pub header: ReportHeader,
+    /// What the data is called: the dataset's name, or the folder read with `--data-dir`.
+    pub dataset: String,
+    /// Row name.
+    pub method: String,
+    /// Where it ran (`cpu`, `cuda:0`).
+    pub device: String,
+    /// Lower-level steps K.
+    #[serde(rename = "K")]
+    pub k: u32,
+    /// T of T-RHG (absent for other rows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncate: Option<u32>,
+    /// Upper iterations run.
+    pub ul_iters: u32,
+    /// Upper learning rate.
+    pub ul_lr: f64,
+    /// Optimizer.
+    pub optimizer: String,
+    /// Training size.
+    pub n_train: usize,
+    /// Validation size.
+    pub n_val: usize,
+    /// Test size.
+    pub n_test: usize,
+    /// Label noise (the fraction actually corrupted).
+    pub noise: f64,
+    /// Final upper objective.
+    pub ul_loss: f64,
+    /// Validation accuracy, %.
+    pub val_acc: f64,
+    /// Test accuracy, %.
+    pub test_acc: f64,
+    /// Test macro-F1, %.
+    pub test_f1: f64,
+    /// Clean-detection macro-F1 of σ(x) > 0.5, %.
+    pub clean_f1: f64,
+    /// Wall seconds of the training (loop and final lower-level solve).
+    pub seconds: f64,
+    /// Seconds per upper iteration (0 without upper iterations).
+    pub s_per_ul_iter: f64,
+    /// Seconds to load and split the data.
+    pub load_seconds: f64,
+    /// Seed.
+    pub seed: u64,
+    /// Threads.
+    pub threads: usize,
+    /// Kernel choice of the CPU backend, or the CUDA device.
+    pub kernels: String,
+    /// Per-iteration history.
+    pub history: Vec<IterRecord>,
+}
 
 /// The summary as a small table (one row, the columns of the papers' Table 2).
 pub fn table(s: &Summary) -> String {
@@ -39,75 +99,39 @@ pub fn table(s: &Summary) -> String {
 }
 
 /// The summary as one line of JSON.
-pub fn json(s: &Summary) -> String {
-    serde_json::to_string(s).expect("a summary serialises")
+pub fn json(s: &Summary) -> Result<String, CliError> {
+    serde_json::to_string(s).map_err(|e| CliError::run(format!("cannot write the report: {e}")))
 }
 
-/// Fail early (before training) when the plot cannot be written.
-pub fn check_plot_path(p: &Path) -> Result<(), CliError> {
-    if p.extension().and_then(|e| e.to_str()) != Some("svg") {
-        return Err(CliError::input(format!(
-            "--plot {}: the file name must end in .svg",
-            p.display()
-        )));
-    }
-    match p.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => Err(CliError::input(format!(
-            "--plot {}: folder {} does not exist",
-            p.display(),
-            dir.display()
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// Three panels, one per series, against the upper iteration.
+/// One panel per curve (upper-level loss, validation accuracy, clean-detection F1)
+/// against the upper iteration.
 pub fn plot(p: &Path, s: &Summary) -> Result<(), CliError> {
-    let err = |e: String| CliError::run(format!("--plot {}: {e}", p.display()));
-    let root = SVGBackend::new(p, (900, 900)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-    let panels = root.split_evenly((3, 1));
-    let n = s.history.len().max(1) as f64;
-    type Getter = Box<dyn Fn(&super::driver::IterRecord) -> f64>;
-    let series: [(&str, Getter, RGBColor); 3] = [
-        ("upper-level loss F", Box::new(|r| r.ul_loss), BLUE),
-        ("validation accuracy (%)", Box::new(|r| r.val_acc), RED),
-        ("clean-detection F1 (%)", Box::new(|r| r.clean_f1), GREEN),
+    type Getter = fn(&IterRecord) -> f64;
+    let curves: [(&str, Getter); 3] = [
+        ("upper-level loss F", |r| r.ul_loss),
+        ("validation accuracy (%)", |r| r.val_acc),
+        ("clean-detection F1 (%)", |r| r.clean_f1),
     ];
-    for (area, (name, get, color)) in panels.iter().zip(series) {
-        let vals: Vec<f64> = s.history.iter().map(&get).collect();
-        let (mut lo, mut hi) = vals
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
-                (a.min(v), b.max(v))
-            });
-        if !(lo.is_finite() && hi.is_finite()) {
-            (lo, hi) = (0.0, 1.0);
-        }
-        if hi - lo < 1e-9 {
-            (lo, hi) = (lo - 0.5, hi + 0.5);
-        }
-        let pad = 0.05 * (hi - lo);
-        let caption = format!("{} — {} ({}, K {})", name, s.method, s.dataset, s.k);
-        let mut chart = ChartBuilder::on(area)
-            .caption(caption, ("sans-serif", 18))
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0f64..n, (lo - pad)..(hi + pad))
-            .map_err(|e| err(e.to_string()))?;
-        chart
-            .configure_mesh()
-            .x_desc("upper iteration")
-            .draw()
-            .map_err(|e| err(e.to_string()))?;
-        chart
-            .draw_series(LineSeries::new(
-                vals.iter().enumerate().map(|(i, &v)| (i as f64, v)),
-                &color,
-            ))
-            .map_err(|e| err(e.to_string()))?;
-    }
-    root.present().map_err(|e| err(e.to_string()))?;
-    Ok(())
+    let panels: Vec<Panel> = curves
+        .iter()
+        .map(|(title, get)| Panel {
+            title: title.to_string(),
+            x_label: "upper iteration".into(),
+            y_log: false,
+            series: vec![Series {
+                name: format!("{} (K={})", s.method, s.k),
+                points: s
+                    .history
+                    .iter()
+                    .map(|r| (f64::from(r.ul_iter), get(r)))
+                    .collect(),
+            }],
+        })
+        .collect();
+    plot::write_svg(
+        p,
+        &format!("data hyper-cleaning — {}, {}", s.method, s.dataset),
+        &panels,
+        1,
+    )
 }

@@ -25,7 +25,7 @@
 //!
 //! ```
 //! use bda_kernel::backend::LowerStep;
-//! use bda_kernel::hyperclean::{HypercleanData, Reference};
+//! use bda_kernel::hyperclean::{HypercleanData, HypercleanReference};
 //!
 //! // Two features, two classes, two training samples and one validation sample.
 //! let data = HypercleanData {
@@ -38,7 +38,7 @@
 //!     lambda: 0.01,
 //! };
 //! data.validate().unwrap();
-//! let mut r = Reference::new(&data);
+//! let mut r = HypercleanReference::new(&data);
 //! let x = vec![0.0; r.x_len()]; // σ(0) = ½: every training sample weighs the same
 //! let y0 = vec![0.0; r.y_len()];
 //! // At y = 0 every sample has CE = ln 2, so f = ½·ln 2 and F = ln 2.
@@ -81,14 +81,14 @@ enum Set {
 /// creating one costs nothing. Its buffers use the layout of [`HypercleanData`]; the data
 /// are assumed valid ([`HypercleanData::validate`]).
 #[derive(Clone, Copy, Debug)]
-pub struct Reference<'a> {
+pub struct HypercleanReference<'a> {
     data: HypercleanData<'a>,
 }
 
-impl<'a> Reference<'a> {
+impl<'a> HypercleanReference<'a> {
     /// The reference for the instance `data`.
     pub fn new(data: &HypercleanData<'a>) -> Self {
-        Reference { data: *data }
+        HypercleanReference { data: *data }
     }
 
     /// The instance.
@@ -266,17 +266,17 @@ impl<'a> Reference<'a> {
     }
 }
 
-impl HostBuffers for Reference<'_> {
+impl HostBuffers for HypercleanReference<'_> {
     type Scalar = f64;
     fn x_len(&self) -> usize {
-        Reference::x_len(self)
+        HypercleanReference::x_len(self)
     }
     fn y_len(&self) -> usize {
-        Reference::y_len(self)
+        HypercleanReference::y_len(self)
     }
 }
 
-impl LowerStep for Reference<'_> {
+impl LowerStep for HypercleanReference<'_> {
     fn lower_step(
         &mut self,
         x: &Vec<f64>,
@@ -301,7 +301,7 @@ impl LowerStep for Reference<'_> {
     }
 }
 
-impl UpperGradient for Reference<'_> {
+impl UpperGradient for HypercleanReference<'_> {
     /// `F` is the validation loss: it does not depend on the sample weights.
     fn upper_depends_on_x(&self) -> bool {
         false
@@ -319,7 +319,7 @@ impl UpperGradient for Reference<'_> {
     }
 }
 
-impl StepAdjoint for Reference<'_> {
+impl StepAdjoint for HypercleanReference<'_> {
     fn step_adjoint(
         &mut self,
         x: &Vec<f64>,
@@ -346,7 +346,7 @@ impl StepAdjoint for Reference<'_> {
     }
 }
 
-impl LowerHessian for Reference<'_> {
+impl LowerHessian for HypercleanReference<'_> {
     fn lower_hvp(
         &mut self,
         x: &Vec<f64>,

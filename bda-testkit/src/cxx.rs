@@ -1,6 +1,6 @@
-//! Building the host C++ parts of the tests (kernel sources through `tests/host/cuda_shim.h`,
-//! the fake CUDA libraries of `tests/fake_cuda`) with the system's C++ compiler.
-#![allow(dead_code)]
+//! Building bda-gpu's host C++ test parts (kernel sources through `tests/host/cuda_shim.h`,
+//! the CPU stand-ins of libcuda, cuBLAS and NVRTC in `tests/fake_cuda`) with the system's C++
+//! compiler, and running tests against those stand-ins (the "fake device").
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,15 +18,9 @@ pub fn compiler() -> Option<String> {
     })
 }
 
-/// The bda-gpu crate's root folder (this file is also included by bda-host's tests, whose
-/// manifest folder is the workspace neighbour).
+/// The bda-gpu crate's root folder (the C++ sources live there, next to the kernels).
 pub fn root() -> PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    if here.join("tests/fake_cuda").is_dir() {
-        here.to_path_buf()
-    } else {
-        here.join("../bda-gpu")
-    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../bda-gpu")
 }
 
 /// Compiles `sources` (relative to the crate root) with the kernel and shim folders on the
@@ -51,9 +45,10 @@ pub fn build(cxx: &str, sources: &[&str], extra: &[&str], out: &Path) {
     );
 }
 
-/// A fresh folder under cargo's scratch space for integration tests.
-pub fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+/// The folder `name` under `base` (an integration test passes `env!("CARGO_TARGET_TMPDIR")`),
+/// created if needed.
+pub fn scratch(base: &str, name: &str) -> PathBuf {
+    let dir = Path::new(base).join(name);
     std::fs::create_dir_all(&dir).expect("create a scratch folder");
     dir
 }
@@ -62,9 +57,9 @@ pub fn scratch(name: &str) -> PathBuf {
 pub const FAKE_ENV: &str = "BDA_GPU_FAKE_CUDA";
 
 /// Builds the CPU stand-ins of libcuda, libcublas and libnvrtc (`tests/fake_cuda`) into the
-/// scratch folder `name` and returns it.
-pub fn build_fake_cuda(cxx: &str, name: &str) -> PathBuf {
-    let dir = scratch(name);
+/// scratch folder `base/name` and returns it.
+pub fn build_fake_cuda(cxx: &str, base: &str, name: &str) -> PathBuf {
+    let dir = scratch(base, name);
     let so = |lib: &str| dir.join(format!("lib{lib}.so"));
     let soname = "-Wl,-soname,libcuda.so".to_string();
     build(
@@ -93,7 +88,7 @@ pub fn build_fake_cuda(cxx: &str, name: &str) -> PathBuf {
 /// CUDA libraries are the fake ones, and checks that they passed on the fake device. Returns
 /// without running anything in the child itself, on non-Linux hosts and without a C++
 /// compiler (printing `skipped: …`).
-pub fn run_on_fake_device(scratch_name: &str, skip: &str) {
+pub fn run_on_fake_device(base: &str, scratch_name: &str, skip: &str) {
     if std::env::var_os(FAKE_ENV).is_some() {
         return; // already the child
     }
@@ -105,7 +100,7 @@ pub fn run_on_fake_device(scratch_name: &str, skip: &str) {
         println!("skipped: no C++ compiler");
         return;
     };
-    let dir = build_fake_cuda(&cc, scratch_name);
+    let dir = build_fake_cuda(&cc, base, scratch_name);
     let path = match std::env::var("LD_LIBRARY_PATH") {
         Ok(old) if !old.is_empty() => format!("{}:{old}", dir.display()),
         _ => dir.display().to_string(),

@@ -1,0 +1,227 @@
+//! Replayable runs: what every JSON report records about how it was made, and `--config FILE`,
+//! which reads it back.
+//!
+//! A command's options are split in two clap structs: its *configuration* (everything that
+//! decides what is computed: data, method, numbers, seeds, device, threads), which is also a
+//! serde struct, and its [`OutputArgs`] (what is printed or written). A report records the
+//! configuration with every value resolved, defaults included ([`ReportHeader::config`]),
+//! the data it read ([`DataSource`]) and the version; `--config FILE` takes the
+//! configuration from a report (its `config` object) or from a hand-written JSON object with
+//! the same keys, and options given on the command line win ([`apply_config`]).
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+use rayon::prelude::*;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::error::CliError;
+
+/// The options every command has that choose what is printed or written, not what is
+/// computed: not part of a report's configuration, and not read from `--config`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct OutputArgs {
+    /// Print one JSON object (the report) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Take the configuration from this file: a JSON report of the same command (its
+    /// `config` object) or a JSON object with the same keys. Options given on the command
+    /// line win.
+    #[arg(long, value_name = "FILE.json")]
+    pub config: Option<PathBuf>,
+}
+
+/// The options of [`OutputArgs`] and of commands' other output-only flags, named as a
+/// configuration key would be, for a clear error when a config file holds one.
+const OUTPUT_KEYS: [&str; 6] = ["json", "quiet", "plot", "config", "save", "save_every"];
+
+/// The first lines of every JSON report: the command, the version that made it, the
+/// effective configuration and the data read.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReportHeader {
+    /// `toy`, `hyperclean`, `fewshot`, `fewshot eval`, `fewshot bench`.
+    pub command: &'static str,
+    /// The `bda` version (the crate version).
+    pub version: &'static str,
+    /// Every configuration option with its value, defaults included.
+    pub config: Value,
+    /// What was read (absent for built-in problems and random inputs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataSource>,
+}
+
+impl ReportHeader {
+    /// The header of a `command` report with configuration `config`.
+    pub fn new<C: Serialize>(
+        command: &'static str,
+        config: &C,
+        data: Option<DataSource>,
+    ) -> Result<Self, CliError> {
+        Ok(ReportHeader {
+            command,
+            version: env!("CARGO_PKG_VERSION"),
+            config: serde_json::to_value(config)
+                .map_err(|e| CliError::run(format!("cannot record the configuration: {e}")))?,
+            data,
+        })
+    }
+}
+
+/// The data a run read: the folder as given, how many files, and one SHA-256 over their
+/// contents (each file's digest, in the order of their paths relative to the folder), so a
+/// report says exactly which bytes it was computed from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataSource {
+    /// The folder.
+    pub path: PathBuf,
+    /// Files hashed.
+    pub files: usize,
+    /// Hex SHA-256 (see the type's docs).
+    pub sha256: String,
+}
+
+impl DataSource {
+    /// Hash `files` (paths under `root`). Errors name the file.
+    pub fn of_files(root: &Path, files: &[PathBuf]) -> Result<Self, CliError> {
+        let mut rel: Vec<(String, &PathBuf)> = files
+            .iter()
+            .map(|f| {
+                let r = f.strip_prefix(root).unwrap_or(f);
+                (r.to_string_lossy().into_owned(), f)
+            })
+            .collect();
+        rel.sort();
+        let digests: Vec<[u8; 32]> = rel
+            .par_iter()
+            .map(|(_, f)| file_digest(f))
+            .collect::<Result<_, _>>()?;
+        let mut all = Sha256::new();
+        for ((name, _), d) in rel.iter().zip(&digests) {
+            all.update((name.len() as u64).to_le_bytes());
+            all.update(name.as_bytes());
+            all.update(d);
+        }
+        Ok(DataSource {
+            path: root.to_path_buf(),
+            files: files.len(),
+            sha256: hex(&all.finalize()),
+        })
+    }
+}
+
+fn file_digest(path: &Path) -> Result<[u8; 32], CliError> {
+    let fail = |e: std::io::Error| CliError::input(format!("{}: cannot read: {e}", path.display()));
+    let mut f = fs::File::open(path).map_err(fail)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).map_err(fail)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().into())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Replace the options of `config` by the values in the file `path`, except those given on
+/// the command line (`matches` are the command's own matches). `command` is the report's
+/// `command` the file may come from.
+///
+/// The file is a report of `command` (its `config` object is used; a file of JSON lines
+/// gives its first line) or a plain JSON object. A key the command does not have, a value of
+/// the wrong type, or a report of another command is a one-line error naming the key (exit 2).
+pub fn apply_config<C: Serialize + DeserializeOwned>(
+    config: &mut C,
+    matches: &ArgMatches,
+    path: &Path,
+    command: &str,
+) -> Result<(), CliError> {
+    let fail = |m: String| CliError::input(format!("--config {}: {m}", path.display()));
+    let text = fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    let first = serde_json::Deserializer::from_str(&text)
+        .into_iter::<Value>()
+        .next()
+        .ok_or_else(|| fail("empty file".into()))?
+        .map_err(|e| fail(format!("not JSON: {e}")))?;
+    let file = match first {
+        Value::Object(mut m) => match m.remove("config") {
+            Some(Value::Object(c)) => {
+                let made_by = m.get("command").and_then(Value::as_str);
+                if let Some(other) = made_by.filter(|&c| c != command) {
+                    return Err(fail(format!(
+                        "a report of `bda {other}`, not of `bda {command}`"
+                    )));
+                }
+                c
+            }
+            Some(_) => return Err(fail("key \"config\": expected an object".into())),
+            None => m,
+        },
+        _ => return Err(fail("expected a JSON object".into())),
+    };
+    let Value::Object(mut current) = serde_json::to_value(&*config)
+        .map_err(|e| CliError::run(format!("cannot record the configuration: {e}")))?
+    else {
+        return Err(CliError::run("a configuration is a JSON object"));
+    };
+    merge(&mut current, file, matches).map_err(fail)?;
+    let de = Value::Object(current);
+    *config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        fail(format!("key \"{key}\": {}", e.inner()))
+    })?;
+    Ok(())
+}
+
+/// `current[k] = file[k]` for every key of `file` not given on the command line.
+fn merge(
+    current: &mut Map<String, Value>,
+    file: Map<String, Value>,
+    matches: &ArgMatches,
+) -> Result<(), String> {
+    for (k, v) in file {
+        if !current.contains_key(&k) {
+            if OUTPUT_KEYS.contains(&k.as_str()) {
+                return Err(format!(
+                    "key \"{k}\" is an output option: give it on the command line"
+                ));
+            }
+            let mut known: Vec<&str> = current.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            return Err(format!(
+                "unknown key \"{k}\" (expected some of: {})",
+                known.join(", ")
+            ));
+        }
+        let from_cli = matches.ids().any(|id| id.as_str() == k)
+            && matches.value_source(&k) == Some(ValueSource::CommandLine);
+        if !from_cli {
+            current.insert(k, v);
+        }
+    }
+    Ok(())
+}
+
+/// Write `bytes` to `path` atomically: a temporary file next to it, then a rename, so an
+/// interruption never leaves half a file (and never destroys the previous one).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    fs::write(&tmp, bytes)?;
+    fs::rename(&tmp, path)
+}

@@ -1,0 +1,280 @@
+//! The options of `bda fewshot`, `bda fewshot eval` and `bda fewshot bench`: each command's
+//! configuration (recorded in its report, read back by `--config`) and its output options.
+//! Keys are shared with the other commands where the quantity is the same: `ul_iters` and
+//! `ul_lr` (the meta-steps and Adam's step, `--meta-steps`/`--meta-lr` as aliases), `ll_lr`
+//! (the head's step, alias `--lr`), `K`, `truncate`, `mu`, `alpha`.
+
+use std::path::PathBuf;
+
+use clap::{Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+use crate::config::OutputArgs;
+use crate::device::Device;
+
+/// Meta-training methods of `--method`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsMethod {
+    /// Bi-level Descent Aggregation: head steps aggregate ∇F (query) and ∇f (support).
+    Bda,
+    /// Reverse-mode hypergradient through K plain head steps on the support loss.
+    Rhg,
+    /// RHG back-propagated through the last `--truncate` steps only.
+    Trhg,
+}
+
+impl FsMethod {
+    /// The kernel's method.
+    pub fn kernel(self) -> bda_kernel::Method {
+        match self {
+            FsMethod::Bda => bda_kernel::Method::Bda,
+            FsMethod::Rhg => bda_kernel::Method::Rhg,
+            FsMethod::Trhg => bda_kernel::Method::Trhg,
+        }
+    }
+}
+
+/// Which Omniglot-format split to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitArg {
+    /// `images_background` (meta-training classes).
+    Background,
+    /// `images_evaluation` (meta-test classes).
+    Evaluation,
+}
+
+/// Arguments of `bda fewshot` (meta-training) and its subcommands.
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct FewshotArgs {
+    /// `eval` or `bench`; without one, meta-train.
+    #[command(subcommand)]
+    pub command: Option<FewshotCommand>,
+    /// Meta-training flags.
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+/// Subcommands of `bda fewshot`.
+#[derive(Subcommand, Debug)]
+pub enum FewshotCommand {
+    /// Test a backbone (a checkpoint, or a random one) on episodes, with a 95% CI.
+    Eval(EvalArgs),
+    /// Time meta-steps on random inputs with the PyTorch peer's shapes.
+    Bench(BenchArgs),
+}
+
+/// Meta-training: the configuration and the output options.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// What is computed.
+    #[command(flatten)]
+    pub run: TrainConfig,
+    /// What is printed.
+    #[command(flatten)]
+    pub out: OutputArgs,
+    /// SVG chart of the meta-training loss and the validation accuracy.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Write a checkpoint to this file (atomically) every `--save-every` steps and at
+    /// the end.
+    #[arg(long)]
+    pub save: Option<PathBuf>,
+    /// Checkpoint interval in meta-steps.
+    #[arg(long, default_value_t = 100)]
+    pub save_every: u64,
+}
+
+/// The configuration of a meta-training run.
+#[derive(clap::Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Classes per episode (N-way).
+    #[arg(long, default_value_t = 5)]
+    pub ways: usize,
+    /// Support images per class (K-shot).
+    #[arg(long, default_value_t = 1)]
+    pub shots: usize,
+    /// Query images per class.
+    #[arg(long, default_value_t = 15)]
+    pub queries: usize,
+    /// Episodes per meta-step (and per batch-norm batch).
+    #[arg(long, default_value_t = 16)]
+    pub meta_batch: usize,
+    /// Hypergradient method.
+    #[arg(long, value_enum, default_value_t = FsMethod::Bda)]
+    pub method: FsMethod,
+    /// Head steps K.
+    #[arg(id = "K", long = "K", visible_alias = "k", default_value_t = 5)]
+    #[serde(rename = "K")]
+    pub k: u32,
+    /// T of T-RHG: back-propagate through the last T head steps [default: K/2].
+    #[arg(long)]
+    pub truncate: Option<u32>,
+    /// Head step size (s_u = s_l).
+    #[arg(long, visible_alias = "lr", default_value_t = 0.1)]
+    pub ll_lr: f64,
+    /// Aggregation weight μ of BDA.
+    #[arg(long, default_value_t = 0.5)]
+    pub mu: f64,
+    /// α of BDA's α_k = α/k.
+    #[arg(long, default_value_t = 0.5)]
+    pub alpha: f64,
+    /// L2 weight λ of the head's lower level (0: the peer's plain cross-entropy).
+    #[arg(long, default_value_t = 0.0)]
+    pub l2: f64,
+    /// Adam step size on the backbone.
+    #[arg(long, visible_alias = "meta-lr", default_value_t = 1e-3)]
+    pub ul_lr: f64,
+    /// Meta-steps (0: no training; the random backbone is tested).
+    #[arg(long, visible_alias = "meta-steps", default_value_t = 1000)]
+    pub ul_iters: u64,
+    /// Convolution channels (64 in the papers; smaller for quick tests).
+    #[arg(long, default_value_t = 64)]
+    pub channels: usize,
+    /// Seed of the initialisation and the episodes.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Test episodes after training (0: skip the test).
+    #[arg(long, default_value_t = 600)]
+    pub episodes: usize,
+    /// Validate every this many meta-steps (0: never).
+    #[arg(long, default_value_t = 50)]
+    pub val_every: u64,
+    /// Validation episodes (drawn once from the evaluation split).
+    #[arg(long, default_value_t = 64)]
+    pub val_episodes: usize,
+    /// Omniglot-format data folder (`images_background/`, `images_evaluation/`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Random images instead of data (the peer's timing inputs; accuracy is chance).
+    #[arg(long, conflicts_with = "data_dir")]
+    pub synthetic: bool,
+    /// Do not add the 90°, 180° and 270° rotations of each character as new classes.
+    #[arg(long)]
+    pub no_rotations: bool,
+    /// Continue the run stored in this checkpoint (its settings win over the flags,
+    /// except `--ul-iters`, `--save*`, output and thread flags).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Worker threads (0: all cores). Results do not depend on it.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// `cpu`, `cuda` (device 0) or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
+}
+
+/// `bda fewshot eval`: the configuration and the output options.
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// What is computed.
+    #[command(flatten)]
+    pub run: EvalConfig,
+    /// What is printed.
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+/// The configuration of an evaluation; the episode and head options default to the
+/// checkpoint's (a report records the values used).
+#[derive(clap::Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalConfig {
+    /// The backbone to test.
+    #[arg(long, required_unless_present = "random_backbone")]
+    pub checkpoint: Option<PathBuf>,
+    /// Test a randomly initialised backbone (`--seed`, `--channels`) instead.
+    #[arg(long, conflicts_with = "checkpoint")]
+    pub random_backbone: bool,
+    /// Seed of the episodes (and of the random backbone).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Channels of a random backbone.
+    #[arg(long, default_value_t = 64)]
+    pub channels: usize,
+    /// Test episodes.
+    #[arg(long, default_value_t = 600)]
+    pub episodes: usize,
+    /// Data split to test on.
+    #[arg(long, value_enum, default_value_t = SplitArg::Evaluation)]
+    pub split: SplitArg,
+    /// Classes per episode (N-way).
+    #[arg(long)]
+    pub ways: Option<usize>,
+    /// Support images per class (K-shot).
+    #[arg(long)]
+    pub shots: Option<usize>,
+    /// Query images per class.
+    #[arg(long)]
+    pub queries: Option<usize>,
+    /// Episodes per batch-norm batch.
+    #[arg(long)]
+    pub meta_batch: Option<usize>,
+    /// Head steps K.
+    #[arg(id = "K", long = "K", visible_alias = "k")]
+    #[serde(rename = "K")]
+    pub k: Option<u32>,
+    /// Head step size.
+    #[arg(long, visible_alias = "lr")]
+    pub ll_lr: Option<f64>,
+    /// Omniglot-format data folder.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Random images instead of data.
+    #[arg(long, conflicts_with = "data_dir")]
+    pub synthetic: bool,
+    /// Do not add rotated characters as classes.
+    #[arg(long)]
+    pub no_rotations: bool,
+    /// Worker threads (0: all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// `cpu`, `cuda` (device 0) or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
+}
+
+/// `bda fewshot bench`: the configuration and the output options.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// What is measured.
+    #[command(flatten)]
+    pub run: BenchConfig,
+    /// What is printed.
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+/// The configuration of a benchmark (the PyTorch peer's shapes by default).
+#[derive(clap::Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchConfig {
+    /// Hypergradient method.
+    #[arg(long, value_enum, default_value_t = FsMethod::Bda)]
+    pub method: FsMethod,
+    /// Classes per episode.
+    #[arg(long, default_value_t = 5)]
+    pub ways: usize,
+    /// Support images per class.
+    #[arg(long, default_value_t = 1)]
+    pub shots: usize,
+    /// Query images per class.
+    #[arg(long, default_value_t = 15)]
+    pub queries: usize,
+    /// Episodes per meta-step.
+    #[arg(long, default_value_t = 16)]
+    pub meta_batch: usize,
+    /// Head steps K.
+    #[arg(id = "K", long = "K", visible_alias = "k", default_value_t = 5)]
+    #[serde(rename = "K")]
+    pub k: u32,
+    /// Timed meta-steps (after one warm-up step).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Worker threads (0: all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// `cpu`, `cuda` (device 0) or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
+}

@@ -1,0 +1,182 @@
+//! `bda fewshot bench`: seconds per meta-step on random inputs with the PyTorch peer's
+//! shapes, and the convolution throughput of the meta-step and of the backbone alone.
+
+use std::time::Instant;
+
+use clap::ArgMatches;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use super::args::{BenchArgs, BenchConfig};
+use super::config::RunConfig;
+use super::conv4::Arch;
+use super::eval::open_backend;
+use super::meta::{MetaBackend, MetaError, Task};
+use crate::config::{ReportHeader, apply_config};
+use crate::device::OpenDevice;
+use crate::error::CliError;
+use crate::optim::Adam;
+
+/// The result of `bda fewshot bench` (`--json`).
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    /// Command, version, effective configuration.
+    #[serde(flatten)]
+    pub header: ReportHeader,
+    /// Always `bda`.
+    pub impl_name: &'static str,
+    /// `cpu`, or `cuda (device name)`.
+    pub device: String,
+    /// Method.
+    pub method: &'static str,
+    /// Classes.
+    pub ways: usize,
+    /// Shots.
+    pub shots: usize,
+    /// Queries per class.
+    pub queries: usize,
+    /// Episodes per meta-step.
+    pub meta_batch: usize,
+    /// Head steps.
+    #[serde(rename = "K")]
+    pub k: u32,
+    /// Rayon threads (the CPU path; the host side of the CUDA path).
+    pub threads: usize,
+    /// Seconds per meta-step (forward, K head steps and their reverse pass per task,
+    /// backward, Adam).
+    pub s_per_ul_iter: f64,
+    /// Convolution FLOPs (forward + backward) per meta-step / seconds per meta-step.
+    pub gflops_ul_iter: f64,
+    /// Seconds of the backbone's forward + backward alone (one meta-batch).
+    pub s_backbone: f64,
+    /// Convolution FLOPs per backbone forward + backward / `s_backbone`.
+    pub gflops_backbone: f64,
+}
+
+/// The one-line error of a failed benchmark step.
+fn bench_error(e: MetaError) -> CliError {
+    match e {
+        MetaError::NonFinite => CliError::run("bench: the meta-loss or its gradient is not finite"),
+        MetaError::Device(m) => CliError::run(format!("bench: {m}")),
+        MetaError::Config(m) => CliError::input(m),
+    }
+}
+
+/// Run `bda fewshot bench`.
+pub fn run(a: &BenchArgs, matches: &ArgMatches) -> Result<(), CliError> {
+    let mut c = a.run.clone();
+    if let Some(path) = &a.out.config {
+        apply_config(&mut c, matches, path, "fewshot bench")?;
+    }
+    let device = c.device.open()?;
+    crate::threads::install(c.threads, || bench(a, &c, &device))
+}
+
+fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliError> {
+    let cfg = RunConfig {
+        ways: b.ways,
+        shots: b.shots,
+        queries: b.queries,
+        meta_batch: b.meta_batch,
+        method: b.method,
+        k: b.k,
+        truncate: (b.k / 2).max(1),
+        ll_lr: 0.1,
+        mu: 0.5,
+        alpha: 0.5,
+        l2: 0.0,
+        ul_lr: 1e-3,
+        seed: 0,
+        data_dir: None,
+        rotations: false,
+        arch: Arch::CONV4,
+    };
+    cfg.validate()?;
+    if b.steps == 0 {
+        return Err(CliError::input("--steps 0: must be positive"));
+    }
+    let header = ReportHeader::new("fewshot bench", b, None)?;
+    let arch = cfg.arch;
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut params: Vec<f32> = arch.init(&mut rng);
+    let mut adam = Adam::new(cfg.ul_lr, params.len());
+    // Fixed random inputs, as the peer.
+    let tasks: Vec<Task> = (0..cfg.meta_batch)
+        .map(|_| Task::synthetic(cfg.ways, cfg.shots, cfg.queries, arch.pixels(), &mut rng))
+        .collect();
+    let head = cfg.head()?;
+    let mut backend = open_backend(device, arch)?;
+    let mut step = |backend: &mut dyn MetaBackend, params: &mut Vec<f32>| -> Result<(), CliError> {
+        let mg = backend
+            .meta_gradient(arch, params, &tasks, &head)
+            .map_err(bench_error)?;
+        adam.step(params, &mg.grad);
+        Ok(())
+    };
+    step(backend.as_mut(), &mut params)?; // warm-up
+    let t0 = Instant::now();
+    for _ in 0..b.steps {
+        step(backend.as_mut(), &mut params)?;
+    }
+    let s_step = t0.elapsed().as_secs_f64() / b.steps as f64;
+    // The backbone alone.
+    let n = cfg.meta_batch * cfg.ways * (cfg.shots + cfg.queries);
+    let imgs: Vec<f32> = tasks
+        .iter()
+        .flat_map(|t| t.support.iter().chain(&t.query).copied())
+        .collect();
+    let dfeats = vec![1e-3f32; n * arch.features()];
+    let t1 = Instant::now();
+    for _ in 0..b.steps {
+        backend
+            .backbone_pass(arch, &params, &imgs, n, &dfeats)
+            .map_err(bench_error)?;
+    }
+    let s_bb = t1.elapsed().as_secs_f64() / b.steps as f64;
+    let (f, bw) = arch.conv_flops(n);
+    let flops = f + bw;
+    let r = BenchReport {
+        header,
+        impl_name: "bda",
+        device: backend.device(),
+        method: cfg.method_name(),
+        ways: cfg.ways,
+        shots: cfg.shots,
+        queries: cfg.queries,
+        meta_batch: cfg.meta_batch,
+        k: cfg.k,
+        threads: rayon::current_num_threads(),
+        s_per_ul_iter: s_step,
+        gflops_ul_iter: flops / s_step / 1e9,
+        s_backbone: s_bb,
+        gflops_backbone: flops / s_bb / 1e9,
+    };
+    if a.out.json {
+        println!(
+            "{}",
+            serde_json::to_string(&r).map_err(|e| CliError::run(e.to_string()))?
+        );
+    } else {
+        println!(
+            "{}-way {}-shot, {} queries, meta-batch {}, K = {}, {} on {} ({} threads): {:.3} s/meta-step",
+            r.ways,
+            r.shots,
+            r.queries,
+            r.meta_batch,
+            r.k,
+            r.method,
+            r.device,
+            r.threads,
+            r.s_per_ul_iter
+        );
+        println!(
+            "conv FLOPs {:.1} G per meta-step: {:.1} GFLOP/s over the meta-step, {:.1} GFLOP/s in the backbone alone ({:.3} s)",
+            flops / 1e9,
+            r.gflops_ul_iter,
+            r.gflops_backbone,
+            r.s_backbone
+        );
+    }
+    Ok(())
+}

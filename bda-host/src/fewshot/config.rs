@@ -1,0 +1,210 @@
+//! The settings of a meta-training run as checkpoints store them ([`RunConfig`]), checked in
+//! one place, and where episodes come from ([`Source`]).
+
+use std::path::{Path, PathBuf};
+
+use bda_kernel::backend::{MethodConfig, Param};
+use bda_kernel::{Beta, Schedule};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::args::{FsMethod, SplitArg};
+use super::conv4::Arch;
+use super::data;
+use super::meta::{HeadProcedure, Task};
+use crate::config::DataSource;
+use crate::error::CliError;
+
+/// Settings of a run, stored in checkpoints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// Classes per episode.
+    pub ways: usize,
+    /// Support images per class.
+    pub shots: usize,
+    /// Query images per class.
+    pub queries: usize,
+    /// Episodes per meta-step.
+    pub meta_batch: usize,
+    /// Method.
+    pub method: FsMethod,
+    /// Head steps K.
+    #[serde(rename = "K")]
+    pub k: u32,
+    /// T of T-RHG.
+    pub truncate: u32,
+    /// Head step size.
+    pub ll_lr: f64,
+    /// μ.
+    pub mu: f64,
+    /// α.
+    pub alpha: f64,
+    /// Head L2.
+    pub l2: f64,
+    /// Adam step size.
+    pub ul_lr: f64,
+    /// Seed.
+    pub seed: u64,
+    /// Data folder (`None`: synthetic).
+    pub data_dir: Option<PathBuf>,
+    /// Class rotations.
+    pub rotations: bool,
+    /// Backbone shape.
+    pub arch: Arch,
+}
+
+impl RunConfig {
+    /// The head's method: `s_u = s_l = ll_lr`, `β_k = 1`, as the peer.
+    pub fn method_config(&self) -> MethodConfig<f64> {
+        MethodConfig {
+            truncate: Some(self.truncate),
+            mu: self.mu,
+            alpha: Schedule::Harmonic(self.alpha),
+            beta: Beta::Schedule(Schedule::Constant(1.0)),
+            ..MethodConfig::new(self.method.kernel(), self.k, self.ll_lr)
+        }
+    }
+
+    /// How each task's head is fitted and differentiated (checked by [`RunConfig::validate`]).
+    pub fn head(&self) -> Result<HeadProcedure, CliError> {
+        let spec = self.method_config().build().map_err(|e| {
+            let flag = match e.param {
+                Param::Steps => "--K",
+                Param::Truncate => "--truncate",
+                Param::Mu => "--mu",
+                Param::Alpha => "--alpha",
+                Param::StepUpper | Param::StepLower => "--ll-lr",
+                Param::Beta | Param::CgIters | Param::FdEps => e.param.name(),
+            };
+            CliError::input(e.describe(flag).to_string())
+        })?;
+        Ok(HeadProcedure { spec, l2: self.l2 })
+    }
+
+    /// Check everything; errors name the flag (exit 2).
+    pub fn validate(&self) -> Result<(), CliError> {
+        let bad = |m: String| Err(CliError::input(m));
+        if self.ways < 2 || self.ways > 255 {
+            return bad(format!("--ways {}: must be in 2..=255", self.ways));
+        }
+        for (flag, v) in [
+            ("--shots", self.shots),
+            ("--queries", self.queries),
+            ("--meta-batch", self.meta_batch),
+            ("--channels", self.arch.channels),
+        ] {
+            if v == 0 {
+                return bad(format!("{flag} 0: must be positive"));
+            }
+        }
+        if !(self.ul_lr.is_finite() && self.ul_lr > 0.0) {
+            return bad(format!(
+                "--ul-lr {}: must be positive and finite",
+                self.ul_lr
+            ));
+        }
+        if !(self.l2.is_finite() && self.l2 >= 0.0) {
+            return bad(format!("--l2 {}: must be finite and ≥ 0", self.l2));
+        }
+        self.head().map(drop)
+    }
+
+    /// `bda`, `rhg` or `trhg`.
+    pub fn method_name(&self) -> &'static str {
+        self.method.kernel().name()
+    }
+
+    /// The data folder, or `synthetic`.
+    pub fn data_name(&self) -> String {
+        self.data_dir
+            .as_ref()
+            .map_or_else(|| "synthetic".to_string(), |d| d.display().to_string())
+    }
+}
+
+/// Episodes: random images (the peer's inputs), or a data split.
+pub enum Source {
+    /// Uniform random images.
+    Synthetic {
+        /// Pixels per image.
+        pixels: usize,
+    },
+    /// An Omniglot-layout split, loaded in memory.
+    Data(data::FewshotDataset),
+}
+
+impl Source {
+    /// Random images when `data_dir` is `None`, else the split `split` of the folder,
+    /// checked to give episodes of `cfg`'s shape.
+    pub fn open(
+        data_dir: Option<&Path>,
+        split: SplitArg,
+        cfg: &RunConfig,
+    ) -> Result<Source, CliError> {
+        let Some(d) = data_dir else {
+            return Ok(Source::Synthetic {
+                pixels: cfg.arch.pixels(),
+            });
+        };
+        let split = match split {
+            SplitArg::Background => data::Split::Background,
+            SplitArg::Evaluation => data::Split::Evaluation,
+        };
+        let ds = data::load_omniglot(d, split, cfg.rotations)
+            .map_err(|e| CliError::input(e.to_string()))?;
+        if ds.side != cfg.arch.side {
+            return Err(CliError::input(format!(
+                "{}: images are {1}×{1}, the backbone expects {2}×{2}",
+                d.display(),
+                ds.side,
+                cfg.arch.side
+            )));
+        }
+        data::EpisodeSampler::new(&ds, cfg.ways, cfg.shots, cfg.queries)
+            .map_err(|e| CliError::input(format!("{} ({split} split): {e}", d.display())))?;
+        Ok(Source::Data(ds))
+    }
+
+    /// One episode of `c`'s shape.
+    pub fn sample(&self, c: &RunConfig, rng: &mut ChaCha8Rng) -> Task {
+        match self {
+            Source::Synthetic { pixels } => {
+                Task::synthetic(c.ways, c.shots, c.queries, *pixels, rng)
+            }
+            Source::Data(ds) => {
+                // Checked in `open`.
+                let sampler = data::EpisodeSampler::new(ds, c.ways, c.shots, c.queries)
+                    .expect("episode shape checked when the data was opened");
+                let e = sampler.sample(rng);
+                Task {
+                    ways: e.ways,
+                    support: e.support,
+                    support_labels: e.support_labels,
+                    query: e.query,
+                    query_labels: e.query_labels,
+                }
+            }
+        }
+    }
+
+    /// The files read (none for random images).
+    pub fn files(&self) -> &[PathBuf] {
+        match self {
+            Source::Synthetic { .. } => &[],
+            Source::Data(ds) => &ds.files,
+        }
+    }
+}
+
+/// The data behind `sources` (all from the folder `dir`), hashed; `None` for random images.
+pub fn data_source(
+    dir: Option<&Path>,
+    sources: &[&Source],
+) -> Result<Option<DataSource>, CliError> {
+    let Some(dir) = dir else { return Ok(None) };
+    let files: Vec<PathBuf> = sources
+        .iter()
+        .flat_map(|s| s.files().iter().cloned())
+        .collect();
+    DataSource::of_files(dir, &files).map(Some)
+}

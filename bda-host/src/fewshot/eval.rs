@@ -1,0 +1,201 @@
+//! `bda fewshot eval`: test a backbone (a checkpoint, or a random one) on episodes, and the
+//! test loop that training ends with.
+
+use std::time::Instant;
+
+use clap::ArgMatches;
+use indicatif::ProgressBar;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::args::{EvalArgs, EvalConfig, FsMethod};
+use super::checkpoint::Checkpoint;
+use super::config::{RunConfig, Source, data_source};
+use super::conv4::Arch;
+use super::gpu::GpuMeta;
+use super::meta::{CpuMeta, MetaBackend, MetaError, Task};
+use super::report::{self, Report, mean_ci};
+use crate::config::{ReportHeader, apply_config};
+use crate::device::OpenDevice;
+use crate::error::CliError;
+use crate::progress;
+
+/// The one-line error of a failed evaluation.
+pub(super) fn eval_error(e: MetaError) -> CliError {
+    match e {
+        MetaError::NonFinite => CliError::run("evaluation: a head became non-finite"),
+        MetaError::Device(m) => CliError::run(format!("evaluation: {m}")),
+        MetaError::Config(m) => CliError::input(m),
+    }
+}
+
+/// The backend computing meta-gradients and evaluations for backbones of shape `arch` on
+/// the opened device.
+pub(super) fn open_backend(
+    device: &OpenDevice,
+    arch: Arch,
+) -> Result<Box<dyn MetaBackend>, CliError> {
+    match device {
+        OpenDevice::Cpu => Ok(Box::new(CpuMeta)),
+        OpenDevice::Cuda(dev) => {
+            let gpu = GpuMeta::new(dev, arch)
+                .map_err(|e| CliError::run(format!("--device {}: {e}", device.name())))?;
+            Ok(Box::new(gpu))
+        }
+    }
+}
+
+/// Test `params` on `episodes` episodes drawn with `rng`, `meta_batch` episodes per
+/// forward pass (batch-norm statistics), each head fitted by the evaluation procedure.
+pub(super) fn test_backbone(
+    backend: &mut dyn MetaBackend,
+    cfg: &RunConfig,
+    params: &[f32],
+    source: &Source,
+    episodes: usize,
+    rng: &mut ChaCha8Rng,
+    bar: &ProgressBar,
+) -> Result<Vec<f64>, CliError> {
+    let head = cfg.head()?.evaluation();
+    let mut accs = Vec::with_capacity(episodes);
+    while accs.len() < episodes {
+        let b = cfg.meta_batch.min(episodes - accs.len());
+        let tasks: Vec<Task> = (0..b).map(|_| source.sample(cfg, rng)).collect();
+        accs.extend(
+            backend
+                .evaluate_tasks(cfg.arch, params, &tasks, &head)
+                .map_err(eval_error)?,
+        );
+        bar.inc(b as u64);
+    }
+    Ok(accs)
+}
+
+/// The settings of a random backbone (the peer's episode shape, RHG's head procedure).
+fn random_backbone(e: &EvalConfig) -> RunConfig {
+    RunConfig {
+        ways: 5,
+        shots: 1,
+        queries: 15,
+        meta_batch: 16,
+        method: FsMethod::Rhg,
+        k: 5,
+        truncate: 2,
+        ll_lr: 0.1,
+        mu: 0.5,
+        alpha: 0.5,
+        l2: 0.0,
+        ul_lr: 1e-3,
+        seed: e.seed,
+        data_dir: None,
+        rotations: true,
+        arch: Arch {
+            channels: e.channels,
+            ..Arch::CONV4
+        },
+    }
+}
+
+/// Run `bda fewshot eval`.
+pub fn run(a: &EvalArgs, matches: &ArgMatches) -> Result<(), CliError> {
+    let mut c = a.run.clone();
+    if let Some(path) = &a.out.config {
+        apply_config(&mut c, matches, path, "fewshot eval")?;
+    }
+    let device = c.device.open()?;
+    crate::threads::install(c.threads, || eval(a, &c, &device))
+}
+
+fn eval(a: &EvalArgs, e: &EvalConfig, device: &OpenDevice) -> Result<(), CliError> {
+    let t0 = Instant::now();
+    let (base, params, steps, method) = match &e.checkpoint {
+        Some(path) if !e.random_backbone => {
+            let ck = Checkpoint::load(path)?;
+            let m = ck.config.method_name().to_string();
+            (ck.config, ck.params, ck.step, m)
+        }
+        _ => {
+            let cfg = random_backbone(e);
+            let mut rng = ChaCha8Rng::seed_from_u64(e.seed);
+            let params = cfg.arch.init(&mut rng);
+            (cfg, params, 0, "random".to_string())
+        }
+    };
+    let cfg = RunConfig {
+        ways: e.ways.unwrap_or(base.ways),
+        shots: e.shots.unwrap_or(base.shots),
+        queries: e.queries.unwrap_or(base.queries),
+        meta_batch: e.meta_batch.unwrap_or(base.meta_batch),
+        k: e.k.unwrap_or(base.k),
+        ll_lr: e.ll_lr.unwrap_or(base.ll_lr),
+        data_dir: if e.synthetic {
+            None
+        } else {
+            e.data_dir.clone().or(base.data_dir.clone())
+        },
+        rotations: base.rotations && !e.no_rotations,
+        ..base
+    };
+    // Evaluation fits heads without truncation: keep a checkpoint's T valid for a smaller K.
+    let cfg = RunConfig {
+        truncate: cfg.truncate.clamp(1, cfg.k),
+        ..cfg
+    };
+    cfg.validate()?;
+    if e.random_backbone && cfg.data_dir.is_none() && !e.synthetic {
+        return Err(CliError::input(
+            "bda fewshot eval: give --data-dir DIR (Omniglot layout) or --synthetic",
+        ));
+    }
+    let dir = cfg.data_dir.as_deref();
+    let source = Source::open(dir, e.split, &cfg)?;
+    let resolved = EvalConfig {
+        ways: Some(cfg.ways),
+        shots: Some(cfg.shots),
+        queries: Some(cfg.queries),
+        meta_batch: Some(cfg.meta_batch),
+        k: Some(cfg.k),
+        ll_lr: Some(cfg.ll_lr),
+        data_dir: cfg.data_dir.clone(),
+        synthetic: cfg.data_dir.is_none(),
+        no_rotations: !cfg.rotations,
+        ..e.clone()
+    };
+    let header = ReportHeader::new("fewshot eval", &resolved, data_source(dir, &[&source])?)?;
+    let mut backend = open_backend(device, cfg.arch)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(e.seed ^ 0x7e57);
+    let bar = progress::bar_unless(a.out.quiet, e.episodes as u64, "test");
+    let accs = test_backbone(
+        backend.as_mut(),
+        &cfg,
+        &params,
+        &source,
+        e.episodes,
+        &mut rng,
+        &bar,
+    )?;
+    bar.finish_and_clear();
+    let (acc, ci) = mean_ci(&accs);
+    let r = Report {
+        header,
+        dataset: cfg.data_name(),
+        ways: cfg.ways,
+        shots: cfg.shots,
+        queries: cfg.queries,
+        method,
+        k: cfg.k,
+        truncate: None,
+        ul_iters: steps,
+        meta_batch: cfg.meta_batch,
+        test_acc: acc,
+        ci95: ci,
+        episodes: e.episodes,
+        seconds: t0.elapsed().as_secs_f64(),
+        s_per_ul_iter: 0.0,
+        seed: e.seed,
+        device: backend.device(),
+        train_loss: None,
+        history: Vec::new(),
+    };
+    report::print(&r, a.out.json)
+}

@@ -1,0 +1,342 @@
+//! The meta-gradient of few-shot learning: the conv4 backbone gives each task's features,
+//! the kernel's engine ([`Hypergrad`], here on each task's [`FeatureHead`]) gives
+//! `∂φ_K/∂features`, and the backbone's backward pass turns the average over the meta-batch
+//! into a parameter gradient. [`MetaBackend`] is where that runs (the CPU here, CUDA in
+//! [`super::gpu`]); the training loop, Adam, reports and checkpoints are the same on every
+//! device.
+
+use bda_kernel::backend::{Backend, Hypergrad, MethodSpec};
+use bda_kernel::fewshot::FeatureHead;
+use rayon::prelude::*;
+
+use super::conv4::{Arch, Conv4, Float};
+
+/// One N-way K-shot task: images (`side²` floats each, row-major) and labels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Task {
+    /// Classes.
+    pub ways: usize,
+    /// Support images, `n_s × side²`.
+    pub support: Vec<f32>,
+    /// Support labels (`< ways`).
+    pub support_labels: Vec<u8>,
+    /// Query images, `n_q × side²`.
+    pub query: Vec<f32>,
+    /// Query labels.
+    pub query_labels: Vec<u8>,
+}
+
+impl Task {
+    /// Random images with the peer's labels (`arange(ways).repeat_interleave(shots)`).
+    pub fn synthetic(
+        ways: usize,
+        shots: usize,
+        queries: usize,
+        pixels: usize,
+        rng: &mut impl rand::Rng,
+    ) -> Task {
+        let labels = |per: usize| -> Vec<u8> {
+            (0..ways)
+                .flat_map(|c| std::iter::repeat_n(c as u8, per))
+                .collect()
+        };
+        let mut img = |n: usize| -> Vec<f32> { (0..n * pixels).map(|_| rng.random()).collect() };
+        let support = img(ways * shots);
+        let query = img(ways * queries);
+        Task {
+            ways,
+            support,
+            support_labels: labels(shots),
+            query,
+            query_labels: labels(queries),
+        }
+    }
+}
+
+/// How each task's head is fitted and differentiated.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HeadProcedure {
+    /// The method (RHG, T-RHG or BDA), K and the Eq. (9) numbers, checked.
+    pub spec: MethodSpec<f64>,
+    /// The L2 weight λ of the head's lower level.
+    pub l2: f64,
+}
+
+impl HeadProcedure {
+    /// The spec in the backend's scalar type.
+    pub fn spec_in<T: Float>(&self) -> Result<MethodSpec<T>, MetaError> {
+        self.spec
+            .config()
+            .cast::<T>()
+            .build()
+            .map_err(|e| MetaError::Config(e.to_string()))
+    }
+
+    /// The evaluation procedure: the same K and step, plain descent on the support loss
+    /// (no query labels), whatever method trained the backbone.
+    pub fn evaluation(&self) -> HeadProcedure {
+        HeadProcedure {
+            spec: self.spec.lower_only(),
+            ..*self
+        }
+    }
+}
+
+/// Stack the images of `tasks` (all supports, then all queries: the peer's order) and
+/// return them with the number of images.
+pub(crate) fn stack(tasks: &[Task]) -> (Vec<f32>, usize) {
+    let mut imgs = Vec::new();
+    for t in tasks {
+        imgs.extend_from_slice(&t.support);
+    }
+    for t in tasks {
+        imgs.extend_from_slice(&t.query);
+    }
+    let n = tasks
+        .iter()
+        .map(|t| t.support_labels.len() + t.query_labels.len())
+        .sum();
+    (imgs, n)
+}
+
+/// Row offsets of task `i` in the stacked batch: (first support row, first query row).
+fn offsets(tasks: &[Task]) -> Vec<(usize, usize)> {
+    let ns: usize = tasks.iter().map(|t| t.support_labels.len()).sum();
+    let (mut s, mut q) = (0, ns);
+    tasks
+        .iter()
+        .map(|t| {
+            let o = (s, q);
+            s += t.support_labels.len();
+            q += t.query_labels.len();
+            o
+        })
+        .collect()
+}
+
+/// One task's rows of the stacked features: its support rows, then its query rows.
+fn task_features<T: Float>(feats: &[T], nf: usize, t: &Task, (s, q): (usize, usize)) -> Vec<T> {
+    let (ns, nq) = (t.support_labels.len(), t.query_labels.len());
+    let mut x = Vec::with_capacity((ns + nq) * nf);
+    x.extend_from_slice(&feats[s * nf..(s + ns) * nf]);
+    x.extend_from_slice(&feats[q * nf..(q + nq) * nf]);
+    x
+}
+
+fn to_t<T: Float>(v: &[f32]) -> Vec<T> {
+    v.iter().map(|&a| T::from_f64(f64::from(a))).collect()
+}
+
+/// Result of one meta-step's gradient.
+pub struct MetaGrad<T> {
+    /// Mean of `φ_K` over the tasks (the meta-training loss).
+    pub loss: f64,
+    /// Mean query accuracy of `y_K` over the tasks, %.
+    pub acc: f64,
+    /// Gradient of the mean `φ_K` w.r.t. the backbone parameters.
+    pub grad: Vec<T>,
+}
+
+/// Why a meta-gradient failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetaError {
+    /// The head's lower level or the loss became non-finite.
+    NonFinite,
+    /// The device failed (a one-line message, e.g. a CUDA driver error).
+    Device(String),
+    /// The method's numbers do not fit the backend's scalar type.
+    Config(String),
+}
+
+/// Where the meta-gradients and evaluations of the one training loop are computed: the CPU
+/// ([`CpuMeta`]) or a CUDA device (`super::gpu::GpuMeta`). Episode sampling, Adam, reports and
+/// checkpoints stay with the caller, so they are the same on every device.
+pub trait MetaBackend {
+    /// The device, for reports (`cpu`, `cuda (NVIDIA H100 …)`).
+    fn device(&self) -> String;
+
+    /// Mean `φ_K`, mean query accuracy (%) and the parameter gradient of the mean `φ_K` over
+    /// `tasks` (all tasks as one batch-norm batch), as [`meta_gradient`].
+    fn meta_gradient(
+        &mut self,
+        arch: Arch,
+        params: &[f32],
+        tasks: &[Task],
+        head: &HeadProcedure,
+    ) -> Result<MetaGrad<f32>, MetaError>;
+
+    /// Query accuracy (%) of each task, its head fitted by `head`'s lower-level solve (pass
+    /// [`HeadProcedure::evaluation`] for the evaluation procedure), as [`evaluate_tasks`].
+    fn evaluate_tasks(
+        &mut self,
+        arch: Arch,
+        params: &[f32],
+        tasks: &[Task],
+        head: &HeadProcedure,
+    ) -> Result<Vec<f64>, MetaError>;
+
+    /// One forward and backward pass of the backbone alone on `n` images with the feature
+    /// gradient `dfeats` (what `bda fewshot bench` times as "the backbone alone"); the result
+    /// is discarded.
+    fn backbone_pass(
+        &mut self,
+        arch: Arch,
+        params: &[f32],
+        images: &[f32],
+        n: usize,
+        dfeats: &[f32],
+    ) -> Result<(), MetaError>;
+}
+
+/// The CPU path: [`meta_gradient`] and [`evaluate_tasks`] on rayon's threads.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuMeta;
+
+impl MetaBackend for CpuMeta {
+    fn device(&self) -> String {
+        "cpu".into()
+    }
+
+    fn meta_gradient(
+        &mut self,
+        arch: Arch,
+        params: &[f32],
+        tasks: &[Task],
+        head: &HeadProcedure,
+    ) -> Result<MetaGrad<f32>, MetaError> {
+        meta_gradient(arch, params, tasks, head)
+    }
+
+    fn evaluate_tasks(
+        &mut self,
+        arch: Arch,
+        params: &[f32],
+        tasks: &[Task],
+        head: &HeadProcedure,
+    ) -> Result<Vec<f64>, MetaError> {
+        evaluate_tasks(arch, params, tasks, head)
+    }
+
+    fn backbone_pass(
+        &mut self,
+        arch: Arch,
+        params: &[f32],
+        images: &[f32],
+        n: usize,
+        dfeats: &[f32],
+    ) -> Result<(), MetaError> {
+        let net = Conv4 { arch, params };
+        let (_, tape) = net.forward(images, n);
+        std::hint::black_box(net.backward(&tape, dfeats));
+        Ok(())
+    }
+}
+
+/// One task's head problem on its rows of the features.
+fn head_of<T: Float>(nf: usize, t: &Task, l2: f64) -> FeatureHead<T> {
+    FeatureHead::new(
+        nf,
+        t.ways,
+        t.support_labels.clone(),
+        t.query_labels.clone(),
+        T::from_f64(l2),
+    )
+}
+
+/// `(φ_K, query accuracy %, ∂φ_K/∂x)` of one task through the engine.
+fn task_hypergradient<T: Float>(
+    nf: usize,
+    t: &Task,
+    x: &Vec<T>,
+    spec: MethodSpec<T>,
+    l2: f64,
+) -> Result<(T, f64, Vec<T>), MetaError> {
+    let mut head = head_of::<T>(nf, t, l2);
+    let mut hg =
+        Hypergrad::unrolled(&mut head, spec).map_err(|e| MetaError::Config(e.to_string()))?;
+    let (mut gx, mut y) = (vec![T::zero(); x.len()], vec![T::zero(); head.y_len()]);
+    let y0 = vec![T::zero(); head.y_len()];
+    let phi = hg
+        .hypergradient(&mut head, x, &y0, &mut gx, &mut y)
+        .map_err(|_| MetaError::NonFinite)?;
+    Ok((phi, 100.0 * head.accuracy(x, &y), gx))
+}
+
+/// The meta-gradient of the mean `φ_K` over `tasks` w.r.t. the backbone parameters.
+pub fn meta_gradient<T: Float>(
+    arch: Arch,
+    params: &[T],
+    tasks: &[Task],
+    head: &HeadProcedure,
+) -> Result<MetaGrad<T>, MetaError> {
+    let spec = head.spec_in::<T>()?;
+    let net = Conv4 { arch, params };
+    let (imgs, n) = stack(tasks);
+    let (feats, tape) = net.forward(&to_t::<T>(&imgs), n);
+    let nf = arch.features();
+    let offs = offsets(tasks);
+    let per_task: Vec<Result<(T, f64, Vec<T>), MetaError>> = tasks
+        .par_iter()
+        .zip(offs.par_iter())
+        .map(|(t, &o)| task_hypergradient(nf, t, &task_features(&feats, nf, t, o), spec, head.l2))
+        .collect();
+    let scale = T::one() / T::from_f64(tasks.len() as f64);
+    let mut dfeats = vec![T::zero(); n * nf];
+    let (mut loss, mut acc) = (0.0, 0.0);
+    for ((r, t), &(s, q)) in per_task.into_iter().zip(tasks).zip(&offs) {
+        let (phi, a, gx) = r?;
+        if !phi.is_finite() {
+            return Err(MetaError::NonFinite);
+        }
+        loss += phi.to_f64();
+        acc += a;
+        let ns = t.support_labels.len();
+        let nq = t.query_labels.len();
+        for (d, &g) in dfeats[s * nf..(s + ns) * nf].iter_mut().zip(&gx[..ns * nf]) {
+            *d = g * scale;
+        }
+        for (d, &g) in dfeats[q * nf..(q + nq) * nf].iter_mut().zip(&gx[ns * nf..]) {
+            *d = g * scale;
+        }
+    }
+    let grad = net.backward(&tape, &dfeats);
+    if grad.iter().any(|g| !g.is_finite()) {
+        return Err(MetaError::NonFinite);
+    }
+    let m = tasks.len() as f64;
+    Ok(MetaGrad {
+        loss: loss / m,
+        acc: acc / m,
+        grad,
+    })
+}
+
+/// Query accuracy (%) of each task, its head fitted by `head`'s lower-level solve; batch
+/// norm uses the statistics of `tasks` together.
+pub fn evaluate_tasks(
+    arch: Arch,
+    params: &[f32],
+    tasks: &[Task],
+    head: &HeadProcedure,
+) -> Result<Vec<f64>, MetaError> {
+    let spec = head.spec_in::<f32>()?;
+    let net = Conv4 { arch, params };
+    let (imgs, n) = stack(tasks);
+    let (feats, _) = net.forward(&imgs, n);
+    let nf = arch.features();
+    let offs = offsets(tasks);
+    tasks
+        .par_iter()
+        .zip(offs.par_iter())
+        .map(|(t, &o)| {
+            let x = task_features(&feats, nf, t, o);
+            let mut h = head_of::<f32>(nf, t, head.l2);
+            let mut hg =
+                Hypergrad::unrolled(&mut h, spec).map_err(|e| MetaError::Config(e.to_string()))?;
+            let (y0, mut y) = (h.new_y().map_err(|e| match e {})?, vec![0.0; h.y_len()]);
+            hg.solve_lower(&mut h, &x, &y0, &mut y)
+                .map_err(|_| MetaError::NonFinite)?;
+            Ok(100.0 * h.accuracy(&x, &y))
+        })
+        .collect()
+}

@@ -1,0 +1,164 @@
+//! Reports of `bda fewshot` and `bda fewshot eval`: a table or one JSON object (accuracies
+//! in percent), and the SVG chart of a training run.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::checkpoint::Checkpoint;
+use crate::config::ReportHeader;
+use crate::error::CliError;
+use crate::plot::{self, Panel, Series};
+
+/// One meta-step of the history.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct StepRecord {
+    /// The meta-step (1-based: the record after the t-th update).
+    pub ul_iter: u64,
+    /// Mean `φ_K` over the meta-batch (the upper-level loss).
+    pub ul_loss: f64,
+    /// Mean query accuracy of the heads `y_K` on the meta-batch, %.
+    pub train_acc: f64,
+    /// Validation accuracy, %, at the steps where it was measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_acc: Option<f64>,
+}
+
+/// The history of a checkpoint as report records.
+pub fn history(ck: &Checkpoint) -> Vec<StepRecord> {
+    let mut val = ck.history.val.iter().peekable();
+    ck.history
+        .loss
+        .iter()
+        .map(|&(ul_iter, ul_loss, train_acc)| {
+            let val_acc = val.next_if(|v| v.0 == ul_iter).map(|v| v.1);
+            StepRecord {
+                ul_iter,
+                ul_loss,
+                train_acc,
+                val_acc,
+            }
+        })
+        .collect()
+}
+
+/// The report of a training or evaluation run (`--json`).
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Command, version, effective configuration, data read.
+    #[serde(flatten)]
+    pub header: ReportHeader,
+    /// What the data is called: the folder, or `synthetic`.
+    pub dataset: String,
+    /// Classes per episode.
+    pub ways: usize,
+    /// Support images per class.
+    pub shots: usize,
+    /// Query images per class.
+    pub queries: usize,
+    /// Method the backbone was trained with (`random` for an untrained backbone).
+    pub method: String,
+    /// Head steps K.
+    #[serde(rename = "K")]
+    pub k: u32,
+    /// T of T-RHG (when the method is trhg).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncate: Option<u32>,
+    /// Meta-steps trained.
+    pub ul_iters: u64,
+    /// Episodes per meta-step.
+    pub meta_batch: usize,
+    /// Mean test accuracy, %.
+    pub test_acc: f64,
+    /// 95% CI half-width of `test_acc`, percentage points.
+    pub ci95: f64,
+    /// Test episodes.
+    pub episodes: usize,
+    /// Wall-clock seconds of the whole run.
+    pub seconds: f64,
+    /// Seconds per meta-step (training only).
+    pub s_per_ul_iter: f64,
+    /// Seed.
+    pub seed: u64,
+    /// Where it ran (`cpu`, `cuda (device name)`).
+    pub device: String,
+    /// Final meta-training loss (mean of the last 10 steps).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_loss: Option<f64>,
+    /// Per meta-step records (empty for an evaluation).
+    pub history: Vec<StepRecord>,
+}
+
+/// Print the report: one JSON line, or a table.
+pub fn print(r: &Report, json: bool) -> Result<(), CliError> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(r).map_err(|e| CliError::run(e.to_string()))?
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<6} {:>4} {:>5} {:>3} {:>10} {:>18} {:>9} {:>10}",
+        "method", "ways", "shots", "K", "meta-steps", "test acc (95% CI)", "episodes", "s/step"
+    );
+    println!(
+        "{:<6} {:>4} {:>5} {:>3} {:>10} {:>9.2}% ± {:>5.2}% {:>9} {:>10.3}",
+        r.method, r.ways, r.shots, r.k, r.ul_iters, r.test_acc, r.ci95, r.episodes, r.s_per_ul_iter
+    );
+    println!("data: {}, seed {}, {:.1} s", r.dataset, r.seed, r.seconds);
+    Ok(())
+}
+
+/// Mean query accuracy and its 95% CI half-width (1.96·std/√n) over episodes, in the
+/// accuracies' unit.
+pub fn mean_ci(accs: &[f64]) -> (f64, f64) {
+    let n = accs.len() as f64;
+    if accs.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mean = accs.iter().sum::<f64>() / n;
+    let var = accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / n;
+    (mean, 1.96 * var.sqrt() / n.sqrt())
+}
+
+/// The meta-training loss and the accuracies (training queries, validation) per meta-step.
+pub fn write_plot(path: &Path, ck: &Checkpoint) -> Result<(), CliError> {
+    let h = history(ck);
+    let series = |name: &str, get: fn(&StepRecord) -> Option<f64>| Series {
+        name: name.into(),
+        points: h
+            .iter()
+            .filter_map(|r| get(r).map(|v| (r.ul_iter as f64, v)))
+            .collect(),
+    };
+    let c = &ck.config;
+    plot::write_svg(
+        path,
+        &format!(
+            "few-shot {}-way {}-shot, {} K={}",
+            c.ways,
+            c.shots,
+            c.method_name(),
+            c.k
+        ),
+        &[
+            Panel {
+                title: "meta-training loss φ_K".into(),
+                x_label: "meta-step".into(),
+                y_log: false,
+                series: vec![series("meta-train loss", |r| Some(r.ul_loss))],
+            },
+            Panel {
+                title: "accuracy (%)".into(),
+                x_label: "meta-step".into(),
+                y_log: false,
+                series: vec![
+                    series("meta-train query acc", |r| Some(r.train_acc)),
+                    series("validation acc", |r| r.val_acc),
+                ],
+            },
+        ],
+        2,
+    )
+}

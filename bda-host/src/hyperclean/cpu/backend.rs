@@ -1,0 +1,200 @@
+//! The kernel's capability traits for [`HypercleanCpu`]: each product is one or two passes
+//! over a set (training and, when the upper-level direction takes part, validation).
+
+// Element loops index several arrays in lockstep.
+#![allow(clippy::needless_range_loop)]
+
+use bda_kernel::backend::{Backend, LowerHessian, LowerStep, StepAdjoint, UpperGradient};
+
+use super::pass::reduce_into;
+use super::{CpuY, HypercleanCpu, Which};
+
+impl Backend for HypercleanCpu {
+    type T = f32;
+    type X = Vec<f32>;
+    type Y = CpuY;
+    type Error = String;
+
+    fn new_x(&mut self) -> Result<Vec<f32>, String> {
+        Ok(vec![0.0; self.train.n])
+    }
+    fn new_y(&mut self) -> Result<CpuY, String> {
+        Ok(CpuY::from_vec(vec![0.0; self.ylen()]))
+    }
+    fn copy_y(&mut self, src: &CpuY, dst: &mut CpuY) -> Result<(), String> {
+        // The cache travels with the values (the kernel copies y_K out of its tape).
+        dst.v.copy_from_slice(&src.v);
+        let (s, d) = (src.cache.borrow(), dst.cache.get_mut());
+        d.train_ok = s.train_ok;
+        d.val_ok = s.val_ok;
+        if s.train_ok {
+            d.train.clone_from(&s.train);
+        }
+        if s.val_ok {
+            d.val.clone_from(&s.val);
+        }
+        Ok(())
+    }
+    fn axpy_y(&mut self, a: f32, v: &CpuY, y: &mut CpuY) -> Result<(), String> {
+        y.as_mut_slice()
+            .iter_mut()
+            .zip(&v.v)
+            .for_each(|(y, v)| *y += a * v);
+        Ok(())
+    }
+    fn scale_y(&mut self, a: f32, y: &mut CpuY) -> Result<(), String> {
+        y.as_mut_slice().iter_mut().for_each(|y| *y *= a);
+        Ok(())
+    }
+    fn zero_y(&mut self, y: &mut CpuY) -> Result<(), String> {
+        y.as_mut_slice().iter_mut().for_each(|v| *v = 0.0);
+        Ok(())
+    }
+    fn dot_y(&mut self, a: &CpuY, b: &CpuY) -> Result<f32, String> {
+        Ok(a.v
+            .iter()
+            .zip(&b.v)
+            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+            .sum::<f64>() as f32)
+    }
+    fn zero_x(&mut self, x: &mut Vec<f32>) -> Result<(), String> {
+        x.iter_mut().for_each(|v| *v = 0.0);
+        Ok(())
+    }
+    fn y_is_finite(&mut self, y: &CpuY) -> Result<bool, String> {
+        Ok(y.v.iter().all(|v| v.is_finite()))
+    }
+    fn upload_x(&mut self, src: &[f32], dst: &mut Vec<f32>) -> Result<(), String> {
+        dst.copy_from_slice(src);
+        Ok(())
+    }
+    fn download_x(&mut self, src: &Vec<f32>, dst: &mut [f32]) -> Result<(), String> {
+        dst.copy_from_slice(src);
+        Ok(())
+    }
+    fn upload_y(&mut self, src: &[f32], dst: &mut CpuY) -> Result<(), String> {
+        dst.as_mut_slice().copy_from_slice(src);
+        Ok(())
+    }
+    fn download_y(&mut self, src: &CpuY, dst: &mut [f32]) -> Result<(), String> {
+        dst.copy_from_slice(&src.v);
+        Ok(())
+    }
+}
+
+impl LowerStep for HypercleanCpu {
+    fn lower_step(
+        &mut self,
+        x: &Vec<f32>,
+        y: &CpuY,
+        w_u: f32,
+        w_l: f32,
+        y_out: &mut CpuY,
+    ) -> Result<(), String> {
+        self.lower_grad(x, y);
+        let out = y_out.as_mut_slice();
+        if w_u != 0.0 {
+            self.upper_into_gu(y);
+            for i in 0..out.len() {
+                out[i] = y.v[i] - (w_u * self.gu[i] + w_l * self.gf[i]);
+            }
+        } else {
+            for i in 0..out.len() {
+                out[i] = y.v[i] - w_l * self.gf[i];
+            }
+        }
+        Ok(())
+    }
+}
+
+impl UpperGradient for HypercleanCpu {
+    /// `F` is the validation loss: it does not depend on the sample weights.
+    fn upper_depends_on_x(&self) -> bool {
+        false
+    }
+
+    fn upper_grad(
+        &mut self,
+        _x: &Vec<f32>,
+        y: &CpuY,
+        gy: &mut CpuY,
+        _gx: &mut Vec<f32>,
+        _gx_scale: f32,
+    ) -> Result<f32, String> {
+        let f = self.upper_into_gu(y);
+        gy.as_mut_slice().copy_from_slice(&self.gu);
+        Ok(f)
+    }
+}
+
+impl StepAdjoint for HypercleanCpu {
+    fn step_adjoint(
+        &mut self,
+        x: &Vec<f32>,
+        y: &CpuY,
+        w_u: f32,
+        w_l: f32,
+        a: &mut CpuY,
+        gx: &mut Vec<f32>,
+    ) -> Result<(), String> {
+        self.train_hess(x, y, &a.v, true);
+        self.add_mixed(x, -w_l, gx);
+        if w_u != 0.0 {
+            self.hess_pass(Which::Val, y, &a.v, true);
+            let ylen = self.ylen();
+            reduce_into(&self.scratch.partial, ylen, &mut self.gu);
+            let dc = self.d * self.c;
+            let a = a.as_mut_slice();
+            for j in 0..dc {
+                self.gu[j] += 2.0 * self.lambda * a[j];
+            }
+            for i in 0..a.len() {
+                a[i] -= w_u * self.gu[i] + w_l * self.gf[i];
+            }
+        } else {
+            let a = a.as_mut_slice();
+            for i in 0..a.len() {
+                a[i] -= w_l * self.gf[i];
+            }
+        }
+        Ok(())
+    }
+}
+
+impl LowerHessian for HypercleanCpu {
+    fn lower_hvp(
+        &mut self,
+        x: &Vec<f32>,
+        y: &CpuY,
+        v: &CpuY,
+        out: &mut CpuY,
+    ) -> Result<(), String> {
+        self.train_hess(x, y, &v.v, true);
+        out.as_mut_slice().copy_from_slice(&self.gf);
+        Ok(())
+    }
+    fn lower_mixed_vjp(
+        &mut self,
+        x: &Vec<f32>,
+        y: &CpuY,
+        v: &CpuY,
+        scale: f32,
+        gx: &mut Vec<f32>,
+    ) -> Result<(), String> {
+        self.train_hess(x, y, &v.v, false);
+        self.add_mixed(x, scale, gx);
+        Ok(())
+    }
+    fn lower_grad_x(
+        &mut self,
+        x: &Vec<f32>,
+        y: &CpuY,
+        scale: f32,
+        gx: &mut Vec<f32>,
+    ) -> Result<(), String> {
+        self.set_omega_tr(x);
+        self.grad_pass(Which::Train, y, false, true);
+        self.add_mixed(x, scale, gx);
+        Ok(())
+    }
+}

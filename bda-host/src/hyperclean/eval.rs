@@ -1,0 +1,66 @@
+//! Evaluation of a hyper-cleaning run on the host, whatever device trained it: validation
+//! accuracy per upper iteration, test predictions at the end, clean-detection F1. It packs
+//! the validation and test sets once ([`Packed`]) and predicts with the SIMD logits of
+//! [`super::simd`]; it never touches a backend.
+
+use super::driver::{IterRecord, Monitor};
+use super::packed::{Packed, predict};
+use super::simd::Kernels;
+use super::{HostData, metrics};
+
+/// Validation and test sets packed for prediction, and the corruption flags.
+pub struct Evaluator {
+    kern: Kernels,
+    classes: usize,
+    val: Packed,
+    test: Packed,
+    corrupted: Vec<bool>,
+    /// Drawn on after each upper iteration, if any.
+    pub bar: Option<indicatif::ProgressBar>,
+}
+
+impl Evaluator {
+    /// Pack the validation and test sets of `data`.
+    pub fn new(data: &HostData) -> Result<Self, String> {
+        Ok(Evaluator {
+            kern: Kernels::detect(data.classes),
+            classes: data.classes,
+            val: Packed::new(&data.val_x, &data.val_labels, data.dim)?,
+            test: Packed::new(&data.test_x, &data.test_labels, data.dim)?,
+            corrupted: data.corrupted.clone(),
+            bar: None,
+        })
+    }
+
+    fn y32(y: &[f64]) -> Vec<f32> {
+        y.iter().map(|&v| v as f32).collect()
+    }
+
+    /// Validation predictions of the classifier `y`.
+    pub fn predict_val(&self, y: &[f64]) -> Vec<u8> {
+        predict(self.kern, &self.val, self.classes, &Self::y32(y))
+    }
+
+    /// Test predictions of the classifier `y`.
+    pub fn predict_test(&self, y: &[f64]) -> Vec<u8> {
+        predict(self.kern, &self.test, self.classes, &Self::y32(y))
+    }
+}
+
+impl Monitor for Evaluator {
+    fn val_acc(&mut self, y: &[f64]) -> f64 {
+        100.0 * metrics::accuracy(&self.predict_val(y), self.val.labels())
+    }
+    fn clean_f1(&mut self, x: &[f64]) -> f64 {
+        100.0 * metrics::clean_f1(x, &self.corrupted)
+    }
+    fn iter_done(&mut self, rec: &IterRecord) {
+        if let Some(b) = &self.bar {
+            b.set_message(format!(
+                "F {:.4}  val {:.2}%  clean-F1 {:.1}%",
+                rec.ul_loss, rec.val_acc, rec.clean_f1
+            ));
+            b.inc(1);
+        }
+    }
+}

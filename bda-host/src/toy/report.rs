@@ -1,0 +1,185 @@
+//! Reports of `bda toy`: one JSON line per method, a table, the convergence plot.
+
+use bda_kernel::{IterState, KnownSolution, Observer, Record};
+use serde::Serialize;
+
+use super::args::Settings;
+use crate::config::ReportHeader;
+use crate::error::CliError;
+use crate::plot::{self, Panel, Series};
+
+/// One method's result, as printed by `--json` (one line per method).
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    /// Command, version, effective configuration.
+    #[serde(flatten)]
+    pub header: ReportHeader,
+    /// Problem name.
+    pub example: &'static str,
+    /// Dimension n (tpami) or 1.
+    pub n: usize,
+    /// `bda` or `rhg`.
+    pub method: &'static str,
+    /// Lower-level steps.
+    #[serde(rename = "K")]
+    pub k: u32,
+    /// Upper-level iterations performed.
+    pub ul_iters: u32,
+    /// Final x.
+    pub x: Vec<f64>,
+    /// y_K(x) at the final x.
+    pub y: Vec<f64>,
+    /// F(x, y).
+    pub upper: f64,
+    /// f(x, y) − f*(x).
+    pub lower_gap: f64,
+    /// ‖x − x*‖.
+    pub x_err: f64,
+    /// ‖y − y*‖.
+    pub y_err: f64,
+    /// ‖∇φ_K(x)‖ at the final x.
+    pub grad_norm: f64,
+    /// Why the loop stopped.
+    pub termination: &'static str,
+    /// Wall-clock seconds of the solve.
+    pub seconds: f64,
+    /// Seed used for random starts.
+    pub seed: u64,
+    /// Per-iteration metrics (and the final state).
+    #[serde(serialize_with = "history")]
+    pub history: Vec<Record<f64>>,
+}
+
+/// One row of the history as JSON.
+#[derive(Serialize)]
+struct Row {
+    ul_iter: u32,
+    upper: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upper_gap: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lower_gap: Option<f64>,
+    grad_norm: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    x_err: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    y_err: Option<f64>,
+}
+
+fn history<S: serde::Serializer>(h: &[Record<f64>], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(h.iter().map(|r| Row {
+        ul_iter: r.iter,
+        upper: r.upper,
+        upper_gap: r.upper_gap,
+        lower_gap: r.lower_gap,
+        grad_norm: r.grad_norm,
+        x_err: r.x_err,
+        y_err: r.y_err,
+    }))
+}
+
+/// Records every iteration (the host has an allocator; the kernel's `History` is bounded).
+pub(super) struct VecHistory<'r, const N: usize, const M: usize> {
+    pub(super) reference: &'r dyn KnownSolution<f64, N, M>,
+    pub(super) rows: Vec<Record<f64>>,
+}
+
+impl<const N: usize, const M: usize> Observer<f64, N, M> for VecHistory<'_, N, M> {
+    fn observe_iter(&mut self, s: &IterState<'_, f64, N, M>) {
+        self.rows.push(Record::of(s, Some(self.reference)));
+    }
+    fn observe_final(&mut self, s: &IterState<'_, f64, N, M>) {
+        self.rows.push(Record::of(s, Some(self.reference)));
+    }
+}
+
+fn fmt_vec(v: &[f64]) -> String {
+    if v.len() <= 4 {
+        let parts: Vec<String> = v.iter().map(|x| format!("{x:.4}")).collect();
+        format!("({})", parts.join(", "))
+    } else {
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+                (a.min(x), b.max(x))
+            });
+        format!(
+            "[{} values: mean {mean:.4}, min {lo:.4}, max {hi:.4}]",
+            v.len()
+        )
+    }
+}
+
+/// The runs as a table, with the settings of the first in the header line.
+pub(super) fn print_table(reports: &[RunReport], s: &Settings) {
+    let Some(first) = reports.first() else { return };
+    println!(
+        "bda toy --example {} (n = {}, K = {}, λ = {}, s_u = {}, s_l = {}, μ = {}, α₀ = {} {}, β = {}, warm start: {})",
+        first.example,
+        first.n,
+        first.k,
+        s.ul_lr,
+        s.su,
+        s.sl,
+        s.mu,
+        s.alpha,
+        format!("{:?}", s.schedule).to_lowercase(),
+        s.beta,
+        s.warm_start
+    );
+    println!(
+        "{:<6} {:>8} {:>12} {:>12} {:>12} {:>12} {:>10}  x / y",
+        "method", "UL iters", "F", "f − f*", "‖x − x*‖", "‖y − y*‖", "seconds"
+    );
+    for r in reports {
+        println!(
+            "{:<6} {:>8} {:>12.4e} {:>12.4e} {:>12.4e} {:>12.4e} {:>10.4}  x = {}, y = {}",
+            r.method,
+            r.ul_iters,
+            r.upper,
+            r.lower_gap,
+            r.x_err,
+            r.y_err,
+            r.seconds,
+            fmt_vec(&r.x),
+            fmt_vec(&r.y)
+        );
+    }
+}
+
+/// The four metrics of every run against the upper iteration, one panel each.
+pub(super) fn write_plot(path: &std::path::Path, reports: &[RunReport]) -> Result<(), CliError> {
+    type Metric = fn(&Record<f64>) -> Option<f64>;
+    let metrics: [(&str, Metric); 4] = [
+        ("|F − F*|", |r| r.upper_gap),
+        ("|f − f*|", |r| r.lower_gap.map(f64::abs)),
+        ("‖x − x*‖", |r| r.x_err),
+        ("‖y − y*‖", |r| r.y_err),
+    ];
+    let panels: Vec<Panel> = metrics
+        .iter()
+        .map(|(title, get)| Panel {
+            title: title.to_string(),
+            x_label: "UL iteration".into(),
+            y_log: true,
+            series: reports
+                .iter()
+                .map(|r| Series {
+                    name: format!("{} (K={})", r.method.to_uppercase(), r.k),
+                    points: r
+                        .history
+                        .iter()
+                        .filter_map(|h| get(h).map(|v| (h.iter as f64, v)))
+                        .collect(),
+                })
+                .collect(),
+        })
+        .collect();
+    let title = match reports.first() {
+        Some(r) if r.example == "tpami" => format!("journal Eq. (40), n = {}", r.n),
+        Some(r) if r.example == "remark4" => "journal Remark 4".to_string(),
+        _ => "ICML Example 1".to_string(),
+    };
+    plot::write_svg(path, &title, &panels, 2)
+}

@@ -1,0 +1,293 @@
+//! The bodies of the dataset-scale methods, over the capability traits. They borrow every
+//! buffer they use: [`super::Hypergrad`] owns the buffers and picks the body.
+
+use num_traits::{One, Zero};
+
+use super::{LowerHessian, LowerStep, MethodError, StepAdjoint, UpperGradient};
+use crate::scalar::{Real, Scalar};
+use crate::schedule::LowerDynamics;
+
+/// Reverse-mode hypergradient through `steps` steps of `dynamics` (RHG with `LowerOnly`,
+/// BDA with `Aggregated`); with `truncate = Some(T)`, back-propagation stops after the last
+/// T steps (T-RHG).
+///
+/// Writes `∇φ_K(x)` into `gx`, `y_K` into `y_out`, and returns `φ_K(x) = F(x, y_K)`.
+/// `tape` holds exactly the states the reverse pass revisits plus one (T + 1 buffers for
+/// T-RHG, K + 1 otherwise); `adj` is scratch.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn unrolled<B>(
+    b: &mut B,
+    x: &B::X,
+    y0: &B::Y,
+    dynamics: &LowerDynamics<B::T>,
+    steps: u32,
+    truncate: Option<u32>,
+    tape: &mut [B::Y],
+    adj: &mut B::Y,
+    gx: &mut B::X,
+    y_out: &mut B::Y,
+) -> Result<B::T, MethodError<B::Error>>
+where
+    B: LowerStep + UpperGradient + StepAdjoint,
+{
+    let kept = truncate.map_or(steps, |t| t.min(steps)) as usize;
+    debug_assert!(tape.len() > kept && kept >= 1 && steps >= 1);
+    let first_kept = steps as usize - kept;
+    // Slot of y_k: from `first_kept` on, tape[k − first_kept]; before that the iterates
+    // alternate between slots 0 and 1 so that y_{first_kept} lands in slot 0.
+    let slot = |k: usize| -> usize {
+        if k >= first_kept {
+            k - first_kept
+        } else {
+            (first_kept - k) % 2
+        }
+    };
+    b.copy_y(y0, &mut tape[slot(0)])?;
+    for k in 1..=steps as usize {
+        let (wu, wl) = dynamics.weights(k as u32);
+        let (src, dst) = two_mut(tape, slot(k - 1), slot(k));
+        b.lower_step(x, src, wu, wl, dst)?;
+    }
+    let cur = slot(steps as usize);
+    b.copy_y(&tape[cur], y_out)?;
+    b.zero_x(gx)?;
+    let upper = b.upper_grad(x, &tape[cur], adj, gx, B::T::one())?;
+    if !upper.is_finite() {
+        let (a, rest) = tape.split_at_mut(1);
+        return Err(locate_divergence(
+            b,
+            x,
+            y0,
+            dynamics,
+            steps,
+            &mut a[0],
+            &mut rest[0],
+        ));
+    }
+    // Reverse over the kept steps: y_{k−1} = tape[k − 1 − first_kept].
+    for k in ((first_kept + 1)..=steps as usize).rev() {
+        let (wu, wl) = dynamics.weights(k as u32);
+        b.step_adjoint(x, &tape[slot(k - 1)], wu, wl, adj, gx)?;
+    }
+    Ok(upper)
+}
+
+/// `(&s[a], &mut s[b])` for `a ≠ b`.
+fn two_mut<Y>(s: &mut [Y], a: usize, b: usize) -> (&Y, &mut Y) {
+    if a < b {
+        let (lo, hi) = s.split_at_mut(b);
+        (&lo[a], &mut hi[0])
+    } else {
+        let (lo, hi) = s.split_at_mut(a);
+        (&hi[0], &mut lo[b])
+    }
+}
+
+/// K lower-level steps from `y0` into `y_out`, ping-ponging with `spare`.
+pub(crate) fn forward<B: LowerStep>(
+    b: &mut B,
+    x: &B::X,
+    y0: &B::Y,
+    dynamics: &LowerDynamics<B::T>,
+    steps: u32,
+    y_out: &mut B::Y,
+    spare: &mut B::Y,
+) -> Result<(), B::Error> {
+    // Start in whichever buffer makes y_K land in `y_out`.
+    let (mut cur, mut next) = if steps % 2 == 0 {
+        (y_out, spare)
+    } else {
+        (spare, y_out)
+    };
+    b.copy_y(y0, cur)?;
+    for k in 1..=steps {
+        let (wu, wl) = dynamics.weights(k);
+        b.lower_step(x, cur, wu, wl, next)?;
+        core::mem::swap(&mut cur, &mut next);
+    }
+    Ok(())
+}
+
+/// The lower step at which the iteration from `y0` first leaves the finite numbers: the K
+/// steps are run again, checking each iterate (only on the failure path, so the normal path
+/// never waits for a device). 0 when every iterate is finite (the divergence was in `F` or
+/// in the gradient).
+pub(crate) fn locate_divergence<B: LowerStep>(
+    b: &mut B,
+    x: &B::X,
+    y0: &B::Y,
+    dynamics: &LowerDynamics<B::T>,
+    steps: u32,
+    a: &mut B::Y,
+    c: &mut B::Y,
+) -> MethodError<B::Error> {
+    let run = || -> Result<u32, B::Error> {
+        let (mut cur, mut next) = (a, c);
+        b.copy_y(y0, cur)?;
+        for k in 1..=steps {
+            let (wu, wl) = dynamics.weights(k);
+            b.lower_step(x, cur, wu, wl, next)?;
+            if !b.y_is_finite(next)? {
+                return Ok(k);
+            }
+            core::mem::swap(&mut cur, &mut next);
+        }
+        Ok(0)
+    };
+    match run() {
+        Ok(ll_iter) => MethodError::NonFinite { ll_iter },
+        Err(e) => MethodError::Backend(e),
+    }
+}
+
+/// Scratch buffers of [`implicit`].
+pub(crate) struct CgScratch<Y> {
+    /// Residual.
+    pub r: Y,
+    /// Search direction.
+    pub p: Y,
+    /// `H·p`.
+    pub hp: Y,
+    /// The solution `v ≈ H⁻¹∇_y F`.
+    pub v: Y,
+}
+
+/// How the conjugate-gradient solve of the last IHG hypergradient went.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CgReport<T> {
+    /// Iterations run.
+    pub iters: u32,
+    /// `‖r‖` at the end, relative to `‖∇_y F‖`.
+    pub relative_residual: T,
+    /// Where CG met a direction of non-positive curvature `pᵀHp ≤ 0` (iteration, 1-based,
+    /// and the value `pᵀHp/pᵀp`): it stops there with the solution so far, since CG's
+    /// steps assume a positive-definite Hessian.
+    pub non_positive_curvature: Option<(u32, T)>,
+}
+
+impl<T: Real> CgReport<T> {
+    /// No iterations yet.
+    pub fn empty() -> Self {
+        CgReport {
+            iters: 0,
+            relative_residual: T::zero(),
+            non_positive_curvature: None,
+        }
+    }
+}
+
+/// Implicit hypergradient (IHG): `y_K` from K steps of `dynamics` (into `y_out`), then
+/// `∇φ(x) ≈ ∇_x F − (∂²_{xy} f)ᵀ v` with `∇²_{yy} f · v = ∇_y F` solved by `cg_iters`
+/// iterations of conjugate gradient. Returns `F(x, y_K)`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn implicit<B>(
+    b: &mut B,
+    x: &B::X,
+    y0: &B::Y,
+    dynamics: &LowerDynamics<B::T>,
+    steps: u32,
+    cg_iters: u32,
+    cg: &mut CgScratch<B::Y>,
+    report: &mut CgReport<B::T>,
+    gx: &mut B::X,
+    y_out: &mut B::Y,
+) -> Result<B::T, MethodError<B::Error>>
+where
+    B: LowerStep + UpperGradient + LowerHessian,
+{
+    forward(b, x, y0, dynamics, steps, y_out, &mut cg.r)?;
+    if !b.y_is_finite(y_out)? {
+        return Err(locate_divergence(
+            b, x, y0, dynamics, steps, &mut cg.r, &mut cg.p,
+        ));
+    }
+    let y = &*y_out;
+    b.zero_x(gx)?;
+    // r = ∇_y F − H·0, p = r, v = 0.
+    let upper = b.upper_grad(x, y, &mut cg.r, gx, B::T::one())?;
+    b.copy_y(&cg.r, &mut cg.p)?;
+    b.zero_y(&mut cg.v)?;
+    let mut rr = b.dot_y(&cg.r, &cg.r)?;
+    let rr0 = rr;
+    let tiny = B::T::EPSILON * B::T::EPSILON;
+    *report = CgReport::empty();
+    for it in 1..=cg_iters {
+        if rr <= tiny {
+            break;
+        }
+        b.lower_hvp(x, y, &cg.p, &mut cg.hp)?;
+        let php = b.dot_y(&cg.p, &cg.hp)?;
+        if !php.is_finite() || php <= B::T::zero() {
+            let pp = b.dot_y(&cg.p, &cg.p)?;
+            report.non_positive_curvature = Some((it, php / pp));
+            break;
+        }
+        let alpha = rr / php;
+        b.axpy_y(alpha, &cg.p, &mut cg.v)?;
+        b.axpy_y(-alpha, &cg.hp, &mut cg.r)?;
+        let rr_new = b.dot_y(&cg.r, &cg.r)?;
+        let beta = rr_new / rr;
+        b.scale_y(beta, &mut cg.p)?;
+        b.axpy_y(B::T::one(), &cg.r, &mut cg.p)?;
+        rr = rr_new;
+        report.iters = it;
+    }
+    if rr0 > B::T::zero() {
+        report.relative_residual = (rr / rr0).sqrt();
+    }
+    b.lower_mixed_vjp(x, y, &cg.v, -B::T::one(), gx)?;
+    Ok(upper)
+}
+
+/// Scratch buffers of [`one_stage`].
+pub(crate) struct OneStageScratch<Y> {
+    /// `∇_y F(x, y₁)`.
+    pub g: Y,
+    /// `h± = y₀ ± ε·g`.
+    pub h: Y,
+    /// Receives the `∇_y F` that [`UpperGradient::upper_grad`] writes when only its
+    /// `∂_x F` part is wanted.
+    pub sink: Y,
+}
+
+/// One-stage BDA (journal §7.3, Eq. 42): a single aggregated step
+/// `y₁ = y₀ − s∇_y φ(x, y₀)` with `φ = αF + βf`, and the finite-difference hypergradient
+///
+/// `dφ₁/dx ≈ ∂_x F(x, y₁) − s·(∂_x φ(x, h⁺) − ∂_x φ(x, h⁻)) / (2ε)`, `h± = y₀ ± ε∇_y F(x, y₁)`.
+///
+/// `(α, β, s)` are given as the step weights `(w_u, w_l) = (sα, sβ)` of step `k = 1` of
+/// `dynamics`, so the one stage is exactly the first step of the K-step methods.
+/// Returns `F(x, y₁)`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn one_stage<B>(
+    b: &mut B,
+    x: &B::X,
+    y0: &B::Y,
+    dynamics: &LowerDynamics<B::T>,
+    eps: B::T,
+    s: &mut OneStageScratch<B::Y>,
+    gx: &mut B::X,
+    y_out: &mut B::Y,
+) -> Result<B::T, MethodError<B::Error>>
+where
+    B: LowerStep + UpperGradient + LowerHessian,
+{
+    let (wu, wl) = dynamics.weights(1);
+    b.lower_step(x, y0, wu, wl, y_out)?;
+    if !b.y_is_finite(y_out)? {
+        return Err(MethodError::NonFinite { ll_iter: 1 });
+    }
+    b.zero_x(gx)?;
+    let upper = b.upper_grad(x, y_out, &mut s.g, gx, B::T::one())?;
+    // gx −= (w_u ∂_x F + w_l ∂_x f)(x, h⁺) / (2ε) − (same at h⁻) / (2ε)
+    let c = B::T::one() / (eps + eps);
+    for (sign, h_eps) in [(-c, eps), (c, -eps)] {
+        b.copy_y(y0, &mut s.h)?;
+        b.axpy_y(h_eps, &s.g, &mut s.h)?;
+        if wu != B::T::zero() && b.upper_depends_on_x() {
+            b.upper_grad(x, &s.h, &mut s.sink, gx, sign * wu)?;
+        }
+        b.lower_grad_x(x, &s.h, sign * wl, gx)?;
+    }
+    Ok(upper)
+}

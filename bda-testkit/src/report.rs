@@ -1,0 +1,60 @@
+//! Running the `bda` binary from a test and comparing its JSON reports.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// Runs `bin` with `args` (and `env`, e.g. a library path) and returns its output.
+pub fn run(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(bin);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run the binary")
+}
+
+/// The JSON values printed one per line by a successful run (panics with stderr otherwise).
+pub fn json_lines(out: &Output) -> Vec<Value> {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.trim_start().starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("a JSON report"))
+        .collect()
+}
+
+/// The one-line message and exit code of a failed run.
+pub fn failure(out: &Output) -> (i32, String) {
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    (out.status.code().unwrap_or(-1), err)
+}
+
+/// Whether a key holds a wall-clock measurement (`seconds`, `load_seconds`, `s_per_*`,
+/// `gflops*`): what differs between two runs of the same configuration.
+pub fn is_timing(key: &str) -> bool {
+    key == "seconds"
+        || key.ends_with("_seconds")
+        || key.starts_with("s_")
+        || key.starts_with("gflops")
+}
+
+/// `v` with every timing entry removed, at any depth.
+pub fn without_timings(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| !is_timing(k))
+                .map(|(k, v)| (k.clone(), without_timings(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(without_timings).collect()),
+        other => other.clone(),
+    }
+}
