@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 /// let mut p = [1.0, -1.0];
 /// adam.step(&mut p, &[3.0, -0.5]);
 /// // The first step moves each coordinate by lr in the direction of −g (up to ε).
-/// assert!((p[0] - 0.9).abs() < 1e-9 && (p[1] + 0.9).abs() < 1e-9);
+/// assert!((p[0] - 0.9).abs() < 1e-7 && (p[1] + 0.9).abs() < 1e-7);
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Adam<T> {

@@ -60,32 +60,32 @@ fn one_line_error(out: &Output, code: i32) -> String {
 fn without_time(mut v: serde_json::Value) -> serde_json::Value {
     let o = v.as_object_mut().unwrap();
     o.remove("seconds");
-    o.remove("s_per_meta_step");
+    o.remove("s_per_ul_iter");
     v
 }
 
 #[test]
 fn train_reports_json_and_is_deterministic() {
-    let a = json(&train(&["--meta-steps", "3", "--method", "bda", "--json"]));
+    let a = json(&train(&["--ul-iters", "3", "--method", "bda", "--json"]));
     for key in [
         "ways",
         "shots",
         "method",
         "K",
-        "meta_steps",
+        "ul_iters",
         "test_acc",
         "ci95",
         "seconds",
-        "s_per_meta_step",
+        "s_per_ul_iter",
         "seed",
         "device",
     ] {
         assert!(a.get(key).is_some(), "missing {key}: {a}");
     }
-    assert_eq!(a["meta_steps"], 3);
+    assert_eq!(a["ul_iters"], 3);
     assert_eq!(a["method"], "bda");
     assert_eq!(a["device"], "cpu");
-    let b = json(&train(&["--meta-steps", "3", "--method", "bda", "--json"]));
+    let b = json(&train(&["--ul-iters", "3", "--method", "bda", "--json"]));
     assert_eq!(without_time(a), without_time(b));
 }
 
@@ -105,7 +105,7 @@ fn resume_continues_the_same_run() {
         "trhg",
         "--truncate",
         "2",
-        "--meta-steps",
+        "--ul-iters",
         "4",
         "--save",
         &s(&full),
@@ -116,7 +116,7 @@ fn resume_continues_the_same_run() {
         "trhg",
         "--truncate",
         "2",
-        "--meta-steps",
+        "--ul-iters",
         "2",
         "--save",
         &s(&half),
@@ -125,13 +125,13 @@ fn resume_continues_the_same_run() {
     let r = json(&train(&[
         "--resume",
         &s(&half),
-        "--meta-steps",
+        "--ul-iters",
         "4",
         "--save",
         &s(&resumed),
         "--json",
     ]));
-    assert_eq!(r["meta_steps"], 4);
+    assert_eq!(r["ul_iters"], 4);
     let (a, b) = (load(&full), load(&resumed));
     assert_eq!(a["params"], b["params"]);
     assert_eq!(a["adam"], b["adam"]);
@@ -153,9 +153,9 @@ fn resume_continues_the_same_run() {
         "--json",
     ]));
     assert_eq!(e["episodes"], 6);
-    assert_eq!(e["meta_steps"], 4);
+    assert_eq!(e["ul_iters"], 4);
     let acc = e["test_acc"].as_f64().unwrap();
-    assert!((0.0..=1.0).contains(&acc));
+    assert!((0.0..=100.0).contains(&acc), "accuracy in percent: {acc}");
     let r = json(&bda(&[
         "fewshot",
         "eval",
@@ -197,13 +197,13 @@ fn bad_checkpoints_are_one_line_errors() {
 
 #[test]
 fn errors_exit_codes() {
-    let err = one_line_error(&train(&["--device", "cuda", "--meta-steps", "1"]), 2);
+    let err = one_line_error(&train(&["--device", "cuda", "--ul-iters", "1"]), 2);
     assert!(err.contains("cuda"), "{err}");
     let err = one_line_error(&bda(&["fewshot", "bench", "--device", "cuda"]), 2);
     assert!(err.contains("cuda"), "{err}");
     one_line_error(&train(&["--method", "trhg", "--truncate", "9"]), 2);
-    one_line_error(&bda(&["fewshot", "--meta-steps", "1"]), 2); // no data
-    let err = one_line_error(&train(&["--meta-steps", "2", "--lr", "1e38"]), 1);
+    one_line_error(&bda(&["fewshot", "--ul-iters", "1"]), 2); // no data
+    let err = one_line_error(&train(&["--ul-iters", "2", "--ll-lr", "1e38"]), 1);
     assert!(err.contains("meta-step 1"), "{err}");
 }
 
@@ -211,7 +211,7 @@ fn errors_exit_codes() {
 fn plot_and_zero_steps() {
     let dir = tempfile::tempdir().unwrap();
     let svg = dir.path().join("curves.svg");
-    let out = train(&["--meta-steps", "2", "--plot", svg.to_str().unwrap()]);
+    let out = train(&["--ul-iters", "2", "--plot", svg.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",
@@ -219,8 +219,8 @@ fn plot_and_zero_steps() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("test acc"));
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
-    let r = json(&train(&["--meta-steps", "0", "--json"]));
-    assert_eq!(r["meta_steps"], 0);
+    let r = json(&train(&["--ul-iters", "0", "--json"]));
+    assert_eq!(r["ul_iters"], 0);
 }
 
 #[test]
@@ -246,15 +246,17 @@ fn trains_and_evaluates_on_the_fixture() {
         "fewshot",
         "--channels",
         "4",
-        "--meta-steps",
+        "--ul-iters",
         "2",
         "--val-every",
         "1",
     ];
     args.extend_from_slice(&common);
     let r = json(&bda(&args));
-    assert_eq!(r["data"], fixture);
-    assert_eq!(r["meta_steps"], 2);
+    assert_eq!(r["dataset"], fixture);
+    assert_eq!(r["data"]["path"], fixture);
+    assert_eq!(r["data"]["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(r["ul_iters"], 2);
     let mut args = vec!["fewshot", "eval", "--random-backbone", "--channels", "4"];
     args.extend_from_slice(&common);
     let r = json(&bda(&args));
@@ -264,7 +266,7 @@ fn trains_and_evaluates_on_the_fixture() {
         "fewshot",
         "--channels",
         "4",
-        "--meta-steps",
+        "--ul-iters",
         "1",
         "--shots",
         "6",
@@ -289,4 +291,15 @@ fn public_types_are_send_and_sync() {
     check::<bda_host::fewshot::conv4::Arch>();
     check::<bda_host::fewshot::meta::Task>();
     check::<bda_host::optim::Adam<f32>>();
+}
+
+#[test]
+fn help_says_what_the_flags_do() {
+    let help = bda(&["fewshot", "--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        text.contains("--no-rotations") && text.contains("Do not add the 90°"),
+        "{text}"
+    );
+    assert!(text.contains("[default: K/2]"), "{text}");
 }

@@ -84,10 +84,13 @@ fn bda_reports_the_required_fields() {
 
 #[test]
 fn same_seed_same_json_except_timings() {
-    let strip = |mut v: serde_json::Value| {
-        for k in ["seconds", "s_per_ul_iter", "load_seconds", "threads"] {
-            v.as_object_mut().unwrap().remove(k);
-        }
+    // Timings, and the options whose whole point is not to change results.
+    let strip = |v: serde_json::Value| {
+        let mut v = bda_testkit::report::without_timings(&v);
+        v.as_object_mut().unwrap().remove("threads");
+        let config = v["config"].as_object_mut().unwrap();
+        config.remove("threads");
+        config.remove("no_prob_cache");
         v
     };
     let a = strip(json_of(&run(&["--json", "--seed", "7"])));
@@ -221,6 +224,42 @@ fn mnist_fixture_and_dataset_name() {
         .output()
         .unwrap();
     let v = json_of(&out);
-    assert_eq!(v["dataset"], "mnist");
+    // The data is named by what was read: the folder, whatever --dataset says.
+    assert_eq!(v["dataset"], dir.as_str());
+    assert_eq!(v["data"]["path"], dir.as_str());
+    assert_eq!(v["data"]["files"], 4);
     assert_eq!(v["n_test"], 50);
+}
+
+#[test]
+fn trhg_truncates_to_half_of_k_by_default() {
+    let dir = fixture("fmnist-tiny");
+    let out = Command::new(BDA)
+        .args([
+            "hyperclean",
+            "--data-dir",
+            &dir,
+            "--n-train",
+            "60",
+            "--n-val",
+            "60",
+            "--method",
+            "trhg",
+            "--K",
+            "10",
+            "--ul-iters",
+            "1",
+            "--quiet",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let v = json_of(&out);
+    assert_eq!(v["truncate"], 5);
+    assert_eq!(v["config"]["truncate"], 5);
+    let help = Command::new(BDA)
+        .args(["hyperclean", "--help"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("default: K/2"));
 }

@@ -182,7 +182,7 @@ pub struct EvalArgs {
 #[derive(clap::Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalConfig {
     /// The backbone to test.
-    #[arg(long, required_unless_present = "random_backbone")]
+    #[arg(long, required_unless_present_any = ["random_backbone", "config"])]
     pub checkpoint: Option<PathBuf>,
     /// Test a randomly initialised backbone (`--seed`, `--channels`) instead.
     #[arg(long, conflicts_with = "checkpoint")]

@@ -114,6 +114,11 @@ fn eval(a: &EvalArgs, e: &EvalConfig, device: &OpenDevice) -> Result<(), CliErro
             let m = ck.config.method_name().to_string();
             (ck.config, ck.params, ck.step, m)
         }
+        None if !e.random_backbone => {
+            return Err(CliError::input(
+                "bda fewshot eval: give --checkpoint FILE or --random-backbone",
+            ));
+        }
         _ => {
             let cfg = random_backbone(e);
             let mut rng = ChaCha8Rng::seed_from_u64(e.seed);
