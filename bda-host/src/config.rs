@@ -40,6 +40,23 @@ pub struct OutputArgs {
     pub config: Option<PathBuf>,
 }
 
+impl OutputArgs {
+    /// The configuration `run` with `--config FILE` applied, if given (options given on the
+    /// command line win; `matches` are the command's own).
+    pub fn configured<C: Serialize + DeserializeOwned + Clone>(
+        &self,
+        run: &C,
+        matches: &ArgMatches,
+        command: &str,
+    ) -> Result<C, CliError> {
+        let mut c = run.clone();
+        if let Some(path) = &self.config {
+            apply_config(&mut c, matches, path, command)?;
+        }
+        Ok(c)
+    }
+}
+
 /// The options of [`OutputArgs`] and of commands' other output-only flags, named as a
 /// configuration key would be, for a clear error when a config file holds one.
 const OUTPUT_KEYS: [&str; 6] = ["json", "quiet", "plot", "config", "save", "save_every"];

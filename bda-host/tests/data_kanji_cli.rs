@@ -5,22 +5,20 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use bda_host::datagen::kanji::{
     CANVAS, KANJIDRAW_DATA, Kanji, KanjiParams, generate, is_evaluation, render_drawing,
 };
 use bda_host::fewshot::data::{Split, load_omniglot};
 
+/// `bda ARGS`: exit code, stdout, stderr.
 fn bda(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_bda"))
-        .args(args)
-        .output()
-        .expect("run bda");
+    let out = bda_testkit::report::run(std::path::Path::new(env!("CARGO_BIN_EXE_bda")), args, &[]);
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     (
         out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        text(&out.stdout),
+        text(&out.stderr),
     )
 }
 

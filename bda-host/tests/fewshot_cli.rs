@@ -2,13 +2,12 @@
 //! evaluation, errors. Tiny networks (`--channels 4`) on synthetic episodes keep it fast.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use bda_testkit::report::{json, one_line_error, run};
 
 fn bda(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bda"))
-        .args(args)
-        .output()
-        .expect("run bda")
+    run(Path::new(env!("CARGO_BIN_EXE_bda")), args, &[])
 }
 
 const TINY: &[&str] = &[
@@ -39,22 +38,6 @@ fn train(extra: &[&str]) -> Output {
     let mut args = TINY.to_vec();
     args.extend_from_slice(extra);
     bda(&args)
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "bda failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON report")
-}
-
-fn one_line_error(out: &Output, code: i32) -> String {
-    assert_eq!(out.status.code(), Some(code), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
-    err
 }
 
 fn without_time(mut v: serde_json::Value) -> serde_json::Value {

@@ -4,10 +4,11 @@
 //! agree with `--device cpu`, and checkpoints move between the two. Prints `skipped: …` without
 //! a C++ compiler or off Linux. What it cannot check: a real GPU (see bda-gpu/README.md).
 
-use bda_testkit::cxx;
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use bda_testkit::cxx;
+use bda_testkit::report::{json, run};
 
 const TINY: &[&str] = &[
     "fewshot",
@@ -50,21 +51,14 @@ fn fake_libs() -> Option<PathBuf> {
     ))
 }
 
+/// `bda ARGS`, with the fake CUDA libraries first on the library path if given.
 fn bda(fake: Option<&PathBuf>, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bda"));
-    if let Some(dir) = fake {
-        cmd.env("LD_LIBRARY_PATH", dir);
-    }
-    cmd.args(args).output().expect("run bda")
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "bda failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON report")
+    let lib = fake.map(|d| d.display().to_string());
+    let env: Vec<(&str, &str)> = lib
+        .iter()
+        .map(|d| ("LD_LIBRARY_PATH", d.as_str()))
+        .collect();
+    run(Path::new(env!("CARGO_BIN_EXE_bda")), args, &env)
 }
 
 fn num(v: &serde_json::Value, key: &str) -> f64 {

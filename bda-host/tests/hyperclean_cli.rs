@@ -2,11 +2,9 @@
 
 use std::process::{Command, Output};
 
-const BDA: &str = env!("CARGO_BIN_EXE_bda");
+use bda_testkit::report::{fixture, json as json_of, one_line_error};
 
-fn fixture(name: &str) -> String {
-    format!("{}/../fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
-}
+const BDA: &str = env!("CARGO_BIN_EXE_bda");
 
 /// `bda hyperclean` on fmnist-tiny with small sizes, plus `extra` flags (which replace
 /// the defaults of the same name).
@@ -35,22 +33,10 @@ fn run(extra: &[&str]) -> Output {
     Command::new(BDA).args(&args).output().expect("bda runs")
 }
 
-fn json_of(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "bda failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
-}
-
 /// The one-line error and the exit code of a failing run.
 fn failure(out: &Output) -> (i32, String) {
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.stdout.is_empty(), "no report on failure");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    (out.status.code().unwrap_or(-1), err)
+    let code = out.status.code().unwrap_or(-1);
+    (code, one_line_error(out, code))
 }
 
 #[test]

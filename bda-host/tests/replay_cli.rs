@@ -4,15 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use bda_testkit::report::{failure, json_lines, run, without_timings};
+use bda_testkit::report::{failure, fixture, json_lines, run, without_timings};
 use serde_json::Value;
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_bda"))
-}
-
-fn fixture(name: &str) -> String {
-    format!("{}/../fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Run `args`, write stdout (the JSON report) to `dir/name` and return the reports.

@@ -1,18 +1,16 @@
 //! End-to-end tests of `bda toy`.
 
-use std::process::Command;
 
 use serde_json::Value;
 
+/// `bda ARGS`: exit code, stdout, stderr.
 fn bda(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_bda"))
-        .args(args)
-        .output()
-        .expect("run bda");
+    let out = bda_testkit::report::run(std::path::Path::new(env!("CARGO_BIN_EXE_bda")), args, &[]);
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     (
         out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        text(&out.stdout),
+        text(&out.stderr),
     )
 }
 

@@ -15,6 +15,30 @@ pub fn run(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("run the binary")
 }
 
+/// The repository's fixture folder `name` (`fixtures/NAME`).
+pub fn fixture(name: &str) -> String {
+    format!("{}/../fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The one JSON report of a successful run (the first line for JSON-lines output).
+pub fn json(out: &Output) -> Value {
+    json_lines(out)
+        .into_iter()
+        .next()
+        .expect("a JSON report on stdout")
+}
+
+/// The error of a failed run, checked to be what the user should see: exit `code`, nothing
+/// on stdout, one line on stderr, no panic.
+pub fn one_line_error(out: &Output, code: i32) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    assert!(out.stdout.is_empty(), "a report despite the error: {err}");
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
 /// The JSON values printed one per line by a successful run (panics with stderr otherwise).
 pub fn json_lines(out: &Output) -> Vec<Value> {
     assert!(

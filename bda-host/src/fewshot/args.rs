@@ -87,9 +87,10 @@ pub struct TrainArgs {
     pub save_every: u64,
 }
 
-/// The configuration of a meta-training run.
+/// The episode shape and the method: what training and the benchmark share (the
+/// benchmark's defaults are the PyTorch peer's, and so are training's).
 #[derive(clap::Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
+pub struct EpisodeArgs {
     /// Classes per episode (N-way).
     #[arg(long, default_value_t = 5)]
     pub ways: usize,
@@ -109,6 +110,15 @@ pub struct TrainConfig {
     #[arg(id = "K", long = "K", visible_alias = "k", default_value_t = 5)]
     #[serde(rename = "K")]
     pub k: u32,
+}
+
+/// The configuration of a meta-training run.
+#[derive(clap::Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Episode shape and method.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub episode: EpisodeArgs,
     /// T of T-RHG: back-propagate through the last T head steps [default: K/2].
     #[arg(long)]
     pub truncate: Option<u32>,
@@ -249,25 +259,10 @@ pub struct BenchArgs {
 /// The configuration of a benchmark (the PyTorch peer's shapes by default).
 #[derive(clap::Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BenchConfig {
-    /// Hypergradient method.
-    #[arg(long, value_enum, default_value_t = FsMethod::Bda)]
-    pub method: FsMethod,
-    /// Classes per episode.
-    #[arg(long, default_value_t = 5)]
-    pub ways: usize,
-    /// Support images per class.
-    #[arg(long, default_value_t = 1)]
-    pub shots: usize,
-    /// Query images per class.
-    #[arg(long, default_value_t = 15)]
-    pub queries: usize,
-    /// Episodes per meta-step.
-    #[arg(long, default_value_t = 16)]
-    pub meta_batch: usize,
-    /// Head steps K.
-    #[arg(id = "K", long = "K", visible_alias = "k", default_value_t = 5)]
-    #[serde(rename = "K")]
-    pub k: u32,
+    /// Episode shape and method.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub episode: EpisodeArgs,
     /// Timed meta-steps (after one warm-up step).
     #[arg(long, default_value_t = 5)]
     pub steps: usize,

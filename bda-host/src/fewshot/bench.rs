@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use bda_kernel::backend::default_truncate;
 use clap::ArgMatches;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -12,8 +13,8 @@ use super::args::{BenchArgs, BenchConfig};
 use super::config::RunConfig;
 use super::conv4::Arch;
 use super::eval::open_backend;
-use super::meta::{MetaBackend, MetaError, Task};
-use crate::config::{ReportHeader, apply_config};
+use super::meta::{Batch, MetaBackend, MetaError, Task};
+use crate::config::ReportHeader;
 use crate::device::OpenDevice;
 use crate::error::CliError;
 use crate::optim::Adam;
@@ -65,23 +66,21 @@ fn bench_error(e: MetaError) -> CliError {
 
 /// Run `bda fewshot bench`.
 pub fn run(a: &BenchArgs, matches: &ArgMatches) -> Result<(), CliError> {
-    let mut c = a.run.clone();
-    if let Some(path) = &a.out.config {
-        apply_config(&mut c, matches, path, "fewshot bench")?;
-    }
+    let c = a.out.configured(&a.run, matches, "fewshot bench")?;
     let device = c.device.open()?;
     crate::threads::install(c.threads, || bench(a, &c, &device))
 }
 
 fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliError> {
+    let e = &b.episode;
     let cfg = RunConfig {
-        ways: b.ways,
-        shots: b.shots,
-        queries: b.queries,
-        meta_batch: b.meta_batch,
-        method: b.method,
-        k: b.k,
-        truncate: (b.k / 2).max(1),
+        ways: e.ways,
+        shots: e.shots,
+        queries: e.queries,
+        meta_batch: e.meta_batch,
+        method: e.method,
+        k: e.k,
+        truncate: default_truncate(e.k),
         ll_lr: 0.1,
         mu: 0.5,
         alpha: 0.5,
@@ -109,7 +108,12 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
     let mut backend = open_backend(device, arch)?;
     let mut step = |backend: &mut dyn MetaBackend, params: &mut Vec<f32>| -> Result<(), CliError> {
         let mg = backend
-            .meta_gradient(arch, params, &tasks, &head)
+            .meta_gradient(Batch {
+                arch,
+                params,
+                tasks: &tasks,
+                head: &head,
+            })
             .map_err(bench_error)?;
         adam.step(params, &mg.grad);
         Ok(())
@@ -122,16 +126,16 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
     let s_step = t0.elapsed().as_secs_f64() / b.steps as f64;
     // The backbone alone.
     let n = cfg.meta_batch * cfg.ways * (cfg.shots + cfg.queries);
-    let imgs: Vec<f32> = tasks
-        .iter()
-        .flat_map(|t| t.support.iter().chain(&t.query).copied())
-        .collect();
     let dfeats = vec![1e-3f32; n * arch.features()];
+    let batch = Batch {
+        arch,
+        params: &params,
+        tasks: &tasks,
+        head: &head,
+    };
     let t1 = Instant::now();
     for _ in 0..b.steps {
-        backend
-            .backbone_pass(arch, &params, &imgs, n, &dfeats)
-            .map_err(bench_error)?;
+        backend.backbone_pass(batch, &dfeats).map_err(bench_error)?;
     }
     let s_bb = t1.elapsed().as_secs_f64() / b.steps as f64;
     let (f, bw) = arch.conv_flops(n);

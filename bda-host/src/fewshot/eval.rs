@@ -13,9 +13,9 @@ use super::checkpoint::Checkpoint;
 use super::config::{RunConfig, Source, data_source};
 use super::conv4::Arch;
 use super::gpu::GpuMeta;
-use super::meta::{CpuMeta, MetaBackend, MetaError, Task};
+use super::meta::{Batch, CpuMeta, MetaBackend, MetaError, Task};
 use super::report::{self, Report, mean_ci};
-use crate::config::{ReportHeader, apply_config};
+use crate::config::ReportHeader;
 use crate::device::OpenDevice;
 use crate::error::CliError;
 use crate::progress;
@@ -63,7 +63,12 @@ pub(super) fn test_backbone(
         let tasks: Vec<Task> = (0..b).map(|_| source.sample(cfg, rng)).collect();
         accs.extend(
             backend
-                .evaluate_tasks(cfg.arch, params, &tasks, &head)
+                .evaluate_tasks(Batch {
+                    arch: cfg.arch,
+                    params,
+                    tasks: &tasks,
+                    head: &head,
+                })
                 .map_err(eval_error)?,
         );
         bar.inc(b as u64);
@@ -98,10 +103,7 @@ fn random_backbone(e: &EvalConfig) -> RunConfig {
 
 /// Run `bda fewshot eval`.
 pub fn run(a: &EvalArgs, matches: &ArgMatches) -> Result<(), CliError> {
-    let mut c = a.run.clone();
-    if let Some(path) = &a.out.config {
-        apply_config(&mut c, matches, path, "fewshot eval")?;
-    }
+    let c = a.out.configured(&a.run, matches, "fewshot eval")?;
     let device = c.device.open()?;
     crate::threads::install(c.threads, || eval(a, &c, &device))
 }

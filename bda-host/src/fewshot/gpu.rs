@@ -6,7 +6,7 @@ use bda_gpu::{Episodes, FewshotGpu, GpuDevice};
 use bda_kernel::backend::MethodError;
 
 use super::conv4::Arch;
-use super::meta::{HeadProcedure, MetaBackend, MetaError, MetaGrad, Task, stack};
+use super::meta::{Batch, MetaBackend, MetaError, MetaGrad, Task, stack};
 
 /// Few-shot on one CUDA device.
 pub struct GpuMeta {
@@ -94,39 +94,34 @@ fn device_error(e: impl std::fmt::Display) -> MetaError {
     MetaError::Device(e.to_string())
 }
 
+/// A divergence is the meta-gradient's own error; anything else is the device's.
+fn method_error(e: MethodError<bda_gpu::GpuError>) -> MetaError {
+    match e {
+        MethodError::NonFinite { .. } => MetaError::NonFinite,
+        e => device_error(e),
+    }
+}
+
 impl MetaBackend for GpuMeta {
     fn device(&self) -> String {
         self.device.clone()
     }
 
-    fn meta_gradient(
-        &mut self,
-        arch: Arch,
-        params: &[f32],
-        tasks: &[Task],
-        head: &HeadProcedure,
-    ) -> Result<MetaGrad<f32>, MetaError> {
-        self.check_arch(arch)?;
-        let st = Stacked::of(tasks)?;
-        let spec = head.spec_in::<f32>()?;
-        let mut grad = vec![0.0f32; arch.num_params()];
+    fn meta_gradient(&mut self, b: Batch<'_>) -> Result<MetaGrad<f32>, MetaError> {
+        self.check_arch(b.arch)?;
+        let st = Stacked::of(b.tasks)?;
+        let spec = b.head.spec_in::<f32>()?;
+        let mut grad = vec![0.0f32; b.arch.num_params()];
+        let ep = st.episodes(b.tasks.len());
+        let l2 = b.head.l2 as f32;
         let r = self
             .gpu
-            .meta_gradient(
-                params,
-                &st.episodes(tasks.len()),
-                &spec,
-                head.l2 as f32,
-                &mut grad,
-            )
-            .map_err(|e| match e {
-                MethodError::NonFinite { .. } => MetaError::NonFinite,
-                e => device_error(e),
-            })?;
+            .meta_gradient(b.params, &ep, &spec, l2, &mut grad)
+            .map_err(method_error)?;
         if grad.iter().any(|g| !g.is_finite()) {
             return Err(MetaError::NonFinite);
         }
-        let m = tasks.len() as f64;
+        let m = b.tasks.len() as f64;
         Ok(MetaGrad {
             loss: r.loss.iter().map(|&l| f64::from(l)).sum::<f64>() / m,
             acc: 100.0 * r.accuracy.iter().sum::<f64>() / m,
@@ -134,38 +129,24 @@ impl MetaBackend for GpuMeta {
         })
     }
 
-    fn evaluate_tasks(
-        &mut self,
-        arch: Arch,
-        params: &[f32],
-        tasks: &[Task],
-        head: &HeadProcedure,
-    ) -> Result<Vec<f64>, MetaError> {
-        self.check_arch(arch)?;
-        let st = Stacked::of(tasks)?;
-        let spec = head.spec_in::<f32>()?;
+    fn evaluate_tasks(&mut self, b: Batch<'_>) -> Result<Vec<f64>, MetaError> {
+        self.check_arch(b.arch)?;
+        let st = Stacked::of(b.tasks)?;
+        let spec = b.head.spec_in::<f32>()?;
+        let ep = st.episodes(b.tasks.len());
         let acc = self
             .gpu
-            .evaluate(params, &st.episodes(tasks.len()), &spec, head.l2 as f32)
-            .map_err(|e| match e {
-                MethodError::NonFinite { .. } => MetaError::NonFinite,
-                e => device_error(e),
-            })?;
+            .evaluate(b.params, &ep, &spec, b.head.l2 as f32)
+            .map_err(method_error)?;
         Ok(acc.into_iter().map(|a| 100.0 * a).collect())
     }
 
-    fn backbone_pass(
-        &mut self,
-        arch: Arch,
-        params: &[f32],
-        images: &[f32],
-        n: usize,
-        dfeats: &[f32],
-    ) -> Result<(), MetaError> {
-        self.check_arch(arch)?;
-        let mut grad = vec![0.0f32; arch.num_params()];
+    fn backbone_pass(&mut self, b: Batch<'_>, dfeats: &[f32]) -> Result<(), MetaError> {
+        self.check_arch(b.arch)?;
+        let (images, n) = stack(b.tasks);
+        let mut grad = vec![0.0f32; b.arch.num_params()];
         self.gpu
-            .backbone_gradient(params, images, n, dfeats, &mut grad)
+            .backbone_gradient(b.params, &images, n, dfeats, &mut grad)
             .map_err(device_error)
     }
 }

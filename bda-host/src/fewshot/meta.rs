@@ -148,6 +148,19 @@ pub enum MetaError {
     Config(String),
 }
 
+/// One meta-batch as a [`MetaBackend`] sees it.
+#[derive(Clone, Copy)]
+pub struct Batch<'a> {
+    /// The backbone's shape.
+    pub arch: Arch,
+    /// Its parameters.
+    pub params: &'a [f32],
+    /// The tasks (all of them one batch-norm batch).
+    pub tasks: &'a [Task],
+    /// How each task's head is fitted and differentiated.
+    pub head: &'a HeadProcedure,
+}
+
 /// Where the meta-gradients and evaluations of the one training loop are computed: the CPU
 /// ([`CpuMeta`]) or a CUDA device (`super::gpu::GpuMeta`). Episode sampling, Adam, reports and
 /// checkpoints stay with the caller, so they are the same on every device.
@@ -156,36 +169,18 @@ pub trait MetaBackend {
     fn device(&self) -> String;
 
     /// Mean `φ_K`, mean query accuracy (%) and the parameter gradient of the mean `φ_K` over
-    /// `tasks` (all tasks as one batch-norm batch), as [`meta_gradient`].
-    fn meta_gradient(
-        &mut self,
-        arch: Arch,
-        params: &[f32],
-        tasks: &[Task],
-        head: &HeadProcedure,
-    ) -> Result<MetaGrad<f32>, MetaError>;
+    /// the batch's tasks, as [`meta_gradient`].
+    fn meta_gradient(&mut self, batch: Batch<'_>) -> Result<MetaGrad<f32>, MetaError>;
 
-    /// Query accuracy (%) of each task, its head fitted by `head`'s lower-level solve (pass
-    /// [`HeadProcedure::evaluation`] for the evaluation procedure), as [`evaluate_tasks`].
-    fn evaluate_tasks(
-        &mut self,
-        arch: Arch,
-        params: &[f32],
-        tasks: &[Task],
-        head: &HeadProcedure,
-    ) -> Result<Vec<f64>, MetaError>;
+    /// Query accuracy (%) of each task, its head fitted by the batch's lower-level solve
+    /// (pass [`HeadProcedure::evaluation`] for the evaluation procedure), as
+    /// [`evaluate_tasks`].
+    fn evaluate_tasks(&mut self, batch: Batch<'_>) -> Result<Vec<f64>, MetaError>;
 
-    /// One forward and backward pass of the backbone alone on `n` images with the feature
-    /// gradient `dfeats` (what `bda fewshot bench` times as "the backbone alone"); the result
-    /// is discarded.
-    fn backbone_pass(
-        &mut self,
-        arch: Arch,
-        params: &[f32],
-        images: &[f32],
-        n: usize,
-        dfeats: &[f32],
-    ) -> Result<(), MetaError>;
+    /// One forward and backward pass of the backbone alone on the batch's images with the
+    /// feature gradient `dfeats` (what `bda fewshot bench` times as "the backbone alone");
+    /// the result is discarded.
+    fn backbone_pass(&mut self, batch: Batch<'_>, dfeats: &[f32]) -> Result<(), MetaError>;
 }
 
 /// The CPU path: [`meta_gradient`] and [`evaluate_tasks`] on rayon's threads.
@@ -197,36 +192,21 @@ impl MetaBackend for CpuMeta {
         "cpu".into()
     }
 
-    fn meta_gradient(
-        &mut self,
-        arch: Arch,
-        params: &[f32],
-        tasks: &[Task],
-        head: &HeadProcedure,
-    ) -> Result<MetaGrad<f32>, MetaError> {
-        meta_gradient(arch, params, tasks, head)
+    fn meta_gradient(&mut self, b: Batch<'_>) -> Result<MetaGrad<f32>, MetaError> {
+        meta_gradient(b.arch, b.params, b.tasks, b.head)
     }
 
-    fn evaluate_tasks(
-        &mut self,
-        arch: Arch,
-        params: &[f32],
-        tasks: &[Task],
-        head: &HeadProcedure,
-    ) -> Result<Vec<f64>, MetaError> {
-        evaluate_tasks(arch, params, tasks, head)
+    fn evaluate_tasks(&mut self, b: Batch<'_>) -> Result<Vec<f64>, MetaError> {
+        evaluate_tasks(b.arch, b.params, b.tasks, b.head)
     }
 
-    fn backbone_pass(
-        &mut self,
-        arch: Arch,
-        params: &[f32],
-        images: &[f32],
-        n: usize,
-        dfeats: &[f32],
-    ) -> Result<(), MetaError> {
-        let net = Conv4 { arch, params };
-        let (_, tape) = net.forward(images, n);
+    fn backbone_pass(&mut self, b: Batch<'_>, dfeats: &[f32]) -> Result<(), MetaError> {
+        let net = Conv4 {
+            arch: b.arch,
+            params: b.params,
+        };
+        let (images, n) = stack(b.tasks);
+        let (_, tape) = net.forward(&images, n);
         std::hint::black_box(net.backward(&tape, dfeats));
         Ok(())
     }

@@ -4,19 +4,19 @@
 
 use std::time::Instant;
 
-use bda_kernel::backend::MethodConfig;
+use bda_kernel::backend::default_truncate;
 use clap::ArgMatches;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::args::{SplitArg, TrainArgs, TrainConfig};
+use super::args::{EpisodeArgs, SplitArg, TrainArgs, TrainConfig};
 use super::checkpoint::{Checkpoint, RngState};
 use super::config::{RunConfig, Source, data_source};
 use super::conv4::Arch;
 use super::eval::{open_backend, test_backbone};
-use super::meta::{HeadProcedure, MetaBackend, MetaError, Task};
+use super::meta::{Batch, HeadProcedure, MetaBackend, MetaError, Task};
 use super::report::{self, Report, mean_ci};
-use crate::config::{ReportHeader, apply_config};
+use crate::config::ReportHeader;
 use crate::error::CliError;
 use crate::optim::Adam;
 use crate::progress;
@@ -35,18 +35,15 @@ fn meta_error(e: MetaError, step: u64) -> CliError {
 impl TrainConfig {
     /// The checkpoint settings of a fresh run.
     pub fn run_config(&self) -> RunConfig {
-        let t = MethodConfig {
-            truncate: self.truncate,
-            ..MethodConfig::new(self.method.kernel(), self.k, self.ll_lr)
-        }
-        .effective_truncate();
+        let e = &self.episode;
+        let t = self.truncate.unwrap_or(default_truncate(e.k));
         RunConfig {
-            ways: self.ways,
-            shots: self.shots,
-            queries: self.queries,
-            meta_batch: self.meta_batch,
-            method: self.method,
-            k: self.k,
+            ways: e.ways,
+            shots: e.shots,
+            queries: e.queries,
+            meta_batch: e.meta_batch,
+            method: e.method,
+            k: e.k,
             truncate: t,
             ll_lr: self.ll_lr,
             mu: self.mu,
@@ -67,12 +64,14 @@ impl TrainConfig {
     /// its checkpoint) with every default written out.
     fn resolved(&self, run: &RunConfig) -> TrainConfig {
         TrainConfig {
-            ways: run.ways,
-            shots: run.shots,
-            queries: run.queries,
-            meta_batch: run.meta_batch,
-            method: run.method,
-            k: run.k,
+            episode: EpisodeArgs {
+                ways: run.ways,
+                shots: run.shots,
+                queries: run.queries,
+                meta_batch: run.meta_batch,
+                method: run.method,
+                k: run.k,
+            },
             truncate: Some(run.truncate),
             ll_lr: run.ll_lr,
             mu: run.mu,
@@ -91,10 +90,7 @@ impl TrainConfig {
 
 /// Run `bda fewshot` (meta-training).
 pub fn run(a: &TrainArgs, matches: &ArgMatches) -> Result<(), CliError> {
-    let mut c = a.run.clone();
-    if let Some(path) = &a.out.config {
-        apply_config(&mut c, matches, path, "fewshot")?;
-    }
+    let c = a.out.configured(&a.run, matches, "fewshot")?;
     let device = c.device.open()?;
     crate::threads::install(c.threads, || train(a, &c, &device))
 }
@@ -152,7 +148,12 @@ fn train(
             .map(|_| source_train.sample(&cfg, &mut rng))
             .collect();
         let mg = backend
-            .meta_gradient(cfg.arch, &ck.params, &tasks, &head)
+            .meta_gradient(Batch {
+                arch: cfg.arch,
+                params: &ck.params,
+                tasks: &tasks,
+                head: &head,
+            })
             .map_err(|e| meta_error(e, step + 1))?;
         ck.adam.step(&mut ck.params, &mg.grad);
         ck.step = step + 1;
@@ -242,7 +243,12 @@ fn validate(
     for chunk in tasks.chunks(cfg.meta_batch) {
         accs.extend(
             backend
-                .evaluate_tasks(cfg.arch, params, chunk, &eval)
+                .evaluate_tasks(Batch {
+                    arch: cfg.arch,
+                    params,
+                    tasks: chunk,
+                    head: &eval,
+                })
                 .map_err(super::eval::eval_error)?,
         );
     }

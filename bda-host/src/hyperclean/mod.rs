@@ -42,7 +42,7 @@ use driver::{Row, TrainConfig};
 pub use eval::Evaluator;
 use report::Summary;
 
-use crate::config::{DataSource, ReportHeader, apply_config};
+use crate::config::{DataSource, ReportHeader};
 use crate::device::OpenDevice;
 use crate::error::CliError;
 
@@ -197,10 +197,7 @@ fn data_location(c: &HypercleanConfig) -> (PathBuf, String) {
 
 /// Run `bda hyperclean` (`matches`: the subcommand's, to tell which options were given).
 pub fn run(args: &HypercleanArgs, matches: &ArgMatches) -> Result<(), CliError> {
-    let mut c = args.run.clone();
-    if let Some(path) = &args.out.config {
-        apply_config(&mut c, matches, path, "hyperclean")?;
-    }
+    let c = args.out.configured(&args.run, matches, "hyperclean")?;
     let cfg = c.check()?;
     // Fail before loading any data when there is no usable device.
     let device = c.device.open()?;

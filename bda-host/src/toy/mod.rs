@@ -25,7 +25,7 @@ use clap::ArgMatches;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::config::{ReportHeader, apply_config};
+use crate::config::ReportHeader;
 use crate::error::CliError;
 
 pub mod args;
@@ -37,10 +37,7 @@ use report::{RunReport, VecHistory, print_table, write_plot};
 
 /// Run `bda toy` (`matches`: the subcommand's, to tell which options were given).
 pub fn run(args: &ToyArgs, matches: &ArgMatches) -> Result<(), CliError> {
-    let mut c = args.run.clone();
-    if let Some(path) = &args.out.config {
-        apply_config(&mut c, matches, path, "toy")?;
-    }
+    let c = args.out.configured(&args.run, matches, "toy")?;
     if let Some(p) = &args.plot {
         crate::plot::check_path(p)?;
     }

@@ -22,6 +22,18 @@ enum Scratch<Y> {
     OneStage(OneStageScratch<Y>),
 }
 
+/// The arguments of one call.
+struct Call<'a, B: Backend> {
+    b: &'a mut B,
+    x: &'a B::X,
+    y0: &'a B::Y,
+    gx: &'a mut B::X,
+    y_out: &'a mut B::Y,
+}
+
+/// `φ`, or why not.
+type Phi<B> = Result<<B as Backend>::T, MethodError<<B as Backend>::Error>>;
+
 /// The method body chosen at construction, where the backend's capabilities are known: the
 /// calls then need only [`Backend`] (a backend without [`LowerHessian`] can still run the
 /// unrolled methods).
@@ -29,12 +41,8 @@ type Body<B> = fn(
     &MethodSpec<<B as Backend>::T>,
     &mut Scratch<<B as Backend>::Y>,
     &mut CgReport<<B as Backend>::T>,
-    &mut B,
-    &<B as Backend>::X,
-    &<B as Backend>::Y,
-    &mut <B as Backend>::X,
-    &mut <B as Backend>::Y,
-) -> Result<<B as Backend>::T, MethodError<<B as Backend>::Error>>;
+    Call<'_, B>,
+) -> Phi<B>;
 
 /// A hypergradient method over backend `B`, owning its buffers.
 ///
@@ -186,16 +194,14 @@ impl<B: Backend> Hypergrad<B> {
             Some(w) if self.warm_valid => w,
             _ => y0,
         };
-        let phi = (self.body)(
-            &self.spec,
-            &mut self.scratch,
-            &mut self.cg,
-            b,
+        let call = Call {
+            b: &mut *b,
             x,
-            start,
+            y0: start,
             gx,
-            y_out,
-        )?;
+            y_out: &mut *y_out,
+        };
+        let phi = (self.body)(&self.spec, &mut self.scratch, &mut self.cg, call)?;
         if let Some(w) = &mut self.warm {
             b.copy_y(y_out, w)?;
             self.warm_valid = true;
@@ -248,26 +254,23 @@ fn unrolled_body<B: LowerStep + UpperGradient + StepAdjoint>(
     spec: &MethodSpec<B::T>,
     scratch: &mut Scratch<B::Y>,
     _: &mut CgReport<B::T>,
-    b: &mut B,
-    x: &B::X,
-    y0: &B::Y,
-    gx: &mut B::X,
-    y_out: &mut B::Y,
-) -> Result<B::T, MethodError<B::Error>> {
+    c: Call<'_, B>,
+) -> Phi<B> {
     let Scratch::Unrolled { tape, adj } = scratch else {
         unreachable!("the body is chosen with its scratch")
     };
+    let (k, t) = (spec.steps(), spec.truncate());
     methods::unrolled(
-        b,
-        x,
-        y0,
+        c.b,
+        c.x,
+        c.y0,
         spec.dynamics(),
-        spec.steps(),
-        spec.truncate(),
+        k,
+        t,
         tape,
         adj,
-        gx,
-        y_out,
+        c.gx,
+        c.y_out,
     )
 }
 
@@ -275,41 +278,24 @@ fn implicit_body<B: LowerStep + UpperGradient + LowerHessian>(
     spec: &MethodSpec<B::T>,
     scratch: &mut Scratch<B::Y>,
     report: &mut CgReport<B::T>,
-    b: &mut B,
-    x: &B::X,
-    y0: &B::Y,
-    gx: &mut B::X,
-    y_out: &mut B::Y,
-) -> Result<B::T, MethodError<B::Error>> {
+    c: Call<'_, B>,
+) -> Phi<B> {
     let Scratch::Implicit(cg) = scratch else {
         unreachable!("the body is chosen with its scratch")
     };
-    methods::implicit(
-        b,
-        x,
-        y0,
-        spec.dynamics(),
-        spec.steps(),
-        spec.cg_iters(),
-        cg,
-        report,
-        gx,
-        y_out,
-    )
+    let (k, iters, d) = (spec.steps(), spec.cg_iters(), spec.dynamics());
+    methods::implicit(c.b, c.x, c.y0, d, k, iters, cg, report, c.gx, c.y_out)
 }
 
 fn one_stage_body<B: LowerStep + UpperGradient + LowerHessian>(
     spec: &MethodSpec<B::T>,
     scratch: &mut Scratch<B::Y>,
     _: &mut CgReport<B::T>,
-    b: &mut B,
-    x: &B::X,
-    y0: &B::Y,
-    gx: &mut B::X,
-    y_out: &mut B::Y,
-) -> Result<B::T, MethodError<B::Error>> {
+    c: Call<'_, B>,
+) -> Phi<B> {
     let Scratch::OneStage(s) = scratch else {
         unreachable!("the body is chosen with its scratch")
     };
-    methods::one_stage(b, x, y0, spec.dynamics(), spec.fd_eps(), s, gx, y_out)
+    let (d, eps) = (spec.dynamics(), spec.fd_eps());
+    methods::one_stage(c.b, c.x, c.y0, d, eps, s, c.gx, c.y_out)
 }

@@ -94,18 +94,12 @@ pub(crate) fn forward<B: LowerStep>(
     spare: &mut B::Y,
 ) -> Result<(), B::Error> {
     // Start in whichever buffer makes y_K land in `y_out`.
-    let (mut cur, mut next) = if steps % 2 == 0 {
+    let (first, second) = if steps % 2 == 0 {
         (y_out, spare)
     } else {
         (spare, y_out)
     };
-    b.copy_y(y0, cur)?;
-    for k in 1..=steps {
-        let (wu, wl) = dynamics.weights(k);
-        b.lower_step(x, cur, wu, wl, next)?;
-        core::mem::swap(&mut cur, &mut next);
-    }
-    Ok(())
+    run_steps(b, x, y0, dynamics, steps, first, second, false).map(drop)
 }
 
 /// The lower step at which the iteration from `y0` first leaves the finite numbers: the K
@@ -121,23 +115,36 @@ pub(crate) fn locate_divergence<B: LowerStep>(
     a: &mut B::Y,
     c: &mut B::Y,
 ) -> MethodError<B::Error> {
-    let run = || -> Result<u32, B::Error> {
-        let (mut cur, mut next) = (a, c);
-        b.copy_y(y0, cur)?;
-        for k in 1..=steps {
-            let (wu, wl) = dynamics.weights(k);
-            b.lower_step(x, cur, wu, wl, next)?;
-            if !b.y_is_finite(next)? {
-                return Ok(k);
-            }
-            core::mem::swap(&mut cur, &mut next);
-        }
-        Ok(0)
-    };
-    match run() {
+    match run_steps(b, x, y0, dynamics, steps, a, c, true) {
         Ok(ll_iter) => MethodError::NonFinite { ll_iter },
         Err(e) => MethodError::Backend(e),
     }
+}
+
+/// `steps` steps from `y0`, alternating between `a` (which gets `y0`) and `c`; with `check`,
+/// stops at the first non-finite iterate and returns its step (0: none).
+#[allow(clippy::too_many_arguments)]
+fn run_steps<B: LowerStep>(
+    b: &mut B,
+    x: &B::X,
+    y0: &B::Y,
+    dynamics: &LowerDynamics<B::T>,
+    steps: u32,
+    a: &mut B::Y,
+    c: &mut B::Y,
+    check: bool,
+) -> Result<u32, B::Error> {
+    let (mut cur, mut next) = (a, c);
+    b.copy_y(y0, cur)?;
+    for k in 1..=steps {
+        let (wu, wl) = dynamics.weights(k);
+        b.lower_step(x, cur, wu, wl, next)?;
+        if check && !b.y_is_finite(next)? {
+            return Ok(k);
+        }
+        core::mem::swap(&mut cur, &mut next);
+    }
+    Ok(0)
 }
 
 /// Scratch buffers of [`implicit`].

@@ -55,7 +55,9 @@ pub use fixed::FixedBackend;
 pub use host::HostBuffers;
 #[cfg(feature = "alloc")]
 pub use methods::CgReport;
-pub use spec::{DescribeSpecError, MAX_STEPS, MethodConfig, MethodSpec, Param, SpecError};
+pub use spec::{
+    DescribeSpecError, MAX_STEPS, MethodConfig, MethodSpec, Param, SpecError, default_truncate,
+};
 
 /// Buffers and the vector-space operations the methods need on them.
 pub trait Backend {

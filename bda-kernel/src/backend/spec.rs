@@ -13,6 +13,12 @@ use crate::schedule::{Beta, LowerDynamics, Schedule};
 /// up to K + 1 lower-level iterates, so a larger K is far more likely a typo than a plan.
 pub const MAX_STEPS: u32 = 1 << 20;
 
+/// T-RHG's default truncation for K steps, `max(1, K/2)`: the papers' ratio (25 of 50, 100
+/// of 200).
+pub const fn default_truncate(steps: u32) -> u32 {
+    if steps < 2 { 1 } else { steps / 2 }
+}
+
 /// The user-facing numbers of a dataset-scale method. μ, α, β and `s_u` only matter to the
 /// aggregating methods (BDA, O-BDA), T only to T-RHG, the CG iterations only to IHG, ε only
 /// to O-BDA; [`MethodConfig::build`] checks every number anyway (a bad value is a mistake
@@ -90,9 +96,9 @@ impl<T: Real> MethodConfig<T> {
         MethodConfig { method, ..self }
     }
 
-    /// T as T-RHG uses it: the given value, or `max(1, K/2)`.
+    /// T as T-RHG uses it: the given value, or [`default_truncate`]`(K)`.
     pub fn effective_truncate(&self) -> u32 {
-        self.truncate.unwrap_or((self.steps / 2).max(1))
+        self.truncate.unwrap_or(default_truncate(self.steps))
     }
 
     /// Check the numbers (see the type's docs); the error names the parameter.
