@@ -232,19 +232,12 @@ impl<B: LowerStep + UpperGradient> Hypergrad<B> {
         y_out: &mut B::Y,
     ) -> Result<B::T, MethodError<B::Error>> {
         let (steps, dynamics) = (self.spec.steps(), *self.spec.dynamics());
-        methods::forward(b, x, y0, &dynamics, steps, y_out, &mut self.spare)?;
+        methods::forward(b, x, y0, &dynamics, steps, y_out, &mut self.spare, false)?;
         b.zero_x(&mut self.sink_x)?;
         let upper = b.upper_grad(x, y_out, &mut self.sink_y, &mut self.sink_x, B::T::zero())?;
         if !upper.is_finite() || !b.y_is_finite(y_out)? {
-            return Err(methods::locate_divergence(
-                b,
-                x,
-                y0,
-                &dynamics,
-                steps,
-                &mut self.spare,
-                &mut self.sink_y,
-            ));
+            let buffers = (&mut self.spare, &mut self.sink_y);
+            return Err(methods::diverged(b, x, y0, (&dynamics, steps), buffers));
         }
         Ok(upper)
     }

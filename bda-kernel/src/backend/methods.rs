@@ -54,15 +54,7 @@ where
     let upper = b.upper_grad(x, &tape[cur], adj, gx, B::T::one())?;
     if !upper.is_finite() {
         let (a, rest) = tape.split_at_mut(1);
-        return Err(locate_divergence(
-            b,
-            x,
-            y0,
-            dynamics,
-            steps,
-            &mut a[0],
-            &mut rest[0],
-        ));
+        return Err(diverged(b, x, y0, (dynamics, steps), (&mut a[0], &mut rest[0])));
     }
     // Reverse over the kept steps: y_{k−1} = tape[k − 1 − first_kept].
     for k in ((first_kept + 1)..=steps as usize).rev() {
@@ -83,7 +75,9 @@ fn two_mut<Y>(s: &mut [Y], a: usize, b: usize) -> (&Y, &mut Y) {
     }
 }
 
-/// K lower-level steps from `y0` into `y_out`, ping-ponging with `spare`.
+/// K lower-level steps from `y0`, `y_K` into `y_out` (`spare` is the ping-pong partner);
+/// with `check`, stops at the first non-finite iterate and returns its step (0: none).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward<B: LowerStep>(
     b: &mut B,
     x: &B::X,
@@ -92,49 +86,14 @@ pub(crate) fn forward<B: LowerStep>(
     steps: u32,
     y_out: &mut B::Y,
     spare: &mut B::Y,
-) -> Result<(), B::Error> {
+    check: bool,
+) -> Result<u32, B::Error> {
     // Start in whichever buffer makes y_K land in `y_out`.
-    let (first, second) = if steps % 2 == 0 {
+    let (mut cur, mut next) = if steps % 2 == 0 {
         (y_out, spare)
     } else {
         (spare, y_out)
     };
-    run_steps(b, x, y0, dynamics, steps, first, second, false).map(drop)
-}
-
-/// The lower step at which the iteration from `y0` first leaves the finite numbers: the K
-/// steps are run again, checking each iterate (only on the failure path, so the normal path
-/// never waits for a device). 0 when every iterate is finite (the divergence was in `F` or
-/// in the gradient).
-pub(crate) fn locate_divergence<B: LowerStep>(
-    b: &mut B,
-    x: &B::X,
-    y0: &B::Y,
-    dynamics: &LowerDynamics<B::T>,
-    steps: u32,
-    a: &mut B::Y,
-    c: &mut B::Y,
-) -> MethodError<B::Error> {
-    match run_steps(b, x, y0, dynamics, steps, a, c, true) {
-        Ok(ll_iter) => MethodError::NonFinite { ll_iter },
-        Err(e) => MethodError::Backend(e),
-    }
-}
-
-/// `steps` steps from `y0`, alternating between `a` (which gets `y0`) and `c`; with `check`,
-/// stops at the first non-finite iterate and returns its step (0: none).
-#[allow(clippy::too_many_arguments)]
-fn run_steps<B: LowerStep>(
-    b: &mut B,
-    x: &B::X,
-    y0: &B::Y,
-    dynamics: &LowerDynamics<B::T>,
-    steps: u32,
-    a: &mut B::Y,
-    c: &mut B::Y,
-    check: bool,
-) -> Result<u32, B::Error> {
-    let (mut cur, mut next) = (a, c);
     b.copy_y(y0, cur)?;
     for k in 1..=steps {
         let (wu, wl) = dynamics.weights(k);
@@ -145,6 +104,23 @@ fn run_steps<B: LowerStep>(
         core::mem::swap(&mut cur, &mut next);
     }
     Ok(0)
+}
+
+/// The error of a run whose iterates left the finite numbers: the K steps from `y0` are run
+/// again with [`forward`] checking each iterate (only on the failure path, so the normal
+/// path never waits for a device) to name the lower step where it happened (0 when every
+/// iterate is finite: the divergence was in `F` or in the gradient).
+pub(crate) fn diverged<B: LowerStep>(
+    b: &mut B,
+    x: &B::X,
+    y0: &B::Y,
+    (dynamics, steps): (&LowerDynamics<B::T>, u32),
+    buffers: (&mut B::Y, &mut B::Y),
+) -> MethodError<B::Error> {
+    match forward(b, x, y0, dynamics, steps, buffers.0, buffers.1, true) {
+        Ok(ll_iter) => MethodError::NonFinite { ll_iter },
+        Err(e) => MethodError::Backend(e),
+    }
 }
 
 /// Scratch buffers of [`implicit`].
@@ -202,11 +178,9 @@ pub(crate) fn implicit<B>(
 where
     B: LowerStep + UpperGradient + LowerHessian,
 {
-    forward(b, x, y0, dynamics, steps, y_out, &mut cg.r)?;
+    forward(b, x, y0, dynamics, steps, y_out, &mut cg.r, false)?;
     if !b.y_is_finite(y_out)? {
-        return Err(locate_divergence(
-            b, x, y0, dynamics, steps, &mut cg.r, &mut cg.p,
-        ));
+        return Err(diverged(b, x, y0, (dynamics, steps), (&mut cg.r, &mut cg.p)));
     }
     let y = &*y_out;
     b.zero_x(gx)?;
