@@ -1,4 +1,5 @@
-//! SVG charts: a grid of line-chart panels, one or more named series per panel.
+//! SVG charts: a grid of line-chart panels, one or more named series per panel, and
+//! `bda plot` ([`overlay`]), which draws the histories of saved reports.
 //!
 //! plotters with only its SVG backend needs no system library and no font file (SVG text
 //! is laid out by the viewer), so plots work on any machine the CLI runs on.
@@ -6,6 +7,8 @@
 //! The horizontal axis of every panel is an iteration count: its ticks are integers. The
 //! grid is light major lines only; series with few points get a small circle at each point
 //! ([`wants_markers`]), so a validation curve measured twice is not mistaken for a line.
+
+pub mod overlay;
 
 use std::ops::Range;
 use std::path::Path;
