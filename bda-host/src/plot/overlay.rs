@@ -402,7 +402,12 @@ fn default_title(reports: &[Loaded]) -> String {
                 .get(k)
                 .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
         };
-        let dataset = get("dataset").unwrap_or_default();
+        // A folder read with --data-dir: its name.
+        let dataset = get("dataset").map_or_else(String::new, |d| {
+            Path::new(&d)
+                .file_name()
+                .map_or(d.clone(), |n| n.to_string_lossy().into_owned())
+        });
         let part = match r.command.as_deref() {
             Some("hyperclean") => format!("data hyper-cleaning — {dataset}"),
             Some("fewshot") => format!(
