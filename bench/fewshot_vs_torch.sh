@@ -1,32 +1,50 @@
 #!/usr/bin/env bash
-# Seconds per few-shot meta-step: bda (this repository) against the PyTorch peer, same
-# shapes (5-way 1-shot, 15 queries, meta-batch 16, K = 5, random inputs), same threads.
-# Usage: bench/fewshot_vs_torch.sh [THREADS] [METHOD] [STEPS]
-# Env: PYTHON (default /work/torchenv/bin/python), PEER (default /work/shared/peers/fewshot_torch.py),
-#      DEVICE (cpu or cuda, default cpu: both sides on that device; on a GPU machine
-#      `DEVICE=cuda bench/fewshot_vs_torch.sh 2 bda 20` gives the ratio of the ≥ 5× floor),
-#      BDA (a prebuilt bda binary: skips the cargo build, e.g. on a machine without Rust).
+# Seconds per few-shot upper-level iteration (meta-step): bda (this repository) against
+# the PyTorch peer (fewshot_torch.py), same shapes (5-way 1-shot, 15 queries, meta-batch
+# 16, K = 5, random inputs), same threads, run back to back.
+#
+#   bench/fewshot_vs_torch.sh [THREADS] [METHOD] [STEPS] [PAIRS]   (defaults: 2 bda 5 1)
+#
+# The two programs alternate PAIRS times; bench/pairs.py prints every pair's ratio (with
+# our conv GFLOP/s over the iteration and for the backbone alone), the median ratio,
+# min/max and the ratio of total times. On a GPU machine `DEVICE=cuda
+# bench/fewshot_vs_torch.sh 2 bda 20 3` gives the ratio of the ≥ 5× floor.
+#
+# Environment: PYTHON (the PyTorch interpreter, a name or a path; default python3 on
+# PATH), PEERS (the folder of the PyTorch peers, default ../shared/peers next to the
+# repository), PEER (the peer script, default $PEERS/fewshot_torch.py), DEVICE (cpu or
+# cuda, default cpu: both sides on that device), BDA (a prebuilt bda binary: skips the
+# cargo build, e.g. on a machine without Rust).
 set -euo pipefail
 THREADS=${1:-2}
 METHOD=${2:-bda}
 STEPS=${3:-5}
-PYTHON=${PYTHON:-/work/torchenv/bin/python}
-PEER=${PEER:-/work/shared/peers/fewshot_torch.py}
+PAIRS=${4:-1}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PYTHON=$(command -v "${PYTHON:-python3}" || true)
+PEERS=${PEERS:-$ROOT/../shared/peers}
+PEER=${PEER:-$PEERS/fewshot_torch.py}
 DEVICE=${DEVICE:-cpu}
-cd "$(dirname "$0")/.."
+
+case "$METHOD" in rhg | bda) ;; *) echo "the peer implements rhg, bda only" >&2; exit 2 ;; esac
+[ -n "$PYTHON" ] || { echo "no python interpreter found (set PYTHON to one with torch)" >&2; exit 2; }
+[ -f "$PEER" ] || { echo "no peer at $PEER (set PEERS or PEER)" >&2; exit 2; }
+
 if [ -z "${BDA:-}" ]; then
-  cargo build --release -q -p bda-host
-  BDA=target/release/bda
+  (cd "$ROOT" && cargo build --release -q -p bda-host)
+  BDA="${CARGO_TARGET_DIR:-$ROOT/target}/release/bda"
 fi
-ours=$("$BDA" fewshot bench --threads "$THREADS" --method "$METHOD" --steps "$STEPS" --device "$DEVICE" --json)
-peer=$("$PYTHON" "$PEER" --threads "$THREADS" --method "$METHOD" --steps "$STEPS" --device "$DEVICE")
-echo "bda:     $ours"
-echo "pytorch: $peer"
-python3 - "$ours" "$peer" <<'PY'
-import json, sys
-o, p = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-a, b = o["s_per_meta_step"], p["s_per_meta_step"]
-print(f"s/meta-step: bda {a:.3f}, pytorch {b:.3f}; pytorch/bda = {b / a:.2f}x "
-      f"(bda conv {o['gflops_meta_step']:.1f} GFLOP/s over the meta-step, "
-      f"{o['gflops_backbone']:.1f} GFLOP/s backbone alone)")
-PY
+
+runs=$(mktemp)
+trap 'rm -f "$runs"' EXIT
+for _ in $(seq "$PAIRS"); do
+  ours=$("$BDA" fewshot bench --threads "$THREADS" --method "$METHOD" --steps "$STEPS" --device "$DEVICE" --json)
+  peer=$("$PYTHON" "$PEER" --threads "$THREADS" --method "$METHOD" --steps "$STEPS" --device "$DEVICE")
+  echo "bda:     $ours"
+  echo "pytorch: $peer"
+  printf '%s\n%s\n' "$ours" "$peer" >>"$runs"
+done
+echo "method $METHOD  steps $STEPS  threads $THREADS  device $DEVICE"
+# The peer still calls the iteration a meta-step.
+"$PYTHON" "$ROOT/bench/pairs.py" --key s_per_ul_iter --peer-key s_per_meta_step \
+  --show gflops_ul_iter,gflops_backbone "$runs"

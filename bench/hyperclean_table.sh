@@ -8,7 +8,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 (cd "$ROOT" && cargo build --release -q -p bda-host)
-BDA="$ROOT/target/release/bda"
+BDA="${CARGO_TARGET_DIR:-$ROOT/target}/release/bda"
 out=$(mktemp)
 for m in noclean oracle ihg rhg trhg obda bda; do
   "$BDA" hyperclean --method "$m" --json --quiet "$@" |

@@ -7,12 +7,14 @@ set -uo pipefail
 KIT=gpu-kit
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
-PY=${TORCH_PYTHON:-python3}
+# The PyTorch interpreter (a name or a path; python3 on PATH by default), as in bench/*.sh.
+PYTHON=$(command -v "${PYTHON:-python3}" || true)
+[ -n "$PYTHON" ] || { echo "gpu-kit: no python interpreter found (set PYTHON)" >&2; exit 2; }
 
 # CUDA 13 user-space libraries: the toolkit if present, else the wheels PyTorch brings.
 libs=$(
   { ls -d /usr/local/cuda/lib64 /usr/local/cuda-*/lib64 2>/dev/null
-    "$PY" - <<'PY' 2>/dev/null
+    "$PYTHON" - <<'PY' 2>/dev/null
 import glob, os, site
 for s in site.getsitepackages():
     for d in glob.glob(os.path.join(s, "nvidia", "**", "lib"), recursive=True):
@@ -27,7 +29,7 @@ PY
 export LD_LIBRARY_PATH="${libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" >"$OUT/env.txt"
 nvidia-smi >>"$OUT/env.txt" 2>&1
-"$PY" -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name(0))' >>"$OUT/env.txt" 2>&1
+"$PYTHON" -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name(0))' >>"$OUT/env.txt" 2>&1
 
 step() { # name, command...
   local name=$1; shift
@@ -43,7 +45,7 @@ step tests-fewshot "$KIT/bin/test-fewshot_gpu" --nocapture --test-threads 1 --sk
 # 2. Primitive timings at MNIST scale.
 step step-timing "$KIT/bin/step_timing"
 # 3. Hyper-cleaning against the peer on the same GPU (K 50, peer settings), 3 pairs for BDA.
-hc() { BDA=$KIT/bin/bda TORCH_PYTHON=$PY PEER=$KIT/peers/hyperclean_torch.py DATA_DIR=$KIT/data \
+hc() { BDA=$KIT/bin/bda PYTHON=$PYTHON PEERS=$KIT/peers DATA_DIR=$KIT/data \
   DEVICE=cuda bash bench/hyperclean_vs_torch.sh "$@"; }
 step hyperclean-bda hc bda 10 3
 step hyperclean-rhg hc rhg 10
@@ -58,10 +60,12 @@ smi=$!
 step k800 "$KIT/bin/bda" hyperclean --device cuda --data-dir "$KIT/data" --method bda --K 800 --ul-iters 2 --json --quiet
 kill "$smi" 2>/dev/null
 sort -n "$OUT/k800-memory-samples.txt" | tail -1 | sed 's/^/peak MiB used on the GPU during K = 800: /' >>"$OUT/summary.txt"
-# 6. Few-shot against the peer on the same GPU (5-way 1-shot, 15 queries, meta-batch 16, K 5).
-fs() { BDA=$KIT/bin/bda PYTHON=$PY PEER=$KIT/peers/fewshot_torch.py DEVICE=cuda bash bench/fewshot_vs_torch.sh "$@"; }
-step fewshot-bda-1 fs 2 bda 20
-step fewshot-bda-2 fs 2 bda 20
+# 6. Few-shot against the peer on the same GPU (5-way 1-shot, 15 queries, meta-batch 16, K 5),
+#    2 pairs for BDA.
+fs() { BDA=$KIT/bin/bda PYTHON=$PYTHON PEERS=$KIT/peers DEVICE=cuda bash bench/fewshot_vs_torch.sh "$@"; }
+step fewshot-bda fs 2 bda 20 2
 step fewshot-rhg fs 2 rhg 20
-grep -h "ratio\|pytorch/bda\|pairs:" "$OUT"/hyperclean-*.txt "$OUT"/fewshot-*.txt >>"$OUT/summary.txt" 2>/dev/null
+for f in "$OUT"/hyperclean-*.txt "$OUT"/fewshot-*.txt; do
+  grep -h "median ratio" "$f" 2>/dev/null | sed "s|^|$(basename "$f" .txt): |"
+done >>"$OUT/summary.txt"
 cat "$OUT/summary.txt"

@@ -9,8 +9,9 @@
 # The kit holds the release `bda`, the bda-gpu test binaries (tests/gpu.rs,
 # tests/fewshot_gpu.rs), the `step_timing` example, both PyTorch peers and Fashion-MNIST.
 # run.sh writes one text file per measurement to $OUT (issues 4 and 5: agreement with the
-# f64 reference on the device, s/UL-iteration and s/meta-step against the peers on the same
-# GPU, GPU memory at K = 800).
+# f64 reference on the device, s/UL-iteration of hyper-cleaning and few-shot against the
+# peers on the same GPU, GPU memory at K = 800). Peers come from ../shared/peers next to the
+# repository (PEERS to override); on the device, run.sh uses PYTHON (default python3).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -37,8 +38,9 @@ for line in sys.stdin:
         print(m["target"]["name"], m["executable"])')
 rm -rf "$KIT"
 mkdir -p "$KIT/bin" "$KIT/peers" "$KIT/data"
-strip -o "$KIT/bin/bda" target/release/bda
-strip -o "$KIT/bin/step_timing" target/release/examples/step_timing
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+strip -o "$KIT/bin/bda" "$TARGET/release/bda"
+strip -o "$KIT/bin/step_timing" "$TARGET/release/examples/step_timing"
 while read -r name exe; do
   strip -o "$KIT/bin/test-$name" "$exe"
 done <<<"$tests"

@@ -25,6 +25,8 @@ enum Command {
     Fewshot(bda_host::fewshot::FewshotArgs),
     /// Generate datasets (the kanji stand-in for Omniglot).
     Data(bda_host::datagen::DataArgs),
+    /// Overlay the per-iteration curves of saved JSON reports on one SVG chart.
+    Plot(bda_host::plot::overlay::PlotArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Command::Hyperclean(args) => bda_host::hyperclean::run(&args, sub),
         Command::Fewshot(args) => bda_host::fewshot::run(&args, sub),
         Command::Data(args) => bda_host::datagen::run(&args),
+        Command::Plot(args) => bda_host::plot::overlay::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
