@@ -1,6 +1,5 @@
 //! End-to-end tests of `bda toy`.
 
-
 use serde_json::Value;
 
 /// `bda ARGS`: exit code, stdout, stderr.

@@ -5,41 +5,48 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::checkpoint::Checkpoint;
+use super::checkpoint::{Checkpoint, History};
 use crate::config::ReportHeader;
 use crate::error::CliError;
 use crate::plot::{self, Panel, Series};
 
-/// One meta-step of the history.
+/// One state of the backbone in the history: the parameters after `ul_iter` meta-steps.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct StepRecord {
-    /// The meta-step (1-based: the record after the t-th update).
+    /// Meta-steps done (0-based, as in every command's history: the record of the state the
+    /// next update starts from).
     pub ul_iter: u64,
-    /// Mean `φ_K` over the meta-batch (the upper-level loss).
-    pub ul_loss: f64,
-    /// Mean query accuracy of the heads `y_K` on the meta-batch, %.
-    pub train_acc: f64,
-    /// Validation accuracy, %, at the steps where it was measured.
+    /// Mean `φ_K` over the meta-batch the next update used (the upper-level loss).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ul_loss: Option<f64>,
+    /// Mean query accuracy of the heads `y_K` on that meta-batch, %.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_acc: Option<f64>,
+    /// Validation accuracy, %, where it was measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_acc: Option<f64>,
 }
 
-/// The history of a checkpoint as report records.
-pub fn history(ck: &Checkpoint) -> Vec<StepRecord> {
-    let mut val = ck.history.val.iter().peekable();
-    ck.history
-        .loss
-        .iter()
-        .map(|&(ul_iter, ul_loss, train_acc)| {
-            let val_acc = val.next_if(|v| v.0 == ul_iter).map(|v| v.1);
-            StepRecord {
-                ul_iter,
-                ul_loss,
-                train_acc,
-                val_acc,
-            }
-        })
-        .collect()
+/// The history of a checkpoint as report records. The checkpoint numbers a loss by the
+/// meta-step it led to and a validation by the step it followed, so the loss of step
+/// `t + 1` and the validation after step `t` describe the same parameters: record `t`.
+pub fn history(h: &History) -> Vec<StepRecord> {
+    let mut rows: std::collections::BTreeMap<u64, StepRecord> = Default::default();
+    let empty = |ul_iter| StepRecord {
+        ul_iter,
+        ul_loss: None,
+        train_acc: None,
+        val_acc: None,
+    };
+    for &(step, loss, acc) in &h.loss {
+        let t = step.saturating_sub(1);
+        let r = rows.entry(t).or_insert_with(|| empty(t));
+        (r.ul_loss, r.train_acc) = (Some(loss), Some(acc));
+    }
+    for &(step, acc) in &h.val {
+        rows.entry(step).or_insert_with(|| empty(step)).val_acc = Some(acc);
+    }
+    rows.into_values().collect()
 }
 
 /// The report of a training or evaluation run (`--json`).
@@ -124,7 +131,7 @@ pub fn mean_ci(accs: &[f64]) -> (f64, f64) {
 
 /// The meta-training loss and the accuracies (training queries, validation) per meta-step.
 pub fn write_plot(path: &Path, ck: &Checkpoint) -> Result<(), CliError> {
-    let h = history(ck);
+    let h = history(&ck.history);
     let series = |name: &str, get: fn(&StepRecord) -> Option<f64>| Series {
         name: name.into(),
         points: h
@@ -147,18 +154,43 @@ pub fn write_plot(path: &Path, ck: &Checkpoint) -> Result<(), CliError> {
                 title: "meta-training loss φ_K".into(),
                 x_label: "meta-step".into(),
                 y_log: false,
-                series: vec![series("meta-train loss", |r| Some(r.ul_loss))],
+                series: vec![series("meta-train loss", |r| r.ul_loss)],
             },
             Panel {
                 title: "accuracy (%)".into(),
                 x_label: "meta-step".into(),
                 y_log: false,
                 series: vec![
-                    series("meta-train query acc", |r| Some(r.train_acc)),
+                    series("meta-train query acc", |r| r.train_acc),
                     series("validation acc", |r| r.val_acc),
                 ],
             },
         ],
         2,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_validation_joins_the_loss_of_the_same_parameters() {
+        let h = History {
+            loss: vec![(1, 2.0, 40.0), (2, 1.5, 50.0)],
+            val: vec![(2, 60.0)],
+        };
+        let r = history(&h);
+        assert_eq!(r.len(), 3);
+        assert_eq!(
+            (r[0].ul_iter, r[0].ul_loss, r[0].val_acc),
+            (0, Some(2.0), None)
+        );
+        assert_eq!((r[1].ul_iter, r[1].ul_loss), (1, Some(1.5)));
+        // After two steps: validated, not trained further.
+        assert_eq!(
+            (r[2].ul_iter, r[2].ul_loss, r[2].val_acc),
+            (2, None, Some(60.0))
+        );
+    }
 }

@@ -219,7 +219,7 @@ fn train(
         device: backend.device(),
         train_loss: (!last.is_empty())
             .then(|| last.iter().map(|l| l.1).sum::<f64>() / last.len() as f64),
-        history: report::history(&ck),
+        history: report::history(&ck.history),
     };
     report::print(&r, a.out.json)?;
     if let Some(path) = &a.plot

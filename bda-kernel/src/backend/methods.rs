@@ -54,7 +54,13 @@ where
     let upper = b.upper_grad(x, &tape[cur], adj, gx, B::T::one())?;
     if !upper.is_finite() {
         let (a, rest) = tape.split_at_mut(1);
-        return Err(diverged(b, x, y0, (dynamics, steps), (&mut a[0], &mut rest[0])));
+        return Err(diverged(
+            b,
+            x,
+            y0,
+            (dynamics, steps),
+            (&mut a[0], &mut rest[0]),
+        ));
     }
     // Reverse over the kept steps: y_{k−1} = tape[k − 1 − first_kept].
     for k in ((first_kept + 1)..=steps as usize).rev() {
@@ -180,7 +186,13 @@ where
 {
     forward(b, x, y0, dynamics, steps, y_out, &mut cg.r, false)?;
     if !b.y_is_finite(y_out)? {
-        return Err(diverged(b, x, y0, (dynamics, steps), (&mut cg.r, &mut cg.p)));
+        return Err(diverged(
+            b,
+            x,
+            y0,
+            (dynamics, steps),
+            (&mut cg.r, &mut cg.p),
+        ));
     }
     let y = &*y_out;
     b.zero_x(gx)?;
