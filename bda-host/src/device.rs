@@ -5,6 +5,29 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::CliError;
 
+/// Where a command computes: the device and the CPU threads. Shared by every command that
+/// can run on a GPU.
+#[derive(clap::Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlaceArgs {
+    /// Worker threads (0: one per core). Results do not depend on it.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// `cpu`, `cuda` (device 0) or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
+}
+
+impl PlaceArgs {
+    /// Open the device, then run `f` on it in a pool of `threads` workers.
+    pub fn run<R: Send>(
+        &self,
+        f: impl FnOnce(&OpenDevice) -> Result<R, CliError> + Send,
+    ) -> Result<R, CliError> {
+        let device = self.device.open()?;
+        crate::threads::install(self.threads, || f(&device))
+    }
+}
+
 /// Where the computation runs, as the user names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Device {

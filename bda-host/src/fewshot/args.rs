@@ -10,7 +10,7 @@ use clap::{Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 use crate::config::OutputArgs;
-use crate::device::Device;
+use crate::device::PlaceArgs;
 
 /// Meta-training methods of `--method`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -155,6 +155,23 @@ pub struct TrainConfig {
     /// Validation episodes (drawn once from the evaluation split).
     #[arg(long, default_value_t = 64)]
     pub val_episodes: usize,
+    /// Where episodes come from.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub source: SourceArgs,
+    /// Continue the run stored in this checkpoint (its settings win over the flags,
+    /// except `--ul-iters`, `--save*`, output and thread flags).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Device and threads.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub place: PlaceArgs,
+}
+
+/// Where episodes come from: a data folder, or random images.
+#[derive(clap::Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceArgs {
     /// Omniglot-format data folder (`images_background/`, `images_evaluation/`).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -164,16 +181,6 @@ pub struct TrainConfig {
     /// Do not add the 90°, 180° and 270° rotations of each character as new classes.
     #[arg(long)]
     pub no_rotations: bool,
-    /// Continue the run stored in this checkpoint (its settings win over the flags,
-    /// except `--ul-iters`, `--save*`, output and thread flags).
-    #[arg(long)]
-    pub resume: Option<PathBuf>,
-    /// Worker threads (0: all cores). Results do not depend on it.
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
-    /// `cpu`, `cuda` (device 0) or `cuda:N`.
-    #[arg(long, default_value = "cpu")]
-    pub device: Device,
 }
 
 /// `bda fewshot eval`: the configuration and the output options.
@@ -228,21 +235,14 @@ pub struct EvalConfig {
     /// Head step size.
     #[arg(long, visible_alias = "lr")]
     pub ll_lr: Option<f64>,
-    /// Omniglot-format data folder.
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// Random images instead of data.
-    #[arg(long, conflicts_with = "data_dir")]
-    pub synthetic: bool,
-    /// Do not add rotated characters as classes.
-    #[arg(long)]
-    pub no_rotations: bool,
-    /// Worker threads (0: all cores).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
-    /// `cpu`, `cuda` (device 0) or `cuda:N`.
-    #[arg(long, default_value = "cpu")]
-    pub device: Device,
+    /// Where episodes come from [default: the checkpoint's data].
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub source: SourceArgs,
+    /// Device and threads.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub place: PlaceArgs,
 }
 
 /// `bda fewshot bench`: the configuration and the output options.
@@ -266,10 +266,8 @@ pub struct BenchConfig {
     /// Timed meta-steps (after one warm-up step).
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
-    /// Worker threads (0: all cores).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
-    /// `cpu`, `cuda` (device 0) or `cuda:N`.
-    #[arg(long, default_value = "cpu")]
-    pub device: Device,
+    /// Device and threads.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub place: PlaceArgs,
 }

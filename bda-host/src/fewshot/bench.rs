@@ -67,20 +67,13 @@ fn bench_error(e: MetaError) -> CliError {
 /// Run `bda fewshot bench`.
 pub fn run(a: &BenchArgs, matches: &ArgMatches) -> Result<(), CliError> {
     let c = a.out.configured(&a.run, matches, "fewshot bench")?;
-    let device = c.device.open()?;
-    crate::threads::install(c.threads, || bench(a, &c, &device))
+    c.place.run(|device| bench(a, &c, device))
 }
 
 fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliError> {
-    let e = &b.episode;
     let cfg = RunConfig {
-        ways: e.ways,
-        shots: e.shots,
-        queries: e.queries,
-        meta_batch: e.meta_batch,
-        method: e.method,
-        k: e.k,
-        truncate: default_truncate(e.k),
+        episode: b.episode.clone(),
+        truncate: default_truncate(b.episode.k),
         ll_lr: 0.1,
         mu: 0.5,
         alpha: 0.5,
@@ -101,8 +94,16 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
     let mut params: Vec<f32> = arch.init(&mut rng);
     let mut adam = Adam::new(cfg.ul_lr, params.len());
     // Fixed random inputs, as the peer.
-    let tasks: Vec<Task> = (0..cfg.meta_batch)
-        .map(|_| Task::synthetic(cfg.ways, cfg.shots, cfg.queries, arch.pixels(), &mut rng))
+    let tasks: Vec<Task> = (0..cfg.episode.meta_batch)
+        .map(|_| {
+            Task::synthetic(
+                cfg.episode.ways,
+                cfg.episode.shots,
+                cfg.episode.queries,
+                arch.pixels(),
+                &mut rng,
+            )
+        })
         .collect();
     let head = cfg.head()?;
     let mut backend = open_backend(device, arch)?;
@@ -125,7 +126,7 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
     }
     let s_step = t0.elapsed().as_secs_f64() / b.steps as f64;
     // The backbone alone.
-    let n = cfg.meta_batch * cfg.ways * (cfg.shots + cfg.queries);
+    let n = cfg.episode.meta_batch * cfg.episode.ways * (cfg.episode.shots + cfg.episode.queries);
     let dfeats = vec![1e-3f32; n * arch.features()];
     let batch = Batch {
         arch,
@@ -145,11 +146,11 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
         impl_name: "bda",
         device: backend.device(),
         method: cfg.method_name(),
-        ways: cfg.ways,
-        shots: cfg.shots,
-        queries: cfg.queries,
-        meta_batch: cfg.meta_batch,
-        k: cfg.k,
+        ways: cfg.episode.ways,
+        shots: cfg.episode.shots,
+        queries: cfg.episode.queries,
+        meta_batch: cfg.episode.meta_batch,
+        k: cfg.episode.k,
         threads: rayon::current_num_threads(),
         s_per_ul_iter: s_step,
         gflops_ul_iter: flops / s_step / 1e9,

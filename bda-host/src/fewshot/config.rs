@@ -8,7 +8,7 @@ use bda_kernel::{Beta, Schedule};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::args::{FsMethod, SplitArg};
+use super::args::{EpisodeArgs, SourceArgs, SplitArg};
 use super::conv4::Arch;
 use super::data;
 use super::meta::{HeadProcedure, Task};
@@ -18,19 +18,9 @@ use crate::error::CliError;
 /// Settings of a run, stored in checkpoints.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
-    /// Classes per episode.
-    pub ways: usize,
-    /// Support images per class.
-    pub shots: usize,
-    /// Query images per class.
-    pub queries: usize,
-    /// Episodes per meta-step.
-    pub meta_batch: usize,
-    /// Method.
-    pub method: FsMethod,
-    /// Head steps K.
-    #[serde(rename = "K")]
-    pub k: u32,
+    /// Episode shape and method.
+    #[serde(flatten)]
+    pub episode: EpisodeArgs,
     /// T of T-RHG.
     pub truncate: u32,
     /// Head step size.
@@ -61,7 +51,7 @@ impl RunConfig {
             mu: self.mu,
             alpha: Schedule::Harmonic(self.alpha),
             beta: Beta::Schedule(Schedule::Constant(1.0)),
-            ..MethodConfig::new(self.method.kernel(), self.k, self.ll_lr)
+            ..MethodConfig::new(self.episode.method.kernel(), self.episode.k, self.ll_lr)
         }
     }
 
@@ -84,13 +74,14 @@ impl RunConfig {
     /// Check everything; errors name the flag (exit 2).
     pub fn validate(&self) -> Result<(), CliError> {
         let bad = |m: String| Err(CliError::input(m));
-        if self.ways < 2 || self.ways > 255 {
-            return bad(format!("--ways {}: must be in 2..=255", self.ways));
+        let e = &self.episode;
+        if e.ways < 2 || e.ways > 255 {
+            return bad(format!("--ways {}: must be in 2..=255", e.ways));
         }
         for (flag, v) in [
-            ("--shots", self.shots),
-            ("--queries", self.queries),
-            ("--meta-batch", self.meta_batch),
+            ("--shots", e.shots),
+            ("--queries", e.queries),
+            ("--meta-batch", e.meta_batch),
             ("--channels", self.arch.channels),
         ] {
             if v == 0 {
@@ -111,7 +102,16 @@ impl RunConfig {
 
     /// `bda`, `rhg` or `trhg`.
     pub fn method_name(&self) -> &'static str {
-        self.method.kernel().name()
+        self.episode.method.kernel().name()
+    }
+
+    /// The source options that give this run's data.
+    pub fn source(&self) -> SourceArgs {
+        SourceArgs {
+            data_dir: self.data_dir.clone(),
+            synthetic: self.data_dir.is_none(),
+            no_rotations: !self.rotations,
+        }
     }
 
     /// The data folder, or `synthetic`.
@@ -160,13 +160,15 @@ impl Source {
                 cfg.arch.side
             )));
         }
-        data::EpisodeSampler::new(&ds, cfg.ways, cfg.shots, cfg.queries)
+        let e = &cfg.episode;
+        data::EpisodeSampler::new(&ds, e.ways, e.shots, e.queries)
             .map_err(|e| CliError::input(format!("{} ({split} split): {e}", d.display())))?;
         Ok(Source::Data(ds))
     }
 
     /// One episode of `c`'s shape.
     pub fn sample(&self, c: &RunConfig, rng: &mut ChaCha8Rng) -> Task {
+        let c = &c.episode;
         match self {
             Source::Synthetic { pixels } => {
                 Task::synthetic(c.ways, c.shots, c.queries, *pixels, rng)

@@ -8,13 +8,13 @@ use indicatif::ProgressBar;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::args::{EvalArgs, EvalConfig, FsMethod};
+use super::args::{EpisodeArgs, EvalArgs, EvalConfig, FsMethod};
 use super::checkpoint::Checkpoint;
 use super::config::{RunConfig, Source, data_source};
 use super::conv4::Arch;
 use super::gpu::GpuMeta;
 use super::meta::{Batch, CpuMeta, MetaBackend, MetaError, Task};
-use super::report::{self, Report, mean_ci};
+use super::report::{self, Report};
 use crate::config::ReportHeader;
 use crate::device::OpenDevice;
 use crate::error::CliError;
@@ -59,7 +59,7 @@ pub(super) fn test_backbone(
     let head = cfg.head()?.evaluation();
     let mut accs = Vec::with_capacity(episodes);
     while accs.len() < episodes {
-        let b = cfg.meta_batch.min(episodes - accs.len());
+        let b = cfg.episode.meta_batch.min(episodes - accs.len());
         let tasks: Vec<Task> = (0..b).map(|_| source.sample(cfg, rng)).collect();
         accs.extend(
             backend
@@ -79,12 +79,14 @@ pub(super) fn test_backbone(
 /// The settings of a random backbone (the peer's episode shape, RHG's head procedure).
 fn random_backbone(e: &EvalConfig) -> RunConfig {
     RunConfig {
-        ways: 5,
-        shots: 1,
-        queries: 15,
-        meta_batch: 16,
-        method: FsMethod::Rhg,
-        k: 5,
+        episode: EpisodeArgs {
+            ways: 5,
+            shots: 1,
+            queries: 15,
+            meta_batch: 16,
+            method: FsMethod::Rhg,
+            k: 5,
+        },
         truncate: 2,
         ll_lr: 0.1,
         mu: 0.5,
@@ -104,8 +106,7 @@ fn random_backbone(e: &EvalConfig) -> RunConfig {
 /// Run `bda fewshot eval`.
 pub fn run(a: &EvalArgs, matches: &ArgMatches) -> Result<(), CliError> {
     let c = a.out.configured(&a.run, matches, "fewshot eval")?;
-    let device = c.device.open()?;
-    crate::threads::install(c.threads, || eval(a, &c, &device))
+    c.place.run(|device| eval(a, &c, device))
 }
 
 fn eval(a: &EvalArgs, e: &EvalConfig, device: &OpenDevice) -> Result<(), CliError> {
@@ -128,44 +129,48 @@ fn eval(a: &EvalArgs, e: &EvalConfig, device: &OpenDevice) -> Result<(), CliErro
             (cfg, params, 0, "random".to_string())
         }
     };
+    let ep = &base.episode;
+    let src = &e.source;
     let cfg = RunConfig {
-        ways: e.ways.unwrap_or(base.ways),
-        shots: e.shots.unwrap_or(base.shots),
-        queries: e.queries.unwrap_or(base.queries),
-        meta_batch: e.meta_batch.unwrap_or(base.meta_batch),
-        k: e.k.unwrap_or(base.k),
+        episode: EpisodeArgs {
+            ways: e.ways.unwrap_or(ep.ways),
+            shots: e.shots.unwrap_or(ep.shots),
+            queries: e.queries.unwrap_or(ep.queries),
+            meta_batch: e.meta_batch.unwrap_or(ep.meta_batch),
+            k: e.k.unwrap_or(ep.k),
+            method: ep.method,
+        },
         ll_lr: e.ll_lr.unwrap_or(base.ll_lr),
-        data_dir: if e.synthetic {
+        data_dir: if src.synthetic {
             None
         } else {
-            e.data_dir.clone().or(base.data_dir.clone())
+            src.data_dir.clone().or(base.data_dir.clone())
         },
-        rotations: base.rotations && !e.no_rotations,
+        rotations: base.rotations && !src.no_rotations,
         ..base
     };
     // Evaluation fits heads without truncation: keep a checkpoint's T valid for a smaller K.
     let cfg = RunConfig {
-        truncate: cfg.truncate.clamp(1, cfg.k),
+        truncate: cfg.truncate.clamp(1, cfg.episode.k),
         ..cfg
     };
     cfg.validate()?;
-    if e.random_backbone && cfg.data_dir.is_none() && !e.synthetic {
+    if e.random_backbone && cfg.data_dir.is_none() && !src.synthetic {
         return Err(CliError::input(
             "bda fewshot eval: give --data-dir DIR (Omniglot layout) or --synthetic",
         ));
     }
     let dir = cfg.data_dir.as_deref();
     let source = Source::open(dir, e.split, &cfg)?;
+    let ep = &cfg.episode;
     let resolved = EvalConfig {
-        ways: Some(cfg.ways),
-        shots: Some(cfg.shots),
-        queries: Some(cfg.queries),
-        meta_batch: Some(cfg.meta_batch),
-        k: Some(cfg.k),
+        ways: Some(ep.ways),
+        shots: Some(ep.shots),
+        queries: Some(ep.queries),
+        meta_batch: Some(ep.meta_batch),
+        k: Some(ep.k),
         ll_lr: Some(cfg.ll_lr),
-        data_dir: cfg.data_dir.clone(),
-        synthetic: cfg.data_dir.is_none(),
-        no_rotations: !cfg.rotations,
+        source: cfg.source(),
         ..e.clone()
     };
     let header = ReportHeader::new("fewshot eval", &resolved, data_source(dir, &[&source])?)?;
@@ -182,27 +187,8 @@ fn eval(a: &EvalArgs, e: &EvalConfig, device: &OpenDevice) -> Result<(), CliErro
         &bar,
     )?;
     bar.finish_and_clear();
-    let (acc, ci) = mean_ci(&accs);
-    let r = Report {
-        header,
-        dataset: cfg.data_name(),
-        ways: cfg.ways,
-        shots: cfg.shots,
-        queries: cfg.queries,
-        method,
-        k: cfg.k,
-        truncate: None,
-        ul_iters: steps,
-        meta_batch: cfg.meta_batch,
-        test_acc: acc,
-        ci95: ci,
-        episodes: e.episodes,
-        seconds: t0.elapsed().as_secs_f64(),
-        s_per_ul_iter: 0.0,
-        seed: e.seed,
-        device: backend.device(),
-        train_loss: None,
-        history: Vec::new(),
-    };
+    let mut r = Report::new(header, &cfg, &method, &accs, backend.device());
+    r.ul_iters = steps;
+    r.seconds = t0.elapsed().as_secs_f64();
     report::print(&r, a.out.json)
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::checkpoint::{Checkpoint, History};
+use super::config::RunConfig;
 use crate::config::ReportHeader;
 use crate::error::CliError;
 use crate::plot::{self, Panel, Series};
@@ -96,6 +97,42 @@ pub struct Report {
     pub history: Vec<StepRecord>,
 }
 
+impl Report {
+    /// The report of `cfg`'s episodes: the test accuracies `accs` (%, one per episode) and
+    /// where they were computed; training fields are zero until set.
+    pub fn new(
+        header: ReportHeader,
+        cfg: &RunConfig,
+        method: &str,
+        accs: &[f64],
+        device: String,
+    ) -> Report {
+        let (test_acc, ci95) = mean_ci(accs);
+        let e = &cfg.episode;
+        Report {
+            header,
+            dataset: cfg.data_name(),
+            ways: e.ways,
+            shots: e.shots,
+            queries: e.queries,
+            method: method.into(),
+            k: e.k,
+            truncate: None,
+            ul_iters: 0,
+            meta_batch: e.meta_batch,
+            test_acc,
+            ci95,
+            episodes: accs.len(),
+            seconds: 0.0,
+            s_per_ul_iter: 0.0,
+            seed: cfg.seed,
+            device,
+            train_loss: None,
+            history: Vec::new(),
+        }
+    }
+}
+
 /// Print the report: one JSON line, or a table.
 pub fn print(r: &Report, json: bool) -> Result<(), CliError> {
     if json {
@@ -144,10 +181,10 @@ pub fn write_plot(path: &Path, ck: &Checkpoint) -> Result<(), CliError> {
         path,
         &format!(
             "few-shot {}-way {}-shot, {} K={}",
-            c.ways,
-            c.shots,
+            c.episode.ways,
+            c.episode.shots,
             c.method_name(),
-            c.k
+            c.episode.k
         ),
         &[
             Panel {

@@ -9,7 +9,7 @@ use clap::ArgMatches;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::args::{EpisodeArgs, SplitArg, TrainArgs, TrainConfig};
+use super::args::{SplitArg, TrainArgs, TrainConfig};
 use super::checkpoint::{Checkpoint, RngState};
 use super::config::{RunConfig, Source, data_source};
 use super::conv4::Arch;
@@ -35,24 +35,18 @@ fn meta_error(e: MetaError, step: u64) -> CliError {
 impl TrainConfig {
     /// The checkpoint settings of a fresh run.
     pub fn run_config(&self) -> RunConfig {
-        let e = &self.episode;
-        let t = self.truncate.unwrap_or(default_truncate(e.k));
+        let src = &self.source;
         RunConfig {
-            ways: e.ways,
-            shots: e.shots,
-            queries: e.queries,
-            meta_batch: e.meta_batch,
-            method: e.method,
-            k: e.k,
-            truncate: t,
+            episode: self.episode.clone(),
+            truncate: self.truncate.unwrap_or(default_truncate(self.episode.k)),
             ll_lr: self.ll_lr,
             mu: self.mu,
             alpha: self.alpha,
             l2: self.l2,
             ul_lr: self.ul_lr,
             seed: self.seed,
-            data_dir: (!self.synthetic).then(|| self.data_dir.clone()).flatten(),
-            rotations: !self.no_rotations,
+            data_dir: (!src.synthetic).then(|| src.data_dir.clone()).flatten(),
+            rotations: !src.no_rotations,
             arch: Arch {
                 channels: self.channels,
                 ..Arch::CONV4
@@ -64,14 +58,7 @@ impl TrainConfig {
     /// its checkpoint) with every default written out.
     fn resolved(&self, run: &RunConfig) -> TrainConfig {
         TrainConfig {
-            episode: EpisodeArgs {
-                ways: run.ways,
-                shots: run.shots,
-                queries: run.queries,
-                meta_batch: run.meta_batch,
-                method: run.method,
-                k: run.k,
-            },
+            episode: run.episode.clone(),
             truncate: Some(run.truncate),
             ll_lr: run.ll_lr,
             mu: run.mu,
@@ -80,9 +67,7 @@ impl TrainConfig {
             ul_lr: run.ul_lr,
             channels: run.arch.channels,
             seed: run.seed,
-            data_dir: run.data_dir.clone(),
-            synthetic: run.data_dir.is_none(),
-            no_rotations: !run.rotations,
+            source: run.source(),
             ..self.clone()
         }
     }
@@ -91,8 +76,7 @@ impl TrainConfig {
 /// Run `bda fewshot` (meta-training).
 pub fn run(a: &TrainArgs, matches: &ArgMatches) -> Result<(), CliError> {
     let c = a.out.configured(&a.run, matches, "fewshot")?;
-    let device = c.device.open()?;
-    crate::threads::install(c.threads, || train(a, &c, &device))
+    c.place.run(|device| train(a, &c, device))
 }
 
 fn train(
@@ -106,7 +90,7 @@ fn train(
         None => {
             let cfg = c.run_config();
             cfg.validate()?;
-            if cfg.data_dir.is_none() && !c.synthetic {
+            if cfg.data_dir.is_none() && !c.source.synthetic {
                 return Err(CliError::input(
                     "bda fewshot: give --data-dir DIR (Omniglot layout) or --synthetic",
                 ));
@@ -144,7 +128,7 @@ fn train(
     let bar = progress::bar_unless(a.out.quiet, total.saturating_sub(start), "meta-train");
     let t_train = Instant::now();
     for step in start..total {
-        let tasks: Vec<Task> = (0..cfg.meta_batch)
+        let tasks: Vec<Task> = (0..cfg.episode.meta_batch)
             .map(|_| source_train.sample(&cfg, &mut rng))
             .collect();
         let mg = backend
@@ -194,33 +178,18 @@ fn train(
         &tbar,
     )?;
     tbar.finish_and_clear();
-    let (acc, ci) = mean_ci(&accs);
     if let Some(path) = &a.plot {
         report::write_plot(path, &ck)?;
     }
     let last = &ck.history.loss[ck.history.loss.len().saturating_sub(10)..];
-    let r = Report {
-        header,
-        dataset: cfg.data_name(),
-        ways: cfg.ways,
-        shots: cfg.shots,
-        queries: cfg.queries,
-        method: cfg.method_name().into(),
-        k: cfg.k,
-        truncate: head.spec.truncate(),
-        ul_iters: ck.step,
-        meta_batch: cfg.meta_batch,
-        test_acc: acc,
-        ci95: ci,
-        episodes: c.episodes,
-        seconds: t0.elapsed().as_secs_f64(),
-        s_per_ul_iter: s_per,
-        seed: cfg.seed,
-        device: backend.device(),
-        train_loss: (!last.is_empty())
-            .then(|| last.iter().map(|l| l.1).sum::<f64>() / last.len() as f64),
-        history: report::history(&ck.history),
-    };
+    let mut r = Report::new(header, &cfg, cfg.method_name(), &accs, backend.device());
+    r.truncate = head.spec.truncate();
+    r.ul_iters = ck.step;
+    r.seconds = t0.elapsed().as_secs_f64();
+    r.s_per_ul_iter = s_per;
+    r.train_loss =
+        (!last.is_empty()).then(|| last.iter().map(|l| l.1).sum::<f64>() / last.len() as f64);
+    r.history = report::history(&ck.history);
     report::print(&r, a.out.json)?;
     if let Some(path) = &a.plot
         && !a.out.json
@@ -240,7 +209,7 @@ fn validate(
 ) -> Result<f64, CliError> {
     let eval = head.evaluation();
     let mut accs = Vec::with_capacity(tasks.len());
-    for chunk in tasks.chunks(cfg.meta_batch) {
+    for chunk in tasks.chunks(cfg.episode.meta_batch) {
         accs.extend(
             backend
                 .evaluate_tasks(Batch {

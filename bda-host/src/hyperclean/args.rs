@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::driver::{Row, TrainConfig};
 use crate::config::OutputArgs;
-use crate::device::Device;
+use crate::device::PlaceArgs;
 use crate::error::CliError;
 use crate::optim::OptimizerKind;
 
@@ -142,12 +142,10 @@ pub struct HypercleanConfig {
     /// Seed of the split and the corruption.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Worker threads (0: one per core). Results do not depend on it.
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
-    /// cpu, cuda (device 0) or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: Device,
+    /// Device and threads.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub place: PlaceArgs,
     /// Do not keep the softmax outputs of the K lower-level iterates for the reverse pass
     /// (saves (n_train + n_val)·10 floats per step of memory, costs one more product per
     /// set and step). Results are identical.

@@ -199,9 +199,8 @@ fn data_location(c: &HypercleanConfig) -> (PathBuf, String) {
 pub fn run(args: &HypercleanArgs, matches: &ArgMatches) -> Result<(), CliError> {
     let c = args.out.configured(&args.run, matches, "hyperclean")?;
     let cfg = c.check()?;
-    // Fail before loading any data when there is no usable device.
-    let device = c.device.open()?;
-    crate::threads::install(c.threads, || run_config(args, &c, &cfg, &device))
+    // The device is opened before any data is read: a missing one is one line, exit 2.
+    c.place.run(|device| run_config(args, &c, &cfg, device))
 }
 
 fn run_config(
