@@ -13,13 +13,7 @@ use bda_host::fewshot::data::{Split, load_omniglot};
 
 /// `bda ARGS`: exit code, stdout, stderr.
 fn bda(args: &[&str]) -> (i32, String, String) {
-    let out = bda_testkit::report::run(std::path::Path::new(env!("CARGO_BIN_EXE_bda")), args, &[]);
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (
-        out.status.code().unwrap_or(-1),
-        text(&out.stdout),
-        text(&out.stderr),
-    )
+    bda_testkit::report::run_text(std::path::Path::new(env!("CARGO_BIN_EXE_bda")), args)
 }
 
 /// A few hand-written characters in kanjidraw's 0–255 frame (straight strokes, y down).

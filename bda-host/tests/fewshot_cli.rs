@@ -4,38 +4,16 @@
 use std::path::Path;
 use std::process::Output;
 
-use bda_testkit::report::{json, one_line_error, run};
+use bda_testkit::report::{argv, json, one_line_error, run};
 
 fn bda(args: &[&str]) -> Output {
     run(Path::new(env!("CARGO_BIN_EXE_bda")), args, &[])
 }
 
-const TINY: &[&str] = &[
-    "fewshot",
-    "--synthetic",
-    "--channels",
-    "4",
-    "--ways",
-    "3",
-    "--shots",
-    "1",
-    "--queries",
-    "2",
-    "--meta-batch",
-    "2",
-    "--episodes",
-    "4",
-    "--val-every",
-    "2",
-    "--val-episodes",
-    "2",
-    "--threads",
-    "2",
-    "--quiet",
-];
+const TINY: &str = "fewshot --synthetic --channels 4 --ways 3 --shots 1 --queries 2 --meta-batch 2 --episodes 4 --val-every 2 --val-episodes 2 --threads 2 --quiet";
 
 fn train(extra: &[&str]) -> Output {
-    let mut args = TINY.to_vec();
+    let mut args = argv(TINY);
     args.extend_from_slice(extra);
     bda(&args)
 }
@@ -50,19 +28,8 @@ fn without_time(mut v: serde_json::Value) -> serde_json::Value {
 #[test]
 fn train_reports_json_and_is_deterministic() {
     let a = json(&train(&["--ul-iters", "3", "--method", "bda", "--json"]));
-    for key in [
-        "ways",
-        "shots",
-        "method",
-        "K",
-        "ul_iters",
-        "test_acc",
-        "ci95",
-        "seconds",
-        "s_per_ul_iter",
-        "seed",
-        "device",
-    ] {
+    for key in argv("ways shots method K ul_iters test_acc ci95 seconds s_per_ul_iter seed device")
+    {
         assert!(a.get(key).is_some(), "missing {key}: {a}");
     }
     assert_eq!(a["ul_iters"], 3);
@@ -139,22 +106,9 @@ fn resume_continues_the_same_run() {
     assert_eq!(e["ul_iters"], 4);
     let acc = e["test_acc"].as_f64().unwrap();
     assert!((0.0..=100.0).contains(&acc), "accuracy in percent: {acc}");
-    let r = json(&bda(&[
-        "fewshot",
-        "eval",
-        "--random-backbone",
-        "--channels",
-        "4",
-        "--ways",
-        "3",
-        "--queries",
-        "2",
-        "--episodes",
-        "4",
-        "--synthetic",
-        "--quiet",
-        "--json",
-    ]));
+    let r = json(&bda(&argv(
+        "fewshot eval --random-backbone --channels 4 --ways 3 --queries 2 --episodes 4 --synthetic --quiet --json",
+    )));
     assert_eq!(r["method"], "random");
 }
 
@@ -225,15 +179,7 @@ fn trains_and_evaluates_on_the_fixture() {
         "--quiet",
         "--json",
     ];
-    let mut args = vec![
-        "fewshot",
-        "--channels",
-        "4",
-        "--ul-iters",
-        "2",
-        "--val-every",
-        "1",
-    ];
+    let mut args = argv("fewshot --channels 4 --ul-iters 2 --val-every 1");
     args.extend_from_slice(&common);
     let r = json(&bda(&args));
     assert_eq!(r["dataset"], fixture);
@@ -245,15 +191,7 @@ fn trains_and_evaluates_on_the_fixture() {
     let r = json(&bda(&args));
     assert_eq!(r["method"], "random");
     // Episode shapes the data cannot serve, and a missing folder: one line, exit 2.
-    let mut args = vec![
-        "fewshot",
-        "--channels",
-        "4",
-        "--ul-iters",
-        "1",
-        "--shots",
-        "6",
-    ];
+    let mut args = argv("fewshot --channels 4 --ul-iters 1 --shots 6");
     args.extend_from_slice(&common[..2]);
     one_line_error(&bda(&args), 2);
     one_line_error(&bda(&["fewshot", "--data-dir", "/nonexistent/omniglot"]), 2);

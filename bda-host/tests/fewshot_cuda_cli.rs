@@ -8,32 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use bda_testkit::cxx;
-use bda_testkit::report::{json, run};
+use bda_testkit::report::{argv, json, run};
 
-const TINY: &[&str] = &[
-    "fewshot",
-    "--synthetic",
-    "--channels",
-    "4",
-    "--ways",
-    "3",
-    "--shots",
-    "1",
-    "--queries",
-    "2",
-    "--meta-batch",
-    "2",
-    "--episodes",
-    "8",
-    "--val-every",
-    "2",
-    "--val-episodes",
-    "2",
-    "--threads",
-    "2",
-    "--quiet",
-    "--json",
-];
+const TINY: &str = "fewshot --synthetic --channels 4 --ways 3 --shots 1 --queries 2 --meta-batch 2 --episodes 8 --val-every 2 --val-episodes 2 --threads 2 --quiet --json";
 
 fn fake_libs() -> Option<PathBuf> {
     if !cfg!(target_os = "linux") {
@@ -74,7 +51,7 @@ fn train_eval_and_bench_run_on_the_cuda_path() {
     let ck_cuda = dir.path().join("cuda.ckpt");
     let ck_cpu = dir.path().join("cpu.ckpt");
     let train = |device: &str, ck: &PathBuf| {
-        let mut args = TINY.to_vec();
+        let mut args = argv(TINY);
         args.extend_from_slice(&[
             "--meta-steps",
             "4",
@@ -130,23 +107,9 @@ fn train_eval_and_bench_run_on_the_cuda_path() {
     // Bench reports the device and its timings.
     let out = json(&bda(
         Some(&fake),
-        &[
-            "fewshot",
-            "bench",
-            "--device",
-            "cuda",
-            "--ways",
-            "3",
-            "--queries",
-            "2",
-            "--meta-batch",
-            "2",
-            "--K",
-            "2",
-            "--steps",
-            "1",
-            "--json",
-        ],
+        &argv(
+            "fewshot bench --device cuda --ways 3 --queries 2 --meta-batch 2 --K 2 --steps 1 --json",
+        ),
     ));
     assert!(
         out["device"]

@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 
-use bda_testkit::report::{fixture, json as json_of, one_line_error};
+use bda_testkit::report::{argv, fixture, json as json_of, one_line_error};
 
 const BDA: &str = env!("CARGO_BIN_EXE_bda");
 
@@ -42,19 +42,9 @@ fn failure(out: &Output) -> (i32, String) {
 #[test]
 fn bda_reports_the_required_fields() {
     let v = json_of(&run(&["--method", "bda", "--json"]));
-    for key in [
-        "dataset",
-        "method",
-        "K",
-        "ul_iters",
-        "val_acc",
-        "test_acc",
-        "test_f1",
-        "clean_f1",
-        "seconds",
-        "s_per_ul_iter",
-        "seed",
-    ] {
+    for key in argv(
+        "dataset method K ul_iters val_acc test_acc test_f1 clean_f1 seconds s_per_ul_iter seed",
+    ) {
         assert!(v.get(key).is_some(), "missing {key} in {v}");
     }
     assert_eq!(v["method"], "bda");

@@ -55,16 +55,7 @@ fn write(dir: &Path, name: &str, v: &Value) {
     fs::write(dir.join(name), serde_json::to_string(v).unwrap()).unwrap();
 }
 
-/// The text elements of an SVG, trimmed.
-fn texts(svg: &str) -> Vec<String> {
-    svg.split("<text")
-        .skip(1)
-        .filter_map(|t| {
-            let body = &t[t.find('>')? + 1..];
-            Some(body[..body.find("</text>")?].trim().to_string())
-        })
-        .collect()
-}
+use bda_testkit::report::svg_texts as texts;
 
 #[test]
 fn overlays_two_reports_with_labels_and_integer_ticks() {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bda_testkit::report::{failure, fixture, json_lines, run, without_timings};
+use bda_testkit::report::{argv, failure, fixture, json_lines, run, without_timings};
 use serde_json::Value;
 
 fn bin() -> &'static Path {
@@ -37,18 +37,7 @@ fn toy_reports_replay() {
     let (file, want) = record(
         dir.path(),
         "toy.jsonl",
-        &[
-            "toy",
-            "--example",
-            "icml",
-            "--K",
-            "16",
-            "--ul-iters",
-            "40",
-            "--y0",
-            "2,2",
-            "--json",
-        ],
+        &argv("toy --example icml --K 16 --ul-iters 40 --y0 2,2 --json"),
     );
     assert_eq!(want.len(), 2, "one line per method");
     let config = &want[0]["config"];

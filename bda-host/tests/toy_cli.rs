@@ -1,16 +1,11 @@
 //! End-to-end tests of `bda toy`.
 
+use bda_testkit::report::argv;
 use serde_json::Value;
 
 /// `bda ARGS`: exit code, stdout, stderr.
 fn bda(args: &[&str]) -> (i32, String, String) {
-    let out = bda_testkit::report::run(std::path::Path::new(env!("CARGO_BIN_EXE_bda")), args, &[]);
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (
-        out.status.code().unwrap_or(-1),
-        text(&out.stdout),
-        text(&out.stderr),
-    )
+    bda_testkit::report::run_text(std::path::Path::new(env!("CARGO_BIN_EXE_bda")), args)
 }
 
 fn json_lines(stdout: &str) -> Vec<Value> {
@@ -36,19 +31,7 @@ fn icml_counter_example_through_the_cli() {
         assert_eq!(code, 0, "{err}");
         let runs = json_lines(&out);
         assert_eq!(runs.len(), 2);
-        for key in [
-            "example",
-            "method",
-            "K",
-            "ul_iters",
-            "x",
-            "y",
-            "upper",
-            "lower_gap",
-            "x_err",
-            "y_err",
-            "seconds",
-        ] {
+        for key in argv("example method K ul_iters x y upper lower_gap x_err y_err seconds") {
             assert!(runs[0].get(key).is_some(), "missing {key} in {}", runs[0]);
         }
         assert_eq!(runs[0]["method"], "bda");
@@ -61,16 +44,7 @@ fn icml_counter_example_through_the_cli() {
 
 #[test]
 fn remark4_gives_one_half() {
-    let (code, out, err) = bda(&[
-        "toy",
-        "--example",
-        "remark4",
-        "--eps",
-        "0.5",
-        "--method",
-        "rhg",
-        "--json",
-    ]);
+    let (code, out, err) = bda(&argv("toy --example remark4 --eps 0.5 --method rhg --json"));
     assert_eq!(code, 0, "{err}");
     let x = json_lines(&out)[0]["x"][0].as_f64().unwrap();
     assert!((x - 0.5).abs() < 1e-3, "x = {x}");
@@ -78,16 +52,7 @@ fn remark4_gives_one_half() {
 
 #[test]
 fn tpami_small_n_runs_and_bda_beats_rhg() {
-    let (code, out, err) = bda(&[
-        "toy",
-        "--example",
-        "tpami",
-        "--n",
-        "5",
-        "--json",
-        "--ul-iters",
-        "400",
-    ]);
+    let (code, out, err) = bda(&argv("toy --example tpami --n 5 --json --ul-iters 400"));
     assert_eq!(code, 0, "{err}");
     let runs = json_lines(&out);
     let (b, r) = (
@@ -110,32 +75,12 @@ fn same_seed_same_json() {
             })
             .collect()
     };
-    let args = [
-        "toy",
-        "--x0",
-        "random",
-        "--y0",
-        "random",
-        "--seed",
-        "7",
-        "--json",
-        "--ul-iters",
-        "20",
-    ];
+    let args = argv("toy --x0 random --y0 random --seed 7 --json --ul-iters 20");
     let (a, b) = (bda(&args), bda(&args));
     assert_eq!(strip(&a.1), strip(&b.1));
-    let (_, c, _) = bda(&[
-        "toy",
-        "--x0",
-        "random",
-        "--y0",
-        "random",
-        "--seed",
-        "8",
-        "--json",
-        "--ul-iters",
-        "20",
-    ]);
+    let (_, c, _) = bda(&argv(
+        "toy --x0 random --y0 random --seed 8 --json --ul-iters 20",
+    ));
     assert_ne!(strip(&a.1), strip(&c));
 }
 

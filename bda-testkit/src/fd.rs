@@ -133,3 +133,25 @@ pub fn check_method<B: F64Backend>(
     let err = fd_error(&gx, &fd);
     (gx, err)
 }
+
+/// [`check_method`] for each `(config, tolerance)`: the relative error must be below the
+/// tolerance (each is printed, for `--nocapture`).
+pub fn check_methods<B: F64Backend>(
+    make: impl Fn() -> B,
+    build: Build<B>,
+    cases: &[(MethodConfig<f64>, f64)],
+    x: &[f64],
+    y0: &[f64],
+    h: f64,
+    coords: usize,
+) {
+    for (cfg, tol) in cases {
+        let (_, err) = check_method(&make, build, cfg, x, y0, h, coords);
+        let name = cfg.method.name();
+        println!(
+            "{name} (K = {}): relative error {err:.1e} (tolerance {tol:.0e})",
+            cfg.steps
+        );
+        assert!(err < *tol, "{name}: relative error {err:e} ≥ {tol:e}");
+    }
+}

@@ -15,6 +15,12 @@ pub fn run(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("run the binary")
 }
 
+/// The words of `s`: command lines of literal flags written on one line
+/// (`argv("fewshot --ways 3")`); paths, which may hold spaces, are pushed separately.
+pub fn argv(s: &str) -> Vec<&str> {
+    s.split_whitespace().collect()
+}
+
 /// The repository's fixture folder `name` (`fixtures/NAME`).
 pub fn fixture(name: &str) -> String {
     format!("{}/../fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -37,6 +43,28 @@ pub fn one_line_error(out: &Output, code: i32) -> String {
     assert_eq!(err.lines().count(), 1, "not one line: {err}");
     assert!(!err.contains("panicked"), "{err}");
     err
+}
+
+/// `bin ARGS`: exit code, stdout and stderr as text.
+pub fn run_text(bin: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = run(bin, args, &[]);
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+/// The text elements of an SVG document, trimmed.
+pub fn svg_texts(svg: &str) -> Vec<String> {
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|t| {
+            let body = &t[t.find('>')? + 1..];
+            Some(body[..body.find("</text>")?].trim().to_string())
+        })
+        .collect()
 }
 
 /// The JSON values printed one per line by a successful run (panics with stderr otherwise).

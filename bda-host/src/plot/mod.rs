@@ -444,16 +444,7 @@ where
 mod tests {
     use super::*;
 
-    /// The text elements of an SVG, trimmed.
-    fn texts(svg: &str) -> Vec<String> {
-        svg.split("<text")
-            .skip(1)
-            .filter_map(|t| {
-                let body = &t[t.find('>')? + 1..];
-                Some(body[..body.find("</text>")?].trim().to_string())
-            })
-            .collect()
-    }
+    use bda_testkit::report::svg_texts as texts;
 
     #[test]
     fn steps_are_round() {
