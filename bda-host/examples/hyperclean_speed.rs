@@ -81,7 +81,7 @@ fn main() {
         ));
     };
     let kern = b.kernels();
-    let packed = Packed::ordered(&h.val_x, &h.val_labels, d).unwrap();
+    let packed = Packed::ordered(&h.val.x, &h.val.labels, d).unwrap();
     time("predict: logits only (1 prod)", 1.0, &mut || {
         std::hint::black_box(predict(kern, &packed, c, &yv));
     });

@@ -106,6 +106,38 @@ fn resume_continues_the_same_run() {
     assert_eq!(e["ul_iters"], 4);
     let acc = e["test_acc"].as_f64().unwrap();
     assert!((0.0..=100.0).contains(&acc), "accuracy in percent: {acc}");
+
+    // A version-1 checkpoint (old key names, accuracies as fractions) is read and converted.
+    let mut v1 = a.clone();
+    v1["version"] = 1.into();
+    let c = v1["config"].as_object_mut().unwrap();
+    for (new, old) in [("ll_lr", "lr"), ("ul_lr", "meta_lr")] {
+        let x = c.remove(new).unwrap();
+        c.insert(old.into(), x);
+    }
+    for row in v1["history"]["loss"].as_array_mut().unwrap() {
+        row[2] = (row[2].as_f64().unwrap() / 100.0).into();
+    }
+    let old = dir.path().join("v1.ckpt");
+    std::fs::write(&old, serde_json::to_vec(&v1).unwrap()).unwrap();
+    let e1 = json(&bda(&[
+        "fewshot",
+        "eval",
+        "--checkpoint",
+        &s(&old),
+        "--episodes",
+        "6",
+        "--synthetic",
+        "--quiet",
+        "--json",
+    ]));
+    assert_eq!(e1["test_acc"], e["test_acc"]);
+    let resumed_v1 = json(&train(&["--resume", &s(&old), "--ul-iters", "4", "--json"]));
+    let h = &resumed_v1["history"][0]["train_acc"];
+    assert!(
+        h.as_f64().unwrap() > 1.0 || a["history"]["loss"][0][2] == 0.0,
+        "{h}"
+    );
     let r = json(&bda(&argv(
         "fewshot eval --random-backbone --channels 4 --ways 3 --queries 2 --episodes 4 --synthetic --quiet --json",
     )));

@@ -28,10 +28,11 @@ fn tiny(n_train: usize, dim: usize, classes: usize, seed: u64) -> HostData {
 /// backend's all-zero blocks (skipped) and its reordering of the samples take part.
 fn with_background(mut h: HostData) -> HostData {
     for v in h
-        .train_x
+        .train
+        .x
         .iter_mut()
-        .chain(&mut h.val_x)
-        .chain(&mut h.test_x)
+        .chain(&mut h.val.x)
+        .chain(&mut h.test.x)
     {
         if *v < 0.5 {
             *v = 0.0;
@@ -55,7 +56,7 @@ fn every_method_matches_finite_differences_on_the_reference() {
     let h = tiny(14, 5, 3, 1);
     let p = problem(&h, 1e-2);
     let mut rng = ChaCha8Rng::seed_from_u64(2);
-    let x = randn(h.train_labels.len(), 1.0, &mut rng);
+    let x = randn(h.train.labels.len(), 1.0, &mut rng);
     let y0 = vec![0.0; p.y_len()];
     let make = || HypercleanReference::new(&p);
     let base = MethodConfig {
@@ -75,7 +76,7 @@ fn ihg_matches_finite_differences_at_a_converged_lower_level() {
     let h = HostData::synthetic(60, 30, 5, 2, 3, 0.9, 5);
     let p = problem(&h, 1e-2);
     let mut rng = ChaCha8Rng::seed_from_u64(6);
-    let x = randn(h.train_labels.len(), 0.5, &mut rng);
+    let x = randn(h.train.labels.len(), 0.5, &mut rng);
     let cfg = MethodConfig {
         cg_iters: 200,
         ..MethodConfig::new(Method::Ihg, 2500, 4.0)
@@ -140,7 +141,7 @@ fn check_primitives_cache(classes: usize, kern: Kernels, cache: bool, background
         eprintln!("AVX2+FMA not available: checking the portable kernels only");
     }
     let mut rng = ChaCha8Rng::seed_from_u64(12);
-    let n = h.train_labels.len();
+    let n = h.train.labels.len();
     let x = randn(n, 2.0, &mut rng);
     let y = randn(p.y_len(), 0.5, &mut rng);
     let v = randn(p.y_len(), 0.5, &mut rng);
@@ -250,7 +251,7 @@ fn fast_backend_is_deterministic_across_thread_counts() {
     let h = with_background(HostData::synthetic(700, 300, 5, 31, 10, 0.5, 21));
     let p = problem(&h, 1e-3);
     let mut rng = ChaCha8Rng::seed_from_u64(22);
-    let x = f32v(&randn(h.train_labels.len(), 2.0, &mut rng));
+    let x = f32v(&randn(h.train.labels.len(), 2.0, &mut rng));
     let y = f32v(&randn(p.y_len(), 0.5, &mut rng));
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new()

@@ -68,30 +68,12 @@ fn upgrade_v1(v: &mut serde_json::Value) {
             }
         }
     }
-    let pct = |x: &mut Value| {
-        if let Some(f) = x.as_f64() {
-            *x = Value::from(100.0 * f);
-        }
-    };
-    if let Some(h) = v.get_mut("history") {
-        for row in h
-            .get_mut("loss")
-            .and_then(Value::as_array_mut)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(a) = row.get_mut(2) {
-                pct(a);
-            }
-        }
-        for row in h
-            .get_mut("val")
-            .and_then(Value::as_array_mut)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(a) = row.get_mut(1) {
-                pct(a);
+    // Accuracy is column 2 of a loss row `(step, loss, acc)`, column 1 of `(step, acc)`.
+    for (key, col) in [("loss", 2), ("val", 1)] {
+        let rows = v["history"].get_mut(key).and_then(Value::as_array_mut);
+        for row in rows.into_iter().flatten() {
+            if let Some(a) = row.get_mut(col).filter(|a| a.is_number()) {
+                *a = Value::from(100.0 * a.as_f64().unwrap_or(0.0));
             }
         }
     }

@@ -5,11 +5,11 @@
 //! [`super::gpu`]); the training loop, Adam, reports and checkpoints are the same on every
 //! device.
 
-use bda_kernel::backend::{Backend, Hypergrad, MethodSpec};
+use bda_kernel::backend::{Hypergrad, MethodSpec};
 use bda_kernel::fewshot::FeatureHead;
 use rayon::prelude::*;
 
-use super::conv4::{Arch, Conv4, Float};
+use super::conv4::{Arch, Conv4, Float, Tape};
 
 /// One N-way K-shot task: images (`side²` floats each, row-major) and labels.
 #[derive(Clone, Debug, PartialEq)]
@@ -242,6 +242,26 @@ fn task_hypergradient<T: Float>(
     Ok((phi, 100.0 * head.accuracy(x, &y), gx))
 }
 
+/// One forward pass of the backbone over all tasks' images (one batch-norm batch), then
+/// `f(task, its features)` for every task in parallel. Returns the results, the pass's tape
+/// and each task's row offsets.
+fn per_task<T: Float, R: Send>(
+    net: &Conv4<'_, T>,
+    tasks: &[Task],
+    f: impl Fn(&Task, &Vec<T>) -> R + Sync,
+) -> (Vec<R>, Tape<T>, Vec<(usize, usize)>) {
+    let (imgs, n) = stack(tasks);
+    let (feats, tape) = net.forward(&to_t::<T>(&imgs), n);
+    let nf = net.arch.features();
+    let offs = offsets(tasks);
+    let results = tasks
+        .par_iter()
+        .zip(offs.par_iter())
+        .map(|(t, &o)| f(t, &task_features(&feats, nf, t, o)))
+        .collect();
+    (results, tape, offs)
+}
+
 /// The meta-gradient of the mean `φ_K` over `tasks` w.r.t. the backbone parameters.
 pub fn meta_gradient<T: Float>(
     arch: Arch,
@@ -251,15 +271,14 @@ pub fn meta_gradient<T: Float>(
 ) -> Result<MetaGrad<T>, MetaError> {
     let spec = head.spec_in::<T>()?;
     let net = Conv4 { arch, params };
-    let (imgs, n) = stack(tasks);
-    let (feats, tape) = net.forward(&to_t::<T>(&imgs), n);
     let nf = arch.features();
-    let offs = offsets(tasks);
-    let per_task: Vec<Result<(T, f64, Vec<T>), MetaError>> = tasks
-        .par_iter()
-        .zip(offs.par_iter())
-        .map(|(t, &o)| task_hypergradient(nf, t, &task_features(&feats, nf, t, o), spec, head.l2))
-        .collect();
+    let (per_task, tape, offs) = per_task(&net, tasks, |t, x| {
+        task_hypergradient(nf, t, x, spec, head.l2)
+    });
+    let n: usize = tasks
+        .iter()
+        .map(|t| t.support_labels.len() + t.query_labels.len())
+        .sum();
     let scale = T::one() / T::from_f64(tasks.len() as f64);
     let mut dfeats = vec![T::zero(); n * nf];
     let (mut loss, mut acc) = (0.0, 0.0);
@@ -301,22 +320,15 @@ pub fn evaluate_tasks(
 ) -> Result<Vec<f64>, MetaError> {
     let spec = head.spec_in::<f32>()?;
     let net = Conv4 { arch, params };
-    let (imgs, n) = stack(tasks);
-    let (feats, _) = net.forward(&imgs, n);
     let nf = arch.features();
-    let offs = offsets(tasks);
-    tasks
-        .par_iter()
-        .zip(offs.par_iter())
-        .map(|(t, &o)| {
-            let x = task_features(&feats, nf, t, o);
-            let mut h = head_of::<f32>(nf, t, head.l2);
-            let mut hg =
-                Hypergrad::unrolled(&mut h, spec).map_err(|e| MetaError::Config(e.to_string()))?;
-            let (y0, mut y) = (h.new_y().map_err(|e| match e {})?, vec![0.0; h.y_len()]);
-            hg.solve_lower(&mut h, &x, &y0, &mut y)
-                .map_err(|_| MetaError::NonFinite)?;
-            Ok(100.0 * h.accuracy(&x, &y))
-        })
-        .collect()
+    let (accs, _, _) = per_task(&net, tasks, |t, x| {
+        let mut h = head_of::<f32>(nf, t, head.l2);
+        let mut hg =
+            Hypergrad::unrolled(&mut h, spec).map_err(|e| MetaError::Config(e.to_string()))?;
+        let (y0, mut y) = (vec![0.0; h.y_len()], vec![0.0; h.y_len()]);
+        hg.solve_lower(&mut h, x, &y0, &mut y)
+            .map_err(|_| MetaError::NonFinite)?;
+        Ok(100.0 * h.accuracy(x, &y))
+    });
+    accs.into_iter().collect()
 }

@@ -6,29 +6,22 @@ use std::path::Path;
 use bda_kernel::hyperclean::HypercleanData;
 
 use crate::config::DataSource;
+use crate::data::Subset;
 use crate::error::CliError;
 
-/// The data of one run, on the host.
+/// The data of one run, on the host: the three sets of the protocol.
 #[derive(Clone, Debug)]
 pub struct HostData {
     /// What reports call the data: the dataset name, or the folder that was read.
     pub dataset: String,
-    /// Features per sample.
-    pub dim: usize,
     /// Classes.
     pub classes: usize,
-    /// Training features (noisy labels below).
-    pub train_x: Vec<f32>,
-    /// Training labels (after corruption).
-    pub train_labels: Vec<u8>,
-    /// Validation features.
-    pub val_x: Vec<f32>,
-    /// Validation labels.
-    pub val_labels: Vec<u8>,
-    /// Test features.
-    pub test_x: Vec<f32>,
-    /// Test labels.
-    pub test_labels: Vec<u8>,
+    /// Training set, its labels after corruption.
+    pub train: Subset,
+    /// Validation set (clean labels).
+    pub val: Subset,
+    /// Test set (clean labels).
+    pub test: Subset,
     /// Which training labels were corrupted.
     pub corrupted: Vec<bool>,
 }
@@ -37,19 +30,19 @@ impl HostData {
     /// The kernel's view.
     pub fn problem(&self, lambda: f32) -> HypercleanData<'_> {
         HypercleanData {
-            dim: self.dim,
+            dim: self.train.dim,
             classes: self.classes,
-            train_x: &self.train_x,
-            train_labels: &self.train_labels,
-            val_x: &self.val_x,
-            val_labels: &self.val_labels,
+            train_x: &self.train.x,
+            train_labels: &self.train.labels,
+            val_x: &self.val.x,
+            val_labels: &self.val.labels,
             lambda,
         }
     }
 
     /// `y` buffers' length, `(d + 1)·c`.
     pub fn y_len(&self) -> usize {
-        (self.dim + 1) * self.classes
+        (self.train.dim + 1) * self.classes
     }
 
     /// A random instance with pixel values `q/255` and `noise` of the training labels
@@ -69,37 +62,33 @@ impl HostData {
         let protos: Vec<f32> = (0..classes * dim).map(|_| rng.random::<f32>()).collect();
         let gen_set = |n: usize, rng: &mut rand_chacha::ChaCha8Rng| {
             let mut x = Vec::with_capacity(n * dim);
-            let mut l = Vec::with_capacity(n);
+            let mut labels = Vec::with_capacity(n);
             for _ in 0..n {
                 let k = rng.random_range(0..classes);
-                l.push(k as u8);
+                labels.push(k as u8);
                 for j in 0..dim {
                     let v = 0.6 * protos[k * dim + j] + 0.4 * rng.random::<f32>();
                     x.push((v * 255.0).round().clamp(0.0, 255.0) / 255.0);
                 }
             }
-            (x, l)
+            Subset { n, dim, x, labels }
         };
-        let (train_x, mut train_labels) = gen_set(n_train, &mut rng);
-        let (val_x, val_labels) = gen_set(n_val, &mut rng);
-        let (test_x, test_labels) = gen_set(n_test, &mut rng);
+        let mut train = gen_set(n_train, &mut rng);
+        let val = gen_set(n_val, &mut rng);
+        let test = gen_set(n_test, &mut rng);
         let n_bad = (noise * n_train as f64).round() as usize;
         let mut corrupted = vec![false; n_train];
         for i in 0..n_bad.min(n_train) {
             corrupted[i] = true;
             let r = rng.random_range(1..classes);
-            train_labels[i] = ((train_labels[i] as usize + r) % classes) as u8;
+            train.labels[i] = ((train.labels[i] as usize + r) % classes) as u8;
         }
         HostData {
             dataset: "synthetic".into(),
-            dim,
             classes,
-            train_x,
-            train_labels,
-            val_x,
-            val_labels,
-            test_x,
-            test_labels,
+            train,
+            val,
+            test,
             corrupted,
         }
     }
@@ -119,14 +108,10 @@ impl HostData {
             .map_err(|e| e.to_string())?;
         Ok(HostData {
             dataset: name.to_string(),
-            dim: split.train.dim,
             classes: 10,
-            train_x: split.train.x,
-            train_labels: split.train.labels,
-            val_x: split.val.x,
-            val_labels: split.val.labels,
-            test_x: split.test.x,
-            test_labels: split.test.labels,
+            train: split.train,
+            val: split.val,
+            test: split.test,
             corrupted: split.corrupted,
         })
     }

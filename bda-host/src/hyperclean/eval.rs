@@ -25,8 +25,8 @@ impl Evaluator {
         Ok(Evaluator {
             kern: Kernels::detect(data.classes),
             classes: data.classes,
-            val: Packed::new(&data.val_x, &data.val_labels, data.dim)?,
-            test: Packed::new(&data.test_x, &data.test_labels, data.dim)?,
+            val: Packed::new(&data.val.x, &data.val.labels, data.val.dim)?,
+            test: Packed::new(&data.test.x, &data.test.labels, data.test.dim)?,
             corrupted: data.corrupted.clone(),
             bar: None,
         })

@@ -129,7 +129,7 @@ where
             .iter()
             .map(|&c| if c { -1e4 } else { 1e4 })
             .collect(),
-        _ => vec![0.0; data.train_labels.len()],
+        _ => vec![0.0; data.train.labels.len()],
     };
     let trained = driver::train(backend, cfg, &x0, data.y_len(), &mut eval)
         .map_err(|e| CliError::run(e.to_string()))?;
@@ -155,17 +155,17 @@ where
         ul_iters: iters,
         ul_lr: cfg.ul_lr,
         optimizer: format!("{:?}", cfg.optimizer).to_lowercase(),
-        n_train: data.train_labels.len(),
-        n_val: data.val_labels.len(),
-        n_test: data.test_labels.len(),
+        n_train: data.train.labels.len(),
+        n_val: data.val.labels.len(),
+        n_test: data.test.labels.len(),
         noise: data.corrupted.iter().filter(|&&c| c).count() as f64
             / data.corrupted.len().max(1) as f64,
         ul_loss: trained.ul_loss,
-        val_acc: pct(metrics::accuracy(&val_pred, &data.val_labels)),
-        test_acc: pct(metrics::accuracy(&test_pred, &data.test_labels)),
+        val_acc: pct(metrics::accuracy(&val_pred, &data.val.labels)),
+        test_acc: pct(metrics::accuracy(&test_pred, &data.test.labels)),
         test_f1: pct(metrics::macro_f1(
             &test_pred,
-            &data.test_labels,
+            &data.test.labels,
             data.classes,
         )),
         clean_f1: pct(metrics::clean_f1(&trained.x, &data.corrupted)),
