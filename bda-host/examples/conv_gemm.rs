@@ -14,6 +14,8 @@
 
 use std::time::Instant;
 
+use bda_host::linalg;
+
 use bda_host::fewshot::conv4::{Arch, CHUNK};
 use rayon::prelude::*;
 
@@ -40,25 +42,8 @@ fn gemm(
 ) {
     assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
     match lib {
-        // SAFETY: the operands have the extents asserted above; `c` does not alias.
-        Lib::MatrixMultiply => unsafe {
-            matrixmultiply::sgemm(
-                m,
-                k,
-                n,
-                1.0,
-                a.as_ptr(),
-                rsa as isize,
-                csa as isize,
-                b.as_ptr(),
-                rsb as isize,
-                csb as isize,
-                0.0,
-                c.as_mut_ptr(),
-                n as isize,
-                1,
-            )
-        },
+        // What the backbone runs (`bda_host::linalg::gemm`).
+        Lib::MatrixMultiply => linalg::gemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, n, 1),
         // SAFETY: as above. gemm computes dst = alpha·dst + beta·lhs·rhs.
         Lib::Gemm => unsafe {
             gemm::gemm(

@@ -12,6 +12,7 @@
 //! | [`data`] | MNIST-format IDX reading and the hyper-cleaning split |
 //! | [`config`] | what reports record about a run, and `--config FILE` |
 //! | [`optim`] | Adam (PyTorch's update) and gradient descent |
+//! | [`linalg`] | a safe strided GEMM over matrixmultiply |
 //! | [`device`], [`threads`], [`progress`], [`error`] | `--device`, `--threads`, progress bars, one-line errors |
 pub mod config;
 pub mod data;
@@ -20,6 +21,7 @@ pub mod device;
 pub mod error;
 pub mod fewshot;
 pub mod hyperclean;
+pub mod linalg;
 pub mod optim;
 pub mod plot;
 pub mod progress;

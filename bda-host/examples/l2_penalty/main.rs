@@ -16,7 +16,7 @@
 //! The backend implements the four capabilities ([`LowerStep`], [`UpperGradient`],
 //! [`StepAdjoint`], [`LowerHessian`]) and nothing else; the five methods, their buffers and the
 //! K-step loops are the engine's ([`Hypergrad`]); the upper-level loop is the ten lines of
-//! `run`. Products are `f64` GEMMs (matrixmultiply). For a set with features `X`, logits
+//! `run`. Products are `f64` GEMMs (`bda_host::linalg::gemm`). For a set with features `X`, logits
 //! `Z = XW + 1bᵀ`, `P = softmax(Z)`: `∇_W CE = Xᵀ(P − E)/n`; in a direction `(V, v)`, with
 //! `T = XV + 1vᵀ` and `R = P⊙T − P·rowsum(P⊙T)`, the Hessian product is `(XᵀR/n, Σ_i R_i/n)`;
 //! `∂_{x_j}⟨∇_y f, a⟩ = e^{x_j}⟨W_j, A_j⟩` and `∂_{x_j} f = ½e^{x_j}‖W_j‖²`.
@@ -24,6 +24,7 @@
 use std::convert::Infallible;
 
 use bda_host::data::{Subset, hyperclean_split, load_mnist_dir};
+use bda_host::linalg::gemm;
 use bda_host::optim::Adam;
 use bda_kernel::Method;
 use bda_kernel::backend::{
@@ -70,13 +71,7 @@ impl L2Penalty {
     fn affine(&self, s: &Set, a: &[f64]) -> Vec<f64> {
         let (n, d, c) = (s.labels.len(), self.d, self.c);
         let mut out: Vec<f64> = (0..n).flat_map(|_| a[d * c..].iter().copied()).collect();
-        // SAFETY: X is n×d, A_W d×c, out n×c, all row-major and of those lengths.
-        unsafe {
-            let (x, w, o) = (s.x.as_ptr(), a.as_ptr(), out.as_mut_ptr());
-            matrixmultiply::dgemm(
-                n, d, c, 1.0, x, d as isize, 1, w, c as isize, 1, 1.0, o, c as isize, 1,
-            );
-        }
+        gemm(n, d, c, 1.0, &s.x, d, 1, a, c, 1, 1.0, &mut out, c, 1);
         out
     }
 
@@ -84,13 +79,8 @@ impl L2Penalty {
     fn scatter(&self, s: &Set, r: &[f64], scale: f64, g: &mut [f64]) {
         let (n, d, c) = (s.labels.len(), self.d, self.c);
         let k = scale / n as f64;
-        // SAFETY: Xᵀ is d×n (X row-major n×d), R n×c, g_W d×c, all of those lengths.
-        unsafe {
-            let (x, rp, gp) = (s.x.as_ptr(), r.as_ptr(), g.as_mut_ptr());
-            matrixmultiply::dgemm(
-                d, n, c, k, x, 1, d as isize, rp, c as isize, 1, 1.0, gp, c as isize, 1,
-            );
-        }
+        // Xᵀ is X's storage read with swapped strides.
+        gemm(d, n, c, k, &s.x, 1, d, r, c, 1, 1.0, g, c, 1);
         for row in r.chunks_exact(c) {
             g[d * c..]
                 .iter_mut()

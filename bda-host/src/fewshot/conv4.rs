@@ -3,8 +3,8 @@
 //! (`fewshot_torch.py`). With 28×28 inputs the maps are 28 → 14 → 7 → 4 → 2, so the
 //! backbone gives `64·2·2 = 256` features per image.
 //!
-//! Convolutions are im2col + GEMM ([`matrixmultiply`], the GEMM nalgebra uses, with run-time
-//! AVX/FMA kernels). Batch norm uses the statistics of the whole forward batch (training
+//! Convolutions are im2col + GEMM ([`gemm`]: `matrixmultiply`, the GEMM nalgebra uses, with
+//! run-time AVX/FMA kernels). Batch norm uses the statistics of the whole forward batch (training
 //! mode, also at evaluation: transductive, as MAML-style code does). The convolutions have
 //! no bias: batch norm subtracts the per-channel mean right after, so a bias has no effect
 //! and a zero gradient (PyTorch's `Conv2d` keeps one; its gradient is zero there too).
@@ -16,8 +16,6 @@
 
 use rayon::prelude::*;
 
-use bda_kernel::Real;
-
 /// Images per chunk (one GEMM per chunk and layer). Fixed, so that reductions have the
 /// same order whatever the number of threads.
 pub const CHUNK: usize = 8;
@@ -25,83 +23,7 @@ pub const CHUNK: usize = 8;
 /// Batch norm's ε (PyTorch's default).
 pub const BN_EPS: f64 = 1e-5;
 
-/// A float type with a GEMM: `f32` (training) and `f64` (gradient checks).
-pub trait Float: Real + Send + Sync + Default + core::fmt::Debug + 'static {
-    /// `C ← A·B + beta·C` with `A` m×k, `B` k×n, `C` m×n given by row and column strides.
-    #[allow(clippy::too_many_arguments)]
-    fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: &[Self],
-        rsa: usize,
-        csa: usize,
-        b: &[Self],
-        rsb: usize,
-        csb: usize,
-        beta: Self,
-        c: &mut [Self],
-        rsc: usize,
-        csc: usize,
-    );
-}
-
-fn check_extent(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) {
-    if rows > 0 && cols > 0 {
-        assert!(
-            (rows - 1) * rs + (cols - 1) * cs < len,
-            "gemm operand out of bounds"
-        );
-    }
-}
-
-macro_rules! float_impl {
-    ($t:ty, $f:path) => {
-        impl Float for $t {
-            fn gemm(
-                m: usize,
-                k: usize,
-                n: usize,
-                a: &[Self],
-                rsa: usize,
-                csa: usize,
-                b: &[Self],
-                rsb: usize,
-                csb: usize,
-                beta: Self,
-                c: &mut [Self],
-                rsc: usize,
-                csc: usize,
-            ) {
-                check_extent(a.len(), m, k, rsa, csa);
-                check_extent(b.len(), k, n, rsb, csb);
-                check_extent(c.len(), m, n, rsc, csc);
-                // SAFETY: the three operands were checked to lie inside their slices, and
-                // `c` is borrowed mutably, so it does not alias `a` or `b`.
-                unsafe {
-                    $f(
-                        m,
-                        k,
-                        n,
-                        1.0,
-                        a.as_ptr(),
-                        rsa as isize,
-                        csa as isize,
-                        b.as_ptr(),
-                        rsb as isize,
-                        csb as isize,
-                        beta,
-                        c.as_mut_ptr(),
-                        rsc as isize,
-                        csc as isize,
-                    )
-                }
-            }
-        }
-    };
-}
-float_impl!(f32, matrixmultiply::sgemm);
-float_impl!(f64, matrixmultiply::dgemm);
+pub use crate::linalg::{Float, gemm};
 
 /// Shape of a conv4-style backbone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -384,10 +306,11 @@ impl<T: Float> Conv4<'_, T> {
                     cols.resize(c_in * 9 * len * hw, T::zero());
                     im2col(xc, c_in, len, s, cols);
                     let m = len * hw;
-                    T::gemm(
+                    gemm(
                         ch,
                         c_in * 9,
                         m,
+                        T::one(),
                         w,
                         c_in * 9,
                         1,
@@ -617,10 +540,40 @@ impl<T: Float> Conv4<'_, T> {
                         im2col(xs[j], c_in, len, s, cols);
                         let mut gw = vec![T::zero(); ch * kk];
                         // gw[c][r] = Σ_p dz[c][p] cols[r][p]
-                        T::gemm(ch, m, kk, dy, m, 1, cols, 1, m, T::zero(), &mut gw, kk, 1);
+                        gemm(
+                            ch,
+                            m,
+                            kk,
+                            T::one(),
+                            dy,
+                            m,
+                            1,
+                            cols,
+                            1,
+                            m,
+                            T::zero(),
+                            &mut gw,
+                            kk,
+                            1,
+                        );
                         if let Some(dinc) = dinc {
                             // dcols[r][p] = Σ_c w[c][r] dz[c][p]
-                            T::gemm(kk, ch, m, w, 1, kk, dy, m, 1, T::zero(), cols, m, 1);
+                            gemm(
+                                kk,
+                                ch,
+                                m,
+                                T::one(),
+                                w,
+                                1,
+                                kk,
+                                dy,
+                                m,
+                                1,
+                                T::zero(),
+                                cols,
+                                m,
+                                1,
+                            );
                             col2im(cols, c_in, len, s, dinc);
                         }
                         gw

@@ -78,10 +78,10 @@ impl HostData {
         let test = gen_set(n_test, &mut rng);
         let n_bad = (noise * n_train as f64).round() as usize;
         let mut corrupted = vec![false; n_train];
-        for i in 0..n_bad.min(n_train) {
-            corrupted[i] = true;
+        for (bad, label) in corrupted.iter_mut().zip(&mut train.labels).take(n_bad) {
+            *bad = true;
             let r = rng.random_range(1..classes);
-            train.labels[i] = ((train.labels[i] as usize + r) % classes) as u8;
+            *label = ((*label as usize + r) % classes) as u8;
         }
         HostData {
             dataset: "synthetic".into(),
