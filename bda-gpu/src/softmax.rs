@@ -825,17 +825,22 @@ mod tests {
     fn new_without_cuda_is_an_error_not_a_panic() {
         let (tx, vx) = ([0.0; 6], [0.0; 3]);
         let d = data(&tx, &[0, 1], &vx, &[1]);
-        match HypercleanGpu::new(0, &d) {
-            Ok(gpu) => eprintln!("CUDA present: {}", gpu.info()),
-            Err(e) => assert!(!e.to_string().contains('\n')),
-        }
-        // Bad data are reported before any device is touched.
+        let dev = match GpuDevice::open(0) {
+            Ok(dev) => dev,
+            Err(e) => {
+                assert!(!e.to_string().contains('\n'));
+                return;
+            }
+        };
+        let gpu = HypercleanGpu::new(&dev, &d).unwrap();
+        eprintln!("CUDA present: {}", gpu.info());
+        // Bad data are reported before anything is uploaded.
         let bad = HypercleanData {
             val_labels: &[5],
             ..d
         };
         assert_eq!(
-            HypercleanGpu::new(0, &bad).unwrap_err(),
+            HypercleanGpu::new(&dev, &bad).unwrap_err(),
             GpuError::Data("a label is not below the number of classes")
         );
     }
