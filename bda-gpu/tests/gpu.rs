@@ -33,7 +33,7 @@ fn open(p: &Problem) -> Option<HypercleanGpu> {
             return None;
         }
     };
-    let mut gpu = HypercleanGpu::new(&dev, &p.data()).expect("upload the instance");
+    let gpu = HypercleanGpu::new(&dev, &p.data()).expect("upload the instance");
     gpu.warm_up().expect("compile and load the kernels");
     println!("{}", gpu.info());
     Some(gpu)
@@ -387,6 +387,40 @@ fn wrong_shapes_are_errors() {
     assert!(matches!(err, GpuError::Shape { .. }), "{err}");
     let mut small = vec![0.0f32; 2];
     assert!(g.download_y(&y, &mut small).is_err());
+    // Inconsistent data are an error, before anything is uploaded.
+    let mut bad = problem();
+    bad.val_labels[0] = 7;
+    assert_eq!(
+        HypercleanGpu::new(g.device(), &bad.data()).unwrap_err(),
+        GpuError::Data("a label is not below the number of classes")
+    );
+}
+
+/// Two backends built on one device share its stream, modules and cuBLAS handle: their
+/// interleaved work gives what each gives alone.
+#[test]
+fn backends_share_one_device() {
+    let p = problem();
+    let Some(mut g) = open(&p) else { return };
+    let q = Problem::random(7, 12, 3, 40, 30, 0.05);
+    let mut h = HypercleanGpu::new(g.device(), &q.data()).expect("a second backend");
+    let (mut cpu_p, mut cpu_q) = (
+        HypercleanReference::new(&p.data()),
+        HypercleanReference::new(&q.data()),
+    );
+    let (ip, iq) = (inputs(&p, 8), inputs(&q, 9));
+    let (xp, yp) = (up_x(&mut g, &ip.x), up_y(&mut g, &ip.y));
+    let (xq, yq) = (up_x(&mut h, &iq.x), up_y(&mut h, &iq.y));
+    let (mut op, mut oq) = (g.new_y().unwrap(), h.new_y().unwrap());
+    g.lower_step(&xp, &yp, 0.3, 0.7, &mut op).unwrap();
+    h.lower_step(&xq, &yq, 0.3, 0.7, &mut oq).unwrap();
+    let (mut wp, mut wq) = (vec![0.0; p.y_len()], vec![0.0; q.y_len()]);
+    cpu_p.lower_step(&ip.x, &ip.y, 0.3, 0.7, &mut wp).unwrap();
+    cpu_q.lower_step(&iq.x, &iq.y, 0.3, 0.7, &mut wq).unwrap();
+    let got_q = down_y(&mut h, &oq);
+    drop(h); // the device stays open for the first backend
+    agree("first backend's step", &down_y(&mut g, &op), &wp, TOL);
+    agree("second backend's step", &got_q, &wq, TOL);
 }
 
 /// This file's tests once more on the CPU stand-ins of the CUDA libraries (see the module docs).
