@@ -7,7 +7,7 @@
 //! # Layout and products
 //!
 //! Maps of the `n` images of a batch are channel-major over the whole batch (`[c][i·hw + p]`),
-//! so a convolution is `Z = W·cols` (cuBLAS, row-major through [`gemm`]) over the im2col matrix
+//! so a convolution is `Z = W·cols` (cuBLAS, row-major through [`GpuDevice::gemm`]) over the im2col matrix
 //! of a chunk of images; the weight gradient is `Σ_chunks dZ·colsᵀ` and the input gradient
 //! `col2im(Wᵀ·dZ)`. Chunks keep the im2col matrix under a budget of floats
 //! ([`Conv4Gpu::set_col_budget`]); with the default budget a 5-way 1-shot meta-batch of 16
@@ -21,7 +21,7 @@ use cudarc::driver::{CudaSlice, PushKernelArg};
 
 use crate::gemm::RowMajor;
 use crate::kernels::Kernel;
-use crate::launch::{check, i32_of, per_channel, spread};
+use crate::launch::{check, i32_of, per_channel, push, spread};
 use crate::shape::Conv4Shape;
 use crate::{GpuDevice, GpuError};
 
@@ -101,26 +101,21 @@ fn launch_chunk(
         });
     }
     let f = dev.kernel(k)?;
-    let [c32, n32, s32, i032, len32] = [c_in, n, s, i0, len].map(i32_of);
+    let ints = [c_in, n, s, i0, len].map(i32_of);
     let mut lb = dev.stream().launch_builder(&f);
-    lb.arg(src)
-        .arg(&c32)
-        .arg(&n32)
-        .arg(&s32)
-        .arg(&i032)
-        .arg(&len32)
-        .arg(dst);
+    lb.arg(src);
+    push(&mut lb, &ints);
+    lb.arg(dst);
     // SAFETY: matches `im2col` and `col2im`; the matrix holds c_in·9·len·s² floats, the
     // maps c_in·n·s², and the chunk lies inside the batch (all checked above).
     unsafe { lb.launch(spread(threads)) }?;
     Ok(())
 }
 
-/// The chunks `(first image, images)` of a batch of `n` images, `per` at a time (`per ≥ 1`).
+/// The chunks `(first image, images)` of a batch of `n` images, `per` (at least 1) at a time.
 fn chunks(n: usize, per: usize) -> impl Iterator<Item = (usize, usize)> {
-    (0..n)
-        .step_by(per.max(1))
-        .map(move |i0| (i0, per.min(n - i0)))
+    let per = per.max(1);
+    (0..n).step_by(per).map(move |i0| (i0, per.min(n - i0)))
 }
 
 /// What the backward pass needs from one block's forward pass.

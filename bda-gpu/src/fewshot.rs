@@ -228,6 +228,8 @@ impl FewshotGpu {
         images: &[f32],
         n: usize,
     ) -> Result<Vec<f32>, GpuError> {
+        // Bounds n·features (and every size below) before anything is allocated.
+        self.shape().validate(n)?;
         let nf = self.shape().features();
         self.conv.upload_params(params)?;
         let mut feats = self.dev.stream().alloc_zeros(n * nf)?;
@@ -248,6 +250,7 @@ impl FewshotGpu {
         dfeats: &[f32],
         grad: &mut [f32],
     ) -> Result<(), GpuError> {
+        self.shape().validate(n)?;
         let nf = self.shape().features();
         check("feature gradient", dfeats.len(), n * nf)?;
         self.conv.upload_params(params)?;
