@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use bda_gpu::{GpuError, SoftmaxGpu, probe};
+use bda_gpu::{GpuDevice, GpuError, HypercleanGpu};
 use bda_kernel::backend::{Backend, LowerStep, StepAdjoint};
 use bda_kernel::hyperclean::HypercleanData;
 
@@ -15,10 +15,15 @@ fn main() -> Result<(), GpuError> {
     let mut args = std::env::args().skip(1);
     let ordinal: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(0);
     let steps: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(400);
-    if let Err(e) = probe(ordinal) {
-        println!("skipped: {e}");
-        return Ok(());
-    }
+    let t = Instant::now();
+    let dev = match GpuDevice::open(ordinal) {
+        Ok(dev) => dev,
+        Err(e) => {
+            println!("skipped: {e}");
+            return Ok(());
+        }
+    };
+    let open_ms = t.elapsed().as_secs_f64() * 1e3;
     let (n_tr, n_val, d, c) = (5000usize, 5000usize, 784usize, 10usize);
     let mut s = 0x2545_F491_4F6C_DD1Du64;
     let mut next = move || {
@@ -46,9 +51,9 @@ fn main() -> Result<(), GpuError> {
     };
 
     let t = Instant::now();
-    let mut gpu = SoftmaxGpu::new(ordinal, &data)?;
+    let mut gpu = HypercleanGpu::new(&dev, &data)?;
     println!(
-        "{} — open + upload {:.1} ms",
+        "{} — open {open_ms:.1} ms, upload {:.1} ms",
         gpu.info(),
         t.elapsed().as_secs_f64() * 1e3
     );

@@ -38,6 +38,32 @@ __device__ __forceinline__ void bda_softmax_stats(const float* z, int c, float* 
     *s_out = s;
 }
 
+// Weighted gradient of the cross-entropy w.r.t. logits z[0..c) with statistics (m, s) from
+// bda_softmax_stats and label v: g[k] = w·(p_k − [k = v]), p = softmax(z).
+__device__ __forceinline__ void bda_xent_grad(const float* z, int c, float m, float s, int v, float w, float* g) {
+    const float inv_s = 1.0f / s;
+    for (int k = 0; k < c; ++k) {
+        const float p = expf(z[k] - m) * inv_s;
+        g[k] = w * (p - (k == v ? 1.0f : 0.0f));
+    }
+}
+
+// Weighted softmax Jacobian applied to tangent logits t[0..c) at logits z with statistics
+// (m, s): h[k] = w·p_k (t_k − ⟨p, t⟩), i.e. w·(diag p − ppᵀ)·t. Returns ⟨p, t⟩.
+__device__ __forceinline__ float bda_softmax_jvp(const float* z, const float* t, int c, float m, float s, float w,
+                                                 float* h) {
+    const float inv_s = 1.0f / s;
+    float pt = 0.0f;
+    for (int k = 0; k < c; ++k) {
+        pt += expf(z[k] - m) * inv_s * t[k];
+    }
+    for (int k = 0; k < c; ++k) {
+        const float p = expf(z[k] - m) * inv_s;
+        h[k] = w * p * (t[k] - pt);
+    }
+    return pt;
+}
+
 // Sum of v over the block, valid in thread 0 only. blockDim.x must be a multiple of 32 and at
 // most 1024. Contains __syncthreads(): every thread of the block must call it.
 __device__ __forceinline__ double bda_block_sum(double v) {

@@ -200,17 +200,22 @@ extern "C" __global__ void bn_dz(
     }
 }
 
-// Channel-major maps [c][i·hw + p] → row-major features [i][c·hw + p] (PyTorch's flatten).
+// Index in row-major features [i][c·hw + p] of entry idx = c·n·hw + i·hw + p of
+// channel-major maps [c][i·hw + p] (PyTorch's flatten order).
+__device__ __forceinline__ long long row_index(long long idx, int ch, int n, int hw) {
+    const long long ci = idx / hw;
+    const int p = (int)(idx - ci * hw);
+    const int c = (int)(ci / n);
+    const long long i = ci - (long long)c * n;
+    return (i * ch + c) * hw + p;
+}
+
+// Channel-major maps [c][i·hw + p] → row-major features [i][c·hw + p].
 extern "C" __global__ void maps_to_rows(
     const float* __restrict__ maps, int ch, int n, int hw, float* __restrict__ rows)
 {
-    const long long total = (long long)ch * n * hw;
-    BDA_FOR_EACH(idx, total) {
-        const long long ci = idx / hw;
-        const int p = (int)(idx - ci * hw);
-        const int c = (int)(ci / n);
-        const long long i = ci - (long long)c * n;
-        rows[(i * ch + c) * hw + p] = maps[idx];
+    BDA_FOR_EACH(idx, (long long)ch * n * hw) {
+        rows[row_index(idx, ch, n, hw)] = maps[idx];
     }
 }
 
@@ -218,12 +223,7 @@ extern "C" __global__ void maps_to_rows(
 extern "C" __global__ void rows_to_maps(
     const float* __restrict__ rows, int ch, int n, int hw, float* __restrict__ maps)
 {
-    const long long total = (long long)ch * n * hw;
-    BDA_FOR_EACH(idx, total) {
-        const long long ci = idx / hw;
-        const int p = (int)(idx - ci * hw);
-        const int c = (int)(ci / n);
-        const long long i = ci - (long long)c * n;
-        maps[idx] = rows[(i * ch + c) * hw + p];
+    BDA_FOR_EACH(idx, (long long)ch * n * hw) {
+        maps[idx] = rows[row_index(idx, ch, n, hw)];
     }
 }

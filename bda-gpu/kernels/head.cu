@@ -17,6 +17,19 @@ __device__ __forceinline__ int head_task(long long r, int m, int ns, int nq, boo
     return *query ? (int)((r - n_sup) / nq) : (int)(r / ns);
 }
 
+// Weight ω of row r: w_s/ns on support rows, w_q/nq on query rows.
+__device__ __forceinline__ float head_weight(long long r, int m, int ns, int nq, float w_s, float w_q) {
+    bool query;
+    head_task(r, m, ns, nq, &query);
+    return query ? w_q / (float)nq : w_s / (float)ns;
+}
+
+// Offset in a y buffer of the head of row r's task.
+__device__ __forceinline__ long long head_offset(long long r, int d, int nw, int m, int ns, int nq) {
+    bool query;
+    return (long long)head_task(r, m, ns, nq, &query) * (d + 1) * nw;
+}
+
 // z[r·ldz + col + k] = b_t[k] + Σ_j x[r][j]·Y_t[j][k] for rows r ∈ [r0, r1) (j in order, as
 // the CPU head), one thread per (row, class).
 extern "C" __global__ void head_logits(
@@ -27,9 +40,7 @@ extern "C" __global__ void head_logits(
     BDA_FOR_EACH(idx, total) {
         const long long r = r0 + idx / nw;
         const int k = (int)(idx % nw);
-        bool query;
-        const int t = head_task(r, m, ns, nq, &query);
-        const float* yt = y + (long long)t * (d + 1) * nw;
+        const float* yt = y + head_offset(r, d, nw, m, ns, nq);
         const float* xr = x + r * d;
         float acc = yt[(long long)d * nw + k];
         for (int j = 0; j < d; ++j) {
@@ -49,9 +60,7 @@ extern "C" __global__ void head_xent_rows(
 {
     BDA_FOR_EACH(idx, (long long)(r1 - r0)) {
         const long long r = r0 + idx;
-        bool query;
-        head_task(r, m, ns, nq, &query);
-        const float w = query ? w_q / (float)nq : w_s / (float)ns;
+        const float w = head_weight(r, m, ns, nq, w_s, w_q);
         const float* zr = z + r * ldz;
         float mx, s;
         bda_softmax_stats(zr, nw, &mx, &s);
@@ -62,12 +71,7 @@ extern "C" __global__ void head_xent_rows(
             if (zr[k] > zr[best]) best = k;
         }
         hit[r] = best == v ? 1.0f : 0.0f;
-        const float inv_s = 1.0f / s;
-        float* gr = g + r * nw;
-        for (int k = 0; k < nw; ++k) {
-            const float p = expf(zr[k] - mx) * inv_s;
-            gr[k] = w * (p - (k == v ? 1.0f : 0.0f));
-        }
+        bda_xent_grad(zr, nw, mx, s, v, w, g + r * nw);
     }
 }
 
@@ -80,26 +84,12 @@ extern "C" __global__ void head_hvp_rows(
 {
     BDA_FOR_EACH(idx, (long long)(r1 - r0)) {
         const long long r = r0 + idx;
-        bool query;
-        head_task(r, m, ns, nq, &query);
-        const float w = query ? w_q / (float)nq : w_s / (float)ns;
+        const float w = head_weight(r, m, ns, nq, w_s, w_q);
         const float* zr = zu + r * 2 * nw;
-        const float* ur = zr + nw;
         float mx, s;
         bda_softmax_stats(zr, nw, &mx, &s);
-        const float inv_s = 1.0f / s;
-        float pu = 0.0f;
-        for (int k = 0; k < nw; ++k) {
-            pu += expf(zr[k] - mx) * inv_s * ur[k];
-        }
-        const int v = labels[r];
-        float* gr = g + r * nw;
-        float* hr = h + r * nw;
-        for (int k = 0; k < nw; ++k) {
-            const float p = expf(zr[k] - mx) * inv_s;
-            hr[k] = w * p * (ur[k] - pu);
-            gr[k] = w * (p - (k == v ? 1.0f : 0.0f));
-        }
+        bda_softmax_jvp(zr, zr + nw, nw, mx, s, w, h + r * nw);
+        bda_xent_grad(zr, nw, mx, s, labels[r], w, g + r * nw);
     }
 }
 
@@ -143,9 +133,7 @@ extern "C" __global__ void head_dx(
     BDA_FOR_EACH(idx, total) {
         const long long r = r0 + idx / d;
         const int j = (int)(idx % d);
-        bool query;
-        const int t = head_task(r, m, ns, nq, &query);
-        const long long yoff = (long long)t * (d + 1) * nw + (long long)j * nw;
+        const long long yoff = head_offset(r, d, nw, m, ns, nq) + (long long)j * nw;
         float acc = 0.0f;
         for (int k = 0; k < nw; ++k) {
             acc += g[r * nw + k] * y1[yoff + k];

@@ -33,12 +33,7 @@ extern "C" __global__ void xent_grad_rows(
     const int v = labels[i];
     ce[i] = m + logf(s) - zi[v];
     const float w = bda_row_weight(i, n_tr, x, a_tr, a_val);
-    const float inv_s = 1.0f / s;
-    float* gi = g + (long long)i * c;
-    for (int k = 0; k < c; ++k) {
-        const float p = expf(zi[k] - m) * inv_s;
-        gi[k] = w * (p - (k == v ? 1.0f : 0.0f));
-    }
+    bda_xent_grad(zi, c, m, s, v, w, g + (long long)i * c);
 }
 
 // ∂f/∂x on training rows: gx[i] += gx_scale · σ'(x_i) · CE_i, i ∈ [0, n_tr).
@@ -82,17 +77,8 @@ extern "C" __global__ void hvp_rows(
     const float* ti = zi + c;
     float m, s;
     bda_softmax_stats(zi, c, &m, &s);
-    const float inv_s = 1.0f / s;
-    float pt = 0.0f;
-    for (int k = 0; k < c; ++k) {
-        pt += expf(zi[k] - m) * inv_s * ti[k];
-    }
     const float w = bda_row_weight(i, n_tr, x, a_tr, a_val);
-    float* hi = h + (long long)i * c;
-    for (int k = 0; k < c; ++k) {
-        const float p = expf(zi[k] - m) * inv_s;
-        hi[k] = w * p * (ti[k] - pt);
-    }
+    const float pt = bda_softmax_jvp(zi, ti, c, m, s, w, h + (long long)i * c);
     if (i < n_tr && gx_scale != 0.0f) {
         const float sg = bda_sigmoid(x[i]);
         gx[i] += gx_scale * sg * (1.0f - sg) * (pt - ti[labels[i]]);

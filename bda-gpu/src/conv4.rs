@@ -7,7 +7,7 @@
 //! # Layout and products
 //!
 //! Maps of the `n` images of a batch are channel-major over the whole batch (`[c][i·hw + p]`),
-//! so a convolution is `Z = W·cols` (cuBLAS, row-major through [`gemm`]) over the im2col matrix
+//! so a convolution is `Z = W·cols` (cuBLAS, row-major through [`GpuDevice::gemm`]) over the im2col matrix
 //! of a chunk of images; the weight gradient is `Σ_chunks dZ·colsᵀ` and the input gradient
 //! `col2im(Wᵀ·dZ)`. Chunks keep the im2col matrix under a budget of floats
 //! ([`Conv4Gpu::set_col_budget`]); with the default budget a 5-way 1-shot meta-batch of 16
@@ -17,16 +17,13 @@
 //! double and the GEMMs accumulate over the chunks in order, so a seed gives the same
 //! gradient on every run on the same device and library versions.
 
-use std::sync::Arc;
+use cudarc::driver::{CudaSlice, PushKernelArg};
 
-use cudarc::cublas::CudaBlas;
-use cudarc::driver::{CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
-
-use crate::GpuError;
-use crate::gemm::{RowMajor, gemm};
-use crate::kernels::{Kernel, Kernels};
+use crate::gemm::RowMajor;
+use crate::kernels::Kernel;
+use crate::launch::{check, i32_of, per_channel, push, spread};
 use crate::shape::Conv4Shape;
-use crate::softmax::{check, i32_of};
+use crate::{GpuDevice, GpuError};
 
 /// Batch norm's ε (PyTorch's default, as the CPU backbone).
 pub const BN_EPS: f32 = 1e-5;
@@ -34,22 +31,91 @@ pub const BN_EPS: f32 = 1e-5;
 /// Default budget of the im2col matrix: 2^26 floats (256 MiB).
 const COL_BUDGET: usize = 1 << 26;
 
-/// Grid-stride launches: 256 threads per block, at most 2^20 blocks.
-fn spread(n: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (n.div_ceil(256).clamp(1, 1 << 20) as u32, 1, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
+/// The im2col matrix of one chunk of images (and `Wᵀ·dZ` in the backward pass), and the
+/// budget that sizes the chunks.
+#[derive(Debug)]
+struct Im2col {
+    cols: CudaSlice<f32>,
+    /// Floats the matrix may hold (at least one image's worth is used whatever the budget).
+    budget: usize,
+}
+
+impl Im2col {
+    /// Images per chunk of block `l` for a batch of `n`.
+    fn chunk(&self, shape: &Conv4Shape, l: usize, n: usize) -> usize {
+        let per = shape.c_in(l) * 9 * shape.side_at(l).pow(2);
+        (self.budget / per).clamp(1, n.max(1))
+    }
+
+    /// `cols ← im2col(images i0 .. i0 + len of input)`, `input` holding `n` images of
+    /// `c_in` channels of side `s`.
+    fn fill(
+        &mut self,
+        dev: &GpuDevice,
+        input: &CudaSlice<f32>,
+        c_in: usize,
+        n: usize,
+        s: usize,
+        chunk: (usize, usize),
+    ) -> Result<(), GpuError> {
+        let dims = [c_in, n, s, chunk.0, chunk.1];
+        launch_chunk(dev, Kernel::Im2col, input, &mut self.cols, dims)
+    }
+
+    /// `din[images i0 .. i0 + len] ← col2im(cols)`, the adjoint of [`Im2col::fill`] (each
+    /// input position gathers its at most 9 taps: no atomics).
+    fn col2im(
+        &self,
+        dev: &GpuDevice,
+        c_in: usize,
+        n: usize,
+        s: usize,
+        chunk: (usize, usize),
+        din: &mut CudaSlice<f32>,
+    ) -> Result<(), GpuError> {
+        let dims = [c_in, n, s, chunk.0, chunk.1];
+        launch_chunk(dev, Kernel::Col2im, &self.cols, din, dims)
     }
 }
 
-/// One block per channel for the per-channel reductions.
-fn per_channel(ch: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (ch as u32, 1, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
+/// Launches `im2col` (maps → cols) or `col2im` (cols → maps), whose arguments are both
+/// `(src, c_in, n, s, i0, len, dst)`, for images `[i0, i0 + len)` of a batch of `n` images of
+/// `c_in` channels of side `s`, after checking every extent.
+fn launch_chunk(
+    dev: &GpuDevice,
+    k: Kernel,
+    src: &CudaSlice<f32>,
+    dst: &mut CudaSlice<f32>,
+    [c_in, n, s, i0, len]: [usize; 5],
+) -> Result<(), GpuError> {
+    let total = c_in * 9 * len * s * s;
+    let (maps, cols, threads) = match k {
+        Kernel::Col2im => (dst.len(), src.len(), c_in * len * s * s),
+        _ => (src.len(), dst.len(), total),
+    };
+    if cols < total || maps < c_in * n * s * s || i0 + len > n {
+        return Err(GpuError::Shape {
+            what: k.name(),
+            expected: total,
+            got: cols,
+        });
     }
+    let f = dev.kernel(k)?;
+    let ints = [c_in, n, s, i0, len].map(i32_of);
+    let mut lb = dev.stream().launch_builder(&f);
+    lb.arg(src);
+    push(&mut lb, &ints);
+    lb.arg(dst);
+    // SAFETY: matches `im2col` and `col2im`; the matrix holds c_in·9·len·s² floats, the
+    // maps c_in·n·s², and the chunk lies inside the batch (all checked above).
+    unsafe { lb.launch(spread(threads)) }?;
+    Ok(())
+}
+
+/// The chunks `(first image, images)` of a batch of `n` images, `per` (at least 1) at a time.
+fn chunks(n: usize, per: usize) -> impl Iterator<Item = (usize, usize)> {
+    let per = per.max(1);
+    (0..n).step_by(per).map(move |i0| (i0, per.min(n - i0)))
 }
 
 /// What the backward pass needs from one block's forward pass.
@@ -78,45 +144,35 @@ struct Buffers {
     dmaps: [CudaSlice<f32>; 2],
 }
 
-/// The conv4 backbone on one stream (see the module docs).
+/// The conv4 backbone on the device's stream (see the module docs).
 #[derive(Debug)]
 pub(crate) struct Conv4Gpu {
     shape: Conv4Shape,
-    stream: Arc<CudaStream>,
-    blas: CudaBlas,
-    kernels: Kernels,
+    dev: GpuDevice,
     /// Parameters in the CPU layout.
     params: CudaSlice<f32>,
     /// Gradient of the last [`Conv4Gpu::backward`].
     grad: CudaSlice<f32>,
-    /// im2col matrix (and `Wᵀ·dZ` in the backward pass).
-    cols: CudaSlice<f32>,
-    col_budget: usize,
+    im2col: Im2col,
     buffers: Option<Buffers>,
     /// Whether the tape holds a forward pass of the current parameters.
     taped: bool,
 }
 
 impl Conv4Gpu {
-    pub(crate) fn new(
-        stream: Arc<CudaStream>,
-        kernels: Kernels,
-        shape: Conv4Shape,
-    ) -> Result<Self, GpuError> {
+    /// A backbone of shape `shape` on `dev` (parameters all 0 until uploaded).
+    pub(crate) fn new(dev: &GpuDevice, shape: Conv4Shape) -> Result<Self, GpuError> {
         shape.validate(1)?;
-        let blas = CudaBlas::new(stream.clone())?;
-        let params = stream.alloc_zeros(shape.num_params())?;
-        let grad = stream.alloc_zeros(shape.num_params())?;
-        let cols = stream.alloc_zeros(1)?;
+        let s = dev.stream();
         Ok(Conv4Gpu {
             shape,
-            stream,
-            blas,
-            kernels,
-            params,
-            grad,
-            cols,
-            col_budget: COL_BUDGET,
+            params: s.alloc_zeros(shape.num_params())?,
+            grad: s.alloc_zeros(shape.num_params())?,
+            im2col: Im2col {
+                cols: s.alloc_zeros(1)?,
+                budget: COL_BUDGET,
+            },
+            dev: dev.clone(),
             buffers: None,
             taped: false,
         })
@@ -126,18 +182,14 @@ impl Conv4Gpu {
         self.shape
     }
 
-    pub(crate) fn kernels_mut(&mut self) -> &mut Kernels {
-        &mut self.kernels
-    }
-
     /// Caps the im2col matrix at `floats` floats (at least one image per chunk).
     pub(crate) fn set_col_budget(&mut self, floats: usize) {
-        self.col_budget = floats.max(1);
+        self.im2col.budget = floats.max(1);
     }
 
     /// Device bytes of the parameters, gradient, tape and scratch.
     pub(crate) fn resident_bytes(&self) -> usize {
-        let mut b = self.params.num_bytes() + self.grad.num_bytes() + self.cols.num_bytes();
+        let mut b = self.params.num_bytes() + self.grad.num_bytes() + self.im2col.cols.num_bytes();
         if let Some(buf) = &self.buffers {
             b += buf.out.num_bytes()
                 + buf.dy.num_bytes()
@@ -156,7 +208,7 @@ impl Conv4Gpu {
     /// Uploads a parameter vector (CPU layout).
     pub(crate) fn upload_params(&mut self, params: &[f32]) -> Result<(), GpuError> {
         check("backbone parameters", params.len(), self.shape.num_params())?;
-        self.stream.memcpy_htod(params, &mut self.params)?;
+        self.dev.stream().memcpy_htod(params, &mut self.params)?;
         self.taped = false;
         Ok(())
     }
@@ -164,15 +216,8 @@ impl Conv4Gpu {
     /// Downloads the gradient of the last backward pass.
     pub(crate) fn download_grad(&self, out: &mut [f32]) -> Result<(), GpuError> {
         check("backbone gradient", out.len(), self.shape.num_params())?;
-        self.stream.memcpy_dtoh(&self.grad, out)?;
-        self.stream.synchronize()?;
-        Ok(())
-    }
-
-    /// Images per im2col chunk of block `l`.
-    fn chunk(&self, l: usize, n: usize) -> usize {
-        let per = self.shape.c_in(l) * 9 * self.shape.side_at(l).pow(2);
-        (self.col_budget / per).clamp(1, n.max(1))
+        self.dev.stream().memcpy_dtoh(&self.grad, out)?;
+        self.dev.synchronize()
     }
 
     /// Sizes the tape and scratch for `n` images (reallocating only when `n` changes).
@@ -181,17 +226,17 @@ impl Conv4Gpu {
         let a = self.shape;
         let ch = a.channels;
         let cols_len = (0..a.blocks)
-            .map(|l| self.chunk(l, n) * a.c_in(l) * 9 * a.side_at(l).pow(2))
+            .map(|l| self.im2col.chunk(&a, l, n) * a.c_in(l) * 9 * a.side_at(l).pow(2))
             .max()
             .unwrap_or(1);
-        if self.cols.len() < cols_len {
-            self.cols = self.stream.alloc_zeros(cols_len)?;
+        if self.im2col.cols.len() < cols_len {
+            self.im2col.cols = self.dev.stream().alloc_zeros(cols_len)?;
         }
         if self.buffers.as_ref().is_some_and(|b| b.n == n) {
             return Ok(());
         }
         self.buffers = None; // free the old tape first
-        let s = self.stream.clone();
+        let s = self.dev.stream();
         let mut layers = Vec::with_capacity(a.blocks);
         for l in 0..a.blocks {
             let (hw, hwo) = (a.side_at(l).pow(2), a.side_at(l + 1).pow(2));
@@ -231,13 +276,12 @@ impl Conv4Gpu {
         check("features", feats.len(), n * a.features())?;
         self.ensure(n)?;
         let ch = a.channels;
-        let chunks: Vec<usize> = (0..a.blocks).map(|l| self.chunk(l, n)).collect();
-        let f_im2col = self.kernels.get(Kernel::Im2col)?;
-        let f_stats = self.kernels.get(Kernel::BnStats)?;
-        let f_pool = self.kernels.get(Kernel::BnReluPool)?;
-        let f_rows = self.kernels.get(Kernel::MapsToRows)?;
+        let f_stats = self.dev.kernel(Kernel::BnStats)?;
+        let f_pool = self.dev.kernel(Kernel::BnReluPool)?;
+        let f_rows = self.dev.kernel(Kernel::MapsToRows)?;
+        let stream = self.dev.stream();
         let buf = self.buffers.as_mut().expect("sized by ensure");
-        self.stream.memcpy_htod(images, &mut buf.layers[0].input)?;
+        stream.memcpy_htod(images, &mut buf.layers[0].input)?;
         for l in 0..a.blocks {
             let (c_in, s, so) = (a.c_in(l), a.side_at(l), a.side_at(l + 1));
             let hw = s * s;
@@ -245,33 +289,21 @@ impl Conv4Gpu {
             let (head, tail) = buf.layers.split_at_mut(l + 1);
             let lt = &mut head[l];
             // Convolution, chunk by chunk: Z[:, i0·hw ..] = W · im2col(images i0 .. i0 + len).
-            let mut i0 = 0;
-            while i0 < n {
-                let len = chunks[l].min(n - i0);
-                launch_im2col(
-                    &self.stream,
-                    &f_im2col,
-                    &lt.input,
-                    c_in,
-                    n,
-                    s,
-                    i0,
-                    len,
-                    &mut self.cols,
-                )?;
+            for (i0, len) in chunks(n, self.im2col.chunk(&a, l, n)) {
+                self.im2col
+                    .fill(&self.dev, &lt.input, c_in, n, s, (i0, len))?;
                 let p = RowMajor {
                     ldc: n * hw,
                     ..RowMajor::new(ch, len * hw, c_in * 9)
                 };
                 let w = self.params.slice(wo..go);
                 let mut zc = lt.z.slice_mut(i0 * hw..);
-                gemm(&self.blas, p, 1.0, &w, &self.cols, 0.0, &mut zc)?;
-                i0 += len;
+                self.dev.gemm(p, 1.0, &w, &self.im2col.cols, 0.0, &mut zc)?;
             }
             // Batch statistics, then normalise + ReLU + pool into the next block's input.
             let m = i32_of(n * hw);
             let eps = BN_EPS;
-            let mut lb = self.stream.launch_builder(&f_stats);
+            let mut lb = stream.launch_builder(&f_stats);
             lb.arg(&lt.z)
                 .arg(&m)
                 .arg(&eps)
@@ -285,7 +317,7 @@ impl Conv4Gpu {
             };
             let gb = self.params.slice(go..go + 2 * ch);
             let (ch32, n32, s32, so32) = (i32_of(ch), i32_of(n), i32_of(s), i32_of(so));
-            let mut lb = self.stream.launch_builder(&f_pool);
+            let mut lb = stream.launch_builder(&f_pool);
             lb.arg(&lt.z)
                 .arg(&lt.mean)
                 .arg(&lt.invstd)
@@ -301,7 +333,7 @@ impl Conv4Gpu {
         }
         let hwo = a.side_at(a.blocks).pow(2);
         let (ch32, n32, hw32) = (i32_of(ch), i32_of(n), i32_of(hwo));
-        let mut lb = self.stream.launch_builder(&f_rows);
+        let mut lb = stream.launch_builder(&f_rows);
         lb.arg(&buf.out).arg(&ch32).arg(&n32).arg(&hw32).arg(feats);
         // SAFETY: matches `maps_to_rows`; both buffers hold ch·n·hwo floats.
         unsafe { lb.launch(spread(ch * n * hwo)) }?;
@@ -321,25 +353,18 @@ impl Conv4Gpu {
         let n = buf.n;
         let ch = a.channels;
         check("feature gradient", dfeats.len(), n * a.features())?;
-        let chunks: Vec<usize> = (0..a.blocks)
-            .map(|l| {
-                let per = a.c_in(l) * 9 * a.side_at(l).pow(2);
-                (self.col_budget / per).clamp(1, n)
-            })
-            .collect();
-        let k = &mut self.kernels;
-        let (f_maps, f_pool_b, f_sums, f_dz, f_im2col, f_col2im) = (
-            k.get(Kernel::RowsToMaps)?,
-            k.get(Kernel::PoolReluBackward)?,
-            k.get(Kernel::BnBackwardSums)?,
-            k.get(Kernel::BnDz)?,
-            k.get(Kernel::Im2col)?,
-            k.get(Kernel::Col2im)?,
+        let dev = &self.dev;
+        let (f_maps, f_pool_b, f_sums, f_dz) = (
+            dev.kernel(Kernel::RowsToMaps)?,
+            dev.kernel(Kernel::PoolReluBackward)?,
+            dev.kernel(Kernel::BnBackwardSums)?,
+            dev.kernel(Kernel::BnDz)?,
         );
+        let stream = dev.stream();
         let hwo_last = a.side_at(a.blocks).pow(2);
         {
             let (ch32, n32, hw32) = (i32_of(ch), i32_of(n), i32_of(hwo_last));
-            let mut lb = self.stream.launch_builder(&f_maps);
+            let mut lb = stream.launch_builder(&f_maps);
             lb.arg(dfeats)
                 .arg(&ch32)
                 .arg(&n32)
@@ -358,8 +383,8 @@ impl Conv4Gpu {
             let gb = self.params.slice(go..go + 2 * ch);
             let (ch32, n32, hwo32, m32) = (i32_of(ch), i32_of(n), i32_of(hwo), i32_of(n * hw));
             let mut dy = buf.dy.slice_mut(..ch * n * hw);
-            self.stream.memset_zeros(&mut dy)?;
-            let mut lb = self.stream.launch_builder(&f_pool_b);
+            stream.memset_zeros(&mut dy)?;
+            let mut lb = stream.launch_builder(&f_pool_b);
             lb.arg(&buf.dmaps[cur])
                 .arg(&lt.argmax)
                 .arg(&lt.z)
@@ -374,7 +399,7 @@ impl Conv4Gpu {
             // ch·n·hwo floats.
             unsafe { lb.launch(spread(ch * n * hwo)) }?;
             let mut dgb = self.grad.slice_mut(go..go + 2 * ch);
-            let mut lb = self.stream.launch_builder(&f_sums);
+            let mut lb = stream.launch_builder(&f_sums);
             lb.arg(&mut dy)
                 .arg(&lt.z)
                 .arg(&lt.mean)
@@ -385,7 +410,7 @@ impl Conv4Gpu {
             // SAFETY: matches `bn_backward_sums`; dy and z hold ch·m floats, dgb 2ch.
             unsafe { lb.launch(per_channel(ch)) }?;
             let dgb = self.grad.slice(go..go + 2 * ch);
-            let mut lb = self.stream.launch_builder(&f_dz);
+            let mut lb = stream.launch_builder(&f_dz);
             lb.arg(&mut dy)
                 .arg(&lt.z)
                 .arg(&lt.mean)
@@ -399,20 +424,8 @@ impl Conv4Gpu {
             // Weight gradient Σ_chunks dZ·colsᵀ and, below block 0, dinput = col2im(Wᵀ·dZ).
             let (lo, hi) = buf.dmaps.split_at_mut(1);
             let din = if cur == 0 { &mut hi[0] } else { &mut lo[0] };
-            let mut i0 = 0;
-            while i0 < n {
-                let len = chunks[l].min(n - i0);
-                launch_im2col(
-                    &self.stream,
-                    &f_im2col,
-                    &lt.input,
-                    c_in,
-                    n,
-                    s,
-                    i0,
-                    len,
-                    &mut self.cols,
-                )?;
+            for (i0, len) in chunks(n, self.im2col.chunk(&a, l, n)) {
+                self.im2col.fill(dev, &lt.input, c_in, n, s, (i0, len))?;
                 let dz = buf.dy.slice(i0 * hw..ch * n * hw);
                 let p = RowMajor {
                     m: ch,
@@ -426,7 +439,7 @@ impl Conv4Gpu {
                 };
                 let beta = if i0 == 0 { 0.0 } else { 1.0 };
                 let mut gw = self.grad.slice_mut(wo..go);
-                gemm(&self.blas, p, 1.0, &dz, &self.cols, beta, &mut gw)?;
+                dev.gemm(p, 1.0, &dz, &self.im2col.cols, beta, &mut gw)?;
                 if l > 0 {
                     let p = RowMajor {
                         m: c_in * 9,
@@ -439,61 +452,12 @@ impl Conv4Gpu {
                         ldc: len * hw,
                     };
                     let w = self.params.slice(wo..go);
-                    gemm(&self.blas, p, 1.0, &w, &dz, 0.0, &mut self.cols)?;
-                    let (c32, n32, s32, i032, len32) =
-                        (i32_of(c_in), i32_of(n), i32_of(s), i32_of(i0), i32_of(len));
-                    let mut lb = self.stream.launch_builder(&f_col2im);
-                    lb.arg(&self.cols)
-                        .arg(&c32)
-                        .arg(&n32)
-                        .arg(&s32)
-                        .arg(&i032)
-                        .arg(&len32)
-                        .arg(&mut *din);
-                    // SAFETY: matches `col2im`; cols holds c_in·9·len·hw floats, din
-                    // c_in·n·hw ≥ the chunk's entries.
-                    unsafe { lb.launch(spread(c_in * len * hw)) }?;
+                    dev.gemm(p, 1.0, &w, &dz, 0.0, &mut self.im2col.cols)?;
+                    self.im2col.col2im(dev, c_in, n, s, (i0, len), din)?;
                 }
-                i0 += len;
             }
             cur = 1 - cur;
         }
         Ok(())
     }
-}
-
-/// `cols ← im2col(images i0 .. i0 + len of input)`.
-#[allow(clippy::too_many_arguments)]
-fn launch_im2col(
-    stream: &CudaStream,
-    f: &cudarc::driver::CudaFunction,
-    input: &CudaSlice<f32>,
-    c_in: usize,
-    n: usize,
-    s: usize,
-    i0: usize,
-    len: usize,
-    cols: &mut CudaSlice<f32>,
-) -> Result<(), GpuError> {
-    let total = c_in * 9 * len * s * s;
-    if cols.len() < total || input.len() < c_in * n * s * s || i0 + len > n {
-        return Err(GpuError::Shape {
-            what: "im2col",
-            expected: total,
-            got: cols.len(),
-        });
-    }
-    let (c32, n32, s32, i032, len32) =
-        (i32_of(c_in), i32_of(n), i32_of(s), i32_of(i0), i32_of(len));
-    let mut lb = stream.launch_builder(f);
-    lb.arg(input)
-        .arg(&c32)
-        .arg(&n32)
-        .arg(&s32)
-        .arg(&i032)
-        .arg(&len32)
-        .arg(cols);
-    // SAFETY: matches `im2col`; extents checked above.
-    unsafe { lb.launch(spread(total)) }?;
-    Ok(())
 }

@@ -6,15 +6,12 @@
 //! every device.
 
 use bda_kernel::backend::{Backend, Hypergrad, MethodError, MethodSpec};
-use cudarc::driver::{CudaStream, PushKernelArg};
-use std::sync::Arc;
 
 use crate::conv4::Conv4Gpu;
 use crate::head::{HeadDims, HeadGpu};
-use crate::kernels::{Kernel, Kernels};
+use crate::launch::{check, scale};
 use crate::probe::guard;
 use crate::shape::Conv4Shape;
-use crate::softmax::{elementwise, i32_of};
 use crate::{DeviceInfo, GpuDevice, GpuError, GpuVec};
 
 /// The episodes of one meta-batch, all of the same shape: `tasks` tasks of `ways` classes with
@@ -68,37 +65,118 @@ pub struct TaskResults {
 /// Why a few-shot computation failed.
 pub type FewshotError = MethodError<GpuError>;
 
-/// The head of one episode shape and its buffers (the engine's are its own).
+/// The head of one episode shape, its buffers and the engines run on it (their own buffers
+/// are theirs).
 struct HeadState {
     head: HeadGpu,
     x: GpuVec,
     gx: GpuVec,
     y0: GpuVec,
     y_out: GpuVec,
-    /// Engines for the last two specs (training alternates with evaluation), newest last.
-    engines: Vec<Hypergrad<HeadGpu>>,
+    /// The engine of the spec in use.
+    engine: Hypergrad<HeadGpu>,
+    /// The one used before it: training alternates with evaluation, so it is kept.
+    previous: Option<Hypergrad<HeadGpu>>,
 }
 
 impl std::fmt::Debug for HeadState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HeadState")
             .field("head", &self.head)
-            .field(
-                "engines",
-                &self.engines.iter().map(|e| *e.spec()).collect::<Vec<_>>(),
-            )
+            .field("spec", self.engine.spec())
+            .field("previous", &self.previous.as_ref().map(|e| *e.spec()))
             .finish_non_exhaustive()
     }
+}
+
+impl HeadState {
+    /// A head of shape `dims` with its buffers and an engine for `spec`.
+    fn new(
+        dev: &GpuDevice,
+        dims: HeadDims,
+        spec: &MethodSpec<f32>,
+        l2: f32,
+    ) -> Result<Self, FewshotError> {
+        let mut head = HeadGpu::open(dev, dims, l2)?;
+        let engine = Hypergrad::unrolled(&mut head, *spec)?;
+        Ok(HeadState {
+            x: head.new_x()?,
+            gx: head.new_x()?,
+            y0: head.new_y()?,
+            y_out: head.new_y()?,
+            head,
+            engine,
+            previous: None,
+        })
+    }
+
+    /// Makes the engine of `spec` the one in use (the previous one, or a new one).
+    fn select(&mut self, spec: &MethodSpec<f32>) -> Result<(), FewshotError> {
+        if self.engine.spec() == spec {
+            return Ok(());
+        }
+        // An unmatched previous engine is dropped before a new one allocates its tape.
+        let next = match self.previous.take().filter(|e| e.spec() == spec) {
+            Some(e) => e,
+            None => Hypergrad::unrolled(&mut self.head, *spec)?,
+        };
+        self.previous = Some(std::mem::replace(&mut self.engine, next));
+        Ok(())
+    }
+
+    /// Device bytes of the buffers and the engines' buffers.
+    fn resident_bytes(&self) -> usize {
+        let engines: usize = std::iter::once(&self.engine)
+            .chain(&self.previous)
+            .map(|e| e.spec().tape_len() + 4)
+            .sum();
+        (self.x.len() + self.gx.len() + (2 + engines) * self.y0.len()) * 4
+    }
+}
+
+/// The head state for `ep` in `slot` (kept when its shape fits, else made anew) with the
+/// engine of `spec` in use and the labels, `l2` and `y₀ = 0` set; the backbone's features of
+/// `ep`'s images under `params` in its `x`.
+fn prepare<'a>(
+    slot: &'a mut Option<HeadState>,
+    conv: &mut Conv4Gpu,
+    dev: &GpuDevice,
+    params: &[f32],
+    ep: &Episodes<'_>,
+    spec: &MethodSpec<f32>,
+    l2: f32,
+) -> Result<&'a mut HeadState, FewshotError> {
+    let shape = conv.shape();
+    let dims = ep.head_dims(shape.features());
+    dims.validate()?;
+    check(
+        "images",
+        ep.images.len(),
+        ep.images_count() * shape.pixels(),
+    )?;
+    // A state of another shape is dropped before the new one allocates.
+    let st = match slot.take().filter(|s| s.head.dims() == dims) {
+        Some(st) => {
+            let st = slot.insert(st);
+            st.select(spec)?;
+            st
+        }
+        None => slot.insert(HeadState::new(dev, dims, spec, l2)?),
+    };
+    st.head.set_l2(l2)?;
+    st.head.set_labels(ep.support_labels, ep.query_labels)?;
+    st.head.zero_y(&mut st.y0)?;
+    conv.upload_params(params)?;
+    conv.forward(ep.images, ep.images_count(), &mut st.x.0)?;
+    Ok(st)
 }
 
 /// Meta-training and evaluation of a conv4 backbone with linear per-task heads on one CUDA
 /// device (see the module docs).
 #[derive(Debug)]
 pub struct FewshotGpu {
-    info: DeviceInfo,
-    stream: Arc<CudaStream>,
+    dev: GpuDevice,
     conv: Conv4Gpu,
-    kernels: Kernels,
     state: Option<HeadState>,
 }
 
@@ -107,23 +185,10 @@ impl FewshotGpu {
     /// Kernels are compiled on first use; [`FewshotGpu::warm_up`] does it now.
     pub fn new(dev: &GpuDevice, shape: Conv4Shape) -> Result<Self, GpuError> {
         shape.validate(1)?;
-        let (ctx, info) = (dev.ctx.clone(), dev.info.clone());
         guard(|| {
-            // SAFETY: all work of this backend is issued on the one stream created below, so
-            // cudarc's cross-stream event tracking is not needed.
-            unsafe { ctx.disable_event_tracking() };
-            let stream = ctx.new_stream()?;
-            let arch = dev.arch.clone();
-            let conv = Conv4Gpu::new(
-                stream.clone(),
-                Kernels::new(ctx.clone(), arch.clone()),
-                shape,
-            )?;
             Ok(FewshotGpu {
-                info,
-                stream,
-                conv,
-                kernels: Kernels::new(ctx, arch),
+                dev: dev.clone(),
+                conv: Conv4Gpu::new(dev, shape)?,
                 state: None,
             })
         })
@@ -131,7 +196,7 @@ impl FewshotGpu {
 
     /// The device in use.
     pub fn info(&self) -> &DeviceInfo {
-        &self.info
+        self.dev.info()
     }
 
     /// The backbone's shape.
@@ -139,10 +204,9 @@ impl FewshotGpu {
         self.conv.shape()
     }
 
-    /// Compiles (once per process) and loads every kernel now.
+    /// Compiles (once per process) and loads every kernel now ([`GpuDevice::warm_up`]).
     pub fn warm_up(&mut self) -> Result<(), GpuError> {
-        self.conv.kernels_mut().load_all()?;
-        self.kernels.load_all()
+        self.dev.warm_up()
     }
 
     /// Caps the backbone's im2col matrix at `floats` floats (default 2^26): smaller chunks
@@ -153,10 +217,7 @@ impl FewshotGpu {
 
     /// Device bytes held by the backbone (parameters, gradient, tape, scratch) and the head.
     pub fn resident_bytes(&self) -> usize {
-        let head = self.state.as_ref().map_or(0, |s| {
-            let engines: usize = s.engines.iter().map(|e| e.spec().tape_len() + 4).sum();
-            (s.x.len() + s.gx.len() + (2 + engines) * s.y0.len()) * 4
-        });
+        let head = self.state.as_ref().map_or(0, HeadState::resident_bytes);
         self.conv.resident_bytes() + head
     }
 
@@ -167,13 +228,15 @@ impl FewshotGpu {
         images: &[f32],
         n: usize,
     ) -> Result<Vec<f32>, GpuError> {
+        // Bounds n·features (and every size below) before anything is allocated.
+        self.shape().validate(n)?;
         let nf = self.shape().features();
         self.conv.upload_params(params)?;
-        let mut feats = self.stream.alloc_zeros(n * nf)?;
+        let mut feats = self.dev.stream().alloc_zeros(n * nf)?;
         self.conv.forward(images, n, &mut feats)?;
         let mut out = vec![0.0f32; n * nf];
-        self.stream.memcpy_dtoh(&feats, &mut out)?;
-        self.stream.synchronize()?;
+        self.dev.stream().memcpy_dtoh(&feats, &mut out)?;
+        self.dev.synchronize()?;
         Ok(out)
     }
 
@@ -187,74 +250,15 @@ impl FewshotGpu {
         dfeats: &[f32],
         grad: &mut [f32],
     ) -> Result<(), GpuError> {
+        self.shape().validate(n)?;
         let nf = self.shape().features();
-        crate::softmax::check("feature gradient", dfeats.len(), n * nf)?;
+        check("feature gradient", dfeats.len(), n * nf)?;
         self.conv.upload_params(params)?;
-        let mut feats = self.stream.alloc_zeros(n * nf)?;
+        let mut feats = self.dev.stream().alloc_zeros(n * nf)?;
         self.conv.forward(images, n, &mut feats)?;
-        self.stream.memcpy_htod(dfeats, &mut feats)?;
+        self.dev.stream().memcpy_htod(dfeats, &mut feats)?;
         self.conv.backward(&feats)?;
         self.conv.download_grad(grad)
-    }
-
-    /// Makes the head state fit `ep` and an engine for `spec`, and runs the backbone forward
-    /// into its `x`.
-    fn prepare(
-        &mut self,
-        params: &[f32],
-        ep: &Episodes<'_>,
-        spec: &MethodSpec<f32>,
-        l2: f32,
-    ) -> Result<(), FewshotError> {
-        let nf = self.shape().features();
-        let dims = ep.head_dims(nf);
-        dims.validate()?;
-        crate::softmax::check(
-            "images",
-            ep.images.len(),
-            ep.images_count() * self.shape().pixels(),
-        )?;
-        if self.state.as_ref().is_none_or(|s| s.head.dims() != dims) {
-            self.state = None;
-            let mut head = HeadGpu::new(self.stream.clone(), self.kernels_for_head(), dims, l2)?;
-            let (x, gx) = (head.new_x()?, head.new_x()?);
-            let (y0, y_out) = (head.new_y()?, head.new_y()?);
-            self.state = Some(HeadState {
-                head,
-                x,
-                gx,
-                y0,
-                y_out,
-                engines: Vec::new(),
-            });
-        }
-        let st = self.state.as_mut().expect("created above");
-        match st.engines.iter().position(|e| e.spec() == spec) {
-            Some(i) => {
-                let e = st.engines.remove(i);
-                st.engines.push(e);
-            }
-            None => {
-                if st.engines.len() == 2 {
-                    st.engines.remove(0);
-                }
-                let e = Hypergrad::unrolled(&mut st.head, *spec)?;
-                st.engines.push(e);
-            }
-        }
-        st.head.set_l2(l2)?;
-        st.head.set_labels(ep.support_labels, ep.query_labels)?;
-        st.head.zero_y(&mut st.y0)?;
-        self.conv.upload_params(params)?;
-        self.conv
-            .forward(ep.images, ep.images_count(), &mut st.x.0)?;
-        Ok(())
-    }
-
-    /// A fresh kernel table for a head (the compiled images are shared process-wide; loading a
-    /// module into the context again is cheap and happens once per head shape).
-    fn kernels_for_head(&self) -> Kernels {
-        self.kernels.clone()
     }
 
     /// The meta-gradient of the mean `φ_K` over the tasks of `ep` w.r.t. the backbone
@@ -272,26 +276,19 @@ impl FewshotGpu {
         l2: f32,
         grad: &mut [f32],
     ) -> Result<TaskResults, FewshotError> {
-        crate::softmax::check("gradient", grad.len(), self.shape().num_params())?;
-        self.prepare(params, ep, spec, l2)?;
-        let st = self.state.as_mut().expect("prepared");
-        let engine = st.engines.last_mut().expect("prepared");
-        engine.hypergradient(&mut st.head, &st.x, &st.y0, &mut st.gx, &mut st.y_out)?;
+        check("gradient", grad.len(), self.shape().num_params())?;
+        let (conv, dev) = (&mut self.conv, &self.dev);
+        let st = prepare(&mut self.state, conv, dev, params, ep, spec, l2)?;
+        (st.engine).hypergradient(&mut st.head, &st.x, &st.y0, &mut st.gx, &mut st.y_out)?;
         let loss = st.head.task_losses().to_vec();
         if loss.iter().any(|l| !l.is_finite()) {
             return Err(MethodError::NonFinite { ll_iter: 0 });
         }
         let accuracy = hits_to_accuracy(st.head.task_hits(), ep.query);
         // dfeats = ∂(mean φ)/∂x = gx / m, in place.
-        let f = self.kernels.get(Kernel::Scale)?;
-        let len = st.gx.len();
-        let (s, n) = (1.0f32 / ep.tasks as f32, i32_of(len));
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(&s).arg(&mut st.gx.0).arg(&n);
-        // SAFETY: matches `scale`; n is gx's length.
-        unsafe { l.launch(elementwise(len)) }.map_err(GpuError::from)?;
-        self.conv.backward(&st.gx.0)?;
-        self.conv.download_grad(grad)?;
+        scale(dev, 1.0 / ep.tasks as f32, &mut st.gx.0)?;
+        conv.backward(&st.gx.0)?;
+        conv.download_grad(grad)?;
         Ok(TaskResults { loss, accuracy })
     }
 
@@ -306,23 +303,23 @@ impl FewshotGpu {
         spec: &MethodSpec<f32>,
         l2: f32,
     ) -> Result<Vec<f64>, FewshotError> {
-        self.prepare(params, ep, spec, l2)?;
-        let st = self.state.as_mut().expect("prepared");
-        let engine = st.engines.last_mut().expect("prepared");
-        engine.solve_lower(&mut st.head, &st.x, &st.y0, &mut st.y_out)?;
+        let st = prepare(
+            &mut self.state,
+            &mut self.conv,
+            &self.dev,
+            params,
+            ep,
+            spec,
+            l2,
+        )?;
+        (st.engine).solve_lower(&mut st.head, &st.x, &st.y0, &mut st.y_out)?;
         let hits = st.head.query_hits(&st.x, &st.y_out)?;
         Ok(hits_to_accuracy(hits, ep.query))
     }
 
     /// Waits until all queued work is done (for timing).
     pub fn synchronize(&self) -> Result<(), GpuError> {
-        Ok(self.stream.synchronize()?)
-    }
-}
-
-impl Drop for FewshotGpu {
-    fn drop(&mut self) {
-        let _ = self.stream.synchronize();
+        self.dev.synchronize()
     }
 }
 

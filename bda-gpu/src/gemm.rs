@@ -7,10 +7,10 @@
 //! [`RowMajor::col_major`] is that mapping, the one place where it is written down.
 
 use cudarc::cublas::sys::cublasOperation_t;
-use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
+use cudarc::cublas::{Gemm, GemmConfig};
 use cudarc::driver::{DevicePtr, DevicePtrMut};
 
-use crate::GpuError;
+use crate::{GpuDevice, GpuError};
 
 /// A row-major product `C = α·op(A)·op(B) + β·C` with `C` `m×n`, `op(A)` `m×k`, `op(B)` `k×n`.
 ///
@@ -129,58 +129,60 @@ fn int(v: usize) -> Result<i32, GpuError> {
     i32::try_from(v).map_err(|_| GpuError::TooLarge("matrix dimension"))
 }
 
-/// Runs the row-major product `p` on `blas`'s stream (`alpha`, `beta` are host scalars: no
-/// synchronisation). Checks the buffer lengths first, so a wrong shape is an error, never an
-/// out-of-bounds access.
-pub(crate) fn gemm<A, B, C>(
-    blas: &CudaBlas,
-    p: RowMajor,
-    alpha: f32,
-    a: &A,
-    b: &B,
-    beta: f32,
-    c: &mut C,
-) -> Result<(), GpuError>
-where
-    A: DevicePtr<f32>,
-    B: DevicePtr<f32>,
-    C: DevicePtrMut<f32>,
-{
-    let (la, lb, lc) = p.min_lens().ok_or(GpuError::TooLarge("row stride"))?;
-    for (what, need, got) in [
-        ("gemm A", la, a.len()),
-        ("gemm B", lb, b.len()),
-        ("gemm C", lc, c.len()),
-    ] {
-        if got < need {
-            return Err(GpuError::Shape {
-                what,
-                expected: need,
-                got,
-            });
+impl GpuDevice {
+    /// Runs the row-major product `p` on the device's cuBLAS handle, on its stream (`alpha`,
+    /// `beta` are host scalars: no synchronisation). Checks the buffer lengths first, so a
+    /// wrong shape is an error, never an out-of-bounds access.
+    pub(crate) fn gemm<A, B, C>(
+        &self,
+        p: RowMajor,
+        alpha: f32,
+        a: &A,
+        b: &B,
+        beta: f32,
+        c: &mut C,
+    ) -> Result<(), GpuError>
+    where
+        A: DevicePtr<f32>,
+        B: DevicePtr<f32>,
+        C: DevicePtrMut<f32>,
+    {
+        let (la, lb, lc) = p.min_lens().ok_or(GpuError::TooLarge("row stride"))?;
+        for (what, need, got) in [
+            ("gemm A", la, a.len()),
+            ("gemm B", lb, b.len()),
+            ("gemm C", lc, c.len()),
+        ] {
+            if got < need {
+                return Err(GpuError::Shape {
+                    what,
+                    expected: need,
+                    got,
+                });
+            }
         }
+        if p.m == 0 || p.n == 0 {
+            return Ok(());
+        }
+        let q = p.col_major();
+        let cfg = GemmConfig {
+            transa: op(q.trans_first),
+            transb: op(q.trans_second),
+            m: int(q.m)?,
+            n: int(q.n)?,
+            k: int(q.k)?,
+            alpha,
+            lda: int(q.ld_first.max(1))?,
+            ldb: int(q.ld_second.max(1))?,
+            beta,
+            ldc: int(q.ldc.max(1))?,
+        };
+        // SAFETY: the lengths checked above cover every element the BLAS call addresses (the
+        // column-major call addresses exactly the elements of the row-major product), and all
+        // buffers live on the handle's stream.
+        unsafe { self.blas().gemm(cfg, b, a, c) }?;
+        Ok(())
     }
-    if p.m == 0 || p.n == 0 {
-        return Ok(());
-    }
-    let q = p.col_major();
-    let cfg = GemmConfig {
-        transa: op(q.trans_first),
-        transb: op(q.trans_second),
-        m: int(q.m)?,
-        n: int(q.n)?,
-        k: int(q.k)?,
-        alpha,
-        lda: int(q.ld_first.max(1))?,
-        ldb: int(q.ld_second.max(1))?,
-        beta,
-        ldc: int(q.ldc.max(1))?,
-    };
-    // SAFETY: the lengths checked above cover every element the BLAS call addresses (the
-    // column-major call addresses exactly the elements of the row-major product), and all
-    // buffers live on the handle's stream.
-    unsafe { blas.gemm(cfg, b, a, c) }?;
-    Ok(())
 }
 
 #[cfg(test)]

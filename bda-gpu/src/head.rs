@@ -3,31 +3,29 @@
 //!
 //! `x` holds the features of every image of the meta-batch (`n_all × d`, row-major: the
 //! support rows of task 0, 1, …, then the query rows of task 0, 1, …), `y` the `m` heads one
-//! after another (head `t`: `W_t` row-major `d × N`, then `b_t`). With the per-task problem of
-//! `bda-host`'s `FeatureHead`,
+//! after another (head `t`: `W_t` row-major `d × N`, then `b_t`). With the per-task problem
+//! [`bda_kernel::fewshot::FeatureHead`],
 //!
 //! * `f(x, y) = Σ_t [CE(support_t · W_t + b_t) + (λ/2)‖y_t‖²]` (mean cross-entropy per task),
 //! * `F(x, y) = Σ_t CE(query_t · W_t + b_t)`,
 //!
 //! every task's variables enter only its own terms, so the gradients, Hessian products and
 //! mixed products of the sums are exactly the per-task ones side by side, and one run of the
-//! kernel's [`unrolled`](bda_kernel::backend::unrolled) on this backend is `m` independent
-//! per-task runs: `φ_K = Σ_t φ_K,t` and `∂φ_K/∂x` holds each task's hypergradient in its own
+//! kernel's engine ([`Hypergrad::unrolled`](bda_kernel::backend::Hypergrad::unrolled)) on this
+//! backend is `m` independent per-task runs: `φ_K = Σ_t φ_K,t` and `∂φ_K/∂x` holds each task's hypergradient in its own
 //! rows. Per-task values (`φ_K,t` and the query accuracy of `y_K`) are kept by every
 //! [`UpperGradient::upper_grad`] call ([`HeadGpu::task_losses`], [`HeadGpu::task_hits`]).
 //!
 //! A step is three launches (logits, per-row softmax terms, per-head accumulation), a reverse
 //! step five; only `upper_grad` (it returns `F`), `dot_y` and `y_is_finite` wait for the device.
 
-use std::sync::Arc;
+use bda_kernel::backend::{LowerStep, StepAdjoint, UpperGradient};
+use cudarc::driver::{CudaSlice, PushKernelArg};
 
-use bda_kernel::backend::{Backend, LowerStep, StepAdjoint, UpperGradient};
-use cudarc::driver::{CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
-
-use crate::kernels::{Kernel, Kernels};
+use crate::kernels::Kernel;
+use crate::launch::{check, i32_of, push, scale, spread};
 use crate::probe::guard;
-use crate::softmax::{check, i32_of};
-use crate::{GpuError, GpuVec};
+use crate::{GpuDevice, GpuError, GpuVec, OnDevice};
 
 /// Shapes of a batched head problem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,14 +95,11 @@ impl HeadDims {
     }
 }
 
-/// The batched head of one meta-batch on one stream: implements [`Backend`], [`LowerStep`],
-/// [`UpperGradient`] and [`StepAdjoint`] with `T = f32` and `X = Y =` [`GpuVec`].
+/// The device buffers of a batched head problem (see the module docs); used as [`HeadGpu`].
 #[derive(Debug)]
-pub struct HeadGpu {
+pub struct BatchedHead {
     dims: HeadDims,
     l2: f32,
-    stream: Arc<CudaStream>,
-    kernels: Kernels,
     /// Row labels (support rows, then query rows), each `< N`.
     labels: CudaSlice<u8>,
     /// `rows × 2N` logits (row stride N, or 2N for `[z | u]`).
@@ -116,279 +111,249 @@ pub struct HeadGpu {
     /// Per-row cross-entropy and hit flags.
     ce: CudaSlice<f32>,
     hit: CudaSlice<f32>,
-    /// Per-task loss and hit count of the last `upper_grad` / `query_accuracy`.
+    /// Per-task loss and hit count of the last `upper_grad` / `query_hits`.
     task_loss: CudaSlice<f32>,
     task_hits: CudaSlice<f32>,
     last_loss: Vec<f32>,
     last_hits: Vec<f32>,
-    red: CudaSlice<f64>,
-    flag: CudaSlice<u32>,
+}
+
+/// The batched head of one meta-batch on the device's stream: implements
+/// [`Backend`](bda_kernel::backend::Backend), [`LowerStep`], [`UpperGradient`] and
+/// [`StepAdjoint`] with `T = f32` and `X = Y =` [`GpuVec`].
+pub type HeadGpu = OnDevice<BatchedHead>;
+
+/// A step (or its adjoint) that touches no rows: only the weight decay `v ← decay·v`.
+fn decay_only(dev: &GpuDevice, decay: f32, v: &mut GpuVec) -> Result<(), GpuError> {
+    if decay == 1.0 {
+        return Ok(());
+    }
+    scale(dev, decay, &mut v.0)
+}
+
+/// `Ok` for an L2 weight the head accepts.
+fn check_l2(l2: f32) -> Result<(), GpuError> {
+    if l2.is_finite() && l2 >= 0.0 {
+        Ok(())
+    } else {
+        Err(GpuError::Data(
+            "the head's L2 weight must be finite and ≥ 0",
+        ))
+    }
 }
 
 impl HeadGpu {
-    /// A head problem of shape `dims` with L2 weight `l2` on the lower level; labels are set
-    /// by [`HeadGpu::set_labels`] (all 0 until then).
-    pub(crate) fn new(
-        stream: Arc<CudaStream>,
-        kernels: Kernels,
-        dims: HeadDims,
-        l2: f32,
-    ) -> Result<Self, GpuError> {
+    /// A head problem of shape `dims` with L2 weight `l2` on the lower level, on the opened
+    /// device; labels are set by [`HeadGpu::set_labels`] (all 0 until then).
+    pub fn open(dev: &GpuDevice, dims: HeadDims, l2: f32) -> Result<Self, GpuError> {
         dims.validate()?;
-        if !(l2.is_finite() && l2 >= 0.0) {
-            return Err(GpuError::Data(
-                "the head's L2 weight must be finite and ≥ 0",
-            ));
-        }
+        check_l2(l2)?;
         let (rows, nw) = (dims.rows(), dims.ways);
-        Ok(HeadGpu {
-            dims,
-            l2,
-            labels: stream.alloc_zeros(rows)?,
-            z: stream.alloc_zeros(rows * 2 * nw)?,
-            g: stream.alloc_zeros(rows * nw)?,
-            h: stream.alloc_zeros(rows * nw)?,
-            ce: stream.alloc_zeros(rows)?,
-            hit: stream.alloc_zeros(rows)?,
-            task_loss: stream.alloc_zeros(dims.tasks)?,
-            task_hits: stream.alloc_zeros(dims.tasks)?,
-            last_loss: vec![f32::NAN; dims.tasks],
-            last_hits: vec![0.0; dims.tasks],
-            red: stream.alloc_zeros(1)?,
-            flag: stream.alloc_zeros(1)?,
-            stream,
-            kernels,
-        })
-    }
-
-    /// A standalone head problem on the opened device (its own stream); labels are set by
-    /// [`HeadGpu::set_labels`]. [`crate::FewshotGpu`] builds its heads on the backbone's stream
-    /// instead.
-    pub fn open(dev: &crate::GpuDevice, dims: HeadDims, l2: f32) -> Result<Self, GpuError> {
-        dims.validate()?;
-        let ctx = dev.ctx.clone();
         guard(|| {
-            // SAFETY: all work of this head is issued on the one stream created below.
-            unsafe { ctx.disable_event_tracking() };
-            let stream = ctx.new_stream()?;
-            Self::new(stream, Kernels::new(ctx, dev.arch.clone()), dims, l2)
+            let s = dev.stream();
+            let p = BatchedHead {
+                dims,
+                l2,
+                labels: s.alloc_zeros(rows)?,
+                z: s.alloc_zeros(rows * 2 * nw)?,
+                g: s.alloc_zeros(rows * nw)?,
+                h: s.alloc_zeros(rows * nw)?,
+                ce: s.alloc_zeros(rows)?,
+                hit: s.alloc_zeros(rows)?,
+                task_loss: s.alloc_zeros(dims.tasks)?,
+                task_hits: s.alloc_zeros(dims.tasks)?,
+                last_loss: vec![f32::NAN; dims.tasks],
+                last_hits: vec![0.0; dims.tasks],
+            };
+            OnDevice::with_problem(dev, dims.x_len(), dims.y_len(), p)
         })
     }
 
     /// The shape.
     pub fn dims(&self) -> HeadDims {
-        self.dims
+        self.p.dims
     }
 
     /// Sets the L2 weight of the lower level.
     pub(crate) fn set_l2(&mut self, l2: f32) -> Result<(), GpuError> {
-        if !(l2.is_finite() && l2 >= 0.0) {
-            return Err(GpuError::Data(
-                "the head's L2 weight must be finite and ≥ 0",
-            ));
-        }
-        self.l2 = l2;
+        check_l2(l2)?;
+        self.p.l2 = l2;
         Ok(())
     }
 
     /// Uploads the row labels: all support labels (task by task), then all query labels.
     pub fn set_labels(&mut self, support: &[u8], query: &[u8]) -> Result<(), GpuError> {
-        let d = self.dims;
+        let d = self.p.dims;
         check("support labels", support.len(), d.first_query())?;
         check("query labels", query.len(), d.rows() - d.first_query())?;
         if support.iter().chain(query).any(|&l| l as usize >= d.ways) {
             return Err(GpuError::Data("a label is not below the number of classes"));
         }
         let all: Vec<u8> = support.iter().chain(query).copied().collect();
-        self.stream.memcpy_htod(&all, &mut self.labels)?;
+        self.dev.stream().memcpy_htod(&all, &mut self.p.labels)?;
         Ok(())
     }
 
     /// `φ_t = F_t(x, y)` of each task at the last [`UpperGradient::upper_grad`].
     pub fn task_losses(&self) -> &[f32] {
-        &self.last_loss
+        &self.p.last_loss
     }
 
     /// Query rows classified correctly (first largest logit = label) per task, at the last
     /// `upper_grad` or [`HeadGpu::query_hits`].
     pub fn task_hits(&self) -> &[f32] {
-        &self.last_hits
+        &self.p.last_hits
     }
 
     /// Per-task query hits of the heads `y` (a synchronisation point).
     pub fn query_hits(&mut self, x: &GpuVec, y: &GpuVec) -> Result<&[f32], GpuError> {
         self.check_x("query_hits x", x)?;
         self.check_y("query_hits y", y)?;
+        let (dev, p) = (&self.dev, &mut self.p);
+        let (r0, r1) = (p.dims.first_query(), p.dims.rows());
+        p.logits(dev, x, y, (r0, r1), p.dims.ways, 0)?;
+        p.xent_rows(dev, (r0, r1), 0.0, 0.0)?;
+        p.read_task_stats(dev)?;
+        Ok(&self.p.last_hits)
+    }
+}
+
+impl BatchedHead {
+    /// The integer arguments every head kernel takes a run of: `(d, N, m, n_s, n_q, r0, r1)`.
+    fn ints(&self, (r0, r1): (usize, usize)) -> [i32; 7] {
         let d = self.dims;
-        let (r0, r1) = (d.first_query(), d.rows());
-        self.logits(x, y, r0, r1, d.ways, 0)?;
-        self.xent_rows(r0, r1, 0.0, 0.0)?;
-        self.read_task_stats()?;
-        Ok(&self.last_hits)
-    }
-
-    /// Length of an `x` buffer (the features of every support and query image).
-    pub fn x_len(&self) -> usize {
-        self.dims.x_len()
-    }
-
-    /// Length of a `y` buffer (every task's head).
-    pub fn y_len(&self) -> usize {
-        self.dims.y_len()
-    }
-
-    fn check_x(&self, what: &'static str, x: &GpuVec) -> Result<(), GpuError> {
-        check(what, x.len(), self.dims.x_len())
-    }
-
-    fn check_y(&self, what: &'static str, y: &GpuVec) -> Result<(), GpuError> {
-        check(what, y.len(), self.dims.y_len())
-    }
-
-    /// The common integer arguments `(d, N, m, n_s, n_q)`.
-    fn ints(&self) -> [i32; 5] {
-        let d = self.dims;
-        [d.dim, d.ways, d.tasks, d.support, d.query].map(i32_of)
+        [d.dim, d.ways, d.tasks, d.support, d.query, r0, r1].map(i32_of)
     }
 
     /// `z[r][col + k] = x_r·W_t + b_t` for rows `[r0, r1)`, row stride `ldz`.
     fn logits(
         &mut self,
+        dev: &GpuDevice,
         x: &GpuVec,
         y: &GpuVec,
-        r0: usize,
-        r1: usize,
+        rows: (usize, usize),
         ldz: usize,
         col: usize,
     ) -> Result<(), GpuError> {
-        let f = self.kernels.get(Kernel::HeadLogits)?;
-        let [d, nw, m, ns, nq] = self.ints();
-        let (a, b, ldz32, col32) = (i32_of(r0), i32_of(r1), i32_of(ldz), i32_of(col));
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(&x.0)
-            .arg(&y.0)
-            .arg(&d)
-            .arg(&nw)
-            .arg(&m)
-            .arg(&ns)
-            .arg(&nq);
-        l.arg(&a).arg(&b).arg(&mut self.z).arg(&ldz32).arg(&col32);
-        // SAFETY: matches `head_logits`; x: rows·d, y: m·(d+1)·N, z: rows·2N ≥ r1·ldz.
-        unsafe { l.launch(spread((r1 - r0) * self.dims.ways)) }?;
+        let f = dev.kernel(Kernel::HeadLogits)?;
+        let ints = self.ints(rows);
+        let (ldz, col) = (i32_of(ldz), i32_of(col));
+        let mut l = dev.stream().launch_builder(&f);
+        l.arg(&x.0).arg(&y.0);
+        push(&mut l, &ints);
+        l.arg(&mut self.z).arg(&ldz).arg(&col);
+        // SAFETY: matches `head_logits`; x: rows·d, y: m·(d+1)·N (checked by the trait
+        // methods), z: rows·2N ≥ r1·ldz.
+        unsafe { l.launch(spread((rows.1 - rows.0) * self.dims.ways)) }?;
         Ok(())
     }
 
     /// `head_xent_rows` over `[r0, r1)` (logits of row stride N).
-    fn xent_rows(&mut self, r0: usize, r1: usize, w_s: f32, w_q: f32) -> Result<(), GpuError> {
-        let f = self.kernels.get(Kernel::HeadXentRows)?;
-        let [_, nw, m, ns, nq] = self.ints();
-        let (a, b) = (i32_of(r0), i32_of(r1));
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(&self.z)
-            .arg(&nw)
-            .arg(&self.labels)
-            .arg(&nw)
-            .arg(&m)
-            .arg(&ns)
-            .arg(&nq);
-        l.arg(&a)
-            .arg(&b)
-            .arg(&w_s)
-            .arg(&w_q)
-            .arg(&mut self.g)
-            .arg(&mut self.ce)
-            .arg(&mut self.hit);
-        // SAFETY: matches `head_xent_rows`; per-row buffers hold `rows` rows.
-        unsafe { l.launch(spread(r1 - r0)) }?;
+    fn xent_rows(
+        &mut self,
+        dev: &GpuDevice,
+        rows: (usize, usize),
+        w_s: f32,
+        w_q: f32,
+    ) -> Result<(), GpuError> {
+        let f = dev.kernel(Kernel::HeadXentRows)?;
+        let ints = self.ints(rows);
+        let mut l = dev.stream().launch_builder(&f);
+        l.arg(&self.z).arg(&ints[1]).arg(&self.labels);
+        push(&mut l, &ints[1..]);
+        l.arg(&w_s).arg(&w_q);
+        l.arg(&mut self.g).arg(&mut self.ce).arg(&mut self.hit);
+        // SAFETY: matches `head_xent_rows` (the logits' row stride is N); per-row buffers
+        // hold `rows` rows.
+        unsafe { l.launch(spread(rows.1 - rows.0)) }?;
         Ok(())
     }
 
-    /// `dst ← s_dst·dst + Σ x̃ᵀ·src` per head over the sets in use (`src`: `g` or `h`).
+    /// `head_hvp_rows` over `[r0, r1)` from `[z | u]` (row stride 2N): `g` and `h`.
+    fn hvp_rows(
+        &mut self,
+        dev: &GpuDevice,
+        rows: (usize, usize),
+        w_s: f32,
+        w_q: f32,
+    ) -> Result<(), GpuError> {
+        let f = dev.kernel(Kernel::HeadHvpRows)?;
+        let ints = self.ints(rows);
+        let mut l = dev.stream().launch_builder(&f);
+        l.arg(&self.z).arg(&self.labels);
+        push(&mut l, &ints[1..]);
+        l.arg(&w_s).arg(&w_q).arg(&mut self.g).arg(&mut self.h);
+        // SAFETY: matches `head_hvp_rows`; z: rows·2N, g/h: rows·N.
+        unsafe { l.launch(spread(rows.1 - rows.0)) }?;
+        Ok(())
+    }
+
+    /// `dst ← s_dst·dst + Σ x̃ᵀ·src` per head over the sets in use (`src`: `h` with
+    /// `use_h`, else `g`).
     fn param_acc(
         &mut self,
+        dev: &GpuDevice,
         x: &GpuVec,
         use_h: bool,
-        use_s: bool,
-        use_q: bool,
+        (use_s, use_q): (bool, bool),
         s_dst: f32,
         dst: &mut GpuVec,
     ) -> Result<(), GpuError> {
-        let f = self.kernels.get(Kernel::HeadParamAcc)?;
-        let [d, nw, m, ns, nq] = self.ints();
-        let (us, uq) = (i32::from(use_s), i32::from(use_q));
+        let f = dev.kernel(Kernel::HeadParamAcc)?;
+        let ints = self.ints((0, 0));
+        let sets = [i32::from(use_s), i32::from(use_q)];
         let src = if use_h { &self.h } else { &self.g };
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(&x.0)
-            .arg(src)
-            .arg(&d)
-            .arg(&nw)
-            .arg(&m)
-            .arg(&ns)
-            .arg(&nq);
-        l.arg(&us).arg(&uq).arg(&s_dst).arg(&mut dst.0);
+        let mut l = dev.stream().launch_builder(&f);
+        l.arg(&x.0).arg(src);
+        push(&mut l, &ints[..5]);
+        push(&mut l, &sets);
+        l.arg(&s_dst).arg(&mut dst.0);
         // SAFETY: matches `head_param_acc`; dst holds m·(d+1)·N floats.
         unsafe { l.launch(spread(self.dims.y_len())) }?;
         Ok(())
     }
 
     /// `gx[r] += scale·(g_r·Y1_tᵀ + h_r·Y2_tᵀ)` for rows `[r0, r1)` (`y2 = None`: no `h` term).
-    #[allow(clippy::too_many_arguments)]
     fn dx(
-        &mut self,
-        y1: &GpuVec,
-        y2: Option<&GpuVec>,
-        r0: usize,
-        r1: usize,
+        &self,
+        dev: &GpuDevice,
+        (y1, y2): (&GpuVec, Option<&GpuVec>),
+        rows: (usize, usize),
         scale: f32,
         gx: &mut GpuVec,
     ) -> Result<(), GpuError> {
-        let f = self.kernels.get(Kernel::HeadDx)?;
-        let [d, nw, m, ns, nq] = self.ints();
-        let (a, b) = (i32_of(r0), i32_of(r1));
+        let f = dev.kernel(Kernel::HeadDx)?;
+        let ints = self.ints(rows);
         let use_h = i32::from(y2.is_some());
         let y2 = y2.unwrap_or(y1);
-        let mut l = self.stream.launch_builder(&f);
+        let mut l = dev.stream().launch_builder(&f);
         l.arg(&self.g)
             .arg(&y1.0)
             .arg(&self.h)
             .arg(&y2.0)
             .arg(&use_h);
-        l.arg(&d).arg(&nw).arg(&m).arg(&ns).arg(&nq).arg(&a).arg(&b);
+        push(&mut l, &ints);
         l.arg(&scale).arg(&mut gx.0);
         // SAFETY: matches `head_dx`; gx: rows·d, y1/y2: m·(d+1)·N, g/h: rows·N.
-        unsafe { l.launch(spread((r1 - r0) * self.dims.dim)) }?;
+        unsafe { l.launch(spread((rows.1 - rows.0) * self.dims.dim)) }?;
         Ok(())
     }
 
     /// Per-task query loss and hits from `ce`/`hit`, downloaded (a synchronisation point).
-    fn read_task_stats(&mut self) -> Result<(), GpuError> {
-        let f = self.kernels.get(Kernel::HeadTaskStats)?;
-        let [_, _, m, ns, nq] = self.ints();
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(&self.ce).arg(&self.hit).arg(&m).arg(&ns).arg(&nq);
+    fn read_task_stats(&mut self, dev: &GpuDevice) -> Result<(), GpuError> {
+        let f = dev.kernel(Kernel::HeadTaskStats)?;
+        let ints = self.ints((0, 0));
+        let mut l = dev.stream().launch_builder(&f);
+        l.arg(&self.ce).arg(&self.hit);
+        push(&mut l, &ints[2..5]);
         l.arg(&mut self.task_loss).arg(&mut self.task_hits);
         // SAFETY: matches `head_task_stats`; ce/hit: rows, task buffers: m.
         unsafe { l.launch(spread(self.dims.tasks)) }?;
-        self.stream
-            .memcpy_dtoh(&self.task_loss, self.last_loss.as_mut_slice())?;
-        self.stream
-            .memcpy_dtoh(&self.task_hits, self.last_hits.as_mut_slice())?;
-        self.stream.synchronize()?;
-        Ok(())
+        let s = dev.stream();
+        s.memcpy_dtoh(&self.task_loss, self.last_loss.as_mut_slice())?;
+        s.memcpy_dtoh(&self.task_hits, self.last_hits.as_mut_slice())?;
+        dev.synchronize()
     }
-}
-
-/// Grid-stride launches: 256 threads per block, at most 2^20 blocks.
-fn spread(n: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (n.div_ceil(256).clamp(1, 1 << 20) as u32, 1, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    }
-}
-
-impl Backend for HeadGpu {
-    crate::buffers::device_buffer_ops!();
 }
 
 impl LowerStep for HeadGpu {
@@ -405,18 +370,16 @@ impl LowerStep for HeadGpu {
         self.check_x("lower_step x", x)?;
         self.check_y("lower_step y", y)?;
         self.check_y("lower_step y_out", y_out)?;
-        let decay = 1.0 - w_l * self.l2;
-        self.stream.memcpy_dtod(&y.0, &mut y_out.0)?;
-        let (r0, r1) = self.dims.rows_for(w_u, w_l);
-        if r0 == r1 {
-            if decay != 1.0 {
-                self.scale_y(decay, y_out)?;
-            }
-            return Ok(());
+        let (dev, p) = (&self.dev, &mut self.p);
+        let decay = 1.0 - w_l * p.l2;
+        dev.stream().memcpy_dtod(&y.0, &mut y_out.0)?;
+        let rows = p.dims.rows_for(w_u, w_l);
+        if rows.0 == rows.1 {
+            return decay_only(dev, decay, y_out);
         }
-        self.logits(x, y, r0, r1, self.dims.ways, 0)?;
-        self.xent_rows(r0, r1, -w_l, -w_u)?;
-        self.param_acc(x, false, w_l != 0.0, w_u != 0.0, decay, y_out)
+        p.logits(dev, x, y, rows, p.dims.ways, 0)?;
+        p.xent_rows(dev, rows, -w_l, -w_u)?;
+        p.param_acc(dev, x, false, (w_l != 0.0, w_u != 0.0), decay, y_out)
     }
 }
 
@@ -434,16 +397,16 @@ impl UpperGradient for HeadGpu {
         self.check_y("upper_grad y", y)?;
         self.check_y("upper_grad gy", gy)?;
         self.check_x("upper_grad gx", gx)?;
-        let d = self.dims;
-        let (r0, r1) = (d.first_query(), d.rows());
-        self.logits(x, y, r0, r1, d.ways, 0)?;
-        self.xent_rows(r0, r1, 0.0, 1.0)?;
-        self.param_acc(x, false, false, true, 0.0, gy)?;
+        let (dev, p) = (&self.dev, &mut self.p);
+        let rows = (p.dims.first_query(), p.dims.rows());
+        p.logits(dev, x, y, rows, p.dims.ways, 0)?;
+        p.xent_rows(dev, rows, 0.0, 1.0)?;
+        p.param_acc(dev, x, false, (false, true), 0.0, gy)?;
         if gx_scale != 0.0 {
-            self.dx(y, None, r0, r1, gx_scale, gx)?;
+            p.dx(dev, (y, None), rows, gx_scale, gx)?;
         }
-        self.read_task_stats()?;
-        Ok(self.last_loss.iter().map(|&v| f64::from(v)).sum::<f64>() as f32)
+        p.read_task_stats(dev)?;
+        Ok(p.last_loss.iter().map(|&v| f64::from(v)).sum::<f64>() as f32)
     }
 }
 
@@ -463,37 +426,18 @@ impl StepAdjoint for HeadGpu {
         self.check_y("step_adjoint y", y)?;
         self.check_y("step_adjoint a", a)?;
         self.check_x("step_adjoint gx", gx)?;
-        let decay = 1.0 - w_l * self.l2;
-        let (r0, r1) = self.dims.rows_for(w_u, w_l);
-        if r0 == r1 {
-            if decay != 1.0 {
-                self.scale_y(decay, a)?;
-            }
-            return Ok(());
+        let (dev, p) = (&self.dev, &mut self.p);
+        let decay = 1.0 - w_l * p.l2;
+        let rows = p.dims.rows_for(w_u, w_l);
+        if rows.0 == rows.1 {
+            return decay_only(dev, decay, a);
         }
-        let nw = self.dims.ways;
-        self.logits(x, y, r0, r1, 2 * nw, 0)?;
-        self.logits(x, a, r0, r1, 2 * nw, nw)?;
-        let f = self.kernels.get(Kernel::HeadHvpRows)?;
-        let [_, nw32, m, ns, nq] = self.ints();
-        let (ra, rb, w_s, w_q) = (i32_of(r0), i32_of(r1), -w_l, -w_u);
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(&self.z)
-            .arg(&self.labels)
-            .arg(&nw32)
-            .arg(&m)
-            .arg(&ns)
-            .arg(&nq);
-        l.arg(&ra)
-            .arg(&rb)
-            .arg(&w_s)
-            .arg(&w_q)
-            .arg(&mut self.g)
-            .arg(&mut self.h);
-        // SAFETY: matches `head_hvp_rows`; z: rows·2N, g/h: rows·N.
-        unsafe { l.launch(spread(r1 - r0)) }?;
-        self.dx(a, Some(y), r0, r1, 1.0, gx)?;
-        self.param_acc(x, true, w_l != 0.0, w_u != 0.0, decay, a)
+        let nw = p.dims.ways;
+        p.logits(dev, x, y, rows, 2 * nw, 0)?;
+        p.logits(dev, x, a, rows, 2 * nw, nw)?;
+        p.hvp_rows(dev, rows, -w_l, -w_u)?;
+        p.dx(dev, (a, Some(y)), rows, 1.0, gx)?;
+        p.param_acc(dev, x, true, (w_l != 0.0, w_u != 0.0), decay, a)
     }
 }
 

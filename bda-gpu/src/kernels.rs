@@ -347,22 +347,31 @@ fn compile_source(module: &'static str, source: &str, arch: &str) -> Result<Vec<
     Ok(cubin)
 }
 
-/// The kernels of one context, loaded module by module on first use.
-#[derive(Clone, Debug)]
-pub(crate) struct Kernels {
-    ctx: Arc<CudaContext>,
-    arch: String,
+/// What a context has loaded so far: modules and the functions looked up in them.
+#[derive(Debug, Default)]
+struct Loaded {
     modules: [Option<Arc<CudaModule>>; Module::ALL.len()],
     functions: [Option<CudaFunction>; Kernel::ALL.len()],
 }
 
-impl Kernels {
+/// The kernels of one context, loaded module by module on first use (candle's `ModuleStore`):
+/// owned by the [`crate::GpuDevice`], shared by every backend built on it, so a module is
+/// loaded into the context once however many backends a command opens.
+#[derive(Debug)]
+pub(crate) struct ModuleCache {
+    ctx: Arc<CudaContext>,
+    arch: String,
+    /// Behind a lock because the device is shared (`&self` everywhere); held only for a
+    /// table look-up, or for the first load of a module (NVRTC runs then, once per process).
+    loaded: Mutex<Loaded>,
+}
+
+impl ModuleCache {
     pub(crate) fn new(ctx: Arc<CudaContext>, arch: String) -> Self {
-        Kernels {
+        ModuleCache {
             ctx,
             arch,
-            modules: Default::default(),
-            functions: Default::default(),
+            loaded: Mutex::new(Loaded::default()),
         }
     }
 
@@ -372,27 +381,33 @@ impl Kernels {
     }
 
     /// The function `k` (compiling and loading its module if this is its first use).
-    pub(crate) fn get(&mut self, k: Kernel) -> Result<CudaFunction, GpuError> {
-        if let Some(f) = &self.functions[k.index()] {
+    pub(crate) fn get(&self, k: Kernel) -> Result<CudaFunction, GpuError> {
+        // A panic while the lock was held (inside `guard` below) left the table consistent:
+        // entries are only ever filled in, whole.
+        let mut loaded = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(f) = &loaded.functions[k.index()] {
             return Ok(f.clone());
         }
         // First use: NVRTC and the module loader run here, under `guard` (a library lacking a
         // symbol makes cudarc panic).
-        let f = guard(|| self.load(k))?;
-        self.functions[k.index()] = Some(f.clone());
+        let f = guard(|| self.load(&mut loaded, k))?;
+        loaded.functions[k.index()] = Some(f.clone());
         Ok(f)
     }
 
-    fn load(&mut self, k: Kernel) -> Result<CudaFunction, GpuError> {
+    fn load(&self, loaded: &mut Loaded, k: Kernel) -> Result<CudaFunction, GpuError> {
         let m = k.module();
-        let module = match &self.modules[m.index()] {
+        let module = match &loaded.modules[m.index()] {
             Some(module) => module.clone(),
             None => {
                 let img = image(m, &self.arch)?;
                 let module = self
                     .ctx
                     .load_module(Ptx::from_binary(img.as_ref().clone()))?;
-                self.modules[m.index()] = Some(module.clone());
+                loaded.modules[m.index()] = Some(module.clone());
                 module
             }
         };
@@ -400,7 +415,7 @@ impl Kernels {
     }
 
     /// Compile and load every module now (to keep the NVRTC time out of a timed loop).
-    pub(crate) fn load_all(&mut self) -> Result<(), GpuError> {
+    pub(crate) fn load_all(&self) -> Result<(), GpuError> {
         for k in Kernel::ALL {
             self.get(k)?;
         }

@@ -1,8 +1,9 @@
 //! Finding a usable CUDA device without panicking.
 //!
 //! cudarc loads `libcuda`, `libnvrtc` and `libcublas` with `dlopen` on first use and panics when
-//! one is missing, so every entry point of this crate first goes through [`probe`], which checks
-//! that each library can be loaded before any cudarc call touches it.
+//! one is missing, so every entry point of this crate first goes through [`context`] (called by
+//! [`GpuDevice::open`]), which checks that each library can be loaded before any cudarc call
+//! touches it.
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -10,9 +11,9 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, DriverError, sys as drv};
 
-use crate::GpuError;
+use crate::{GpuDevice, GpuError};
 
-/// What [`probe`] found.
+/// A device's description, as [`GpuDevice::info`] and [`probe`] give it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceInfo {
     /// Device ordinal (as in `CUDA_VISIBLE_DEVICES` order).
@@ -48,12 +49,17 @@ impl fmt::Display for DeviceInfo {
 
 /// Checks that the CUDA driver, NVRTC and cuBLAS libraries can be loaded and that device
 /// `ordinal` exists, and describes it. Never panics: a missing library or device is an `Err`.
+///
+/// For callers that only ask (a `--help` line, a report header). A command that goes on to
+/// compute opens the device once with [`GpuDevice::open`] and keeps it: this opens one and
+/// drops it again.
 pub fn probe(ordinal: usize) -> Result<DeviceInfo, GpuError> {
-    open(ordinal).map(|(_, info)| info)
+    GpuDevice::open(ordinal).map(|d| d.info().clone())
 }
 
-/// [`probe`], keeping the (primary) context it opened.
-pub(crate) fn open(ordinal: usize) -> Result<(Arc<CudaContext>, DeviceInfo), GpuError> {
+/// The primary context of device `ordinal` and its description, after checking that the
+/// libraries load and the device exists (the first half of [`GpuDevice::open`]).
+pub(crate) fn context(ordinal: usize) -> Result<(Arc<CudaContext>, DeviceInfo), GpuError> {
     check_libraries()?;
     guard(|| {
         let count = device_count()?;
@@ -76,7 +82,7 @@ pub(crate) fn open(ordinal: usize) -> Result<(Arc<CudaContext>, DeviceInfo), Gpu
 }
 
 /// The three libraries, in the order a user has to install them.
-pub(crate) fn check_libraries() -> Result<(), GpuError> {
+fn check_libraries() -> Result<(), GpuError> {
     // SAFETY: these only try `dlopen` on the candidate names and close the handle again; they
     // run no library code.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {

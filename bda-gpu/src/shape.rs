@@ -72,8 +72,9 @@ impl Conv4Shape {
     }
 
     /// Checks that the shape is usable and that `images` images fit the 32-bit indices of the
-    /// kernels and cuBLAS.
-    pub(crate) fn validate(&self, images: usize) -> Result<(), GpuError> {
+    /// kernels and cuBLAS (what [`crate::FewshotGpu::new`] checks for one image, and every
+    /// batch for its own size), so a caller can reject a shape before opening a device.
+    pub fn validate(&self, images: usize) -> Result<(), GpuError> {
         if self.channels == 0 || self.side == 0 || self.blocks == 0 {
             return Err(GpuError::Data(
                 "the backbone needs at least one channel, pixel and block",

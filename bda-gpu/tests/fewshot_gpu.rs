@@ -1,20 +1,23 @@
-//! Few-shot on a CUDA device against the f64 references of `tests/fewshot_ref`: the conv4
-//! backbone's features and parameter gradient, the batched head run through the kernel's
-//! `unrolled` (BDA, RHG, T-RHG) against per-task runs, and the whole meta-gradient against
-//! central finite differences of the f64 pipeline. Each test prints `skipped: <reason>` and
-//! returns when no CUDA device is usable; `all_fewshot_tests_on_a_fake_device` runs them all
-//! once more on the CPU stand-ins of `tests/fake_cuda` (so they run on every machine with a
-//! C++ compiler). Run with `--nocapture` to see the measured errors.
+//! Few-shot on a CUDA device against f64 references: the conv4 backbone's features and
+//! parameter gradient against `tests/fewshot_ref`, the batched head run through the kernel's
+//! engine (`Hypergrad::unrolled`: BDA, RHG, T-RHG) against per-task runs of
+//! `bda_kernel::fewshot::FeatureHead<f64>`, and the whole meta-gradient against central finite
+//! differences of the f64 pipeline. Each test prints `skipped: <reason>` and returns when no
+//! CUDA device is usable; `all_fewshot_tests_on_a_fake_device` runs them all once more on the
+//! CPU stand-ins of `tests/fake_cuda` (so they run on every machine with a C++ compiler). Run
+//! with `--nocapture` to see the measured errors.
 
-mod cxx;
 mod fewshot_ref;
 
 use bda_gpu::{
-    Conv4Shape, Episodes, FewshotGpu, GpuError, GpuVec, HeadDims, HeadGpu, HeadProcedure, probe,
+    Conv4Shape, Episodes, FewshotGpu, GpuDevice, GpuError, HeadDims, HeadGpu, TaskResults,
 };
-use bda_kernel::backend::{Backend, tape_len, unrolled};
-use bda_kernel::schedule::LowerDynamics;
-use fewshot_ref::{Rng, TaskHead, conv4_forward, rel_err};
+use bda_kernel::Method;
+use bda_kernel::backend::{Backend, Hypergrad, LowerStep, MethodConfig, MethodError, MethodSpec};
+use bda_kernel::fewshot::FeatureHead;
+use bda_testkit::fd::central_diff;
+use bda_testkit::{Rng, cxx, rel_err};
+use fewshot_ref::conv4_forward;
 
 /// 12 → 6 → 3 → 2 (the last pool exercises ceil mode): 16 features, 348 parameters.
 const SHAPE: Conv4Shape = Conv4Shape {
@@ -23,15 +26,16 @@ const SHAPE: Conv4Shape = Conv4Shape {
     blocks: 3,
 };
 
-fn skip_without_device() -> bool {
-    match probe(0) {
-        Ok(info) => {
-            println!("{info}");
-            false
+/// The opened device, or `None` after printing why there is none.
+fn device() -> Option<GpuDevice> {
+    match GpuDevice::open(0) {
+        Ok(dev) => {
+            println!("{}", dev.info());
+            Some(dev)
         }
         Err(e) => {
             println!("skipped: {e}");
-            true
+            None
         }
     }
 }
@@ -59,13 +63,13 @@ fn params(rng: &mut Rng) -> Vec<f64> {
         let (w, g, b) = a.offsets(l);
         let bound = 1.0 / ((a.c_in(l) * 9) as f64).sqrt();
         for v in &mut p[w..g] {
-            *v = rng.range(-bound, bound);
+            *v = f64::from(rng.range(-bound, bound));
         }
         for v in &mut p[g..b] {
-            *v = rng.range(0.8, 1.2);
+            *v = f64::from(rng.range(0.8, 1.2));
         }
         for v in &mut p[b..b + a.channels] {
-            *v = rng.range(-0.1, 0.1);
+            *v = f64::from(rng.range(-0.1, 0.1));
         }
     }
     p
@@ -78,6 +82,7 @@ struct Batch {
     support: usize,
     query: usize,
     images: Vec<f64>,
+    images32: Vec<f32>,
     support_labels: Vec<u8>,
     query_labels: Vec<u8>,
 }
@@ -91,12 +96,14 @@ impl Batch {
                 .collect()
         };
         let n = tasks * ways * (shots + queries);
+        let images = rng.vec64(n * SHAPE.pixels(), 0.0, 1.0);
         Batch {
             tasks,
             ways,
             support: ways * shots,
             query: ways * queries,
-            images: rng.vec(n * SHAPE.pixels(), 0.0, 1.0),
+            images32: f32s(&images),
+            images,
             support_labels: labels(shots),
             query_labels: labels(queries),
         }
@@ -104,6 +111,18 @@ impl Batch {
 
     fn n(&self) -> usize {
         self.tasks * (self.support + self.query)
+    }
+
+    fn episodes(&self) -> Episodes<'_> {
+        Episodes {
+            tasks: self.tasks,
+            ways: self.ways,
+            support: self.support,
+            query: self.query,
+            images: &self.images32,
+            support_labels: &self.support_labels,
+            query_labels: &self.query_labels,
+        }
     }
 
     /// Task `t`'s features (support rows, then query rows) out of the batch's.
@@ -114,56 +133,56 @@ impl Batch {
         s.iter().chain(q).copied().collect()
     }
 
-    fn task_head(&self, t: usize, nf: usize, l2: f64) -> TaskHead {
-        TaskHead {
-            dim: nf,
-            ways: self.ways,
-            support_labels: self.support_labels[t * self.support..][..self.support].to_vec(),
-            query_labels: self.query_labels[t * self.query..][..self.query].to_vec(),
+    /// Task `t`'s head problem, the f64 reference.
+    fn task_head(&self, t: usize, nf: usize, l2: f64) -> FeatureHead<f64> {
+        FeatureHead::new(
+            nf,
+            self.ways,
+            self.support_labels[t * self.support..][..self.support].to_vec(),
+            self.query_labels[t * self.query..][..self.query].to_vec(),
             l2,
-        }
+        )
     }
 }
 
-/// The f64 pipeline: per-task `(φ_K, query hits)` at `params`.
-fn reference_meta(
-    p: &[f64],
-    b: &Batch,
-    dynamics: &LowerDynamics<f64>,
-    steps: u32,
-    truncate: Option<u32>,
-    l2: f64,
-) -> Vec<(f64, usize)> {
+/// The method's hypergradient of one task's head in f64: `(φ_K, ∂φ_K/∂x, y_K)`.
+fn task_run(
+    head: &mut FeatureHead<f64>,
+    spec: MethodSpec<f64>,
+    x: &[f64],
+) -> (f64, Vec<f64>, Vec<f64>) {
+    let mut hg = Hypergrad::unrolled(head, spec).expect("an unrolled method");
+    let y0 = head.new_y().unwrap();
+    let (mut gx, mut y) = (head.new_x().unwrap(), head.new_y().unwrap());
+    let phi = hg
+        .hypergradient(head, &x.to_vec(), &y0, &mut gx, &mut y)
+        .unwrap();
+    (phi, gx, y)
+}
+
+/// The f64 pipeline: per-task `(φ_K, query accuracy)` at `params`.
+fn reference_meta(p: &[f64], b: &Batch, spec: MethodSpec<f64>, l2: f64) -> Vec<(f64, f64)> {
     let nf = SHAPE.features();
     let feats = conv4_forward(&SHAPE, p, &b.images, b.n());
     (0..b.tasks)
         .map(|t| {
             let x = b.task_x(&feats, t, nf);
             let mut head = b.task_head(t, nf, l2);
-            let y0 = head.new_y().unwrap();
-            let mut tape = vec![y0.clone(); tape_len(steps, truncate)];
-            let (mut adj, mut y) = (y0.clone(), y0.clone());
-            let mut gx = head.new_x().unwrap();
-            let phi = unrolled(
-                &mut head, &x, &y0, dynamics, steps, truncate, &mut tape, &mut adj, &mut gx, &mut y,
-            )
-            .unwrap();
-            (phi, head.hits(&x, &y))
+            let (phi, _, y) = task_run(&mut head, spec, &x);
+            (phi, head.accuracy(&x, &y))
         })
         .collect()
 }
 
 #[test]
 fn backbone_features_agree() {
-    if skip_without_device() {
-        return;
-    }
+    let Some(dev) = device() else { return };
     let mut rng = Rng::new(1);
     let p = params(&mut rng);
     let n = 7;
-    let images = rng.vec(n * SHAPE.pixels(), 0.0, 1.0);
+    let images = rng.vec64(n * SHAPE.pixels(), 0.0, 1.0);
     let want = conv4_forward(&SHAPE, &p, &images, n);
-    let mut gpu = FewshotGpu::new(0, SHAPE).expect("open the device");
+    let mut gpu = FewshotGpu::new(&dev, SHAPE).expect("open the backend");
     let got = gpu.features(&f32s(&p), &f32s(&images), n).unwrap();
     agree("conv4 features", &f64s(&got), &want, 1e-4);
     // One image per im2col chunk: the same features.
@@ -174,14 +193,12 @@ fn backbone_features_agree() {
 
 #[test]
 fn backbone_gradient_matches_finite_differences() {
-    if skip_without_device() {
-        return;
-    }
+    let Some(dev) = device() else { return };
     let mut rng = Rng::new(2);
     let p = params(&mut rng);
     let n = 6;
-    let images = rng.vec(n * SHAPE.pixels(), 0.0, 1.0);
-    let dfeats = rng.vec(n * SHAPE.features(), -1.0, 1.0);
+    let images = rng.vec64(n * SHAPE.pixels(), 0.0, 1.0);
+    let dfeats = rng.vec64(n * SHAPE.features(), -1.0, 1.0);
     // L(p) = ⟨dfeats, features(p)⟩, every parameter by central differences in f64.
     let loss = |p: &[f64]| -> f64 {
         conv4_forward(&SHAPE, p, &images, n)
@@ -190,19 +207,8 @@ fn backbone_gradient_matches_finite_differences() {
             .map(|(f, d)| f * d)
             .sum()
     };
-    let h = 1e-6;
-    let mut q = p.clone();
-    let want: Vec<f64> = (0..p.len())
-        .map(|i| {
-            q[i] = p[i] + h;
-            let up = loss(&q);
-            q[i] = p[i] - h;
-            let down = loss(&q);
-            q[i] = p[i];
-            (up - down) / (2.0 * h)
-        })
-        .collect();
-    let mut gpu = FewshotGpu::new(0, SHAPE).expect("open the device");
+    let want = central_diff(loss, &p, 1e-6, p.len());
+    let mut gpu = FewshotGpu::new(&dev, SHAPE).expect("open the backend");
     for budget in [usize::MAX, 200] {
         gpu.set_col_budget(budget);
         let mut grad = vec![0.0f32; p.len()];
@@ -240,21 +246,44 @@ fn head_dims() -> HeadDims {
     }
 }
 
+/// BDA (`s_u = 0.5`), RHG and T-RHG (T = `truncate`), all with `s_l` = `step` and K = `steps`.
+fn unrolled_methods(
+    steps: u32,
+    step: f64,
+    truncate: u32,
+) -> [(&'static str, MethodConfig<f64>); 3] {
+    let rhg = MethodConfig::new(Method::Rhg, steps, step);
+    [
+        (
+            "BDA",
+            MethodConfig {
+                s_u: 0.5,
+                ..rhg.with_method(Method::Bda)
+            },
+        ),
+        ("RHG", rhg),
+        (
+            "T-RHG",
+            MethodConfig {
+                truncate: Some(truncate),
+                ..rhg.with_method(Method::Trhg)
+            },
+        ),
+    ]
+}
+
 #[test]
 fn batched_head_equals_per_task_runs() {
-    if skip_without_device() {
-        return;
-    }
+    let Some(dev) = device() else { return };
     let d = head_dims();
     let mut rng = Rng::new(3);
-    let x = rng.vec(d.x_len(), -1.0, 1.0);
-    let lab = |rng: &mut Rng, n: usize| -> Vec<u8> {
-        (0..n).map(|_| (rng.next() % d.ways as u64) as u8).collect()
-    };
+    let x = rng.vec64(d.x_len(), -1.0, 1.0);
+    let lab =
+        |rng: &mut Rng, n: usize| -> Vec<u8> { (0..n).map(|_| rng.below(d.ways) as u8).collect() };
     let support = lab(&mut rng, d.tasks * d.support);
     let query = lab(&mut rng, d.tasks * d.query);
     let l2 = 0.05;
-    let mut gpu = HeadGpu::open(0, d, l2 as f32).expect("open the device");
+    let mut gpu = HeadGpu::open(&dev, d, l2 as f32).expect("open the head");
     gpu.set_labels(&support, &query).unwrap();
     let mut xb = gpu.new_x().unwrap();
     gpu.upload_x(&f32s(&x), &mut xb).unwrap();
@@ -264,32 +293,18 @@ fn batched_head_equals_per_task_runs() {
         support: d.support,
         query: d.query,
         images: Vec::new(),
+        images32: Vec::new(),
         support_labels: support.clone(),
         query_labels: query.clone(),
     };
-    let k = 6;
-    let cases = [
-        ("BDA", LowerDynamics::bda(0.5f64, 0.8), None),
-        ("RHG", LowerDynamics::LowerOnly { s_l: 0.8 }, None),
-        ("T-RHG", LowerDynamics::LowerOnly { s_l: 0.8 }, Some(2)),
-    ];
-    for (name, dyn64, truncate) in cases {
-        let dyn32 = match dyn64 {
-            LowerDynamics::LowerOnly { s_l } => LowerDynamics::LowerOnly { s_l: s_l as f32 },
-            _ => LowerDynamics::bda(0.5f32, 0.8),
-        };
-        let n = tape_len(k, truncate);
-        let mut tape: Vec<GpuVec> = (0..n).map(|_| gpu.new_y().unwrap()).collect();
-        let (y0, mut adj, mut y_out) = (
-            gpu.new_y().unwrap(),
-            gpu.new_y().unwrap(),
-            gpu.new_y().unwrap(),
-        );
-        let mut gx = gpu.new_x().unwrap();
-        let phi = unrolled(
-            &mut gpu, &xb, &y0, &dyn32, k, truncate, &mut tape, &mut adj, &mut gx, &mut y_out,
-        )
-        .unwrap();
+    for (name, cfg) in unrolled_methods(6, 0.8, 2) {
+        let spec32 = cfg.cast::<f32>().build().expect("a valid method");
+        let mut hg = Hypergrad::unrolled(&mut gpu, spec32).expect("an unrolled method");
+        let y0 = gpu.new_y().unwrap();
+        let (mut gx, mut y_out) = (gpu.new_x().unwrap(), gpu.new_y().unwrap());
+        let phi = hg
+            .hypergradient(&mut gpu, &xb, &y0, &mut gx, &mut y_out)
+            .unwrap();
         let losses = f64s(gpu.task_losses());
         let hits = gpu.task_hits().to_vec();
         let mut y_host = vec![0.0f32; d.y_len()];
@@ -298,19 +313,13 @@ fn batched_head_equals_per_task_runs() {
         gpu.download_x(&gx, &mut gx_host).unwrap();
         let (y_host, gx_host) = (f64s(&y_host), f64s(&gx_host));
 
+        let spec64 = cfg.build().expect("a valid method");
         let per = (d.dim + 1) * d.ways;
         let mut want_loss = Vec::new();
         for t in 0..d.tasks {
             let xt = batch.task_x(&x, t, d.dim);
             let mut head = batch.task_head(t, d.dim, l2);
-            let y0 = head.new_y().unwrap();
-            let mut tape = vec![y0.clone(); n];
-            let (mut adj, mut y) = (y0.clone(), y0.clone());
-            let mut gxt = head.new_x().unwrap();
-            let v = unrolled(
-                &mut head, &xt, &y0, &dyn64, k, truncate, &mut tape, &mut adj, &mut gxt, &mut y,
-            )
-            .unwrap();
+            let (v, gxt, y) = task_run(&mut head, spec64, &xt);
             want_loss.push(v);
             agree(
                 &format!("{name} task {t} y_K"),
@@ -326,8 +335,8 @@ fn batched_head_equals_per_task_runs() {
                 1e-4,
             );
             assert_eq!(
-                hits[t] as usize,
-                head.hits(&xt, &y),
+                f64::from(hits[t]) / d.query as f64,
+                head.accuracy(&xt, &y),
                 "{name} task {t}: query hits"
             );
         }
@@ -342,43 +351,23 @@ fn batched_head_equals_per_task_runs() {
 
 #[test]
 fn meta_gradient_matches_finite_differences() {
-    if skip_without_device() {
-        return;
-    }
+    let Some(dev) = device() else { return };
     let mut rng = Rng::new(4);
     let p = params(&mut rng);
     let b = Batch::new(&mut rng, 2);
     let (steps, l2) = (3, 0.01);
-    let mut gpu = FewshotGpu::new(0, SHAPE).expect("open the device");
-    let cases = [
-        ("BDA", LowerDynamics::bda(0.5f64, 0.5), None),
-        ("RHG", LowerDynamics::LowerOnly { s_l: 0.5 }, None),
-        ("T-RHG", LowerDynamics::LowerOnly { s_l: 0.5 }, Some(1)),
-    ];
-    let images = f32s(&b.images);
-    let ep = Episodes {
-        tasks: b.tasks,
-        ways: b.ways,
-        support: b.support,
-        query: b.query,
-        images: &images,
-        support_labels: &b.support_labels,
-        query_labels: &b.query_labels,
+    let mut gpu = FewshotGpu::new(&dev, SHAPE).expect("open the backend");
+    let ep = b.episodes();
+    let meta = |gpu: &mut FewshotGpu, cfg: &MethodConfig<f64>, grad: &mut [f32]| -> TaskResults {
+        let spec = cfg.cast::<f32>().build().expect("a valid method");
+        gpu.meta_gradient(&f32s(&p), &ep, &spec, l2 as f32, grad)
+            .unwrap()
     };
-    for (name, dyn64, truncate) in cases {
-        let dyn32 = match dyn64 {
-            LowerDynamics::LowerOnly { s_l } => LowerDynamics::LowerOnly { s_l: s_l as f32 },
-            _ => LowerDynamics::bda(0.5f32, 0.5),
-        };
-        let proc = HeadProcedure {
-            dynamics: dyn32,
-            steps,
-            truncate,
-            l2: l2 as f32,
-        };
+    for (name, cfg) in unrolled_methods(steps, 0.5, 1) {
         let mut grad = vec![0.0f32; p.len()];
-        let res = gpu.meta_gradient(&f32s(&p), &ep, &proc, &mut grad).unwrap();
-        let want = reference_meta(&p, &b, &dyn64, steps, truncate, l2);
+        let res = meta(&mut gpu, &cfg, &mut grad);
+        let spec64 = cfg.build().expect("a valid method");
+        let want = reference_meta(&p, &b, spec64, l2);
         let want_loss: Vec<f64> = want.iter().map(|w| w.0).collect();
         agree(
             &format!("{name} φ_K per task"),
@@ -386,87 +375,67 @@ fn meta_gradient_matches_finite_differences() {
             &want_loss,
             1e-4,
         );
-        let want_acc: Vec<f64> = want.iter().map(|w| w.1 as f64 / b.query as f64).collect();
+        let want_acc: Vec<f64> = want.iter().map(|w| w.1).collect();
         assert_eq!(res.accuracy, want_acc, "{name}: query accuracy per task");
-        if truncate.is_some() {
+        if cfg.method == Method::Trhg {
             // T-RHG's gradient is not the gradient of φ_K: only values are compared.
             continue;
         }
         // ∂(mean φ)/∂p by central differences of the f64 pipeline, every parameter.
         let mean_phi = |q: &[f64]| -> f64 {
-            let r = reference_meta(q, &b, &dyn64, steps, truncate, l2);
+            let r = reference_meta(q, &b, spec64, l2);
             r.iter().map(|v| v.0).sum::<f64>() / b.tasks as f64
         };
-        let h = 1e-6;
-        let mut q = p.clone();
-        let fd: Vec<f64> = (0..p.len())
-            .map(|i| {
-                q[i] = p[i] + h;
-                let up = mean_phi(&q);
-                q[i] = p[i] - h;
-                let down = mean_phi(&q);
-                q[i] = p[i];
-                (up - down) / (2.0 * h)
-            })
-            .collect();
+        let fd = central_diff(mean_phi, &p, 1e-6, p.len());
         agree(&format!("{name} meta-gradient"), &f64s(&grad), &fd, 2e-3);
     }
     // T-RHG with T = K is RHG.
-    let rhg = HeadProcedure {
-        dynamics: LowerDynamics::LowerOnly { s_l: 0.5 },
-        steps,
-        truncate: None,
-        l2: l2 as f32,
+    let rhg = MethodConfig::new(Method::Rhg, steps, 0.5);
+    let full = MethodConfig {
+        truncate: Some(steps),
+        ..rhg.with_method(Method::Trhg)
     };
     let (mut g1, mut g2) = (vec![0.0f32; p.len()], vec![0.0f32; p.len()]);
-    gpu.meta_gradient(&f32s(&p), &ep, &rhg, &mut g1).unwrap();
-    let full = HeadProcedure {
-        truncate: Some(steps),
-        ..rhg
-    };
-    gpu.meta_gradient(&f32s(&p), &ep, &full, &mut g2).unwrap();
+    meta(&mut gpu, &rhg, &mut g1);
+    meta(&mut gpu, &full, &mut g2);
     agree("T-RHG with T = K vs RHG", &f64s(&g2), &f64s(&g1), 1e-6);
 }
 
 #[test]
 fn evaluation_agrees() {
-    if skip_without_device() {
-        return;
-    }
+    let Some(dev) = device() else { return };
     let mut rng = Rng::new(5);
     let p = params(&mut rng);
     let b = Batch::new(&mut rng, 3);
     let (steps, lr, l2) = (4, 0.5, 0.0);
-    let mut gpu = FewshotGpu::new(0, SHAPE).expect("open the device");
-    let images = f32s(&b.images);
-    let ep = Episodes {
-        tasks: b.tasks,
-        ways: b.ways,
-        support: b.support,
-        query: b.query,
-        images: &images,
-        support_labels: &b.support_labels,
-        query_labels: &b.query_labels,
+    let mut gpu = FewshotGpu::new(&dev, SHAPE).expect("open the backend");
+    // The evaluation procedure: plain steps on the support set (whatever the method trains).
+    let cfg = MethodConfig {
+        s_u: 0.3,
+        ..MethodConfig::new(Method::Bda, steps, lr)
     };
+    let spec = cfg
+        .cast::<f32>()
+        .build()
+        .expect("a valid method")
+        .lower_only();
     let got = gpu
-        .evaluate(&f32s(&p), &ep, steps, lr as f32, l2 as f32)
+        .evaluate(&f32s(&p), &b.episodes(), &spec, l2 as f32)
         .unwrap();
     let nf = SHAPE.features();
     let feats = conv4_forward(&SHAPE, &p, &b.images, b.n());
-    let dynamics = LowerDynamics::LowerOnly { s_l: lr };
     let want: Vec<f64> = (0..b.tasks)
         .map(|t| {
-            use bda_kernel::backend::LowerStep;
             let x = b.task_x(&feats, t, nf);
             let mut head = b.task_head(t, nf, l2);
             let mut y = head.new_y().unwrap();
             let mut next = y.clone();
-            for k in 1..=steps {
-                let (wu, wl) = dynamics.weights(k);
-                head.lower_step(&x, &y, wu, wl, &mut next).unwrap();
+            for _ in 1..=steps {
+                // y ← y − lr·∇_y f: the support set alone.
+                head.lower_step(&x, &y, 0.0, lr, &mut next).unwrap();
                 std::mem::swap(&mut y, &mut next);
             }
-            head.hits(&x, &y) as f64 / b.query as f64
+            head.accuracy(&x, &y)
         })
         .collect();
     println!("evaluation accuracies {got:?} (reference {want:?})");
@@ -475,54 +444,58 @@ fn evaluation_agrees() {
 
 #[test]
 fn bad_inputs_are_errors() {
-    if skip_without_device() {
-        return;
-    }
+    let Some(dev) = device() else { return };
     let mut rng = Rng::new(6);
     let b = Batch::new(&mut rng, 2);
     let p = vec![0.1f32; SHAPE.num_params()];
-    let images = f32s(&b.images);
-    let mut gpu = FewshotGpu::new(0, SHAPE).expect("open the device");
+    let mut gpu = FewshotGpu::new(&dev, SHAPE).expect("open the backend");
+    let spec = MethodConfig::new(Method::Rhg, 2, 0.1f32)
+        .build()
+        .expect("a valid method");
     let bad_labels: Vec<u8> = b.support_labels.iter().map(|_| 7).collect();
     let ep = Episodes {
-        tasks: b.tasks,
-        ways: b.ways,
-        support: b.support,
-        query: b.query,
-        images: &images,
         support_labels: &bad_labels,
-        query_labels: &b.query_labels,
+        ..b.episodes()
     };
-    let err = gpu.evaluate(&p, &ep, 2, 0.1, 0.0).unwrap_err();
+    let err = gpu.evaluate(&p, &ep, &spec, 0.0).unwrap_err();
     assert_eq!(
         err,
-        GpuError::Data("a label is not below the number of classes")
+        MethodError::Backend(GpuError::Data("a label is not below the number of classes"))
     );
     let short = Episodes {
-        images: &images[1..],
-        support_labels: &b.support_labels,
-        ..ep
+        images: &b.images32[1..],
+        ..b.episodes()
     };
     assert!(matches!(
-        gpu.evaluate(&p, &short, 2, 0.1, 0.0),
-        Err(GpuError::Shape { .. })
+        gpu.evaluate(&p, &short, &spec, 0.0),
+        Err(MethodError::Backend(GpuError::Shape { .. }))
     ));
     assert!(matches!(
-        gpu.features(&p[1..], &images, b.n()),
+        gpu.features(&p[1..], &b.images32, b.n()),
         Err(GpuError::Shape { .. })
     ));
-    let proc = HeadProcedure {
-        dynamics: LowerDynamics::LowerOnly { s_l: 0.1 },
-        steps: 2,
-        truncate: None,
-        l2: 0.0,
-    };
     let mut small = vec![0.0f32; 3];
-    assert!(gpu.meta_gradient(&p, &ep, &proc, &mut small).is_err());
+    assert!(
+        gpu.meta_gradient(&p, &b.episodes(), &spec, 0.0, &mut small)
+            .is_err()
+    );
+    // IHG and O-BDA need Hessian products, which the batched head does not provide.
+    let ihg = MethodConfig::new(Method::Ihg, 2, 0.1f32).build().unwrap();
+    let mut grad = vec![0.0f32; SHAPE.num_params()];
+    assert_eq!(
+        gpu.meta_gradient(&p, &b.episodes(), &ihg, 0.0, &mut grad),
+        Err(MethodError::Unsupported {
+            method: Method::Ihg
+        })
+    );
 }
 
 /// This file's tests once more on the CPU stand-ins of the CUDA libraries.
 #[test]
 fn all_fewshot_tests_on_a_fake_device() {
-    cxx::run_on_fake_device("fake_cuda_fewshot", "all_fewshot_tests_on_a_fake_device");
+    cxx::run_on_fake_device(
+        env!("CARGO_TARGET_TMPDIR"),
+        "fake_cuda_fewshot",
+        "all_fewshot_tests_on_a_fake_device",
+    );
 }

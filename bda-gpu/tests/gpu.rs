@@ -1,25 +1,21 @@
-//! Agreement of every CUDA primitive (and of the kernel's methods run on it) with the f64
-//! reference `bda_kernel::hyperclean::HypercleanReference`, on random data (`tests/instance`). Each test
-//! prints `skipped: <reason>` and returns when no CUDA device is usable; when one is, a failure
-//! to open it is a failure.
+//! Agreement of every CUDA primitive (and of the kernel's methods run on it through the
+//! engine, `Hypergrad`) with the f64 reference `bda_kernel::hyperclean::HypercleanReference`,
+//! on random data (`bda_testkit::instance`). Each test prints `skipped: <reason>` and returns
+//! when no CUDA device is usable; when one is, a failure to use it is a failure.
 //!
 //! `all_tests_on_a_fake_device` runs this file's other tests once more in a child process whose
 //! CUDA libraries are the CPU stand-ins of `tests/fake_cuda` (built with the host C++
 //! compiler): on a machine without a GPU that exercises everything but the device itself —
 //! cudarc calls, launch arguments, GEMM mapping and extents, row ranges, the kernels' arithmetic.
 
-mod cxx;
-#[path = "../../bda-kernel/tests/instance/mod.rs"]
-mod instance;
-
-use bda_gpu::{GpuError, GpuVec, SoftmaxGpu, probe};
+use bda_gpu::{GpuDevice, GpuError, GpuVec, HypercleanGpu};
+use bda_kernel::Method;
 use bda_kernel::backend::{
-    Backend, CgScratch, LowerHessian, LowerStep, OneStageScratch, StepAdjoint, UpperGradient,
-    implicit, one_stage, tape_len, unrolled,
+    Backend, Hypergrad, LowerHessian, LowerStep, MethodConfig, StepAdjoint, UpperGradient,
 };
 use bda_kernel::hyperclean::HypercleanReference;
-use bda_kernel::schedule::LowerDynamics;
-use instance::{Problem, Rng, rel_err};
+use bda_testkit::instance::Problem;
+use bda_testkit::{Rng, cxx, rel_err};
 
 /// Relative error allowed between a primitive in f32 on the GPU and the f64 reference.
 const TOL: f64 = 1e-3;
@@ -29,12 +25,15 @@ fn problem() -> Problem {
     Problem::random(2024, 45, 7, 300, 170, 0.01)
 }
 
-fn open(p: &Problem) -> Option<SoftmaxGpu> {
-    if let Err(e) = probe(0) {
-        println!("skipped: {e}");
-        return None;
-    }
-    let mut gpu = SoftmaxGpu::new(0, &p.data()).expect("open the CUDA backend");
+fn open(p: &Problem) -> Option<HypercleanGpu> {
+    let dev = match GpuDevice::open(0) {
+        Ok(dev) => dev,
+        Err(e) => {
+            println!("skipped: {e}");
+            return None;
+        }
+    };
+    let gpu = HypercleanGpu::new(&dev, &p.data()).expect("upload the instance");
     gpu.warm_up().expect("compile and load the kernels");
     println!("{}", gpu.info());
     Some(gpu)
@@ -49,25 +48,25 @@ fn f32s(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&v| v as f32).collect()
 }
 
-fn up_x(g: &mut SoftmaxGpu, v: &[f64]) -> GpuVec {
+fn up_x(g: &mut HypercleanGpu, v: &[f64]) -> GpuVec {
     let mut b = g.new_x().unwrap();
     g.upload_x(&f32s(v), &mut b).unwrap();
     b
 }
 
-fn up_y(g: &mut SoftmaxGpu, v: &[f64]) -> GpuVec {
+fn up_y(g: &mut HypercleanGpu, v: &[f64]) -> GpuVec {
     let mut b = g.new_y().unwrap();
     g.upload_y(&f32s(v), &mut b).unwrap();
     b
 }
 
-fn down_x(g: &mut SoftmaxGpu, b: &GpuVec) -> Vec<f64> {
+fn down_x(g: &mut HypercleanGpu, b: &GpuVec) -> Vec<f64> {
     let mut h = vec![0.0f32; g.x_len()];
     g.download_x(b, &mut h).unwrap();
     h.into_iter().map(f64::from).collect()
 }
 
-fn down_y(g: &mut SoftmaxGpu, b: &GpuVec) -> Vec<f64> {
+fn down_y(g: &mut HypercleanGpu, b: &GpuVec) -> Vec<f64> {
     let mut h = vec![0.0f32; g.y_len()];
     g.download_y(b, &mut h).unwrap();
     h.into_iter().map(f64::from).collect()
@@ -278,116 +277,98 @@ fn methods_agree() {
     let y0 = vec![0.0; p.y_len()];
     let y0b = up_y(&mut g, &y0);
     let k = 20;
-    let cases = [
-        ("BDA", LowerDynamics::bda(0.5f64, 0.8), None),
-        ("RHG", LowerDynamics::LowerOnly { s_l: 0.8 }, None),
-        ("T-RHG", LowerDynamics::LowerOnly { s_l: 0.8 }, Some(5)),
-    ];
-    for (name, dyn64, truncate) in cases {
-        let dyn32 = match dyn64 {
-            LowerDynamics::LowerOnly { s_l } => LowerDynamics::LowerOnly { s_l: s_l as f32 },
-            _ => LowerDynamics::bda(0.5f32, 0.8),
-        };
-        let n = tape_len(k, truncate);
-        let mut tape: Vec<GpuVec> = (0..n).map(|_| g.new_y().unwrap()).collect();
-        let (mut adj, mut gx, mut y_out) =
-            (g.new_y().unwrap(), g.new_x().unwrap(), g.new_y().unwrap());
-        let v = unrolled(
-            &mut g, &xb, &y0b, &dyn32, k, truncate, &mut tape, &mut adj, &mut gx, &mut y_out,
-        )
-        .unwrap();
-
-        let mut tape64 = vec![vec![0.0; p.y_len()]; n];
-        let (mut adj64, mut gx64, mut y64) = (
-            vec![0.0; p.y_len()],
-            vec![0.0; p.n_tr()],
-            vec![0.0; p.y_len()],
-        );
-        let v64 = unrolled(
-            &mut cpu,
-            &x,
-            &y0,
-            &dyn64,
-            k,
-            truncate,
-            &mut tape64,
-            &mut adj64,
-            &mut gx64,
-            &mut y64,
-        )
-        .unwrap();
+    // BDA with s_u = 0.5, s_l = 0.8 and the papers' μ, α_k, β_k; RHG and T-RHG (T = 5) with
+    // s_l = 0.8.
+    let bda = MethodConfig {
+        s_u: 0.5,
+        ..MethodConfig::new(Method::Bda, k, 0.8f64)
+    };
+    let rhg = MethodConfig::new(Method::Rhg, k, 0.8f64);
+    let trhg = MethodConfig {
+        truncate: Some(5),
+        ..rhg.with_method(Method::Trhg)
+    };
+    for (name, cfg) in [("BDA", bda), ("RHG", rhg), ("T-RHG", trhg)] {
+        let r = run_both(&mut g, &mut cpu, &cfg, &xb, &x, &y0b, &y0);
         assert!(
-            (v as f64 - v64).abs() < TOL * v64.abs(),
-            "{name} φ: {v} vs {v64}"
+            (r.phi - r.phi64).abs() < TOL * r.phi64.abs(),
+            "{name} φ: {} vs {}",
+            r.phi,
+            r.phi64
         );
-        agree(&format!("{name} y_K"), &down_y(&mut g, &y_out), &y64, TOL);
-        agree(
-            &format!("{name} hypergradient"),
-            &down_x(&mut g, &gx),
-            &gx64,
-            TOL,
-        );
+        agree(&format!("{name} y_K"), &r.y, &r.y64, TOL);
+        agree(&format!("{name} hypergradient"), &r.gx, &r.gx64, TOL);
     }
 
     // IHG: conjugate gradient in f32 against f64 drifts more than one primitive does.
-    let dyn32 = LowerDynamics::LowerOnly { s_l: 0.8f32 };
-    let dyn64 = LowerDynamics::LowerOnly { s_l: 0.8f64 };
-    let mut cg = CgScratch {
-        r: g.new_y().unwrap(),
-        p: g.new_y().unwrap(),
-        hp: g.new_y().unwrap(),
-        v: g.new_y().unwrap(),
+    let ihg = MethodConfig {
+        cg_iters: 5,
+        ..MethodConfig::new(Method::Ihg, k, 0.8f64)
     };
-    let (mut gx, mut y_out) = (g.new_x().unwrap(), g.new_y().unwrap());
-    let v = implicit(
-        &mut g, &xb, &y0b, &dyn32, k, 5, &mut cg, &mut gx, &mut y_out,
-    )
-    .unwrap();
-    let z = || vec![0.0; p.y_len()];
-    let mut cg64 = CgScratch {
-        r: z(),
-        p: z(),
-        hp: z(),
-        v: z(),
-    };
-    let (mut gx64, mut y64) = (vec![0.0; p.n_tr()], z());
-    let v64 = implicit(
-        &mut cpu, &x, &y0, &dyn64, k, 5, &mut cg64, &mut gx64, &mut y64,
-    )
-    .unwrap();
+    let r = run_both(&mut g, &mut cpu, &ihg, &xb, &x, &y0b, &y0);
     assert!(
-        (v as f64 - v64).abs() < TOL * v64.abs(),
-        "IHG φ: {v} vs {v64}"
+        (r.phi - r.phi64).abs() < TOL * r.phi64.abs(),
+        "IHG φ: {} vs {}",
+        r.phi,
+        r.phi64
     );
-    agree("IHG hypergradient", &down_x(&mut g, &gx), &gx64, 1e-2);
+    agree("IHG hypergradient", &r.gx, &r.gx64, 1e-2);
 
-    // O-BDA: a finite difference on both sides; ε large enough for f32.
-    let dyn32 = LowerDynamics::bda(0.5f32, 0.8);
-    let dyn64 = LowerDynamics::bda(0.5f64, 0.8);
+    // O-BDA: a finite difference on both sides; ε large enough for f32. One stage from y₁.
+    let obda = MethodConfig {
+        s_u: 0.5,
+        fd_eps: 0.05,
+        ..MethodConfig::new(Method::Obda, k, 0.8f64)
+    };
     let y1 = inputs(&p, 7).y;
     let y1b = up_y(&mut g, &y1);
-    let mut s = OneStageScratch {
-        g: g.new_y().unwrap(),
-        h: g.new_y().unwrap(),
-        sink: g.new_y().unwrap(),
-    };
-    let (mut gx, mut y_out) = (g.new_x().unwrap(), g.new_y().unwrap());
-    let v = one_stage(&mut g, &xb, &y1b, &dyn32, 0.05, &mut s, &mut gx, &mut y_out).unwrap();
-    let mut s64 = OneStageScratch {
-        g: z(),
-        h: z(),
-        sink: z(),
-    };
-    let (mut gx64, mut y64) = (vec![0.0; p.n_tr()], z());
-    let v64 = one_stage(
-        &mut cpu, &x, &y1, &dyn64, 0.05, &mut s64, &mut gx64, &mut y64,
-    )
-    .unwrap();
+    let r = run_both(&mut g, &mut cpu, &obda, &xb, &x, &y1b, &y1);
     assert!(
-        (v as f64 - v64).abs() < TOL * v64.abs(),
-        "O-BDA φ: {v} vs {v64}"
+        (r.phi - r.phi64).abs() < TOL * r.phi64.abs(),
+        "O-BDA φ: {} vs {}",
+        r.phi,
+        r.phi64
     );
-    agree("O-BDA hypergradient", &down_x(&mut g, &gx), &gx64, 1e-2);
+    agree("O-BDA hypergradient", &r.gx, &r.gx64, 1e-2);
+}
+
+/// One hypergradient of `cfg` on the device (in f32) and on the reference (in f64).
+struct Both {
+    phi: f64,
+    phi64: f64,
+    y: Vec<f64>,
+    y64: Vec<f64>,
+    gx: Vec<f64>,
+    gx64: Vec<f64>,
+}
+
+fn run_both(
+    g: &mut HypercleanGpu,
+    cpu: &mut HypercleanReference,
+    cfg: &MethodConfig<f64>,
+    xb: &GpuVec,
+    x: &[f64],
+    y0b: &GpuVec,
+    y0: &[f64],
+) -> Both {
+    let spec32 = cfg.cast::<f32>().build().expect("a valid method");
+    let mut hg = Hypergrad::new(g, spec32).expect("allocate the method's buffers");
+    let (mut gx, mut y_out) = (g.new_x().unwrap(), g.new_y().unwrap());
+    let phi = hg.hypergradient(g, xb, y0b, &mut gx, &mut y_out).unwrap();
+
+    let mut hg64 = Hypergrad::new(cpu, cfg.build().expect("a valid method")).unwrap();
+    let (mut gx64, mut y64) = (cpu.new_x().unwrap(), cpu.new_y().unwrap());
+    let phi64 = hg64
+        .hypergradient(cpu, &x.to_vec(), &y0.to_vec(), &mut gx64, &mut y64)
+        .unwrap();
+    Both {
+        phi: f64::from(phi),
+        phi64,
+        y: down_y(g, &y_out),
+        y64,
+        gx: down_x(g, &gx),
+        gx64,
+    }
 }
 
 #[test]
@@ -406,10 +387,48 @@ fn wrong_shapes_are_errors() {
     assert!(matches!(err, GpuError::Shape { .. }), "{err}");
     let mut small = vec![0.0f32; 2];
     assert!(g.download_y(&y, &mut small).is_err());
+    // Inconsistent data are an error, before anything is uploaded.
+    let mut bad = problem();
+    bad.val_labels[0] = 7;
+    assert_eq!(
+        HypercleanGpu::new(g.device(), &bad.data()).unwrap_err(),
+        GpuError::Data("a label is not below the number of classes")
+    );
+}
+
+/// Two backends built on one device share its stream, modules and cuBLAS handle: their
+/// interleaved work gives what each gives alone.
+#[test]
+fn backends_share_one_device() {
+    let p = problem();
+    let Some(mut g) = open(&p) else { return };
+    let q = Problem::random(7, 12, 3, 40, 30, 0.05);
+    let mut h = HypercleanGpu::new(g.device(), &q.data()).expect("a second backend");
+    let (mut cpu_p, mut cpu_q) = (
+        HypercleanReference::new(&p.data()),
+        HypercleanReference::new(&q.data()),
+    );
+    let (ip, iq) = (inputs(&p, 8), inputs(&q, 9));
+    let (xp, yp) = (up_x(&mut g, &ip.x), up_y(&mut g, &ip.y));
+    let (xq, yq) = (up_x(&mut h, &iq.x), up_y(&mut h, &iq.y));
+    let (mut op, mut oq) = (g.new_y().unwrap(), h.new_y().unwrap());
+    g.lower_step(&xp, &yp, 0.3, 0.7, &mut op).unwrap();
+    h.lower_step(&xq, &yq, 0.3, 0.7, &mut oq).unwrap();
+    let (mut wp, mut wq) = (vec![0.0; p.y_len()], vec![0.0; q.y_len()]);
+    cpu_p.lower_step(&ip.x, &ip.y, 0.3, 0.7, &mut wp).unwrap();
+    cpu_q.lower_step(&iq.x, &iq.y, 0.3, 0.7, &mut wq).unwrap();
+    let got_q = down_y(&mut h, &oq);
+    drop(h); // the device stays open for the first backend
+    agree("first backend's step", &down_y(&mut g, &op), &wp, TOL);
+    agree("second backend's step", &got_q, &wq, TOL);
 }
 
 /// This file's tests once more on the CPU stand-ins of the CUDA libraries (see the module docs).
 #[test]
 fn all_tests_on_a_fake_device() {
-    cxx::run_on_fake_device("fake_cuda", "all_tests_on_a_fake_device");
+    cxx::run_on_fake_device(
+        env!("CARGO_TARGET_TMPDIR"),
+        "fake_cuda",
+        "all_tests_on_a_fake_device",
+    );
 }

@@ -3,9 +3,9 @@
 //! and definitions. Needs a C++17 compiler (`$CXX`, `c++`, `g++` or `clang++`), not CUDA;
 //! prints `skipped: <reason>` when there is none.
 
-mod cxx;
-
 use std::process::Command;
+
+use bda_testkit::cxx;
 
 #[test]
 fn kernel_arithmetic_on_the_host() {
@@ -13,7 +13,7 @@ fn kernel_arithmetic_on_the_host() {
         println!("skipped: no C++ compiler");
         return;
     };
-    let exe = cxx::scratch("host_kernels").join("kernels_check");
+    let exe = cxx::scratch(env!("CARGO_TARGET_TMPDIR"), "host_kernels").join("kernels_check");
     cxx::build(&cc, &["tests/host/kernels_check.cpp"], &[], &exe);
     let run = Command::new(&exe).output().expect("run the kernel check");
     let report = String::from_utf8_lossy(&run.stdout);

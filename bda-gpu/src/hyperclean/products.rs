@@ -1,0 +1,350 @@
+//! The capability traits of [`HypercleanGpu`]: the launches and GEMMs of each product (the
+//! launch sequences are listed in the crate README).
+
+use bda_kernel::backend::{LowerHessian, LowerStep, StepAdjoint, UpperGradient};
+use cudarc::driver::{CudaSlice, PushKernelArg};
+
+use super::{Hyperclean, HypercleanGpu};
+use crate::gemm::RowMajor;
+use crate::kernels::Kernel;
+use crate::launch::{elementwise, i32_of, per_row, push};
+use crate::{GpuDevice, GpuError, GpuVec};
+
+/// The right-hand side of a logits GEMM: a `y` buffer (`c` columns) or the packed `[Ỹ | A]`
+/// (`2c` columns: logits and tangent logits side by side).
+enum Rhs<'a> {
+    Y(&'a GpuVec),
+    Packed,
+}
+
+/// The second block of a `pack`: kept as is, or scaled on its `W` part after packing.
+enum PackSource<'a> {
+    Keep(&'a GpuVec),
+    Scale(&'a mut GpuVec, f32),
+}
+
+impl Hyperclean {
+    /// `z[r0..r1] ← X̃[r0..r1]·B`, `B` a row-major `(d+1)×cols` matrix; `z` gets row stride
+    /// `cols`.
+    fn logits(
+        &mut self,
+        dev: &GpuDevice,
+        rhs: Rhs<'_>,
+        r0: usize,
+        r1: usize,
+    ) -> Result<(), GpuError> {
+        let d = self.dims;
+        let (b, cols) = match rhs {
+            Rhs::Y(y) => (&y.0, d.c),
+            Rhs::Packed => (&self.ya, 2 * d.c),
+        };
+        let p = RowMajor {
+            lda: d.ld,
+            ..RowMajor::new(r1 - r0, cols, d.d + 1)
+        };
+        let a = self.feats.slice(r0 * d.ld..);
+        let mut z = self.z.slice_mut(r0 * cols..);
+        dev.gemm(p, 1.0, &a, b, 0.0, &mut z)
+    }
+
+    /// `out ← α·X̃[r0..r1]ᵀ·G[r0..r1] + β·out`, `G` (the `g` buffer) row-major with row stride
+    /// `c`.
+    fn back(
+        &self,
+        dev: &GpuDevice,
+        r0: usize,
+        r1: usize,
+        alpha: f32,
+        beta: f32,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<(), GpuError> {
+        let d = self.dims;
+        let p = RowMajor {
+            m: d.d + 1,
+            n: d.c,
+            k: r1 - r0,
+            trans_a: true,
+            trans_b: false,
+            lda: d.ld,
+            ldb: d.c,
+            ldc: d.c,
+        };
+        let a = self.feats.slice(r0 * d.ld..);
+        let g = self.g.slice(r0 * d.c..);
+        dev.gemm(p, alpha, &a, &g, beta, out)
+    }
+
+    /// `dst ← src ⊙ (s_w on W, s_b on b)`.
+    fn masked_scale_copy(
+        &self,
+        dev: &GpuDevice,
+        src: &GpuVec,
+        dst: &mut GpuVec,
+        s_w: f32,
+        s_b: f32,
+    ) -> Result<(), GpuError> {
+        let f = dev.kernel(Kernel::MaskedScaleCopy)?;
+        let (n, n_w) = (i32_of(self.dims.y_len), i32_of(self.dims.n_w));
+        let mut l = dev.stream().launch_builder(&f);
+        l.arg(&src.0)
+            .arg(&mut dst.0)
+            .arg(&n)
+            .arg(&n_w)
+            .arg(&s_w)
+            .arg(&s_b);
+        // SAFETY: argument list matches `masked_scale_copy`; both buffers hold y_len entries
+        // (checked by the trait methods).
+        unsafe { l.launch(elementwise(self.dims.y_len)) }?;
+        Ok(())
+    }
+
+    /// `ya ← [Ỹ | A]`, and with [`PackSource::Scale`] `(a, s)`, `A_W ← s·A_W` afterwards.
+    fn pack(&mut self, dev: &GpuDevice, y: &GpuVec, a: PackSource<'_>) -> Result<(), GpuError> {
+        let d = self.dims;
+        let (rows, c, n_w) = (i32_of(d.d + 1), i32_of(d.c), i32_of(d.n_w));
+        let cfg = elementwise(d.y_len);
+        match a {
+            PackSource::Keep(a) => {
+                let f = dev.kernel(Kernel::PackPair)?;
+                let mut l = dev.stream().launch_builder(&f);
+                l.arg(&y.0).arg(&a.0).arg(&mut self.ya).arg(&rows).arg(&c);
+                // SAFETY: matches `pack_pair`; y, a: (d+1)·c entries, ya: 2(d+1)·c.
+                unsafe { l.launch(cfg) }?;
+            }
+            PackSource::Scale(a, s_w) => {
+                let f = dev.kernel(Kernel::PackPairScale)?;
+                let mut l = dev.stream().launch_builder(&f);
+                l.arg(&y.0)
+                    .arg(&mut a.0)
+                    .arg(&mut self.ya)
+                    .arg(&rows)
+                    .arg(&c)
+                    .arg(&n_w)
+                    .arg(&s_w);
+                // SAFETY: matches `pack_pair_scale`; sizes as above.
+                unsafe { l.launch(cfg) }?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `xent_grad_rows` over `[r0, r1)` with logits of row stride `c` in `z`.
+    fn xent_grad_rows(
+        &mut self,
+        dev: &GpuDevice,
+        x: &GpuVec,
+        (r0, r1): (usize, usize),
+        a_tr: f32,
+        a_val: f32,
+    ) -> Result<(), GpuError> {
+        let f = dev.kernel(Kernel::XentGradRows)?;
+        let d = self.dims;
+        let ints = [d.n_tr, r0, r1, d.c].map(i32_of);
+        let weights = [a_tr, a_val];
+        let mut l = dev.stream().launch_builder(&f);
+        l.arg(&self.z).arg(&ints[3]).arg(&self.labels).arg(&x.0);
+        push(&mut l, &ints);
+        push(&mut l, &weights);
+        l.arg(&mut self.g).arg(&mut self.ce);
+        // SAFETY: matches `xent_grad_rows`; rows < n_all, z: n_all·2c ≥ n_all·c, x: n_tr.
+        unsafe { l.launch(per_row(r1 - r0)) }?;
+        Ok(())
+    }
+
+    /// `hvp_rows` over `[r0, r1)` with `[z | t]` pairs (row stride `2c`) in `z`; `gx`, when
+    /// given, gets `gx_scale` times the mixed term.
+    fn hvp_rows(
+        &mut self,
+        dev: &GpuDevice,
+        x: &GpuVec,
+        (r0, r1): (usize, usize),
+        (a_tr, a_val): (f32, f32),
+        gx: Option<(&mut GpuVec, f32)>,
+    ) -> Result<(), GpuError> {
+        let f = dev.kernel(Kernel::HvpRows)?;
+        let ints = [self.dims.n_tr, r0, r1, self.dims.c].map(i32_of);
+        let weights = [a_tr, a_val];
+        let (gx_buf, gx_scale) = match gx {
+            Some((g, s)) => (&mut g.0, s),
+            None => (&mut self.dummy, 0.0f32),
+        };
+        let mut l = dev.stream().launch_builder(&f);
+        l.arg(&self.z).arg(&self.labels).arg(&x.0);
+        push(&mut l, &ints);
+        push(&mut l, &weights);
+        l.arg(&mut self.g).arg(gx_buf).arg(&gx_scale);
+        // SAFETY: matches `hvp_rows`; gx has n_tr entries or gx_scale = 0 (never written).
+        unsafe { l.launch(per_row(r1 - r0)) }?;
+        Ok(())
+    }
+
+    /// Logits of `y` and of the direction `v` together (one GEMM with `[y | v]`) over the
+    /// training rows, into `z`: what both second-derivative products of `f` start from.
+    fn train_tangent_logits(
+        &mut self,
+        dev: &GpuDevice,
+        y: &GpuVec,
+        v: &GpuVec,
+    ) -> Result<(), GpuError> {
+        self.pack(dev, y, PackSource::Keep(v))?;
+        self.logits(dev, Rhs::Packed, 0, self.dims.n_tr)
+    }
+}
+
+impl LowerStep for HypercleanGpu {
+    /// Four launches: `masked_scale_copy`, GEMM, `xent_grad_rows`, GEMM (none when
+    /// `w_u = w_l = 0`). Training rows are skipped when `w_l = 0`, validation rows when `w_u = 0`.
+    fn lower_step(
+        &mut self,
+        x: &GpuVec,
+        y: &GpuVec,
+        w_u: f32,
+        w_l: f32,
+        y_out: &mut GpuVec,
+    ) -> Result<(), GpuError> {
+        self.check_x("lower_step x", x)?;
+        self.check_y("lower_step y", y)?;
+        self.check_y("lower_step y_out", y_out)?;
+        let (dev, p) = (&self.dev, &mut self.p);
+        let d = p.dims;
+        p.masked_scale_copy(dev, y, y_out, 1.0 - 2.0 * d.lambda * w_u, 1.0)?;
+        let (r0, r1) = d.rows(w_u, w_l);
+        if r0 == r1 {
+            return Ok(());
+        }
+        p.logits(dev, Rhs::Y(y), r0, r1)?;
+        p.xent_grad_rows(dev, x, (r0, r1), w_l / d.n_tr as f32, w_u / d.n_val as f32)?;
+        p.back(dev, r0, r1, -1.0, 1.0, &mut y_out.0)
+    }
+}
+
+impl UpperGradient for HypercleanGpu {
+    fn upper_depends_on_x(&self) -> bool {
+        false // F = validation CE + λ‖W‖²
+    }
+
+    /// `F` does not depend on `x`: `gx` is left as it is. Waits for the device (the value).
+    fn upper_grad(
+        &mut self,
+        x: &GpuVec,
+        y: &GpuVec,
+        gy: &mut GpuVec,
+        gx: &mut GpuVec,
+        _gx_scale: f32,
+    ) -> Result<f32, GpuError> {
+        self.check_x("upper_grad x", x)?;
+        self.check_y("upper_grad y", y)?;
+        self.check_y("upper_grad gy", gy)?;
+        self.check_x("upper_grad gx", gx)?;
+        let (dev, p) = (&self.dev, &mut self.p);
+        let d = p.dims;
+        p.masked_scale_copy(dev, y, gy, 2.0 * d.lambda, 0.0)?;
+        let (r0, r1) = (d.n_tr, d.n_all);
+        p.logits(dev, Rhs::Y(y), r0, r1)?;
+        p.xent_grad_rows(dev, x, (r0, r1), 0.0, 1.0 / d.n_val as f32)?;
+        p.back(dev, r0, r1, 1.0, 1.0, &mut gy.0)?;
+        // Σ_j CE_j over validation rows into slot 0, ‖W‖² into slot 1, one download.
+        self.scratch.sum(dev, &p.ce.slice(d.n_tr..), 0)?;
+        let w = y.0.slice(..d.n_w);
+        self.scratch.dot(dev, &w, &w, 1)?;
+        let [ce_sum, w2] = self.scratch.read(dev)?;
+        Ok((ce_sum / d.n_val as f64 + f64::from(d.lambda) * w2) as f32)
+    }
+}
+
+impl StepAdjoint for HypercleanGpu {
+    /// Four launches: `pack_pair_scale` (`[Ỹ | A]`, and `A_W ← (1 − 2λw_u)·A_W`), one GEMM for
+    /// logits and tangent logits together, `hvp_rows` (HVP row terms and the mixed `x` term),
+    /// GEMM `A ← A − X̃ᵀ·H`.
+    fn step_adjoint(
+        &mut self,
+        x: &GpuVec,
+        y: &GpuVec,
+        w_u: f32,
+        w_l: f32,
+        a: &mut GpuVec,
+        gx: &mut GpuVec,
+    ) -> Result<(), GpuError> {
+        self.check_x("step_adjoint x", x)?;
+        self.check_y("step_adjoint y", y)?;
+        self.check_y("step_adjoint a", a)?;
+        self.check_x("step_adjoint gx", gx)?;
+        let (dev, p) = (&self.dev, &mut self.p);
+        let d = p.dims;
+        let (r0, r1) = d.rows(w_u, w_l);
+        if r0 == r1 {
+            // w_u = w_l = 0: the step is the identity.
+            return Ok(());
+        }
+        p.pack(dev, y, PackSource::Scale(a, 1.0 - 2.0 * d.lambda * w_u))?;
+        p.logits(dev, Rhs::Packed, r0, r1)?;
+        let (n_tr, n_val) = (d.n_tr as f32, d.n_val as f32);
+        let weights = (w_l / n_tr, w_u / n_val);
+        p.hvp_rows(dev, x, (r0, r1), weights, Some((gx, -w_l / n_tr)))?;
+        p.back(dev, r0, r1, -1.0, 1.0, &mut a.0)
+    }
+}
+
+impl LowerHessian for HypercleanGpu {
+    fn lower_hvp(
+        &mut self,
+        x: &GpuVec,
+        y: &GpuVec,
+        v: &GpuVec,
+        out: &mut GpuVec,
+    ) -> Result<(), GpuError> {
+        self.check_x("lower_hvp x", x)?;
+        self.check_y("lower_hvp y", y)?;
+        self.check_y("lower_hvp v", v)?;
+        self.check_y("lower_hvp out", out)?;
+        let (dev, p) = (&self.dev, &mut self.p);
+        let n_tr = p.dims.n_tr;
+        p.train_tangent_logits(dev, y, v)?;
+        p.hvp_rows(dev, x, (0, n_tr), (1.0 / n_tr as f32, 0.0), None)?;
+        p.back(dev, 0, n_tr, 1.0, 0.0, &mut out.0)
+    }
+
+    fn lower_mixed_vjp(
+        &mut self,
+        x: &GpuVec,
+        y: &GpuVec,
+        v: &GpuVec,
+        scale: f32,
+        gx: &mut GpuVec,
+    ) -> Result<(), GpuError> {
+        self.check_x("lower_mixed_vjp x", x)?;
+        self.check_y("lower_mixed_vjp y", y)?;
+        self.check_y("lower_mixed_vjp v", v)?;
+        self.check_x("lower_mixed_vjp gx", gx)?;
+        let (dev, p) = (&self.dev, &mut self.p);
+        let n_tr = p.dims.n_tr;
+        p.train_tangent_logits(dev, y, v)?;
+        let gx_scale = scale / n_tr as f32;
+        p.hvp_rows(dev, x, (0, n_tr), (0.0, 0.0), Some((gx, gx_scale)))
+    }
+
+    fn lower_grad_x(
+        &mut self,
+        x: &GpuVec,
+        y: &GpuVec,
+        scale: f32,
+        gx: &mut GpuVec,
+    ) -> Result<(), GpuError> {
+        self.check_x("lower_grad_x x", x)?;
+        self.check_y("lower_grad_x y", y)?;
+        self.check_x("lower_grad_x gx", gx)?;
+        let (dev, p) = (&self.dev, &mut self.p);
+        let d = p.dims;
+        p.logits(dev, Rhs::Y(y), 0, d.n_tr)?;
+        let f = dev.kernel(Kernel::XentDxRows)?;
+        let ints = [d.n_tr, d.c].map(i32_of);
+        let gx_scale = scale / d.n_tr as f32;
+        let mut l = dev.stream().launch_builder(&f);
+        l.arg(&p.z).arg(&ints[1]).arg(&p.labels).arg(&x.0);
+        push(&mut l, &ints);
+        l.arg(&mut gx.0).arg(&gx_scale);
+        // SAFETY: matches `xent_dx_rows`; x and gx hold n_tr entries (checked above).
+        unsafe { l.launch(per_row(d.n_tr)) }?;
+        Ok(())
+    }
+}
