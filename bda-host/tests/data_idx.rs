@@ -96,12 +96,12 @@ fn loads_both_fixture_folders_train_then_test() {
     for (folder, n_train, n_test) in [("fmnist-tiny", 200, 100), ("mnist-tiny", 100, 50)] {
         let ds = load_mnist_dir(&fx(folder)).unwrap();
         assert_eq!((ds.n, ds.dim), (n_train + n_test, 784), "{folder}");
-        assert_eq!(ds.pixels.len(), ds.n * 784);
+        assert_eq!(ds.x.len(), ds.n * 784);
         assert_eq!(ds.labels.len(), ds.n);
         assert!(ds.labels.iter().all(|&y| y <= 9));
         assert_eq!(class_counts(&ds.labels).len(), 10, "{folder}: all classes");
-        assert!(ds.pixels.iter().all(|&p| (0.0..=1.0).contains(&p)));
-        assert!(ds.pixels.contains(&1.0) && ds.pixels.contains(&0.0));
+        assert!(ds.x.iter().all(|&p| (0.0..=1.0).contains(&p)));
+        assert!(ds.x.contains(&1.0) && ds.x.contains(&0.0));
 
         // Train first, then test, pixels value / 255.
         let find = |base: &str| {
@@ -120,7 +120,7 @@ fn loads_both_fixture_folders_train_then_test() {
             .chain(&test.pixels)
             .map(|&p| f32::from(p) / 255.0)
             .collect();
-        assert!(ds.pixels == expect, "{folder}: pixels differ");
+        assert!(ds.x == expect, "{folder}: pixels differ");
         let mut labels = read_labels(&find(MNIST_FILES[1])).unwrap();
         labels.extend(read_labels(&find(MNIST_FILES[3])).unwrap());
         assert_eq!(ds.labels, labels);
@@ -144,12 +144,11 @@ fn split_sizes_and_partition() {
         assert_eq!(sub.labels.len(), sub.n);
     }
     // Together the subsets are a permutation of the pool: same rows, same clean labels.
-    let mut pool: Vec<(Vec<u32>, u8)> = ds
-        .pixels
-        .chunks_exact(784)
-        .zip(&ds.labels)
-        .map(|(x, &y)| (x.iter().map(|v| v.to_bits()).collect(), y))
-        .collect();
+    let mut pool: Vec<(Vec<u32>, u8)> =
+        ds.x.chunks_exact(784)
+            .zip(&ds.labels)
+            .map(|(x, &y)| (x.iter().map(|v| v.to_bits()).collect(), y))
+            .collect();
     let mut got: Vec<(Vec<u32>, u8)> = Vec::new();
     for (sub, labels) in [
         (&s.train, &s.clean_labels_train),
@@ -267,7 +266,7 @@ fn split_rejects_bad_flags() {
         ));
     }
     let mut broken = ds.clone();
-    broken.pixels.pop();
+    broken.x.pop();
     assert!(matches!(
         hyperclean_split(&broken, 10, 10, 0.1, 0),
         Err(SplitError::BadDataset { .. })
@@ -281,7 +280,7 @@ fn split_rejects_bad_flags() {
     let empty = Dataset {
         n: 0,
         dim: 0,
-        pixels: vec![],
+        x: vec![],
         labels: vec![],
     };
     assert!(hyperclean_split(&empty, 1, 1, 0.0, 0).is_err());

@@ -542,16 +542,17 @@ fn episodes_are_deterministic_and_well_formed() {
 
     let mut unsorted = 0;
     for ep in &a {
-        assert_eq!((ep.ways, ep.shots, ep.queries), (ways, shots, queries));
-        assert_eq!(ep.support.len(), ways * shots * D);
-        assert_eq!(ep.query.len(), ways * queries * D);
+        let t = &ep.task;
+        assert_eq!(t.ways, ways);
+        assert_eq!(t.support.len(), ways * shots * D);
+        assert_eq!(t.query.len(), ways * queries * D);
         let want = |per: usize| -> Vec<u8> {
             (0..ways as u8)
                 .flat_map(|k| std::iter::repeat_n(k, per))
                 .collect()
         };
-        assert_eq!(ep.support_labels, want(shots));
-        assert_eq!(ep.query_labels, want(queries));
+        assert_eq!(t.support_labels, want(shots));
+        assert_eq!(t.query_labels, want(queries));
         let mut classes = ep.classes.clone();
         classes.sort();
         classes.dedup();
@@ -570,7 +571,7 @@ fn episodes_are_deterministic_and_well_formed() {
                     find(
                         &ds,
                         c,
-                        &ep.support[(k * shots + j) * D..(k * shots + j + 1) * D],
+                        &t.support[(k * shots + j) * D..(k * shots + j + 1) * D],
                     )
                 })
                 .collect();
@@ -579,7 +580,7 @@ fn episodes_are_deterministic_and_well_formed() {
                     find(
                         &ds,
                         c,
-                        &ep.query[(k * queries + j) * D..(k * queries + j + 1) * D],
+                        &t.query[(k * queries + j) * D..(k * queries + j + 1) * D],
                     )
                 })
                 .collect();

@@ -4,7 +4,7 @@
 //! meta-gradient. Plus determinism across thread counts.
 
 use bda_host::fewshot::conv4::{Arch, Conv4};
-use bda_host::fewshot::meta::{HeadProcedure, Task, meta_gradient};
+use bda_host::fewshot::meta::{Batch, HeadProcedure, Task, meta_gradient};
 use bda_kernel::Method;
 use bda_kernel::backend::{Hypergrad, MethodConfig};
 use bda_kernel::fewshot::FeatureHead;
@@ -155,15 +155,35 @@ fn meta_gradient_matches_finite_differences() {
     let ts = tasks(&mut rng, TINY, 3);
     for method in [Method::Bda, Method::Rhg] {
         let c = procedure(method, 1.0);
-        let g = meta_gradient(TINY, &params, &ts, &c).unwrap();
+        let g = meta_gradient(Batch {
+            arch: TINY,
+            params: &params,
+            tasks: &ts,
+            head: &c,
+        })
+        .unwrap();
         let eps = 1e-6;
         let mut worst: f64 = 0.0;
         for i in (0..params.len()).step_by(7) {
             let mut p = params.clone();
             p[i] += eps;
-            let lp = meta_gradient(TINY, &p, &ts, &c).unwrap().loss;
+            let lp = meta_gradient(Batch {
+                arch: TINY,
+                params: &p,
+                tasks: &ts,
+                head: &c,
+            })
+            .unwrap()
+            .loss;
             p[i] -= 2.0 * eps;
-            let lm = meta_gradient(TINY, &p, &ts, &c).unwrap().loss;
+            let lm = meta_gradient(Batch {
+                arch: TINY,
+                params: &p,
+                tasks: &ts,
+                head: &c,
+            })
+            .unwrap()
+            .loss;
             let fd = (lp - lm) / (2.0 * eps);
             worst = worst.max((fd - g.grad[i]).abs() / (1e-3 + fd.abs()));
         }
@@ -187,7 +207,15 @@ fn meta_gradient_is_the_same_on_one_and_two_threads() {
             .num_threads(threads)
             .build()
             .unwrap()
-            .install(|| meta_gradient(arch, &params, &ts, &c).unwrap())
+            .install(|| {
+                meta_gradient(Batch {
+                    arch,
+                    params: &params,
+                    tasks: &ts,
+                    head: &c,
+                })
+                .unwrap()
+            })
     };
     let (a, b) = (run(1), run(2));
     assert_eq!(a.loss.to_bits(), b.loss.to_bits());

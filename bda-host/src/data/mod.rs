@@ -44,18 +44,23 @@ pub const SIDE: usize = 28;
 /// Pixels per MNIST-format image.
 pub const DIM: usize = SIDE * SIDE;
 
-/// All samples of an MNIST-format dataset, train then test, as the models consume them.
+/// Labelled samples: `n × dim` features row-major (MNIST-format pixels `value / 255` in
+/// `[0, 1]`), `n` class labels in `0..=9`. A whole dataset ([`load_mnist_dir`]: train then
+/// test) and the sets of a split ([`hyperclean_split`]) are both this.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Dataset {
+pub struct Samples {
     /// Number of samples.
     pub n: usize,
-    /// Features per sample (784 for data from [`load_mnist_dir`]).
+    /// Features per sample (784 for MNIST-format images).
     pub dim: usize,
-    /// `n × dim` row-major, each pixel `value / 255` in `[0, 1]`.
-    pub pixels: Vec<f32>,
-    /// `n` class labels in `0..=9`.
+    /// `n × dim` row-major features.
+    pub x: Vec<f32>,
+    /// `n` class labels (for a training set: after any corruption).
     pub labels: Vec<u8>,
 }
+
+/// All samples of an MNIST-format dataset, train then test.
+pub type Dataset = Samples;
 
 /// The paths of the four files of an MNIST-format folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,7 +189,7 @@ pub fn load_mnist_dir(dir: &Path) -> Result<Dataset, DataError> {
     Ok(Dataset {
         n,
         dim: DIM,
-        pixels,
+        x: pixels,
         labels,
     })
 }

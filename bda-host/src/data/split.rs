@@ -16,21 +16,11 @@ use rand::seq::{SliceRandom, index};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::Dataset;
 use super::error::SplitError;
+use super::{Dataset, Samples};
 
 /// Some rows of a [`Dataset`], copied out in split order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Subset {
-    /// Number of samples.
-    pub n: usize,
-    /// Features per sample.
-    pub dim: usize,
-    /// `n × dim` row-major features.
-    pub x: Vec<f32>,
-    /// `n` labels in `0..=9` (for the training subset: after corruption).
-    pub labels: Vec<u8>,
-}
+pub type Subset = Samples;
 
 /// The result of [`hyperclean_split`].
 #[derive(Debug, Clone, PartialEq)]
@@ -79,7 +69,7 @@ pub fn hyperclean_split(
 
     // `check` guarantees pixels.len() == n * dim with dim > 0, so there are exactly n rows
     // and every index from `order` is in range.
-    let rows: Vec<&[f32]> = ds.pixels.chunks_exact(ds.dim).collect();
+    let rows: Vec<&[f32]> = ds.x.chunks_exact(ds.dim).collect();
     let gather = |idx: &[usize]| {
         let mut x = Vec::with_capacity(idx.len() * ds.dim);
         let mut labels = Vec::with_capacity(idx.len());
@@ -125,10 +115,10 @@ fn check(ds: &Dataset, n_train: usize, n_val: usize, noise: f64) -> Result<(), S
     if ds.dim == 0 {
         return bad("dim is 0".into());
     }
-    if ds.n.checked_mul(ds.dim) != Some(ds.pixels.len()) {
+    if ds.n.checked_mul(ds.dim) != Some(ds.x.len()) {
         return bad(format!(
             "{} pixels for n = {} samples of dim {}",
-            ds.pixels.len(),
+            ds.x.len(),
             ds.n,
             ds.dim
         ));

@@ -177,14 +177,7 @@ impl Source {
                 // Checked in `open`.
                 let sampler = data::EpisodeSampler::new(ds, c.ways, c.shots, c.queries)
                     .expect("episode shape checked when the data was opened");
-                let e = sampler.sample(rng);
-                Task {
-                    ways: e.ways,
-                    support: e.support,
-                    support_labels: e.support_labels,
-                    query: e.query,
-                    query_labels: e.query_labels,
-                }
+                sampler.sample(rng).task
             }
         }
     }

@@ -453,25 +453,57 @@ pub fn load_omniglot(
     })
 }
 
-/// One N-way K-shot episode. Labels are `0..ways`; label `k` is the class
-/// `classes[k]` of the dataset. Support and query are both class-major: the `shots`
-/// (resp. `queries`) images of label 0 first, then label 1, and so on.
+/// One N-way K-shot task: images (`side²` floats each, row-major) and labels in `0..ways`,
+/// support and query both class-major (the images of label 0 first, then label 1, …: the
+/// peer's `arange(ways).repeat_interleave(shots)`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Task {
+    /// Classes (N).
+    pub ways: usize,
+    /// Support images, `n_s × side²`.
+    pub support: Vec<f32>,
+    /// Support labels (`< ways`).
+    pub support_labels: Vec<u8>,
+    /// Query images, `n_q × side²`.
+    pub query: Vec<f32>,
+    /// Query labels.
+    pub query_labels: Vec<u8>,
+}
+
+impl Task {
+    /// Random images in `[0, 1)` with the labels of `ways` classes of `shots` support and
+    /// `queries` query images (the peer's timing inputs).
+    pub fn synthetic(
+        ways: usize,
+        shots: usize,
+        queries: usize,
+        pixels: usize,
+        rng: &mut impl Rng,
+    ) -> Task {
+        let mut img = |n: usize| -> Vec<f32> { (0..n * pixels).map(|_| rng.random()).collect() };
+        let (support, query) = (img(ways * shots), img(ways * queries));
+        Task {
+            ways,
+            support,
+            support_labels: class_major(ways, shots),
+            query,
+            query_labels: class_major(ways, queries),
+        }
+    }
+}
+
+/// `per` labels of each of `ways` classes, class by class.
+fn class_major(ways: usize, per: usize) -> Vec<u8> {
+    (0..ways)
+        .flat_map(|k| std::iter::repeat_n(k as u8, per))
+        .collect()
+}
+
+/// One episode drawn from a dataset: the task, and the dataset class behind each label.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Episode {
-    /// Classes per episode (N).
-    pub ways: usize,
-    /// Support images per class (K).
-    pub shots: usize,
-    /// Query images per class.
-    pub queries: usize,
-    /// `ways·shots × side²` values.
-    pub support: Vec<f32>,
-    /// `ways·shots` labels in `0..ways`.
-    pub support_labels: Vec<u8>,
-    /// `ways·queries × side²` values.
-    pub query: Vec<f32>,
-    /// `ways·queries` labels in `0..ways`.
-    pub query_labels: Vec<u8>,
+    /// The task (label `k` is the class `classes[k]` of the dataset).
+    pub task: Task,
     /// Dataset class index of each label (`ways` entries, distinct).
     pub classes: Vec<usize>,
 }
@@ -579,21 +611,14 @@ impl<'a> EpisodeSampler<'a> {
                 }
             }
         }
-        let labels = |per: usize| -> Vec<u8> {
-            (0..ways)
-                .flat_map(|k| std::iter::repeat_n(k as u8, per))
-                .collect()
-        };
-        Episode {
+        let task = Task {
             ways,
-            shots,
-            queries,
             support,
-            support_labels: labels(shots),
+            support_labels: class_major(ways, shots),
             query,
-            query_labels: labels(queries),
-            classes,
-        }
+            query_labels: class_major(ways, queries),
+        };
+        Episode { task, classes }
     }
 }
 

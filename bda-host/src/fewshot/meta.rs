@@ -11,47 +11,7 @@ use rayon::prelude::*;
 
 use super::conv4::{Arch, Conv4, Float, Tape};
 
-/// One N-way K-shot task: images (`side²` floats each, row-major) and labels.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Task {
-    /// Classes.
-    pub ways: usize,
-    /// Support images, `n_s × side²`.
-    pub support: Vec<f32>,
-    /// Support labels (`< ways`).
-    pub support_labels: Vec<u8>,
-    /// Query images, `n_q × side²`.
-    pub query: Vec<f32>,
-    /// Query labels.
-    pub query_labels: Vec<u8>,
-}
-
-impl Task {
-    /// Random images with the peer's labels (`arange(ways).repeat_interleave(shots)`).
-    pub fn synthetic(
-        ways: usize,
-        shots: usize,
-        queries: usize,
-        pixels: usize,
-        rng: &mut impl rand::Rng,
-    ) -> Task {
-        let labels = |per: usize| -> Vec<u8> {
-            (0..ways)
-                .flat_map(|c| std::iter::repeat_n(c as u8, per))
-                .collect()
-        };
-        let mut img = |n: usize| -> Vec<f32> { (0..n * pixels).map(|_| rng.random()).collect() };
-        let support = img(ways * shots);
-        let query = img(ways * queries);
-        Task {
-            ways,
-            support,
-            support_labels: labels(shots),
-            query,
-            query_labels: labels(queries),
-        }
-    }
-}
+pub use super::data::Task;
 
 /// How each task's head is fitted and differentiated.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -148,13 +108,14 @@ pub enum MetaError {
     Config(String),
 }
 
-/// One meta-batch as a [`MetaBackend`] sees it.
+/// One meta-batch: the backbone (`f32` parameters in training, `f64` in gradient checks),
+/// the tasks, and how heads are fitted.
 #[derive(Clone, Copy)]
-pub struct Batch<'a> {
+pub struct Batch<'a, T = f32> {
     /// The backbone's shape.
     pub arch: Arch,
     /// Its parameters.
-    pub params: &'a [f32],
+    pub params: &'a [T],
     /// The tasks (all of them one batch-norm batch).
     pub tasks: &'a [Task],
     /// How each task's head is fitted and differentiated.
@@ -193,11 +154,11 @@ impl MetaBackend for CpuMeta {
     }
 
     fn meta_gradient(&mut self, b: Batch<'_>) -> Result<MetaGrad<f32>, MetaError> {
-        meta_gradient(b.arch, b.params, b.tasks, b.head)
+        meta_gradient(b)
     }
 
     fn evaluate_tasks(&mut self, b: Batch<'_>) -> Result<Vec<f64>, MetaError> {
-        evaluate_tasks(b.arch, b.params, b.tasks, b.head)
+        evaluate_tasks(b)
     }
 
     fn backbone_pass(&mut self, b: Batch<'_>, dfeats: &[f32]) -> Result<(), MetaError> {
@@ -262,13 +223,15 @@ fn per_task<T: Float, R: Send>(
     (results, tape, offs)
 }
 
-/// The meta-gradient of the mean `φ_K` over `tasks` w.r.t. the backbone parameters.
-pub fn meta_gradient<T: Float>(
-    arch: Arch,
-    params: &[T],
-    tasks: &[Task],
-    head: &HeadProcedure,
-) -> Result<MetaGrad<T>, MetaError> {
+/// The meta-gradient of the mean `φ_K` over the batch's tasks w.r.t. the backbone's
+/// parameters.
+pub fn meta_gradient<T: Float>(batch: Batch<'_, T>) -> Result<MetaGrad<T>, MetaError> {
+    let Batch {
+        arch,
+        params,
+        tasks,
+        head,
+    } = batch;
     let spec = head.spec_in::<T>()?;
     let net = Conv4 { arch, params };
     let nf = arch.features();
@@ -310,14 +273,15 @@ pub fn meta_gradient<T: Float>(
     })
 }
 
-/// Query accuracy (%) of each task, its head fitted by `head`'s lower-level solve; batch
-/// norm uses the statistics of `tasks` together.
-pub fn evaluate_tasks(
-    arch: Arch,
-    params: &[f32],
-    tasks: &[Task],
-    head: &HeadProcedure,
-) -> Result<Vec<f64>, MetaError> {
+/// Query accuracy (%) of each task, its head fitted by the batch's lower-level solve; batch
+/// norm uses the statistics of the tasks together.
+pub fn evaluate_tasks(batch: Batch<'_>) -> Result<Vec<f64>, MetaError> {
+    let Batch {
+        arch,
+        params,
+        tasks,
+        head,
+    } = batch;
     let spec = head.spec_in::<f32>()?;
     let net = Conv4 { arch, params };
     let nf = arch.features();
