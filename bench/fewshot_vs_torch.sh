@@ -20,20 +20,11 @@ THREADS=${1:-2}
 METHOD=${2:-bda}
 STEPS=${3:-5}
 PAIRS=${4:-1}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PYTHON=$(command -v "${PYTHON:-python3}" || true)
-PEERS=${PEERS:-$ROOT/../shared/peers}
-PEER=${PEER:-$PEERS/fewshot_torch.py}
 DEVICE=${DEVICE:-cpu}
 
 case "$METHOD" in rhg | bda) ;; *) echo "the peer implements rhg, bda only" >&2; exit 2 ;; esac
-[ -n "$PYTHON" ] || { echo "no python interpreter found (set PYTHON to one with torch)" >&2; exit 2; }
-[ -f "$PEER" ] || { echo "no peer at $PEER (set PEERS or PEER)" >&2; exit 2; }
-
-if [ -z "${BDA:-}" ]; then
-  (cd "$ROOT" && cargo build --release -q -p bda-host)
-  BDA="${CARGO_TARGET_DIR:-$ROOT/target}/release/bda"
-fi
+PEER_NAME=fewshot_torch.py
+. "$(dirname "$0")/peer.sh"
 
 runs=$(mktemp)
 trap 'rm -f "$runs"' EXIT

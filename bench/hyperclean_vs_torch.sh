@@ -19,10 +19,6 @@ set -euo pipefail
 METHOD=${1:-bda}
 ITERS=${2:-5}
 PAIRS=${3:-1}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PYTHON=$(command -v "${PYTHON:-python3}" || true)
-PEERS=${PEERS:-$ROOT/../shared/peers}
-PEER=${PEER:-$PEERS/hyperclean_torch.py}
 DATA=${DATA_DIR:-/usr/share/datasets/fashion-mnist}
 K=${K:-50}
 THREADS=${THREADS:-2}
@@ -31,13 +27,8 @@ LL_LR=${LL_LR:-1.0}
 DEVICE=${DEVICE:-cpu}
 
 case "$METHOD" in rhg | trhg | bda) ;; *) echo "the peer implements rhg, trhg, bda only" >&2; exit 2 ;; esac
-[ -n "$PYTHON" ] || { echo "no python interpreter found (set PYTHON to one with torch)" >&2; exit 2; }
-[ -f "$PEER" ] || { echo "no peer at $PEER (set PEERS or PEER)" >&2; exit 2; }
-
-if [ -z "${BDA:-}" ]; then
-  (cd "$ROOT" && cargo build --release -q -p bda-host)
-  BDA="${CARGO_TARGET_DIR:-$ROOT/target}/release/bda"
-fi
+PEER_NAME=hyperclean_torch.py
+. "$(dirname "$0")/peer.sh"
 
 common=(--method "$METHOD" --K "$K" --truncate 25 --ul-iters "$ITERS" --ul-lr "$UL_LR"
         --ll-lr "$LL_LR" --mu 0.5 --alpha 0.5 --n-train 5000 --n-val 5000 --seed 0 --data-dir "$DATA")

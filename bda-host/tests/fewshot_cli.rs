@@ -50,28 +50,15 @@ fn resume_continues_the_same_run() {
     let half = dir.path().join("half.ckpt");
     let resumed = dir.path().join("resumed.ckpt");
     let s = |p: &Path| p.to_str().unwrap().to_string();
-    json(&train(&[
-        "--method",
-        "trhg",
-        "--truncate",
-        "2",
-        "--ul-iters",
-        "4",
-        "--save",
-        &s(&full),
-        "--json",
-    ]));
-    json(&train(&[
-        "--method",
-        "trhg",
-        "--truncate",
-        "2",
-        "--ul-iters",
-        "2",
-        "--save",
-        &s(&half),
-        "--json",
-    ]));
+    let trhg = |steps: &str, save: &Path| {
+        let mut args = argv("--method trhg --truncate 2 --json --ul-iters");
+        args.push(steps);
+        let save = s(save);
+        args.extend(["--save", &save]);
+        json(&train(&args))
+    };
+    trhg("4", &full);
+    trhg("2", &half);
     let r = json(&train(&[
         "--resume",
         &s(&half),
@@ -195,22 +182,10 @@ fn plot_and_zero_steps() {
 #[test]
 fn trains_and_evaluates_on_the_fixture() {
     let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/omniglot-tiny");
-    let common = [
-        "--data-dir",
-        fixture,
-        "--ways",
-        "3",
-        "--shots",
-        "1",
-        "--queries",
-        "2",
-        "--meta-batch",
-        "2",
-        "--episodes",
-        "4",
-        "--quiet",
-        "--json",
-    ];
+    let mut common = vec!["--data-dir", fixture];
+    common.extend(argv(
+        "--ways 3 --shots 1 --queries 2 --meta-batch 2 --episodes 4 --quiet --json",
+    ));
     let mut args = argv("fewshot --channels 4 --ul-iters 2 --val-every 1");
     args.extend_from_slice(&common);
     let r = json(&bda(&args));

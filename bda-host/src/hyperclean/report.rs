@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::driver::IterRecord;
 use crate::config::ReportHeader;
 use crate::error::CliError;
-use crate::plot::{self, Panel, Series};
+use crate::plot;
 
 /// The outcome of a run: the JSON report (accuracies and F1 in percent).
 #[derive(Clone, Debug, Serialize)]
@@ -106,28 +106,15 @@ pub fn json(s: &Summary) -> Result<String, CliError> {
 /// One panel per curve (upper-level loss, validation accuracy, clean-detection F1)
 /// against the upper iteration.
 pub fn plot(p: &Path, s: &Summary) -> Result<(), CliError> {
-    type Getter = fn(&IterRecord) -> f64;
+    type Getter = fn(&IterRecord) -> Option<f64>;
     let curves: [(&str, Getter); 3] = [
-        ("upper-level loss F", |r| r.ul_loss),
-        ("validation accuracy (%)", |r| r.val_acc),
-        ("clean-detection F1 (%)", |r| r.clean_f1),
+        ("upper-level loss F", |r| Some(r.ul_loss)),
+        ("validation accuracy (%)", |r| Some(r.val_acc)),
+        ("clean-detection F1 (%)", |r| Some(r.clean_f1)),
     ];
-    let panels: Vec<Panel> = curves
-        .iter()
-        .map(|(title, get)| Panel {
-            title: title.to_string(),
-            x_label: "upper iteration".into(),
-            y_log: false,
-            series: vec![Series {
-                name: format!("{} (K={})", s.method, s.k),
-                points: s
-                    .history
-                    .iter()
-                    .map(|r| (f64::from(r.ul_iter), get(r)))
-                    .collect(),
-            }],
-        })
-        .collect();
+    let run = (format!("{} (K={})", s.method, s.k), &s.history[..]);
+    let iter = |r: &IterRecord| f64::from(r.ul_iter);
+    let panels = plot::metric_panels(&curves, &[run], iter, ("upper iteration", false));
     plot::write_svg(
         p,
         &format!("data hyper-cleaning — {}, {}", s.method, s.dataset),

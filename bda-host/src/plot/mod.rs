@@ -61,6 +61,39 @@ const MARKER_RADIUS: i32 = 3;
 const X_TICKS: usize = 8;
 const Y_TICKS: usize = 6;
 
+/// A metric of a record: its panel title and its value, if the record has one.
+pub type Metric<'a, R> = (&'a str, fn(&R) -> Option<f64>);
+
+/// One panel per metric, one series per run (its name and its records), against the
+/// records' iteration `iter`.
+pub fn metric_panels<R>(
+    metrics: &[Metric<'_, R>],
+    runs: &[(String, &[R])],
+    iter: fn(&R) -> f64,
+    (x_label, y_log): (&str, bool),
+) -> Vec<Panel> {
+    let series = |get: fn(&R) -> Option<f64>| {
+        runs.iter()
+            .map(|(name, rows)| Series {
+                name: name.clone(),
+                points: rows
+                    .iter()
+                    .filter_map(|r| get(r).map(|v| (iter(r), v)))
+                    .collect(),
+            })
+            .collect()
+    };
+    metrics
+        .iter()
+        .map(|&(title, get)| Panel {
+            title: title.to_string(),
+            x_label: x_label.into(),
+            y_log,
+            series: series(get),
+        })
+        .collect()
+}
+
 /// Fail early (before any work) when a plot cannot be written to `p` (`--plot`).
 pub fn check_path(p: &Path) -> Result<(), CliError> {
     check_svg_path("--plot", p)
@@ -280,22 +313,29 @@ fn draw_panel(panel: &Panel, (x0, x1): (f64, f64), area: &Area<'_>) -> DrawResul
         .y_label_area_size(60);
     let grid = BLACK.mix(0.12);
     let x_fmt = |v: &f64| iteration_label(*v);
+    // The same axes for a log and a linear value axis (two chart types, one look): a
+    // light major grid only, integer iteration labels.
+    macro_rules! draw_mesh {
+        ($chart:expr, $y_fmt:expr) => {
+            $chart
+                .configure_mesh()
+                .bold_line_style(grid)
+                .light_line_style(TRANSPARENT)
+                .max_light_lines(0)
+                .x_desc(panel.x_label.as_str())
+                .x_label_formatter(&x_fmt)
+                .y_label_formatter($y_fmt)
+                .label_style(("sans-serif", 13))
+                .draw()?
+        };
+    }
     if panel.y_log {
         let floor = b.min_pos.min(1e300);
         let hi = if b.y.1 > floor { b.y.1 } else { floor * 10.0 };
         // Half a decade of margin below and above, so curves do not sit on the frame.
         let (lo, hi) = (floor / 3.0, hi * 3.0);
         let mut chart = builder.build_cartesian_2d(x_axis, (lo..hi).log_scale())?;
-        chart
-            .configure_mesh()
-            .bold_line_style(grid)
-            .light_line_style(TRANSPARENT)
-            .max_light_lines(0)
-            .x_desc(panel.x_label.as_str())
-            .x_label_formatter(&x_fmt)
-            .y_label_formatter(&|v| log_label(*v, (lo, hi)))
-            .label_style(("sans-serif", 13))
-            .draw()?;
+        draw_mesh!(chart, &|v: &f64| log_label(*v, (lo, hi)));
         let ly = |y: f64| (y.max(floor).ln() - lo.ln()) / (hi.ln() - lo.ln());
         let corner = legend_corner(panel, (x0, x1), ly);
         draw_series(&mut chart, panel, |y| y.max(floor), corner)?;
@@ -312,16 +352,7 @@ fn draw_panel(panel: &Panel, (x0, x1): (f64, f64), area: &Area<'_>) -> DrawResul
         let y_axis = Ticked::new(lo, hi, ticks(lo, hi, step));
         let mut chart = builder.build_cartesian_2d(x_axis, y_axis)?;
         let y_fmt = |v: &f64| value_label(*v, step);
-        chart
-            .configure_mesh()
-            .bold_line_style(grid)
-            .light_line_style(TRANSPARENT)
-            .max_light_lines(0)
-            .x_desc(panel.x_label.as_str())
-            .x_label_formatter(&x_fmt)
-            .y_label_formatter(&y_fmt)
-            .label_style(("sans-serif", 13))
-            .draw()?;
+        draw_mesh!(chart, &y_fmt);
         let ly = |y: f64| (y - lo) / (hi - lo);
         let corner = legend_corner(panel, (x0, x1), ly);
         draw_series(&mut chart, panel, |y| y, corner)?;

@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::args::Settings;
 use crate::config::ReportHeader;
 use crate::error::CliError;
-use crate::plot::{self, Panel, Series};
+use crate::plot;
 
 /// One method's result, as printed by `--json` (one line per method).
 #[derive(Clone, Debug, Serialize)]
@@ -157,25 +157,17 @@ pub(super) fn write_plot(path: &std::path::Path, reports: &[RunReport]) -> Resul
         ("‖x − x*‖", |r| r.x_err),
         ("‖y − y*‖", |r| r.y_err),
     ];
-    let panels: Vec<Panel> = metrics
+    let runs: Vec<(String, &[Record<f64>])> = reports
         .iter()
-        .map(|(title, get)| Panel {
-            title: title.to_string(),
-            x_label: "UL iteration".into(),
-            y_log: true,
-            series: reports
-                .iter()
-                .map(|r| Series {
-                    name: format!("{} (K={})", r.method.to_uppercase(), r.k),
-                    points: r
-                        .history
-                        .iter()
-                        .filter_map(|h| get(h).map(|v| (h.iter as f64, v)))
-                        .collect(),
-                })
-                .collect(),
+        .map(|r| {
+            (
+                format!("{} (K={})", r.method.to_uppercase(), r.k),
+                &r.history[..],
+            )
         })
         .collect();
+    let iter = |h: &Record<f64>| f64::from(h.iter);
+    let panels = plot::metric_panels(&metrics, &runs, iter, ("UL iteration", true));
     let title = match reports.first() {
         Some(r) if r.example == "tpami" => format!("journal Eq. (40), n = {}", r.n),
         Some(r) if r.example == "remark4" => "journal Remark 4".to_string(),
