@@ -207,8 +207,7 @@ impl HeadGpu {
 
     /// Per-task query hits of the heads `y` (a synchronisation point).
     pub fn query_hits(&mut self, x: &GpuVec, y: &GpuVec) -> Result<&[f32], GpuError> {
-        self.check_x("query_hits x", x)?;
-        self.check_y("query_hits y", y)?;
+        self.check_args("query_hits", [x], [y])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let (r0, r1) = (p.dims.first_query(), p.dims.rows());
         p.logits(dev, x, y, (r0, r1), p.dims.ways, 0)?;
@@ -367,9 +366,7 @@ impl LowerStep for HeadGpu {
         w_l: f32,
         y_out: &mut GpuVec,
     ) -> Result<(), GpuError> {
-        self.check_x("lower_step x", x)?;
-        self.check_y("lower_step y", y)?;
-        self.check_y("lower_step y_out", y_out)?;
+        self.check_args("lower_step", [x], [y, y_out])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let decay = 1.0 - w_l * p.l2;
         dev.stream().memcpy_dtod(&y.0, &mut y_out.0)?;
@@ -393,10 +390,7 @@ impl UpperGradient for HeadGpu {
         gx: &mut GpuVec,
         gx_scale: f32,
     ) -> Result<f32, GpuError> {
-        self.check_x("upper_grad x", x)?;
-        self.check_y("upper_grad y", y)?;
-        self.check_y("upper_grad gy", gy)?;
-        self.check_x("upper_grad gx", gx)?;
+        self.check_args("upper_grad", [x, gx], [y, gy])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let rows = (p.dims.first_query(), p.dims.rows());
         p.logits(dev, x, y, rows, p.dims.ways, 0)?;
@@ -422,10 +416,7 @@ impl StepAdjoint for HeadGpu {
         a: &mut GpuVec,
         gx: &mut GpuVec,
     ) -> Result<(), GpuError> {
-        self.check_x("step_adjoint x", x)?;
-        self.check_y("step_adjoint y", y)?;
-        self.check_y("step_adjoint a", a)?;
-        self.check_x("step_adjoint gx", gx)?;
+        self.check_args("step_adjoint", [x, gx], [y, a])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let decay = 1.0 - w_l * p.l2;
         let rows = p.dims.rows_for(w_u, w_l);

@@ -95,6 +95,18 @@ impl<P> OnDevice<P> {
         check(what, x.len(), self.x_len)
     }
 
+    /// `Ok` when `xs` are `x` buffers and `ys` are `y` buffers of this backend (the error
+    /// names the method `what`).
+    pub(crate) fn check_args<const A: usize, const B: usize>(
+        &self,
+        what: &'static str,
+        xs: [&GpuVec; A],
+        ys: [&GpuVec; B],
+    ) -> Result<(), GpuError> {
+        xs.iter().try_for_each(|x| self.check_x(what, x))?;
+        ys.iter().try_for_each(|y| self.check_y(what, y))
+    }
+
     /// `Ok` when `y` is a `y` buffer of this backend.
     pub(crate) fn check_y(&self, what: &'static str, y: &GpuVec) -> Result<(), GpuError> {
         check(what, y.len(), self.y_len)

@@ -155,35 +155,24 @@ fn meta_gradient_matches_finite_differences() {
     let ts = tasks(&mut rng, TINY, 3);
     for method in [Method::Bda, Method::Rhg] {
         let c = procedure(method, 1.0);
-        let g = meta_gradient(Batch {
-            arch: TINY,
-            params: &params,
-            tasks: &ts,
-            head: &c,
-        })
-        .unwrap();
+        let at = |params: &[f64]| {
+            let batch = Batch {
+                arch: TINY,
+                params,
+                tasks: &ts,
+                head: &c,
+            };
+            meta_gradient(batch).unwrap()
+        };
+        let g = at(&params);
         let eps = 1e-6;
         let mut worst: f64 = 0.0;
         for i in (0..params.len()).step_by(7) {
             let mut p = params.clone();
             p[i] += eps;
-            let lp = meta_gradient(Batch {
-                arch: TINY,
-                params: &p,
-                tasks: &ts,
-                head: &c,
-            })
-            .unwrap()
-            .loss;
+            let lp = at(&p).loss;
             p[i] -= 2.0 * eps;
-            let lm = meta_gradient(Batch {
-                arch: TINY,
-                params: &p,
-                tasks: &ts,
-                head: &c,
-            })
-            .unwrap()
-            .loss;
+            let lm = at(&p).loss;
             let fd = (lp - lm) / (2.0 * eps);
             worst = worst.max((fd - g.grad[i]).abs() / (1e-3 + fd.abs()));
         }

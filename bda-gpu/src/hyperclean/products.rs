@@ -202,9 +202,7 @@ impl LowerStep for HypercleanGpu {
         w_l: f32,
         y_out: &mut GpuVec,
     ) -> Result<(), GpuError> {
-        self.check_x("lower_step x", x)?;
-        self.check_y("lower_step y", y)?;
-        self.check_y("lower_step y_out", y_out)?;
+        self.check_args("lower_step", [x], [y, y_out])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let d = p.dims;
         p.masked_scale_copy(dev, y, y_out, 1.0 - 2.0 * d.lambda * w_u, 1.0)?;
@@ -232,10 +230,7 @@ impl UpperGradient for HypercleanGpu {
         gx: &mut GpuVec,
         _gx_scale: f32,
     ) -> Result<f32, GpuError> {
-        self.check_x("upper_grad x", x)?;
-        self.check_y("upper_grad y", y)?;
-        self.check_y("upper_grad gy", gy)?;
-        self.check_x("upper_grad gx", gx)?;
+        self.check_args("upper_grad", [x, gx], [y, gy])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let d = p.dims;
         p.masked_scale_copy(dev, y, gy, 2.0 * d.lambda, 0.0)?;
@@ -265,10 +260,7 @@ impl StepAdjoint for HypercleanGpu {
         a: &mut GpuVec,
         gx: &mut GpuVec,
     ) -> Result<(), GpuError> {
-        self.check_x("step_adjoint x", x)?;
-        self.check_y("step_adjoint y", y)?;
-        self.check_y("step_adjoint a", a)?;
-        self.check_x("step_adjoint gx", gx)?;
+        self.check_args("step_adjoint", [x, gx], [y, a])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let d = p.dims;
         let (r0, r1) = d.rows(w_u, w_l);
@@ -293,10 +285,7 @@ impl LowerHessian for HypercleanGpu {
         v: &GpuVec,
         out: &mut GpuVec,
     ) -> Result<(), GpuError> {
-        self.check_x("lower_hvp x", x)?;
-        self.check_y("lower_hvp y", y)?;
-        self.check_y("lower_hvp v", v)?;
-        self.check_y("lower_hvp out", out)?;
+        self.check_args("lower_hvp", [x], [y, v, out])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let n_tr = p.dims.n_tr;
         p.train_tangent_logits(dev, y, v)?;
@@ -312,10 +301,7 @@ impl LowerHessian for HypercleanGpu {
         scale: f32,
         gx: &mut GpuVec,
     ) -> Result<(), GpuError> {
-        self.check_x("lower_mixed_vjp x", x)?;
-        self.check_y("lower_mixed_vjp y", y)?;
-        self.check_y("lower_mixed_vjp v", v)?;
-        self.check_x("lower_mixed_vjp gx", gx)?;
+        self.check_args("lower_mixed_vjp", [x, gx], [y, v])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let n_tr = p.dims.n_tr;
         p.train_tangent_logits(dev, y, v)?;
@@ -330,9 +316,7 @@ impl LowerHessian for HypercleanGpu {
         scale: f32,
         gx: &mut GpuVec,
     ) -> Result<(), GpuError> {
-        self.check_x("lower_grad_x x", x)?;
-        self.check_y("lower_grad_x y", y)?;
-        self.check_x("lower_grad_x gx", gx)?;
+        self.check_args("lower_grad_x", [x, gx], [y])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let d = p.dims;
         p.logits(dev, Rhs::Y(y), 0, d.n_tr)?;

@@ -226,14 +226,12 @@ fn per_task<T: Float, R: Send>(
 /// The meta-gradient of the mean `φ_K` over the batch's tasks w.r.t. the backbone's
 /// parameters.
 pub fn meta_gradient<T: Float>(batch: Batch<'_, T>) -> Result<MetaGrad<T>, MetaError> {
-    let Batch {
-        arch,
-        params,
-        tasks,
-        head,
-    } = batch;
+    let (arch, tasks, head) = (batch.arch, batch.tasks, batch.head);
     let spec = head.spec_in::<T>()?;
-    let net = Conv4 { arch, params };
+    let net = Conv4 {
+        arch,
+        params: batch.params,
+    };
     let nf = arch.features();
     let (per_task, tape, offs) = per_task(&net, tasks, |t, x| {
         task_hypergradient(nf, t, x, spec, head.l2)
@@ -276,16 +274,13 @@ pub fn meta_gradient<T: Float>(batch: Batch<'_, T>) -> Result<MetaGrad<T>, MetaE
 /// Query accuracy (%) of each task, its head fitted by the batch's lower-level solve; batch
 /// norm uses the statistics of the tasks together.
 pub fn evaluate_tasks(batch: Batch<'_>) -> Result<Vec<f64>, MetaError> {
-    let Batch {
-        arch,
-        params,
-        tasks,
-        head,
-    } = batch;
+    let (nf, head) = (batch.arch.features(), batch.head);
     let spec = head.spec_in::<f32>()?;
-    let net = Conv4 { arch, params };
-    let nf = arch.features();
-    let (accs, _, _) = per_task(&net, tasks, |t, x| {
+    let net = Conv4 {
+        arch: batch.arch,
+        params: batch.params,
+    };
+    let (accs, _, _) = per_task(&net, batch.tasks, |t, x| {
         let mut h = head_of::<f32>(nf, t, head.l2);
         let mut hg =
             Hypergrad::unrolled(&mut h, spec).map_err(|e| MetaError::Config(e.to_string()))?;
