@@ -27,6 +27,10 @@ use crate::launch::{check, i32_of, push, scale, spread};
 use crate::probe::guard;
 use crate::{GpuDevice, GpuError, GpuVec, OnDevice};
 
+/// Shorthands for the trait impls: a buffer, and a product's result.
+type V = GpuVec;
+type R<T = ()> = Result<T, GpuError>;
+
 /// Shapes of a batched head problem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeadDims {
@@ -358,14 +362,7 @@ impl BatchedHead {
 impl LowerStep for HeadGpu {
     /// `y_out ← (1 − w_l λ)·y − w_u ∇_y F − w_l ∇_y CE_support`: a copy, then logits,
     /// per-row terms and the per-head accumulation over the rows in use.
-    fn lower_step(
-        &mut self,
-        x: &GpuVec,
-        y: &GpuVec,
-        w_u: f32,
-        w_l: f32,
-        y_out: &mut GpuVec,
-    ) -> Result<(), GpuError> {
+    fn lower_step(&mut self, x: &V, y: &V, w_u: f32, w_l: f32, y_out: &mut V) -> R {
         self.check_args("lower_step", [x], [y, y_out])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let decay = 1.0 - w_l * p.l2;
@@ -382,14 +379,7 @@ impl LowerStep for HeadGpu {
 
 impl UpperGradient for HeadGpu {
     /// Returns `Σ_t F_t` (and keeps the per-task values and query hits).
-    fn upper_grad(
-        &mut self,
-        x: &GpuVec,
-        y: &GpuVec,
-        gy: &mut GpuVec,
-        gx: &mut GpuVec,
-        gx_scale: f32,
-    ) -> Result<f32, GpuError> {
+    fn upper_grad(&mut self, x: &V, y: &V, gy: &mut V, gx: &mut V, gx_scale: f32) -> R<f32> {
         self.check_args("upper_grad", [x, gx], [y, gy])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let rows = (p.dims.first_query(), p.dims.rows());
@@ -407,15 +397,7 @@ impl UpperGradient for HeadGpu {
 impl StepAdjoint for HeadGpu {
     /// Logits of `y` and `a` together (`[z | u]`), the per-row terms, the mixed products into
     /// `gx` (with the old `a`), then `a ← (1 − w_l λ)·a + Σ x̃ᵀ·h` in place.
-    fn step_adjoint(
-        &mut self,
-        x: &GpuVec,
-        y: &GpuVec,
-        w_u: f32,
-        w_l: f32,
-        a: &mut GpuVec,
-        gx: &mut GpuVec,
-    ) -> Result<(), GpuError> {
+    fn step_adjoint(&mut self, x: &V, y: &V, w_u: f32, w_l: f32, a: &mut V, gx: &mut V) -> R {
         self.check_args("step_adjoint", [x, gx], [y, a])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let decay = 1.0 - w_l * p.l2;

@@ -107,6 +107,34 @@ impl<P> OnDevice<P> {
         ys.iter().try_for_each(|y| self.check_y(what, y))
     }
 
+    /// `dst ← src` from the host, both of `len` floats.
+    fn upload(
+        &self,
+        what: &'static str,
+        len: usize,
+        src: &[f32],
+        dst: &mut GpuVec,
+    ) -> Result<(), GpuError> {
+        check(what, src.len(), len)?;
+        check(what, dst.len(), len)?;
+        self.dev.stream().memcpy_htod(src, &mut dst.0)?;
+        Ok(())
+    }
+
+    /// `dst ← src` to the host, both of `len` floats (waits for the device).
+    fn download(
+        &self,
+        what: &'static str,
+        len: usize,
+        src: &GpuVec,
+        dst: &mut [f32],
+    ) -> Result<(), GpuError> {
+        check(what, src.len(), len)?;
+        check(what, dst.len(), len)?;
+        self.dev.stream().memcpy_dtoh(&src.0, dst)?;
+        self.dev.synchronize()
+    }
+
     /// `Ok` when `y` is a `y` buffer of this backend.
     pub(crate) fn check_y(&self, what: &'static str, y: &GpuVec) -> Result<(), GpuError> {
         check(what, y.len(), self.y_len)
@@ -171,30 +199,18 @@ impl<P> Backend for OnDevice<P> {
     }
 
     fn upload_x(&mut self, src: &[f32], dst: &mut GpuVec) -> Result<(), GpuError> {
-        check("upload_x src", src.len(), self.x_len)?;
-        self.check_x("upload_x dst", dst)?;
-        self.dev.stream().memcpy_htod(src, &mut dst.0)?;
-        Ok(())
+        self.upload("upload_x", self.x_len, src, dst)
     }
 
     fn download_x(&mut self, src: &GpuVec, dst: &mut [f32]) -> Result<(), GpuError> {
-        self.check_x("download_x src", src)?;
-        check("download_x dst", dst.len(), self.x_len)?;
-        self.dev.stream().memcpy_dtoh(&src.0, dst)?;
-        self.dev.synchronize()
+        self.download("download_x", self.x_len, src, dst)
     }
 
     fn upload_y(&mut self, src: &[f32], dst: &mut GpuVec) -> Result<(), GpuError> {
-        check("upload_y src", src.len(), self.y_len)?;
-        self.check_y("upload_y dst", dst)?;
-        self.dev.stream().memcpy_htod(src, &mut dst.0)?;
-        Ok(())
+        self.upload("upload_y", self.y_len, src, dst)
     }
 
     fn download_y(&mut self, src: &GpuVec, dst: &mut [f32]) -> Result<(), GpuError> {
-        self.check_y("download_y src", src)?;
-        check("download_y dst", dst.len(), self.y_len)?;
-        self.dev.stream().memcpy_dtoh(&src.0, dst)?;
-        self.dev.synchronize()
+        self.download("download_y", self.y_len, src, dst)
     }
 }

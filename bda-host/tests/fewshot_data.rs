@@ -101,11 +101,10 @@ fn resize_preserves_mean_ink_of_each_image() {
 #[test]
 fn loading_does_not_depend_on_the_thread_count() {
     let many = load_omniglot(&fixture(), Split::Evaluation, true).unwrap();
-    let one = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap()
-        .install(|| load_omniglot(&fixture(), Split::Evaluation, true).unwrap());
+    let one = bda_host::threads::install(1, || {
+        Ok(load_omniglot(&fixture(), Split::Evaluation, true).unwrap())
+    })
+    .unwrap();
     assert_eq!(many, one);
 }
 

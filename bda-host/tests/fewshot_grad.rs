@@ -191,20 +191,14 @@ fn meta_gradient_is_the_same_on_one_and_two_threads() {
     let params: Vec<f32> = arch.init(&mut rng);
     let ts = tasks(&mut rng, arch, 4);
     let c = procedure(Method::Bda, 0.5);
+    let batch = Batch {
+        arch,
+        params: &params,
+        tasks: &ts,
+        head: &c,
+    };
     let run = |threads| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-            .install(|| {
-                meta_gradient(Batch {
-                    arch,
-                    params: &params,
-                    tasks: &ts,
-                    head: &c,
-                })
-                .unwrap()
-            })
+        bda_host::threads::install(threads, || Ok(meta_gradient(batch).unwrap())).unwrap()
     };
     let (a, b) = (run(1), run(2));
     assert_eq!(a.loss.to_bits(), b.loss.to_bits());

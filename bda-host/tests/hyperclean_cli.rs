@@ -175,30 +175,13 @@ fn divergence_names_the_upper_iteration_and_lower_step() {
 #[test]
 fn mnist_fixture_and_dataset_name() {
     let dir = fixture("mnist-tiny");
-    let out = Command::new(BDA)
-        .args([
-            "hyperclean",
-            "--dataset",
-            "mnist",
-            "--data-dir",
-            &dir,
-            "--n-train",
-            "50",
-            "--n-val",
-            "50",
-            "--K",
-            "4",
-            "--ul-iters",
-            "2",
-            "--method",
-            "ihg",
-            "--cg-iters",
-            "3",
-            "--json",
-            "--quiet",
-        ])
-        .output()
-        .unwrap();
+    let args = [
+        argv("hyperclean --dataset mnist --data-dir"),
+        vec![dir.as_str()],
+        argv("--n-train 50 --n-val 50 --K 4 --ul-iters 2 --method ihg --cg-iters 3 --json --quiet"),
+    ]
+    .concat();
+    let out = Command::new(BDA).args(&args).output().unwrap();
     let v = json_of(&out);
     // The data is named by what was read: the folder, whatever --dataset says.
     assert_eq!(v["dataset"], dir.as_str());
@@ -210,26 +193,13 @@ fn mnist_fixture_and_dataset_name() {
 #[test]
 fn trhg_truncates_to_half_of_k_by_default() {
     let dir = fixture("fmnist-tiny");
-    let out = Command::new(BDA)
-        .args([
-            "hyperclean",
-            "--data-dir",
-            &dir,
-            "--n-train",
-            "60",
-            "--n-val",
-            "60",
-            "--method",
-            "trhg",
-            "--K",
-            "10",
-            "--ul-iters",
-            "1",
-            "--quiet",
-            "--json",
-        ])
-        .output()
-        .unwrap();
+    let args = [
+        argv("hyperclean --data-dir"),
+        vec![dir.as_str()],
+        argv("--n-train 60 --n-val 60 --method trhg --K 10 --ul-iters 1 --quiet --json"),
+    ]
+    .concat();
+    let out = Command::new(BDA).args(&args).output().unwrap();
     let v = json_of(&out);
     assert_eq!(v["truncate"], 5);
     assert_eq!(v["config"]["truncate"], 5);

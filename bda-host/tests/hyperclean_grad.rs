@@ -254,11 +254,7 @@ fn fast_backend_is_deterministic_across_thread_counts() {
     let x = f32v(&randn(h.train.labels.len(), 2.0, &mut rng));
     let y = f32v(&randn(p.y_len(), 0.5, &mut rng));
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        bda_host::threads::install(threads, || {
             let mut c = HypercleanCpu::new(&p).unwrap();
             let yc = c.y_from(&y);
             let mut out = c.y_from(&y);
@@ -266,8 +262,9 @@ fn fast_backend_is_deterministic_across_thread_counts() {
             let mut a = c.y_from(&y);
             let mut gx = vec![0.0f32; x.len()];
             c.step_adjoint(&x, &yc, 0.2, 0.7, &mut a, &mut gx).unwrap();
-            (out.as_slice().to_vec(), a.as_slice().to_vec(), gx)
+            Ok((out.as_slice().to_vec(), a.as_slice().to_vec(), gx))
         })
+        .unwrap()
     };
     let one = run(1);
     for t in [2, 3, 5] {

@@ -28,6 +28,10 @@ use core::convert::Infallible;
 use crate::backend::{HostBuffers, LowerStep, StepAdjoint, UpperGradient};
 use crate::scalar::Real;
 
+/// Shorthands for the trait impls: a buffer, and a product's (infallible) result.
+type V<T> = Vec<T>;
+type Io<R = ()> = Result<R, Infallible>;
+
 /// One task's head problem.
 #[derive(Clone, Debug)]
 pub struct FeatureHead<T> {
@@ -265,14 +269,7 @@ impl<T: Real> HostBuffers for FeatureHead<T> {
 }
 
 impl<T: Real> LowerStep for FeatureHead<T> {
-    fn lower_step(
-        &mut self,
-        x: &Vec<T>,
-        y: &Vec<T>,
-        w_u: T,
-        w_l: T,
-        y_out: &mut Vec<T>,
-    ) -> Result<(), Infallible> {
+    fn lower_step(&mut self, x: &V<T>, y: &V<T>, w_u: T, w_l: T, y_out: &mut V<T>) -> Io {
         // y_out ← y − w_u ∇F − w_l ∇f, with ∇f including λy.
         for (o, &v) in y_out.iter_mut().zip(y) {
             *o = v - w_l * self.l2 * v;
@@ -286,38 +283,23 @@ impl<T: Real> LowerStep for FeatureHead<T> {
 }
 
 impl<T: Real> UpperGradient for FeatureHead<T> {
-    fn upper_grad(
-        &mut self,
-        x: &Vec<T>,
-        y: &Vec<T>,
-        gy: &mut Vec<T>,
-        gx: &mut Vec<T>,
-        gx_scale: T,
-    ) -> Result<T, Infallible> {
+    fn upper_grad(&mut self, x: &V<T>, y: &V<T>, gy: &mut V<T>, gx: &mut V<T>, s: T) -> Io<T> {
         gy.fill(T::zero());
-        Ok(self.ce_grad(Set::Query, x, y, T::one(), Some(gy), Some((gx, gx_scale))))
+        Ok(self.ce_grad(Set::Query, x, y, T::one(), Some(gy), Some((gx, s))))
     }
 }
 
 impl<T: Real> StepAdjoint for FeatureHead<T> {
-    fn step_adjoint(
-        &mut self,
-        x: &Vec<T>,
-        y: &Vec<T>,
-        w_u: T,
-        w_l: T,
-        a: &mut Vec<T>,
-        gx: &mut Vec<T>,
-    ) -> Result<(), Infallible> {
-        // new a = a − w_u H_F a − w_l H_f a; gx −= (w_u M_F + w_l M_f)ᵀ a (old a).
+    fn step_adjoint(&mut self, x: &V<T>, y: &V<T>, wu: T, wl: T, a: &mut V<T>, g: &mut V<T>) -> Io {
+        // new a = a − wu H_F a − wl H_f a; g −= (wu M_F + wl M_f)ᵀ a (old a).
         let mut out = a.clone();
         for (o, &v) in out.iter_mut().zip(a.iter()) {
-            *o += -(w_l * self.l2 * v);
+            *o += -(wl * self.l2 * v);
         }
-        if w_u != T::zero() {
-            self.second_order(Set::Query, x, y, a, -w_u, &mut out, gx, -w_u);
+        if wu != T::zero() {
+            self.second_order(Set::Query, x, y, a, -wu, &mut out, g, -wu);
         }
-        self.second_order(Set::Support, x, y, a, -w_l, &mut out, gx, -w_l);
+        self.second_order(Set::Support, x, y, a, -wl, &mut out, g, -wl);
         *a = out;
         Ok(())
     }

@@ -10,6 +10,10 @@ use crate::kernels::Kernel;
 use crate::launch::{elementwise, i32_of, per_row, push};
 use crate::{GpuDevice, GpuError, GpuVec};
 
+/// Shorthands for the trait impls: a buffer, and a product's result.
+type V = GpuVec;
+type R<T = ()> = Result<T, GpuError>;
+
 /// The right-hand side of a logits GEMM: a `y` buffer (`c` columns) or the packed `[Ỹ | A]`
 /// (`2c` columns: logits and tangent logits side by side).
 enum Rhs<'a> {
@@ -194,14 +198,7 @@ impl Hyperclean {
 impl LowerStep for HypercleanGpu {
     /// Four launches: `masked_scale_copy`, GEMM, `xent_grad_rows`, GEMM (none when
     /// `w_u = w_l = 0`). Training rows are skipped when `w_l = 0`, validation rows when `w_u = 0`.
-    fn lower_step(
-        &mut self,
-        x: &GpuVec,
-        y: &GpuVec,
-        w_u: f32,
-        w_l: f32,
-        y_out: &mut GpuVec,
-    ) -> Result<(), GpuError> {
+    fn lower_step(&mut self, x: &V, y: &V, w_u: f32, w_l: f32, y_out: &mut V) -> R {
         self.check_args("lower_step", [x], [y, y_out])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let d = p.dims;
@@ -222,14 +219,7 @@ impl UpperGradient for HypercleanGpu {
     }
 
     /// `F` does not depend on `x`: `gx` is left as it is. Waits for the device (the value).
-    fn upper_grad(
-        &mut self,
-        x: &GpuVec,
-        y: &GpuVec,
-        gy: &mut GpuVec,
-        gx: &mut GpuVec,
-        _gx_scale: f32,
-    ) -> Result<f32, GpuError> {
+    fn upper_grad(&mut self, x: &V, y: &V, gy: &mut V, gx: &mut V, _gx_scale: f32) -> R<f32> {
         self.check_args("upper_grad", [x, gx], [y, gy])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let d = p.dims;
@@ -251,15 +241,7 @@ impl StepAdjoint for HypercleanGpu {
     /// Four launches: `pack_pair_scale` (`[Ỹ | A]`, and `A_W ← (1 − 2λw_u)·A_W`), one GEMM for
     /// logits and tangent logits together, `hvp_rows` (HVP row terms and the mixed `x` term),
     /// GEMM `A ← A − X̃ᵀ·H`.
-    fn step_adjoint(
-        &mut self,
-        x: &GpuVec,
-        y: &GpuVec,
-        w_u: f32,
-        w_l: f32,
-        a: &mut GpuVec,
-        gx: &mut GpuVec,
-    ) -> Result<(), GpuError> {
+    fn step_adjoint(&mut self, x: &V, y: &V, w_u: f32, w_l: f32, a: &mut V, gx: &mut V) -> R {
         self.check_args("step_adjoint", [x, gx], [y, a])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let d = p.dims;
@@ -278,13 +260,7 @@ impl StepAdjoint for HypercleanGpu {
 }
 
 impl LowerHessian for HypercleanGpu {
-    fn lower_hvp(
-        &mut self,
-        x: &GpuVec,
-        y: &GpuVec,
-        v: &GpuVec,
-        out: &mut GpuVec,
-    ) -> Result<(), GpuError> {
+    fn lower_hvp(&mut self, x: &V, y: &V, v: &V, out: &mut V) -> R {
         self.check_args("lower_hvp", [x], [y, v, out])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let n_tr = p.dims.n_tr;
@@ -293,14 +269,7 @@ impl LowerHessian for HypercleanGpu {
         p.back(dev, 0, n_tr, 1.0, 0.0, &mut out.0)
     }
 
-    fn lower_mixed_vjp(
-        &mut self,
-        x: &GpuVec,
-        y: &GpuVec,
-        v: &GpuVec,
-        scale: f32,
-        gx: &mut GpuVec,
-    ) -> Result<(), GpuError> {
+    fn lower_mixed_vjp(&mut self, x: &V, y: &V, v: &V, scale: f32, gx: &mut V) -> R {
         self.check_args("lower_mixed_vjp", [x, gx], [y, v])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let n_tr = p.dims.n_tr;
@@ -309,13 +278,7 @@ impl LowerHessian for HypercleanGpu {
         p.hvp_rows(dev, x, (0, n_tr), (0.0, 0.0), Some((gx, gx_scale)))
     }
 
-    fn lower_grad_x(
-        &mut self,
-        x: &GpuVec,
-        y: &GpuVec,
-        scale: f32,
-        gx: &mut GpuVec,
-    ) -> Result<(), GpuError> {
+    fn lower_grad_x(&mut self, x: &V, y: &V, scale: f32, gx: &mut V) -> R {
         self.check_args("lower_grad_x", [x, gx], [y])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let d = p.dims;

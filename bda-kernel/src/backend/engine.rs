@@ -98,8 +98,20 @@ where
     pub fn new(b: &mut B, spec: MethodSpec<B::T>) -> Result<Self, MethodError<B::Error>> {
         let body: Body<B> = match spec.method() {
             Method::Rhg | Method::Trhg | Method::Bda => unrolled_body::<B>,
-            Method::Ihg => implicit_body::<B>,
-            Method::Obda => one_stage_body::<B>,
+            Method::Ihg => |spec, scratch, report, c| {
+                let Scratch::Implicit(cg) = scratch else {
+                    unreachable!("the body is chosen with its scratch")
+                };
+                let (k, iters, d) = (spec.steps(), spec.cg_iters(), spec.dynamics());
+                methods::implicit(c.b, c.x, c.y0, d, k, iters, cg, report, c.gx, c.y_out)
+            },
+            Method::Obda => |spec, scratch, _, c| {
+                let Scratch::OneStage(s) = scratch else {
+                    unreachable!("the body is chosen with its scratch")
+                };
+                let (d, eps) = (spec.dynamics(), spec.fd_eps());
+                methods::one_stage(c.b, c.x, c.y0, d, eps, s, c.gx, c.y_out)
+            },
         };
         Self::with_body(b, spec, body)
     }
@@ -265,30 +277,4 @@ fn unrolled_body<B: LowerStep + UpperGradient + StepAdjoint>(
         c.gx,
         c.y_out,
     )
-}
-
-fn implicit_body<B: LowerStep + UpperGradient + LowerHessian>(
-    spec: &MethodSpec<B::T>,
-    scratch: &mut Scratch<B::Y>,
-    report: &mut CgReport<B::T>,
-    c: Call<'_, B>,
-) -> Phi<B> {
-    let Scratch::Implicit(cg) = scratch else {
-        unreachable!("the body is chosen with its scratch")
-    };
-    let (k, iters, d) = (spec.steps(), spec.cg_iters(), spec.dynamics());
-    methods::implicit(c.b, c.x, c.y0, d, k, iters, cg, report, c.gx, c.y_out)
-}
-
-fn one_stage_body<B: LowerStep + UpperGradient + LowerHessian>(
-    spec: &MethodSpec<B::T>,
-    scratch: &mut Scratch<B::Y>,
-    _: &mut CgReport<B::T>,
-    c: Call<'_, B>,
-) -> Phi<B> {
-    let Scratch::OneStage(s) = scratch else {
-        unreachable!("the body is chosen with its scratch")
-    };
-    let (d, eps) = (spec.dynamics(), spec.fd_eps());
-    methods::one_stage(c.b, c.x, c.y0, d, eps, s, c.gx, c.y_out)
 }

@@ -17,6 +17,10 @@ use super::{HostBuffers, LowerHessian, LowerStep, StepAdjoint, UpperGradient};
 use crate::problem::{Bilevel, Gradient, Objective, SecondOrder};
 use crate::scalar::Real;
 
+/// Shorthands for the trait impls: a buffer, and a product's (infallible) result.
+type V<T> = Vec<T>;
+type Io<R = ()> = Result<R, Infallible>;
+
 /// A fixed-size problem `Bilevel<U, L>` with `x ∈ R^N`, `y ∈ R^M`, in scalar `T`, as a
 /// backend with `Vec<T>` buffers (see the module docs).
 #[derive(Debug)]
@@ -74,14 +78,7 @@ where
     U: Gradient<T, N, M>,
     L: Gradient<T, N, M>,
 {
-    fn lower_step(
-        &mut self,
-        x: &Vec<T>,
-        y: &Vec<T>,
-        w_u: T,
-        w_l: T,
-        y_out: &mut Vec<T>,
-    ) -> Result<(), Infallible> {
+    fn lower_step(&mut self, x: &V<T>, y: &V<T>, w_u: T, w_l: T, y_out: &mut V<T>) -> Io {
         let (x, y) = (sv::<T, N>(x), sv::<T, M>(y));
         let p = self.problem;
         let mut next = y - p.lower.grad_y(&x, &y) * w_l;
@@ -99,18 +96,11 @@ where
     T: Real,
     U: Objective<T, N, M> + Gradient<T, N, M>,
 {
-    fn upper_grad(
-        &mut self,
-        x: &Vec<T>,
-        y: &Vec<T>,
-        gy: &mut Vec<T>,
-        gx: &mut Vec<T>,
-        gx_scale: T,
-    ) -> Result<T, Infallible> {
+    fn upper_grad(&mut self, x: &V<T>, y: &V<T>, gy: &mut V<T>, gx: &mut V<T>, s: T) -> Io<T> {
         let (xs, ys) = (sv::<T, N>(x), sv::<T, M>(y));
         let u = &self.problem.upper;
         gy.copy_from_slice(u.grad_y(&xs, &ys).as_slice());
-        add_scaled(gx, gx_scale, u.grad_x(&xs, &ys).as_slice());
+        add_scaled(gx, s, u.grad_x(&xs, &ys).as_slice());
         Ok(u.value(&xs, &ys))
     }
 }
@@ -122,21 +112,13 @@ where
     U: Gradient<T, N, M> + SecondOrder<T, N, M>,
     L: Gradient<T, N, M> + SecondOrder<T, N, M>,
 {
-    fn step_adjoint(
-        &mut self,
-        x: &Vec<T>,
-        y: &Vec<T>,
-        w_u: T,
-        w_l: T,
-        a: &mut Vec<T>,
-        gx: &mut Vec<T>,
-    ) -> Result<(), Infallible> {
+    fn step_adjoint(&mut self, x: &V<T>, y: &V<T>, wu: T, wl: T, a: &mut V<T>, g: &mut V<T>) -> Io {
         let (xs, ys, av) = (sv::<T, N>(x), sv::<T, M>(y), sv::<T, M>(a));
         let (fyx, fv) = blocks(&self.problem.upper, &xs, &ys, &av);
         let (lyx, lv) = blocks(&self.problem.lower, &xs, &ys, &av);
-        let dx = (fyx * w_u + lyx * w_l).transpose() * av;
-        add_scaled(gx, -T::one(), dx.as_slice());
-        let next = av - fv * w_u - lv * w_l;
+        let dx = (fyx * wu + lyx * wl).transpose() * av;
+        add_scaled(g, -T::one(), dx.as_slice());
+        let next = av - fv * wu - lv * wl;
         a.copy_from_slice(next.as_slice());
         Ok(())
     }
@@ -149,39 +131,20 @@ where
     U: Gradient<T, N, M>,
     L: Gradient<T, N, M> + SecondOrder<T, N, M>,
 {
-    fn lower_hvp(
-        &mut self,
-        x: &Vec<T>,
-        y: &Vec<T>,
-        v: &Vec<T>,
-        out: &mut Vec<T>,
-    ) -> Result<(), Infallible> {
+    fn lower_hvp(&mut self, x: &V<T>, y: &V<T>, v: &V<T>, out: &mut V<T>) -> Io {
         let (_, hv) = blocks(&self.problem.lower, &sv::<T, N>(x), &sv(y), &sv(v));
         out.copy_from_slice(hv.as_slice());
         Ok(())
     }
 
-    fn lower_mixed_vjp(
-        &mut self,
-        x: &Vec<T>,
-        y: &Vec<T>,
-        v: &Vec<T>,
-        scale: T,
-        gx: &mut Vec<T>,
-    ) -> Result<(), Infallible> {
+    fn lower_mixed_vjp(&mut self, x: &V<T>, y: &V<T>, v: &V<T>, scale: T, gx: &mut V<T>) -> Io {
         let vs = sv::<T, M>(v);
         let (hyx, _) = blocks(&self.problem.lower, &sv::<T, N>(x), &sv(y), &vs);
         add_scaled(gx, scale, (hyx.transpose() * vs).as_slice());
         Ok(())
     }
 
-    fn lower_grad_x(
-        &mut self,
-        x: &Vec<T>,
-        y: &Vec<T>,
-        scale: T,
-        gx: &mut Vec<T>,
-    ) -> Result<(), Infallible> {
+    fn lower_grad_x(&mut self, x: &V<T>, y: &V<T>, scale: T, gx: &mut V<T>) -> Io {
         let g = self.problem.lower.grad_x(&sv::<T, N>(x), &sv::<T, M>(y));
         add_scaled(gx, scale, g.as_slice());
         Ok(())

@@ -10,6 +10,9 @@ use num_traits::Zero;
 use super::Backend;
 use crate::scalar::Real;
 
+/// A product's (infallible) result.
+type Io<R = ()> = Result<R, Infallible>;
+
 /// A backend whose buffers are `Vec`s in host memory: implement the two lengths and get
 /// every buffer operation of [`Backend`] (with `X = Y = Vec<Scalar>` and an
 /// `Infallible` error), so host backends only write their math.
@@ -28,53 +31,53 @@ impl<B: HostBuffers> Backend for B {
     type Y = Vec<B::Scalar>;
     type Error = Infallible;
 
-    fn new_x(&mut self) -> Result<Self::X, Infallible> {
+    fn new_x(&mut self) -> Io<Self::X> {
         Ok(vec![B::Scalar::zero(); HostBuffers::x_len(self)])
     }
-    fn new_y(&mut self) -> Result<Self::Y, Infallible> {
+    fn new_y(&mut self) -> Io<Self::Y> {
         Ok(vec![B::Scalar::zero(); HostBuffers::y_len(self)])
     }
-    fn copy_y(&mut self, src: &Self::Y, dst: &mut Self::Y) -> Result<(), Infallible> {
+    fn copy_y(&mut self, src: &Self::Y, dst: &mut Self::Y) -> Io {
         dst.copy_from_slice(src);
         Ok(())
     }
-    fn axpy_y(&mut self, a: Self::T, v: &Self::Y, y: &mut Self::Y) -> Result<(), Infallible> {
+    fn axpy_y(&mut self, a: Self::T, v: &Self::Y, y: &mut Self::Y) -> Io {
         y.iter_mut().zip(v).for_each(|(y, &v)| *y += a * v);
         Ok(())
     }
-    fn scale_y(&mut self, a: Self::T, y: &mut Self::Y) -> Result<(), Infallible> {
+    fn scale_y(&mut self, a: Self::T, y: &mut Self::Y) -> Io {
         y.iter_mut().for_each(|y| *y *= a);
         Ok(())
     }
-    fn zero_y(&mut self, y: &mut Self::Y) -> Result<(), Infallible> {
+    fn zero_y(&mut self, y: &mut Self::Y) -> Io {
         y.fill(B::Scalar::zero());
         Ok(())
     }
-    fn dot_y(&mut self, a: &Self::Y, b: &Self::Y) -> Result<Self::T, Infallible> {
+    fn dot_y(&mut self, a: &Self::Y, b: &Self::Y) -> Io<Self::T> {
         Ok(a.iter()
             .zip(b)
             .fold(B::Scalar::zero(), |s, (&u, &v)| s + u * v))
     }
-    fn zero_x(&mut self, x: &mut Self::X) -> Result<(), Infallible> {
+    fn zero_x(&mut self, x: &mut Self::X) -> Io {
         x.fill(B::Scalar::zero());
         Ok(())
     }
-    fn y_is_finite(&mut self, y: &Self::Y) -> Result<bool, Infallible> {
+    fn y_is_finite(&mut self, y: &Self::Y) -> Io<bool> {
         Ok(y.iter().all(|v| v.is_finite()))
     }
-    fn upload_x(&mut self, src: &[Self::T], dst: &mut Self::X) -> Result<(), Infallible> {
+    fn upload_x(&mut self, src: &[Self::T], dst: &mut Self::X) -> Io {
         dst.copy_from_slice(src);
         Ok(())
     }
-    fn download_x(&mut self, src: &Self::X, dst: &mut [Self::T]) -> Result<(), Infallible> {
+    fn download_x(&mut self, src: &Self::X, dst: &mut [Self::T]) -> Io {
         dst.copy_from_slice(src);
         Ok(())
     }
-    fn upload_y(&mut self, src: &[Self::T], dst: &mut Self::Y) -> Result<(), Infallible> {
+    fn upload_y(&mut self, src: &[Self::T], dst: &mut Self::Y) -> Io {
         dst.copy_from_slice(src);
         Ok(())
     }
-    fn download_y(&mut self, src: &Self::Y, dst: &mut [Self::T]) -> Result<(), Infallible> {
+    fn download_y(&mut self, src: &Self::Y, dst: &mut [Self::T]) -> Io {
         dst.copy_from_slice(src);
         Ok(())
     }

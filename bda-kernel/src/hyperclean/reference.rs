@@ -63,6 +63,10 @@ use core::convert::Infallible;
 use super::HypercleanData;
 use crate::backend::{HostBuffers, LowerHessian, LowerStep, StepAdjoint, UpperGradient};
 
+/// Shorthands for the trait impls: a buffer, and a product's (infallible) result.
+type V = Vec<f64>;
+type Io<R = ()> = Result<R, Infallible>;
+
 /// `σ(x) = 1/(1 + e^{−x})`.
 pub fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + libm::exp(-x))
@@ -277,14 +281,7 @@ impl HostBuffers for HypercleanReference<'_> {
 }
 
 impl LowerStep for HypercleanReference<'_> {
-    fn lower_step(
-        &mut self,
-        x: &Vec<f64>,
-        y: &Vec<f64>,
-        w_u: f64,
-        w_l: f64,
-        y_out: &mut Vec<f64>,
-    ) -> Result<(), Infallible> {
+    fn lower_step(&mut self, x: &V, y: &V, w_u: f64, w_l: f64, y_out: &mut V) -> Io {
         // g = w_u ∇_y F + w_l ∇_y f
         let mut g = vec![0.0; y.len()];
         if w_l != 0.0 {
@@ -307,28 +304,13 @@ impl UpperGradient for HypercleanReference<'_> {
         false
     }
 
-    fn upper_grad(
-        &mut self,
-        _x: &Vec<f64>,
-        y: &Vec<f64>,
-        gy: &mut Vec<f64>,
-        _gx: &mut Vec<f64>,
-        _gx_scale: f64,
-    ) -> Result<f64, Infallible> {
+    fn upper_grad(&mut self, _x: &V, y: &V, gy: &mut V, _gx: &mut V, _gx_scale: f64) -> Io<f64> {
         Ok(self.upper_grad_y(y, gy))
     }
 }
 
 impl StepAdjoint for HypercleanReference<'_> {
-    fn step_adjoint(
-        &mut self,
-        x: &Vec<f64>,
-        y: &Vec<f64>,
-        w_u: f64,
-        w_l: f64,
-        a: &mut Vec<f64>,
-        gx: &mut Vec<f64>,
-    ) -> Result<(), Infallible> {
+    fn step_adjoint(&mut self, x: &V, y: &V, w_u: f64, w_l: f64, a: &mut V, gx: &mut V) -> Io {
         // h = (w_u ∇²F + w_l ∇²f)·a, and gx −= w_l (∂²_{xy} f)ᵀ·a, both with the old `a`.
         let mut h = vec![0.0; a.len()];
         if w_l != 0.0 {
@@ -347,37 +329,18 @@ impl StepAdjoint for HypercleanReference<'_> {
 }
 
 impl LowerHessian for HypercleanReference<'_> {
-    fn lower_hvp(
-        &mut self,
-        x: &Vec<f64>,
-        y: &Vec<f64>,
-        v: &Vec<f64>,
-        out: &mut Vec<f64>,
-    ) -> Result<(), Infallible> {
+    fn lower_hvp(&mut self, x: &V, y: &V, v: &V, out: &mut V) -> Io {
         out.fill(0.0);
         self.add_hvp(Set::Train, x, 1.0, y, v, out);
         Ok(())
     }
 
-    fn lower_mixed_vjp(
-        &mut self,
-        x: &Vec<f64>,
-        y: &Vec<f64>,
-        v: &Vec<f64>,
-        scale: f64,
-        gx: &mut Vec<f64>,
-    ) -> Result<(), Infallible> {
+    fn lower_mixed_vjp(&mut self, x: &V, y: &V, v: &V, scale: f64, gx: &mut V) -> Io {
         self.add_mixed(x, y, v, scale, gx);
         Ok(())
     }
 
-    fn lower_grad_x(
-        &mut self,
-        x: &Vec<f64>,
-        y: &Vec<f64>,
-        scale: f64,
-        gx: &mut Vec<f64>,
-    ) -> Result<(), Infallible> {
+    fn lower_grad_x(&mut self, x: &V, y: &V, scale: f64, gx: &mut V) -> Io {
         for i in 0..self.data.n_train() {
             let (u, label) = self.sample(Set::Train, i);
             let ce = Self::ce(&self.logits(u, y), label);

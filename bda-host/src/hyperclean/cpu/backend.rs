@@ -9,6 +9,11 @@ use bda_kernel::backend::{Backend, LowerHessian, LowerStep, StepAdjoint, UpperGr
 use super::pass::reduce_into;
 use super::{CpuY, HypercleanCpu, Which};
 
+/// Shorthands for the trait impls: a buffer, and a product's result.
+type X = Vec<f32>;
+type Y = CpuY;
+type R<T = ()> = Result<T, String>;
+
 impl Backend for HypercleanCpu {
     type T = f32;
     type X = Vec<f32>;
@@ -83,14 +88,7 @@ impl Backend for HypercleanCpu {
 }
 
 impl LowerStep for HypercleanCpu {
-    fn lower_step(
-        &mut self,
-        x: &Vec<f32>,
-        y: &CpuY,
-        w_u: f32,
-        w_l: f32,
-        y_out: &mut CpuY,
-    ) -> Result<(), String> {
+    fn lower_step(&mut self, x: &X, y: &Y, w_u: f32, w_l: f32, y_out: &mut Y) -> R {
         self.lower_grad(x, y);
         let out = y_out.as_mut_slice();
         if w_u != 0.0 {
@@ -113,14 +111,7 @@ impl UpperGradient for HypercleanCpu {
         false
     }
 
-    fn upper_grad(
-        &mut self,
-        _x: &Vec<f32>,
-        y: &CpuY,
-        gy: &mut CpuY,
-        _gx: &mut Vec<f32>,
-        _gx_scale: f32,
-    ) -> Result<f32, String> {
+    fn upper_grad(&mut self, _x: &X, y: &Y, gy: &mut Y, _gx: &mut X, _gx_scale: f32) -> R<f32> {
         let f = self.upper_into_gu(y);
         gy.as_mut_slice().copy_from_slice(&self.gu);
         Ok(f)
@@ -128,15 +119,7 @@ impl UpperGradient for HypercleanCpu {
 }
 
 impl StepAdjoint for HypercleanCpu {
-    fn step_adjoint(
-        &mut self,
-        x: &Vec<f32>,
-        y: &CpuY,
-        w_u: f32,
-        w_l: f32,
-        a: &mut CpuY,
-        gx: &mut Vec<f32>,
-    ) -> Result<(), String> {
+    fn step_adjoint(&mut self, x: &X, y: &Y, w_u: f32, w_l: f32, a: &mut Y, gx: &mut X) -> R {
         self.train_hess(x, y, &a.v, true);
         self.add_mixed(x, -w_l, gx);
         if w_u != 0.0 {
@@ -162,36 +145,17 @@ impl StepAdjoint for HypercleanCpu {
 }
 
 impl LowerHessian for HypercleanCpu {
-    fn lower_hvp(
-        &mut self,
-        x: &Vec<f32>,
-        y: &CpuY,
-        v: &CpuY,
-        out: &mut CpuY,
-    ) -> Result<(), String> {
+    fn lower_hvp(&mut self, x: &X, y: &Y, v: &Y, out: &mut Y) -> R {
         self.train_hess(x, y, &v.v, true);
         out.as_mut_slice().copy_from_slice(&self.gf);
         Ok(())
     }
-    fn lower_mixed_vjp(
-        &mut self,
-        x: &Vec<f32>,
-        y: &CpuY,
-        v: &CpuY,
-        scale: f32,
-        gx: &mut Vec<f32>,
-    ) -> Result<(), String> {
+    fn lower_mixed_vjp(&mut self, x: &X, y: &Y, v: &Y, scale: f32, gx: &mut X) -> R {
         self.train_hess(x, y, &v.v, false);
         self.add_mixed(x, scale, gx);
         Ok(())
     }
-    fn lower_grad_x(
-        &mut self,
-        x: &Vec<f32>,
-        y: &CpuY,
-        scale: f32,
-        gx: &mut Vec<f32>,
-    ) -> Result<(), String> {
+    fn lower_grad_x(&mut self, x: &X, y: &Y, scale: f32, gx: &mut X) -> R {
         self.set_omega_tr(x);
         self.grad_pass(Which::Train, y, false, true);
         self.add_mixed(x, scale, gx);
