@@ -5,6 +5,7 @@
 
 use core::fmt;
 
+use crate::error::ConfigError;
 use crate::method::Method;
 use crate::scalar::Real;
 use crate::schedule::{Beta, LowerDynamics, Schedule};
@@ -134,24 +135,12 @@ impl<T: Real> MethodConfig<T> {
             ));
         }
         positive(Param::FdEps, self.fd_eps)?;
-        let mu = self.mu;
-        if !(mu.is_finite() && mu > T::zero() && mu < T::one()) {
-            return Err(SpecError::new(Param::Mu, mu.to_f64(), "must lie in (0, 1)"));
-        }
-        schedule(Param::Alpha, &self.alpha)?;
-        if let Beta::Schedule(b) = &self.beta {
-            schedule(Param::Beta, b)?;
-        }
-        positive(Param::StepUpper, self.s_u)?;
-        positive(Param::StepLower, self.s_l)?;
+        // Every Eq. (9) number is checked, whichever method runs (a bad value is a mistake
+        // either way), by the dynamics' own check: one definition of the admissible ranges.
+        let all = Method::Bda.dynamics(self.mu, self.alpha, self.beta, self.s_u, self.s_l);
+        all.validate().map_err(|e| self.dynamics_error(e))?;
         let dynamics = if m.aggregates() {
-            LowerDynamics::Aggregated {
-                mu,
-                alpha: self.alpha,
-                beta: self.beta,
-                s_u: self.s_u,
-                s_l: self.s_l,
-            }
+            all
         } else {
             LowerDynamics::LowerOnly { s_l: self.s_l }
         };
@@ -175,20 +164,44 @@ fn positive<T: Real>(param: Param, v: T) -> Result<(), SpecError> {
     }
 }
 
-fn schedule<T: Real>(param: Param, s: &Schedule<T>) -> Result<(), SpecError> {
-    let value = match *s {
-        Schedule::Constant(c) | Schedule::Harmonic(c) => c,
-        Schedule::Proposition1 { gamma, .. } => gamma,
-    };
-    s.validate(param.name()).map_err(|_| {
-        let reason = match s {
-            Schedule::Proposition1 { .. } => {
-                "Proposition 1 needs γ ∈ (0, 1], β ∈ [0, 1), ε ∈ (0, 1)"
+/// The parameter, value and reason of a schedule's failed check.
+fn schedule_error<T: Real>(param: Param, s: &Schedule<T>) -> SpecError {
+    match *s {
+        Schedule::Constant(c) | Schedule::Harmonic(c) => {
+            SpecError::new(param, c.to_f64(), "must be finite and non-negative")
+        }
+        Schedule::Proposition1 { gamma, .. } => SpecError::new(
+            param,
+            gamma.to_f64(),
+            "Proposition 1 needs γ ∈ (0, 1], β ∈ [0, 1), ε ∈ (0, 1)",
+        ),
+    }
+}
+
+impl<T: Real> MethodConfig<T> {
+    /// [`LowerDynamics::validate`]'s error as the parameter it is about, with its value.
+    fn dynamics_error(&self, e: ConfigError) -> SpecError {
+        match e {
+            ConfigError::MuOutOfRange => {
+                SpecError::new(Param::Mu, self.mu.to_f64(), "must lie in (0, 1)")
             }
-            _ => "must be finite and non-negative",
-        };
-        SpecError::new(param, value.to_f64(), reason)
-    })
+            ConfigError::NonPositiveStep("s_u") => SpecError::new(
+                Param::StepUpper,
+                self.s_u.to_f64(),
+                "must be positive and finite",
+            ),
+            ConfigError::BadSchedule("alpha") => schedule_error(Param::Alpha, &self.alpha),
+            ConfigError::BadSchedule(_) => match &self.beta {
+                Beta::Schedule(b) => schedule_error(Param::Beta, b),
+                Beta::Icml => SpecError::new(Param::Beta, 0.0, "out of range"),
+            },
+            _ => SpecError::new(
+                Param::StepLower,
+                self.s_l.to_f64(),
+                "must be positive and finite",
+            ),
+        }
+    }
 }
 
 /// A checked method: the engine's input. Built only by [`MethodConfig::build`].
