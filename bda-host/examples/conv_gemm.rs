@@ -187,20 +187,12 @@ fn main() {
                 .collect();
             let mut cl = vec![0.0f32; sh.m * nn];
             let mut lt = |lib: Lib, par: bool| {
-                gemm(
-                    lib,
-                    sh.m,
-                    sh.k,
-                    nn,
-                    &a,
-                    (sh.k, 1),
-                    &bl,
-                    (nn, 1),
-                    &mut cl,
-                    par,
-                );
-                let t = Instant::now();
-                for _ in 0..5 {
+                // One warm-up call, then five timed ones.
+                let mut t = Instant::now();
+                for rep in 0..6 {
+                    if rep == 1 {
+                        t = Instant::now();
+                    }
                     gemm(
                         lib,
                         sh.m,

@@ -33,6 +33,21 @@ fn run(extra: &[&str]) -> Output {
     Command::new(BDA).args(&args).output().expect("bda runs")
 }
 
+/// The JSON report of `bda hyperclean --data-dir <fixture> <flags> --json --quiet` (no
+/// defaults added), and the fixture's path.
+fn json_on(name: &str, flags: &str) -> (String, serde_json::Value) {
+    let dir = fixture(name);
+    let args = [
+        argv("hyperclean --json --quiet --data-dir"),
+        vec![dir.as_str()],
+        argv(flags),
+    ]
+    .concat();
+    let out = Command::new(BDA).args(&args).output().expect("bda runs");
+    let v = json_of(&out);
+    (dir, v)
+}
+
 /// The one-line error and the exit code of a failing run.
 fn failure(out: &Output) -> (i32, String) {
     let code = out.status.code().unwrap_or(-1);
@@ -174,15 +189,10 @@ fn divergence_names_the_upper_iteration_and_lower_step() {
 
 #[test]
 fn mnist_fixture_and_dataset_name() {
-    let dir = fixture("mnist-tiny");
-    let args = [
-        argv("hyperclean --dataset mnist --data-dir"),
-        vec![dir.as_str()],
-        argv("--n-train 50 --n-val 50 --K 4 --ul-iters 2 --method ihg --cg-iters 3 --json --quiet"),
-    ]
-    .concat();
-    let out = Command::new(BDA).args(&args).output().unwrap();
-    let v = json_of(&out);
+    let (dir, v) = json_on(
+        "mnist-tiny",
+        "--dataset mnist --n-train 50 --n-val 50 --K 4 --ul-iters 2 --method ihg --cg-iters 3",
+    );
     // The data is named by what was read: the folder, whatever --dataset says.
     assert_eq!(v["dataset"], dir.as_str());
     assert_eq!(v["data"]["path"], dir.as_str());
@@ -192,15 +202,10 @@ fn mnist_fixture_and_dataset_name() {
 
 #[test]
 fn trhg_truncates_to_half_of_k_by_default() {
-    let dir = fixture("fmnist-tiny");
-    let args = [
-        argv("hyperclean --data-dir"),
-        vec![dir.as_str()],
-        argv("--n-train 60 --n-val 60 --method trhg --K 10 --ul-iters 1 --quiet --json"),
-    ]
-    .concat();
-    let out = Command::new(BDA).args(&args).output().unwrap();
-    let v = json_of(&out);
+    let (_, v) = json_on(
+        "fmnist-tiny",
+        "--n-train 60 --n-val 60 --method trhg --K 10 --ul-iters 1",
+    );
     assert_eq!(v["truncate"], 5);
     assert_eq!(v["config"]["truncate"], 5);
     let help = Command::new(BDA)
