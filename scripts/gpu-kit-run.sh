@@ -12,6 +12,9 @@
 #   run  command "bash gpu-kit/run.sh check"    carry ["gpu-kit"]  timeout_s 420
 #   run  command "bash gpu-kit/run.sh compare"  carry ["gpu-kit"]  timeout_s 540
 # The machine stays warm for a short while after the first call: make the second one at once.
+# When less device time is left than the second call's timeout and a minute, give it
+# KIT_BUDGET_S=<seconds left − 120> (e.g. "KIT_BUDGET_S=300 bash gpu-kit/run.sh compare") and
+# timeout_s=<seconds left − 60>: the steps that matter most run first.
 #
 # Each command writes exactly two files to $OUT: MODE-summary.txt (one line per step: PASS or
 # FAIL, exit status, seconds, and the one line that matters — the test result, the median
@@ -29,6 +32,7 @@
 # LD_LIBRARY_PATH for the bda binaries only; the PyTorch peers keep the environment's path.
 # PYTHON: the PyTorch interpreter, a name or a path (default python3 on PATH).
 set -uo pipefail
+cd "$(dirname "$0")/.." || exit 2 # the repository root: bench/ is used from there
 MODE=${1:-}
 case "$MODE" in
   check) BUDGET=${KIT_BUDGET_S:-330} ;;
@@ -100,6 +104,15 @@ if [ "$MODE" = compare ]; then
 fi
 pack
 
+# The headline numbers of a bda JSON report (standard input), not its whole history.
+headline() {
+  "${PYTHON:-python3}" -c '
+import json, sys
+r = json.loads(sys.stdin.read())
+keys = ("method", "device", "K", "ul_iters", "val_acc", "test_acc", "clean_f1", "s_per_ul_iter")
+print("  ".join(f"{k} {r[k]}" for k in keys if k in r))' 2>/dev/null || echo "(a JSON report)"
+}
+
 PASSED=0
 FAILED=0
 # step NAME LIMIT_S PATTERN COMMAND...: runs COMMAND under `timeout` (LIMIT_S, less when the
@@ -124,13 +137,12 @@ step() {
   if ((rc == 0)); then
     PASSED=$((PASSED + 1))
     line=$(tail -n +2 "$log" | grep -E -- "$pat" | tail -1)
-    # A JSON report: its headline numbers, not the whole history.
-    [[ $line == "{"* ]] && line=$(grep -oE '"(method|K|ul_iters|val_acc|test_acc|clean_f1|s_per_ul_iter)":[^,}]*' <<<"$line" | paste -sd' ' -)
+    [[ $line == "{"* ]] && line=$(headline <<<"$line")
     say "$(printf '%-18s PASS  exit 0    %4d s  %s' "$name" "$dt" "${line:-(no line matching $pat)}")"
   else
     FAILED=$((FAILED + 1))
-    line=$(tail -n +2 "$log" | grep -m1 -E 'CUDA required|no CUDA|CUDA driver|not compiled with CUDA' ||
-      tail -n +2 "$log" | grep -v -E '^\s*$|^note: ' | tail -1)
+    line=$(tail -n +2 "$log" | grep -E 'CUDA required|no CUDA|CUDA driver|not compiled with CUDA' | head -1)
+    [ -n "$line" ] || line=$(tail -n +2 "$log" | grep -v -E '^\s*$|^note: ' | tail -1)
     ((rc == 124 || rc == 137)) && line="timed out after ${limit} s; last: $line"
     say "$(printf '%-18s FAIL  exit %-4d %4d s  %s' "$name" "$rc" "$dt" "$line")"
   fi
