@@ -92,7 +92,11 @@ BDA_ENV=(env "LD_LIBRARY_PATH=$BDA_LIB_PATH")
   nvidia-smi 2>&1
 } >"$LOGS/env.txt"
 say "gpu-kit $MODE, $(date -u '+%F %T') UTC, budget ${BUDGET} s"
-say "gpu: $(nvidia-smi -L 2>&1 | head -1)"
+if command -v nvidia-smi >/dev/null; then
+  say "gpu: $(nvidia-smi -L 2>&1 | head -1)"
+else
+  say "gpu: nvidia-smi not found"
+fi
 say "bda library path: ${LIBS:-(none found: the default search path)}"
 if [ "$MODE" = compare ]; then
   if [ -n "$PYTHON" ]; then
@@ -117,8 +121,8 @@ PASSED=0
 FAILED=0
 # step NAME LIMIT_S PATTERN COMMAND...: runs COMMAND under `timeout` (LIMIT_S, less when the
 # command's budget has less left) with its output in NAME.txt, and writes one summary line:
-# on success the last output line matching PATTERN, on failure the first line naming a
-# missing CUDA requirement, else the last line of output.
+# on success the last output line matching PATTERN, on failure the first panic message (and
+# a test binary's counts), else the first line about CUDA, else the last line of output.
 step() {
   local name=$1 limit=$2 pat=$3
   shift 3
@@ -130,7 +134,7 @@ step() {
   fi
   ((limit > left)) && limit=$left
   echo "\$ $* (limit ${limit} s)" >"$log"
-  local t0=$SECONDS rc line
+  local t0=$SECONDS rc line counts
   timeout -k 5 "$limit" "$@" >>"$log" 2>&1
   rc=$?
   local dt=$((SECONDS - t0))
@@ -141,8 +145,12 @@ step() {
     say "$(printf '%-18s PASS  exit 0    %4d s  %s' "$name" "$dt" "${line:-(no line matching $pat)}")"
   else
     FAILED=$((FAILED + 1))
-    line=$(tail -n +2 "$log" | grep -E 'CUDA required|no CUDA|CUDA driver|not compiled with CUDA' | head -1)
+    # The first panic's message (a test), else a line about CUDA (bda, a peer), else the last.
+    line=$(grep -m1 -A1 'panicked at' "$log" | sed -n 2p)
+    [ -n "$line" ] || line=$(tail -n +2 "$log" | grep -E 'CUDA required|no CUDA|CUDA driver|not compiled with CUDA' | head -1)
     [ -n "$line" ] || line=$(tail -n +2 "$log" | grep -v -E '^\s*$|^note: ' | tail -1)
+    counts=$(grep -E '^test result:' "$log" | tail -1 | grep -oE '[0-9]+ passed; [0-9]+ failed')
+    [ -n "$counts" ] && line="$counts; first failure: $line"
     ((rc == 124 || rc == 137)) && line="timed out after ${limit} s; last: $line"
     say "$(printf '%-18s FAIL  exit %-4d %4d s  %s' "$name" "$rc" "$dt" "$line")"
   fi
