@@ -14,7 +14,8 @@
 # PATH), PEERS (the folder of the PyTorch peers, default ../shared/peers next to the
 # repository), PEER (the peer script, default $PEERS/fewshot_torch.py), DEVICE (cpu or
 # cuda, default cpu: both sides on that device), BDA (a prebuilt bda binary: skips the
-# cargo build, e.g. on a machine without Rust).
+# cargo build, e.g. on a machine without Rust), BDA_LD_LIBRARY_PATH (library folders put in
+# front of LD_LIBRARY_PATH for `bda` only, never for the peer).
 set -euo pipefail
 THREADS=${1:-2}
 METHOD=${2:-bda}
@@ -29,7 +30,7 @@ PEER_NAME=fewshot_torch.py
 runs=$(mktemp)
 trap 'rm -f "$runs"' EXIT
 for _ in $(seq "$PAIRS"); do
-  ours=$("$BDA" fewshot bench --threads "$THREADS" --method "$METHOD" --steps "$STEPS" --device "$DEVICE" --json)
+  ours=$("${BDA_RUN[@]}" fewshot bench --threads "$THREADS" --method "$METHOD" --steps "$STEPS" --device "$DEVICE" --json)
   peer=$("$PYTHON" "$PEER" --threads "$THREADS" --method "$METHOD" --steps "$STEPS" --device "$DEVICE")
   echo "bda:     $ours"
   echo "pytorch: $peer"

@@ -37,7 +37,7 @@ common=(--method "$METHOD" --K "$K" --truncate 25 --ul-iters "$ITERS" --ul-lr "$
 runs=$(mktemp)
 trap 'rm -f "$runs"' EXIT
 for _ in $(seq "$PAIRS"); do
-  ours=$("$BDA" hyperclean "${common[@]}" --beta 1 --lambda 1e-4 --threads "$THREADS" --device "$DEVICE" --json --quiet)
+  ours=$("${BDA_RUN[@]}" hyperclean "${common[@]}" --beta 1 --lambda 1e-4 --threads "$THREADS" --device "$DEVICE" --json --quiet)
   peer=$("$PYTHON" "$PEER" "${common[@]}" --lam 1e-4 --threads "$THREADS" --device "$DEVICE")
   echo "ours: $ours" | cut -c1-400
   echo "peer: $peer"

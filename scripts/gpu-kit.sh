@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# Build what a GPU session needs into gpu-kit/ (git-ignored through .git/info/exclude), for
-# a device machine that has CUDA and PyTorch but no Rust and no network:
+# Build what a GPU session needs into gpu-kit/ (ignored by git through the gpu-kit/.gitignore
+# it writes), for a device machine that has CUDA and PyTorch but no Rust and no network:
 #
 #   bash scripts/gpu-kit.sh            # here: builds, strips, copies (≈ 45 MB)
-#   # then with the device tool, in one call (carry ["gpu-kit"], timeout 600):
-#   bash gpu-kit/run.sh                # there: every GPU measurement, results under $OUT
 #
-# The kit holds the release `bda`, the bda-gpu test binaries (tests/gpu.rs,
-# tests/fewshot_gpu.rs), the `step_timing` example, both PyTorch peers and Fashion-MNIST.
-# run.sh writes one text file per measurement to $OUT (issues 4 and 5: agreement with the
-# f64 reference on the device, s/UL-iteration of hyper-cleaning and few-shot against the
-# peers on the same GPU, GPU memory at K = 800). Peers come from ../shared/peers next to the
-# repository (PEERS to override); on the device, run.sh uses PYTHON (default python3).
+# then two calls of the device tool, correctness first (see scripts/gpu-kit-run.sh):
+#
+#   run  command "bash gpu-kit/run.sh check"    carry ["gpu-kit"]  timeout_s 420
+#   run  command "bash gpu-kit/run.sh compare"  carry ["gpu-kit"]  timeout_s 540
+#
+# `check` runs the bda-gpu test binaries (tests/gpu.rs, tests/fewshot_gpu.rs) on the real
+# device and the `step_timing` example; `compare` runs hyper-cleaning and few-shot against
+# the PyTorch peers on the same GPU, the accuracy runs and K = 800 (issues 4 and 5). Each
+# writes two files to $OUT: MODE-summary.txt and MODE-logs.tar.gz. The kit holds the release
+# `bda`, those test binaries, `step_timing`, both PyTorch peers and Fashion-MNIST. Build it in
+# the checkout the device tool sends (the session's own). Peers come from ../shared/peers
+# next to the repository (PEERS to override); on the device, run.sh uses PYTHON (default
+# python3).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -24,9 +29,6 @@ done
 for f in train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz; do
   [ -f "$DATA/$f" ] || { echo "gpu-kit: missing $DATA/$f (apt install dataset-fashion-mnist, or set DATA_DIR)" >&2; exit 2; }
 done
-exclude=$(git rev-parse --git-path info/exclude)
-grep -qx "/$KIT/" "$exclude" 2>/dev/null || echo "/$KIT/" >>"$exclude"
-
 cargo build --release -q -p bda-host
 cargo build --release -q -p bda-gpu --example step_timing
 tests=$(cargo test --release -q -p bda-gpu --no-run --message-format=json 2>/dev/null |
@@ -38,6 +40,8 @@ for line in sys.stdin:
         print(m["target"]["name"], m["executable"])')
 rm -rf "$KIT"
 mkdir -p "$KIT/bin" "$KIT/peers" "$KIT/data"
+# Ignored by git without touching .git/info/exclude (shared by every worktree of the repository).
+echo '*' >"$KIT/.gitignore"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 strip -o "$KIT/bin/bda" "$TARGET/release/bda"
 strip -o "$KIT/bin/step_timing" "$TARGET/release/examples/step_timing"

@@ -3,7 +3,8 @@
 //!
 //! `cargo run --release -p bda-gpu --example step_timing [ordinal] [steps]`
 //!
-//! Prints the reason and exits 0 when no CUDA device is usable.
+//! Prints `skipped: <reason>` and exits 0 when no CUDA device is usable; with
+//! `BDA_REQUIRE_CUDA` set (as in the GPU kit) prints the reason and exits 1 instead.
 
 use std::time::Instant;
 
@@ -18,6 +19,10 @@ fn main() -> Result<(), GpuError> {
     let t = Instant::now();
     let dev = match GpuDevice::open(ordinal) {
         Ok(dev) => dev,
+        Err(e) if bda_testkit::cuda::required() => {
+            eprintln!("step_timing: {}", bda_testkit::cuda::required_message(&e));
+            std::process::exit(1);
+        }
         Err(e) => {
             println!("skipped: {e}");
             return Ok(());

@@ -65,9 +65,15 @@ __device__ __forceinline__ float bda_softmax_jvp(const float* z, const float* t,
 }
 
 // Sum of v over the block, valid in thread 0 only. blockDim.x must be a multiple of 32 and at
-// most 1024. Contains __syncthreads(): every thread of the block must call it.
+// most 1024 (the Rust side builds these launches with `launch::block_reduction`, which checks
+// it). Contains __syncthreads(): every thread of the block must call it.
+//
+// Consecutive calls share warp_sums: the barrier at the start keeps a warp's write of this
+// call from overtaking warp 0's read of the previous call's slots, whatever the caller does
+// in between.
 __device__ __forceinline__ double bda_block_sum(double v) {
     __shared__ double warp_sums[32];
+    __syncthreads();
     for (int off = 16; off > 0; off >>= 1) {
         v += __shfl_down_sync(0xffffffffu, v, off);
     }

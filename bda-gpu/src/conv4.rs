@@ -310,7 +310,7 @@ impl Conv4Gpu {
                 .arg(&mut lt.mean)
                 .arg(&mut lt.invstd);
             // SAFETY: matches `bn_stats`; z holds ch·m floats, mean and invstd ch.
-            unsafe { lb.launch(per_channel(ch)) }?;
+            unsafe { lb.launch(per_channel(ch)?) }?;
             let next = match tail.first_mut() {
                 Some(t) => &mut t.input,
                 None => &mut buf.out,
@@ -408,7 +408,7 @@ impl Conv4Gpu {
                 .arg(&m32)
                 .arg(&mut dgb);
             // SAFETY: matches `bn_backward_sums`; dy and z hold ch·m floats, dgb 2ch.
-            unsafe { lb.launch(per_channel(ch)) }?;
+            unsafe { lb.launch(per_channel(ch)?) }?;
             let dgb = self.grad.slice(go..go + 2 * ch);
             let mut lb = stream.launch_builder(&f_dz);
             lb.arg(&mut dy)

@@ -63,6 +63,10 @@ pub enum GpuError {
         /// The length given.
         got: usize,
     },
+    /// A kernel that reduces over its block was to be launched with a block size that is not
+    /// a positive multiple of 32 up to 1024 (a bug in this crate, caught before the launch).
+    #[error("block size {0} is not a positive multiple of 32 up to 1024 (block reduction)")]
+    BlockSize(u32),
     /// A dimension does not fit the 32-bit integers of cuBLAS and the kernels.
     #[error("{0} too large for 32-bit CUDA indexing")]
     TooLarge(&'static str),
@@ -105,6 +109,7 @@ mod tests {
                 got: 10,
             },
             GpuError::TooLarge("feature matrix"),
+            GpuError::BlockSize(48),
         ];
         for e in &errors {
             let s = e.to_string();

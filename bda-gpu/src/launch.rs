@@ -81,21 +81,37 @@ pub(crate) fn spread(n: usize) -> LaunchConfig {
     }
 }
 
-/// One block per channel, for the per-channel reductions.
-pub(crate) fn per_channel(ch: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (ch as u32, 1, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
+/// Threads per block of the per-channel reductions.
+const PER_CHANNEL_THREADS: u32 = 256;
+
+/// Threads of the single-block reductions.
+const REDUCE_THREADS: u32 = 1024;
+
+/// The geometry of a launch whose kernel calls `bda_block_sum` (`kernels/common.cuh`):
+/// `blocks` blocks of `threads` threads. The reduction shuffles whole warps and keeps one
+/// shared slot per warp, so `threads` must be a positive multiple of 32, at most 1024; anything
+/// else is [`GpuError::BlockSize`] rather than a silently wrong sum.
+pub(crate) fn block_reduction(blocks: usize, threads: u32) -> Result<LaunchConfig, GpuError> {
+    if threads == 0 || threads % 32 != 0 || threads > 1024 {
+        return Err(GpuError::BlockSize(threads));
     }
+    let grid = u32::try_from(blocks).map_err(|_| GpuError::TooLarge("reduction grid"))?;
+    Ok(LaunchConfig {
+        grid_dim: (grid, 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    })
+}
+
+/// One block per channel, for the per-channel reductions.
+pub(crate) fn per_channel(ch: usize) -> Result<LaunchConfig, GpuError> {
+    block_reduction(ch, PER_CHANNEL_THREADS)
 }
 
 /// The single-block reductions.
-pub(crate) const REDUCE: LaunchConfig = LaunchConfig {
-    grid_dim: (1, 1, 1),
-    block_dim: (1024, 1, 1),
-    shared_mem_bytes: 0,
-};
+pub(crate) fn single_block() -> Result<LaunchConfig, GpuError> {
+    block_reduction(1, REDUCE_THREADS)
+}
 
 /// `y ← y + a·v`.
 pub(crate) fn axpy(
@@ -165,10 +181,11 @@ impl ReduceScratch {
         let f = dev.kernel(Kernel::ReduceDot)?;
         let n = i32_of(a.len());
         let mut out = self.red.slice_mut(slot..slot + 1);
+        let cfg = single_block()?;
         let mut l = dev.stream().launch_builder(&f);
         l.arg(a).arg(b).arg(&n).arg(&mut out);
         // SAFETY: matches `reduce_dot`; a and b hold n entries (checked above), out 1.
-        unsafe { l.launch(REDUCE) }?;
+        unsafe { l.launch(cfg) }?;
         Ok(())
     }
 
@@ -182,10 +199,11 @@ impl ReduceScratch {
         let f = dev.kernel(Kernel::ReduceSum)?;
         let n = i32_of(a.len());
         let mut out = self.red.slice_mut(slot..slot + 1);
+        let cfg = single_block()?;
         let mut l = dev.stream().launch_builder(&f);
         l.arg(a).arg(&n).arg(&mut out);
         // SAFETY: matches `reduce_sum`; a holds n entries, out 1.
-        unsafe { l.launch(REDUCE) }?;
+        unsafe { l.launch(cfg) }?;
         Ok(())
     }
 
@@ -205,13 +223,56 @@ impl ReduceScratch {
     ) -> Result<bool, GpuError> {
         let f = dev.kernel(Kernel::AnyNonfinite)?;
         let n = i32_of(a.len());
+        let cfg = single_block()?;
         let mut l = dev.stream().launch_builder(&f);
         l.arg(a).arg(&n).arg(&mut self.flag);
         // SAFETY: matches `any_nonfinite`; a holds n entries, flag 1.
-        unsafe { l.launch(REDUCE) }?;
+        unsafe { l.launch(cfg) }?;
         let mut host = [0u32; 1];
         dev.stream().memcpy_dtoh(&self.flag, &mut host)?;
         dev.stream().synchronize()?;
         Ok(host[0] == 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_reductions_take_whole_warps() {
+        for threads in [32, 64, 96, 256, 1024] {
+            let cfg = block_reduction(5, threads).unwrap();
+            assert_eq!((cfg.grid_dim, cfg.block_dim), ((5, 1, 1), (threads, 1, 1)));
+        }
+        for threads in [0, 1, 31, 48, 100, 1000, 1056, 2048] {
+            assert_eq!(
+                block_reduction(1, threads).unwrap_err(),
+                GpuError::BlockSize(threads),
+                "{threads}"
+            );
+        }
+        assert!(matches!(
+            block_reduction(usize::MAX, 32),
+            Err(GpuError::TooLarge(_))
+        ));
+        // The launches of this crate that reduce.
+        let (a, b) = (per_channel(64).unwrap(), single_block().unwrap());
+        assert_eq!(a.grid_dim.0, 64);
+        assert_eq!(b.grid_dim.0, 1);
+        for cfg in [a, b] {
+            assert!(cfg.block_dim.0 % 32 == 0 && cfg.block_dim.0 <= 1024);
+        }
+    }
+
+    #[test]
+    fn block_sum_starts_with_a_barrier() {
+        let src = include_str!("../kernels/common.cuh");
+        let body = &src[src.find("double bda_block_sum(double v) {").unwrap()..];
+        let first: Vec<&str> = body.lines().skip(1).take(2).map(str::trim).collect();
+        assert_eq!(
+            first,
+            ["__shared__ double warp_sums[32];", "__syncthreads();"]
+        );
     }
 }

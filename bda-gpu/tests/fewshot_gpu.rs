@@ -3,7 +3,8 @@
 //! engine (`Hypergrad::unrolled`: BDA, RHG, T-RHG) against per-task runs of
 //! `bda_kernel::fewshot::FeatureHead<f64>`, and the whole meta-gradient against central finite
 //! differences of the f64 pipeline. Each test prints `skipped: <reason>` and returns when no
-//! CUDA device is usable; `all_fewshot_tests_on_a_fake_device` runs them all once more on the
+//! CUDA device is usable (or fails with the reason when `BDA_REQUIRE_CUDA` is set, as in the GPU
+//! kit; device `BDA_GPU_TEST_ORDINAL`, default 0); `all_fewshot_tests_on_a_fake_device` runs them all once more on the
 //! CPU stand-ins of `tests/fake_cuda` (so they run on every machine with a C++ compiler). Run
 //! with `--nocapture` to see the measured errors.
 
@@ -16,7 +17,7 @@ use bda_kernel::Method;
 use bda_kernel::backend::{Backend, Hypergrad, LowerStep, MethodConfig, MethodError, MethodSpec};
 use bda_kernel::fewshot::FeatureHead;
 use bda_testkit::fd::central_diff;
-use bda_testkit::{Rng, cxx, rel_err};
+use bda_testkit::{Rng, cuda, cxx, rel_err};
 use fewshot_ref::conv4_forward;
 
 /// 12 → 6 → 3 → 2 (the last pool exercises ceil mode): 16 features, 348 parameters.
@@ -26,18 +27,12 @@ const SHAPE: Conv4Shape = Conv4Shape {
     blocks: 3,
 };
 
-/// The opened device, or `None` after printing why there is none.
+/// The opened device, or `None` after printing why there is none (a panic with the reason
+/// when `BDA_REQUIRE_CUDA` is set).
 fn device() -> Option<GpuDevice> {
-    match GpuDevice::open(0) {
-        Ok(dev) => {
-            println!("{}", dev.info());
-            Some(dev)
-        }
-        Err(e) => {
-            println!("skipped: {e}");
-            None
-        }
-    }
+    let dev = cuda::or_skip(GpuDevice::open(cuda::ordinal()))?;
+    println!("{}", dev.info());
+    Some(dev)
 }
 
 fn f32s(v: &[f64]) -> Vec<f32> {
@@ -488,6 +483,12 @@ fn bad_inputs_are_errors() {
             method: Method::Ihg
         })
     );
+}
+
+/// With `BDA_REQUIRE_CUDA` set, a test that finds no usable device fails with the reason.
+#[test]
+fn a_required_device_that_is_missing_fails() {
+    cuda::assert_required_fails("backbone_features_agree");
 }
 
 /// This file's tests once more on the CPU stand-ins of the CUDA libraries.

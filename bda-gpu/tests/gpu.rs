@@ -1,7 +1,9 @@
 //! Agreement of every CUDA primitive (and of the kernel's methods run on it through the
 //! engine, `Hypergrad`) with the f64 reference `bda_kernel::hyperclean::HypercleanReference`,
 //! on random data (`bda_testkit::instance`). Each test prints `skipped: <reason>` and returns
-//! when no CUDA device is usable; when one is, a failure to use it is a failure.
+//! when no CUDA device is usable — or fails with the reason when `BDA_REQUIRE_CUDA` is set (the
+//! GPU kit sets it on the device machine; `bda_testkit::cuda`); when one is, a failure to use
+//! it is a failure. `BDA_GPU_TEST_ORDINAL` picks the device (default 0).
 //!
 //! `all_tests_on_a_fake_device` runs this file's other tests once more in a child process whose
 //! CUDA libraries are the CPU stand-ins of `tests/fake_cuda` (built with the host C++
@@ -15,7 +17,7 @@ use bda_kernel::backend::{
 };
 use bda_kernel::hyperclean::HypercleanReference;
 use bda_testkit::instance::Problem;
-use bda_testkit::{Rng, cxx, rel_err};
+use bda_testkit::{Rng, cuda, cxx, rel_err};
 
 /// Relative error allowed between a primitive in f32 on the GPU and the f64 reference.
 const TOL: f64 = 1e-3;
@@ -26,13 +28,7 @@ fn problem() -> Problem {
 }
 
 fn open(p: &Problem) -> Option<HypercleanGpu> {
-    let dev = match GpuDevice::open(0) {
-        Ok(dev) => dev,
-        Err(e) => {
-            println!("skipped: {e}");
-            return None;
-        }
-    };
+    let dev = cuda::or_skip(GpuDevice::open(cuda::ordinal()))?;
     let gpu = HypercleanGpu::new(&dev, &p.data()).expect("upload the instance");
     gpu.warm_up().expect("compile and load the kernels");
     println!("{}", gpu.info());
@@ -421,6 +417,13 @@ fn backends_share_one_device() {
     drop(h); // the device stays open for the first backend
     agree("first backend's step", &down_y(&mut g, &op), &wp, TOL);
     agree("second backend's step", &got_q, &wq, TOL);
+}
+
+/// With `BDA_REQUIRE_CUDA` set, a test that finds no usable device fails with the reason
+/// instead of skipping (checked in a child process asked for a device that does not exist).
+#[test]
+fn a_required_device_that_is_missing_fails() {
+    cuda::assert_required_fails("backends_share_one_device");
 }
 
 /// This file's tests once more on the CPU stand-ins of the CUDA libraries (see the module docs).

@@ -4,12 +4,14 @@
 //! |---|---|
 //! | [`fd`] | central finite differences, and the one check of every method's hypergradient through the engine |
 //! | [`instance`] | random data hyper-cleaning instances |
+//! | [`cuda`] | skipping a GPU test without CUDA, or failing it when `BDA_REQUIRE_CUDA` is set |
 //! | [`cxx`] | building bda-gpu's C++ test parts and the fake CUDA libraries; running tests on the fake device |
 //! | [`report`] | running the `bda` binary and comparing JSON reports |
 //!
 //! Shared here instead of `#[path]` includes between crates, so each piece has one home.
 #![deny(missing_docs)]
 
+pub mod cuda;
 pub mod cxx;
 pub mod fd;
 pub mod instance;
