@@ -9,7 +9,8 @@
 #   run  command "bash gpu-kit/run.sh check"    carry ["gpu-kit"]  timeout_s 420
 #   run  command "bash gpu-kit/run.sh compare"  carry ["gpu-kit"]  timeout_s 540
 #
-# `check` runs the bda-gpu test binaries (tests/gpu.rs, tests/fewshot_gpu.rs) on the real
+# `check` runs the bda-gpu test binaries (unit tests with the real NVRTC compile, tests/gpu.rs,
+# tests/fewshot_gpu.rs) on the real
 # device and the `step_timing` example; `compare` runs hyper-cleaning and few-shot against
 # the PyTorch peers on the same GPU, the accuracy runs and K = 800 (issues 4 and 5). Each
 # writes two files to $OUT: MODE-summary.txt and MODE-logs.tar.gz. The kit holds the release
@@ -31,13 +32,13 @@ for f in train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-
 done
 cargo build --release -q -p bda-host
 cargo build --release -q -p bda-gpu --example step_timing
-tests=$(cargo test --release -q -p bda-gpu --no-run --message-format=json 2>/dev/null |
+tests=$(cargo test --release -q -p bda-gpu --no-run --message-format=json |
   python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("gpu", "fewshot_gpu"):
-        print(m["target"]["name"], m["executable"])')
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("bda_gpu", "gpu", "fewshot_gpu"):
+        print("unit" if m["target"]["name"] == "bda_gpu" else m["target"]["name"], m["executable"])')
 rm -rf "$KIT"
 mkdir -p "$KIT/bin" "$KIT/peers" "$KIT/data"
 # Ignored by git without touching .git/info/exclude (shared by every worktree of the repository).
@@ -48,7 +49,7 @@ strip -o "$KIT/bin/step_timing" "$TARGET/release/examples/step_timing"
 while read -r name exe; do
   strip -o "$KIT/bin/test-$name" "$exe"
 done <<<"$tests"
-[ -x "$KIT/bin/test-gpu" ] && [ -x "$KIT/bin/test-fewshot_gpu" ] || { echo "gpu-kit: test binaries not found" >&2; exit 1; }
+[ -x "$KIT/bin/test-unit" ] && [ -x "$KIT/bin/test-gpu" ] && [ -x "$KIT/bin/test-fewshot_gpu" ] || { echo "gpu-kit: test binaries not found" >&2; exit 1; }
 cp "$PEERS/hyperclean_torch.py" "$PEERS/fewshot_torch.py" "$KIT/peers/"
 cp "$DATA"/*-ubyte.gz "$KIT/data/"
 cp "$ROOT/scripts/gpu-kit-run.sh" "$KIT/run.sh"
