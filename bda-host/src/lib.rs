@@ -12,6 +12,7 @@
 //! | [`data`] | MNIST-format IDX reading and the hyper-cleaning split |
 //! | [`config`] | what reports record about a run, and `--config FILE` |
 //! | [`optim`] | Adam (PyTorch's update) and gradient descent |
+//! | [`projection`] | `Proj_X` for weight matrices (max-norm, spectral norm) and the orthogonality measure |
 //! | [`linalg`] | a safe strided GEMM over matrixmultiply |
 //! | [`device`], [`threads`], [`progress`], [`error`] | `--device`, `--threads`, progress bars, one-line errors |
 pub mod config;
@@ -25,5 +26,6 @@ pub mod linalg;
 pub mod optim;
 pub mod plot;
 pub mod progress;
+pub mod projection;
 pub mod threads;
 pub mod toy;

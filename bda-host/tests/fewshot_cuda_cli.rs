@@ -12,7 +12,7 @@ use bda_testkit::report::{argv, json, run};
 
 const TINY: &str = "fewshot --synthetic --channels 4 --ways 3 --shots 1 --queries 2 --meta-batch 2 --episodes 8 --val-every 2 --val-episodes 2 --threads 2 --quiet --json";
 
-fn fake_libs() -> Option<PathBuf> {
+fn fake_libs(name: &str) -> Option<PathBuf> {
     if !cfg!(target_os = "linux") {
         println!("skipped: the fake CUDA libraries are built for Linux only");
         return None;
@@ -21,11 +21,7 @@ fn fake_libs() -> Option<PathBuf> {
         println!("skipped: no C++ compiler");
         return None;
     };
-    Some(cxx::build_fake_cuda(
-        &cc,
-        env!("CARGO_TARGET_TMPDIR"),
-        "fake_cuda_cli",
-    ))
+    Some(cxx::build_fake_cuda(&cc, env!("CARGO_TARGET_TMPDIR"), name))
 }
 
 /// `bda ARGS`, with the fake CUDA libraries first on the library path if given.
@@ -46,7 +42,9 @@ fn num(v: &serde_json::Value, key: &str) -> f64 {
 
 #[test]
 fn train_eval_and_bench_run_on_the_cuda_path() {
-    let Some(fake) = fake_libs() else { return };
+    let Some(fake) = fake_libs("fake_cuda_cli") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let ck_cuda = dir.path().join("cuda.ckpt");
     let ck_cpu = dir.path().join("cpu.ckpt");
@@ -119,6 +117,42 @@ fn train_eval_and_bench_run_on_the_cuda_path() {
         "{out}"
     );
     assert!(num(&out, "s_per_ul_iter") > 0.0 && num(&out, "gflops_backbone") > 0.0);
+}
+
+/// `--ul-projection` acts on the host's parameters, so the CUDA path projects exactly as
+/// the CPU path does: the runs agree as the unconstrained ones do, orthogonality included.
+#[test]
+fn projections_run_the_same_on_the_cuda_path() {
+    let Some(fake) = fake_libs("fake_cuda_projection") else {
+        return;
+    };
+    for proj in ["spectral:0.4", "sn:0.4", "max-norm:0.3"] {
+        let train = |device: &str| {
+            let mut args = argv(TINY);
+            args.extend_from_slice(&["--ul-iters", "4", "--ul-projection", proj]);
+            args.extend_from_slice(&["--device", device]);
+            json(&bda(Some(&fake), &args))
+        };
+        let (cuda, cpu) = (train("cuda"), train("cpu"));
+        let (lc, lp) = (num(&cuda, "train_loss"), num(&cpu, "train_loss"));
+        assert!(
+            (lc - lp).abs() < 1e-4 * lp.abs(),
+            "{proj}: train loss {lc} vs {lp}"
+        );
+        let ortho = |r: &serde_json::Value| -> Vec<f64> {
+            r["history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|h| h["orthogonality"].as_f64())
+                .collect()
+        };
+        let (oc, op) = (ortho(&cuda), ortho(&cpu));
+        assert_eq!(oc.len(), 3, "{proj}: {cuda}");
+        for (a, b) in oc.iter().zip(&op) {
+            assert!((a - b).abs() < 1e-4 * b, "{proj}: orthogonality {a} vs {b}");
+        }
+    }
 }
 
 #[test]

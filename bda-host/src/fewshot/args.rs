@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use clap::{Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 
+use super::projection::UlProjection;
 use crate::config::OutputArgs;
 use crate::device::PlaceArgs;
 
@@ -137,6 +138,17 @@ pub struct TrainConfig {
     /// Adam step size on the backbone.
     #[arg(long, visible_alias = "meta-lr", default_value_t = 1e-3)]
     pub ul_lr: f64,
+    /// Proj_X on every convolution's weights after each Adam step (and on the initial
+    /// backbone): none, max-norm:C (each filter's norm ≤ C), spectral:C (each layer's
+    /// largest singular value ≤ C, the Euclidean projection) or sn:C (spectral
+    /// normalisation: the layer scaled by C/σ̂, σ̂ by one power-iteration step per meta-step).
+    #[arg(
+        long,
+        default_value = "none",
+        value_name = "none|max-norm:C|spectral:C|sn:C"
+    )]
+    #[serde(default)]
+    pub ul_projection: UlProjection,
     /// Meta-steps (0: no training; the random backbone is tested).
     #[arg(long, visible_alias = "meta-steps", default_value_t = 1000)]
     pub ul_iters: u64,

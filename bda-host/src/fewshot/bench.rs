@@ -79,6 +79,7 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
         alpha: 0.5,
         l2: 0.0,
         ul_lr: 1e-3,
+        ul_projection: Default::default(),
         seed: 0,
         data_dir: None,
         rotations: false,

@@ -56,6 +56,10 @@ pub struct History {
     pub loss: Vec<(u64, f64, f64)>,
     /// `(meta-step, validation accuracy in %)`.
     pub val: Vec<(u64, f64)>,
+    /// `(meta-step, orthogonality sum)` at the start and at every validation (absent in
+    /// older checkpoints).
+    #[serde(default)]
+    pub ortho: Vec<(u64, f64)>,
 }
 
 /// Version 1 → 2: `lr`/`meta_lr` become `ll_lr`/`ul_lr`, accuracies become percent.
@@ -97,6 +101,10 @@ pub struct Checkpoint {
     pub params: Vec<f32>,
     /// Adam state.
     pub adam: Adam<f32>,
+    /// The power-iteration vectors of `--ul-projection sn:C`, one per block (empty
+    /// otherwise, and in older checkpoints).
+    #[serde(default)]
+    pub power: Vec<Vec<f64>>,
     /// Curves so far.
     pub history: History,
 }
@@ -112,6 +120,7 @@ impl Checkpoint {
             rng,
             params,
             adam,
+            power: Vec::new(),
             history: History::default(),
         }
     }
@@ -158,6 +167,9 @@ impl Checkpoint {
         if ck.params.iter().any(|p| !p.is_finite()) {
             return Err(bad("corrupt checkpoint: non-finite parameters".into()));
         }
+        let proj = ck.config.ul_projection;
+        proj.check_state(ck.config.arch, &ck.power)
+            .map_err(|e| bad(format!("corrupt checkpoint: {e}")))?;
         ck.config
             .validate()
             .map_err(|e| bad(format!("corrupt checkpoint: {e}")))?;

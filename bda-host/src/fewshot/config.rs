@@ -12,6 +12,7 @@ use super::args::{EpisodeArgs, SourceArgs, SplitArg};
 use super::conv4::Arch;
 use super::data;
 use super::meta::{HeadProcedure, Task};
+use super::projection::UlProjection;
 use crate::config::DataSource;
 use crate::error::CliError;
 
@@ -33,6 +34,9 @@ pub struct RunConfig {
     pub l2: f64,
     /// Adam step size.
     pub ul_lr: f64,
+    /// Proj_X on the convolution weights (absent in older checkpoints: none).
+    #[serde(default)]
+    pub ul_projection: UlProjection,
     /// Seed.
     pub seed: u64,
     /// Data folder (`None`: synthetic).

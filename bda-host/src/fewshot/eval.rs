@@ -93,6 +93,7 @@ fn random_backbone(e: &EvalConfig) -> RunConfig {
         alpha: 0.5,
         l2: 0.0,
         ul_lr: 1e-3,
+        ul_projection: Default::default(),
         seed: e.seed,
         data_dir: None,
         rotations: true,

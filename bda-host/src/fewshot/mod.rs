@@ -15,6 +15,7 @@
 //! | [`train`], [`eval`], [`bench`] | the three commands: upper-level loops and reports |
 //! | [`report`] | the report, its history and the chart |
 //! | [`checkpoint`] | atomic, versioned checkpoints |
+//! | [`projection`] | `--ul-projection` (`Proj_X` on the convolution weights) and the orthogonality sum |
 //! | [`conv4`] | the backbone on the CPU |
 //! | [`data`] | the Omniglot-layout reader and the episode sampler |
 //!
@@ -29,6 +30,7 @@ pub mod data;
 pub mod eval;
 pub mod gpu;
 pub mod meta;
+pub mod projection;
 pub mod report;
 pub mod train;
 

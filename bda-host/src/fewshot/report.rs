@@ -26,6 +26,10 @@ pub struct StepRecord {
     /// Validation accuracy, %, where it was measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_acc: Option<f64>,
+    /// The orthogonality sum of the convolution filters (`fewshot::projection`), at the
+    /// start and at every validation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orthogonality: Option<f64>,
 }
 
 /// The history of a checkpoint as report records. The checkpoint numbers a loss by the
@@ -38,6 +42,7 @@ pub fn history(h: &History) -> Vec<StepRecord> {
         ul_loss: None,
         train_acc: None,
         val_acc: None,
+        orthogonality: None,
     };
     for &(step, loss, acc) in &h.loss {
         let t = step.saturating_sub(1);
@@ -46,6 +51,11 @@ pub fn history(h: &History) -> Vec<StepRecord> {
     }
     for &(step, acc) in &h.val {
         rows.entry(step).or_insert_with(|| empty(step)).val_acc = Some(acc);
+    }
+    for &(step, o) in &h.ortho {
+        rows.entry(step)
+            .or_insert_with(|| empty(step))
+            .orthogonality = Some(o);
     }
     rows.into_values().collect()
 }
@@ -177,6 +187,33 @@ pub fn write_plot(path: &Path, ck: &Checkpoint) -> Result<(), CliError> {
             .collect(),
     };
     let c = &ck.config;
+    let mut panels = vec![
+        Panel {
+            title: "meta-training loss φ_K".into(),
+            x_label: "meta-step".into(),
+            y_log: false,
+            series: vec![series("meta-train loss", |r| r.ul_loss)],
+        },
+        Panel {
+            title: "accuracy (%)".into(),
+            x_label: "meta-step".into(),
+            y_log: false,
+            series: vec![
+                series("meta-train query acc", |r| r.train_acc),
+                series("validation acc", |r| r.val_acc),
+            ],
+        },
+    ];
+    if ck.history.ortho.len() > 1 {
+        panels.push(Panel {
+            title: "orthogonality sum Σ‖ŴŴᵀ − I‖_F".into(),
+            x_label: "meta-step".into(),
+            y_log: false,
+            series: vec![series(&format!("projection {}", c.ul_projection), |r| {
+                r.orthogonality
+            })],
+        });
+    }
     plot::write_svg(
         path,
         &format!(
@@ -186,24 +223,8 @@ pub fn write_plot(path: &Path, ck: &Checkpoint) -> Result<(), CliError> {
             c.method_name(),
             c.episode.k
         ),
-        &[
-            Panel {
-                title: "meta-training loss φ_K".into(),
-                x_label: "meta-step".into(),
-                y_log: false,
-                series: vec![series("meta-train loss", |r| r.ul_loss)],
-            },
-            Panel {
-                title: "accuracy (%)".into(),
-                x_label: "meta-step".into(),
-                y_log: false,
-                series: vec![
-                    series("meta-train query acc", |r| r.train_acc),
-                    series("validation acc", |r| r.val_acc),
-                ],
-            },
-        ],
-        2,
+        &panels,
+        panels.len(),
     )
 }
 
@@ -216,6 +237,7 @@ mod tests {
         let h = History {
             loss: vec![(1, 2.0, 40.0), (2, 1.5, 50.0)],
             val: vec![(2, 60.0)],
+            ortho: vec![(0, 30.0), (2, 25.0)],
         };
         let r = history(&h);
         assert_eq!(r.len(), 3);
@@ -229,5 +251,7 @@ mod tests {
             (r[2].ul_iter, r[2].ul_loss, r[2].val_acc),
             (2, None, Some(60.0))
         );
+        assert_eq!((r[0].orthogonality, r[1].orthogonality), (Some(30.0), None));
+        assert_eq!(r[2].orthogonality, Some(25.0));
     }
 }

@@ -15,6 +15,7 @@ use super::config::{RunConfig, Source, data_source};
 use super::conv4::Arch;
 use super::eval::{open_backend, test_backbone};
 use super::meta::{Batch, HeadProcedure, MetaBackend, MetaError, Task};
+use super::projection::{SN_INIT_ITERS, SN_STEP_ITERS, orthogonality_sum};
 use super::report::{self, Report, mean_ci};
 use crate::config::ReportHeader;
 use crate::error::CliError;
@@ -44,6 +45,7 @@ impl TrainConfig {
             alpha: self.alpha,
             l2: self.l2,
             ul_lr: self.ul_lr,
+            ul_projection: self.ul_projection,
             seed: self.seed,
             data_dir: (!src.synthetic).then(|| src.data_dir.clone()).flatten(),
             rotations: !src.no_rotations,
@@ -65,6 +67,7 @@ impl TrainConfig {
             alpha: run.alpha,
             l2: run.l2,
             ul_lr: run.ul_lr,
+            ul_projection: run.ul_projection,
             channels: run.arch.channels,
             seed: run.seed,
             source: run.source(),
@@ -96,9 +99,17 @@ fn train(
                 ));
             }
             let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-            let params: Vec<f32> = cfg.arch.init(&mut rng);
+            let mut params: Vec<f32> = cfg.arch.init(&mut rng);
+            let proj = cfg.ul_projection;
+            let mut power = proj.initial_state(cfg.arch, cfg.seed);
+            proj.apply(cfg.arch, &mut params, &mut power, SN_INIT_ITERS);
             let adam = Adam::new(cfg.ul_lr, params.len());
-            Checkpoint::new(cfg, params, adam, RngState::of(c.seed, &rng))
+            let mut ck = Checkpoint::new(cfg, params, adam, RngState::of(c.seed, &rng));
+            ck.power = power;
+            ck.history
+                .ortho
+                .push((0, orthogonality_sum(ck.config.arch, &ck.params)));
+            ck
         }
     };
     if let Some(p) = &a.plot {
@@ -140,12 +151,17 @@ fn train(
             })
             .map_err(|e| meta_error(e, step + 1))?;
         ck.adam.step(&mut ck.params, &mg.grad);
+        let proj = cfg.ul_projection;
+        proj.apply(cfg.arch, &mut ck.params, &mut ck.power, SN_STEP_ITERS);
         ck.step = step + 1;
         ck.rng = RngState::of(cfg.seed, &rng);
         ck.history.loss.push((ck.step, mg.loss, mg.acc));
         if c.val_every > 0 && ck.step % c.val_every == 0 {
             let acc = validate(backend.as_mut(), &cfg, &ck.params, &val_tasks, &head)?;
             ck.history.val.push((ck.step, acc));
+            ck.history
+                .ortho
+                .push((ck.step, orthogonality_sum(cfg.arch, &ck.params)));
             bar.set_message(format!("loss {:.3} val {acc:.1}%", mg.loss));
         }
         if let Some(path) = &a.save

@@ -40,7 +40,7 @@ pub struct PlotArgs {
 const ITER_KEY: &str = "ul_iter";
 
 /// The order of the panels of known quantities (others follow in alphabetical order).
-const METRIC_ORDER: [&str; 10] = [
+const METRIC_ORDER: [&str; 11] = [
     "ul_loss",
     "upper",
     "upper_gap",
@@ -51,12 +51,21 @@ const METRIC_ORDER: [&str; 10] = [
     "train_acc",
     "val_acc",
     "clean_f1",
+    "orthogonality",
 ];
 
 /// Settings shown first in legend labels, in this order (other differing keys follow in
 /// alphabetical order).
-const SETTING_ORDER: [&str; 8] = [
-    "K", "truncate", "ways", "shots", "example", "dataset", "ul_lr", "ll_lr",
+const SETTING_ORDER: [&str; 9] = [
+    "K",
+    "truncate",
+    "ul_projection",
+    "ways",
+    "shots",
+    "example",
+    "dataset",
+    "ul_lr",
+    "ll_lr",
 ];
 
 /// Configuration keys never shown in a label: the method is already its first word, and
@@ -345,7 +354,11 @@ fn setting(key: &str, v: &Value) -> Option<String> {
         }
         other => other.to_string(),
     };
-    let key = if key == "truncate" { "T" } else { key };
+    let key = match key {
+        "truncate" => "T",
+        "ul_projection" => "proj",
+        k => k,
+    };
     Some(format!("{key}={value}"))
 }
 
@@ -356,6 +369,7 @@ pub fn metric_title(key: &str) -> String {
         "train_acc" => "training query accuracy (%)".into(),
         "val_acc" => "validation accuracy (%)".into(),
         "clean_f1" => "clean-detection F1 (%)".into(),
+        "orthogonality" => "orthogonality sum Σ‖ŴŴᵀ − I‖_F".into(),
         "upper" => "F(x, y)".into(),
         "upper_gap" => "|F − F*|".into(),
         "lower_gap" => "f − f*".into(),

@@ -1,0 +1,277 @@
+//! `--ul-projection`: `Proj_X` of the journal's Algorithm 1 on the backbone. It acts on every
+//! convolution's weight matrix (`channels × c_in·3·3`, one row per output filter) after
+//! every Adam step. It is also applied once to the initial backbone, so every meta-gradient
+//! is taken at a feasible point. Batch-norm γ and β are left alone (the convolutions have no
+//! bias). This module also holds the orthogonality sum of the journal's Fig. 8.
+//!
+//! The projection runs on the host on the parameter vector that Adam updates, so
+//! `--device cpu` and `--device cuda` share it and a checkpoint moves between them.
+//!
+//! Batch norm follows every convolution, so scaling a filter (max-norm) or a whole layer
+//! (spectral normalisation) does not change the network's output: those two act only
+//! through the optimisation (Adam's steps are a larger fraction of a smaller weight). The
+//! spectral projection changes the filters' directions as well. The orthogonality sum does
+//! not depend on the filters' scales.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::conv4::Arch;
+use crate::projection::{max_norm_rows, orthogonality, spectral_clip, spectral_normalise};
+
+/// Power-iteration steps of `sn:C` on the initial backbone (from random vectors), as
+/// PyTorch's `spectral_norm` does when it is attached.
+pub const SN_INIT_ITERS: usize = 15;
+/// Power-iteration steps of `sn:C` per meta-step, from the kept vectors (the usual 1).
+pub const SN_STEP_ITERS: usize = 1;
+
+/// The constraint set `X` of the backbone's convolution weights.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum UlProjection {
+    /// No constraint (plain Adam).
+    #[default]
+    None,
+    /// Every filter's weight vector in the ball of radius C (max-norm).
+    MaxNorm(f64),
+    /// Every layer's largest singular value at most C: the Euclidean projection (singular
+    /// values above C clipped to C).
+    Spectral(f64),
+    /// Spectral normalisation (the journal's "SN"): a layer is scaled by C/σ̂ when the
+    /// power-iteration estimate σ̂ exceeds C, with the iteration vectors kept across steps
+    /// and in checkpoints. Not a projection (see `bda_host::projection`).
+    Sn(f64),
+}
+
+impl FromStr for UlProjection {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "none" {
+            return Ok(UlProjection::None);
+        }
+        let usage = "expected none, max-norm:C, spectral:C or sn:C";
+        let (name, c) = s.split_once(':').ok_or_else(|| format!("{s:?}: {usage}"))?;
+        let make: fn(f64) -> UlProjection = match name {
+            "max-norm" => UlProjection::MaxNorm,
+            "spectral" => UlProjection::Spectral,
+            "sn" => UlProjection::Sn,
+            _ => return Err(format!("unknown projection {name:?} ({usage})")),
+        };
+        let c: f64 = c
+            .parse()
+            .map_err(|_| format!("C {c:?} in {s:?} is not a number"))?;
+        if !(c.is_finite() && c > 0.0) {
+            return Err(format!("C must be positive and finite, got {c} in {s:?}"));
+        }
+        Ok(make(c))
+    }
+}
+
+impl fmt::Display for UlProjection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UlProjection::None => write!(f, "none"),
+            UlProjection::MaxNorm(c) => write!(f, "max-norm:{c}"),
+            UlProjection::Spectral(c) => write!(f, "spectral:{c}"),
+            UlProjection::Sn(c) => write!(f, "sn:{c}"),
+        }
+    }
+}
+
+impl TryFrom<String> for UlProjection {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<UlProjection> for String {
+    fn from(p: UlProjection) -> String {
+        p.to_string()
+    }
+}
+
+/// Block `l`'s weight matrix in the parameter vector: its range, rows and columns.
+fn layer(arch: Arch, l: usize) -> (std::ops::Range<usize>, usize, usize) {
+    let (w, g, _) = arch.shape().offsets(l);
+    (w..g, arch.channels, arch.c_in(l) * 9)
+}
+
+impl UlProjection {
+    /// The state a fresh run starts with: for `sn:C`, one random unit vector per block
+    /// (length `channels`) drawn from `seed`; nothing otherwise.
+    pub fn initial_state(&self, arch: Arch, seed: u64) -> Vec<Vec<f64>> {
+        if !matches!(self, UlProjection::Sn(_)) {
+            return Vec::new();
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5_9e37_0001);
+        (0..arch.blocks)
+            .map(|_| {
+                let u: Vec<f64> = (0..arch.channels)
+                    .map(|_| rng.random_range(-1.0..1.0))
+                    .collect();
+                let n = u.iter().map(|x| x * x).sum::<f64>().sqrt();
+                u.into_iter().map(|x| x / n).collect()
+            })
+            .collect()
+    }
+
+    /// Check a state read from a checkpoint against this projection and backbone.
+    pub fn check_state(&self, arch: Arch, state: &[Vec<f64>]) -> Result<(), String> {
+        let want = if matches!(self, UlProjection::Sn(_)) {
+            arch.blocks
+        } else {
+            0
+        };
+        let ok = state.len() == want
+            && state
+                .iter()
+                .all(|u| u.len() == arch.channels && u.iter().all(|x| x.is_finite()));
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "the power-iteration state of {self} must be {want} finite vectors of {} values",
+                arch.channels
+            ))
+        }
+    }
+
+    /// Apply the constraint to every block's weights in `params`; `sn:C` runs `iters`
+    /// power-iteration steps from `state` (see [`UlProjection::initial_state`]).
+    pub fn apply(&self, arch: Arch, params: &mut [f32], state: &mut [Vec<f64>], iters: usize) {
+        let mut vectors = state.iter_mut();
+        for l in 0..arch.blocks {
+            let (range, rows, cols) = layer(arch, l);
+            let w = &mut params[range];
+            match *self {
+                UlProjection::None => {}
+                UlProjection::MaxNorm(c) => {
+                    max_norm_rows(w, cols, c);
+                }
+                UlProjection::Spectral(c) => {
+                    spectral_clip(w, rows, cols, c);
+                }
+                UlProjection::Sn(c) => {
+                    let u = vectors.next().expect("one power-iteration vector per block");
+                    spectral_normalise(w, rows, cols, u, c, iters);
+                }
+            }
+        }
+    }
+}
+
+/// The orthogonality sum of the journal's Fig. 8: `Σ_l ‖Ŵ_l Ŵ_lᵀ − I‖_F` over the blocks,
+/// with `Ŵ_l` block `l`'s filters scaled to unit norm. Block 1 has 9 columns, fewer than its
+/// filters, so its term is bounded away from 0.
+pub fn orthogonality_sum(arch: Arch, params: &[f32]) -> f64 {
+    (0..arch.blocks)
+        .map(|l| {
+            let (range, rows, cols) = layer(arch, l);
+            orthogonality(&params[range], rows, cols)
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ARCH: Arch = Arch {
+        channels: 6,
+        side: 12,
+        blocks: 3,
+    };
+
+    #[test]
+    fn names_round_trip_and_bad_values_are_refused() {
+        for s in ["none", "max-norm:2", "spectral:0.5", "sn:1.25"] {
+            let p: UlProjection = s.parse().unwrap();
+            assert_eq!(p.to_string(), s);
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(serde_json::from_str::<UlProjection>(&json).unwrap(), p);
+        }
+        for (s, why) in [
+            ("max-norm:0", "positive"),
+            ("spectral:-1", "positive"),
+            ("sn:NaN", "positive"),
+            ("spectral:inf", "positive"),
+            ("max-norm:x", "not a number"),
+            ("frobenius:1", "unknown projection"),
+            ("spectral", "expected none"),
+        ] {
+            let e = s.parse::<UlProjection>().unwrap_err();
+            assert!(e.contains(why), "{s}: {e}");
+        }
+    }
+
+    #[test]
+    fn only_convolution_weights_move_and_every_layer_ends_in_the_set() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let init: Vec<f32> = ARCH.init(&mut rng);
+        // Weights ×3, γ and β set to values a projection must not touch.
+        let mut p = init.clone();
+        for l in 0..ARCH.blocks {
+            let (w, g, b) = ARCH.shape().offsets(l);
+            p[w..g].iter_mut().for_each(|x| *x *= 3.0);
+            p[g..b + ARCH.channels].iter_mut().for_each(|x| *x = 5.0);
+        }
+        for proj in ["max-norm:0.5", "spectral:0.8", "sn:0.8"] {
+            let proj: UlProjection = proj.parse().unwrap();
+            let mut q = p.clone();
+            let mut state = proj.initial_state(ARCH, 1);
+            proj.check_state(ARCH, &state).unwrap();
+            proj.apply(ARCH, &mut q, &mut state, 100);
+            for l in 0..ARCH.blocks {
+                let (range, rows, cols) = layer(ARCH, l);
+                let w = &q[range.clone()];
+                assert_ne!(w, &p[range.clone()], "{proj}: block {l} is outside");
+                match proj {
+                    UlProjection::MaxNorm(c) => {
+                        for row in w.chunks(cols) {
+                            let n = row.iter().map(|&x| (x as f64).powi(2)).sum::<f64>();
+                            assert!(n.sqrt() <= c * (1.0 + 1e-6));
+                        }
+                    }
+                    _ => {
+                        let top = crate::projection::singular_values(w, rows, cols)[0];
+                        assert!((top - 0.8).abs() < 1e-5, "{proj}: block {l}: σ = {top}");
+                    }
+                }
+                let end = range.end + 2 * ARCH.channels;
+                assert!(q[range.end..end].iter().all(|&x| x == 5.0));
+            }
+        }
+    }
+
+    #[test]
+    fn orthogonality_sum_adds_the_layers_and_ignores_filter_scale() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let p: Vec<f32> = ARCH.init(&mut rng);
+        let total = orthogonality_sum(ARCH, &p);
+        let parts: f64 = (0..ARCH.blocks)
+            .map(|l| {
+                let (r, rows, cols) = layer(ARCH, l);
+                orthogonality(&p[r], rows, cols)
+            })
+            .sum();
+        assert_eq!(total, parts);
+        let mut q = p.clone();
+        UlProjection::MaxNorm(1e-3).apply(ARCH, &mut q, &mut [], 0);
+        assert!((orthogonality_sum(ARCH, &q) - total).abs() < 1e-5 * total);
+    }
+
+    #[test]
+    fn a_wrong_power_state_is_named() {
+        let sn = UlProjection::Sn(1.0);
+        assert!(sn.check_state(ARCH, &[]).is_err());
+        assert!(sn.check_state(ARCH, &vec![vec![0.0; 5]; 3]).is_err());
+        assert!(UlProjection::None.check_state(ARCH, &[]).is_ok());
+        assert!(UlProjection::None.check_state(ARCH, &[vec![1.0]]).is_err());
+    }
+}
