@@ -14,6 +14,7 @@
 //! | [`optim`] | Adam (PyTorch's update) and gradient descent |
 //! | [`projection`] | `Proj_X` for weight matrices (max-norm, spectral norm) and the orthogonality measure |
 //! | [`linalg`] | a safe strided GEMM over matrixmultiply |
+//! | [`memory`] | the peak memory of the process, for reports |
 //! | [`device`], [`threads`], [`progress`], [`error`] | `--device`, `--threads`, progress bars, one-line errors |
 pub mod config;
 pub mod data;
@@ -23,6 +24,7 @@ pub mod error;
 pub mod fewshot;
 pub mod hyperclean;
 pub mod linalg;
+pub mod memory;
 pub mod optim;
 pub mod plot;
 pub mod progress;

@@ -214,3 +214,37 @@ fn trhg_truncates_to_half_of_k_by_default() {
         .unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("default: K/2"));
 }
+
+#[test]
+fn checkpointed_runs_equal_full_tape_runs() {
+    let strip = |mut v: serde_json::Value| {
+        v["config"]["checkpoint_every"] = serde_json::Value::Null;
+        bda_testkit::report::without_timings(&v)
+    };
+    for method in ["bda", "trhg"] {
+        let full = json_of(&run(&[
+            "--method",
+            method,
+            "--checkpoint-every",
+            "0",
+            "--json",
+        ]));
+        assert_eq!(full["config"]["checkpoint_every"], 0);
+        let ck = json_of(&run(&[
+            "--method",
+            method,
+            "--checkpoint-every",
+            "2",
+            "--json",
+        ]));
+        assert_eq!(ck["config"]["checkpoint_every"], 2);
+        assert_eq!(strip(full), strip(ck), "{method}");
+    }
+    // The default at these sizes keeps every iterate.
+    let auto = json_of(&run(&["--json"]));
+    assert_eq!(auto["config"]["checkpoint_every"], 0);
+    // A tape of 801 iterates of 2 MiB does not fit in the 1 GiB budget: ⌈√800⌉ = 29.
+    use bda_host::hyperclean::args::auto_checkpoint;
+    assert_eq!(auto_checkpoint(800, 2 << 20), 29);
+    assert_eq!(auto_checkpoint(50, 2 << 20), 0);
+}

@@ -304,6 +304,53 @@ fn a_backend_without_hessians_gets_the_unrolled_methods_only() {
     }
 }
 
+#[test]
+fn checkpointed_reverse_pass_is_bit_identical() {
+    let p = problem();
+    let mut b = Fixed::new(&p);
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for method in [Method::Rhg, Method::Bda, Method::Trhg] {
+        for steps in [1, 2, 3, 7, 10, 16] {
+            let truncations: &[u32] = if method == Method::Trhg {
+                &[1, 3, 16]
+            } else {
+                &[1]
+            };
+            for &t in truncations {
+                let base = MethodConfig {
+                    truncate: Some(t.min(steps)),
+                    ..config(method, steps)
+                };
+                let (want_g, want_phi, want_y) = engine(&mut b, base.build().unwrap());
+                for every in 1..=steps + 2 {
+                    let cfg = MethodConfig {
+                        checkpoint_every: Some(every),
+                        ..base
+                    };
+                    let spec = cfg.build().unwrap();
+                    let (g, phi, y) = engine(&mut b, spec);
+                    let what = format!("{method:?} K={steps} T={t} c={every}");
+                    assert_eq!(bits(&g), bits(&want_g), "{what}");
+                    assert_eq!(phi.to_bits(), want_phi.to_bits(), "{what}");
+                    assert_eq!(bits(&y), bits(&want_y), "{what}");
+                }
+            }
+        }
+    }
+    // Fewer kept iterates: K = 16 with c = 4 keeps 4 checkpoints and a segment of 3.
+    let full = config(Method::Bda, 16).build().unwrap();
+    let ck = MethodConfig {
+        checkpoint_every: Some(4),
+        ..config(Method::Bda, 16)
+    };
+    assert_eq!((full.tape_len(), ck.build().unwrap().tape_len()), (17, 7));
+    let zero = MethodConfig {
+        checkpoint_every: Some(0),
+        ..ck
+    };
+    assert!(zero.build().is_err());
+}
+
 /// The first lower step whose iterate is not finite, by plain iteration.
 fn first_non_finite(p: &Problem, s_l: f64, steps: u32) -> u32 {
     let cfg = LowerConfig {
@@ -334,6 +381,10 @@ fn divergence_is_located_at_its_lower_step() {
             ..MethodConfig::new(Method::Trhg, 400, 5.0)
         },
         MethodConfig::new(Method::Ihg, 400, 5.0),
+        MethodConfig {
+            checkpoint_every: Some(20),
+            ..MethodConfig::new(Method::Rhg, 400, 5.0)
+        },
     ] {
         let mut hg = Hypergrad::new(&mut b, cfg.build().unwrap()).unwrap();
         let (mut gx, mut y) = (b.new_x().unwrap(), b.new_y().unwrap());

@@ -88,10 +88,11 @@ pub fn failure(out: &Output) -> (i32, String) {
     (out.status.code().unwrap_or(-1), err)
 }
 
-/// Whether a key holds a wall-clock measurement (`seconds`, `load_seconds`, `s_per_*`,
-/// `gflops*`): what differs between two runs of the same configuration.
+/// Whether a key holds a measurement of the machine (`seconds`, `load_seconds`, `s_per_*`,
+/// `gflops*`, `max_rss_mib`): what differs between two runs of the same configuration.
 pub fn is_timing(key: &str) -> bool {
     key == "seconds"
+        || key == "max_rss_mib"
         || key.ends_with("_seconds")
         || key.starts_with("s_")
         || key.starts_with("gflops")

@@ -68,7 +68,9 @@ impl RunConfig {
                 Param::Mu => "--mu",
                 Param::Alpha => "--alpha",
                 Param::StepUpper | Param::StepLower => "--ll-lr",
-                Param::Beta | Param::CgIters | Param::FdEps => e.param.name(),
+                Param::Beta | Param::CgIters | Param::FdEps | Param::CheckpointEvery => {
+                    e.param.name()
+                }
             };
             CliError::input(e.describe(flag).to_string())
         })?;

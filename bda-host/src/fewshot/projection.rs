@@ -158,7 +158,9 @@ impl UlProjection {
                     spectral_clip(w, rows, cols, c);
                 }
                 UlProjection::Sn(c) => {
-                    let u = vectors.next().expect("one power-iteration vector per block");
+                    let u = vectors
+                        .next()
+                        .expect("one power-iteration vector per block");
                     spectral_normalise(w, rows, cols, u, c, iters);
                 }
             }

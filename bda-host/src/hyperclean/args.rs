@@ -146,6 +146,12 @@ pub struct HypercleanConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub place: PlaceArgs,
+    /// RHG, T-RHG, BDA: keep every c-th lower-level iterate for the reverse pass and
+    /// recompute the others (same hypergradient; about one more forward pass; about
+    /// T/c + c iterates kept instead of T + 1). 0 keeps every iterate. [default: 0 when the
+    /// full tape fits in 1 GiB, else ⌈√T⌉]
+    #[arg(long, value_name = "c")]
+    pub checkpoint_every: Option<u32>,
     /// Do not keep the softmax outputs of the K lower-level iterates for the reverse pass
     /// (saves (n_train + n_val)·10 floats per step of memory, costs one more product per
     /// set and step). Results are identical.
@@ -155,12 +161,18 @@ pub struct HypercleanConfig {
 
 impl HypercleanConfig {
     /// The configuration with every derived default written out (T = K/2, s_u = s_l =
-    /// ll-lr): what a report records.
-    pub fn resolved(&self) -> HypercleanConfig {
+    /// ll-lr, the checkpoint stride for lower-level iterates of `state_bytes` bytes each):
+    /// what a report records and what runs.
+    pub fn resolved(&self, state_bytes: usize) -> HypercleanConfig {
+        let kept = self.method_config().build().map_or(0, |s| s.kept_steps());
         HypercleanConfig {
             truncate: Some(self.method_config().effective_truncate()),
             su: Some(self.su.unwrap_or(self.ll_lr)),
             sl: Some(self.sl.unwrap_or(self.ll_lr)),
+            checkpoint_every: Some(
+                self.checkpoint_every
+                    .unwrap_or_else(|| auto_checkpoint(kept, state_bytes)),
+            ),
             ..self.clone()
         }
     }
@@ -183,6 +195,7 @@ impl HypercleanConfig {
             s_u: self.su.unwrap_or(self.ll_lr),
             s_l: self.sl.unwrap_or(self.ll_lr),
             warm_start: self.warm_start,
+            checkpoint_every: self.checkpoint_every.filter(|&c| c > 0),
         }
     }
 
@@ -225,6 +238,21 @@ impl HypercleanConfig {
     }
 }
 
+/// The memory the full tape of lower-level iterates may take before `--checkpoint-every`
+/// defaults to `⌈√T⌉`.
+pub const TAPE_BUDGET_BYTES: usize = 1 << 30;
+
+/// `--checkpoint-every`'s default for `kept` iterates of `state_bytes` each: 0 (keep all)
+/// when they fit in [`TAPE_BUDGET_BYTES`], else `⌈√kept⌉` (the stride that keeps the
+/// fewest iterates, about `2√kept`).
+pub fn auto_checkpoint(kept: u32, state_bytes: usize) -> u32 {
+    if (kept as usize + 1).saturating_mul(state_bytes) <= TAPE_BUDGET_BYTES {
+        0
+    } else {
+        (f64::from(kept).sqrt().ceil() as u32).max(1)
+    }
+}
+
 /// The flag of a method parameter.
 fn flag(e: &SpecError) -> String {
     match e.param {
@@ -237,6 +265,7 @@ fn flag(e: &SpecError) -> String {
         Param::Beta => "--beta",
         Param::StepUpper => "--su (or --ll-lr)",
         Param::StepLower => "--sl (or --ll-lr)",
+        Param::CheckpointEvery => "--checkpoint-every",
     }
     .to_string()
 }

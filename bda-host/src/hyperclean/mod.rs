@@ -179,9 +179,21 @@ where
         seed: 0,
         threads: rayon::current_num_threads(),
         kernels,
+        max_rss_mib: crate::memory::max_rss_mib(),
         history: trained.history.clone(),
     };
     Ok(Outcome { summary, trained })
+}
+
+/// The bytes one kept lower-level iterate takes: the `f32` values, plus the softmax outputs
+/// of both sets the CPU backend keeps with it (unless `--no-prob-cache`).
+fn state_bytes(data: &HostData, opt: &RunOptions) -> usize {
+    let cache = if opt.prob_cache {
+        (data.train.labels.len() + data.val.labels.len()) * data.classes
+    } else {
+        0
+    };
+    4 * (data.y_len() + cache)
 }
 
 /// The folder to read and what reports call it: the dataset's name, or the folder given.
@@ -198,15 +210,14 @@ fn data_location(c: &HypercleanConfig) -> (PathBuf, String) {
 /// Run `bda hyperclean` (`matches`: the subcommand's, to tell which options were given).
 pub fn run(args: &HypercleanArgs, matches: &ArgMatches) -> Result<(), CliError> {
     let c = args.out.configured(&args.run, matches, "hyperclean")?;
-    let cfg = c.check()?;
+    c.check()?;
     // The device is opened before any data is read: a missing one is one line, exit 2.
-    c.place.run(|device| run_config(args, &c, &cfg, device))
+    c.place.run(|device| run_config(args, &c, device))
 }
 
 fn run_config(
     args: &HypercleanArgs,
     c: &HypercleanConfig,
-    cfg: &TrainConfig,
     device: &OpenDevice,
 ) -> Result<(), CliError> {
     if let Some(p) = &args.plot {
@@ -223,8 +234,10 @@ fn run_config(
         progress: !args.out.quiet && std::io::stderr().is_terminal(),
         prob_cache: !c.no_prob_cache,
     };
-    let header = ReportHeader::new("hyperclean", &c.resolved(), Some(source))?;
-    let mut summary = run_on(&data, cfg, &opt, device, header)?.summary;
+    let c = c.resolved(state_bytes(&data, &opt));
+    let cfg = c.check()?;
+    let header = ReportHeader::new("hyperclean", &c, Some(source))?;
+    let mut summary = run_on(&data, &cfg, &opt, device, header)?.summary;
     summary.load_seconds = load_seconds;
     summary.seed = c.seed;
     if let Some(p) = &args.plot {

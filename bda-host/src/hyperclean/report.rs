@@ -64,6 +64,9 @@ pub struct Summary {
     pub threads: usize,
     /// Kernel choice of the CPU backend, or the CUDA device.
     pub kernels: String,
+    /// Peak resident memory of the process, MiB (Linux; absent elsewhere).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_rss_mib: Option<f64>,
     /// Per-iteration history.
     pub history: Vec<IterRecord>,
 }

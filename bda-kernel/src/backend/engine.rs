@@ -57,6 +57,10 @@ type Body<B> = fn(
 ///
 /// RHG/BDA K + 2 (T-RHG T + 2: only the states its reverse pass revisits), IHG 4, O-BDA 3;
 /// plus one for [`Hypergrad::solve_lower`] and, with warm start, one for the previous `y`.
+/// With checkpoints every c states ([`MethodConfig::checkpoint_every`]) the unrolled
+/// methods keep `⌈T/c⌉ + max(c − 1, 2) + 1` ([`MethodSpec::tape_len`] + the adjoint).
+///
+/// [`MethodConfig::checkpoint_every`]: super::MethodConfig::checkpoint_every
 ///
 /// ```
 /// use bda_kernel::Method;
@@ -264,17 +268,11 @@ fn unrolled_body<B: LowerStep + UpperGradient + StepAdjoint>(
     let Scratch::Unrolled { tape, adj } = scratch else {
         unreachable!("the body is chosen with its scratch")
     };
-    let (k, t) = (spec.steps(), spec.truncate());
-    methods::unrolled(
-        c.b,
-        c.x,
-        c.y0,
-        spec.dynamics(),
-        k,
-        t,
-        tape,
-        adj,
-        c.gx,
-        c.y_out,
-    )
+    let (k, t, d) = (spec.steps(), spec.truncate(), spec.dynamics());
+    match spec.checkpoint_every() {
+        None => methods::unrolled(c.b, c.x, c.y0, d, k, t, tape, adj, c.gx, c.y_out),
+        Some(every) => {
+            methods::unrolled_checkpointed(c.b, c.x, c.y0, d, k, t, every, tape, adj, c.gx, c.y_out)
+        }
+    }
 }

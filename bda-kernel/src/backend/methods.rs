@@ -70,6 +70,99 @@ where
     Ok(upper)
 }
 
+/// [`unrolled`] keeping only every `every`-th state of the reverse pass (reverse-mode
+/// checkpointing): `tape` holds the `⌈kept/every⌉` checkpoints (the states `first_kept +
+/// j·every`), then `max(every − 1, 2)` buffers for one segment's other states, recomputed
+/// from its checkpoint just before the reverse pass crosses it. The states recomputed are
+/// the forward pass's own (same inputs, same products), so on a deterministic backend the
+/// hypergradient is [`unrolled`]'s bit for bit.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn unrolled_checkpointed<B>(
+    b: &mut B,
+    x: &B::X,
+    y0: &B::Y,
+    dynamics: &LowerDynamics<B::T>,
+    steps: u32,
+    truncate: Option<u32>,
+    every: u32,
+    tape: &mut [B::Y],
+    adj: &mut B::Y,
+    gx: &mut B::X,
+    y_out: &mut B::Y,
+) -> Result<B::T, MethodError<B::Error>>
+where
+    B: LowerStep + UpperGradient + StepAdjoint,
+{
+    let (k_all, c) = (steps as usize, every as usize);
+    let kept = truncate.map_or(steps, |t| t.min(steps)) as usize;
+    let first_kept = k_all - kept;
+    let n_ck = kept.div_ceil(c);
+    debug_assert!(c >= 1 && tape.len() >= n_ck + 2 && kept >= 1);
+    let (ck, seg) = tape.split_at_mut(n_ck);
+    // Where state k lives during the forward pass: its checkpoint, or one of the two first
+    // segment buffers, alternating (a state's predecessor is never in the same buffer).
+    let checkpoint = |k: usize| {
+        (k >= first_kept && k < k_all && (k - first_kept) % c == 0).then(|| (k - first_kept) / c)
+    };
+    let mut prev = (checkpoint(0), 0usize);
+    match prev.0 {
+        Some(j) => b.copy_y(y0, &mut ck[j])?,
+        None => b.copy_y(y0, &mut seg[0])?,
+    }
+    for k in 1..=k_all {
+        let (wu, wl) = dynamics.weights(k as u32);
+        let next = (checkpoint(k), k % 2);
+        match (prev.0, next.0) {
+            (Some(i), Some(j)) => {
+                let (src, dst) = two_mut(ck, i, j);
+                b.lower_step(x, src, wu, wl, dst)?;
+            }
+            (Some(i), None) => b.lower_step(x, &ck[i], wu, wl, &mut seg[next.1])?,
+            (None, Some(j)) => b.lower_step(x, &seg[prev.1], wu, wl, &mut ck[j])?,
+            (None, None) => {
+                let (src, dst) = two_mut(seg, prev.1, next.1);
+                b.lower_step(x, src, wu, wl, dst)?;
+            }
+        }
+        prev = next;
+    }
+    // y_K is never a checkpoint (those are states before K).
+    b.copy_y(&seg[prev.1], y_out)?;
+    b.zero_x(gx)?;
+    let upper = b.upper_grad(x, &seg[prev.1], adj, gx, B::T::one())?;
+    if !upper.is_finite() {
+        let (a, rest) = seg.split_at_mut(1);
+        return Err(diverged(
+            b,
+            x,
+            y0,
+            (dynamics, steps),
+            (&mut a[0], &mut rest[0]),
+        ));
+    }
+    // Segment j holds the states s..e−1 (s = first_kept + j·c): s in its checkpoint, the
+    // others recomputed into seg[0..].
+    for j in (0..n_ck).rev() {
+        let s = first_kept + j * c;
+        let e = (s + c).min(k_all);
+        for i in 1..e - s {
+            let (wu, wl) = dynamics.weights((s + i) as u32);
+            if i == 1 {
+                b.lower_step(x, &ck[j], wu, wl, &mut seg[0])?;
+            } else {
+                let (src, dst) = two_mut(seg, i - 2, i - 1);
+                b.lower_step(x, src, wu, wl, dst)?;
+            }
+        }
+        for k in (s + 1..=e).rev() {
+            let (wu, wl) = dynamics.weights(k as u32);
+            let state = if k - 1 == s { &ck[j] } else { &seg[k - 2 - s] };
+            b.step_adjoint(x, state, wu, wl, adj, gx)?;
+        }
+    }
+    Ok(upper)
+}
+
 /// `(&s[a], &mut s[b])` for `a ≠ b`.
 fn two_mut<Y>(s: &mut [Y], a: usize, b: usize) -> (&Y, &mut Y) {
     if a < b {

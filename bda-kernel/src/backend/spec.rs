@@ -51,6 +51,12 @@ pub struct MethodConfig<T> {
     /// Start each lower-level run from the previous call's `y_K` instead of the given `y₀`
     /// (BOAT's `copy_last_param`). O-BDA always does: it is a single-loop method.
     pub warm_start: bool,
+    /// RHG, T-RHG, BDA: keep only every c-th lower-level iterate for the reverse pass and
+    /// recompute the others one segment at a time (reverse-mode checkpointing). About
+    /// `T/c + c` iterates are kept instead of `T + 1`, at the cost of about one more
+    /// forward pass. The hypergradient is the same, bit for bit, on a deterministic
+    /// backend. `None`: keep every iterate.
+    pub checkpoint_every: Option<u32>,
 }
 
 impl<T: Real> MethodConfig<T> {
@@ -70,6 +76,7 @@ impl<T: Real> MethodConfig<T> {
             s_u: step,
             s_l: step,
             warm_start: false,
+            checkpoint_every: None,
         }
     }
 
@@ -89,6 +96,7 @@ impl<T: Real> MethodConfig<T> {
             s_u: c(self.s_u),
             s_l: c(self.s_l),
             warm_start: self.warm_start,
+            checkpoint_every: self.checkpoint_every,
         }
     }
 
@@ -126,6 +134,13 @@ impl<T: Real> MethodConfig<T> {
                 SpecError::new(Param::Truncate, f64::from(truncate), "must lie in 1..=K")
                     .with_bound(k),
             );
+        }
+        if self.checkpoint_every == Some(0) {
+            return Err(SpecError::new(
+                Param::CheckpointEvery,
+                0.0,
+                "must be at least 1 (every iterate kept)",
+            ));
         }
         if self.cg_iters == 0 {
             return Err(SpecError::new(
@@ -255,13 +270,34 @@ impl<T: Real> MethodSpec<T> {
             self.config.steps
         }
     }
-    /// The `y` buffers the unrolled methods keep for their reverse pass: the T (T-RHG) or K
-    /// states revisited plus one for `y_K`; 0 for IHG and O-BDA.
-    pub fn tape_len(&self) -> usize {
+    /// The lower-level states the reverse pass revisits: T for T-RHG, K for RHG and BDA,
+    /// 0 for the methods that do not unroll.
+    pub fn kept_steps(&self) -> u32 {
         match self.config.method {
-            Method::Rhg | Method::Bda => self.config.steps as usize + 1,
-            Method::Trhg => self.truncate as usize + 1,
+            Method::Rhg | Method::Bda => self.config.steps,
+            Method::Trhg => self.truncate.min(self.config.steps),
             Method::Ihg | Method::Obda => 0,
+        }
+    }
+
+    /// The checkpoint stride c of the reverse pass (`None`: every state kept).
+    pub fn checkpoint_every(&self) -> Option<u32> {
+        self.config.checkpoint_every
+    }
+
+    /// The `y` buffers the unrolled methods keep for their reverse pass: the T (T-RHG) or
+    /// K states revisited plus one for `y_K`; with checkpoints every c states, the
+    /// `⌈T/c⌉` checkpoints plus `max(c − 1, 2)` for a recomputed segment (and the forward
+    /// pass); 0 for IHG and O-BDA.
+    pub fn tape_len(&self) -> usize {
+        let kept = self.kept_steps() as usize;
+        match (kept, self.config.checkpoint_every) {
+            (0, _) => 0,
+            (_, None) => kept + 1,
+            (_, Some(c)) => {
+                let c = c as usize;
+                kept.div_ceil(c) + (c - 1).max(2)
+            }
         }
     }
     /// The same K and `s_l` with plain lower-level steps and no warm start: the procedure
@@ -303,6 +339,8 @@ pub enum Param {
     StepUpper,
     /// `s_l`.
     StepLower,
+    /// The checkpoint stride c.
+    CheckpointEvery,
 }
 
 impl Param {
@@ -318,6 +356,7 @@ impl Param {
             Param::Beta => "beta",
             Param::StepUpper => "s_u",
             Param::StepLower => "s_l",
+            Param::CheckpointEvery => "checkpoint_every",
         }
     }
 }
