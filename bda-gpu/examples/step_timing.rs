@@ -48,6 +48,7 @@ fn main() -> Result<(), GpuError> {
     let data = HypercleanData {
         dim: d,
         classes: c,
+        hidden: 0,
         train_x: &train_x,
         train_labels: &train_labels,
         val_x: &val_x,

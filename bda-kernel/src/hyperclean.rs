@@ -1,18 +1,23 @@
 //! Data hyper-cleaning (journal §8.2, Table 2): the one definition of the problem that the
 //! CPU backend (`bda-host`) and the CUDA backend (`bda-gpu`) both implement.
 //!
-//! Softmax regression with `d` features and `c` classes; the lower-level variable is
-//! `y = (W, b)` with `W ∈ R^{d×c}` and `b ∈ R^c`, the upper-level variable is one logit
-//! `x_i` per training sample, `σ(x_i)` its weight:
+//! A classifier of `d` features into `c` classes with parameters `y`, and one logit `x_i`
+//! per training sample, `σ(x_i)` its weight:
 //!
-//! * lower level `f(x, y) = (1/n_tr) Σ_i σ(x_i)·CE(W, b; u_i, v_i)` on the (noisy) training set,
-//! * upper level `F(x, y) = (1/n_val) Σ_j CE(W, b; u_j, v_j) + λ‖W‖²` on the validation set
-//!   (no dependence on `x`; `b` is not regularised),
+//! * lower level `f(x, y) = (1/n_tr) Σ_i σ(x_i)·CE(y; u_i, v_i)` on the (noisy) training set,
+//! * upper level `F(x, y) = (1/n_val) Σ_j CE(y; u_j, v_j) + λ‖W‖²` on the validation set
+//!   (no dependence on `x`; the weight matrices are regularised, the biases are not),
 //!
-//! with `CE(W, b; u, v) = −log softmax(Wᵀu + b)_v`.
+//! with `CE(y; u, v) = −log softmax(s(y; u))_v`. The classifier ([`HypercleanData::hidden`]):
 //!
-//! Layout of a `y` buffer (length [`HypercleanData::y_len`]): `W` row-major
-//! (`W[j·c + k]`, feature `j`, class `k`), then `b`. An `x` buffer has `n_tr` entries.
+//! * softmax regression (`hidden = 0`): `y = (W, b)`, `s = Wᵀu + b`, `W ∈ R^{d×c}`;
+//! * the authors' network (`hidden = H`): `y = (W₁, b₁, W₂, b₂)`,
+//!   `s = W₂ᵀ relu(W₁ᵀu + b₁) + b₂`, `W₁ ∈ R^{d×H}`, `W₂ ∈ R^{H×c}` (784-300-10 in their code).
+//!   Its lower level is not convex.
+//!
+//! Layout of a `y` buffer (length [`HypercleanData::y_len`]): the blocks in the order above,
+//! each matrix row-major (`W[j·c + k]`: input `j`, output `k`). An `x` buffer has `n_tr`
+//! entries.
 //!
 //! With the `alloc` feature, [`HypercleanReference`] is the problem written plainly in `f64`: the one
 //! oracle that the fast backends of both crates are tested against.
@@ -22,6 +27,28 @@ pub mod reference;
 #[cfg(feature = "alloc")]
 pub use reference::HypercleanReference;
 
+/// Offsets of the blocks of a `y` buffer. For softmax regression `W = y[w1..b1]` and
+/// `b = y[b2..]` (the `b1`, `w2` blocks are empty); with a hidden layer `W₁ = y[w1..b1]`,
+/// `b₁ = y[b1..w2]`, `W₂ = y[w2..b2]`, `b₂ = y[b2..]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// First weight matrix (`W` or `W₁`).
+    pub w1: usize,
+    /// First bias (`b₁`; where `W` ends for softmax regression).
+    pub b1: usize,
+    /// Second weight matrix (`W₂`; empty for softmax regression).
+    pub w2: usize,
+    /// Output bias (`b` or `b₂`).
+    pub b2: usize,
+}
+
+impl Layout {
+    /// The ranges of the weight matrices, which `F` regularises.
+    pub fn weights(&self) -> [core::ops::Range<usize>; 2] {
+        [self.w1..self.b1, self.w2..self.b2]
+    }
+}
+
 /// Borrowed data of a hyper-cleaning instance: features row-major (`n × d`), labels `< c`.
 #[derive(Clone, Copy, Debug)]
 pub struct HypercleanData<'a> {
@@ -29,6 +56,8 @@ pub struct HypercleanData<'a> {
     pub dim: usize,
     /// Classes `c` (10).
     pub classes: usize,
+    /// Hidden ReLU units `H` of the classifier; 0 for softmax regression.
+    pub hidden: usize,
     /// Training features, `n_tr × d`.
     pub train_x: &'a [f32],
     /// Training labels (noisy), `n_tr`.
@@ -50,9 +79,30 @@ impl HypercleanData<'_> {
     pub fn n_val(&self) -> usize {
         self.val_labels.len()
     }
-    /// Length of a `y` buffer: `(d + 1)·c`.
+    /// Length of a `y` buffer: `(d + 1)·c`, or `(d + 1)·H + (H + 1)·c` with a hidden layer.
     pub fn y_len(&self) -> usize {
-        (self.dim + 1) * self.classes
+        let l = self.layout();
+        l.b2 + self.classes
+    }
+
+    /// Where each block of `y` starts.
+    pub fn layout(&self) -> Layout {
+        let (d, h, c) = (self.dim, self.hidden, self.classes);
+        if h == 0 {
+            Layout {
+                w1: 0,
+                b1: d * c,
+                w2: d * c,
+                b2: d * c,
+            }
+        } else {
+            Layout {
+                w1: 0,
+                b1: d * h,
+                w2: (d + 1) * h,
+                b2: (d + 1) * h + h * c,
+            }
+        }
     }
     /// Check shapes and labels; the message names what is wrong.
     pub fn validate(&self) -> Result<(), &'static str> {

@@ -15,6 +15,9 @@ use bda_testkit::{Rng, rel_err};
 
 const H: f64 = 1e-5;
 
+/// Softmax regression and a network with 5 hidden ReLU units.
+const HIDDEN: [usize; 2] = [0, 5];
+
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(a, b)| a * b).sum()
 }
@@ -33,8 +36,9 @@ struct Setup {
     y: Vec<f64>,
 }
 
-fn setup() -> Setup {
-    let p = Problem::random(7, 6, 3, 17, 11, 0.05);
+/// The instance with `hidden` ReLU units (0: softmax regression).
+fn setup(hidden: usize) -> Setup {
+    let p = Problem::random(7, 6, 3, 17, 11, 0.05).with_hidden(hidden);
     p.data().validate().unwrap();
     let mut r = Rng::new(99);
     let x = rand(&mut r, p.train_labels.len(), 2.0);
@@ -51,144 +55,161 @@ fn close(fd: f64, exact: f64) {
 
 #[test]
 fn gradients_match_finite_differences() {
-    let Setup { p, x, y } = setup();
-    let mut b = HypercleanReference::new(&p.data());
-    let mut r = Rng::new(5);
-    let e = rand(&mut r, b.y_len(), 1.0);
-    let ex = rand(&mut r, b.x_len(), 1.0);
+    for hidden in HIDDEN {
+        let Setup { p, x, y } = setup(hidden);
+        let mut b = HypercleanReference::new(&p.data());
+        let mut r = Rng::new(5);
+        let e = rand(&mut r, b.y_len(), 1.0);
+        let ex = rand(&mut r, b.x_len(), 1.0);
 
-    let mut gf = vec![0.0; b.y_len()];
-    b.lower_grad(&x, &y, &mut gf);
-    let fd = (b.lower_value(&x, &shifted(&y, &e, H)) - b.lower_value(&x, &shifted(&y, &e, -H)))
-        / (2.0 * H);
-    close(fd, dot(&gf, &e));
+        let mut gf = vec![0.0; b.y_len()];
+        b.lower_grad(&x, &y, &mut gf);
+        let fd = (b.lower_value(&x, &shifted(&y, &e, H)) - b.lower_value(&x, &shifted(&y, &e, -H)))
+            / (2.0 * H);
+        close(fd, dot(&gf, &e));
 
-    let mut gy = vec![0.0; b.y_len()];
-    let mut gx = vec![0.0; b.x_len()];
-    let value = b.upper_grad(&x, &y, &mut gy, &mut gx, 1.0).unwrap();
-    assert!((value - b.upper_value(&y)).abs() < 1e-15);
-    assert!(gx.iter().all(|&g| g == 0.0), "F does not depend on x");
-    assert!(!b.upper_depends_on_x());
-    let fd = (b.upper_value(&shifted(&y, &e, H)) - b.upper_value(&shifted(&y, &e, -H))) / (2.0 * H);
-    close(fd, dot(&gy, &e));
+        let mut gy = vec![0.0; b.y_len()];
+        let mut gx = vec![0.0; b.x_len()];
+        let value = b.upper_grad(&x, &y, &mut gy, &mut gx, 1.0).unwrap();
+        assert!((value - b.upper_value(&y)).abs() < 1e-15);
+        assert!(gx.iter().all(|&g| g == 0.0), "F does not depend on x");
+        assert!(!b.upper_depends_on_x());
+        let fd =
+            (b.upper_value(&shifted(&y, &e, H)) - b.upper_value(&shifted(&y, &e, -H))) / (2.0 * H);
+        close(fd, dot(&gy, &e));
 
-    let mut gx = vec![0.0; b.x_len()];
-    b.lower_grad_x(&x, &y, 1.0, &mut gx).unwrap();
-    let fd = (b.lower_value(&shifted(&x, &ex, H), &y) - b.lower_value(&shifted(&x, &ex, -H), &y))
-        / (2.0 * H);
-    close(fd, dot(&gx, &ex));
+        let mut gx = vec![0.0; b.x_len()];
+        b.lower_grad_x(&x, &y, 1.0, &mut gx).unwrap();
+        let fd = (b.lower_value(&shifted(&x, &ex, H), &y)
+            - b.lower_value(&shifted(&x, &ex, -H), &y))
+            / (2.0 * H);
+        close(fd, dot(&gx, &ex));
+    }
 }
 
 #[test]
 fn lower_step_is_a_gradient_step() {
-    let Setup { p, x, y } = setup();
-    let mut b = HypercleanReference::new(&p.data());
-    let (mut gf, mut gu) = (vec![0.0; b.y_len()], vec![0.0; b.y_len()]);
-    b.lower_grad(&x, &y, &mut gf);
-    b.upper_grad_y(&y, &mut gu);
-    let (w_u, w_l) = (0.3, 0.7);
-    let mut out = vec![0.0; b.y_len()];
-    b.lower_step(&x, &y, w_u, w_l, &mut out).unwrap();
-    let want: Vec<f64> = (0..y.len())
-        .map(|i| y[i] - (w_u * gu[i] + w_l * gf[i]))
-        .collect();
-    assert!(rel_err(&out, &want) < 1e-14, "{}", rel_err(&out, &want));
-    // zero weights: y unchanged
-    b.lower_step(&x, &y, 0.0, 0.0, &mut out).unwrap();
-    assert_eq!(out, y);
+    for hidden in HIDDEN {
+        let Setup { p, x, y } = setup(hidden);
+        let mut b = HypercleanReference::new(&p.data());
+        let (mut gf, mut gu) = (vec![0.0; b.y_len()], vec![0.0; b.y_len()]);
+        b.lower_grad(&x, &y, &mut gf);
+        b.upper_grad_y(&y, &mut gu);
+        let (w_u, w_l) = (0.3, 0.7);
+        let mut out = vec![0.0; b.y_len()];
+        b.lower_step(&x, &y, w_u, w_l, &mut out).unwrap();
+        let want: Vec<f64> = (0..y.len())
+            .map(|i| y[i] - (w_u * gu[i] + w_l * gf[i]))
+            .collect();
+        assert!(rel_err(&out, &want) < 1e-14, "{}", rel_err(&out, &want));
+        // zero weights: y unchanged
+        b.lower_step(&x, &y, 0.0, 0.0, &mut out).unwrap();
+        assert_eq!(out, y);
+    }
 }
 
 #[test]
 fn second_derivatives_match_finite_differences() {
-    let Setup { p, x, y } = setup();
-    let mut b = HypercleanReference::new(&p.data());
-    let mut r = Rng::new(6);
-    let v = rand(&mut r, b.y_len(), 1.0);
-    let ex = rand(&mut r, b.x_len(), 1.0);
-    let grad_f = |b: &HypercleanReference<'_>, x: &[f64], y: &[f64]| {
-        let mut g = vec![0.0; b.y_len()];
-        b.lower_grad(x, y, &mut g);
-        g
-    };
-    // ∇²f·v against differences of ∇f along v.
-    let mut hv = vec![0.0; b.y_len()];
-    b.lower_hvp(&x, &y, &v, &mut hv).unwrap();
-    let (gp, gm) = (
-        grad_f(&b, &x, &shifted(&y, &v, H)),
-        grad_f(&b, &x, &shifted(&y, &v, -H)),
-    );
-    let fd: Vec<f64> = gp
-        .iter()
-        .zip(&gm)
-        .map(|(p, m)| (p - m) / (2.0 * H))
-        .collect();
-    assert!(rel_err(&hv, &fd) < 1e-6, "{}", rel_err(&hv, &fd));
-    // (∂²_{xy} f)ᵀ·v against differences of ⟨∇_y f, v⟩ along x.
-    let mut gx = vec![0.0; b.x_len()];
-    b.lower_mixed_vjp(&x, &y, &v, 1.0, &mut gx).unwrap();
-    let fd = (dot(&grad_f(&b, &shifted(&x, &ex, H), &y), &v)
-        - dot(&grad_f(&b, &shifted(&x, &ex, -H), &y), &v))
-        / (2.0 * H);
-    close(fd, dot(&gx, &ex));
+    for hidden in HIDDEN {
+        let Setup { p, x, y } = setup(hidden);
+        let mut b = HypercleanReference::new(&p.data());
+        let mut r = Rng::new(6);
+        let v = rand(&mut r, b.y_len(), 1.0);
+        let ex = rand(&mut r, b.x_len(), 1.0);
+        let grad_f = |b: &HypercleanReference<'_>, x: &[f64], y: &[f64]| {
+            let mut g = vec![0.0; b.y_len()];
+            b.lower_grad(x, y, &mut g);
+            g
+        };
+        // ∇²f·v against differences of ∇f along v.
+        let mut hv = vec![0.0; b.y_len()];
+        b.lower_hvp(&x, &y, &v, &mut hv).unwrap();
+        let (gp, gm) = (
+            grad_f(&b, &x, &shifted(&y, &v, H)),
+            grad_f(&b, &x, &shifted(&y, &v, -H)),
+        );
+        let fd: Vec<f64> = gp
+            .iter()
+            .zip(&gm)
+            .map(|(p, m)| (p - m) / (2.0 * H))
+            .collect();
+        assert!(rel_err(&hv, &fd) < 1e-6, "{}", rel_err(&hv, &fd));
+        // (∂²_{xy} f)ᵀ·v against differences of ⟨∇_y f, v⟩ along x.
+        let mut gx = vec![0.0; b.x_len()];
+        b.lower_mixed_vjp(&x, &y, &v, 1.0, &mut gx).unwrap();
+        let fd = (dot(&grad_f(&b, &shifted(&x, &ex, H), &y), &v)
+            - dot(&grad_f(&b, &shifted(&x, &ex, -H), &y), &v))
+            / (2.0 * H);
+        close(fd, dot(&gx, &ex));
+    }
 }
 
 #[test]
 fn step_adjoint_is_the_transposed_step_jacobian() {
-    let Setup { p, x, y } = setup();
-    let mut b = HypercleanReference::new(&p.data());
-    let mut r = Rng::new(8);
-    let a0 = rand(&mut r, b.y_len(), 1.0);
-    let e = rand(&mut r, b.y_len(), 1.0);
-    let ex = rand(&mut r, b.x_len(), 1.0);
-    let (w_u, w_l) = (0.3, 0.7);
-    let step = |b: &mut HypercleanReference<'_>, x: &[f64], y: &[f64]| {
-        let mut out = vec![0.0; b.y_len()];
-        b.lower_step(&x.to_vec(), &y.to_vec(), w_u, w_l, &mut out)
-            .unwrap();
-        out
-    };
-    let mut a = a0.clone();
-    let gx0 = rand(&mut r, b.x_len(), 1.0);
-    let mut gx = gx0.clone();
-    b.step_adjoint(&x, &y, w_u, w_l, &mut a, &mut gx).unwrap();
-    // ⟨a_new, e⟩ = ⟨a, ∂step/∂y · e⟩
-    let (sp, sm) = (
-        step(&mut b, &x, &shifted(&y, &e, H)),
-        step(&mut b, &x, &shifted(&y, &e, -H)),
-    );
-    let jy: Vec<f64> = sp
-        .iter()
-        .zip(&sm)
-        .map(|(p, m)| (p - m) / (2.0 * H))
-        .collect();
-    close(dot(&a0, &jy), dot(&a, &e));
-    // ⟨gx_new − gx, ex⟩ = ⟨a, ∂step/∂x · ex⟩
-    let (sp, sm) = (
-        step(&mut b, &shifted(&x, &ex, H), &y),
-        step(&mut b, &shifted(&x, &ex, -H), &y),
-    );
-    let jx: Vec<f64> = sp
-        .iter()
-        .zip(&sm)
-        .map(|(p, m)| (p - m) / (2.0 * H))
-        .collect();
-    let dgx: Vec<f64> = gx.iter().zip(&gx0).map(|(g, g0)| g - g0).collect();
-    close(dot(&a0, &jx), dot(&dgx, &ex));
+    for hidden in HIDDEN {
+        let Setup { p, x, y } = setup(hidden);
+        let mut b = HypercleanReference::new(&p.data());
+        let mut r = Rng::new(8);
+        let a0 = rand(&mut r, b.y_len(), 1.0);
+        let e = rand(&mut r, b.y_len(), 1.0);
+        let ex = rand(&mut r, b.x_len(), 1.0);
+        let (w_u, w_l) = (0.3, 0.7);
+        let step = |b: &mut HypercleanReference<'_>, x: &[f64], y: &[f64]| {
+            let mut out = vec![0.0; b.y_len()];
+            b.lower_step(&x.to_vec(), &y.to_vec(), w_u, w_l, &mut out)
+                .unwrap();
+            out
+        };
+        let mut a = a0.clone();
+        let gx0 = rand(&mut r, b.x_len(), 1.0);
+        let mut gx = gx0.clone();
+        b.step_adjoint(&x, &y, w_u, w_l, &mut a, &mut gx).unwrap();
+        // ⟨a_new, e⟩ = ⟨a, ∂step/∂y · e⟩
+        let (sp, sm) = (
+            step(&mut b, &x, &shifted(&y, &e, H)),
+            step(&mut b, &x, &shifted(&y, &e, -H)),
+        );
+        let jy: Vec<f64> = sp
+            .iter()
+            .zip(&sm)
+            .map(|(p, m)| (p - m) / (2.0 * H))
+            .collect();
+        close(dot(&a0, &jy), dot(&a, &e));
+        // ⟨gx_new − gx, ex⟩ = ⟨a, ∂step/∂x · ex⟩
+        let (sp, sm) = (
+            step(&mut b, &shifted(&x, &ex, H), &y),
+            step(&mut b, &shifted(&x, &ex, -H), &y),
+        );
+        let jx: Vec<f64> = sp
+            .iter()
+            .zip(&sm)
+            .map(|(p, m)| (p - m) / (2.0 * H))
+            .collect();
+        let dgx: Vec<f64> = gx.iter().zip(&gx0).map(|(g, g0)| g - g0).collect();
+        close(dot(&a0, &jx), dot(&dgx, &ex));
+    }
 }
 
 #[test]
 fn every_method_matches_finite_differences_on_the_reference() {
-    let Setup { p, x, .. } = setup();
-    let data = p.data();
-    let y0 = vec![0.0; p.y_len()];
-    let make = || HypercleanReference::new(&data);
-    let base = MethodConfig {
-        fd_eps: 1e-4,
-        ..MethodConfig::new(Method::Bda, 12, 0.8)
-    };
-    let cases =
-        [Method::Rhg, Method::Bda, Method::Trhg, Method::Obda].map(|m| (base.with_method(m), 1e-6));
-    check_methods(make, Hypergrad::new, &cases, &x, &y0, H, 8);
+    for hidden in HIDDEN {
+        let Setup { p, x, y } = setup(hidden);
+        let data = p.data();
+        // From 0 the network's hidden layer is dead (ReLU'(0) = 0): start from y instead.
+        let y0 = if hidden == 0 {
+            vec![0.0; p.y_len()]
+        } else {
+            y.clone()
+        };
+        let make = || HypercleanReference::new(&data);
+        let base = MethodConfig {
+            fd_eps: 1e-4,
+            ..MethodConfig::new(Method::Bda, 12, 0.8)
+        };
+        let cases = [Method::Rhg, Method::Bda, Method::Trhg, Method::Obda]
+            .map(|m| (base.with_method(m), 1e-6));
+        check_methods(make, Hypergrad::new, &cases, &x, &y0, H, 8);
+    }
 }
 
 #[test]

@@ -11,6 +11,8 @@ pub struct Problem {
     pub d: usize,
     /// Classes.
     pub c: usize,
+    /// Hidden ReLU units (0: softmax regression).
+    pub hidden: usize,
     /// Training features, `n_tr × d`.
     pub train_x: Vec<f32>,
     /// Training labels.
@@ -37,6 +39,7 @@ impl Problem {
         Problem {
             d,
             c,
+            hidden: 0,
             train_x,
             train_labels,
             val_x,
@@ -50,6 +53,7 @@ impl Problem {
         HypercleanData {
             dim: self.d,
             classes: self.c,
+            hidden: self.hidden,
             train_x: &self.train_x,
             train_labels: &self.train_labels,
             val_x: &self.val_x,
@@ -68,6 +72,11 @@ impl Problem {
     }
     /// Length of `y`.
     pub fn y_len(&self) -> usize {
-        (self.d + 1) * self.c
+        self.data().y_len()
+    }
+
+    /// The same instance with a hidden layer of `h` ReLU units.
+    pub fn with_hidden(self, h: usize) -> Self {
+        Problem { hidden: h, ..self }
     }
 }

@@ -24,6 +24,11 @@ pub(crate) struct Dims {
 
 impl Dims {
     pub(crate) fn of(data: &HypercleanData<'_>) -> Result<Self, GpuError> {
+        if data.hidden != 0 {
+            return Err(GpuError::Data(
+                "this backend computes softmax regression (hidden = 0) only",
+            ));
+        }
         let (d, c) = (data.dim, data.classes);
         let (n_tr, n_val) = (data.n_train(), data.n_val());
         let n_all = n_tr
@@ -88,6 +93,7 @@ pub(crate) mod tests {
         HypercleanData {
             dim: 3,
             classes: 2,
+            hidden: 0,
             train_x,
             train_labels,
             val_x,

@@ -32,6 +32,7 @@ impl HostData {
         HypercleanData {
             dim: self.train.dim,
             classes: self.classes,
+            hidden: 0,
             train_x: &self.train.x,
             train_labels: &self.train.labels,
             val_x: &self.val.x,

@@ -9,14 +9,20 @@
 //! against finite differences). It needs an allocator (feature `alloc`) for its buffers and
 //! per-sample temporaries; exp and ln come from `libm`, as everywhere in the kernel.
 //!
-//! Formulas (`u_i` the features of sample `i`, `s_i = Wᵀu_i + b`, `p_i = softmax(s_i)`,
-//! `e_i` the one-hot label, `ω_i = σ(x_i)/n_tr` on the training set and `1/n_val` on the
-//! validation set):
+//! Formulas (`u_i` the features of sample `i`, `s_i` its logits, `p_i = softmax(s_i)`, `e_i`
+//! the one-hot label, `ω_i = σ(x_i)/n_tr` on the training set and `1/n_val` on the
+//! validation set, `J_i = ∂s_i/∂y`):
 //!
-//! * `∇_W = Σ ω_i u_i (p_i − e_i)ᵀ`, `∇_b = Σ ω_i (p_i − e_i)` (plus `2λW` for `F`);
-//! * Hessian–vector product in direction `(V, v_b)`: with `t_i = Vᵀu_i + v_b` and
-//!   `r_i = p_i ⊙ t_i − p_i ⟨p_i, t_i⟩`, `H_W·v = Σ ω_i u_i r_iᵀ`, `H_b·v = Σ ω_i r_i`
-//!   (plus `2λV` for `F`);
+//! * `∇_y = Σ ω_i J_iᵀ(p_i − e_i)` (plus `2λW` on the weight matrices for `F`): back-propagation,
+//!   for softmax regression `∇_W = Σ ω_i u_i (p_i − e_i)ᵀ`, `∇_b = Σ ω_i (p_i − e_i)`;
+//! * Hessian–vector product in direction `v` by the R-operator: the forward tangent
+//!   `t_i = J_i v` (softmax regression: `t_i = Vᵀu_i + v_b`; the network:
+//!   `Ra = V₁ᵀu + v_{b₁}`, `Rh = Ra ⊙ 1[a > 0]`, `t = W₂ᵀRh + V₂ᵀh + v_{b₂}`), then
+//!   `H·v = Σ ω_i [J_iᵀ r_i + Σ_k (p_i − e_i)_k ∇²s_{ik}·v]` with `r_i = p_i ⊙ t_i − p_i⟨p_i, t_i⟩`.
+//!   The second term is zero for softmax regression. For the network it is back-propagation
+//!   with `g = p − e` held fixed and differentiated along `v`: `R∇W₂ = Rh gᵀ`,
+//!   `Rg_a = (V₂g) ⊙ 1[a > 0]`, `R∇W₁ = u Rg_aᵀ`, `R∇b₁ = Rg_a` (ReLU's second derivative
+//!   is zero away from the kink);
 //! * `∂_{x_i} f = σ'(x_i)/n_tr · CE_i` and `(∂²_{xy} f · v)_i = σ'(x_i)/n_tr · ⟨p_i − e_i, t_i⟩`.
 //!
 //! `F` does not depend on `x` ([`UpperGradient::upper_depends_on_x`] is `false`). A term whose
@@ -31,6 +37,7 @@
 //! let data = HypercleanData {
 //!     dim: 2,
 //!     classes: 2,
+//!     hidden: 0,
 //!     train_x: &[1.0, 0.0, 0.0, 1.0],
 //!     train_labels: &[0, 1],
 //!     val_x: &[1.0, 1.0],
@@ -77,6 +84,70 @@ pub fn sigmoid(x: f64) -> f64 {
 enum Set {
     Train,
     Val,
+}
+
+/// One sample's pass: the hidden pre-activations `a` and activations `h` (empty for softmax
+/// regression) and the logits `s`.
+struct Pass {
+    a: Vec<f64>,
+    h: Vec<f64>,
+    s: Vec<f64>,
+}
+
+/// `Wᵀz + b` for `z` of length `W.len()/n`, `W` row-major with `n` columns; an empty `b`
+/// means no bias.
+fn affine(z: impl Iterator<Item = f64>, w: &[f64], b: &[f64], n: usize) -> Vec<f64> {
+    let mut out: Vec<f64> = if b.is_empty() {
+        vec![0.0; n]
+    } else {
+        b.to_vec()
+    };
+    for (j, zj) in z.enumerate() {
+        for k in 0..n {
+            out[k] += zj * w[j * n + k];
+        }
+    }
+    out
+}
+
+/// `out += w·z rᵀ` (`out` row-major with `r.len()` columns).
+fn add_outer(z: impl Iterator<Item = f64>, r: &[f64], w: f64, out: &mut [f64]) {
+    let n = r.len();
+    for (j, zj) in z.enumerate() {
+        for k in 0..n {
+            out[j * n + k] += w * zj * r[k];
+        }
+    }
+}
+
+/// `out += w·g`.
+fn add_scaled(g: &[f64], w: f64, out: &mut [f64]) {
+    for (o, v) in out.iter_mut().zip(g) {
+        *o += w * v;
+    }
+}
+
+/// ReLU's derivative, 1 on `a > 0` (0 at the kink, as PyTorch takes it).
+fn relu_mask(a: f64) -> f64 {
+    if a > 0.0 { 1.0 } else { 0.0 }
+}
+
+fn max(s: &[f64]) -> f64 {
+    s.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+}
+
+fn softmax(s: &[f64]) -> Vec<f64> {
+    let m = max(s);
+    let e: Vec<f64> = s.iter().map(|&v| libm::exp(v - m)).collect();
+    let z: f64 = e.iter().sum();
+    e.iter().map(|v| v / z).collect()
+}
+
+/// `CE = log Σ_k e^{s_k} − s_label`.
+fn ce(s: &[f64], label: usize) -> f64 {
+    let m = max(s);
+    let lse = m + libm::log(s.iter().map(|&v| libm::exp(v - m)).sum::<f64>());
+    lse - s[label]
 }
 
 /// The reference backend (`T = f64`, `X = Y = Vec<f64>`, through [`HostBuffers`]).
@@ -147,41 +218,126 @@ impl<'a> HypercleanReference<'a> {
         s * (1.0 - s) / self.data.n_train() as f64
     }
 
-    /// `Vᵀu + v_b` for a `y`-shaped `v`.
-    fn logits(&self, u: &[f32], v: &[f64]) -> Vec<f64> {
-        let (d, c) = (self.data.dim, self.data.classes);
-        (0..c)
-            .map(|k| v[d * c + k] + (0..d).map(|j| f64::from(u[j]) * v[j * c + k]).sum::<f64>())
-            .collect()
-    }
-
-    fn max(s: &[f64]) -> f64 {
-        s.iter().copied().fold(f64::NEG_INFINITY, f64::max)
-    }
-
-    fn softmax(s: &[f64]) -> Vec<f64> {
-        let m = Self::max(s);
-        let e: Vec<f64> = s.iter().map(|&v| libm::exp(v - m)).collect();
-        let z: f64 = e.iter().sum();
-        e.iter().map(|v| v / z).collect()
-    }
-
-    /// `CE = log Σ_k e^{s_k} − s_label`.
-    fn ce(s: &[f64], label: usize) -> f64 {
-        let m = Self::max(s);
-        let lse = m + libm::log(s.iter().map(|&v| libm::exp(v - m)).sum::<f64>());
-        lse - s[label]
-    }
-
-    /// `out += w·ũ rᵀ` with `ũ = [u; 1]` (a rank-one update of a `y`-shaped buffer).
-    fn add_outer(&self, u: &[f32], r: &[f64], w: f64, out: &mut [f64]) {
-        let (d, c) = (self.data.dim, self.data.classes);
-        for k in 0..c {
-            for j in 0..d {
-                out[j * c + k] += w * f64::from(u[j]) * r[k];
-            }
-            out[d * c + k] += w * r[k];
+    /// One sample through the classifier at `y`.
+    fn forward(&self, u: &[f32], y: &[f64]) -> Pass {
+        let (h, c) = (self.data.hidden, self.data.classes);
+        let l = self.data.layout();
+        if h == 0 {
+            let s = affine(
+                u.iter().map(|&v| f64::from(v)),
+                &y[l.w1..l.b1],
+                &y[l.b2..],
+                c,
+            );
+            return Pass {
+                a: Vec::new(),
+                h: Vec::new(),
+                s,
+            };
         }
+        let a = affine(
+            u.iter().map(|&v| f64::from(v)),
+            &y[l.w1..l.b1],
+            &y[l.b1..l.w2],
+            h,
+        );
+        let hid: Vec<f64> = a.iter().map(|&v| v.max(0.0)).collect();
+        let s = affine(hid.iter().copied(), &y[l.w2..l.b2], &y[l.b2..], c);
+        debug_assert_eq!(y.len(), l.b2 + c);
+        Pass { a, h: hid, s }
+    }
+
+    /// The derivative of the pass at `y` along `v` (the forward tangent, R-operator):
+    /// `(Ra, Rs)`, `Ra` empty for softmax regression.
+    fn tangent(&self, u: &[f32], y: &[f64], pass: &Pass, v: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let (h, c) = (self.data.hidden, self.data.classes);
+        let l = self.data.layout();
+        let uf = || u.iter().map(|&x| f64::from(x));
+        if h == 0 {
+            return (Vec::new(), affine(uf(), &v[l.w1..l.b1], &v[l.b2..], c));
+        }
+        let ra = affine(uf(), &v[l.w1..l.b1], &v[l.b1..l.w2], h);
+        let rh: Vec<f64> = ra
+            .iter()
+            .zip(&pass.a)
+            .map(|(r, a)| relu_mask(*a) * r)
+            .collect();
+        // Rs = W₂ᵀRh + V₂ᵀh + v_b₂.
+        let mut rs = affine(rh.iter().copied(), &y[l.w2..l.b2], &v[l.b2..], c);
+        let vh = affine(pass.h.iter().copied(), &v[l.w2..l.b2], &[0.0; 0], c);
+        for (r, x) in rs.iter_mut().zip(vh) {
+            *r += x;
+        }
+        (ra, rs)
+    }
+
+    /// `out += w·J_y(s)ᵀ g`: back-propagation of a logit-space vector `g` through the pass.
+    fn add_backprop(&self, u: &[f32], y: &[f64], pass: &Pass, g: &[f64], w: f64, out: &mut [f64]) {
+        let (h, c) = (self.data.hidden, self.data.classes);
+        let l = self.data.layout();
+        if h == 0 {
+            add_outer(u.iter().map(|&x| f64::from(x)), g, w, &mut out[l.w1..l.b1]);
+            add_scaled(g, w, &mut out[l.b2..]);
+            return;
+        }
+        add_outer(pass.h.iter().copied(), g, w, &mut out[l.w2..l.b2]);
+        add_scaled(g, w, &mut out[l.b2..]);
+        // g_a = (W₂g) ⊙ 1[a > 0].
+        let ga: Vec<f64> = (0..h)
+            .map(|j| relu_mask(pass.a[j]) * (0..c).map(|k| y[l.w2 + j * c + k] * g[k]).sum::<f64>())
+            .collect();
+        add_outer(
+            u.iter().map(|&x| f64::from(x)),
+            &ga,
+            w,
+            &mut out[l.w1..l.b1],
+        );
+        add_scaled(&ga, w, &mut out[l.b1..l.w2]);
+    }
+
+    /// `out += w·∇²_{yy} CE(y; u, ·)·v` for the sample with label `label`: the Gauss–Newton
+    /// part `J_yᵀ (∇²_s CE) J_y v`, plus (with a hidden layer) `Σ_k (p − e)_k ∇²_y s_k · v`,
+    /// the derivative of back-propagation with `g = p − e` held fixed (ReLU has no second
+    /// derivative almost everywhere).
+    fn add_hvp_sample(
+        &self,
+        u: &[f32],
+        label: usize,
+        y: &[f64],
+        v: &[f64],
+        w: f64,
+        out: &mut [f64],
+    ) {
+        let pass = self.forward(u, y);
+        let (ra, rs) = self.tangent(u, y, &pass, v);
+        let p = softmax(&pass.s);
+        let prs: f64 = p.iter().zip(&rs).map(|(p, t)| p * t).sum();
+        let r: Vec<f64> = p.iter().zip(&rs).map(|(p, t)| p * t - p * prs).collect();
+        self.add_backprop(u, y, &pass, &r, w, out);
+        let (h, c) = (self.data.hidden, self.data.classes);
+        if h == 0 {
+            return;
+        }
+        let l = self.data.layout();
+        let mut g = p;
+        g[label] -= 1.0;
+        // R(∇W₂) = Rh gᵀ; R(g_a) = (V₂g) ⊙ 1[a > 0] → R(∇W₁) = u R(g_a)ᵀ, R(∇b₁) = R(g_a).
+        let rh: Vec<f64> = ra
+            .iter()
+            .zip(&pass.a)
+            .map(|(r, a)| relu_mask(*a) * r)
+            .collect();
+        add_outer(rh.iter().copied(), &g, w, &mut out[l.w2..l.b2]);
+        let rga: Vec<f64> = (0..h)
+            .map(|j| relu_mask(pass.a[j]) * (0..c).map(|k| v[l.w2 + j * c + k] * g[k]).sum::<f64>())
+            .collect();
+        add_outer(
+            u.iter().map(|&x| f64::from(x)),
+            &rga,
+            w,
+            &mut out[l.w1..l.b1],
+        );
+        add_scaled(&rga, w, &mut out[l.b1..l.w2]);
     }
 
     /// `out += w·Σ ω_i ∇_y CE_i` over `set`; returns `Σ ω_i CE_i`.
@@ -190,11 +346,11 @@ impl<'a> HypercleanReference<'a> {
         for i in 0..self.len(set) {
             let (u, label) = self.sample(set, i);
             let om = self.omega(set, x, i);
-            let s = self.logits(u, y);
-            loss += om * Self::ce(&s, label);
-            let mut g = Self::softmax(&s);
+            let pass = self.forward(u, y);
+            loss += om * ce(&pass.s, label);
+            let mut g = softmax(&pass.s);
             g[label] -= 1.0;
-            self.add_outer(u, &g, w * om, out);
+            self.add_backprop(u, y, &pass, &g, w * om, out);
         }
         loss
     }
@@ -202,34 +358,45 @@ impl<'a> HypercleanReference<'a> {
     /// `out += w·Σ ω_i ∇²_{yy} CE_i · v` over `set`.
     fn add_hvp(&self, set: Set, x: &[f64], w: f64, y: &[f64], v: &[f64], out: &mut [f64]) {
         for i in 0..self.len(set) {
-            let (u, _) = self.sample(set, i);
-            let p = Self::softmax(&self.logits(u, y));
-            let t = self.logits(u, v);
-            let pt: f64 = p.iter().zip(&t).map(|(p, t)| p * t).sum();
-            let r: Vec<f64> = p.iter().zip(&t).map(|(p, t)| p * t - p * pt).collect();
-            self.add_outer(u, &r, w * self.omega(set, x, i), out);
+            let (u, label) = self.sample(set, i);
+            self.add_hvp_sample(u, label, y, v, w * self.omega(set, x, i), out);
         }
     }
 
-    /// `gx_i += scale·σ'(x_i)/n_tr·⟨p_i − e_i, t_i⟩` with `t_i = Vᵀu_i + v_b`: adds
-    /// `scale·(∂²_{xy} f)ᵀ·v`.
+    /// `gx_i += scale·σ'(x_i)/n_tr·⟨p_i − e_i, Rs_i⟩` with `Rs_i` the derivative of the
+    /// logits along `v`: adds `scale·(∂²_{xy} f)ᵀ·v`.
     fn add_mixed(&self, x: &[f64], y: &[f64], v: &[f64], scale: f64, gx: &mut [f64]) {
         for i in 0..self.data.n_train() {
             let (u, label) = self.sample(Set::Train, i);
-            let p = Self::softmax(&self.logits(u, y));
-            let t = self.logits(u, v);
+            let pass = self.forward(u, y);
+            let p = softmax(&pass.s);
+            let (_, t) = self.tangent(u, y, &pass, v);
             let pt: f64 = p.iter().zip(&t).map(|(p, t)| p * t).sum();
             gx[i] += scale * self.dsigma(x, i) * (pt - t[label]);
         }
     }
 
-    /// `out += w·2λW` for a `y`-shaped `v = (W, b)` (`b` is not regularised).
+    /// `out += w·2λW` over the weight matrices of a `y`-shaped `v` (biases are not
+    /// regularised).
     fn add_reg(&self, w: f64, v: &[f64], out: &mut [f64]) {
-        let dc = self.data.dim * self.data.classes;
         let lam = self.lambda();
-        for j in 0..dc {
-            out[j] += w * 2.0 * lam * v[j];
+        for r in self.data.layout().weights() {
+            for j in r {
+                out[j] += w * 2.0 * lam * v[j];
+            }
         }
+    }
+
+    /// `λ‖W‖²` over the weight matrices of `y`.
+    fn reg(&self, y: &[f64]) -> f64 {
+        let sq: f64 = self
+            .data
+            .layout()
+            .weights()
+            .into_iter()
+            .map(|r| y[r].iter().map(|w| w * w).sum::<f64>())
+            .sum();
+        self.lambda() * sq
     }
 
     /// `f(x, y) = (1/n_tr) Σ_i σ(x_i)·CE_i`.
@@ -237,7 +404,7 @@ impl<'a> HypercleanReference<'a> {
         (0..self.data.n_train())
             .map(|i| {
                 let (u, label) = self.sample(Set::Train, i);
-                self.omega(Set::Train, x, i) * Self::ce(&self.logits(u, y), label)
+                self.omega(Set::Train, x, i) * ce(&self.forward(u, y).s, label)
             })
             .sum()
     }
@@ -247,11 +414,10 @@ impl<'a> HypercleanReference<'a> {
         let ce: f64 = (0..self.data.n_val())
             .map(|i| {
                 let (u, label) = self.sample(Set::Val, i);
-                self.omega(Set::Val, &[], i) * Self::ce(&self.logits(u, y), label)
+                self.omega(Set::Val, &[], i) * ce(&self.forward(u, y).s, label)
             })
             .sum();
-        let dc = self.data.dim * self.data.classes;
-        ce + self.lambda() * y[..dc].iter().map(|w| w * w).sum::<f64>()
+        ce + self.reg(y)
     }
 
     /// `out ← ∇_y f(x, y)`.
@@ -265,8 +431,7 @@ impl<'a> HypercleanReference<'a> {
         out.fill(0.0);
         let ce = self.add_grad(Set::Val, &[], 1.0, y, out);
         self.add_reg(1.0, y, out);
-        let dc = self.data.dim * self.data.classes;
-        ce + self.lambda() * y[..dc].iter().map(|w| w * w).sum::<f64>()
+        ce + self.reg(y)
     }
 }
 
@@ -343,7 +508,7 @@ impl LowerHessian for HypercleanReference<'_> {
     fn lower_grad_x(&mut self, x: &V, y: &V, scale: f64, gx: &mut V) -> Io {
         for i in 0..self.data.n_train() {
             let (u, label) = self.sample(Set::Train, i);
-            let ce = Self::ce(&self.logits(u, y), label);
+            let ce = ce(&self.forward(u, y).s, label);
             gx[i] += scale * self.dsigma(x, i) * ce;
         }
         Ok(())

@@ -137,6 +137,9 @@ impl HypercleanCpu {
     /// `Portable` where this machine or `c` does not allow it.
     pub fn with_kernels(data: &HypercleanData<'_>, kern: Kernels) -> Result<Self, String> {
         data.validate().map_err(str::to_string)?;
+        if data.hidden != 0 {
+            return Err("this backend computes softmax regression (hidden = 0) only".into());
+        }
         let train = Packed::ordered(data.train_x, data.train_labels, data.dim)?;
         let val = Packed::ordered(data.val_x, data.val_labels, data.dim)?;
         let kern = if kern == Kernels::Avx2 && Kernels::detect(data.classes) != Kernels::Avx2 {
