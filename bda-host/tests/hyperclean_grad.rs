@@ -111,15 +111,26 @@ fn f32v(v: &[f64]) -> Vec<f32> {
 }
 
 fn check_primitives(classes: usize, kern: Kernels) {
+    check_primitives_hidden(classes, kern, 0);
+}
+
+fn check_primitives_hidden(classes: usize, kern: Kernels, hidden: usize) {
     for background in [false, true] {
-        check_primitives_cache(classes, kern, true, background);
-        check_primitives_cache(classes, kern, false, background);
+        check_primitives_cache(classes, kern, true, background, hidden);
+        check_primitives_cache(classes, kern, false, background, hidden);
     }
 }
 
-fn check_primitives_cache(classes: usize, kern: Kernels, cache: bool, background: bool) {
-    // > 1 chunk of 256 samples and a partial group of 8
-    let mut h = HostData::synthetic(301, 45, 5, 19, classes, 0.5, 11 + classes as u64);
+fn check_primitives_cache(
+    classes: usize,
+    kern: Kernels,
+    cache: bool,
+    background: bool,
+    hidden: usize,
+) {
+    // > 1 chunk of 256 samples (of 128 rows for the network) and a partial group of 8
+    let mut h =
+        HostData::synthetic(301, 45, 5, 19, classes, 0.5, 11 + classes as u64).with_hidden(hidden);
     if background {
         h = with_background(h);
     }
@@ -247,8 +258,25 @@ fn fast_backend_matches_reference_portable() {
 }
 
 #[test]
+fn mlp_backend_matches_reference() {
+    // Both kernel choices: the network's passes do not use them, the packing does.
+    check_primitives_hidden(10, Kernels::Portable, 7);
+    check_primitives_hidden(3, Kernels::Avx2, 4);
+}
+
+#[test]
 fn fast_backend_is_deterministic_across_thread_counts() {
-    let h = with_background(HostData::synthetic(700, 300, 5, 31, 10, 0.5, 21));
+    deterministic_across_thread_counts(0);
+}
+
+#[test]
+fn mlp_backend_is_deterministic_across_thread_counts() {
+    // 700 rows: 6 chunks of 128; 300 pixels: 6 blocks of ∇W₁'s rows.
+    deterministic_across_thread_counts(6);
+}
+
+fn deterministic_across_thread_counts(hidden: usize) {
+    let h = with_background(HostData::synthetic(700, 300, 5, 31, 10, 0.5, 21)).with_hidden(hidden);
     let p = problem(&h, 1e-3);
     let mut rng = ChaCha8Rng::seed_from_u64(22);
     let x = f32v(&randn(h.train.labels.len(), 2.0, &mut rng));

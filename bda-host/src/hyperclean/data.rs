@@ -24,6 +24,9 @@ pub struct HostData {
     pub test: Subset,
     /// Which training labels were corrupted.
     pub corrupted: Vec<bool>,
+    /// Hidden ReLU units of the classifier fitted to these data (0: softmax regression);
+    /// see [`HostData::with_hidden`].
+    pub hidden: usize,
 }
 
 impl HostData {
@@ -32,7 +35,7 @@ impl HostData {
         HypercleanData {
             dim: self.train.dim,
             classes: self.classes,
-            hidden: 0,
+            hidden: self.hidden,
             train_x: &self.train.x,
             train_labels: &self.train.labels,
             val_x: &self.val.x,
@@ -41,9 +44,15 @@ impl HostData {
         }
     }
 
-    /// `y` buffers' length, `(d + 1)·c`.
+    /// `y` buffers' length, `(d + 1)·c`, or `(d + 1)·H + (H + 1)·c` with a hidden layer.
     pub fn y_len(&self) -> usize {
-        (self.train.dim + 1) * self.classes
+        self.problem(0.0).y_len()
+    }
+
+    /// The same data, fitted with a hidden layer of `hidden` ReLU units (0: softmax
+    /// regression).
+    pub fn with_hidden(self, hidden: usize) -> Self {
+        HostData { hidden, ..self }
     }
 
     /// A random instance with pixel values `q/255` and `noise` of the training labels
@@ -91,6 +100,7 @@ impl HostData {
             val,
             test,
             corrupted,
+            hidden: 0,
         }
     }
 
@@ -114,6 +124,7 @@ impl HostData {
             val: split.val,
             test: split.test,
             corrupted: split.corrupted,
+            hidden: 0,
         })
     }
 }

@@ -38,6 +38,12 @@ impl Backend for HypercleanCpu {
         if s.val_ok {
             d.val.clone_from(&s.val);
         }
+        if s.train_ok && !s.train_dense.is_empty() {
+            d.train_dense.clone_from(&s.train_dense);
+        }
+        if s.val_ok && !s.val_dense.is_empty() {
+            d.val_dense.clone_from(&s.val_dense);
+        }
         Ok(())
     }
     fn axpy_y(&mut self, a: f32, v: &CpuY, y: &mut CpuY) -> Result<(), String> {
@@ -126,11 +132,10 @@ impl StepAdjoint for HypercleanCpu {
             self.hess_pass(Which::Val, y, &a.v, true);
             let ylen = self.ylen();
             reduce_into(&self.scratch.partial, ylen, &mut self.gu);
-            let dc = self.d * self.c;
+            let mut gu = std::mem::take(&mut self.gu);
+            self.add_regulariser(&a.v, &mut gu);
+            self.gu = gu;
             let a = a.as_mut_slice();
-            for j in 0..dc {
-                self.gu[j] += 2.0 * self.lambda * a[j];
-            }
             for i in 0..a.len() {
                 a[i] -= w_u * self.gu[i] + w_l * self.gf[i];
             }

@@ -23,6 +23,9 @@
 //! scatter of `ω_i (p_i − e_i)`) or a *Hessian pass* (logits of `y` and of the direction,
 //! scatter of `ω_i r_i`, and the per-sample mixed term `⟨p_i − e_i, t_i⟩` for free). The
 //! formulas are those of [`bda_kernel::hyperclean::HypercleanReference`].
+//!
+//! With a hidden layer ([`HypercleanData::hidden`] > 0) the passes are those of [`mlp`]:
+//! the same bookkeeping (packed order, weights, per-sample outputs), GEMMs on dense rows.
 
 // Lane loops index several arrays in lockstep (the shape of the SIMD code they become).
 #![allow(clippy::needless_range_loop)]
@@ -36,16 +39,22 @@ use super::simd::Kernels;
 use pass::{Pass, Scratch, reduce_into, run_pass};
 
 mod backend;
+pub mod mlp;
 pub mod pass;
 
-/// Softmax outputs of one `y` on the training and validation sets, kept with the buffer
-/// so that the reverse pass and CG reuse what the forward pass computed.
+/// Softmax outputs of one `y` on the training and validation sets (and, for the network,
+/// its hidden pre-activations), kept with the buffer so that the reverse pass and CG reuse
+/// what the forward pass computed.
 #[derive(Clone, Debug, Default)]
 struct ProbCache {
     train_ok: bool,
     val_ok: bool,
+    /// Softmax regression: `p_i` in lanes.
     train: Vec<Lane>,
     val: Vec<Lane>,
+    /// The network: `A` then `P` per row ([`mlp::Net::cache_len`]).
+    train_dense: Vec<f32>,
+    val_dense: Vec<f32>,
 }
 
 impl ProbCache {
@@ -56,6 +65,21 @@ impl ProbCache {
             Which::Val => (&mut self.val, &mut self.val_ok),
         }
     }
+    /// The network's cache of one set and whether it is valid.
+    fn dense_slot(&mut self, which: Which) -> (&mut Vec<f32>, &mut bool) {
+        match which {
+            Which::Train => (&mut self.train_dense, &mut self.train_ok),
+            Which::Val => (&mut self.val_dense, &mut self.val_ok),
+        }
+    }
+}
+
+/// The network's sets as dense rows, and its sizes.
+#[derive(Clone, Debug)]
+struct MlpSets {
+    net: mlp::Net,
+    train: mlp::DenseSet,
+    val: mlp::DenseSet,
 }
 
 /// A `y` buffer of the CPU backend: the values `(W, b)` and the softmax outputs `p_i(y)`
@@ -105,7 +129,6 @@ enum Which {
 /// The fast CPU backend (`T = f32`, `X = Vec<f32>`, `Y = `[`CpuY`]).
 #[derive(Clone, Debug)]
 pub struct HypercleanCpu {
-    d: usize,
     c: usize,
     lambda: f32,
     kern: Kernels,
@@ -124,6 +147,14 @@ pub struct HypercleanCpu {
     omega_x: Vec<f32>,
     /// `σ'(x_i)/n_tr` in packed order.
     dsig_tr: Vec<f32>,
+    /// The network, when `hidden > 0`.
+    mlp: Option<MlpSets>,
+    /// The network's cache when the cache is off.
+    tmp_dense: Vec<f32>,
+    /// Length of a `y` buffer.
+    ylen: usize,
+    /// The ranges of `y` that `λ‖·‖²` regularises.
+    weights: [std::ops::Range<usize>; 2],
 }
 
 impl HypercleanCpu {
@@ -137,11 +168,13 @@ impl HypercleanCpu {
     /// `Portable` where this machine or `c` does not allow it.
     pub fn with_kernels(data: &HypercleanData<'_>, kern: Kernels) -> Result<Self, String> {
         data.validate().map_err(str::to_string)?;
-        if data.hidden != 0 {
-            return Err("this backend computes softmax regression (hidden = 0) only".into());
-        }
         let train = Packed::ordered(data.train_x, data.train_labels, data.dim)?;
         let val = Packed::ordered(data.val_x, data.val_labels, data.dim)?;
+        let mlp = (data.hidden > 0).then(|| MlpSets {
+            net: mlp::Net::of(data),
+            train: mlp::DenseSet::new(data.train_x, &train),
+            val: mlp::DenseSet::new(data.val_x, &val),
+        });
         let kern = if kern == Kernels::Avx2 && Kernels::detect(data.classes) != Kernels::Avx2 {
             Kernels::Portable
         } else {
@@ -152,7 +185,6 @@ impl HypercleanCpu {
         omega_val[..val.n].iter_mut().for_each(|o| *o = 1.0 / m);
         let ylen = data.y_len();
         Ok(HypercleanCpu {
-            d: data.dim,
             c: data.classes,
             lambda: data.lambda,
             kern,
@@ -167,6 +199,10 @@ impl HypercleanCpu {
             tmp_probs: Vec::new(),
             omega_x: Vec::new(),
             dsig_tr: Vec::new(),
+            mlp,
+            tmp_dense: Vec::new(),
+            ylen,
+            weights: data.layout().weights(),
         })
     }
 
@@ -187,7 +223,19 @@ impl HypercleanCpu {
     }
 
     fn ylen(&self) -> usize {
-        (self.d + 1) * self.c
+        self.ylen
+    }
+
+    /// `g += 2λ·v` on the weight matrices; returns `‖W‖²` of `v` (in `f64`).
+    fn add_regulariser(&self, v: &[f32], g: &mut [f32]) -> f64 {
+        let mut reg = 0.0f64;
+        for r in self.weights.clone() {
+            for j in r {
+                reg += f64::from(v[j]) * f64::from(v[j]);
+                g[j] += 2.0 * self.lambda * v[j];
+            }
+        }
+        reg
     }
 
     /// `ω_p = σ(x_i)/n_tr` and `σ'(x_i)/n_tr` at packed position `p` of sample `i`,
@@ -242,6 +290,27 @@ impl HypercleanCpu {
         };
         let writes = matches!(pass, Pass::Grad { .. });
         let mut cache = self.cache_probs.then(|| y.cache.borrow_mut());
+        if let Some(m) = &self.mlp {
+            let dense = match which {
+                Which::Train => &m.train,
+                Which::Val => &m.val,
+            };
+            let (buf, ok) = match cache.as_deref_mut() {
+                Some(cache) => {
+                    let (buf, ok) = cache.dense_slot(which);
+                    (buf, Some(ok))
+                }
+                None => (&mut self.tmp_dense, None),
+            };
+            if writes {
+                buf.resize(m.net.cache_len(dense.rows), 0.0);
+            }
+            mlp::run_pass(m.net, dense, omega, &y.v, pass, &mut self.scratch, buf);
+            if let (true, Some(ok)) = (writes, ok) {
+                *ok = true;
+            }
+            return;
+        }
         let (probs, ok) = match cache.as_deref_mut() {
             Some(cache) => {
                 let (probs, ok) = cache.slot(which);
@@ -287,13 +356,10 @@ impl HypercleanCpu {
         self.grad_pass(Which::Val, y, true, true);
         let ylen = self.ylen();
         reduce_into(&self.scratch.partial, ylen, &mut self.gu);
-        let dc = self.d * self.c;
         let mut loss: f64 = self.scratch.chunk_loss.iter().sum();
-        let mut reg = 0.0f64;
-        for j in 0..dc {
-            reg += f64::from(y.v[j]) * f64::from(y.v[j]);
-            self.gu[j] += 2.0 * self.lambda * y.v[j];
-        }
+        let mut gu = std::mem::take(&mut self.gu);
+        let reg = self.add_regulariser(&y.v, &mut gu);
+        self.gu = gu;
         loss += f64::from(self.lambda) * reg;
         loss as f32
     }

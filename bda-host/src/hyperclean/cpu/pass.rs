@@ -27,6 +27,10 @@ pub(super) struct Scratch {
     pub(super) partial: Vec<f32>,
     pub(super) chunk_loss: Vec<f64>,
     pub(super) sample: Vec<f32>,
+    /// The network: `G_a` (or `R G_a`) per row, `rows × H`.
+    pub(super) ga: Vec<f32>,
+    /// The network: per-chunk partials of `b₁`, `W₂`, `b₂`.
+    pub(super) thin_part: Vec<f32>,
 }
 
 /// Run `pass` over `set` with per-sample weights `omega` (zero on padding); fills

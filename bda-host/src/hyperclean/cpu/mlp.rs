@@ -1,0 +1,427 @@
+//! The passes of the 784-300-10 network (`HypercleanData::hidden > 0`): the same products as
+//! [`super::pass`] for softmax regression, written as GEMMs over dense `f32` rows.
+//!
+//! A set is kept as dense rows in the packed order of its [`Packed`] twin (padded to whole
+//! groups with zero rows of weight 0), so that the sample weights, the per-sample outputs
+//! and the mixed term line up with the linear model's bookkeeping.
+//!
+//! # Products (rows `U`, `n × d`; `W₁`, `d × H`; `W₂`, `H × c`)
+//!
+//! * forward: `A = U·W₁ + b₁`, `S = relu(A)·W₂ + b₂`, `P = softmax(S)`; `A` and `P` are the
+//!   per-set cache of a `y` buffer (the Hessian passes of the reverse sweep reuse them);
+//! * gradient: `G = ω ⊙ (P − E)`, `∇W₂ = relu(A)ᵀG`, `G_a = (G·W₂ᵀ) ⊙ 1[A > 0]`,
+//!   `∇W₁ = Uᵀ·G_a`;
+//! * Hessian in direction `v` (the R-operator, as [`HypercleanReference`]): tangent
+//!   `R_a = U·V₁ + v_{b₁}`, `R_h = R_a ⊙ 1[A > 0]`, `T = R_h·W₂ + relu(A)·V₂ + v_{b₂}`;
+//!   `R = ω ⊙ (P ⊙ T − P·⟨P, T⟩)`; `∇W₂ ← relu(A)ᵀR + R_hᵀG`,
+//!   `R G_a = (R·W₂ᵀ + G·V₂ᵀ) ⊙ 1[A > 0]`, `∇W₁ ← Uᵀ·R G_a`; per sample `⟨p − e, t⟩`.
+//!
+//! The two `n × d × H` products of each pass are `U·W₁` (or `U·V₁`) and `Uᵀ·G_a`; the rest is
+//! `H·c`-thin. Rows are cut into chunks of [`ROWS`] (the forward product and everything
+//! thin, one partial of the small blocks per chunk, summed in chunk order) and `Uᵀ·G_a` into
+//! blocks of [`PIXELS`] output rows (each a full sum over the samples): both cuts are fixed,
+//! so results do not depend on the thread count.
+//!
+//! [`HypercleanReference`]: bda_kernel::hyperclean::HypercleanReference
+
+// Row loops index several arrays in lockstep.
+#![allow(clippy::needless_range_loop)]
+
+use bda_kernel::hyperclean::{HypercleanData, Layout};
+use rayon::prelude::*;
+
+use super::pass::{Pass, Scratch};
+use crate::hyperclean::packed::Packed;
+use crate::linalg::gemm;
+
+/// Rows per chunk of the forward products.
+pub const ROWS: usize = 128;
+/// Output rows (pixels) per block of `∇W₁ = Uᵀ·G_a`.
+pub const PIXELS: usize = 56;
+
+/// A set as dense rows in the packed order of its [`Packed`] twin.
+#[derive(Clone, Debug)]
+pub struct DenseSet {
+    /// Rows including padding (`Packed::padded`).
+    pub rows: usize,
+    /// Features.
+    pub dim: usize,
+    /// `rows × dim` features; padding rows are zero.
+    pub u: Vec<f32>,
+    /// Labels per row (0 on padding).
+    pub labels: Vec<u8>,
+}
+
+impl DenseSet {
+    /// The rows of `x` (`n × dim`, original order) in the order of `packed`.
+    pub fn new(x: &[f32], packed: &Packed) -> Self {
+        let (rows, dim) = (packed.padded(), packed.dim);
+        let mut u = vec![0.0f32; rows * dim];
+        for (p, &i) in packed.order.iter().enumerate() {
+            let i = i as usize;
+            u[p * dim..(p + 1) * dim].copy_from_slice(&x[i * dim..(i + 1) * dim]);
+        }
+        DenseSet {
+            rows,
+            dim,
+            u,
+            labels: packed.packed_labels.clone(),
+        }
+    }
+}
+
+/// The network's sizes and where its blocks lie in a `y` buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct Net {
+    /// Features `d`.
+    pub d: usize,
+    /// Hidden units `H`.
+    pub h: usize,
+    /// Classes `c`.
+    pub c: usize,
+    /// Blocks of `y`.
+    pub layout: Layout,
+}
+
+impl Net {
+    /// The network of `data` (`data.hidden > 0`).
+    pub fn of(data: &HypercleanData<'_>) -> Self {
+        Net {
+            d: data.dim,
+            h: data.hidden,
+            c: data.classes,
+            layout: data.layout(),
+        }
+    }
+    /// Length of a `y` buffer.
+    pub fn y_len(&self) -> usize {
+        self.layout.b2 + self.c
+    }
+    /// Floats of a set's cache (`A` then `P`) for `rows` rows.
+    pub fn cache_len(&self, rows: usize) -> usize {
+        rows * (self.h + self.c)
+    }
+    /// Length of a chunk's partial of the thin blocks: `b₁`, `W₂`, `b₂` (contiguous in `y`).
+    fn thin_len(&self) -> usize {
+        self.y_len() - self.layout.b1
+    }
+    fn w1<'a>(&self, y: &'a [f32]) -> &'a [f32] {
+        &y[self.layout.w1..self.layout.b1]
+    }
+    fn b1<'a>(&self, y: &'a [f32]) -> &'a [f32] {
+        &y[self.layout.b1..self.layout.w2]
+    }
+    fn w2<'a>(&self, y: &'a [f32]) -> &'a [f32] {
+        &y[self.layout.w2..self.layout.b2]
+    }
+    fn b2<'a>(&self, y: &'a [f32]) -> &'a [f32] {
+        &y[self.layout.b2..]
+    }
+}
+
+/// Run `pass` over `set` with per-row weights `omega` (zero on padding). Fills
+/// `scratch.partial[..y_len]` with the gradient or Hessian product (when the pass asks for
+/// it), `scratch.chunk_loss[chunk]`, `scratch.sample[row]`.
+///
+/// `cache` (`Net::cache_len(rows)` floats: `A` then `P`) holds the forward pass of `y`: a
+/// gradient pass writes it, a Hessian pass reads it.
+pub(super) fn run_pass(
+    net: Net,
+    set: &DenseSet,
+    omega: &[f32],
+    y: &[f32],
+    pass: Pass<'_>,
+    scratch: &mut Scratch,
+    cache: &mut [f32],
+) {
+    let (h, c, rows) = (net.h, net.c, set.rows);
+    assert_eq!(cache.len(), net.cache_len(rows));
+    let nch = rows.div_ceil(ROWS);
+    let thin = net.thin_len();
+    let ylen = net.y_len();
+    let want_grad = match pass {
+        Pass::Grad { grad, .. } | Pass::Hess { grad, .. } => grad,
+    };
+    scratch.partial.resize(ylen, 0.0);
+    scratch.chunk_loss.resize(nch, 0.0);
+    scratch.sample.resize(rows, 0.0);
+    scratch.ga.resize(rows * h, 0.0);
+    let (act, probs) = cache.split_at_mut(rows * h);
+    // The chunk partials of the thin blocks go to `thin_part` and are summed into
+    // `partial` afterwards; the W₁ block is written straight into `partial`.
+    scratch.thin_part.resize(nch * thin, 0.0);
+    act.par_chunks_mut(ROWS * h)
+        .zip(probs.par_chunks_mut(ROWS * c))
+        .zip(scratch.ga.par_chunks_mut(ROWS * h))
+        .zip(scratch.sample.par_chunks_mut(ROWS))
+        .zip(scratch.thin_part.par_chunks_mut(thin))
+        .zip(scratch.chunk_loss.par_iter_mut())
+        .enumerate()
+        .for_each(|(ch, (((((a, p), ga), sample), part), loss))| {
+            let r0 = ch * ROWS;
+            let m = a.len() / h;
+            let rows = Rows {
+                net,
+                u: &set.u[r0 * set.dim..(r0 + m) * set.dim],
+                labels: &set.labels[r0..r0 + m],
+                omega: &omega[r0..r0 + m],
+                m,
+            };
+            match pass {
+                Pass::Grad {
+                    grad,
+                    loss: want_loss,
+                } => {
+                    *loss = rows.forward(y, a, p, want_loss.then_some(sample));
+                    if grad {
+                        rows.backward(y, a, p, ga, part);
+                    }
+                }
+                Pass::Hess { v, grad } => rows.hessian(y, v, a, p, grad, ga, sample, part),
+            }
+        });
+    if !want_grad {
+        return;
+    }
+    let out = &mut scratch.partial[..ylen];
+    // Thin blocks: the chunk partials in chunk order.
+    let tail = &mut out[net.layout.b1..];
+    tail.fill(0.0);
+    for p in scratch.thin_part.chunks_exact(thin) {
+        tail.iter_mut().zip(p).for_each(|(o, v)| *o += v);
+    }
+    // ∇W₁ = Uᵀ·G_a, one block of output rows (pixels) per task.
+    let d = set.dim;
+    let (u, ga) = (&set.u, &scratch.ga);
+    out[net.layout.w1..net.layout.b1]
+        .par_chunks_mut(PIXELS * h)
+        .enumerate()
+        .for_each(|(blk, w1)| {
+            let j0 = blk * PIXELS;
+            let mb = w1.len() / h;
+            gemm(mb, rows, h, 1.0, &u[j0..], 1, d, ga, h, 1, 0.0, w1, h, 1);
+        });
+}
+
+/// The rows of one chunk and what they need.
+struct Rows<'a> {
+    net: Net,
+    u: &'a [f32],
+    labels: &'a [u8],
+    omega: &'a [f32],
+    m: usize,
+}
+
+impl Rows<'_> {
+    /// `A = U·W₁ + b₁` into `a`, `P = softmax(relu(A)·W₂ + b₂)` into `p`; with `ce`, the
+    /// per-row `CE_i` into it and `Σ ω_i CE_i` returned (else 0).
+    fn forward(&self, y: &[f32], a: &mut [f32], p: &mut [f32], ce: Option<&mut [f32]>) -> f64 {
+        let Net { d, h, c, .. } = self.net;
+        let m = self.m;
+        bias_rows(a, self.net.b1(y));
+        gemm(
+            m,
+            d,
+            h,
+            1.0,
+            self.u,
+            d,
+            1,
+            self.net.w1(y),
+            h,
+            1,
+            1.0,
+            a,
+            h,
+            1,
+        );
+        let hid = relu(a);
+        bias_rows(p, self.net.b2(y));
+        gemm(m, h, c, 1.0, &hid, h, 1, self.net.w2(y), c, 1, 1.0, p, c, 1);
+        let mut sum = 0.0f64;
+        match ce {
+            Some(ce) => {
+                for (i, row) in p.chunks_exact_mut(c).enumerate() {
+                    // CE = log Σ_k e^{s_k} − s_label = m + ln z − s_label.
+                    let s_label = row[self.labels[i] as usize];
+                    let (mx, z) = softmax(row);
+                    ce[i] = mx + z.ln() - s_label;
+                    sum += f64::from(self.omega[i]) * f64::from(ce[i]);
+                }
+            }
+            None => p.chunks_exact_mut(c).for_each(|row| {
+                softmax(row);
+            }),
+        }
+        sum
+    }
+
+    /// `G = ω(P − E)`.
+    fn residual(&self, p: &[f32]) -> Vec<f32> {
+        let c = self.net.c;
+        let mut g = p.to_vec();
+        for (i, row) in g.chunks_exact_mut(c).enumerate() {
+            row[self.labels[i] as usize] -= 1.0;
+            row.iter_mut().for_each(|v| *v *= self.omega[i]);
+        }
+        g
+    }
+
+    /// The gradient's thin blocks into `part` (`b₁`, `W₂`, `b₂`) and `G_a` into `ga`.
+    fn backward(&self, y: &[f32], a: &[f32], p: &[f32], ga: &mut [f32], part: &mut [f32]) {
+        let Net { h, c, .. } = self.net;
+        let m = self.m;
+        let g = self.residual(p);
+        let hid = relu(a);
+        let (pb1, rest) = part.split_at_mut(h);
+        let (pw2, pb2) = rest.split_at_mut(h * c);
+        // ∇W₂ = relu(A)ᵀ·G, ∇b₂ = Σ G.
+        gemm(h, m, c, 1.0, &hid, 1, h, &g, c, 1, 0.0, pw2, c, 1);
+        col_sums(&g, c, pb2);
+        // G_a = (G·W₂ᵀ) ⊙ 1[A > 0], ∇b₁ = Σ G_a.
+        gemm(m, c, h, 1.0, &g, c, 1, self.net.w2(y), 1, c, 0.0, ga, h, 1);
+        mask(ga, a);
+        col_sums(ga, h, pb1);
+    }
+
+    /// A Hessian pass of the chunk in direction `v` (see the module docs).
+    #[allow(clippy::too_many_arguments)]
+    fn hessian(
+        &self,
+        y: &[f32],
+        v: &[f32],
+        a: &[f32],
+        p: &[f32],
+        grad: bool,
+        ga: &mut [f32],
+        sample: &mut [f32],
+        part: &mut [f32],
+    ) {
+        let Net { d, h, c, .. } = self.net;
+        let m = self.m;
+        let net = self.net;
+        // R_h = (U·V₁ + v_b₁) ⊙ 1[A > 0].
+        let mut rh = vec![0.0f32; m * h];
+        bias_rows(&mut rh, net.b1(v));
+        gemm(
+            m,
+            d,
+            h,
+            1.0,
+            self.u,
+            d,
+            1,
+            net.w1(v),
+            h,
+            1,
+            1.0,
+            &mut rh,
+            h,
+            1,
+        );
+        mask(&mut rh, a);
+        // T = R_h·W₂ + relu(A)·V₂ + v_b₂.
+        let hid = relu(a);
+        let mut t = vec![0.0f32; m * c];
+        bias_rows(&mut t, net.b2(v));
+        gemm(m, h, c, 1.0, &rh, h, 1, net.w2(y), c, 1, 1.0, &mut t, c, 1);
+        gemm(m, h, c, 1.0, &hid, h, 1, net.w2(v), c, 1, 1.0, &mut t, c, 1);
+        // ⟨p − e, t⟩ per row, and R = ω(P ⊙ T − P⟨P, T⟩) in place of T.
+        for i in 0..m {
+            let (pi, ti) = (&p[i * c..(i + 1) * c], &mut t[i * c..(i + 1) * c]);
+            let pt: f32 = pi.iter().zip(ti.iter()).map(|(p, t)| p * t).sum();
+            sample[i] = pt - ti[self.labels[i] as usize];
+            let w = self.omega[i];
+            ti.iter_mut()
+                .zip(pi)
+                .for_each(|(t, p)| *t = w * p * (*t - pt));
+        }
+        if !grad {
+            return;
+        }
+        let r = t;
+        let g = self.residual(p);
+        let (pb1, rest) = part.split_at_mut(h);
+        let (pw2, pb2) = rest.split_at_mut(h * c);
+        // ∇W₂ ← relu(A)ᵀR + R_hᵀG, ∇b₂ ← Σ R.
+        gemm(h, m, c, 1.0, &hid, 1, h, &r, c, 1, 0.0, pw2, c, 1);
+        gemm(h, m, c, 1.0, &rh, 1, h, &g, c, 1, 1.0, pw2, c, 1);
+        col_sums(&r, c, pb2);
+        // R G_a = (R·W₂ᵀ + G·V₂ᵀ) ⊙ 1[A > 0], ∇b₁ ← Σ R G_a.
+        gemm(m, c, h, 1.0, &r, c, 1, net.w2(y), 1, c, 0.0, ga, h, 1);
+        gemm(m, c, h, 1.0, &g, c, 1, net.w2(v), 1, c, 1.0, ga, h, 1);
+        mask(ga, a);
+        col_sums(ga, h, pb1);
+    }
+}
+
+/// Every row of `out` (row length `b.len()`) set to `b`.
+fn bias_rows(out: &mut [f32], b: &[f32]) {
+    for row in out.chunks_exact_mut(b.len()) {
+        row.copy_from_slice(b);
+    }
+}
+
+/// `relu(a)` in a new buffer.
+fn relu(a: &[f32]) -> Vec<f32> {
+    a.iter().map(|&v| v.max(0.0)).collect()
+}
+
+/// `g ← g ⊙ 1[a > 0]` (ReLU's derivative, 0 at the kink as PyTorch takes it).
+fn mask(g: &mut [f32], a: &[f32]) {
+    g.iter_mut().zip(a).for_each(|(g, &a)| {
+        if a <= 0.0 {
+            *g = 0.0
+        }
+    });
+}
+
+/// Column sums of the row-major `rows × n` matrix `g` into `out` (row order).
+fn col_sums(g: &[f32], n: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    for row in g.chunks_exact(n) {
+        out.iter_mut().zip(row).for_each(|(o, v)| *o += v);
+    }
+}
+
+/// `row ← softmax(row)` with the max shift; returns the shift and the normaliser.
+fn softmax(row: &mut [f32]) -> (f32, f32) {
+    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut z = 0.0f32;
+    row.iter_mut().for_each(|v| {
+        *v = (*v - m).exp();
+        z += *v;
+    });
+    row.iter_mut().for_each(|v| *v /= z);
+    (m, z)
+}
+
+/// Predicted classes of the `n × d` rows `x` by the network `y` (evaluation; dense, chunked).
+pub fn predict(net: Net, x: &[f32], y: &[f32]) -> Vec<u8> {
+    let Net { d, h, c, .. } = net;
+    let n = x.len() / d;
+    let mut out = vec![0u8; n];
+    out.par_chunks_mut(ROWS)
+        .enumerate()
+        .for_each(|(ch, labels)| {
+            let m = labels.len();
+            let u = &x[ch * ROWS * d..(ch * ROWS + m) * d];
+            let mut a = vec![0.0f32; m * h];
+            bias_rows(&mut a, net.b1(y));
+            gemm(m, d, h, 1.0, u, d, 1, net.w1(y), h, 1, 1.0, &mut a, h, 1);
+            let hid = relu(&a);
+            let mut s = vec![0.0f32; m * c];
+            bias_rows(&mut s, net.b2(y));
+            gemm(m, h, c, 1.0, &hid, h, 1, net.w2(y), c, 1, 1.0, &mut s, c, 1);
+            for (l, row) in labels.iter_mut().zip(s.chunks_exact(c)) {
+                let mut best = 0;
+                for k in 1..c {
+                    if row[k] > row[best] {
+                        best = k;
+                    }
+                }
+                *l = best as u8;
+            }
+        });
+    out
+}
