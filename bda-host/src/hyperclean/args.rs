@@ -9,6 +9,7 @@ use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
 use super::driver::{Row, TrainConfig};
+use super::init::Init;
 use crate::config::OutputArgs;
 use crate::device::PlaceArgs;
 use crate::error::CliError;
@@ -37,6 +38,47 @@ impl DatasetName {
         match self {
             DatasetName::FashionMnist => "/usr/share/datasets/fashion-mnist",
             DatasetName::Mnist => "/usr/share/datasets/mnist",
+        }
+    }
+}
+
+/// The classifier of the lower level.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Model {
+    /// Softmax regression `(W, b)`: the lower level is convex.
+    #[default]
+    Linear,
+    /// `d → H (ReLU) → c`, the authors' classifier (784-300-10): not convex.
+    Mlp,
+}
+
+/// Hidden units of `--model mlp` unless `--hidden` says otherwise (the authors' 300).
+pub const DEFAULT_HIDDEN: usize = 300;
+
+/// Sizes of the training and validation sets by protocol; the test set is the rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Split {
+    /// The journal's (Table 2): 5000 training, 5000 validation.
+    Journal,
+    /// The ICML paper's (Table 2, MNIST): 7000 training, 7000 validation.
+    Icml,
+}
+
+impl Split {
+    /// Name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Journal => "journal",
+            Split::Icml => "icml",
+        }
+    }
+    /// `(n_train, n_val)`.
+    pub fn sizes(self) -> (usize, usize) {
+        match self {
+            Split::Journal => (5000, 5000),
+            Split::Icml => (7000, 7000),
         }
     }
 }
@@ -79,6 +121,20 @@ pub struct HypercleanConfig {
     /// Row of Table 2: bda, rhg, trhg, ihg, obda, or the references noclean, oracle.
     #[arg(long, default_value = "bda")]
     pub method: Row,
+    /// Classifier: softmax regression, or the authors' ReLU network d → H → c.
+    #[arg(long, value_enum, default_value = "linear")]
+    #[serde(default)]
+    pub model: Model,
+    /// Hidden units of --model mlp [default: 300].
+    #[arg(long, value_name = "H")]
+    #[serde(default)]
+    pub hidden: Option<usize>,
+    /// The lower level's starting point: zero, or Xavier-uniform weights (zero biases)
+    /// re-drawn at every upper iteration from --seed [default: zero for linear, xavier
+    /// for mlp].
+    #[arg(long, value_enum)]
+    #[serde(default)]
+    pub init: Option<Init>,
     /// Lower-level steps K (O-BDA trains with 1 step per upper iteration and evaluates
     /// with K).
     #[arg(id = "K", long = "K", default_value_t = 50)]
@@ -130,12 +186,17 @@ pub struct HypercleanConfig {
     /// Upper-level iterations.
     #[arg(long, default_value_t = DEFAULT_UL_ITERS)]
     pub ul_iters: u32,
-    /// Training samples.
-    #[arg(long, default_value_t = 5000)]
-    pub n_train: usize,
-    /// Validation samples.
-    #[arg(long, default_value_t = 5000)]
-    pub n_val: usize,
+    /// Set sizes by protocol: journal (5000 / 5000 / rest) or icml (7000 / 7000 / rest);
+    /// --n-train and --n-val give them one by one [default: journal].
+    #[arg(long, value_enum, conflicts_with_all = ["n_train", "n_val"])]
+    #[serde(default)]
+    pub split: Option<Split>,
+    /// Training samples [default: 5000].
+    #[arg(long)]
+    pub n_train: Option<usize>,
+    /// Validation samples [default: 5000].
+    #[arg(long)]
+    pub n_val: Option<usize>,
     /// Fraction of training labels replaced by a different class.
     #[arg(long, default_value_t = 0.5)]
     pub noise: f64,
@@ -165,7 +226,12 @@ impl HypercleanConfig {
     /// what a report records and what runs.
     pub fn resolved(&self, state_bytes: usize) -> HypercleanConfig {
         let kept = self.method_config().build().map_or(0, |s| s.kept_steps());
+        let (n_train, n_val) = self.sizes();
         HypercleanConfig {
+            hidden: Some(self.hidden_units()),
+            init: Some(self.initial()),
+            n_train: Some(n_train),
+            n_val: Some(n_val),
             truncate: Some(self.method_config().effective_truncate()),
             su: Some(self.su.unwrap_or(self.ll_lr)),
             sl: Some(self.sl.unwrap_or(self.ll_lr)),
@@ -175,6 +241,28 @@ impl HypercleanConfig {
             ),
             ..self.clone()
         }
+    }
+
+    /// Hidden units of the classifier (0: softmax regression).
+    pub fn hidden_units(&self) -> usize {
+        match self.model {
+            Model::Linear => 0,
+            Model::Mlp => self.hidden.unwrap_or(DEFAULT_HIDDEN),
+        }
+    }
+
+    /// The starting point of the lower level.
+    pub fn initial(&self) -> Init {
+        self.init.unwrap_or(match self.model {
+            Model::Linear => Init::Zero,
+            Model::Mlp => Init::Xavier,
+        })
+    }
+
+    /// `(n_train, n_val)`: given one by one, or by the protocol.
+    pub fn sizes(&self) -> (usize, usize) {
+        let (t, v) = self.split.unwrap_or(Split::Journal).sizes();
+        (self.n_train.unwrap_or(t), self.n_val.unwrap_or(v))
     }
 
     /// The numbers of the method (the reference rows fit `y` like RHG).
@@ -224,6 +312,19 @@ impl HypercleanConfig {
                 self.noise
             )));
         }
+        match (self.model, self.hidden) {
+            (Model::Linear, Some(h)) if h > 0 => {
+                return Err(CliError::input(format!(
+                    "--hidden {h}: softmax regression has no hidden layer (add --model mlp)"
+                )));
+            }
+            (Model::Mlp, Some(0)) => {
+                return Err(CliError::input(
+                    "--hidden 0: --model mlp needs at least one hidden unit",
+                ));
+            }
+            _ => {}
+        }
         let method = self.method_config();
         method
             .build()
@@ -234,6 +335,8 @@ impl HypercleanConfig {
             optimizer: self.optimizer,
             ul_lr: self.ul_lr,
             ul_iters: self.ul_iters,
+            init: self.initial(),
+            seed: self.seed,
         })
     }
 }

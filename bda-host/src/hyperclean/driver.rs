@@ -13,6 +13,7 @@ use bda_kernel::backend::{
 use bda_kernel::{Method, Scalar};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::init::{Init, InitDraw};
 use crate::optim::{Optimizer, OptimizerKind};
 
 /// A row of the table: a hypergradient method, or a reference without upper level.
@@ -82,6 +83,10 @@ pub struct TrainConfig {
     pub ul_lr: f64,
     /// Upper-level iterations.
     pub ul_iters: u32,
+    /// The lower level's starting point.
+    pub init: Init,
+    /// Seed of its draws.
+    pub seed: u64,
 }
 
 impl TrainConfig {
@@ -105,6 +110,26 @@ pub struct IterRecord {
     pub val_acc: f64,
     /// Clean-detection macro-F1 of `x_t`, %.
     pub clean_f1: f64,
+    /// IHG: how its conjugate-gradient solve went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cg: Option<CgRecord>,
+}
+
+/// How one IHG conjugate-gradient solve went ([`bda_kernel::backend::CgReport`]).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct CgRecord {
+    /// Iterations run.
+    pub iters: u32,
+    /// `‖r‖/‖∇_y F‖` at the end.
+    pub relative_residual: f64,
+    /// The CG iteration (1-based) that met a direction of non-positive curvature
+    /// `pᵀHp ≤ 0` — possible when the lower level is not convex (`--model mlp`); CG stops
+    /// there and the hypergradient uses the solution so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub negative_curvature_at: Option<u32>,
+    /// `pᵀHp/pᵀp` of that direction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub curvature: Option<f64>,
 }
 
 /// What the loop hands back.
@@ -112,7 +137,7 @@ pub struct IterRecord {
 pub struct Trained {
     /// Final `x`.
     pub x: Vec<f64>,
-    /// `y_K(x)` at the final `x` (K steps of the row's dynamics from 0).
+    /// `y_K(x)` at the final `x` (K steps of the row's dynamics from `y₀`).
     pub y: Vec<f64>,
     /// Upper objective at the final `(x, y)`.
     pub ul_loss: f64,
@@ -182,12 +207,12 @@ fn to_host_y<B: Backend>(b: &mut B, y: &B::Y, len: usize) -> Result<Vec<f64>, B:
 }
 
 /// Run the row described by `cfg` from `x0` (the oracle passes its ±large weights, every
-/// other row zeros). `y_len` is the length of a `y` buffer.
+/// other row zeros); `init` draws each upper iteration's `y₀` (and knows `y`'s length).
 pub fn train<B>(
     b: &mut B,
     cfg: &TrainConfig,
     x0: &[f64],
-    y_len: usize,
+    init: &InitDraw,
     monitor: &mut dyn Monitor,
 ) -> Result<Trained, TrainError<B::Error>>
 where
@@ -204,7 +229,19 @@ where
     let mut hg = Hypergrad::new(b, spec).map_err(|err| TrainError::Method { ul_iter: 0, err })?;
     let mut x = b.new_x().map_err(at(0))?;
     let mut gx = b.new_x().map_err(at(0))?;
-    let y0 = b.new_y().map_err(at(0))?;
+    let y_len = init.y_len();
+    let mut y0 = b.new_y().map_err(at(0))?;
+    let mut y0_host = vec![0.0f64; y_len];
+    let mut y0_t = vec![t(0.0); y_len];
+    // `y₀` of upper iteration `it` into the backend's buffer (zero stays as allocated).
+    let mut start_at = |b: &mut B, y0: &mut B::Y, it: u32| -> Result<(), B::Error> {
+        if init.redrawn() {
+            init.draw(it, &mut y0_host);
+            y0_t.iter_mut().zip(&y0_host).for_each(|(d, &v)| *d = t(v));
+            b.upload_y(&y0_t, y0)?;
+        }
+        Ok(())
+    };
     let mut y_out = b.new_y().map_err(at(0))?;
     let mut x_host = x0.to_vec();
     let mut x_t: Vec<B::T> = x_host.iter().map(|&v| t(v)).collect();
@@ -216,6 +253,7 @@ where
     let loop_start = Instant::now();
     for it in 0..iters {
         b.upload_x(&x_t, &mut x).map_err(at(it))?;
+        start_at(b, &mut y0, it).map_err(at(it))?;
         let phi = hg
             .hypergradient(b, &x, &y0, &mut gx, &mut y_out)
             .map_err(|err| TrainError::Method { ul_iter: it, err })?;
@@ -228,11 +266,22 @@ where
             return Err(TrainError::NonFiniteGradient { ul_iter: it });
         }
         let y_h = to_host_y(b, &y_out, y_len).map_err(at(it))?;
+        let cg =
+            (cfg.method.method == Method::Ihg && matches!(cfg.row, Row::Method(_))).then(|| {
+                let r = hg.cg_report();
+                CgRecord {
+                    iters: r.iters,
+                    relative_residual: r.relative_residual.to_f64(),
+                    negative_curvature_at: r.non_positive_curvature.map(|(i, _)| i),
+                    curvature: r.non_positive_curvature.map(|(_, v)| v.to_f64()),
+                }
+            });
         let rec = IterRecord {
             ul_iter: it,
             ul_loss,
             val_acc: monitor.val_acc(&y_h),
             clean_f1: monitor.clean_f1(&x_host),
+            cg,
         };
         opt.step(&mut x_host, &g64);
         for (xt, &xh) in x_t.iter_mut().zip(&x_host) {
@@ -242,8 +291,9 @@ where
         history.push(rec);
     }
     let loop_seconds = loop_start.elapsed().as_secs_f64();
-    // The final classifier: K steps of the row's dynamics from 0 at the final x.
+    // The final classifier: K steps of the row's dynamics from a fresh y₀ at the final x.
     b.upload_x(&x_t, &mut x).map_err(at(iters))?;
+    start_at(b, &mut y0, iters).map_err(at(iters))?;
     let ul_loss = hg
         .solve_lower(b, &x, &y0, &mut y_out)
         .map_err(|err| TrainError::Method {

@@ -11,6 +11,7 @@
 //! | [`data`] | the data of a run: an MNIST-format folder split by the protocol, or a random instance |
 //! | [`driver`] | the upper-level loop, generic over the backend ([`driver::train`]) |
 //! | [`eval`] | validation/test predictions and clean-detection F1, on the host whatever the device |
+//! | [`init`] | the lower level's starting point: zero, or Xavier re-drawn each upper iteration |
 //! | [`packed`] | the sets as byte pixels in groups of 8, shared by the CPU backend and the evaluation |
 //! | [`simd`] | the AVX2+FMA and portable kernels on packed sets |
 //! | [`blocks`] | the all-zero pixel blocks the products skip, and the sample order that makes many |
@@ -24,6 +25,7 @@ pub mod cpu;
 pub mod data;
 pub mod driver;
 pub mod eval;
+pub mod init;
 pub mod metrics;
 pub mod packed;
 pub mod report;
@@ -131,7 +133,8 @@ where
             .collect(),
         _ => vec![0.0; data.train.labels.len()],
     };
-    let trained = driver::train(backend, cfg, &x0, data.y_len(), &mut eval)
+    let draws = init::InitDraw::new(cfg.init, cfg.seed, &data.problem(0.0));
+    let trained = driver::train(backend, cfg, &x0, &draws, &mut eval)
         .map_err(|e| CliError::run(e.to_string()))?;
     if let Some(b) = eval.bar.take() {
         b.finish_and_clear();
@@ -186,14 +189,34 @@ where
 }
 
 /// The bytes one kept lower-level iterate takes: the `f32` values, plus the softmax outputs
-/// of both sets the CPU backend keeps with it (unless `--no-prob-cache`).
+/// (and the network's hidden pre-activations) of both sets the CPU backend keeps with it
+/// (unless `--no-prob-cache`).
 fn state_bytes(data: &HostData, opt: &RunOptions) -> usize {
     let cache = if opt.prob_cache {
-        (data.train.labels.len() + data.val.labels.len()) * data.classes
+        (data.train.labels.len() + data.val.labels.len()) * (data.classes + data.hidden)
     } else {
         0
     };
     4 * (data.y_len() + cache)
+}
+
+/// One line on stderr when IHG's conjugate gradient met non-positive curvature (a lower
+/// level that is not convex there) in some upper iterations.
+fn warn_negative_curvature(history: &[driver::IterRecord]) {
+    let bent: Vec<_> = history
+        .iter()
+        .filter_map(|r| {
+            let cg = r.cg?;
+            Some((r.ul_iter, cg.negative_curvature_at?, cg.curvature?))
+        })
+        .collect();
+    if let Some(&(ul, cg, v)) = bent.first() {
+        eprintln!(
+            "bda: IHG's conjugate gradient met non-positive curvature in {} of {} upper iterations (first: upper iteration {ul}, CG iteration {cg}, pᵀHp/pᵀp = {v:.3e}) and stopped there with the solution so far (history[].cg)",
+            bent.len(),
+            history.len()
+        );
+    }
 }
 
 /// The folder to read and what reports call it: the dataset's name, or the folder given.
@@ -225,8 +248,15 @@ fn run_config(
     }
     let (dir, name) = data_location(c);
     let t0 = Instant::now();
-    let data = HostData::load_mnist(&dir, &name, c.n_train, c.n_val, c.noise, c.seed)
-        .map_err(CliError::input)?;
+    let (n_train, n_val) = c.sizes();
+    let data = HostData::load_mnist(&dir, &name, n_train, n_val, c.noise, c.seed)
+        .map_err(|e| match c.split {
+            Some(s) if c.n_train.is_none() && c.n_val.is_none() => {
+                CliError::input(format!("--split {}: {e}", s.name()))
+            }
+            _ => CliError::input(e),
+        })?
+        .with_hidden(c.hidden_units());
     let source: DataSource = data::mnist_source(&dir)?;
     let load_seconds = t0.elapsed().as_secs_f64();
     let opt = RunOptions {
@@ -240,6 +270,9 @@ fn run_config(
     let mut summary = run_on(&data, &cfg, &opt, device, header)?.summary;
     summary.load_seconds = load_seconds;
     summary.seed = c.seed;
+    if !args.out.quiet {
+        warn_negative_curvature(&summary.history);
+    }
     if let Some(p) = &args.plot {
         report::plot(p, &summary)?;
     }

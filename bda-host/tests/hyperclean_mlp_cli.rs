@@ -1,0 +1,128 @@
+//! `bda hyperclean --model mlp` end to end on the tiny IDX fixture: every row, the options
+//! of the network (hidden units, initialisation), the ICML split, replay and determinism.
+
+use std::process::Command;
+
+use bda_testkit::report::{argv, fixture, json as json_of, one_line_error, without_timings};
+
+const BDA: &str = env!("CARGO_BIN_EXE_bda");
+
+/// `bda hyperclean` on fmnist-tiny with small sizes and a network of 12 hidden units,
+/// plus `extra` flags (`--K` among them replaces the default 6).
+fn run(extra: &str) -> std::process::Output {
+    let dir = fixture("fmnist-tiny");
+    let k = if extra.contains("--K ") { "" } else { "--K 6" };
+    let args = [
+        argv("hyperclean --quiet --data-dir"),
+        vec![dir.as_str()],
+        argv("--n-train 100 --n-val 100 --ul-iters 3 --model mlp --hidden 12"),
+        argv(k),
+        argv(extra),
+    ]
+    .concat();
+    Command::new(BDA).args(&args).output().expect("bda runs")
+}
+
+fn json(extra: &str) -> serde_json::Value {
+    json_of(&run(&format!("--json {extra}")))
+}
+
+#[test]
+fn every_row_runs_with_the_network_and_records_it() {
+    for m in ["bda", "rhg", "trhg", "ihg", "obda", "noclean", "oracle"] {
+        let v = json(&format!("--method {m}"));
+        assert_eq!(v["method"], m);
+        let c = &v["config"];
+        assert_eq!(c["model"], "mlp", "{m}");
+        assert_eq!(c["hidden"], 12, "{m}");
+        assert_eq!(c["init"], "xavier", "{m}: the network's default");
+        let acc = v["test_acc"].as_f64().unwrap();
+        assert!((0.0..=100.0).contains(&acc), "{m}: {acc}");
+    }
+    // IHG records its CG solve each upper iteration.
+    let ihg = json("--method ihg");
+    for rec in ihg["history"].as_array().unwrap() {
+        assert!(rec["cg"]["iters"].as_u64().is_some(), "{rec}");
+    }
+}
+
+#[test]
+fn the_network_is_deterministic_across_threads_and_seeded() {
+    let strip = |v: serde_json::Value| {
+        let mut v = without_timings(&v);
+        v.as_object_mut().unwrap().remove("threads");
+        v["config"].as_object_mut().unwrap().remove("threads");
+        v
+    };
+    let a = strip(json("--seed 3 --threads 2"));
+    assert_eq!(a, strip(json("--seed 3 --threads 1")));
+    // The same split with a zero start differs: the Xavier draws take part.
+    let zero = strip(json("--seed 3 --init zero"));
+    assert_eq!(zero["config"]["init"], "zero");
+    assert_ne!(a["history"], zero["history"]);
+}
+
+#[test]
+fn the_network_learns_on_the_fixture() {
+    // The oracle row (clean samples only) with enough lower-level steps beats chance by far.
+    let v = json("--method oracle --K 200 --ll-lr 0.3");
+    let acc = v["test_acc"].as_f64().unwrap();
+    assert!(acc > 50.0, "test accuracy {acc}");
+}
+
+#[test]
+fn checkpointed_network_runs_equal_full_tape_runs() {
+    let strip = |mut v: serde_json::Value| {
+        v["config"]["checkpoint_every"] = serde_json::Value::Null;
+        without_timings(&v)
+    };
+    let full = json("--method bda --checkpoint-every 0");
+    let ck = json("--method bda --checkpoint-every 2");
+    assert_eq!(strip(full), strip(ck));
+}
+
+#[test]
+fn the_linear_default_is_unchanged_and_resolved() {
+    let dir = fixture("fmnist-tiny");
+    let args = [
+        argv("hyperclean --quiet --json --data-dir"),
+        vec![dir.as_str()],
+        argv("--n-train 100 --n-val 100 --K 3 --ul-iters 1"),
+    ]
+    .concat();
+    let v = json_of(&Command::new(BDA).args(&args).output().unwrap());
+    let c = &v["config"];
+    assert_eq!(c["model"], "linear");
+    assert_eq!(c["hidden"], 0);
+    assert_eq!(c["init"], "zero");
+    assert_eq!(
+        (c["n_train"].clone(), c["n_val"].clone()),
+        (100.into(), 100.into())
+    );
+}
+
+#[test]
+fn bad_network_options_are_one_line_exit_2() {
+    let dir = fixture("fmnist-tiny");
+    let cases: &[(&str, &str)] = &[
+        ("--hidden 5", "--hidden 5"),
+        ("--model mlp --hidden 0", "--hidden 0"),
+        ("--model mlp --init he", "--init"),
+        ("--model conv", "--model"),
+        ("--split icml", "--split icml"),
+        ("--split icml --n-train 100", "--split"),
+    ];
+    for (flags, names) in cases {
+        let args = [
+            argv("hyperclean --quiet --data-dir"),
+            vec![dir.as_str()],
+            argv(flags),
+        ]
+        .concat();
+        let out = Command::new(BDA).args(&args).output().unwrap();
+        let code = out.status.code().unwrap_or(-1);
+        assert_eq!(code, 2, "{flags}");
+        let line = one_line_error(&out, code);
+        assert!(line.contains(names), "{flags}: {line}");
+    }
+}
