@@ -13,6 +13,7 @@
 # PATH), PEERS (the folder of the PyTorch peers, default ../shared/peers next to the
 # repository), PEER (the peer script, default $PEERS/hyperclean_torch.py), DATA_DIR
 # (default /usr/share/datasets/fashion-mnist), K (default 50), THREADS (2), UL_LR (0.01),
+# HIDDEN (0: softmax regression; 300: the authors' 784-300-10 network, Xavier-initialised),
 # LL_LR (1.0), DEVICE (cpu, or cuda for both programs), BDA (a prebuilt bda binary: skips
 # the cargo build, e.g. on a machine without Rust).
 set -euo pipefail
@@ -25,6 +26,7 @@ THREADS=${THREADS:-2}
 UL_LR=${UL_LR:-0.01}
 LL_LR=${LL_LR:-1.0}
 DEVICE=${DEVICE:-cpu}
+HIDDEN=${HIDDEN:-0}
 
 case "$METHOD" in rhg | trhg | bda) ;; *) echo "the peer implements rhg, trhg, bda only" >&2; exit 2 ;; esac
 PEER_NAME=hyperclean_torch.py
@@ -33,15 +35,18 @@ PEER_NAME=hyperclean_torch.py
 common=(--method "$METHOD" --K "$K" --truncate 25 --ul-iters "$ITERS" --ul-lr "$UL_LR"
         --ll-lr "$LL_LR" --mu 0.5 --alpha 0.5 --n-train 5000 --n-val 5000 --seed 0 --data-dir "$DATA")
 
+model=()
+[ "$HIDDEN" -gt 0 ] && model=(--model mlp --hidden "$HIDDEN")
+
 # The peer's β is 1 (ours defaults to 2 for the accuracy table): pass it explicitly.
 runs=$(mktemp)
 trap 'rm -f "$runs"' EXIT
 for _ in $(seq "$PAIRS"); do
-  ours=$("${BDA_RUN[@]}" hyperclean "${common[@]}" --beta 1 --lambda 1e-4 --threads "$THREADS" --device "$DEVICE" --json --quiet)
-  peer=$("$PYTHON" "$PEER" "${common[@]}" --lam 1e-4 --threads "$THREADS" --device "$DEVICE")
+  ours=$("${BDA_RUN[@]}" hyperclean "${common[@]}" --beta 1 --lambda 1e-4 "${model[@]}" --threads "$THREADS" --device "$DEVICE" --json --quiet)
+  peer=$("$PYTHON" "$PEER" "${common[@]}" --lam 1e-4 --hidden "$HIDDEN" --threads "$THREADS" --device "$DEVICE")
   echo "ours: $ours" | cut -c1-400
   echo "peer: $peer"
   printf '%s\n%s\n' "$ours" "$peer" >>"$runs"
 done
-echo "method $METHOD  K $K  ul_iters $ITERS  threads $THREADS  device $DEVICE"
+echo "method $METHOD  K $K  hidden $HIDDEN  ul_iters $ITERS  threads $THREADS  device $DEVICE"
 "$PYTHON" "$ROOT/bench/pairs.py" --key s_per_ul_iter "$runs"

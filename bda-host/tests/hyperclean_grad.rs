@@ -128,9 +128,12 @@ fn check_primitives_cache(
     background: bool,
     hidden: usize,
 ) {
-    // > 1 chunk of 256 samples (of 128 rows for the network) and a partial group of 8
+    // > 1 chunk of 256 samples (of 128 rows for the network) and a partial group of 8;
+    // for the network > 1 segment of 256 pixels and > 1 block of 196, the last not a
+    // multiple of 4 pixels (302 = 196 + 26·4 + 2).
+    let dim = if hidden > 0 { 302 } else { 19 };
     let mut h =
-        HostData::synthetic(301, 45, 5, 19, classes, 0.5, 11 + classes as u64).with_hidden(hidden);
+        HostData::synthetic(301, 45, 5, dim, classes, 0.5, 11 + classes as u64).with_hidden(hidden);
     if background {
         h = with_background(h);
     }

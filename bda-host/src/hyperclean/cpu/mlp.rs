@@ -1,9 +1,6 @@
 //! The passes of the 784-300-10 network (`HypercleanData::hidden > 0`): the same products as
-//! [`super::pass`] for softmax regression, written as GEMMs over dense `f32` rows.
-//!
-//! A set is kept as dense rows in the packed order of its [`Packed`] twin (padded to whole
-//! groups with zero rows of weight 0), so that the sample weights, the per-sample outputs
-//! and the mixed term line up with the linear model's bookkeeping.
+//! [`super::pass`] for softmax regression, on the same packed sets (sample order, weights,
+//! per-sample outputs line up with the linear model's bookkeeping).
 //!
 //! # Products (rows `U`, `n × d`; `W₁`, `d × H`; `W₂`, `H × c`)
 //!
@@ -16,11 +13,11 @@
 //!   `R = ω ⊙ (P ⊙ T − P·⟨P, T⟩)`; `∇W₂ ← relu(A)ᵀR + R_hᵀG`,
 //!   `R G_a = (R·W₂ᵀ + G·V₂ᵀ) ⊙ 1[A > 0]`, `∇W₁ ← Uᵀ·R G_a`; per sample `⟨p − e, t⟩`.
 //!
-//! The two `n × d × H` products of each pass are `U·W₁` (or `U·V₁`) and `Uᵀ·G_a`; the rest is
-//! `H·c`-thin. Rows are cut into chunks of [`ROWS`] (the forward product and everything
-//! thin, one partial of the small blocks per chunk, summed in chunk order) and `Uᵀ·G_a` into
-//! blocks of [`PIXELS`] output rows (each a full sum over the samples): both cuts are fixed,
-//! so results do not depend on the thread count.
+//! The two `n × d × H` products of each pass, `U·W₁` (or `U·V₁`) and `Uᵀ·G_a`, skip the
+//! all-zero pixel blocks ([`super::sparse`]); the rest is `H·c`-thin GEMMs per chunk of
+//! [`ROWS`] rows, one partial of the small blocks per chunk, summed in chunk order. Rows
+//! are `hp` wide (`H` rounded up to [`sparse::TILE`], padding zero). Results do not depend
+//! on the thread count.
 //!
 //! [`HypercleanReference`]: bda_kernel::hyperclean::HypercleanReference
 
@@ -31,44 +28,12 @@ use bda_kernel::hyperclean::{HypercleanData, Layout};
 use rayon::prelude::*;
 
 use super::pass::{Pass, Scratch};
+use super::sparse::{self, GroupPixels};
 use crate::hyperclean::packed::Packed;
 use crate::linalg::gemm;
 
-/// Rows per chunk of the forward products.
+/// Rows per chunk of the thin products (a multiple of the 8 rows of a group).
 pub const ROWS: usize = 128;
-/// Output rows (pixels) per block of `∇W₁ = Uᵀ·G_a`.
-pub const PIXELS: usize = 56;
-
-/// A set as dense rows in the packed order of its [`Packed`] twin.
-#[derive(Clone, Debug)]
-pub struct DenseSet {
-    /// Rows including padding (`Packed::padded`).
-    pub rows: usize,
-    /// Features.
-    pub dim: usize,
-    /// `rows × dim` features; padding rows are zero.
-    pub u: Vec<f32>,
-    /// Labels per row (0 on padding).
-    pub labels: Vec<u8>,
-}
-
-impl DenseSet {
-    /// The rows of `x` (`n × dim`, original order) in the order of `packed`.
-    pub fn new(x: &[f32], packed: &Packed) -> Self {
-        let (rows, dim) = (packed.padded(), packed.dim);
-        let mut u = vec![0.0f32; rows * dim];
-        for (p, &i) in packed.order.iter().enumerate() {
-            let i = i as usize;
-            u[p * dim..(p + 1) * dim].copy_from_slice(&x[i * dim..(i + 1) * dim]);
-        }
-        DenseSet {
-            rows,
-            dim,
-            u,
-            labels: packed.packed_labels.clone(),
-        }
-    }
-}
 
 /// The network's sizes and where its blocks lie in a `y` buffer.
 #[derive(Clone, Copy, Debug)]
@@ -77,6 +42,8 @@ pub struct Net {
     pub d: usize,
     /// Hidden units `H`.
     pub h: usize,
+    /// Row width of the hidden layer's buffers: `H` rounded up to [`sparse::TILE`].
+    pub hp: usize,
     /// Classes `c`.
     pub c: usize,
     /// Blocks of `y`.
@@ -89,6 +56,7 @@ impl Net {
         Net {
             d: data.dim,
             h: data.hidden,
+            hp: sparse::padded_width(data.hidden),
             c: data.classes,
             layout: data.layout(),
         }
@@ -97,9 +65,9 @@ impl Net {
     pub fn y_len(&self) -> usize {
         self.layout.b2 + self.c
     }
-    /// Floats of a set's cache (`A` then `P`) for `rows` rows.
+    /// Floats of a set's cache (`A` with rows of `hp`, then `P`) for `rows` rows.
     pub fn cache_len(&self, rows: usize) -> usize {
-        rows * (self.h + self.c)
+        rows * (self.hp + self.c)
     }
     /// Length of a chunk's partial of the thin blocks: `b₁`, `W₂`, `b₂` (contiguous in `y`).
     fn thin_len(&self) -> usize {
@@ -119,22 +87,25 @@ impl Net {
     }
 }
 
-/// Run `pass` over `set` with per-row weights `omega` (zero on padding). Fills
-/// `scratch.partial[..y_len]` with the gradient or Hessian product (when the pass asks for
-/// it), `scratch.chunk_loss[chunk]`, `scratch.sample[row]`.
+/// Run `pass` over `set` (its pixels `px`) with per-row weights `omega` (zero on padding).
+/// Fills `scratch.partial[..y_len]` with the gradient or Hessian product (when the pass asks
+/// for it), `scratch.chunk_loss[chunk]`, `scratch.sample[row]`.
 ///
 /// `cache` (`Net::cache_len(rows)` floats: `A` then `P`) holds the forward pass of `y`: a
 /// gradient pass writes it, a Hessian pass reads it.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn run_pass(
     net: Net,
-    set: &DenseSet,
+    set: &Packed,
+    px: &GroupPixels,
     omega: &[f32],
     y: &[f32],
     pass: Pass<'_>,
     scratch: &mut Scratch,
     cache: &mut [f32],
 ) {
-    let (h, c, rows) = (net.h, net.c, set.rows);
+    let (h, hp, c, d) = (net.h, net.hp, net.c, net.d);
+    let rows = px.rows();
     assert_eq!(cache.len(), net.cache_len(rows));
     let nch = rows.div_ceil(ROWS);
     let thin = net.thin_len();
@@ -145,25 +116,33 @@ pub(super) fn run_pass(
     scratch.partial.resize(ylen, 0.0);
     scratch.chunk_loss.resize(nch, 0.0);
     scratch.sample.resize(rows, 0.0);
-    scratch.ga.resize(rows * h, 0.0);
-    let (act, probs) = cache.split_at_mut(rows * h);
-    // The chunk partials of the thin blocks go to `thin_part` and are summed into
-    // `partial` afterwards; the W₁ block is written straight into `partial`.
+    // Padding columns of G_a are never written: zero from the first resize on.
+    scratch.ga.resize(rows * hp, 0.0);
+    scratch.ra.resize(rows * hp, 0.0);
     scratch.thin_part.resize(nch * thin, 0.0);
-    act.par_chunks_mut(ROWS * h)
+    let (act, probs) = cache.split_at_mut(rows * hp);
+    // The first layer's product, all rows at once: A = U·W₁ (forward) or U·V₁ (tangent).
+    let (w1, dst) = match pass {
+        Pass::Grad { .. } => (net.w1(y), &mut *act),
+        Pass::Hess { v, .. } => (net.w1(v), &mut scratch.ra[..]),
+    };
+    sparse::pack_tiles(w1, h, hp, &mut scratch.wpad);
+    px.times(set, &scratch.wpad, hp, dst);
+    let labels = &set.packed_labels;
+    act.par_chunks_mut(ROWS * hp)
         .zip(probs.par_chunks_mut(ROWS * c))
-        .zip(scratch.ga.par_chunks_mut(ROWS * h))
+        .zip(scratch.ga.par_chunks_mut(ROWS * hp))
+        .zip(scratch.ra.par_chunks_mut(ROWS * hp))
         .zip(scratch.sample.par_chunks_mut(ROWS))
         .zip(scratch.thin_part.par_chunks_mut(thin))
         .zip(scratch.chunk_loss.par_iter_mut())
         .enumerate()
-        .for_each(|(ch, (((((a, p), ga), sample), part), loss))| {
+        .for_each(|(ch, ((((((a, p), ga), ra), sample), part), loss))| {
             let r0 = ch * ROWS;
-            let m = a.len() / h;
+            let m = a.len() / hp;
             let rows = Rows {
                 net,
-                u: &set.u[r0 * set.dim..(r0 + m) * set.dim],
-                labels: &set.labels[r0..r0 + m],
+                labels: &labels[r0..r0 + m],
                 omega: &omega[r0..r0 + m],
                 m,
             };
@@ -177,7 +156,7 @@ pub(super) fn run_pass(
                         rows.backward(y, a, p, ga, part);
                     }
                 }
-                Pass::Hess { v, grad } => rows.hessian(y, v, a, p, grad, ga, sample, part),
+                Pass::Hess { v, grad } => rows.hessian(y, v, a, p, ra, grad, ga, sample, part),
             }
         });
     if !want_grad {
@@ -190,54 +169,50 @@ pub(super) fn run_pass(
     for p in scratch.thin_part.chunks_exact(thin) {
         tail.iter_mut().zip(p).for_each(|(o, v)| *o += v);
     }
-    // ∇W₁ = Uᵀ·G_a, one block of output rows (pixels) per task.
-    let d = set.dim;
-    let (u, ga) = (&set.u, &scratch.ga);
-    out[net.layout.w1..net.layout.b1]
-        .par_chunks_mut(PIXELS * h)
-        .enumerate()
-        .for_each(|(blk, w1)| {
-            let j0 = blk * PIXELS;
-            let mb = w1.len() / h;
-            gemm(mb, rows, h, 1.0, &u[j0..], 1, d, ga, h, 1, 0.0, w1, h, 1);
-        });
+    // ∇W₁ = Uᵀ·G_a, rows of hp, then its first H columns into y's layout.
+    scratch.w1grad.resize(d * hp, 0.0);
+    px.transpose_times(set, &scratch.ga, hp, &mut scratch.w1grad);
+    for (o, g) in out[net.layout.w1..net.layout.b1]
+        .chunks_exact_mut(h)
+        .zip(scratch.w1grad.chunks_exact(hp))
+    {
+        o.copy_from_slice(&g[..h]);
+    }
 }
 
 /// The rows of one chunk and what they need.
 struct Rows<'a> {
     net: Net,
-    u: &'a [f32],
     labels: &'a [u8],
     omega: &'a [f32],
     m: usize,
 }
 
 impl Rows<'_> {
-    /// `A = U·W₁ + b₁` into `a`, `P = softmax(relu(A)·W₂ + b₂)` into `p`; with `ce`, the
-    /// per-row `CE_i` into it and `Σ ω_i CE_i` returned (else 0).
+    /// `A += b₁` in `a` (which holds `U·W₁`), `P = softmax(relu(A)·W₂ + b₂)` into `p`; with
+    /// `ce`, the per-row `CE_i` into it and `Σ ω_i CE_i` returned (else 0).
     fn forward(&self, y: &[f32], a: &mut [f32], p: &mut [f32], ce: Option<&mut [f32]>) -> f64 {
-        let Net { d, h, c, .. } = self.net;
+        let Net { h, hp, c, .. } = self.net;
         let m = self.m;
-        bias_rows(a, self.net.b1(y));
-        gemm(
-            m,
-            d,
-            h,
-            1.0,
-            self.u,
-            d,
-            1,
-            self.net.w1(y),
-            h,
-            1,
-            1.0,
-            a,
-            h,
-            1,
-        );
+        add_bias(a, hp, self.net.b1(y));
         let hid = relu(a);
         bias_rows(p, self.net.b2(y));
-        gemm(m, h, c, 1.0, &hid, h, 1, self.net.w2(y), c, 1, 1.0, p, c, 1);
+        gemm(
+            m,
+            h,
+            c,
+            1.0,
+            &hid,
+            hp,
+            1,
+            self.net.w2(y),
+            c,
+            1,
+            1.0,
+            p,
+            c,
+            1,
+        );
         let mut sum = 0.0f64;
         match ce {
             Some(ce) => {
@@ -269,22 +244,23 @@ impl Rows<'_> {
 
     /// The gradient's thin blocks into `part` (`b₁`, `W₂`, `b₂`) and `G_a` into `ga`.
     fn backward(&self, y: &[f32], a: &[f32], p: &[f32], ga: &mut [f32], part: &mut [f32]) {
-        let Net { h, c, .. } = self.net;
+        let Net { h, hp, c, .. } = self.net;
         let m = self.m;
         let g = self.residual(p);
         let hid = relu(a);
         let (pb1, rest) = part.split_at_mut(h);
         let (pw2, pb2) = rest.split_at_mut(h * c);
         // ∇W₂ = relu(A)ᵀ·G, ∇b₂ = Σ G.
-        gemm(h, m, c, 1.0, &hid, 1, h, &g, c, 1, 0.0, pw2, c, 1);
+        gemm(h, m, c, 1.0, &hid, 1, hp, &g, c, 1, 0.0, pw2, c, 1);
         col_sums(&g, c, pb2);
         // G_a = (G·W₂ᵀ) ⊙ 1[A > 0], ∇b₁ = Σ G_a.
-        gemm(m, c, h, 1.0, &g, c, 1, self.net.w2(y), 1, c, 0.0, ga, h, 1);
+        gemm(m, c, h, 1.0, &g, c, 1, self.net.w2(y), 1, c, 0.0, ga, hp, 1);
         mask(ga, a);
-        col_sums(ga, h, pb1);
+        col_sums(ga, hp, pb1);
     }
 
-    /// A Hessian pass of the chunk in direction `v` (see the module docs).
+    /// A Hessian pass of the chunk in direction `v` (see the module docs); `ra` holds
+    /// `U·V₁` and becomes `R_h`.
     #[allow(clippy::too_many_arguments)]
     fn hessian(
         &self,
@@ -292,40 +268,40 @@ impl Rows<'_> {
         v: &[f32],
         a: &[f32],
         p: &[f32],
+        ra: &mut [f32],
         grad: bool,
         ga: &mut [f32],
         sample: &mut [f32],
         part: &mut [f32],
     ) {
-        let Net { d, h, c, .. } = self.net;
+        let Net { h, hp, c, .. } = self.net;
         let m = self.m;
         let net = self.net;
         // R_h = (U·V₁ + v_b₁) ⊙ 1[A > 0].
-        let mut rh = vec![0.0f32; m * h];
-        bias_rows(&mut rh, net.b1(v));
-        gemm(
-            m,
-            d,
-            h,
-            1.0,
-            self.u,
-            d,
-            1,
-            net.w1(v),
-            h,
-            1,
-            1.0,
-            &mut rh,
-            h,
-            1,
-        );
-        mask(&mut rh, a);
+        let rh = ra;
+        add_bias(rh, hp, net.b1(v));
+        mask(rh, a);
         // T = R_h·W₂ + relu(A)·V₂ + v_b₂.
         let hid = relu(a);
         let mut t = vec![0.0f32; m * c];
         bias_rows(&mut t, net.b2(v));
-        gemm(m, h, c, 1.0, &rh, h, 1, net.w2(y), c, 1, 1.0, &mut t, c, 1);
-        gemm(m, h, c, 1.0, &hid, h, 1, net.w2(v), c, 1, 1.0, &mut t, c, 1);
+        gemm(m, h, c, 1.0, rh, hp, 1, net.w2(y), c, 1, 1.0, &mut t, c, 1);
+        gemm(
+            m,
+            h,
+            c,
+            1.0,
+            &hid,
+            hp,
+            1,
+            net.w2(v),
+            c,
+            1,
+            1.0,
+            &mut t,
+            c,
+            1,
+        );
         // ⟨p − e, t⟩ per row, and R = ω(P ⊙ T − P⟨P, T⟩) in place of T.
         for i in 0..m {
             let (pi, ti) = (&p[i * c..(i + 1) * c], &mut t[i * c..(i + 1) * c]);
@@ -344,14 +320,21 @@ impl Rows<'_> {
         let (pb1, rest) = part.split_at_mut(h);
         let (pw2, pb2) = rest.split_at_mut(h * c);
         // ∇W₂ ← relu(A)ᵀR + R_hᵀG, ∇b₂ ← Σ R.
-        gemm(h, m, c, 1.0, &hid, 1, h, &r, c, 1, 0.0, pw2, c, 1);
-        gemm(h, m, c, 1.0, &rh, 1, h, &g, c, 1, 1.0, pw2, c, 1);
+        gemm(h, m, c, 1.0, &hid, 1, hp, &r, c, 1, 0.0, pw2, c, 1);
+        gemm(h, m, c, 1.0, rh, 1, hp, &g, c, 1, 1.0, pw2, c, 1);
         col_sums(&r, c, pb2);
         // R G_a = (R·W₂ᵀ + G·V₂ᵀ) ⊙ 1[A > 0], ∇b₁ ← Σ R G_a.
-        gemm(m, c, h, 1.0, &r, c, 1, net.w2(y), 1, c, 0.0, ga, h, 1);
-        gemm(m, c, h, 1.0, &g, c, 1, net.w2(v), 1, c, 1.0, ga, h, 1);
+        gemm(m, c, h, 1.0, &r, c, 1, net.w2(y), 1, c, 0.0, ga, hp, 1);
+        gemm(m, c, h, 1.0, &g, c, 1, net.w2(v), 1, c, 1.0, ga, hp, 1);
         mask(ga, a);
-        col_sums(ga, h, pb1);
+        col_sums(ga, hp, pb1);
+    }
+}
+
+/// `row[..b.len()] += b` for every row of `out` (rows of `width`).
+fn add_bias(out: &mut [f32], width: usize, b: &[f32]) {
+    for row in out.chunks_exact_mut(width) {
+        row.iter_mut().zip(b).for_each(|(o, b)| *o += b);
     }
 }
 
@@ -376,10 +359,10 @@ fn mask(g: &mut [f32], a: &[f32]) {
     });
 }
 
-/// Column sums of the row-major `rows × n` matrix `g` into `out` (row order).
-fn col_sums(g: &[f32], n: usize, out: &mut [f32]) {
+/// Sums of the first `out.len()` columns of `g` (rows of `width`) into `out` (row order).
+fn col_sums(g: &[f32], width: usize, out: &mut [f32]) {
     out.fill(0.0);
-    for row in g.chunks_exact(n) {
+    for row in g.chunks_exact(width) {
         out.iter_mut().zip(row).for_each(|(o, v)| *o += v);
     }
 }

@@ -41,6 +41,7 @@ use pass::{Pass, Scratch, reduce_into, run_pass};
 mod backend;
 pub mod mlp;
 pub mod pass;
+pub mod sparse;
 
 /// Softmax outputs of one `y` on the training and validation sets (and, for the network,
 /// its hidden pre-activations), kept with the buffer so that the reverse pass and CG reuse
@@ -78,8 +79,8 @@ impl ProbCache {
 #[derive(Clone, Debug)]
 struct MlpSets {
     net: mlp::Net,
-    train: mlp::DenseSet,
-    val: mlp::DenseSet,
+    train: sparse::GroupPixels,
+    val: sparse::GroupPixels,
 }
 
 /// A `y` buffer of the CPU backend: the values `(W, b)` and the softmax outputs `p_i(y)`
@@ -172,8 +173,8 @@ impl HypercleanCpu {
         let val = Packed::ordered(data.val_x, data.val_labels, data.dim)?;
         let mlp = (data.hidden > 0).then(|| MlpSets {
             net: mlp::Net::of(data),
-            train: mlp::DenseSet::new(data.train_x, &train),
-            val: mlp::DenseSet::new(data.val_x, &val),
+            train: sparse::GroupPixels::new(&train, kern),
+            val: sparse::GroupPixels::new(&val, kern),
         });
         let kern = if kern == Kernels::Avx2 && Kernels::detect(data.classes) != Kernels::Avx2 {
             Kernels::Portable
@@ -291,9 +292,9 @@ impl HypercleanCpu {
         let writes = matches!(pass, Pass::Grad { .. });
         let mut cache = self.cache_probs.then(|| y.cache.borrow_mut());
         if let Some(m) = &self.mlp {
-            let dense = match which {
-                Which::Train => &m.train,
-                Which::Val => &m.val,
+            let (packed, px) = match which {
+                Which::Train => (&self.train, &m.train),
+                Which::Val => (&self.val, &m.val),
             };
             let (buf, ok) = match cache.as_deref_mut() {
                 Some(cache) => {
@@ -303,9 +304,9 @@ impl HypercleanCpu {
                 None => (&mut self.tmp_dense, None),
             };
             if writes {
-                buf.resize(m.net.cache_len(dense.rows), 0.0);
+                buf.resize(m.net.cache_len(px.rows()), 0.0);
             }
-            mlp::run_pass(m.net, dense, omega, &y.v, pass, &mut self.scratch, buf);
+            mlp::run_pass(m.net, packed, px, omega, &y.v, pass, &mut self.scratch, buf);
             if let (true, Some(ok)) = (writes, ok) {
                 *ok = true;
             }

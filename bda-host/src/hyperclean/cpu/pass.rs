@@ -31,6 +31,12 @@ pub(super) struct Scratch {
     pub(super) ga: Vec<f32>,
     /// The network: per-chunk partials of `b₁`, `W₂`, `b₂`.
     pub(super) thin_part: Vec<f32>,
+    /// The network: the tangent `U·V₁` per row, `rows × hp`.
+    pub(super) ra: Vec<f32>,
+    /// The network: `W₁` (or `V₁`) packed tile-major.
+    pub(super) wpad: Vec<f32>,
+    /// The network: `∇W₁` with rows of `hp`.
+    pub(super) w1grad: Vec<f32>,
 }
 
 /// Run `pass` over `set` with per-sample weights `omega` (zero on padding); fills
