@@ -4,8 +4,9 @@
 //!
 //! # Products (rows `U`, `n × d`; `W₁`, `d × H`; `W₂`, `H × c`)
 //!
-//! * forward: `A = U·W₁ + b₁`, `S = relu(A)·W₂ + b₂`, `P = softmax(S)`; `A` and `P` are the
-//!   per-set cache of a `y` buffer (the Hessian passes of the reverse sweep reuse them);
+//! * forward: `A = U·W₁ + b₁`, `S = relu(A)·W₂ + b₂`, `P = softmax(S)`; `relu(A)` and `P`
+//!   are the per-set cache of a `y` buffer (the Hessian passes of the reverse sweep reuse
+//!   them; `relu(A) > 0` exactly where `A > 0`, so the ReLU masks come from it too);
 //! * gradient: `G = ω ⊙ (P − E)`, `∇W₂ = relu(A)ᵀG`, `G_a = (G·W₂ᵀ) ⊙ 1[A > 0]`,
 //!   `∇W₁ = Uᵀ·G_a`;
 //! * Hessian in direction `v` (the R-operator, as [`HypercleanReference`]): tangent
@@ -65,7 +66,7 @@ impl Net {
     pub fn y_len(&self) -> usize {
         self.layout.b2 + self.c
     }
-    /// Floats of a set's cache (`A` with rows of `hp`, then `P`) for `rows` rows.
+    /// Floats of a set's cache (`relu(A)` with rows of `hp`, then `P`) for `rows` rows.
     pub fn cache_len(&self, rows: usize) -> usize {
         rows * (self.hp + self.c)
     }
@@ -91,7 +92,7 @@ impl Net {
 /// Fills `scratch.partial[..y_len]` with the gradient or Hessian product (when the pass asks
 /// for it), `scratch.chunk_loss[chunk]`, `scratch.sample[row]`.
 ///
-/// `cache` (`Net::cache_len(rows)` floats: `A` then `P`) holds the forward pass of `y`: a
+/// `cache` (`Net::cache_len(rows)` floats: `relu(A)` then `P`) holds the forward pass of `y`: a
 /// gradient pass writes it, a Hessian pass reads it.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run_pass(
@@ -189,30 +190,16 @@ struct Rows<'a> {
 }
 
 impl Rows<'_> {
-    /// `A += b₁` in `a` (which holds `U·W₁`), `P = softmax(relu(A)·W₂ + b₂)` into `p`; with
+    /// `a ← relu(a + b₁)` (`a` holds `U·W₁`), `P = softmax(a·W₂ + b₂)` into `p`; with
     /// `ce`, the per-row `CE_i` into it and `Σ ω_i CE_i` returned (else 0).
     fn forward(&self, y: &[f32], a: &mut [f32], p: &mut [f32], ce: Option<&mut [f32]>) -> f64 {
         let Net { h, hp, c, .. } = self.net;
         let m = self.m;
         add_bias(a, hp, self.net.b1(y));
-        let hid = relu(a);
+        a.iter_mut().for_each(|v| *v = v.max(0.0));
+        let hid = &*a;
         bias_rows(p, self.net.b2(y));
-        gemm(
-            m,
-            h,
-            c,
-            1.0,
-            &hid,
-            hp,
-            1,
-            self.net.w2(y),
-            c,
-            1,
-            1.0,
-            p,
-            c,
-            1,
-        );
+        gemm(m, h, c, 1.0, hid, hp, 1, self.net.w2(y), c, 1, 1.0, p, c, 1);
         let mut sum = 0.0f64;
         match ce {
             Some(ce) => {
@@ -247,11 +234,11 @@ impl Rows<'_> {
         let Net { h, hp, c, .. } = self.net;
         let m = self.m;
         let g = self.residual(p);
-        let hid = relu(a);
+        let hid = a;
         let (pb1, rest) = part.split_at_mut(h);
         let (pw2, pb2) = rest.split_at_mut(h * c);
         // ∇W₂ = relu(A)ᵀ·G, ∇b₂ = Σ G.
-        gemm(h, m, c, 1.0, &hid, 1, hp, &g, c, 1, 0.0, pw2, c, 1);
+        gemm(h, m, c, 1.0, hid, 1, hp, &g, c, 1, 0.0, pw2, c, 1);
         col_sums(&g, c, pb2);
         // G_a = (G·W₂ᵀ) ⊙ 1[A > 0], ∇b₁ = Σ G_a.
         gemm(m, c, h, 1.0, &g, c, 1, self.net.w2(y), 1, c, 0.0, ga, hp, 1);
@@ -282,26 +269,11 @@ impl Rows<'_> {
         add_bias(rh, hp, net.b1(v));
         mask(rh, a);
         // T = R_h·W₂ + relu(A)·V₂ + v_b₂.
-        let hid = relu(a);
+        let hid = a;
         let mut t = vec![0.0f32; m * c];
         bias_rows(&mut t, net.b2(v));
         gemm(m, h, c, 1.0, rh, hp, 1, net.w2(y), c, 1, 1.0, &mut t, c, 1);
-        gemm(
-            m,
-            h,
-            c,
-            1.0,
-            &hid,
-            hp,
-            1,
-            net.w2(v),
-            c,
-            1,
-            1.0,
-            &mut t,
-            c,
-            1,
-        );
+        gemm(m, h, c, 1.0, hid, hp, 1, net.w2(v), c, 1, 1.0, &mut t, c, 1);
         // ⟨p − e, t⟩ per row, and R = ω(P ⊙ T − P⟨P, T⟩) in place of T.
         for i in 0..m {
             let (pi, ti) = (&p[i * c..(i + 1) * c], &mut t[i * c..(i + 1) * c]);
@@ -320,7 +292,7 @@ impl Rows<'_> {
         let (pb1, rest) = part.split_at_mut(h);
         let (pw2, pb2) = rest.split_at_mut(h * c);
         // ∇W₂ ← relu(A)ᵀR + R_hᵀG, ∇b₂ ← Σ R.
-        gemm(h, m, c, 1.0, &hid, 1, hp, &r, c, 1, 0.0, pw2, c, 1);
+        gemm(h, m, c, 1.0, hid, 1, hp, &r, c, 1, 0.0, pw2, c, 1);
         gemm(h, m, c, 1.0, rh, 1, hp, &g, c, 1, 1.0, pw2, c, 1);
         col_sums(&r, c, pb2);
         // R G_a = (R·W₂ᵀ + G·V₂ᵀ) ⊙ 1[A > 0], ∇b₁ ← Σ R G_a.
