@@ -126,3 +126,34 @@ fn bad_network_options_are_one_line_exit_2() {
         assert!(line.contains(names), "{flags}: {line}");
     }
 }
+
+#[test]
+fn the_network_on_cuda_is_a_one_line_error_for_now() {
+    // On the CPU stand-ins of the CUDA libraries (built with the host C++ compiler), so the
+    // device opens and the refusal is the model's, not the probe's.
+    if !cfg!(target_os = "linux") {
+        println!("skipped: the fake CUDA libraries are built for Linux only");
+        return;
+    }
+    let Some(cc) = bda_testkit::cxx::compiler() else {
+        println!("skipped: no C++ compiler");
+        return;
+    };
+    let lib = bda_testkit::cxx::build_fake_cuda(&cc, env!("CARGO_TARGET_TMPDIR"), "mlp_cuda");
+    let dir = fixture("fmnist-tiny");
+    let out = Command::new(BDA)
+        .args(argv(
+            "hyperclean --quiet --model mlp --hidden 4 --device cuda --n-train 100 --n-val 100 --data-dir",
+        ))
+        .arg(&dir)
+        .env("LD_LIBRARY_PATH", &lib)
+        .output()
+        .unwrap();
+    let code = out.status.code().unwrap_or(-1);
+    assert_eq!(code, 2);
+    let line = one_line_error(&out, code);
+    assert!(
+        line.contains("--model mlp") && line.contains("--device cpu"),
+        "{line}"
+    );
+}
