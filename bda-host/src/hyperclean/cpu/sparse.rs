@@ -25,8 +25,8 @@ use crate::hyperclean::simd::Kernels;
 
 /// Column tile of both products (2 AVX vectors); `hp` is a multiple of it.
 pub const TILE: usize = 16;
-/// Pixels per task of `Uᵀ·G` (a multiple of 4; 784 = 4 × 196).
-const PIXEL_BLOCK: usize = 196;
+/// Pixels per task of `Uᵀ·G` (a multiple of 6; 784 = 3 × 198 + 190).
+const PIXEL_BLOCK: usize = 198;
 /// Groups per task of `U·W` (their pixels, 200 KB at 784 features, stay in L2).
 const CHUNK: usize = 8;
 /// Pixels per segment of `U·W` (a segment of a tile of `W`, 16 KB, stays in L1).
@@ -149,19 +149,32 @@ impl GroupPixels {
                 for ch in 0..self.groups.div_ceil(CHUNK_GROUPS) {
                     let masks = set.index.groups(ch);
                     for t in (0..hp).step_by(TILE) {
-                        for q in (0..np).step_by(4) {
-                            let nq = (np - q).min(4);
+                        let mut q = 0;
+                        while q < np {
+                            // 6 pixels at a time (12 accumulators), then 4, then the rest.
+                            let nq = match np - q {
+                                r if r >= 6 => 6,
+                                r if r >= 4 => 4,
+                                r => r,
+                            };
                             let j = j0 + q;
                             let mask = masks[j..j + nq].iter().fold(0u32, |m, &b| m | b);
+                            let acc = &mut out[q * hp..(q + nq) * hp];
+                            q += nq;
                             if mask == 0 {
                                 continue;
                             }
-                            let acc = &mut out[q * hp..(q + nq) * hp];
+                            let at = (ch, mask, j, t);
                             match self.kern {
                                 #[cfg(target_arch = "x86_64")]
                                 // SAFETY: as in `times`.
+                                Kernels::Avx2 if nq == 6 => unsafe {
+                                    avx2::scatter_pixels::<6>(&self.u, d, g, hp, at, acc)
+                                },
+                                #[cfg(target_arch = "x86_64")]
+                                // SAFETY: as in `times`.
                                 Kernels::Avx2 if nq == 4 => unsafe {
-                                    avx2::scatter_quad(&self.u, d, g, hp, ch, mask, j, t, acc)
+                                    avx2::scatter_pixels::<4>(&self.u, d, g, hp, at, acc)
                                 },
                                 _ => scatter_quad(&self.u, d, g, hp, ch, mask, j, nq, t, acc),
                             }
@@ -312,74 +325,56 @@ mod avx2 {
         }
     }
 
-    /// [`super::scatter_quad`] for 4 pixels with 8 accumulators in registers.
+    /// [`super::scatter_quad`] for `N` pixels (4 or 6) with `2N` accumulators in registers;
+    /// `at` = (chunk, mask of its groups, first pixel, first column).
     #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn scatter_quad(
+    pub(super) unsafe fn scatter_pixels<const N: usize>(
         u: &[f32],
         d: usize,
         g: &[f32],
         hp: usize,
-        ch: usize,
-        mut mask: u32,
-        j: usize,
-        t: usize,
+        (ch, mut mask, j, t): (usize, u32, usize, usize),
         acc: &mut [f32],
     ) {
         let groups = u.len() / (d * LANES);
-        assert!(j + 4 <= d && t + TILE <= hp && acc.len() >= 4 * hp);
+        assert!(j + N <= d && t + TILE <= hp && acc.len() >= N * hp);
         assert!(g.len() >= groups * LANES * hp);
         let ap = acc.as_mut_ptr();
-        // SAFETY: rows p < 4 of `acc`, columns t..t + 16 (asserted).
-        let (mut a0, mut a1, mut a2, mut a3, mut b0, mut b1, mut b2, mut b3) = unsafe {
-            (
-                _mm256_loadu_ps(ap.add(t)),
-                _mm256_loadu_ps(ap.add(hp + t)),
-                _mm256_loadu_ps(ap.add(2 * hp + t)),
-                _mm256_loadu_ps(ap.add(3 * hp + t)),
-                _mm256_loadu_ps(ap.add(t + 8)),
-                _mm256_loadu_ps(ap.add(hp + t + 8)),
-                _mm256_loadu_ps(ap.add(2 * hp + t + 8)),
-                _mm256_loadu_ps(ap.add(3 * hp + t + 8)),
-            )
-        };
+        let mut a = [_mm256_setzero_ps(); N];
+        let mut b = [_mm256_setzero_ps(); N];
+        for p in 0..N {
+            // SAFETY: row p < N of `acc`, columns t..t + 16 (asserted).
+            unsafe {
+                a[p] = _mm256_loadu_ps(ap.add(p * hp + t));
+                b[p] = _mm256_loadu_ps(ap.add(p * hp + t + 8));
+            }
+        }
         while mask != 0 {
             let gr = ch * CHUNK_GROUPS + mask.trailing_zeros() as usize;
             mask &= mask - 1;
             assert!(gr < groups);
             // SAFETY: gr < groups: its 8 rows of `g` (columns t..t + 16) and its pixels
-            // j..j + 4 (8 lanes each) lie in the slices.
+            // j..j + N (8 lanes each) lie in the slices.
             unsafe {
                 let gp = g.as_ptr().add(gr * LANES * hp + t);
                 let up = u.as_ptr().add((gr * d + j) * LANES);
                 for l in 0..LANES {
                     let g0 = _mm256_loadu_ps(gp.add(l * hp));
                     let g1 = _mm256_loadu_ps(gp.add(l * hp + 8));
-                    let s = _mm256_broadcast_ss(&*up.add(l));
-                    a0 = _mm256_fmadd_ps(s, g0, a0);
-                    b0 = _mm256_fmadd_ps(s, g1, b0);
-                    let s = _mm256_broadcast_ss(&*up.add(LANES + l));
-                    a1 = _mm256_fmadd_ps(s, g0, a1);
-                    b1 = _mm256_fmadd_ps(s, g1, b1);
-                    let s = _mm256_broadcast_ss(&*up.add(2 * LANES + l));
-                    a2 = _mm256_fmadd_ps(s, g0, a2);
-                    b2 = _mm256_fmadd_ps(s, g1, b2);
-                    let s = _mm256_broadcast_ss(&*up.add(3 * LANES + l));
-                    a3 = _mm256_fmadd_ps(s, g0, a3);
-                    b3 = _mm256_fmadd_ps(s, g1, b3);
+                    for p in 0..N {
+                        let s = _mm256_broadcast_ss(&*up.add(p * LANES + l));
+                        a[p] = _mm256_fmadd_ps(s, g0, a[p]);
+                        b[p] = _mm256_fmadd_ps(s, g1, b[p]);
+                    }
                 }
             }
         }
-        // SAFETY: as the loads above.
-        unsafe {
-            _mm256_storeu_ps(ap.add(t), a0);
-            _mm256_storeu_ps(ap.add(hp + t), a1);
-            _mm256_storeu_ps(ap.add(2 * hp + t), a2);
-            _mm256_storeu_ps(ap.add(3 * hp + t), a3);
-            _mm256_storeu_ps(ap.add(t + 8), b0);
-            _mm256_storeu_ps(ap.add(hp + t + 8), b1);
-            _mm256_storeu_ps(ap.add(2 * hp + t + 8), b2);
-            _mm256_storeu_ps(ap.add(3 * hp + t + 8), b3);
+        for p in 0..N {
+            // SAFETY: as the loads above.
+            unsafe {
+                _mm256_storeu_ps(ap.add(p * hp + t), a[p]);
+                _mm256_storeu_ps(ap.add(p * hp + t + 8), b[p]);
+            }
         }
     }
 }
