@@ -60,6 +60,15 @@ fn the_network_is_deterministic_across_threads_and_seeded() {
     let zero = strip(json("--seed 3 --init zero"));
     assert_eq!(zero["config"]["init"], "zero");
     assert_ne!(a["history"], zero["history"]);
+    // A warm start (BOAT's copy_last_param) changes every upper iteration after the first.
+    let warm = strip(json("--seed 3 --threads 2 --warm-start"));
+    assert_eq!(warm["config"]["warm_start"], true);
+    let (h, hw) = (
+        a["history"].as_array().unwrap(),
+        warm["history"].as_array().unwrap(),
+    );
+    assert_eq!(h[0], hw[0]);
+    assert_ne!(h[1..], hw[1..]);
 }
 
 #[test]
