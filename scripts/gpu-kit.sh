@@ -10,7 +10,7 @@
 #   run  command "bash gpu-kit/run.sh compare"  carry ["gpu-kit"]  timeout_s 540
 #
 # `check` runs the bda-gpu test binaries (unit tests with the real NVRTC compile, tests/gpu.rs,
-# tests/fewshot_gpu.rs) on the real
+# tests/fewshot_gpu.rs, tests/mlp_gpu.rs) on the real
 # device and the `step_timing` example; `compare` runs hyper-cleaning and few-shot against
 # the PyTorch peers on the same GPU, the accuracy runs and K = 800 (issues 4 and 5). Each
 # writes two files to $OUT: MODE-summary.txt and MODE-logs.tar.gz. The kit holds the release
@@ -37,7 +37,7 @@ tests=$(cargo test --release -q -p bda-gpu --no-run --message-format=json |
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("bda_gpu", "gpu", "fewshot_gpu"):
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("bda_gpu", "gpu", "fewshot_gpu", "mlp_gpu"):
         print("unit" if m["target"]["name"] == "bda_gpu" else m["target"]["name"], m["executable"])')
 rm -rf "$KIT"
 mkdir -p "$KIT/bin" "$KIT/peers" "$KIT/data"
@@ -49,7 +49,8 @@ strip -o "$KIT/bin/step_timing" "$TARGET/release/examples/step_timing"
 while read -r name exe; do
   strip -o "$KIT/bin/test-$name" "$exe"
 done <<<"$tests"
-[ -x "$KIT/bin/test-unit" ] && [ -x "$KIT/bin/test-gpu" ] && [ -x "$KIT/bin/test-fewshot_gpu" ] || { echo "gpu-kit: test binaries not found" >&2; exit 1; }
+[ -x "$KIT/bin/test-unit" ] && [ -x "$KIT/bin/test-gpu" ] && [ -x "$KIT/bin/test-fewshot_gpu" ] &&
+  [ -x "$KIT/bin/test-mlp_gpu" ] || { echo "gpu-kit: test binaries not found" >&2; exit 1; }
 cp "$PEERS/hyperclean_torch.py" "$PEERS/fewshot_torch.py" "$KIT/peers/"
 cp "$DATA"/*-ubyte.gz "$KIT/data/"
 cp "$ROOT/scripts/gpu-kit-run.sh" "$KIT/run.sh"

@@ -105,3 +105,27 @@ extern "C" __global__ void any_nonfinite(const float* __restrict__ a, int n, uns
         out[0] = bad ? 1u : 0u;
     }
 }
+
+// The hidden layer of the hyper-cleaning network, rows×ld with the first `h` columns used:
+// h[i, k] ← max(h[i, k], 0) for k < h, 1 at k = h (the bias column of the next GEMM), 0
+// beyond.
+extern "C" __global__ void relu_aug(float* __restrict__ hid, int rows, int h, int ld)
+{
+    const int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx < rows * ld) {
+        const int k = idx % ld;
+        hid[idx] = k < h ? fmaxf(hid[idx], 0.0f) : (k == h ? 1.0f : 0.0f);
+    }
+}
+
+// g[i, k] ← g[i, k]·1[hid[i, k] > 0] for k < h, 0 beyond (g rows×ldg, hid rows×ldh): ReLU's
+// derivative (0 at the kink), read from the activations relu(A) > 0 ⟺ A > 0.
+extern "C" __global__ void relu_mask(
+    float* __restrict__ g, int ldg, const float* __restrict__ hid, int ldh, int rows, int h)
+{
+    const int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx < rows * ldg) {
+        const int i = idx / ldg, k = idx % ldg;
+        g[idx] = (k < h && hid[(long long)i * ldh + k] > 0.0f) ? g[idx] : 0.0f;
+    }
+}

@@ -69,6 +69,8 @@ pub(crate) enum Kernel {
     XentDxRows,
     HvpRows,
     MaskedScaleCopy,
+    ReluAug,
+    ReluMask,
     PackPair,
     PackPairScale,
     Axpy,
@@ -94,11 +96,13 @@ pub(crate) enum Kernel {
 }
 
 impl Kernel {
-    pub(crate) const ALL: [Kernel; 26] = [
+    pub(crate) const ALL: [Kernel; 28] = [
         Kernel::XentGradRows,
         Kernel::XentDxRows,
         Kernel::HvpRows,
         Kernel::MaskedScaleCopy,
+        Kernel::ReluAug,
+        Kernel::ReluMask,
         Kernel::PackPair,
         Kernel::PackPairScale,
         Kernel::Axpy,
@@ -130,6 +134,8 @@ impl Kernel {
             Kernel::XentDxRows => "xent_dx_rows",
             Kernel::HvpRows => "hvp_rows",
             Kernel::MaskedScaleCopy => "masked_scale_copy",
+            Kernel::ReluAug => "relu_aug",
+            Kernel::ReluMask => "relu_mask",
             Kernel::PackPair => "pack_pair",
             Kernel::PackPairScale => "pack_pair_scale",
             Kernel::Axpy => "axpy",

@@ -29,6 +29,12 @@ impl Dims {
                 "this backend computes softmax regression (hidden = 0) only",
             ));
         }
+        Self::features(data)
+    }
+
+    /// The shapes of the features and samples (what the network's backend shares; `y_len`
+    /// and `n_w` are softmax regression's), checked like [`Dims::of`].
+    pub(crate) fn features(data: &HypercleanData<'_>) -> Result<Self, GpuError> {
         let (d, c) = (data.dim, data.classes);
         let (n_tr, n_val) = (data.n_train(), data.n_val());
         let n_all = n_tr

@@ -23,7 +23,10 @@
 //! All scalars are kernel or GEMM arguments: a step never waits for the device.
 
 mod dims;
+mod mlp;
 mod products;
+
+pub use mlp::{HypercleanMlp, HypercleanMlpGpu};
 
 use bda_kernel::hyperclean::HypercleanData;
 use cudarc::driver::CudaSlice;

@@ -139,6 +139,12 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
         bda_launch(gx, bx, [&] {
             masked_scale_copy(ARG(float*, 0), ARG(float*, 1), ARG(int, 2), ARG(int, 3), ARG(float, 4), ARG(float, 5));
         });
+    } else if (n == "relu_aug") {
+        bda_launch(gx, bx, [&] { relu_aug(ARG(float*, 0), ARG(int, 1), ARG(int, 2), ARG(int, 3)); });
+    } else if (n == "relu_mask") {
+        bda_launch(gx, bx, [&] {
+            relu_mask(ARG(float*, 0), ARG(int, 1), ARG(float*, 2), ARG(int, 3), ARG(int, 4), ARG(int, 5));
+        });
     } else if (n == "pack_pair") {
         bda_launch(gx, bx, [&] { pack_pair(ARG(float*, 0), ARG(float*, 1), ARG(float*, 2), ARG(int, 3), ARG(int, 4)); });
     } else if (n == "pack_pair_scale") {

@@ -97,10 +97,12 @@ pub fn run_on(
             let kernels = format!("{:?}", backend.kernels()).to_lowercase();
             run_with(&mut backend, "cpu".into(), kernels, data, cfg, opt, header)
         }
-        OpenDevice::Cuda(_) if data.hidden > 0 => Err(CliError::input(format!(
-            "--model mlp: the CUDA backend computes softmax regression only for now (use --device cpu, not --device {})",
-            device.name()
-        ))),
+        OpenDevice::Cuda(dev) if data.hidden > 0 => {
+            let mut backend = bda_gpu::HypercleanMlpGpu::new(dev, &problem)
+                .map_err(|e| CliError::run(format!("--device {}: {e}", device.name())))?;
+            let kernels = format!("cuda ({})", dev.info().name);
+            run_with(&mut backend, device.name(), kernels, data, cfg, opt, header)
+        }
         OpenDevice::Cuda(dev) => {
             let mut backend = bda_gpu::HypercleanGpu::new(dev, &problem)
                 .map_err(|e| CliError::run(format!("--device {}: {e}", device.name())))?;
