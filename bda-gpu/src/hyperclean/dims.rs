@@ -76,6 +76,15 @@ impl Dims {
         out
     }
 
+    /// The labels of every row, training then validation (the order of `feats`).
+    pub(crate) fn labels(data: &HypercleanData<'_>) -> Vec<u8> {
+        data.train_labels
+            .iter()
+            .chain(data.val_labels)
+            .copied()
+            .collect()
+    }
+
     /// The rows a step with weights `(w_u, w_l)` touches: training rows only when `w_l ≠ 0`,
     /// validation rows only when `w_u ≠ 0` (they are contiguous, so a range).
     pub(crate) fn rows(&self, w_u: f32, w_l: f32) -> (usize, usize) {

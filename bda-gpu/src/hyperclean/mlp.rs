@@ -30,6 +30,7 @@ use bda_kernel::hyperclean::HypercleanData;
 use cudarc::driver::{CudaSlice, CudaView, PushKernelArg};
 
 use super::dims::Dims;
+use super::rows::RowInputs;
 use crate::gemm::RowMajor;
 use crate::kernels::Kernel;
 use crate::launch::{elementwise, i32_of, per_row, push};
@@ -82,17 +83,11 @@ impl HypercleanMlpGpu {
         let h = data.hidden;
         let ldh = (h + 1).div_ceil(4) * 4;
         let fits = |v: Option<usize>| v.is_some_and(|v| v <= i32::MAX as usize);
-        if !fits(dims.n_all.checked_mul(ldh)) || !fits(data.y_len().checked_mul(1)) {
+        if !fits(dims.n_all.checked_mul(ldh)) || !fits(Some(data.y_len())) {
             return Err(GpuError::TooLarge("hidden layer"));
         }
         guard(|| {
             let stream = dev.stream();
-            let labels: Vec<u8> = data
-                .train_labels
-                .iter()
-                .chain(data.val_labels)
-                .copied()
-                .collect();
             let n = dims.n_all;
             let p = HypercleanMlp {
                 dims,
@@ -101,7 +96,7 @@ impl HypercleanMlpGpu {
                 off2: (dims.d + 1) * h,
                 y_len: data.y_len(),
                 feats: stream.clone_htod(&dims.pack_features(data))?,
-                labels: stream.clone_htod(&labels)?,
+                labels: stream.clone_htod(&Dims::labels(data))?,
                 hid: stream.alloc_zeros(n * ldh)?,
                 hidt: stream.alloc_zeros(n * ldh)?,
                 gh: stream.alloc_zeros(n * h)?,
@@ -198,25 +193,19 @@ impl HypercleanMlp {
         &mut self,
         dev: &GpuDevice,
         x: &GpuVec,
-        (r0, r1): (usize, usize),
+        rows: (usize, usize),
         ldz: usize,
-        (a_tr, a_val): (f32, f32),
+        weights: (f32, f32),
         second: bool,
     ) -> Result<(), GpuError> {
-        let f = dev.kernel(Kernel::XentGradRows)?;
-        let d = self.dims;
-        let ints = [d.n_tr, r0, r1, d.c].map(i32_of);
-        let ldz = i32_of(ldz);
-        let weights = [a_tr, a_val];
+        let inputs = RowInputs {
+            dims: self.dims,
+            z: &self.z,
+            labels: &self.labels,
+            x,
+        };
         let g = if second { &mut self.g2 } else { &mut self.g };
-        let mut l = dev.stream().launch_builder(&f);
-        l.arg(&self.z).arg(&ldz).arg(&self.labels).arg(&x.0);
-        push(&mut l, &ints);
-        push(&mut l, &weights);
-        l.arg(g).arg(&mut self.ce);
-        // SAFETY: matches `xent_grad_rows`; rows < n_all, z: n_all·2c ≥ n_all·ldz.
-        unsafe { l.launch(per_row(r1 - r0)) }?;
-        Ok(())
+        inputs.xent_grad(dev, rows, ldz, weights, (g, &mut self.ce))
     }
 
     /// `g ⊙ 1[hid > 0]` on rows `[r0, r1)` of `gh` (or of `hidt`, whose extra columns
@@ -371,25 +360,17 @@ impl HypercleanMlp {
         &mut self,
         dev: &GpuDevice,
         x: &GpuVec,
-        (r0, r1): (usize, usize),
-        (a_tr, a_val): (f32, f32),
+        rows: (usize, usize),
+        weights: (f32, f32),
         gx: Option<(&mut GpuVec, f32)>,
     ) -> Result<(), GpuError> {
-        let f = dev.kernel(Kernel::HvpRows)?;
-        let ints = [self.dims.n_tr, r0, r1, self.dims.c].map(i32_of);
-        let weights = [a_tr, a_val];
-        let (gx_buf, gx_scale) = match gx {
-            Some((g, s)) => (&mut g.0, s),
-            None => (&mut self.dummy, 0.0f32),
+        let inputs = RowInputs {
+            dims: self.dims,
+            z: &self.z,
+            labels: &self.labels,
+            x,
         };
-        let mut l = dev.stream().launch_builder(&f);
-        l.arg(&self.z).arg(&self.labels).arg(&x.0);
-        push(&mut l, &ints);
-        push(&mut l, &weights);
-        l.arg(&mut self.g).arg(gx_buf).arg(&gx_scale);
-        // SAFETY: matches `hvp_rows`; gx has n_tr entries or gx_scale = 0 (never written).
-        unsafe { l.launch(per_row(r1 - r0)) }?;
-        Ok(())
+        inputs.hvp(dev, rows, weights, &mut self.g, gx, &mut self.dummy)
     }
 
     /// The Hessian pass of rows `[r0, r1)` in direction `v` with row weights `w`: the

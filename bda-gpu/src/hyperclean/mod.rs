@@ -25,6 +25,7 @@
 mod dims;
 mod mlp;
 mod products;
+mod rows;
 
 pub use mlp::{HypercleanMlp, HypercleanMlpGpu};
 
@@ -78,16 +79,10 @@ impl HypercleanGpu {
         guard(|| {
             let stream = dev.stream();
             let feats = stream.clone_htod(&dims.pack_features(data))?;
-            let labels: Vec<u8> = data
-                .train_labels
-                .iter()
-                .chain(data.val_labels)
-                .copied()
-                .collect();
             let p = Hyperclean {
                 dims,
                 feats,
-                labels: stream.clone_htod(&labels)?,
+                labels: stream.clone_htod(&Dims::labels(data))?,
                 z: stream.alloc_zeros(dims.n_all * 2 * dims.c)?,
                 g: stream.alloc_zeros(dims.n_all * dims.c)?,
                 ce: stream.alloc_zeros(dims.n_all)?,

@@ -4,6 +4,7 @@
 use bda_kernel::backend::{LowerHessian, LowerStep, StepAdjoint, UpperGradient};
 use cudarc::driver::{CudaSlice, PushKernelArg};
 
+use super::rows::RowInputs;
 use super::{Hyperclean, HypercleanGpu};
 use crate::gemm::RowMajor;
 use crate::kernels::Kernel;
@@ -137,22 +138,18 @@ impl Hyperclean {
         &mut self,
         dev: &GpuDevice,
         x: &GpuVec,
-        (r0, r1): (usize, usize),
+        rows: (usize, usize),
         a_tr: f32,
         a_val: f32,
     ) -> Result<(), GpuError> {
-        let f = dev.kernel(Kernel::XentGradRows)?;
-        let d = self.dims;
-        let ints = [d.n_tr, r0, r1, d.c].map(i32_of);
-        let weights = [a_tr, a_val];
-        let mut l = dev.stream().launch_builder(&f);
-        l.arg(&self.z).arg(&ints[3]).arg(&self.labels).arg(&x.0);
-        push(&mut l, &ints);
-        push(&mut l, &weights);
-        l.arg(&mut self.g).arg(&mut self.ce);
-        // SAFETY: matches `xent_grad_rows`; rows < n_all, z: n_all·2c ≥ n_all·c, x: n_tr.
-        unsafe { l.launch(per_row(r1 - r0)) }?;
-        Ok(())
+        let inputs = RowInputs {
+            dims: self.dims,
+            z: &self.z,
+            labels: &self.labels,
+            x,
+        };
+        let out = (&mut self.g, &mut self.ce);
+        inputs.xent_grad(dev, rows, self.dims.c, (a_tr, a_val), out)
     }
 
     /// `hvp_rows` over `[r0, r1)` with `[z | t]` pairs (row stride `2c`) in `z`; `gx`, when
@@ -161,25 +158,17 @@ impl Hyperclean {
         &mut self,
         dev: &GpuDevice,
         x: &GpuVec,
-        (r0, r1): (usize, usize),
-        (a_tr, a_val): (f32, f32),
+        rows: (usize, usize),
+        weights: (f32, f32),
         gx: Option<(&mut GpuVec, f32)>,
     ) -> Result<(), GpuError> {
-        let f = dev.kernel(Kernel::HvpRows)?;
-        let ints = [self.dims.n_tr, r0, r1, self.dims.c].map(i32_of);
-        let weights = [a_tr, a_val];
-        let (gx_buf, gx_scale) = match gx {
-            Some((g, s)) => (&mut g.0, s),
-            None => (&mut self.dummy, 0.0f32),
+        let inputs = RowInputs {
+            dims: self.dims,
+            z: &self.z,
+            labels: &self.labels,
+            x,
         };
-        let mut l = dev.stream().launch_builder(&f);
-        l.arg(&self.z).arg(&self.labels).arg(&x.0);
-        push(&mut l, &ints);
-        push(&mut l, &weights);
-        l.arg(&mut self.g).arg(gx_buf).arg(&gx_scale);
-        // SAFETY: matches `hvp_rows`; gx has n_tr entries or gx_scale = 0 (never written).
-        unsafe { l.launch(per_row(r1 - r0)) }?;
-        Ok(())
+        inputs.hvp(dev, rows, weights, &mut self.g, gx, &mut self.dummy)
     }
 
     /// Logits of `y` and of the direction `v` together (one GEMM with `[y | v]`) over the
