@@ -260,7 +260,7 @@ impl Conv4Gpu {
         Ok(())
     }
 
-    /// Features of `n` images (`images`: `n × side²`, row-major) into `feats`
+    /// Features of `n` images (`images`: `n × in_channels·side²`, each channel-major) into `feats`
     /// (`n × features`, row-major), keeping the tape for [`Conv4Gpu::backward`].
     pub(crate) fn forward(
         &mut self,
@@ -281,7 +281,12 @@ impl Conv4Gpu {
         let f_rows = self.dev.kernel(Kernel::MapsToRows)?;
         let stream = self.dev.stream();
         let buf = self.buffers.as_mut().expect("sized by ensure");
-        stream.memcpy_htod(images, &mut buf.layers[0].input)?;
+        if a.in_channels == 1 {
+            stream.memcpy_htod(images, &mut buf.layers[0].input)?;
+        } else {
+            let planes = channel_major(images, n, a.in_channels, a.side * a.side);
+            stream.memcpy_htod(&planes, &mut buf.layers[0].input)?;
+        }
         for l in 0..a.blocks {
             let (c_in, s, so) = (a.c_in(l), a.side_at(l), a.side_at(l + 1));
             let hw = s * s;
@@ -460,4 +465,15 @@ impl Conv4Gpu {
         }
         Ok(())
     }
+}
+
+/// Images (`n × c·hw`, each channel-major) to the layout of a block input, `[c][n·hw]`.
+fn channel_major(images: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(n * c * hw);
+    for ci in 0..c {
+        for img in images.chunks_exact(c * hw) {
+            out.extend_from_slice(&img[ci * hw..(ci + 1) * hw]);
+        }
+    }
+    out
 }

@@ -26,7 +26,7 @@ pub struct Episodes<'a> {
     pub support: usize,
     /// Query images per task.
     pub query: usize,
-    /// Images (`side²` floats each, row-major): the support images of task 0, 1, …, then the
+    /// Images (`in_channels·side²` floats each, channel-major): the support images of task 0, 1, …, then the
     /// query images of task 0, 1, … (the CPU path's stacking order, which fixes the
     /// batch-norm batch).
     pub images: &'a [f32],
@@ -347,6 +347,7 @@ mod tests {
     fn new_without_cuda_is_an_error_not_a_panic() {
         let shape = Conv4Shape {
             channels: 4,
+            in_channels: 1,
             side: 12,
             blocks: 3,
         };

@@ -7,12 +7,18 @@
 use crate::GpuError;
 
 /// Shape of a conv4-style backbone: `blocks` × [3×3 conv (`channels` outputs, padding 1, no
-/// bias), batch norm (γ, β), ReLU, 2×2 max-pool with ceil mode] on `side × side` grey images.
+/// bias), batch norm (γ, β), ReLU, 2×2 max-pool with ceil mode] on `side × side` images of
+/// `in_channels` channels.
+///
+/// Images are stored image after image, each channel-major (`[channel][row][column]`, as a
+/// PyTorch `N×C×H×W` tensor).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Conv4Shape {
-    /// Channels of every convolution (64 in the papers).
+    /// Channels of every convolution (64 in the papers; 32 is MiniImageNet's standard).
     pub channels: usize,
-    /// Side of the square input images (28 for Omniglot).
+    /// Channels of the input images (1 for Omniglot, 3 for MiniImageNet's RGB).
+    pub in_channels: usize,
+    /// Side of the square input images (28 for Omniglot, 84 for MiniImageNet).
     pub side: usize,
     /// Number of blocks (4).
     pub blocks: usize,
@@ -26,7 +32,11 @@ impl Conv4Shape {
 
     /// Input channels of block `l`.
     pub fn c_in(&self, l: usize) -> usize {
-        if l == 0 { 1 } else { self.channels }
+        if l == 0 {
+            self.in_channels
+        } else {
+            self.channels
+        }
     }
 
     /// Features per image, `channels · side_out²`, in PyTorch's flatten order (channel, row,
@@ -36,9 +46,9 @@ impl Conv4Shape {
         self.channels * s * s
     }
 
-    /// Pixels per input image.
+    /// Values per input image (`in_channels · side²`).
     pub fn pixels(&self) -> usize {
-        self.side * self.side
+        self.in_channels * self.side * self.side
     }
 
     /// Offsets of block `l`'s weights (`[c_out][c_in·9]`, row-major), γ and β (`channels`
@@ -75,18 +85,20 @@ impl Conv4Shape {
     /// kernels and cuBLAS (what [`crate::FewshotGpu::new`] checks for one image, and every
     /// batch for its own size), so a caller can reject a shape before opening a device.
     pub fn validate(&self, images: usize) -> Result<(), GpuError> {
-        if self.channels == 0 || self.side == 0 || self.blocks == 0 {
+        if self.channels == 0 || self.in_channels == 0 || self.side == 0 || self.blocks == 0 {
             return Err(GpuError::Data(
-                "the backbone needs at least one channel, pixel and block",
+                "the backbone needs at least one channel, input channel, pixel and block",
             ));
         }
         let fits = |v: Option<usize>| v.is_some_and(|v| v <= i32::MAX as usize);
         let hw = self.side * self.side;
-        if !fits(
-            self.channels
-                .checked_mul(hw)
-                .and_then(|v| v.checked_mul(images)),
-        ) || !fits(self.channels.checked_mul(9 * self.channels))
+        let widest = self.channels.max(self.in_channels);
+        if !fits(widest.checked_mul(hw).and_then(|v| v.checked_mul(images)))
+            || !fits(
+                self.channels
+                    .checked_mul(9)
+                    .and_then(|v| v.checked_mul(widest)),
+            )
         {
             return Err(GpuError::TooLarge("feature maps"));
         }
@@ -102,6 +114,7 @@ mod tests {
     fn conv4_on_28_pixels() {
         let a = Conv4Shape {
             channels: 64,
+            in_channels: 1,
             side: 28,
             blocks: 4,
         };
@@ -119,5 +132,33 @@ mod tests {
             Err(GpuError::TooLarge(_))
         ));
         assert!(Conv4Shape { channels: 0, ..a }.validate(1).is_err());
+        assert!(
+            Conv4Shape {
+                in_channels: 0,
+                ..a
+            }
+            .validate(1)
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn conv4_on_miniimagenet_shapes() {
+        let a = Conv4Shape {
+            channels: 32,
+            in_channels: 3,
+            side: 84,
+            blocks: 4,
+        };
+        assert_eq!(
+            (0..=4).map(|l| a.side_at(l)).collect::<Vec<_>>(),
+            [84, 42, 21, 11, 6]
+        );
+        // 32·5·5 = 800 with floor pooling; ceil mode gives 6×6.
+        assert_eq!(a.features(), 32 * 36);
+        assert_eq!(a.pixels(), 3 * 84 * 84);
+        // 32·3·9 + 64 + 3·(32·32·9 + 64) = 28 896.
+        assert_eq!(a.num_params(), 28_896);
+        assert_eq!(a.offsets(1).0, 32 * 27 + 64);
     }
 }

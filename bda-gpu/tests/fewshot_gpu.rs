@@ -23,8 +23,17 @@ use fewshot_ref::conv4_forward;
 /// 12 → 6 → 3 → 2 (the last pool exercises ceil mode): 16 features, 348 parameters.
 const SHAPE: Conv4Shape = Conv4Shape {
     channels: 4,
+    in_channels: 1,
     side: 12,
     blocks: 3,
+};
+
+/// Three input channels (MiniImageNet's RGB): 10 → 5 → 3, 36 features.
+const RGB: Conv4Shape = Conv4Shape {
+    channels: 4,
+    in_channels: 3,
+    side: 10,
+    blocks: 2,
 };
 
 /// The opened device, or `None` after printing why there is none (a panic with the reason
@@ -52,7 +61,10 @@ fn agree(what: &str, got: &[f64], want: &[f64], tol: f64) {
 /// PyTorch-like initialisation (uniform ±1/√fan_in), γ and β perturbed around (1, 0) so that
 /// their gradients are exercised away from the special values.
 fn params(rng: &mut Rng) -> Vec<f64> {
-    let a = SHAPE;
+    params_of(SHAPE, rng)
+}
+
+fn params_of(a: Conv4Shape, rng: &mut Rng) -> Vec<f64> {
     let mut p = vec![0.0; a.num_params()];
     for l in 0..a.blocks {
         let (w, g, b) = a.offsets(l);
@@ -184,6 +196,40 @@ fn backbone_features_agree() {
     gpu.set_col_budget(1);
     let chunked = gpu.features(&f32s(&p), &f32s(&images), n).unwrap();
     agree("conv4 features, chunked", &f64s(&chunked), &want, 1e-4);
+}
+
+/// Channel-major RGB images: features and parameter gradient against the reference (which
+/// reads `[image][channel][row][column]` directly, so a wrong transposition shows).
+#[test]
+fn rgb_backbone_agrees() {
+    let Some(dev) = device() else { return };
+    let mut rng = Rng::new(11);
+    let p = params_of(RGB, &mut rng);
+    let n = 5;
+    let images = rng.vec64(n * RGB.pixels(), 0.0, 1.0);
+    let mut gpu = FewshotGpu::new(&dev, RGB).expect("open the backend");
+    let got = gpu.features(&f32s(&p), &f32s(&images), n).unwrap();
+    agree(
+        "rgb features",
+        &f64s(&got),
+        &conv4_forward(&RGB, &p, &images, n),
+        1e-4,
+    );
+    let dfeats = rng.vec64(n * RGB.features(), -1.0, 1.0);
+    let loss = |p: &[f64]| -> f64 {
+        conv4_forward(&RGB, p, &images, n)
+            .iter()
+            .zip(&dfeats)
+            .map(|(f, d)| f * d)
+            .sum()
+    };
+    let want = central_diff(loss, &p, 1e-6, p.len());
+    let mut grad = vec![0.0f32; p.len()];
+    gpu.backbone_gradient(&f32s(&p), &f32s(&images), n, &f32s(&dfeats), &mut grad)
+        .unwrap();
+    let (w0, g0, _) = RGB.offsets(0);
+    agree("rgb block 0 W", &f64s(&grad)[w0..g0], &want[w0..g0], 2e-3);
+    agree("rgb gradient", &f64s(&grad), &want, 1e-3);
 }
 
 #[test]

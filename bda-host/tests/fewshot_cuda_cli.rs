@@ -155,6 +155,40 @@ fn projections_run_the_same_on_the_cuda_path() {
     }
 }
 
+/// MiniImageNet-layout data (3×84×84 RGB) on the CUDA path: the same run as on the CPU, and
+/// the bench at RGB shapes.
+#[test]
+fn rgb_images_run_the_same_on_the_cuda_path() {
+    let Some(fake) = fake_libs("fake_cuda_rgb") else {
+        return;
+    };
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/miniimagenet-tiny");
+    let base = TINY.replace("--synthetic", "--data-dir");
+    let train = |device: &str| {
+        let mut args = argv(&base);
+        args.insert(2, data);
+        args.extend_from_slice(&["--ul-iters", "2", "--device", device]);
+        json(&bda(Some(&fake), &args))
+    };
+    let (cuda, cpu) = (train("cuda"), train("cpu"));
+    assert_eq!(cuda["config"]["format"], "miniimagenet", "{cuda}");
+    let (lc, lp) = (num(&cuda, "train_loss"), num(&cpu, "train_loss"));
+    assert!((lc - lp).abs() < 1e-4 * lp.abs(), "train loss {lc} vs {lp}");
+    let (ac, ap) = (num(&cuda, "test_acc"), num(&cpu, "test_acc"));
+    assert!((ac - ap).abs() < 5.0, "test accuracy (%) {ac} vs {ap}");
+    let out = json(&bda(
+        Some(&fake),
+        &argv(
+            "fewshot bench --device cuda --ways 2 --queries 1 --meta-batch 1 --K 1 --steps 1 --image-size 20 --in-channels 3 --channels 4 --json",
+        ),
+    ));
+    assert_eq!(
+        (out["in_channels"].as_u64(), out["image_size"].as_u64()),
+        (Some(3), Some(20))
+    );
+    assert!(num(&out, "s_per_ul_iter") > 0.0);
+}
+
 #[test]
 fn without_cuda_the_probe_error_is_one_line() {
     // Only meaningful where no real driver is installed (CI, this container).

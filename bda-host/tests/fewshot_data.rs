@@ -41,7 +41,7 @@ fn fixture_counts_and_values() {
             assert_eq!(c.name.matches('/').count(), 1, "{}", c.name);
             assert!(c.name.starts_with("strokes-"), "{}", c.name);
             for i in 0..c.n {
-                let img = c.image(i, ds.side).unwrap();
+                let img = c.image(i).unwrap();
                 // Strokes visible: some cells nearly full of ink, mean ink in a sane range.
                 let mean = img.iter().sum::<f32>() / D as f32;
                 let max = img.iter().cloned().fold(0.0, f32::max);
@@ -54,7 +54,7 @@ fn fixture_counts_and_values() {
                 // The white border of the drawing stays background.
                 assert!(img[0] < 0.05 && img[D - 1] < 0.05, "{} #{i}", c.name);
             }
-            assert!(c.image(6, ds.side).is_none());
+            assert!(c.image(6).is_none());
         }
         // Class names are sorted (folder order).
         let names: Vec<&str> = ds.classes.iter().map(|c| c.name.as_str()).collect();
@@ -76,8 +76,8 @@ fn fixture_rotations_make_four_classes_per_character() {
             assert_eq!(four[k].name, format!("{}@rot{deg}", base.name));
             assert_eq!(four[k].n, base.n);
             for j in 0..base.n {
-                let want = rotate90(four[k - 1].image(j, SIDE).unwrap(), SIDE);
-                assert_eq!(four[k].image(j, SIDE).unwrap(), &want[..]);
+                let want = rotate90(four[k - 1].image(j).unwrap(), SIDE);
+                assert_eq!(four[k].image(j).unwrap(), &want[..]);
             }
         }
     }
@@ -93,7 +93,7 @@ fn resize_preserves_mean_ink_of_each_image() {
     let (w, h, grey) = decode_grey(&fs::read(dir.join("01.png")).unwrap()).unwrap();
     assert_eq!((w, h), (105, 105));
     let src_mean = grey.iter().map(|&g| 1.0 - g as f64 / 255.0).sum::<f64>() / grey.len() as f64;
-    let img = ds.classes[0].image(0, SIDE).unwrap();
+    let img = ds.classes[0].image(0).unwrap();
     let mean = img.iter().map(|&v| v as f64).sum::<f64>() / D as f64;
     assert!((mean - src_mean).abs() < 1e-5, "{mean} vs {src_mean}");
 }
@@ -513,9 +513,7 @@ fn bad_episode_flags() {
 /// Index of `img` among the images of `class` (images in the fixture are all distinct).
 fn find(ds: &FewshotDataset, class: usize, img: &[f32]) -> usize {
     let c = &ds.classes[class];
-    let hits: Vec<usize> = (0..c.n)
-        .filter(|&i| c.image(i, ds.side).unwrap() == img)
-        .collect();
+    let hits: Vec<usize> = (0..c.n).filter(|&i| c.image(i).unwrap() == img).collect();
     assert_eq!(
         hits.len(),
         1,

@@ -101,45 +101,107 @@ fn truncation_changes_the_gradient_but_full_truncation_is_rhg() {
 /// 9×9 images: 9 → 5 → 3 → 2 → 1 exercises the ceil-mode pools; 11 images span two chunks.
 const TINY: Arch = Arch {
     channels: 3,
+    in_channels: 1,
     side: 9,
     blocks: 4,
 };
 
 #[test]
 fn conv4_backward_matches_finite_differences() {
-    let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let n = 11;
-    let params: Vec<f64> = TINY.init(&mut rng);
-    let imgs: Vec<f64> = (0..n * TINY.pixels()).map(|_| rng.random()).collect();
-    let r: Vec<f64> = (0..n * TINY.features())
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
-    let loss = |p: &[f64]| {
-        let (f, _) = Conv4 {
-            arch: TINY,
-            params: p,
+    for arch in [
+        TINY,
+        Arch {
+            in_channels: 3,
+            ..TINY
+        },
+    ] {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let n = 11;
+        let params: Vec<f64> = arch.init(&mut rng);
+        let imgs: Vec<f64> = (0..n * arch.pixels()).map(|_| rng.random()).collect();
+        let r: Vec<f64> = (0..n * arch.features())
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let loss = |p: &[f64]| {
+            let (f, _) = Conv4 { arch, params: p }.forward(&imgs, n);
+            f.iter().zip(&r).map(|(a, b)| a * b).sum::<f64>()
+        };
+        let net = Conv4 {
+            arch,
+            params: &params,
+        };
+        let (_, tape) = net.forward(&imgs, n);
+        let g = net.backward(&tape, &r);
+        let eps = 1e-6;
+        let mut worst: f64 = 0.0;
+        for i in 0..params.len() {
+            let mut p = params.clone();
+            p[i] += eps;
+            let lp = loss(&p);
+            p[i] -= 2.0 * eps;
+            let lm = loss(&p);
+            let fd = (lp - lm) / (2.0 * eps);
+            worst = worst.max((fd - g[i]).abs() / (1.0 + fd.abs()));
         }
-        .forward(&imgs, n);
-        f.iter().zip(&r).map(|(a, b)| a * b).sum::<f64>()
-    };
-    let net = Conv4 {
-        arch: TINY,
-        params: &params,
-    };
-    let (_, tape) = net.forward(&imgs, n);
-    let g = net.backward(&tape, &r);
-    let eps = 1e-6;
-    let mut worst: f64 = 0.0;
-    for i in 0..params.len() {
-        let mut p = params.clone();
-        p[i] += eps;
-        let lp = loss(&p);
-        p[i] -= 2.0 * eps;
-        let lm = loss(&p);
-        let fd = (lp - lm) / (2.0 * eps);
-        worst = worst.max((fd - g[i]).abs() / (1.0 + fd.abs()));
+        assert!(
+            worst < 1e-6,
+            "{} input channels: max relative error {worst:e}",
+            arch.in_channels
+        );
     }
-    assert!(worst < 1e-6, "max relative error {worst:e}");
+}
+
+/// RGB input (channel-major images): keeping only channel 2's weights in block 0 gives the
+/// features of the one-channel network on the images' third planes. A mixed-up layout
+/// (channels or images interleaved wrongly, across the two chunks of 11 images) fails.
+#[test]
+fn rgb_input_is_channel_major() {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let rgb = Arch {
+        in_channels: 3,
+        ..TINY
+    };
+    let grey = TINY;
+    let n = 11;
+    let mut p3: Vec<f64> = rgb.init(&mut rng);
+    let (w3, g3, _) = rgb.offsets(0);
+    let (w1, g1, _) = grey.offsets(0);
+    let mut p1 = vec![0.0; grey.num_params()];
+    for co in 0..rgb.channels {
+        for ci in 0..3 {
+            for k in 0..9 {
+                let v = &mut p3[w3 + co * 27 + ci * 9 + k];
+                if ci == 2 {
+                    p1[w1 + co * 9 + k] = *v;
+                } else {
+                    *v = 0.0;
+                }
+            }
+        }
+    }
+    p1[g1..].copy_from_slice(&p3[g3..]);
+    let imgs: Vec<f64> = (0..n * rgb.pixels()).map(|_| rng.random()).collect();
+    let plane = grey.pixels();
+    let blue: Vec<f64> = imgs
+        .chunks_exact(rgb.pixels())
+        .flat_map(|img| img[2 * plane..].to_vec())
+        .collect();
+    let (f3, _) = Conv4 {
+        arch: rgb,
+        params: &p3,
+    }
+    .forward(&imgs, n);
+    let (f1, _) = Conv4 {
+        arch: grey,
+        params: &p1,
+    }
+    .forward(&blue, n);
+    let worst = f3
+        .iter()
+        .zip(&f1)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-12, "max difference {worst:e}");
 }
 
 fn tasks(rng: &mut ChaCha8Rng, arch: Arch, count: usize) -> Vec<Task> {
@@ -185,6 +247,7 @@ fn meta_gradient_is_the_same_on_one_and_two_threads() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let arch = Arch {
         channels: 4,
+        in_channels: 1,
         side: 12,
         blocks: 4,
     };
@@ -217,6 +280,7 @@ fn conv4_features_follow_their_images() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let arch = Arch {
         channels: 3,
+        in_channels: 1,
         side: 28,
         blocks: 4,
     };

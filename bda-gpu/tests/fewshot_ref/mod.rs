@@ -12,7 +12,7 @@ pub fn conv4_forward(a: &Conv4Shape, params: &[f64], images: &[f64], n: usize) -
     let ch = a.channels;
     // maps[i][c][y][x]
     let mut maps: Vec<f64> = images.to_vec();
-    let mut c_in = 1;
+    let mut c_in = a.in_channels;
     for l in 0..a.blocks {
         let (s, so) = (a.side_at(l), a.side_at(l + 1));
         let (wo, go, bo) = a.offsets(l);

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use clap::{Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 
+use super::data::DataFormat;
 use super::projection::UlProjection;
 use crate::config::OutputArgs;
 use crate::device::PlaceArgs;
@@ -36,14 +37,21 @@ impl FsMethod {
     }
 }
 
-/// Which Omniglot-format split to read.
+/// Which split of the data to read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SplitArg {
-    /// `images_background` (meta-training classes).
-    Background,
-    /// `images_evaluation` (meta-test classes).
-    Evaluation,
+    /// Meta-training classes (Omniglot: `images_background`; MiniImageNet: `train`).
+    #[value(alias = "background")]
+    #[serde(alias = "background")]
+    Train,
+    /// Validation classes (MiniImageNet: `val`). Omniglot has none: its evaluation split.
+    #[value(alias = "validation")]
+    Val,
+    /// Meta-test classes (Omniglot: `images_evaluation`; MiniImageNet: `test`).
+    #[value(alias = "evaluation")]
+    #[serde(alias = "evaluation")]
+    Test,
 }
 
 /// Arguments of `bda fewshot` (meta-training) and its subcommands.
@@ -164,7 +172,8 @@ pub struct TrainConfig {
     /// Validate every this many meta-steps (0: never).
     #[arg(long, default_value_t = 50)]
     pub val_every: u64,
-    /// Validation episodes (drawn once from the evaluation split).
+    /// Validation episodes (drawn once from the validation split: MiniImageNet's `val`,
+    /// Omniglot's evaluation split).
     #[arg(long, default_value_t = 64)]
     pub val_episodes: usize,
     /// Where episodes come from.
@@ -184,13 +193,20 @@ pub struct TrainConfig {
 /// Where episodes come from: a data folder, or random images.
 #[derive(clap::Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceArgs {
-    /// Omniglot-format data folder (`images_background/`, `images_evaluation/`).
+    /// Data folder: Omniglot layout (`images_background/`, `images_evaluation/`) or
+    /// MiniImageNet layout (`images/` + `train.csv`, `val.csv`, `test.csv`, or `train/`,
+    /// `val/`, `test/` class folders).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Layout of `--data-dir` [default: detected from its contents].
+    #[arg(long, value_enum, requires = "data_dir")]
+    #[serde(default)]
+    pub format: Option<DataFormat>,
     /// Random images instead of data (the peer's timing inputs; accuracy is chance).
     #[arg(long, conflicts_with = "data_dir")]
     pub synthetic: bool,
-    /// Do not add the 90°, 180° and 270° rotations of each character as new classes.
+    /// Do not add the 90°, 180° and 270° rotations of each character as new classes
+    /// (Omniglot; MiniImageNet is never rotated).
     #[arg(long)]
     pub no_rotations: bool,
 }
@@ -226,7 +242,7 @@ pub struct EvalConfig {
     #[arg(long, default_value_t = 600)]
     pub episodes: usize,
     /// Data split to test on.
-    #[arg(long, value_enum, default_value_t = SplitArg::Evaluation)]
+    #[arg(long, value_enum, default_value_t = SplitArg::Test)]
     pub split: SplitArg,
     /// Classes per episode (N-way).
     #[arg(long)]
@@ -278,6 +294,15 @@ pub struct BenchConfig {
     /// Timed meta-steps (after one warm-up step).
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
+    /// Side of the square random images (28: Omniglot; 84: MiniImageNet).
+    #[arg(long, default_value_t = 28)]
+    pub image_size: usize,
+    /// Channels of the random images (1: Omniglot; 3: MiniImageNet's RGB).
+    #[arg(long, default_value_t = 1)]
+    pub in_channels: usize,
+    /// Convolution channels (64: Omniglot; 32: the MiniImageNet standard).
+    #[arg(long, default_value_t = 64)]
+    pub channels: usize,
     /// Device and threads.
     #[command(flatten)]
     #[serde(flatten)]

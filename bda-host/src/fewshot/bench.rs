@@ -42,6 +42,12 @@ pub struct BenchReport {
     /// Head steps.
     #[serde(rename = "K")]
     pub k: u32,
+    /// Input images: channels × side × side.
+    pub in_channels: usize,
+    /// Side of the input images.
+    pub image_size: usize,
+    /// Convolution channels.
+    pub channels: usize,
     /// Rayon threads (the CPU path; the host side of the CUDA path).
     pub threads: usize,
     /// Seconds per meta-step (forward, K head steps and their reverse pass per task,
@@ -82,9 +88,23 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
         ul_projection: Default::default(),
         seed: 0,
         data_dir: None,
+        format: None,
         rotations: false,
-        arch: Arch::CONV4,
+        arch: Arch {
+            channels: b.channels,
+            in_channels: b.in_channels,
+            side: b.image_size,
+            ..Arch::CONV4
+        },
     };
+    for (flag, v) in [
+        ("--image-size", b.image_size),
+        ("--in-channels", b.in_channels),
+    ] {
+        if v == 0 {
+            return Err(CliError::input(format!("{flag} 0: must be positive")));
+        }
+    }
     cfg.validate()?;
     if b.steps == 0 {
         return Err(CliError::input("--steps 0: must be positive"));
@@ -152,6 +172,9 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
         queries: cfg.episode.queries,
         meta_batch: cfg.episode.meta_batch,
         k: cfg.episode.k,
+        in_channels: arch.in_channels,
+        image_size: arch.side,
+        channels: arch.channels,
         threads: rayon::current_num_threads(),
         s_per_ul_iter: s_step,
         gflops_ul_iter: flops / s_step / 1e9,
@@ -165,12 +188,16 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
         );
     } else {
         println!(
-            "{}-way {}-shot, {} queries, meta-batch {}, K = {}, {} on {} ({} threads): {:.3} s/meta-step",
+            "{}-way {}-shot, {} queries, meta-batch {}, K = {}, {}×{}×{} images, {} channels, {} on {} ({} threads): {:.3} s/meta-step",
             r.ways,
             r.shots,
             r.queries,
             r.meta_batch,
             r.k,
+            r.in_channels,
+            r.image_size,
+            r.image_size,
+            r.channels,
             r.method,
             r.device,
             r.threads,

@@ -12,6 +12,7 @@ use super::args::{EpisodeArgs, SourceArgs, SplitArg};
 use super::conv4::Arch;
 use super::data;
 use super::meta::{HeadProcedure, Task};
+use super::miniimagenet;
 use super::projection::UlProjection;
 use crate::config::DataSource;
 use crate::error::CliError;
@@ -41,7 +42,10 @@ pub struct RunConfig {
     pub seed: u64,
     /// Data folder (`None`: synthetic).
     pub data_dir: Option<PathBuf>,
-    /// Class rotations.
+    /// Layout of the data folder (absent in older checkpoints: detected).
+    #[serde(default)]
+    pub format: Option<data::DataFormat>,
+    /// Class rotations (Omniglot).
     pub rotations: bool,
     /// Backbone shape.
     pub arch: Arch,
@@ -115,9 +119,16 @@ impl RunConfig {
     pub fn source(&self) -> SourceArgs {
         SourceArgs {
             data_dir: self.data_dir.clone(),
+            format: self.format,
             synthetic: self.data_dir.is_none(),
             no_rotations: !self.rotations,
         }
+    }
+
+    /// The layout of the data folder (`None` for random images): the stored one, else
+    /// detected.
+    pub fn data_format(&self) -> Result<Option<data::DataFormat>, CliError> {
+        data_format(self.data_dir.as_deref(), self.format)
     }
 
     /// The data folder, or `synthetic`.
@@ -141,7 +152,7 @@ pub enum Source {
 
 impl Source {
     /// Random images when `data_dir` is `None`, else the split `split` of the folder,
-    /// checked to give episodes of `cfg`'s shape.
+    /// checked to give episodes of `cfg`'s shape and images of its backbone's input shape.
     pub fn open(
         data_dir: Option<&Path>,
         split: SplitArg,
@@ -152,23 +163,39 @@ impl Source {
                 pixels: cfg.arch.pixels(),
             });
         };
-        let split = match split {
-            SplitArg::Background => data::Split::Background,
-            SplitArg::Evaluation => data::Split::Evaluation,
+        let format = data_format(Some(d), cfg.format)?.expect("a data folder has a format");
+        let ds = match format {
+            data::DataFormat::Omniglot => {
+                data::load_omniglot(d, omniglot_split(split), cfg.rotations)?
+            }
+            data::DataFormat::Miniimagenet => {
+                let split = match split {
+                    SplitArg::Train => miniimagenet::Split::Train,
+                    SplitArg::Val => miniimagenet::Split::Val,
+                    SplitArg::Test => miniimagenet::Split::Test,
+                };
+                miniimagenet::load_miniimagenet(d, split)?
+            }
         };
-        let ds = data::load_omniglot(d, split, cfg.rotations)
-            .map_err(|e| CliError::input(e.to_string()))?;
-        if ds.side != cfg.arch.side {
+        let a = &cfg.arch;
+        if (ds.channels, ds.side) != (a.in_channels, a.side) {
             return Err(CliError::input(format!(
-                "{}: images are {1}×{1}, the backbone expects {2}×{2}",
+                "{}: images are {}×{s}×{s}, the backbone expects {}×{t}×{t}",
                 d.display(),
-                ds.side,
-                cfg.arch.side
+                ds.channels,
+                a.in_channels,
+                s = ds.side,
+                t = a.side
             )));
         }
         let e = &cfg.episode;
-        data::EpisodeSampler::new(&ds, e.ways, e.shots, e.queries)
-            .map_err(|e| CliError::input(format!("{} ({split} split): {e}", d.display())))?;
+        data::EpisodeSampler::new(&ds, e.ways, e.shots, e.queries).map_err(|e| {
+            CliError::input(format!(
+                "{} ({} split): {e}",
+                d.display(),
+                split_name(split)
+            ))
+        })?;
         Ok(Source::Data(ds))
     }
 
@@ -194,6 +221,47 @@ impl Source {
             Source::Synthetic { .. } => &[],
             Source::Data(ds) => &ds.files,
         }
+    }
+}
+
+/// The Omniglot folder read for a split: validation and test both read
+/// `images_evaluation` (Omniglot has no validation classes).
+pub fn omniglot_split(split: SplitArg) -> data::Split {
+    match split {
+        SplitArg::Train => data::Split::Background,
+        SplitArg::Val | SplitArg::Test => data::Split::Evaluation,
+    }
+}
+
+fn split_name(split: SplitArg) -> &'static str {
+    match split {
+        SplitArg::Train => "train",
+        SplitArg::Val => "val",
+        SplitArg::Test => "test",
+    }
+}
+
+/// The layout of `dir`: `format` if given, else detected; `None` without a folder.
+pub fn data_format(
+    dir: Option<&Path>,
+    format: Option<data::DataFormat>,
+) -> Result<Option<data::DataFormat>, CliError> {
+    match (dir, format) {
+        (None, _) => Ok(None),
+        (Some(_), Some(f)) => Ok(Some(f)),
+        (Some(d), None) => Ok(Some(data::DataFormat::detect(d)?)),
+    }
+}
+
+/// The backbone for `channels` convolution channels on the images of `format` (Omniglot's
+/// 1×28×28 for random images).
+pub fn arch_for(format: Option<data::DataFormat>, channels: usize) -> Arch {
+    let (in_channels, side) = format.map_or((1, data::SIDE), data::DataFormat::image_shape);
+    Arch {
+        channels,
+        in_channels,
+        side,
+        ..Arch::CONV4
     }
 }
 

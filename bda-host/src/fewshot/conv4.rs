@@ -30,16 +30,25 @@ pub use crate::linalg::{Float, gemm};
 pub struct Arch {
     /// Channels of every convolution (64 in the papers and the peer).
     pub channels: usize,
-    /// Side of the square grey input images (28 for Omniglot).
+    /// Channels of the input images (1 for Omniglot; 3 for MiniImageNet). Absent from
+    /// checkpoints written before MiniImageNet was read: 1.
+    #[serde(default = "one")]
+    pub in_channels: usize,
+    /// Side of the square input images (28 for Omniglot, 84 for MiniImageNet).
     pub side: usize,
     /// Number of conv blocks (4).
     pub blocks: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Arch {
     /// The peer's conv4 on 28×28 images.
     pub const CONV4: Arch = Arch {
         channels: 64,
+        in_channels: 1,
         side: 28,
         blocks: 4,
     };
@@ -50,6 +59,7 @@ impl Arch {
     pub fn shape(&self) -> bda_gpu::Conv4Shape {
         bda_gpu::Conv4Shape {
             channels: self.channels,
+            in_channels: self.in_channels,
             side: self.side,
             blocks: self.blocks,
         }
@@ -70,13 +80,13 @@ impl Arch {
         self.shape().features()
     }
 
-    /// Pixels per input image.
+    /// Values per input image (`in_channels · side²`).
     pub fn pixels(&self) -> usize {
         self.shape().pixels()
     }
 
     /// Offsets of block `l`'s weights (`[c_out][c_in·9]`), γ and β in the parameter vector.
-    fn offsets(&self, l: usize) -> (usize, usize, usize) {
+    pub fn offsets(&self, l: usize) -> (usize, usize, usize) {
         self.shape().offsets(l)
     }
 
@@ -152,6 +162,24 @@ fn split_ref<T>(mut buf: &[T], n: usize, per_image: usize) -> Vec<&[T]> {
         let (a, rest) = buf.split_at(len * per_image);
         out.push(a);
         buf = rest;
+    }
+    out
+}
+
+/// Images (`n × c·hw`, each channel-major) to the chunk layout (`[c][len·hw]` per chunk).
+/// With one channel the two layouts are the same.
+fn to_chunk_layout<T: Float>(images: &[T], n: usize, c: usize, hw: usize) -> Vec<T> {
+    if c == 1 {
+        return images.to_vec();
+    }
+    let mut out = Vec::with_capacity(images.len());
+    for (i0, len) in chunks(n) {
+        let chunk = &images[i0 * c * hw..(i0 + len) * c * hw];
+        for ci in 0..c {
+            for img in chunk.chunks_exact(c * hw) {
+                out.extend_from_slice(&img[ci * hw..(ci + 1) * hw]);
+            }
+        }
     }
     out
 }
@@ -282,14 +310,13 @@ pub struct Conv4<'p, T> {
 }
 
 impl<T: Float> Conv4<'_, T> {
-    /// Features of `n` images (`images`: `n × side²`, row-major) → `n × features`, plus the
-    /// tape for [`backward`](Self::backward).
+    /// Features of `n` images (`images`: `n × in_channels·side²`, each image channel-major)
+    /// → `n × features`, plus the tape for [`backward`](Self::backward).
     pub fn forward(&self, images: &[T], n: usize) -> (Vec<T>, Tape<T>) {
         let a = self.arch;
         assert_eq!(images.len(), n * a.pixels(), "image buffer size");
         let ch = a.channels;
-        // Images to chunk layout: with one input channel it is the same as row-major.
-        let mut input = images.to_vec();
+        let mut input = to_chunk_layout(images, n, a.in_channels, a.side * a.side);
         let mut blocks = Vec::with_capacity(a.blocks);
         for l in 0..a.blocks {
             let (c_in, s) = (a.c_in(l), a.side_at(l));

@@ -1,7 +1,8 @@
-//! Few-shot data: a reader for the Omniglot folder layout and an N-way K-shot episode
-//! sampler (journal §8.3).
+//! Few-shot data: the readers of the two dataset layouts ([`DataFormat`]: Omniglot here,
+//! MiniImageNet in [`super::miniimagenet`]) and an N-way K-shot episode sampler (journal
+//! §8.3). The pixel code both share is in [`super::image`].
 //!
-//! # Layout
+//! # Omniglot layout
 //!
 //! ```text
 //! DIR/images_background/<alphabet>/<character>/*.png
@@ -38,18 +39,71 @@
 
 use std::fmt;
 use std::fs;
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use rand::Rng;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
+pub use super::image::{MAX_PIXELS, decode_grey, resize_area, rotate90};
+
 /// Side of the images after resizing: 28×28, as in the papers' Omniglot setting.
 pub const SIDE: usize = 28;
-/// Largest image accepted, in pixels (4096²; Omniglot's are 105²). Checked from the PNG
-/// header before any pixel buffer is allocated.
-pub const MAX_PIXELS: u64 = 1 << 24;
+
+/// The folder layouts `--data-dir` reads.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DataFormat {
+    /// `images_background/<alphabet>/<character>/*.png` and `images_evaluation/…`: grey,
+    /// resized to 28×28.
+    Omniglot,
+    /// Ravi & Larochelle's `images/` + `train.csv`/`val.csv`/`test.csv`, or class folders
+    /// `train/<class>/*.jpg`, `val/…`, `test/…`: RGB, resized to 84×84.
+    Miniimagenet,
+}
+
+impl DataFormat {
+    /// The layout of `dir`: Omniglot if it holds `images_background/` or
+    /// `images_evaluation/`, MiniImageNet if it holds `train.csv` or a `train/` folder.
+    pub fn detect(dir: &Path) -> Result<DataFormat, FewshotDataError> {
+        if !dir.is_dir() {
+            return Err(FewshotDataError::MissingRoot {
+                path: dir.to_path_buf(),
+            });
+        }
+        if [Split::Background, Split::Evaluation]
+            .iter()
+            .any(|s| dir.join(s.folder()).is_dir())
+        {
+            return Ok(DataFormat::Omniglot);
+        }
+        if super::miniimagenet::Layout::detect(dir).is_some() {
+            return Ok(DataFormat::Miniimagenet);
+        }
+        Err(FewshotDataError::UnknownLayout {
+            path: dir.to_path_buf(),
+        })
+    }
+
+    /// `(channels, side)` of the images the reader produces.
+    pub const fn image_shape(self) -> (usize, usize) {
+        match self {
+            DataFormat::Omniglot => (1, SIDE),
+            DataFormat::Miniimagenet => (3, super::miniimagenet::SIDE),
+        }
+    }
+}
+
+impl fmt::Display for DataFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DataFormat::Omniglot => "omniglot",
+            DataFormat::Miniimagenet => "miniimagenet",
+        })
+    }
+}
 
 /// Which half of Omniglot to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -82,18 +136,20 @@ impl fmt::Display for Split {
 /// The images of one class.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClassImages {
-    /// `<alphabet>/<character>`, with `@rot090` etc. for rotated copies.
+    /// Omniglot: `<alphabet>/<character>`, with `@rot090` etc. for rotated copies;
+    /// MiniImageNet: the label (a WordNet id such as `n01532829`).
     pub name: String,
-    /// `n × side²` ink values in `[0, 1]`, image after image, each row-major.
+    /// `n × channels·side²` values in `[0, 1]`, image after image, each channel-major and
+    /// row-major (Omniglot: ink; MiniImageNet: RGB intensities).
     pub images: Vec<f32>,
     /// Number of images.
     pub n: usize,
 }
 
 impl ClassImages {
-    /// Image `i` (`side²` values), or `None` past the end.
-    pub fn image(&self, i: usize, side: usize) -> Option<&[f32]> {
-        let d = side * side;
+    /// Image `i` (`channels·side²` values), or `None` past the end.
+    pub fn image(&self, i: usize) -> Option<&[f32]> {
+        let d = self.images.len().checked_div(self.n)?;
         (i < self.n).then(|| &self.images[i * d..(i + 1) * d])
     }
 }
@@ -101,10 +157,12 @@ impl ClassImages {
 /// A few-shot dataset: classes of equally sized square images.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FewshotDataset {
-    /// The classes, in the order of the sorted folder names (rotations adjacent).
+    /// The classes, in the order of the sorted folder names or labels (rotations adjacent).
     pub classes: Vec<ClassImages>,
-    /// Image side (28).
+    /// Image side (28 for Omniglot, 84 for MiniImageNet).
     pub side: usize,
+    /// Channels per image (1 for Omniglot, 3 for MiniImageNet).
+    pub channels: usize,
     /// The files read, in reading order (what a report's data hash covers).
     pub files: Vec<PathBuf>,
 }
@@ -113,6 +171,11 @@ impl FewshotDataset {
     /// Total number of images over all classes.
     pub fn num_images(&self) -> usize {
         self.classes.iter().map(|c| c.n).sum()
+    }
+
+    /// Values per image (`channels · side²`).
+    pub fn image_len(&self) -> usize {
+        self.channels * self.side * self.side
     }
 }
 
@@ -131,6 +194,32 @@ pub enum FewshotDataError {
         split.folder()
     )]
     MissingSplit { path: PathBuf, split: Split },
+    /// The folder is in neither layout.
+    #[error(
+        "{}: unknown dataset layout (expected images_background/ and images_evaluation/ for Omniglot, or images/ + train.csv/val.csv/test.csv or train/ val/ test/ class folders for MiniImageNet)",
+        path.display()
+    )]
+    UnknownLayout { path: PathBuf },
+    /// A file or folder of the layout is missing.
+    #[error("{}: missing {what}", path.display())]
+    Missing { path: PathBuf, what: &'static str },
+    /// A split file of the MiniImageNet layout is malformed.
+    #[error("{}: line {line}: {problem}", path.display())]
+    Csv {
+        path: PathBuf,
+        line: u64,
+        problem: String,
+    },
+    /// A split file names an image that does not exist.
+    #[error("{}: line {line}: no such image {}", csv.display(), image.display())]
+    MissingImage {
+        csv: PathBuf,
+        line: u64,
+        image: PathBuf,
+    },
+    /// A file is not an image the decoders can read (JPEG or PNG).
+    #[error("{}: undecodable image: {message}", path.display())]
+    Image { path: PathBuf, message: String },
     /// A folder or file could not be read.
     #[error("{}: cannot read: {message}", path.display())]
     Io { path: PathBuf, message: String },
@@ -141,8 +230,8 @@ pub enum FewshotDataError {
     #[error("{}: alphabet folder without character folders", path.display())]
     EmptyAlphabet { path: PathBuf },
     /// A character folder holds no PNG files.
-    #[error("{}: character folder without .png files", path.display())]
-    NoImages { path: PathBuf },
+    #[error("{}: {what} folder without image files", path.display())]
+    NoImages { path: PathBuf, what: &'static str },
     /// A file is not a PNG the decoder can read (truncated, corrupt, not a PNG).
     #[error("{}: unreadable PNG: {message}", path.display())]
     Png { path: PathBuf, message: String },
@@ -188,7 +277,7 @@ impl From<FewshotDataError> for crate::error::CliError {
     }
 }
 
-fn io_err(path: &Path, e: std::io::Error) -> FewshotDataError {
+pub(super) fn io_err(path: &Path, e: std::io::Error) -> FewshotDataError {
     FewshotDataError::Io {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -197,7 +286,10 @@ fn io_err(path: &Path, e: std::io::Error) -> FewshotDataError {
 
 /// Visible entries of a folder, sorted by file name. `want_dirs` selects folders (following
 /// symbolic links) or plain files.
-fn sorted_entries(dir: &Path, want_dirs: bool) -> Result<Vec<PathBuf>, FewshotDataError> {
+pub(super) fn sorted_entries(
+    dir: &Path,
+    want_dirs: bool,
+) -> Result<Vec<PathBuf>, FewshotDataError> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
         let entry = entry.map_err(|e| io_err(dir, e))?;
@@ -220,127 +312,10 @@ fn is_png(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("png"))
 }
 
-fn file_name(path: &Path) -> String {
+pub(super) fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-/// Decodes a PNG held in memory to grey levels (0 = black, 255 = white): returns
-/// `(width, height, grey)`. The error is the decoder's message, without the path.
-pub fn decode_grey(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), String> {
-    let mut decoder = png::Decoder::new(Cursor::new(bytes));
-    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-    let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
-    // Checked before allocating: a 40-byte file can claim 2^31 × 2^31 pixels.
-    let (w, h) = reader.info().size();
-    if u64::from(w) * u64::from(h) > MAX_PIXELS {
-        return Err(format!(
-            "{w}×{h} pixels is over the {MAX_PIXELS}-pixel limit"
-        ));
-    }
-    let size = reader
-        .output_buffer_size()
-        .ok_or_else(|| "image too large".to_string())?;
-    let mut buf = vec![0u8; size];
-    let info = reader.next_frame(&mut buf).map_err(|e| e.to_string())?;
-    let (w, h) = (info.width as usize, info.height as usize);
-    if info.bit_depth != png::BitDepth::Eight {
-        return Err(format!(
-            "unexpected bit depth {:?} after expansion",
-            info.bit_depth
-        ));
-    }
-    let channels = info.color_type.samples();
-    let mut grey = Vec::with_capacity(w * h);
-    let rows = buf.chunks(info.line_size).take(h);
-    if info.color_type == png::ColorType::Grayscale {
-        // The common case (Omniglot): the bytes are the grey levels.
-        for row in rows {
-            grey.extend_from_slice(&row[..w]);
-        }
-        return Ok((info.width, info.height, grey));
-    }
-    for row in rows {
-        for px in row.chunks_exact(channels).take(w) {
-            let (luma, alpha) = match *px {
-                [g, a] => (u32::from(g), u32::from(a)),
-                [r, g, b] => (luma601(r, g, b), 255),
-                [r, g, b, a] => (luma601(r, g, b), u32::from(a)),
-                _ => return Err(format!("unexpected colour type {:?}", info.color_type)),
-            };
-            // Composite over white, rounded: (a·l + (255 − a)·255) / 255.
-            grey.push(((alpha * luma + (255 - alpha) * 255 + 127) / 255) as u8);
-        }
-    }
-    Ok((info.width, info.height, grey))
-}
-
-/// Rec. 601 luma, rounded: `(299 r + 587 g + 114 b) / 1000`.
-fn luma601(r: u8, g: u8, b: u8) -> u32 {
-    (299 * u32::from(r) + 587 * u32::from(g) + 114 * u32::from(b) + 500) / 1000
-}
-
-/// Area-averaging weights from `len` source pixels to `side` cells: for each cell, the
-/// first source index and the fractions of each source pixel it covers, divided by the
-/// cell width (so each cell's weights sum to 1).
-fn area_weights(len: usize, side: usize) -> Vec<(usize, Vec<f32>)> {
-    let scale = len as f64 / side as f64;
-    (0..side)
-        .map(|i| {
-            let (lo, hi) = (i as f64 * scale, (i + 1) as f64 * scale);
-            let first = lo.floor() as usize;
-            let last = (hi.ceil() as usize).min(len);
-            let w = (first..last)
-                .map(|p| {
-                    let overlap = (hi.min(p as f64 + 1.0) - lo.max(p as f64)).max(0.0);
-                    (overlap / scale) as f32
-                })
-                .collect();
-            (first, w)
-        })
-        .collect()
-}
-
-/// Resizes a `width × height` image (row-major) to `side × side` by area averaging: each
-/// output cell is the mean of the source over the cell's rectangle, source pixels cut by a
-/// cell border counting with the fraction inside. Needs `width, height ≥ 1`.
-pub fn resize_area(src: &[f32], width: usize, height: usize, side: usize) -> Vec<f32> {
-    assert_eq!(src.len(), width * height, "resize_area: buffer size");
-    let wx = area_weights(width, side);
-    let wy = area_weights(height, side);
-    // Horizontal pass: height × side.
-    let mut tmp = vec![0f32; height * side];
-    for (row, out) in src.chunks_exact(width).zip(tmp.chunks_exact_mut(side)) {
-        for (o, (first, w)) in out.iter_mut().zip(&wx) {
-            *o = w.iter().zip(&row[*first..]).map(|(a, b)| a * b).sum();
-        }
-    }
-    // Vertical pass: side × side.
-    let mut out = vec![0f32; side * side];
-    for (orow, (first, w)) in out.chunks_exact_mut(side).zip(&wy) {
-        for (k, wk) in w.iter().enumerate() {
-            let trow = &tmp[(first + k) * side..(first + k + 1) * side];
-            for (o, t) in orow.iter_mut().zip(trow) {
-                *o += wk * t;
-            }
-        }
-    }
-    for v in &mut out {
-        *v = v.clamp(0.0, 1.0);
-    }
-    out
-}
-
-/// Rotates a `side × side` image by 90° counter-clockwise.
-pub fn rotate90(src: &[f32], side: usize) -> Vec<f32> {
-    let mut out = vec![0f32; side * side];
-    for r in 0..side {
-        for c in 0..side {
-            out[r * side + c] = src[c * side + (side - 1 - r)];
-        }
-    }
-    out
 }
 
 /// Reads one PNG file and returns its `SIDE²` ink values.
@@ -398,7 +373,10 @@ pub fn load_omniglot(
                 .filter(|p| is_png(p))
                 .collect();
             if pngs.is_empty() {
-                return Err(FewshotDataError::NoImages { path: character });
+                return Err(FewshotDataError::NoImages {
+                    path: character,
+                    what: "character (.png)",
+                });
             }
             let name = format!("{}/{}", file_name(alphabet), file_name(&character));
             chars.push((name, pngs));
@@ -449,22 +427,23 @@ pub fn load_omniglot(
     Ok(FewshotDataset {
         classes,
         side: SIDE,
+        channels: 1,
         files: read,
     })
 }
 
-/// One N-way K-shot task: images (`side²` floats each, row-major) and labels in `0..ways`,
+/// One N-way K-shot task: images (`channels·side²` floats each, channel-major) and labels in `0..ways`,
 /// support and query both class-major (the images of label 0 first, then label 1, …: the
 /// peer's `arange(ways).repeat_interleave(shots)`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Task {
     /// Classes (N).
     pub ways: usize,
-    /// Support images, `n_s × side²`.
+    /// Support images, `n_s × channels·side²`.
     pub support: Vec<f32>,
     /// Support labels (`< ways`).
     pub support_labels: Vec<u8>,
-    /// Query images, `n_q × side²`.
+    /// Query images, `n_q × channels·side²`.
     pub query: Vec<f32>,
     /// Query labels.
     pub query_labels: Vec<u8>,
@@ -590,8 +569,7 @@ impl<'a> EpisodeSampler<'a> {
     /// seeded from the run's seed).
     pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> Episode {
         let (ways, shots, queries) = (self.ways, self.shots, self.queries);
-        let side = self.dataset.side;
-        let d = side * side;
+        let d = self.dataset.image_len();
         let mut classes =
             rand::seq::index::sample(rng, self.dataset.classes.len(), ways).into_vec();
         // The label order is random: shuffle explicitly rather than rely on the order
@@ -625,41 +603,6 @@ impl<'a> EpisodeSampler<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn area_resize_is_exact_on_105() {
-        // A constant image stays constant; the mean is preserved.
-        let src = vec![0.25f32; 105 * 105];
-        let out = resize_area(&src, 105, 105, 28);
-        assert!(out.iter().all(|v| (v - 0.25).abs() < 1e-6));
-        let src: Vec<f32> = (0..105 * 105)
-            .map(|i| ((i * 7919) % 256) as f32 / 255.0)
-            .collect();
-        let out = resize_area(&src, 105, 105, 28);
-        let m_in = src.iter().sum::<f32>() / src.len() as f32;
-        let m_out = out.iter().sum::<f32>() / out.len() as f32;
-        assert!((m_in - m_out).abs() < 1e-5, "{m_in} {m_out}");
-        // Weights of each cell sum to 1 and cover 3.75 pixels.
-        for (_, w) in area_weights(105, 28) {
-            assert!((w.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        }
-        // Identity at equal size.
-        let out = resize_area(&src[..28 * 28], 28, 28, 28);
-        assert_eq!(out, src[..28 * 28].to_vec());
-    }
-
-    #[test]
-    fn rotation_four_times_is_identity() {
-        let img: Vec<f32> = (0..SIDE * SIDE).map(|i| i as f32).collect();
-        let r = rotate90(
-            &rotate90(&rotate90(&rotate90(&img, SIDE), SIDE), SIDE),
-            SIDE,
-        );
-        assert_eq!(r, img);
-        // Counter-clockwise: the top-right corner goes to the top-left.
-        let r1 = rotate90(&img, SIDE);
-        assert_eq!(r1[0], img[SIDE - 1]);
-    }
 
     fn assert_send_sync<T: Send + Sync>() {}
 

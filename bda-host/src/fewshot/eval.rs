@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::args::{EpisodeArgs, EvalArgs, EvalConfig, FsMethod};
 use super::checkpoint::Checkpoint;
-use super::config::{RunConfig, Source, data_source};
+use super::config::{RunConfig, Source, arch_for, data_format, data_source};
 use super::conv4::Arch;
 use super::gpu::GpuMeta;
 use super::meta::{Batch, CpuMeta, MetaBackend, MetaError, Task};
@@ -76,9 +76,13 @@ pub(super) fn test_backbone(
     Ok(accs)
 }
 
-/// The settings of a random backbone (the peer's episode shape, RHG's head procedure).
-fn random_backbone(e: &EvalConfig) -> RunConfig {
-    RunConfig {
+/// The settings of a random backbone (the peer's episode shape, RHG's head procedure), on
+/// the images of the data's layout.
+fn random_backbone(e: &EvalConfig) -> Result<RunConfig, CliError> {
+    let src = &e.source;
+    let data_dir = (!src.synthetic).then(|| src.data_dir.clone()).flatten();
+    let format = data_format(data_dir.as_deref(), src.format)?;
+    Ok(RunConfig {
         episode: EpisodeArgs {
             ways: 5,
             shots: 1,
@@ -96,12 +100,10 @@ fn random_backbone(e: &EvalConfig) -> RunConfig {
         ul_projection: Default::default(),
         seed: e.seed,
         data_dir: None,
+        format,
         rotations: true,
-        arch: Arch {
-            channels: e.channels,
-            ..Arch::CONV4
-        },
-    }
+        arch: arch_for(format, e.channels),
+    })
 }
 
 /// Run `bda fewshot eval`.
@@ -124,7 +126,7 @@ fn eval(a: &EvalArgs, e: &EvalConfig, device: &OpenDevice) -> Result<(), CliErro
             ));
         }
         _ => {
-            let cfg = random_backbone(e);
+            let cfg = random_backbone(e)?;
             let mut rng = ChaCha8Rng::seed_from_u64(e.seed);
             let params = cfg.arch.init(&mut rng);
             (cfg, params, 0, "random".to_string())
@@ -147,6 +149,11 @@ fn eval(a: &EvalArgs, e: &EvalConfig, device: &OpenDevice) -> Result<(), CliErro
         } else {
             src.data_dir.clone().or(base.data_dir.clone())
         },
+        // A new folder's layout is its own (given or detected), not the checkpoint's.
+        format: match &src.data_dir {
+            Some(_) if !src.synthetic => src.format,
+            _ => base.format,
+        },
         rotations: base.rotations && !src.no_rotations,
         ..base
     };
@@ -158,7 +165,7 @@ fn eval(a: &EvalArgs, e: &EvalConfig, device: &OpenDevice) -> Result<(), CliErro
     cfg.validate()?;
     if e.random_backbone && cfg.data_dir.is_none() && !src.synthetic {
         return Err(CliError::input(
-            "bda fewshot eval: give --data-dir DIR (Omniglot layout) or --synthetic",
+            "bda fewshot eval: give --data-dir DIR (Omniglot or MiniImageNet layout) or --synthetic",
         ));
     }
     let dir = cfg.data_dir.as_deref();

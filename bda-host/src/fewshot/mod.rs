@@ -17,7 +17,9 @@
 //! | [`checkpoint`] | atomic, versioned checkpoints |
 //! | [`projection`] | `--ul-projection` (`Proj_X` on the convolution weights) and the orthogonality sum |
 //! | [`conv4`] | the backbone on the CPU |
-//! | [`data`] | the Omniglot-layout reader and the episode sampler |
+//! | [`data`] | the data formats, the Omniglot-layout reader and the episode sampler |
+//! | [`miniimagenet`] | the MiniImageNet reader (split files or class folders, JPEG) |
+//! | [`image`] | PNG and JPEG decoding, area resizing, rotation |
 //!
 //! See `docs/fewshot.md` for the design, the measured speed and the accuracy table.
 
@@ -29,7 +31,9 @@ pub mod conv4;
 pub mod data;
 pub mod eval;
 pub mod gpu;
+pub mod image;
 pub mod meta;
+pub mod miniimagenet;
 pub mod projection;
 pub mod report;
 pub mod train;

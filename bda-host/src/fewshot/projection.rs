@@ -186,6 +186,7 @@ mod tests {
 
     const ARCH: Arch = Arch {
         channels: 6,
+        in_channels: 1,
         side: 12,
         blocks: 3,
     };

@@ -11,8 +11,8 @@ use rand_chacha::ChaCha8Rng;
 
 use super::args::{SplitArg, TrainArgs, TrainConfig};
 use super::checkpoint::{Checkpoint, RngState};
-use super::config::{RunConfig, Source, data_source};
-use super::conv4::Arch;
+use super::config::{RunConfig, Source, arch_for, data_format, data_source};
+use super::data::DataFormat;
 use super::eval::{open_backend, test_backbone};
 use super::meta::{Batch, HeadProcedure, MetaBackend, MetaError, Task};
 use super::projection::{SN_INIT_ITERS, SN_STEP_ITERS, orthogonality_sum};
@@ -34,10 +34,13 @@ fn meta_error(e: MetaError, step: u64) -> CliError {
 }
 
 impl TrainConfig {
-    /// The checkpoint settings of a fresh run.
-    pub fn run_config(&self) -> RunConfig {
+    /// The checkpoint settings of a fresh run: the backbone's input shape comes from the
+    /// data's layout (detected unless `--format` says it).
+    pub fn run_config(&self) -> Result<RunConfig, CliError> {
         let src = &self.source;
-        RunConfig {
+        let data_dir = (!src.synthetic).then(|| src.data_dir.clone()).flatten();
+        let format = data_format(data_dir.as_deref(), src.format)?;
+        Ok(RunConfig {
             episode: self.episode.clone(),
             truncate: self.truncate.unwrap_or(default_truncate(self.episode.k)),
             ll_lr: self.ll_lr,
@@ -47,13 +50,11 @@ impl TrainConfig {
             ul_lr: self.ul_lr,
             ul_projection: self.ul_projection,
             seed: self.seed,
-            data_dir: (!src.synthetic).then(|| src.data_dir.clone()).flatten(),
-            rotations: !src.no_rotations,
-            arch: Arch {
-                channels: self.channels,
-                ..Arch::CONV4
-            },
-        }
+            data_dir,
+            format,
+            rotations: !src.no_rotations && format != Some(DataFormat::Miniimagenet),
+            arch: arch_for(format, self.channels),
+        })
     }
 
     /// The configuration a report records: the run's settings (a resumed run's come from
@@ -91,11 +92,11 @@ fn train(
     let mut ck = match &c.resume {
         Some(path) => Checkpoint::load(path)?,
         None => {
-            let cfg = c.run_config();
+            let cfg = c.run_config()?;
             cfg.validate()?;
             if cfg.data_dir.is_none() && !c.source.synthetic {
                 return Err(CliError::input(
-                    "bda fewshot: give --data-dir DIR (Omniglot layout) or --synthetic",
+                    "bda fewshot: give --data-dir DIR (Omniglot or MiniImageNet layout) or --synthetic",
                 ));
             }
             let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
@@ -117,18 +118,26 @@ fn train(
     }
     let cfg = ck.config.clone();
     let dir = cfg.data_dir.as_deref();
-    let source_train = Source::open(dir, SplitArg::Background, &cfg)?;
-    let source_test = Source::open(dir, SplitArg::Evaluation, &cfg)?;
-    let data = data_source(dir, &[&source_train, &source_test])?;
+    let source_train = Source::open(dir, SplitArg::Train, &cfg)?;
+    let source_test = Source::open(dir, SplitArg::Test, &cfg)?;
+    // Omniglot validates on its evaluation split (it has no validation classes): read once.
+    let source_val = match cfg.data_format()? {
+        Some(DataFormat::Miniimagenet) => Some(Source::open(dir, SplitArg::Val, &cfg)?),
+        _ => None,
+    };
+    let val_source = source_val.as_ref().unwrap_or(&source_test);
+    let mut sources = vec![&source_train, &source_test];
+    sources.extend(source_val.as_ref());
+    let data = data_source(dir, &sources)?;
     let header = ReportHeader::new("fewshot", &c.resolved(&cfg), data)?;
     let head = cfg.head()?;
     let mut backend = open_backend(device, cfg.arch)?;
-    // Validation episodes: drawn once from the evaluation split with their own seed, so a
+    // Validation episodes: drawn once from the validation split with their own seed, so a
     // resumed run validates on the same ones.
     let mut val_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5a5a_0001);
     let val_tasks: Vec<Task> = if c.val_every > 0 {
         (0..c.val_episodes)
-            .map(|_| source_test.sample(&cfg, &mut val_rng))
+            .map(|_| val_source.sample(&cfg, &mut val_rng))
             .collect()
     } else {
         Vec::new()
