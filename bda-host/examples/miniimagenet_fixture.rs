@@ -98,7 +98,8 @@ fn draw(class: usize, w: usize, h: usize, rng: &mut ChaCha8Rng) -> Vec<u8> {
     let mut out = Vec::with_capacity(w * h * 3);
     for y in 0..h {
         for x in 0..w {
-            let t = ((x as f32 * dx + y as f32 * dy) * std::f32::consts::TAU / period + phase).sin();
+            let t =
+                ((x as f32 * dx + y as f32 * dy) * std::f32::consts::TAU / period + phase).sin();
             for c in colour {
                 let noise: f32 = rng.random_range(-0.08..0.08);
                 let v = (c * (0.6 + 0.4 * t) + noise).clamp(0.0, 1.0);

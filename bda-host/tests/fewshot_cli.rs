@@ -202,6 +202,22 @@ fn trains_and_evaluates_on_the_fixture() {
     args.extend_from_slice(&common[..2]);
     one_line_error(&bda(&args), 2);
     one_line_error(&bda(&["fewshot", "--data-dir", "/nonexistent/omniglot"]), 2);
+    // Validation on held-out background characters: recorded, replayed, and bounded.
+    let mut args = argv("fewshot --channels 4 --ul-iters 2 --val-every 1 --val-classes 4");
+    args.extend_from_slice(&common);
+    let r = json(&bda(&args));
+    assert_eq!(r["config"]["val_classes"], 4);
+    assert!(
+        r["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["val_acc"].is_number())
+    );
+    let mut args = argv("fewshot --channels 4 --ul-iters 1 --val-classes 100000");
+    args.extend_from_slice(&common);
+    let e = one_line_error(&bda(&args), 2);
+    assert!(e.contains("--val-classes 100000"), "{e}");
 }
 
 #[test]

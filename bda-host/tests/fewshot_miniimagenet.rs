@@ -290,6 +290,13 @@ fn trains_and_evaluates_on_both_layouts() {
     args.extend(["--data-dir", d, "--format", "omniglot"]);
     let e = one_line_error(&bda(&args), 2);
     assert!(e.contains("images_background"), "{e}");
+    let mut args = argv(TRAIN);
+    args.extend(["--data-dir", d, "--val-classes", "2"]);
+    let e = one_line_error(&bda(&args), 2);
+    assert!(
+        e.contains("--val-classes 2") && e.contains("own val split"),
+        "{e}"
+    );
     let seven = TRAIN.replace("--ways 3", "--ways 7");
     let mut args = argv(&seven);
     args.extend(["--data-dir", d]);

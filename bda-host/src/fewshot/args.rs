@@ -45,7 +45,8 @@ pub enum SplitArg {
     #[value(alias = "background")]
     #[serde(alias = "background")]
     Train,
-    /// Validation classes (MiniImageNet: `val`). Omniglot has none: its evaluation split.
+    /// Validation classes (MiniImageNet: `val`; Omniglot: the `--val-classes` characters
+    /// held out of `images_background`, else `images_evaluation`).
     #[value(alias = "validation")]
     Val,
     /// Meta-test classes (Omniglot: `images_evaluation`; MiniImageNet: `test`).
@@ -173,7 +174,7 @@ pub struct TrainConfig {
     #[arg(long, default_value_t = 50)]
     pub val_every: u64,
     /// Validation episodes (drawn once from the validation split: MiniImageNet's `val`,
-    /// Omniglot's evaluation split).
+    /// Omniglot's `--val-classes` held-out characters or its evaluation split).
     #[arg(long, default_value_t = 64)]
     pub val_episodes: usize,
     /// Where episodes come from.
@@ -205,6 +206,13 @@ pub struct SourceArgs {
     /// Random images instead of data (the peer's timing inputs; accuracy is chance).
     #[arg(long, conflicts_with = "data_dir")]
     pub synthetic: bool,
+    /// Omniglot layout: hold out the last N characters of `images_background` (with their
+    /// rotations) as the validation split, so that settings are chosen without the test
+    /// classes. 0: validate on `images_evaluation`, the test classes (monitoring only).
+    /// MiniImageNet has its own `val` split.
+    #[arg(long, default_value_t = 0)]
+    #[serde(default)]
+    pub val_classes: usize,
     /// Do not add the 90°, 180° and 270° rotations of each character as new classes
     /// (Omniglot; MiniImageNet is never rotated).
     #[arg(long)]

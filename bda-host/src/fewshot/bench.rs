@@ -90,6 +90,7 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
         data_dir: None,
         format: None,
         rotations: false,
+        val_classes: 0,
         arch: Arch {
             channels: b.channels,
             in_channels: b.in_channels,
@@ -97,12 +98,12 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
             ..Arch::CONV4
         },
     };
-    for (flag, v) in [
-        ("--image-size", b.image_size),
-        ("--in-channels", b.in_channels),
+    for (flag, v, max) in [
+        ("--image-size", b.image_size, 1024),
+        ("--in-channels", b.in_channels, 64),
     ] {
-        if v == 0 {
-            return Err(CliError::input(format!("{flag} 0: must be positive")));
+        if v == 0 || v > max {
+            return Err(CliError::input(format!("{flag} {v}: must be in 1..={max}")));
         }
     }
     cfg.validate()?;

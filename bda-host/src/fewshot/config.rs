@@ -47,6 +47,10 @@ pub struct RunConfig {
     pub format: Option<data::DataFormat>,
     /// Class rotations (Omniglot).
     pub rotations: bool,
+    /// Omniglot characters held out of the background split for validation (0: validate
+    /// on the evaluation split; absent in older checkpoints).
+    #[serde(default)]
+    pub val_classes: usize,
     /// Backbone shape.
     pub arch: Arch,
 }
@@ -121,6 +125,7 @@ impl RunConfig {
             data_dir: self.data_dir.clone(),
             format: self.format,
             synthetic: self.data_dir.is_none(),
+            val_classes: self.val_classes,
             no_rotations: !self.rotations,
         }
     }
@@ -166,7 +171,23 @@ impl Source {
         let format = data_format(Some(d), cfg.format)?.expect("a data folder has a format");
         let ds = match format {
             data::DataFormat::Omniglot => {
-                data::load_omniglot(d, omniglot_split(split), cfg.rotations)?
+                let ds =
+                    data::load_omniglot(d, omniglot_split(split, cfg.val_classes), cfg.rotations)?;
+                match (split, cfg.val_classes) {
+                    (SplitArg::Test, _) | (_, 0) => ds,
+                    (_, n) => {
+                        hold_out(ds, n, cfg.rotations, split == SplitArg::Val).map_err(|m| {
+                            CliError::input(format!("--val-classes {n}: {}: {m}", d.display()))
+                        })?
+                    }
+                }
+            }
+            data::DataFormat::Miniimagenet if cfg.val_classes > 0 => {
+                return Err(CliError::input(format!(
+                    "--val-classes {}: {} is in the MiniImageNet layout, which has its own val split",
+                    cfg.val_classes,
+                    d.display()
+                )));
             }
             data::DataFormat::Miniimagenet => {
                 let split = match split {
@@ -224,13 +245,39 @@ impl Source {
     }
 }
 
-/// The Omniglot folder read for a split: validation and test both read
-/// `images_evaluation` (Omniglot has no validation classes).
-pub fn omniglot_split(split: SplitArg) -> data::Split {
+/// The Omniglot folder read for a split: validation reads `images_background` when
+/// characters are held out of it (`val_classes > 0`), else `images_evaluation` as the test.
+pub fn omniglot_split(split: SplitArg, val_classes: usize) -> data::Split {
     match split {
         SplitArg::Train => data::Split::Background,
+        SplitArg::Val if val_classes > 0 => data::Split::Background,
         SplitArg::Val | SplitArg::Test => data::Split::Evaluation,
     }
+}
+
+/// The last `n` characters of an Omniglot background split (`val`), or all the others
+/// (training). With rotations a character is four adjacent classes, kept together.
+fn hold_out(
+    mut ds: data::FewshotDataset,
+    n: usize,
+    rotations: bool,
+    val: bool,
+) -> Result<data::FewshotDataset, String> {
+    let per = if rotations { 4 } else { 1 };
+    let chars = ds.classes.len() / per;
+    if n >= chars {
+        return Err(format!(
+            "the background split has {chars} characters, at least one must stay for training"
+        ));
+    }
+    let cut = (chars - n) * per;
+    ds.classes = if val {
+        ds.classes.split_off(cut)
+    } else {
+        ds.classes.truncate(cut);
+        ds.classes
+    };
+    Ok(ds)
 }
 
 fn split_name(split: SplitArg) -> &'static str {
@@ -276,4 +323,45 @@ pub fn data_source(
         .flat_map(|s| s.files().iter().cloned())
         .collect();
     DataSource::of_files(dir, &files).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dataset(classes: usize) -> data::FewshotDataset {
+        data::FewshotDataset {
+            classes: (0..classes)
+                .map(|k| data::ClassImages {
+                    name: format!("c{k}"),
+                    images: vec![k as f32; 4],
+                    n: 1,
+                })
+                .collect(),
+            side: 2,
+            channels: 1,
+            files: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn held_out_characters_keep_their_rotations_together() {
+        // 5 characters × 4 rotations: the last 2 characters are validation.
+        let names = |ds: data::FewshotDataset| -> Vec<String> {
+            ds.classes.into_iter().map(|c| c.name).collect()
+        };
+        let val = names(hold_out(dataset(20), 2, true, true).unwrap());
+        let train = names(hold_out(dataset(20), 2, true, false).unwrap());
+        assert_eq!(val, (12..20).map(|k| format!("c{k}")).collect::<Vec<_>>());
+        assert_eq!(train.len(), 12);
+        assert!(train.iter().all(|t| !val.contains(t)));
+        // Without rotations a character is one class.
+        assert_eq!(
+            hold_out(dataset(5), 2, false, true).unwrap().classes.len(),
+            2
+        );
+        // Every character held out: an error, not an empty training split.
+        let e = hold_out(dataset(20), 5, true, false).unwrap_err();
+        assert!(e.contains("has 5 characters"), "{e}");
+    }
 }

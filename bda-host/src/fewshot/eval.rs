@@ -102,6 +102,7 @@ fn random_backbone(e: &EvalConfig) -> Result<RunConfig, CliError> {
         data_dir: None,
         format,
         rotations: true,
+        val_classes: src.val_classes,
         arch: arch_for(format, e.channels),
     })
 }
@@ -155,6 +156,11 @@ fn eval(a: &EvalArgs, e: &EvalConfig, device: &OpenDevice) -> Result<(), CliErro
             _ => base.format,
         },
         rotations: base.rotations && !src.no_rotations,
+        val_classes: if src.val_classes > 0 {
+            src.val_classes
+        } else {
+            base.val_classes
+        },
         ..base
     };
     // Evaluation fits heads without truncation: keep a checkpoint's T valid for a smaller K.

@@ -53,6 +53,7 @@ impl TrainConfig {
             data_dir,
             format,
             rotations: !src.no_rotations && format != Some(DataFormat::Miniimagenet),
+            val_classes: src.val_classes,
             arch: arch_for(format, self.channels),
         })
     }
@@ -120,10 +121,11 @@ fn train(
     let dir = cfg.data_dir.as_deref();
     let source_train = Source::open(dir, SplitArg::Train, &cfg)?;
     let source_test = Source::open(dir, SplitArg::Test, &cfg)?;
-    // Omniglot validates on its evaluation split (it has no validation classes): read once.
+    // Omniglot without held-out characters validates on its evaluation split: read once.
     let source_val = match cfg.data_format()? {
-        Some(DataFormat::Miniimagenet) => Some(Source::open(dir, SplitArg::Val, &cfg)?),
-        _ => None,
+        Some(DataFormat::Omniglot) if cfg.val_classes == 0 => None,
+        Some(_) => Some(Source::open(dir, SplitArg::Val, &cfg)?),
+        None => None,
     };
     let val_source = source_val.as_ref().unwrap_or(&source_test);
     let mut sources = vec![&source_train, &source_test];
