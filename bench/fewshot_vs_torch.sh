@@ -15,7 +15,9 @@
 # repository), PEER (the peer script, default $PEERS/fewshot_torch.py), DEVICE (cpu or
 # cuda, default cpu: both sides on that device), BDA (a prebuilt bda binary: skips the
 # cargo build, e.g. on a machine without Rust), BDA_LD_LIBRARY_PATH (library folders put in
-# front of LD_LIBRARY_PATH for `bda` only, never for the peer).
+# front of LD_LIBRARY_PATH for `bda` only, never for the peer), SHAPE (shape flags given to
+# both programs, spelled the same by both; the MiniImageNet shapes are
+# SHAPE="--image-size 84 --in-channels 3 --channels 32 --meta-batch 4").
 set -euo pipefail
 THREADS=${1:-2}
 METHOD=${2:-bda}
@@ -30,13 +32,15 @@ PEER_NAME=fewshot_torch.py
 runs=$(mktemp)
 trap 'rm -f "$runs"' EXIT
 for _ in $(seq "$PAIRS"); do
-  ours=$("${BDA_RUN[@]}" fewshot bench --threads "$THREADS" --method "$METHOD" --steps "$STEPS" --device "$DEVICE" --json)
-  peer=$("$PYTHON" "$PEER" --threads "$THREADS" --method "$METHOD" --steps "$STEPS" --device "$DEVICE")
+  # shellcheck disable=SC2086 # SHAPE is a list of flags
+  ours=$("${BDA_RUN[@]}" fewshot bench --threads "$THREADS" --method "$METHOD" --steps "$STEPS" --device "$DEVICE" ${SHAPE:-} --json)
+  # shellcheck disable=SC2086
+  peer=$("$PYTHON" "$PEER" --threads "$THREADS" --method "$METHOD" --steps "$STEPS" --device "$DEVICE" ${SHAPE:-})
   echo "bda:     $ours"
   echo "pytorch: $peer"
   printf '%s\n%s\n' "$ours" "$peer" >>"$runs"
 done
-echo "method $METHOD  steps $STEPS  threads $THREADS  device $DEVICE"
+echo "method $METHOD  steps $STEPS  threads $THREADS  device $DEVICE  shape ${SHAPE:-default}"
 # The peer still calls the iteration a meta-step.
 "$PYTHON" "$ROOT/bench/pairs.py" --key s_per_ul_iter --peer-key s_per_meta_step \
   --show gflops_ul_iter,gflops_backbone "$runs"

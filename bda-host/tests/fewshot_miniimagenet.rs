@@ -333,3 +333,50 @@ fn a_checkpoint_does_not_evaluate_on_other_images() {
     );
     assert!(e.contains("1×28×28") && e.contains("3×84×84"), "{e}");
 }
+
+#[test]
+fn patience_stops_early_and_tests_the_best_validated_backbone() {
+    let d = csv_layout();
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("p.ckpt");
+    let run = TRAIN.replace("--ul-iters 2", "--ul-iters 40 --patience 2 --ul-lr 0.05");
+    let mut args = argv(&run);
+    args.extend([
+        "--data-dir",
+        d.to_str().unwrap(),
+        "--save",
+        ck.to_str().unwrap(),
+    ]);
+    let r = json(&bda(&args));
+    let (stopped, best) = (
+        r["ul_iters"].as_u64().unwrap(),
+        r["best_ul_iter"].as_u64().unwrap(),
+    );
+    // Two validations after the best one, at most: it stopped there (or ran out).
+    assert!(
+        best <= stopped && (stopped == 40 || stopped == best + 2),
+        "{r}"
+    );
+    let vals: Vec<(u64, f64)> = r["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| Some((h["ul_iter"].as_u64()?, h["val_acc"].as_f64()?)))
+        .collect();
+    let max = vals.iter().map(|v| v.1).fold(f64::MIN, f64::max);
+    assert_eq!(r["best_val_acc"].as_f64(), Some(max));
+    // The first validation reaching the maximum is the one kept.
+    assert_eq!(vals.iter().find(|v| v.1 == max).map(|v| v.0), Some(best));
+    // The checkpoint keeps the best backbone (a resumed run tests the same one).
+    let saved: serde_json::Value = serde_json::from_slice(&fs::read(&ck).unwrap()).unwrap();
+    assert_eq!(saved["best"]["step"].as_u64(), Some(best));
+    // Omniglot without held-out characters: patience would select on the test classes.
+    let omni = fixture("omniglot-tiny");
+    let mut args = argv(&run);
+    args.extend(["--data-dir", omni.to_str().unwrap()]);
+    let e = one_line_error(&bda(&args), 2);
+    assert!(
+        e.contains("--patience 2") && e.contains("--val-classes"),
+        "{e}"
+    );
+}

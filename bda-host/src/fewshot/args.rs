@@ -173,6 +173,13 @@ pub struct TrainConfig {
     /// Validate every this many meta-steps (0: never).
     #[arg(long, default_value_t = 50)]
     pub val_every: u64,
+    /// Early stopping: stop after this many validations without a better validation
+    /// accuracy, and test the best validated backbone (0: train `--ul-iters` meta-steps and
+    /// test the last). Needs a validation split that is not the test split (MiniImageNet,
+    /// or Omniglot with `--val-classes`).
+    #[arg(long, default_value_t = 0)]
+    #[serde(default)]
+    pub patience: u64,
     /// Validation episodes (drawn once from the validation split: MiniImageNet's `val`,
     /// Omniglot's `--val-classes` held-out characters or its evaluation split).
     #[arg(long, default_value_t = 64)]

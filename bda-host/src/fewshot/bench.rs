@@ -59,6 +59,48 @@ pub struct BenchReport {
     pub s_backbone: f64,
     /// Convolution FLOPs per backbone forward + backward / `s_backbone`.
     pub gflops_backbone: f64,
+    /// Where the backbone's time goes, block by block (CPU only; empty on a device).
+    pub layers: Vec<LayerProfile>,
+}
+
+/// One block of the backbone in `bda fewshot bench`: its shape, its mean seconds per pass
+/// (convolution, batch norm, ReLU and pooling together) and the rate of its convolutions.
+#[derive(Debug, Serialize)]
+pub struct LayerProfile {
+    /// Block index (0 = the one reading the images).
+    pub block: usize,
+    /// Input channels.
+    pub c_in: usize,
+    /// Side of the block's input maps.
+    pub side: usize,
+    /// Seconds of the forward pass.
+    pub forward_s: f64,
+    /// Seconds of the backward pass (weight gradient, and input gradient but for block 0).
+    pub backward_s: f64,
+    /// Convolution FLOPs of the block (forward + backward) / (forward_s + backward_s).
+    pub gflops: f64,
+}
+
+/// Per-block profiles from the summed (forward, backward) seconds of `steps` passes.
+fn layer_profiles(arch: Arch, n: usize, sums: &[(f64, f64)], steps: usize) -> Vec<LayerProfile> {
+    let shape = arch.shape();
+    sums.iter()
+        .enumerate()
+        .map(|(l, &(f, b))| {
+            let (f, b) = (f / steps as f64, b / steps as f64);
+            let s = shape.side_at(l);
+            let fwd = 2.0 * (arch.channels * shape.c_in(l) * 9 * s * s * n) as f64;
+            let flops = if l == 0 { 2.0 * fwd } else { 3.0 * fwd };
+            LayerProfile {
+                block: l,
+                c_in: shape.c_in(l),
+                side: s,
+                forward_s: f,
+                backward_s: b,
+                gflops: flops / (f + b) / 1e9,
+            }
+        })
+        .collect()
 }
 
 /// The one-line error of a failed benchmark step.
@@ -157,10 +199,17 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
         head: &head,
     };
     let t1 = Instant::now();
+    let mut sums: Vec<(f64, f64)> = Vec::new();
     for _ in 0..b.steps {
-        backend.backbone_pass(batch, &dfeats).map_err(bench_error)?;
+        if let Some(blocks) = backend.backbone_pass(batch, &dfeats).map_err(bench_error)? {
+            sums.resize(blocks.len(), (0.0, 0.0));
+            for (s, (f, bw)) in sums.iter_mut().zip(blocks) {
+                (s.0, s.1) = (s.0 + f, s.1 + bw);
+            }
+        }
     }
     let s_bb = t1.elapsed().as_secs_f64() / b.steps as f64;
+    let layers = layer_profiles(arch, n, &sums, b.steps);
     let (f, bw) = arch.conv_flops(n);
     let flops = f + bw;
     let r = BenchReport {
@@ -181,6 +230,7 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
         gflops_ul_iter: flops / s_step / 1e9,
         s_backbone: s_bb,
         gflops_backbone: flops / s_bb / 1e9,
+        layers,
     };
     if a.out.json {
         println!(
@@ -211,6 +261,17 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
             r.gflops_backbone,
             r.s_backbone
         );
+        for p in &r.layers {
+            println!(
+                "  block {} ({}×{s}×{s} in): forward {:.3} s, backward {:.3} s, {:.1} GFLOP/s",
+                p.block,
+                p.c_in,
+                p.forward_s,
+                p.backward_s,
+                p.gflops,
+                s = p.side,
+            );
+        }
     }
     Ok(())
 }

@@ -107,6 +107,21 @@ pub struct Checkpoint {
     pub power: Vec<Vec<f64>>,
     /// Curves so far.
     pub history: History,
+    /// With `--patience`: the best validated backbone so far (absent otherwise, and in
+    /// older checkpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best: Option<Best>,
+}
+
+/// The backbone with the highest validation accuracy so far (early stopping).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Best {
+    /// Meta-step of the validation.
+    pub step: u64,
+    /// Validation accuracy, %.
+    pub val_acc: f64,
+    /// The backbone's parameters then.
+    pub params: Vec<f32>,
 }
 
 impl Checkpoint {
@@ -122,6 +137,7 @@ impl Checkpoint {
             adam,
             power: Vec::new(),
             history: History::default(),
+            best: None,
         }
     }
 
@@ -163,6 +179,15 @@ impl Checkpoint {
         }
         if ck.rng.word_pos.parse::<u128>().is_err() {
             return Err(bad("corrupt checkpoint: bad RNG position".into()));
+        }
+        if ck
+            .best
+            .as_ref()
+            .is_some_and(|b| b.params.len() != n || b.params.iter().any(|p| !p.is_finite()))
+        {
+            return Err(bad(
+                "corrupt checkpoint: bad best-validated parameters".into()
+            ));
         }
         if ck.params.iter().any(|p| !p.is_finite()) {
             return Err(bad("corrupt checkpoint: non-finite parameters".into()));

@@ -141,12 +141,17 @@ impl MetaBackend for GpuMeta {
         Ok(acc.into_iter().map(|a| 100.0 * a).collect())
     }
 
-    fn backbone_pass(&mut self, b: Batch<'_>, dfeats: &[f32]) -> Result<(), MetaError> {
+    fn backbone_pass(
+        &mut self,
+        b: Batch<'_>,
+        dfeats: &[f32],
+    ) -> Result<Option<Vec<(f64, f64)>>, MetaError> {
         self.check_arch(b.arch)?;
         let (images, n) = stack(b.tasks);
         let mut grad = vec![0.0f32; b.arch.num_params()];
         self.gpu
             .backbone_gradient(b.params, &images, n, dfeats, &mut grad)
-            .map_err(device_error)
+            .map_err(device_error)?;
+        Ok(None)
     }
 }

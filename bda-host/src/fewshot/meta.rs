@@ -140,8 +140,14 @@ pub trait MetaBackend {
 
     /// One forward and backward pass of the backbone alone on the batch's images with the
     /// feature gradient `dfeats` (what `bda fewshot bench` times as "the backbone alone");
-    /// the result is discarded.
-    fn backbone_pass(&mut self, batch: Batch<'_>, dfeats: &[f32]) -> Result<(), MetaError>;
+    /// the result is discarded. Returns the seconds of each block's (forward, backward)
+    /// pass where the backend measures them (the CPU; `None` on a device, whose launches
+    /// are asynchronous).
+    fn backbone_pass(
+        &mut self,
+        batch: Batch<'_>,
+        dfeats: &[f32],
+    ) -> Result<Option<Vec<(f64, f64)>>, MetaError>;
 }
 
 /// The CPU path: [`meta_gradient`] and [`evaluate_tasks`] on rayon's threads.
@@ -161,15 +167,20 @@ impl MetaBackend for CpuMeta {
         evaluate_tasks(b)
     }
 
-    fn backbone_pass(&mut self, b: Batch<'_>, dfeats: &[f32]) -> Result<(), MetaError> {
+    fn backbone_pass(
+        &mut self,
+        b: Batch<'_>,
+        dfeats: &[f32],
+    ) -> Result<Option<Vec<(f64, f64)>>, MetaError> {
         let net = Conv4 {
             arch: b.arch,
             params: b.params,
         };
         let (images, n) = stack(b.tasks);
         let (_, tape) = net.forward(&images, n);
-        std::hint::black_box(net.backward(&tape, dfeats));
-        Ok(())
+        let (grad, backward) = net.backward_timed(&tape, dfeats);
+        std::hint::black_box(grad);
+        Ok(Some(tape.seconds().iter().copied().zip(backward).collect()))
     }
 }
 

@@ -103,6 +103,12 @@ pub struct Report {
     /// Final meta-training loss (mean of the last 10 steps).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub train_loss: Option<f64>,
+    /// With `--patience`: the meta-step whose backbone was tested (the best validated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub best_ul_iter: Option<u64>,
+    /// With `--patience`: its validation accuracy, %.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub best_val_acc: Option<f64>,
     /// Per meta-step records (empty for an evaluation).
     pub history: Vec<StepRecord>,
 }
@@ -138,6 +144,8 @@ impl Report {
             seed: cfg.seed,
             device,
             train_loss: None,
+            best_ul_iter: None,
+            best_val_acc: None,
             history: Vec::new(),
         }
     }

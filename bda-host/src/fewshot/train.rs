@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::args::{SplitArg, TrainArgs, TrainConfig};
-use super::checkpoint::{Checkpoint, RngState};
+use super::checkpoint::{Best, Checkpoint, RngState};
 use super::config::{RunConfig, Source, arch_for, data_format, data_source};
 use super::data::DataFormat;
 use super::eval::{open_backend, test_backbone};
@@ -118,6 +118,20 @@ fn train(
         crate::plot::check_path(p)?;
     }
     let cfg = ck.config.clone();
+    if c.patience > 0 {
+        if c.val_every == 0 || c.val_episodes == 0 {
+            return Err(CliError::input(format!(
+                "--patience {}: needs validation (--val-every and --val-episodes > 0)",
+                c.patience
+            )));
+        }
+        if cfg.data_format()? == Some(DataFormat::Omniglot) && cfg.val_classes == 0 {
+            return Err(CliError::input(format!(
+                "--patience {}: would select the backbone on the test classes (Omniglot validates on images_evaluation): give --val-classes N",
+                c.patience
+            )));
+        }
+    }
     let dir = cfg.data_dir.as_deref();
     let source_train = Source::open(dir, SplitArg::Train, &cfg)?;
     let source_test = Source::open(dir, SplitArg::Test, &cfg)?;
@@ -167,6 +181,7 @@ fn train(
         ck.step = step + 1;
         ck.rng = RngState::of(cfg.seed, &rng);
         ck.history.loss.push((ck.step, mg.loss, mg.acc));
+        let mut stop = false;
         if c.val_every > 0 && ck.step % c.val_every == 0 {
             let acc = validate(backend.as_mut(), &cfg, &ck.params, &val_tasks, &head)?;
             ck.history.val.push((ck.step, acc));
@@ -174,6 +189,9 @@ fn train(
                 .ortho
                 .push((ck.step, orthogonality_sum(cfg.arch, &ck.params)));
             bar.set_message(format!("loss {:.3} val {acc:.1}%", mg.loss));
+            if c.patience > 0 {
+                stop = early_stop(&mut ck, acc, c.patience);
+            }
         }
         if let Some(path) = &a.save
             && a.save_every > 0
@@ -182,9 +200,12 @@ fn train(
             ck.save(path)?;
         }
         bar.inc(1);
+        if stop {
+            break;
+        }
     }
     bar.finish_and_clear();
-    let trained = total.saturating_sub(start);
+    let trained = ck.step.saturating_sub(start);
     let s_per = if trained > 0 {
         t_train.elapsed().as_secs_f64() / trained as f64
     } else {
@@ -195,10 +216,15 @@ fn train(
     }
     let mut test_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x7e57);
     let tbar = progress::bar_unless(a.out.quiet, c.episodes as u64, "test");
+    // With early stopping the best validated backbone is tested.
+    let tested = match (&ck.best, c.patience) {
+        (Some(b), 1..) => &b.params,
+        _ => &ck.params,
+    };
     let accs = test_backbone(
         backend.as_mut(),
         &cfg,
-        &ck.params,
+        tested,
         &source_test,
         c.episodes,
         &mut test_rng,
@@ -217,6 +243,10 @@ fn train(
     r.train_loss =
         (!last.is_empty()).then(|| last.iter().map(|l| l.1).sum::<f64>() / last.len() as f64);
     r.history = report::history(&ck.history);
+    if c.patience > 0 {
+        r.best_ul_iter = ck.best.as_ref().map(|b| b.step);
+        r.best_val_acc = ck.best.as_ref().map(|b| b.val_acc);
+    }
     report::print(&r, a.out.json)?;
     if let Some(path) = &a.plot
         && !a.out.json
@@ -224,6 +254,21 @@ fn train(
         println!("plot written to {}", path.display());
     }
     Ok(())
+}
+
+/// Records validation accuracy `acc` at `ck.step`: keeps the backbone if it is the best so
+/// far, and says whether `patience` validations have passed since the best one.
+fn early_stop(ck: &mut Checkpoint, acc: f64, patience: u64) -> bool {
+    if ck.best.as_ref().is_none_or(|b| acc > b.val_acc) {
+        ck.best = Some(Best {
+            step: ck.step,
+            val_acc: acc,
+            params: ck.params.clone(),
+        });
+    }
+    let best = ck.best.as_ref().map_or(0, |b| b.step);
+    let since = ck.history.val.iter().filter(|v| v.0 > best).count() as u64;
+    since >= patience
 }
 
 /// Mean validation accuracy (%) of `params` on `tasks`, `meta_batch` tasks per batch.

@@ -1,0 +1,551 @@
+//! The conv4 backbone on the CPU: 4 × [3×3 convolution (padding 1), batch norm, ReLU,
+//! 2×2 max-pool with `ceil_mode`], then flatten — the architecture of the PyTorch peer
+//! (`fewshot_torch.py`). With 28×28 inputs the maps are 28 → 14 → 7 → 4 → 2, so the
+//! backbone gives `64·2·2 = 256` features per image.
+//!
+//! Convolutions are im2col + GEMM ([`gemm`]: `matrixmultiply`, the GEMM nalgebra uses, with
+//! run-time AVX/FMA kernels). Batch norm uses the statistics of the whole forward batch (training
+//! mode, also at evaluation: transductive, as MAML-style code does). The convolutions have
+//! no bias: batch norm subtracts the per-channel mean right after, so a bias has no effect
+//! and a zero gradient (PyTorch's `Conv2d` keeps one; its gradient is zero there too).
+//!
+//! Layout: images are processed in fixed chunks of [`CHUNK`] images, each chunk stored
+//! channel-major (`[c][image·H·W]`), so one GEMM serves a chunk and chunks run in parallel
+//! (rayon). Every reduction over images (batch-norm statistics, weight gradients) is made
+//! per chunk and then summed in chunk order: results do not depend on the thread count.
+
+use rayon::prelude::*;
+
+mod ops;
+
+use std::time::Instant;
+
+use ops::{
+    batch_norm_adjoint, bn_relu_pool, chunk_moments, chunks, col2im, im2col, merge_moments,
+    ordered_sum, pooled_sums, split_chunks, split_ref, to_chunk_layout,
+};
+
+/// Images per chunk (one GEMM per chunk and layer). Fixed, so that reductions have the
+/// same order whatever the number of threads.
+pub const CHUNK: usize = 8;
+
+/// Batch norm's ε (PyTorch's default).
+pub const BN_EPS: f64 = 1e-5;
+
+pub use crate::linalg::{Float, gemm};
+
+/// Shape of a conv4-style backbone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Arch {
+    /// Channels of every convolution (64 in the papers and the peer).
+    pub channels: usize,
+    /// Channels of the input images (1 for Omniglot; 3 for MiniImageNet). Absent from
+    /// checkpoints written before MiniImageNet was read: 1.
+    #[serde(default = "one")]
+    pub in_channels: usize,
+    /// Side of the square input images (28 for Omniglot, 84 for MiniImageNet).
+    pub side: usize,
+    /// Number of conv blocks (4).
+    pub blocks: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl Arch {
+    /// The peer's conv4 on 28×28 images.
+    pub const CONV4: Arch = Arch {
+        channels: 64,
+        in_channels: 1,
+        side: 28,
+        blocks: 4,
+    };
+
+    /// The same three numbers as the CUDA backbone's shape: the one definition of the
+    /// geometry and of the parameter layout, so parameter vectors (checkpoints) move between
+    /// `--device cpu` and `--device cuda` as they are.
+    pub fn shape(&self) -> bda_gpu::Conv4Shape {
+        bda_gpu::Conv4Shape {
+            channels: self.channels,
+            in_channels: self.in_channels,
+            side: self.side,
+            blocks: self.blocks,
+        }
+    }
+
+    /// Side of the maps entering block `l` (block `blocks` = the output).
+    pub fn side_at(&self, l: usize) -> usize {
+        self.shape().side_at(l)
+    }
+
+    /// Input channels of block `l`.
+    pub fn c_in(&self, l: usize) -> usize {
+        self.shape().c_in(l)
+    }
+
+    /// Features per image (`channels · side_out²`).
+    pub fn features(&self) -> usize {
+        self.shape().features()
+    }
+
+    /// Values per input image (`in_channels · side²`).
+    pub fn pixels(&self) -> usize {
+        self.shape().pixels()
+    }
+
+    /// Offsets of block `l`'s weights (`[c_out][c_in·9]`), γ and β in the parameter vector.
+    pub fn offsets(&self, l: usize) -> (usize, usize, usize) {
+        self.shape().offsets(l)
+    }
+
+    /// Number of parameters.
+    pub fn num_params(&self) -> usize {
+        self.shape().num_params()
+    }
+
+    /// Multiply–adds ×2 of the convolutions for `images` images: (forward, backward).
+    /// Backward counts the weight gradient of every block and the input gradient of all
+    /// blocks but the first (whose input is the images).
+    pub fn conv_flops(&self, images: usize) -> (f64, f64) {
+        self.shape().conv_flops(images)
+    }
+
+    /// PyTorch's default initialisation of `Conv2d` weights (uniform in ±1/√fan_in), γ = 1,
+    /// β = 0, drawn from `rng`.
+    pub fn init<T: Float>(&self, rng: &mut impl rand::Rng) -> Vec<T> {
+        let mut p = vec![T::zero(); self.num_params()];
+        for l in 0..self.blocks {
+            let (w, g, b) = self.offsets(l);
+            let bound = 1.0 / ((self.c_in(l) * 9) as f64).sqrt();
+            for v in &mut p[w..g] {
+                *v = T::from_f64(rng.random_range(-bound..bound));
+            }
+            for v in &mut p[g..b] {
+                *v = T::one();
+            }
+        }
+        p
+    }
+}
+
+/// Convolutions with at most this many multiply-adds per output (`c_in · 9`) are
+/// recomputed rather than stored: 9 for grey and 27 for RGB images. Measured on 28×28
+/// grey inputs (5-way 1-shot, meta-batch 16): storing block 0's 257 MB of maps made its
+/// forward pass 0.24 s at 7 GFLOP/s, all memory traffic and page faults.
+const RECOMPUTE_MAX_K: usize = 27;
+
+/// One block's convolution of one chunk: im2col, then `Z = W · cols`.
+struct ConvChunk<'w, T> {
+    w: &'w [T],
+    c_in: usize,
+    s: usize,
+    ch: usize,
+}
+
+impl<T: Float> ConvChunk<'_, T> {
+    /// `Z = W · cols` into `z` (`ch × m`), `cols` (`c_in·9 × m`) already filled.
+    fn gemm(&self, cols: &[T], z: &mut [T]) {
+        let (kk, m) = (self.c_in * 9, z.len() / self.ch);
+        gemm(
+            self.ch,
+            kk,
+            m,
+            T::one(),
+            self.w,
+            kk,
+            1,
+            cols,
+            m,
+            1,
+            T::zero(),
+            z,
+            m,
+            1,
+        );
+    }
+
+    /// The chunk `xc` (`[c_in][len·s²]`) convolved into `z`, whose size is set here.
+    fn run(&self, xc: &[T], cols: &mut Vec<T>, z: &mut Vec<T>) {
+        z.resize(self.ch * xc.len() / self.c_in, T::zero());
+        self.run_into(xc, cols, z);
+    }
+
+    /// The chunk `xc` convolved into `z` (`ch × len·s²`).
+    fn run_into(&self, xc: &[T], cols: &mut Vec<T>, z: &mut [T]) {
+        let hw = self.s * self.s;
+        let len = xc.len() / (self.c_in * hw);
+        cols.resize(self.c_in * 9 * len * hw, T::zero());
+        im2col(xc, self.c_in, len, self.s, cols);
+        self.gemm(cols, z);
+    }
+}
+
+/// What the backward pass needs from one block's forward pass.
+struct BlockCache<T> {
+    /// Block input, chunk layout `[c_in][len·H·W]`.
+    input: Vec<T>,
+    /// Convolution output before batch norm, chunk layout `[c][len·H·W]` (empty when
+    /// `recompute`).
+    z: Vec<T>,
+    /// The convolution is recomputed from `input` instead of kept in `z`.
+    recompute: bool,
+    mean: Vec<T>,
+    invstd: Vec<T>,
+    /// For each pooled output, the position (within its chunk block) of the maximum.
+    argmax: Vec<u32>,
+}
+
+/// The forward pass of a batch, kept for [`Conv4::backward`].
+pub struct Tape<T> {
+    images: usize,
+    blocks: Vec<BlockCache<T>>,
+    /// Seconds each block's forward pass took.
+    seconds: Vec<f64>,
+}
+
+impl<T> Tape<T> {
+    /// Seconds each block's forward pass took (the profile of `bda fewshot bench`).
+    pub fn seconds(&self) -> &[f64] {
+        &self.seconds
+    }
+}
+
+/// The conv4 backbone: an architecture and a borrowed parameter vector.
+pub struct Conv4<'p, T> {
+    /// Shape.
+    pub arch: Arch,
+    /// Parameters, laid out by [`Arch`] (weights `[c_out][c_in·9]`, γ, β per block).
+    pub params: &'p [T],
+}
+
+impl<T: Float> Conv4<'_, T> {
+    /// Features of `n` images (`images`: `n × in_channels·side²`, each image channel-major)
+    /// → `n × features`, plus the tape for [`backward`](Self::backward).
+    pub fn forward(&self, images: &[T], n: usize) -> (Vec<T>, Tape<T>) {
+        let a = self.arch;
+        assert_eq!(images.len(), n * a.pixels(), "image buffer size");
+        let ch = a.channels;
+        let mut input = to_chunk_layout(images, n, a.in_channels, a.side * a.side);
+        let mut blocks = Vec::with_capacity(a.blocks);
+        let mut seconds = Vec::with_capacity(a.blocks);
+        for l in 0..a.blocks {
+            let t0 = Instant::now();
+            let (c_in, s) = (a.c_in(l), a.side_at(l));
+            let (hw, so) = (s * s, a.side_at(l + 1));
+            let (wo, go, bo) = a.offsets(l);
+            let w = &self.params[wo..go];
+            // Convolution chunk by chunk, and each chunk's per-channel mean and centred sum
+            // of squares while its output is in cache. A thin convolution (the images'
+            // block: 9 or 27 multiply-adds per output) is kept nowhere: it is recomputed
+            // where needed, cheaper than writing and reading its large maps.
+            let recompute = c_in * 9 <= RECOMPUTE_MAX_K;
+            let conv = ConvChunk { w, c_in, s, ch };
+            let mut z = if recompute {
+                Vec::new()
+            } else {
+                vec![T::zero(); n * ch * hw]
+            };
+            let xs = split_ref(&input, n, c_in * hw);
+            let parts: Vec<Vec<T>> = if recompute {
+                xs.par_iter()
+                    .map_init(
+                        || (Vec::new(), Vec::new()),
+                        |(cols, zc), xc| {
+                            conv.run(xc, cols, zc);
+                            chunk_moments(zc, ch)
+                        },
+                    )
+                    .collect()
+            } else {
+                split_chunks(&mut z, n, ch * hw)
+                    .into_par_iter()
+                    .zip(xs.par_iter())
+                    .map_init(Vec::new, |cols, (zc, xc)| {
+                        conv.run_into(xc, cols, zc);
+                        chunk_moments(zc, ch)
+                    })
+                    .collect()
+            };
+            let (mean, var) = merge_moments(&parts, &chunks(n), hw, ch);
+            let invstd: Vec<T> = var
+                .into_iter()
+                .map(|v| T::one() / (v + T::from_f64(BN_EPS)).sqrt())
+                .collect();
+            let gamma = &self.params[go..bo];
+            let beta = &self.params[bo..bo + ch];
+            // Normalise, ReLU, max-pool (ceil mode), in one pass.
+            let hwo = so * so;
+            let mut out = vec![T::zero(); n * ch * hwo];
+            let mut argmax = vec![0u32; n * ch * hwo];
+            let zs = if recompute {
+                Vec::new()
+            } else {
+                split_ref(&z, n, ch * hw)
+            };
+            split_chunks(&mut out, n, ch * hwo)
+                .into_par_iter()
+                .zip(split_chunks(&mut argmax, n, ch * hwo))
+                .enumerate()
+                .for_each_init(
+                    || (Vec::new(), Vec::new()),
+                    |(cols, local), (j, (oc, ac))| {
+                        let zc: &[T] = if recompute {
+                            conv.run(xs[j], cols, local);
+                            local
+                        } else {
+                            zs[j]
+                        };
+                        let len = zc.len() / (ch * hw);
+                        for c in 0..ch {
+                            let sc = gamma[c] * invstd[c];
+                            let sh = beta[c] - sc * mean[c];
+                            for i in 0..len {
+                                let base = c * len * hw + i * hw;
+                                let ob = c * len * hwo + i * hwo;
+                                bn_relu_pool(
+                                    &zc[base..base + hw],
+                                    s,
+                                    (sc, sh),
+                                    &mut oc[ob..ob + hwo],
+                                    &mut ac[ob..ob + hwo],
+                                    base as u32,
+                                );
+                            }
+                        }
+                    },
+                );
+            drop(xs);
+            blocks.push(BlockCache {
+                input: std::mem::replace(&mut input, out),
+                z,
+                recompute,
+                mean,
+                invstd,
+                argmax,
+            });
+            seconds.push(t0.elapsed().as_secs_f64());
+        }
+        // Chunk layout [c][i·hw] → row-major features [i][c·hw] (PyTorch's flatten order).
+        let so = a.side_at(a.blocks);
+        let hwo = so * so;
+        let nf = a.features();
+        let mut feats = vec![T::zero(); n * nf];
+        for ((start, len), xc) in chunks(n).into_iter().zip(split_ref(&input, n, ch * hwo)) {
+            for i in 0..len {
+                for c in 0..ch {
+                    feats[(start + i) * nf + c * hwo..][..hwo]
+                        .copy_from_slice(&xc[c * len * hwo + i * hwo..][..hwo]);
+                }
+            }
+        }
+        let tape = Tape {
+            images: n,
+            blocks,
+            seconds,
+        };
+        (feats, tape)
+    }
+
+    /// Gradient of the parameters given `dfeats = ∂L/∂features` (`n × features`).
+    pub fn backward(&self, tape: &Tape<T>, dfeats: &[T]) -> Vec<T> {
+        self.backward_timed(tape, dfeats).0
+    }
+
+    /// [`backward`](Self::backward), and the seconds each block took (the profile of
+    /// `bda fewshot bench`).
+    pub fn backward_timed(&self, tape: &Tape<T>, dfeats: &[T]) -> (Vec<T>, Vec<f64>) {
+        let a = self.arch;
+        let n = tape.images;
+        let ch = a.channels;
+        let so = a.side_at(a.blocks);
+        let hwo = so * so;
+        let nf = a.features();
+        assert_eq!(dfeats.len(), n * nf, "feature gradient size");
+        let mut grad = vec![T::zero(); a.num_params()];
+        let mut seconds = vec![0.0; a.blocks];
+        // Features → chunk layout.
+        let mut dout = vec![T::zero(); n * ch * hwo];
+        for ((start, len), dc) in chunks(n)
+            .into_iter()
+            .zip(split_chunks(&mut dout, n, ch * hwo))
+        {
+            for i in 0..len {
+                for c in 0..ch {
+                    dc[c * len * hwo + i * hwo..][..hwo]
+                        .copy_from_slice(&dfeats[(start + i) * nf + c * hwo..][..hwo]);
+                }
+            }
+        }
+        for l in (0..a.blocks).rev() {
+            let t0 = Instant::now();
+            let bc = &tape.blocks[l];
+            let (c_in, s) = (a.c_in(l), a.side_at(l));
+            let hw = s * s;
+            let (wo, go, bo) = a.offsets(l);
+            let w = &self.params[wo..go];
+            let gamma = &self.params[go..bo];
+            let beta = &self.params[bo..bo + ch];
+            let (mean, invstd) = (&bc.mean, &bc.invstd);
+            let conv = ConvChunk { w, c_in, s, ch };
+            let xs = split_ref(&bc.input, n, c_in * hw);
+            let zs = if bc.recompute {
+                Vec::new()
+            } else {
+                split_ref(&bc.z, n, ch * hw)
+            };
+            let hwo = a.side_at(l + 1).pow(2);
+            let douts = split_ref(&dout, n, ch * hwo);
+            let args = split_ref(&bc.argmax, n, ch * hwo);
+            let affine = |c: usize| {
+                let sc = gamma[c] * invstd[c];
+                (sc, beta[c] - sc * mean[c])
+            };
+            // Pass 1: Σ dy and Σ dy·x̂ per channel, dy being the gradient at the batch-norm
+            // output: the pooled gradient at each window's maximum where the ReLU passed it.
+            let parts: Vec<Vec<T>> = (0..xs.len())
+                .into_par_iter()
+                .map_init(
+                    || (Vec::new(), Vec::new()),
+                    |(cols, local), j| {
+                        let zc: &[T] = if bc.recompute {
+                            conv.run(xs[j], cols, local);
+                            local
+                        } else {
+                            zs[j]
+                        };
+                        let q = args[j].len() / ch;
+                        let mut r = vec![T::zero(); 2 * ch];
+                        for c in 0..ch {
+                            let (sd, sdx) = pooled_sums(
+                                zc,
+                                &douts[j][c * q..][..q],
+                                &args[j][c * q..][..q],
+                                affine(c),
+                                mean[c],
+                            );
+                            r[c] = sd;
+                            r[ch + c] = sdx * invstd[c];
+                        }
+                        r
+                    },
+                )
+                .collect();
+            let sums = ordered_sum(parts, 2 * ch);
+            grad[bo..bo + ch].copy_from_slice(&sums[..ch]);
+            grad[go..bo].copy_from_slice(&sums[ch..]);
+            let count = T::from_f64((n * hw) as f64);
+            // Pass 2: dz, the weight gradient, the input gradient.
+            let mut din = if l > 0 {
+                vec![T::zero(); n * c_in * hw]
+            } else {
+                Vec::new()
+            };
+            let mut din_chunks = if l > 0 {
+                split_chunks(&mut din, n, c_in * hw)
+                    .into_iter()
+                    .map(Some)
+                    .collect()
+            } else {
+                (0..xs.len()).map(|_| None).collect::<Vec<_>>()
+            };
+            let wparts: Vec<Vec<T>> = din_chunks
+                .par_iter_mut()
+                .enumerate()
+                .map_init(
+                    || (Vec::new(), Vec::new(), Vec::new()),
+                    |(dz, cols, local), (j, dinc)| {
+                        let kk = c_in * 9;
+                        let len = xs[j].len() / (c_in * hw);
+                        let m = len * hw;
+                        // im2col of the input, for the weight gradient (and the recomputed
+                        // convolution).
+                        cols.resize(kk * m, T::zero());
+                        im2col(xs[j], c_in, len, s, cols);
+                        let zc: &[T] = if bc.recompute {
+                            local.resize(ch * m, T::zero());
+                            conv.gemm(cols, local);
+                            local
+                        } else {
+                            zs[j]
+                        };
+                        let q = args[j].len() / ch;
+                        dz.resize(ch * m, T::zero());
+                        for c in 0..ch {
+                            // dz = k (M dy − Σdy − x̂ Σdy·x̂), x̂ = (z − μ)·invstd
+                            let k = gamma[c] * invstd[c] / count;
+                            let (sd, sdx) = (sums[c], sums[ch + c]);
+                            let (ka, kb) = (k * count, k * sdx * invstd[c]);
+                            let cst = -k * sd + kb * mean[c];
+                            batch_norm_adjoint(
+                                zc,
+                                &mut dz[c * m..][..m],
+                                c * m,
+                                &douts[j][c * q..][..q],
+                                &args[j][c * q..][..q],
+                                affine(c),
+                                (ka, kb, cst),
+                            );
+                        }
+                        let mut gw = vec![T::zero(); ch * kk];
+                        // gw[c][r] = Σ_p dz[c][p] cols[r][p]
+                        gemm(
+                            ch,
+                            m,
+                            kk,
+                            T::one(),
+                            dz,
+                            m,
+                            1,
+                            cols,
+                            1,
+                            m,
+                            T::zero(),
+                            &mut gw,
+                            kk,
+                            1,
+                        );
+                        if let Some(dinc) = dinc {
+                            // dcols[r][p] = Σ_c w[c][r] dz[c][p]
+                            gemm(
+                                kk,
+                                ch,
+                                m,
+                                T::one(),
+                                w,
+                                1,
+                                kk,
+                                dz,
+                                m,
+                                1,
+                                T::zero(),
+                                cols,
+                                m,
+                                1,
+                            );
+                            col2im(cols, c_in, len, s, dinc);
+                        }
+                        gw
+                    },
+                )
+                .collect();
+            drop(din_chunks);
+            let gw = ordered_sum(wparts, ch * c_in * 9);
+            grad[wo..go].copy_from_slice(&gw);
+            dout = din;
+            seconds[l] = t0.elapsed().as_secs_f64();
+        }
+        (grad, seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Batch norm's ε is defined on both sides (f64 here, f32 in the CUDA kernels).
+    #[test]
+    fn batch_norm_epsilon_is_the_cuda_backbones() {
+        assert_eq!(BN_EPS as f32, bda_gpu::BN_EPS);
+    }
+}
