@@ -108,8 +108,8 @@ const TINY: Arch = Arch {
 
 #[test]
 fn conv4_backward_matches_finite_differences() {
-    // 3 channels: every block's convolution is thin (≤ 27 multiply-adds per output) and
-    // recomputed; 4 channels: blocks 1–3 keep theirs.
+    // Grey input: block 0's convolution (9 multiply-adds per output) is recomputed, the
+    // others are stored; RGB input: all are stored; 4 channels: wider stored blocks.
     for arch in [
         TINY,
         Arch {

@@ -21,8 +21,8 @@ mod ops;
 use std::time::Instant;
 
 use ops::{
-    batch_norm_adjoint, bn_relu_pool, chunk_moments, chunks, col2im, im2col, merge_moments,
-    ordered_sum, pooled_sums, split_chunks, split_ref, to_chunk_layout,
+    batch_norm_adjoint, bn_relu_pool, chunk_moments, chunks, col2im, group_size, groups, im2col,
+    merge_moments, ordered_sum, pooled_sums, split_chunks, split_ref, to_chunk_layout,
 };
 
 /// Images per chunk (one GEMM per chunk and layer). Fixed, so that reductions have the
@@ -130,10 +130,11 @@ impl Arch {
 }
 
 /// Convolutions with at most this many multiply-adds per output (`c_in · 9`) are
-/// recomputed rather than stored: 9 for grey and 27 for RGB images. Measured on 28×28
-/// grey inputs (5-way 1-shot, meta-batch 16): storing block 0's 257 MB of maps made its
-/// forward pass 0.24 s at 7 GFLOP/s, all memory traffic and page faults.
-const RECOMPUTE_MAX_K: usize = 27;
+/// recomputed rather than stored: grey images' first block. Measured (2 threads,
+/// `bda fewshot bench`): storing Omniglot's block 0 (257 MB of maps for 1280 images) made
+/// its forward and backward passes 0.34 s, recomputing it 0.26 s; for MiniImageNet's RGB
+/// block 0 (27 per output) storing wins, 0.36–0.39 s against 0.41–0.51 s.
+const RECOMPUTE_MAX_K: usize = 9;
 
 /// One block's convolution of one chunk: im2col, then `Z = W · cols`.
 struct ConvChunk<'w, T> {
@@ -144,40 +145,38 @@ struct ConvChunk<'w, T> {
 }
 
 impl<T: Float> ConvChunk<'_, T> {
-    /// `Z = W · cols` into `z` (`ch × m`), `cols` (`c_in·9 × m`) already filled.
-    fn gemm(&self, cols: &[T], z: &mut [T]) {
-        let (kk, m) = (self.c_in * 9, z.len() / self.ch);
-        gemm(
-            self.ch,
-            kk,
-            m,
-            T::one(),
-            self.w,
-            kk,
-            1,
-            cols,
-            m,
-            1,
-            T::zero(),
-            z,
-            m,
-            1,
-        );
-    }
-
     /// The chunk `xc` (`[c_in][len·s²]`) convolved into `z`, whose size is set here.
     fn run(&self, xc: &[T], cols: &mut Vec<T>, z: &mut Vec<T>) {
         z.resize(self.ch * xc.len() / self.c_in, T::zero());
         self.run_into(xc, cols, z);
     }
 
-    /// The chunk `xc` convolved into `z` (`ch × len·s²`).
+    /// The chunk `xc` convolved into `z` (`ch × len·s²`), im2col group by group:
+    /// `Z[:, group] = W · cols(group)`.
     fn run_into(&self, xc: &[T], cols: &mut Vec<T>, z: &mut [T]) {
-        let hw = self.s * self.s;
+        let (hw, kk) = (self.s * self.s, self.c_in * 9);
         let len = xc.len() / (self.c_in * hw);
-        cols.resize(self.c_in * 9 * len * hw, T::zero());
-        im2col(xc, self.c_in, len, self.s, cols);
-        self.gemm(cols, z);
+        let m = len * hw;
+        for (i0, g) in groups(len, group_size::<T>(kk, hw)) {
+            cols.resize(kk * g * hw, T::zero());
+            im2col(xc, self.c_in, len, self.s, (i0, g), cols);
+            gemm(
+                self.ch,
+                kk,
+                g * hw,
+                T::one(),
+                self.w,
+                kk,
+                1,
+                cols,
+                g * hw,
+                1,
+                T::zero(),
+                &mut z[i0 * hw..],
+                m,
+                1,
+            );
+        }
     }
 }
 
@@ -236,9 +235,9 @@ impl<T: Float> Conv4<'_, T> {
             let (wo, go, bo) = a.offsets(l);
             let w = &self.params[wo..go];
             // Convolution chunk by chunk, and each chunk's per-channel mean and centred sum
-            // of squares while its output is in cache. A thin convolution (the images'
-            // block: 9 or 27 multiply-adds per output) is kept nowhere: it is recomputed
-            // where needed, cheaper than writing and reading its large maps.
+            // of squares while its output is in cache. A thin convolution (grey images'
+            // block: 9 multiply-adds per output) is kept nowhere: it is recomputed where
+            // needed, cheaper than writing and reading its large maps.
             let recompute = c_in * 9 <= RECOMPUTE_MAX_K;
             let conv = ConvChunk { w, c_in, s, ch };
             let mut z = if recompute {
@@ -458,13 +457,8 @@ impl<T: Float> Conv4<'_, T> {
                         let kk = c_in * 9;
                         let len = xs[j].len() / (c_in * hw);
                         let m = len * hw;
-                        // im2col of the input, for the weight gradient (and the recomputed
-                        // convolution).
-                        cols.resize(kk * m, T::zero());
-                        im2col(xs[j], c_in, len, s, cols);
                         let zc: &[T] = if bc.recompute {
-                            local.resize(ch * m, T::zero());
-                            conv.gemm(cols, local);
+                            conv.run(xs[j], cols, local);
                             local
                         } else {
                             zs[j]
@@ -488,42 +482,47 @@ impl<T: Float> Conv4<'_, T> {
                             );
                         }
                         let mut gw = vec![T::zero(); ch * kk];
-                        // gw[c][r] = Σ_p dz[c][p] cols[r][p]
-                        gemm(
-                            ch,
-                            m,
-                            kk,
-                            T::one(),
-                            dz,
-                            m,
-                            1,
-                            cols,
-                            1,
-                            m,
-                            T::zero(),
-                            &mut gw,
-                            kk,
-                            1,
-                        );
-                        if let Some(dinc) = dinc {
-                            // dcols[r][p] = Σ_c w[c][r] dz[c][p]
+                        for (i0, g) in groups(len, group_size::<T>(kk, hw)) {
+                            let gm = g * hw;
+                            cols.resize(kk * gm, T::zero());
+                            im2col(xs[j], c_in, len, s, (i0, g), cols);
+                            // gw[c][r] += Σ_p dz[c][p] cols[r][p] over the group's p
                             gemm(
-                                kk,
                                 ch,
-                                m,
-                                T::one(),
-                                w,
-                                1,
+                                gm,
                                 kk,
-                                dz,
+                                T::one(),
+                                &dz[i0 * hw..],
                                 m,
                                 1,
-                                T::zero(),
                                 cols,
-                                m,
+                                1,
+                                gm,
+                                T::one(),
+                                &mut gw,
+                                kk,
                                 1,
                             );
-                            col2im(cols, c_in, len, s, dinc);
+                            if let Some(dinc) = dinc.as_deref_mut() {
+                                // dcols[r][p] = Σ_c w[c][r] dz[c][p]
+                                gemm(
+                                    kk,
+                                    ch,
+                                    gm,
+                                    T::one(),
+                                    w,
+                                    1,
+                                    kk,
+                                    &dz[i0 * hw..],
+                                    m,
+                                    1,
+                                    T::zero(),
+                                    cols,
+                                    gm,
+                                    1,
+                                );
+                                col2im(cols, c_in, len, s, (i0, g), dinc);
+                            }
                         }
                         gw
                     },
@@ -542,6 +541,55 @@ impl<T: Float> Conv4<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// im2col in groups of 1 and 3 images (what large maps get) computes what whole chunks
+    /// compute: the same features, the same gradient up to summation order.
+    #[test]
+    fn grouped_im2col_is_the_whole_chunk() {
+        use rand::{Rng, SeedableRng};
+        use std::sync::atomic::Ordering;
+        // Block 0 (9 per output) is recomputed, blocks 1–2 (36) are stored.
+        let arch = Arch {
+            channels: 4,
+            in_channels: 1,
+            side: 9,
+            blocks: 3,
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let params: Vec<f64> = arch.init(&mut rng);
+        let n = 11;
+        let imgs: Vec<f64> = (0..n * arch.pixels()).map(|_| rng.random()).collect();
+        let r: Vec<f64> = (0..n * arch.features()).map(|_| rng.random()).collect();
+        let net = Conv4 {
+            arch,
+            params: &params,
+        };
+        let run = |cap: usize| {
+            ops::tests::GROUP_CAP.store(cap, Ordering::Relaxed);
+            let (f, tape) = net.forward(&imgs, n);
+            let g = net.backward(&tape, &r);
+            ops::tests::GROUP_CAP.store(usize::MAX, Ordering::Relaxed);
+            (f, g)
+        };
+        let (f, g) = run(usize::MAX);
+        for cap in [1, 3] {
+            let (fc, gc) = run(cap);
+            let df = f
+                .iter()
+                .zip(&fc)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            let dg = g
+                .iter()
+                .zip(&gc)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                df < 1e-12 && dg < 1e-10,
+                "cap {cap}: features {df:e}, gradient {dg:e}"
+            );
+        }
+    }
 
     /// Batch norm's ε is defined on both sides (f64 here, f32 in the CUDA kernels).
     #[test]

@@ -49,16 +49,24 @@ pub(super) fn to_chunk_layout<T: Float>(images: &[T], n: usize, c: usize, hw: us
     out
 }
 
-/// im2col of one chunk: `cols[ci·9 + ky·3 + kx][i·s² + oy·s + ox]`.
-pub(super) fn im2col<T: Float>(input: &[T], c_in: usize, len: usize, s: usize, cols: &mut [T]) {
+/// im2col of images `i0 .. i0 + g` of a chunk of `len` images (`input`: `[c_in][len·s²]`):
+/// `cols[ci·9 + ky·3 + kx][(i − i0)·s² + oy·s + ox]`, rows of `g·s²`.
+pub(super) fn im2col<T: Float>(
+    input: &[T],
+    c_in: usize,
+    len: usize,
+    s: usize,
+    (i0, g): (usize, usize),
+    cols: &mut [T],
+) {
     let hw = s * s;
     let n = len * hw;
     for ci in 0..c_in {
         for ky in 0..3 {
             for kx in 0..3 {
-                let row = &mut cols[((ci * 3 + ky) * 3 + kx) * n..][..n];
-                for i in 0..len {
-                    let src = &input[ci * n + i * hw..][..hw];
+                let row = &mut cols[((ci * 3 + ky) * 3 + kx) * g * hw..][..g * hw];
+                for i in 0..g {
+                    let src = &input[ci * n + (i0 + i) * hw..][..hw];
                     let dst = &mut row[i * hw..][..hw];
                     for oy in 0..s {
                         let iy = oy as isize + ky as isize - 1;
@@ -86,17 +94,24 @@ pub(super) fn im2col<T: Float>(input: &[T], c_in: usize, len: usize, s: usize, c
     }
 }
 
-/// Adjoint of [`im2col`]: `dinput += col2im(dcols)` (dinput must start at zero).
-pub(super) fn col2im<T: Float>(dcols: &[T], c_in: usize, len: usize, s: usize, dinput: &mut [T]) {
+/// Adjoint of [`im2col`] for the same images: `dinput += col2im(dcols)`.
+pub(super) fn col2im<T: Float>(
+    dcols: &[T],
+    c_in: usize,
+    len: usize,
+    s: usize,
+    (i0, g): (usize, usize),
+    dinput: &mut [T],
+) {
     let hw = s * s;
     let n = len * hw;
     for ci in 0..c_in {
         for ky in 0..3 {
             for kx in 0..3 {
-                let row = &dcols[((ci * 3 + ky) * 3 + kx) * n..][..n];
-                for i in 0..len {
+                let row = &dcols[((ci * 3 + ky) * 3 + kx) * g * hw..][..g * hw];
+                for i in 0..g {
                     let src = &row[i * hw..][..hw];
-                    let dst = &mut dinput[ci * n + i * hw..][..hw];
+                    let dst = &mut dinput[ci * n + (i0 + i) * hw..][..hw];
                     for oy in 0..s {
                         let iy = oy as isize + ky as isize - 1;
                         if iy < 0 || iy >= s as isize {
@@ -117,6 +132,24 @@ pub(super) fn col2im<T: Float>(dcols: &[T], c_in: usize, len: usize, s: usize, d
             }
         }
     }
+}
+
+/// Images per im2col group: as many as keep the group's `kk × g·hw` matrix within
+/// [`COLS_BUDGET`] bytes (at least 1, at most a chunk), so that it is still in cache when
+/// the GEMM packs it. Depends on the shape only, never on the thread count.
+pub(super) fn group_size<T>(kk: usize, hw: usize) -> usize {
+    let g = (COLS_BUDGET / (kk * hw * std::mem::size_of::<T>()).max(1)).clamp(1, CHUNK);
+    #[cfg(test)]
+    let g = g.min(tests::GROUP_CAP.load(std::sync::atomic::Ordering::Relaxed));
+    g
+}
+
+/// Bytes of one im2col group (see [`group_size`]).
+pub(super) const COLS_BUDGET: usize = 1 << 20;
+
+/// The groups `(i0, g)` of a chunk of `len` images.
+pub(super) fn groups(len: usize, g: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..len).step_by(g).map(move |i0| (i0, g.min(len - i0)))
 }
 
 /// `Σ v` with 8 independent accumulators (vectorisable; fixed order).
@@ -289,4 +322,13 @@ pub(super) fn batch_norm_adjoint<T: Float>(
         };
         dz[p - off] += ka * g;
     }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    /// Caps [`super::group_size`] in unit tests, so that the grouped im2col paths run on
+    /// shapes small enough for finite differences.
+    pub(in super::super) static GROUP_CAP: AtomicUsize = AtomicUsize::new(usize::MAX);
 }
