@@ -312,6 +312,26 @@ fn is_png(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("png"))
 }
 
+/// The files of a class folder that `keep` accepts, sorted; none is an error naming the
+/// folder as `what`.
+pub(super) fn images_in(
+    folder: &Path,
+    keep: fn(&Path) -> bool,
+    what: &'static str,
+) -> Result<Vec<PathBuf>, FewshotDataError> {
+    let files: Vec<PathBuf> = sorted_entries(folder, false)?
+        .into_iter()
+        .filter(|p| keep(p))
+        .collect();
+    if files.is_empty() {
+        return Err(FewshotDataError::NoImages {
+            path: folder.to_path_buf(),
+            what,
+        });
+    }
+    Ok(files)
+}
+
 pub(super) fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -368,16 +388,7 @@ pub fn load_omniglot(
             });
         }
         for character in characters {
-            let pngs: Vec<PathBuf> = sorted_entries(&character, false)?
-                .into_iter()
-                .filter(|p| is_png(p))
-                .collect();
-            if pngs.is_empty() {
-                return Err(FewshotDataError::NoImages {
-                    path: character,
-                    what: "character (.png)",
-                });
-            }
+            let pngs = images_in(&character, is_png, "character (.png)")?;
             let name = format!("{}/{}", file_name(alphabet), file_name(&character));
             chars.push((name, pngs));
         }

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use super::data::{
-    ClassImages, FewshotDataError, FewshotDataset, file_name, io_err, sorted_entries,
+    ClassImages, FewshotDataError, FewshotDataset, file_name, images_in, io_err, sorted_entries,
 };
 use super::image::{decode_rgb, rgb_planes};
 
@@ -330,16 +330,7 @@ fn folder_classes(
     }
     let mut classes = Vec::with_capacity(folders.len());
     for folder in folders {
-        let images: Vec<PathBuf> = sorted_entries(&folder, false)?
-            .into_iter()
-            .filter(|p| is_image(p))
-            .collect();
-        if images.is_empty() {
-            return Err(FewshotDataError::NoImages {
-                path: folder,
-                what: "class (.jpg, .jpeg or .png)",
-            });
-        }
+        let images = images_in(&folder, is_image, "class (.jpg, .jpeg or .png)")?;
         classes.push((file_name(&folder), images));
     }
     Ok(classes)

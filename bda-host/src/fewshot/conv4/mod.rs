@@ -151,6 +151,24 @@ impl<T: Float> ConvChunk<'_, T> {
         self.run_into(xc, cols, z);
     }
 
+    /// Chunk `j`'s convolution output: `stored[j]`, or, when nothing is stored (a
+    /// recomputed block), chunk `xc` convolved into `local`.
+    fn output<'a>(
+        &self,
+        stored: &[&'a [T]],
+        j: usize,
+        xc: &[T],
+        cols: &mut Vec<T>,
+        local: &'a mut Vec<T>,
+    ) -> &'a [T] {
+        if stored.is_empty() {
+            self.run(xc, cols, local);
+            local
+        } else {
+            stored[j]
+        }
+    }
+
     /// The chunk `xc` convolved into `z` (`ch × len·s²`), im2col group by group:
     /// `Z[:, group] = W · cols(group)`.
     fn run_into(&self, xc: &[T], cols: &mut Vec<T>, z: &mut [T]) {
@@ -289,12 +307,7 @@ impl<T: Float> Conv4<'_, T> {
                 .for_each_init(
                     || (Vec::new(), Vec::new()),
                     |(cols, local), (j, (oc, ac))| {
-                        let zc: &[T] = if recompute {
-                            conv.run(xs[j], cols, local);
-                            local
-                        } else {
-                            zs[j]
-                        };
+                        let zc = conv.output(&zs, j, xs[j], cols, local);
                         let len = zc.len() / (ch * hw);
                         for c in 0..ch {
                             let sc = gamma[c] * invstd[c];
@@ -407,12 +420,7 @@ impl<T: Float> Conv4<'_, T> {
                 .map_init(
                     || (Vec::new(), Vec::new()),
                     |(cols, local), j| {
-                        let zc: &[T] = if bc.recompute {
-                            conv.run(xs[j], cols, local);
-                            local
-                        } else {
-                            zs[j]
-                        };
+                        let zc = conv.output(&zs, j, xs[j], cols, local);
                         let q = args[j].len() / ch;
                         let mut r = vec![T::zero(); 2 * ch];
                         for c in 0..ch {
@@ -457,12 +465,7 @@ impl<T: Float> Conv4<'_, T> {
                         let kk = c_in * 9;
                         let len = xs[j].len() / (c_in * hw);
                         let m = len * hw;
-                        let zc: &[T] = if bc.recompute {
-                            conv.run(xs[j], cols, local);
-                            local
-                        } else {
-                            zs[j]
-                        };
+                        let zc = conv.output(&zs, j, xs[j], cols, local);
                         let q = args[j].len() / ch;
                         dz.resize(ch * m, T::zero());
                         for c in 0..ch {
