@@ -157,8 +157,8 @@ mod tests {
         // 32·5·5 = 800 with floor pooling; ceil mode gives 6×6.
         assert_eq!(a.features(), 32 * 36);
         assert_eq!(a.pixels(), 3 * 84 * 84);
-        // 32·3·9 + 64 + 3·(32·32·9 + 64) = 28 896.
-        assert_eq!(a.num_params(), 28_896);
+        // 32·3·9 + 64 + 3·(32·32·9 + 64) = 928 + 3·9280 = 28 768.
+        assert_eq!(a.num_params(), 28_768);
         assert_eq!(a.offsets(1).0, 32 * 27 + 64);
     }
 }
