@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Runs that rank BDA, RHG and T-RHG on an Omniglot-layout set (the kanji stand-in here),
+# with every setting chosen on the validation split, never on test:
+#
+#   1. selection: for each method, short runs over the head step size (--ll-lr) and, for
+#      T-RHG, T; each scored by its best validation accuracy on the held-out background
+#      characters (--val-classes). The best setting per method (and ways) is kept.
+#   2. ranking: with the chosen settings, meta-train until the validation accuracy stops
+#      improving (--patience, the best validated backbone is tested), 600 test episodes;
+#      5-way 1-shot for every seed of SEEDS, 20-, 30- and 40-way 1-shot for the first.
+#
+# Usage: bench/fewshot_rank.sh DATA_DIR OUT_DIR [THREADS]
+# Environment (defaults in brackets): SEEDS ["0 1 2"], WAYS ["5 20 30 40"], VAL_CLASSES
+# [100], SELECT_STEPS [300], MAX_STEPS [5000], VAL_EVERY [100], PATIENCE [5], VAL_EPISODES
+# [200], EPISODES [600], META_BATCH [4], QUERIES [15], CHANNELS [64], LRS ["0.05 0.1 0.2"],
+# TS ["1 2 3 4"], BDA (a built binary). Resumable: a run whose JSON exists is kept.
+# OUT_DIR/summary.txt is the table.
+set -euo pipefail
+DATA=${1:?data dir (bda data kanji --out DIR --limit 1623)}
+OUT=${2:?output folder}
+THREADS=${3:-2}
+SEEDS=${SEEDS:-"0 1 2"}
+WAYS=${WAYS:-"5 20 30 40"}
+VAL_CLASSES=${VAL_CLASSES:-100}
+SELECT_STEPS=${SELECT_STEPS:-300}
+MAX_STEPS=${MAX_STEPS:-5000}
+VAL_EVERY=${VAL_EVERY:-100}
+PATIENCE=${PATIENCE:-5}
+VAL_EPISODES=${VAL_EPISODES:-200}
+EPISODES=${EPISODES:-600}
+META_BATCH=${META_BATCH:-4}
+QUERIES=${QUERIES:-15}
+CHANNELS=${CHANNELS:-64}
+LRS=${LRS:-"0.05 0.1 0.2"}
+TS=${TS:-"1 2 3 4"}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+if [ -z "${BDA:-}" ]; then
+  (cd "$ROOT" && cargo build --release -q -p bda-host)
+  BDA="${CARGO_TARGET_DIR:-$ROOT/target}/release/bda"
+fi
+mkdir -p "$OUT/select" "$OUT/rank"
+common=(--data-dir "$DATA" --shots 1 --queries "$QUERIES" --meta-batch "$META_BATCH" --channels "$CHANNELS"
+        --val-classes "$VAL_CLASSES" --val-every "$VAL_EVERY" --val-episodes "$VAL_EPISODES"
+        --threads "$THREADS" --quiet --json)
+
+# run NAME ARGS...: one training run, its report kept as NAME.json (skipped if present).
+run() {
+  local name=$1; shift
+  [ -s "$name.json" ] && return 0
+  "$BDA" fewshot "${common[@]}" "$@" > "$name.json.tmp"
+  mv "$name.json.tmp" "$name.json"
+}
+
+# best_val FILE: the best validation accuracy of a report.
+best_val() {
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(max(h["val_acc"] for h in r["history"] if "val_acc" in h))' "$1"
+}
+
+# 1. Selection, per ways (the step size that suits 5-way need not suit 40-way).
+declare -A CHOSEN
+for ways in $WAYS; do
+  for method in bda rhg trhg; do
+    best=""; best_acc=-1
+    ts="0"; [ "$method" = trhg ] && ts=$TS
+    for lr in $LRS; do
+      for t in $ts; do
+        extra=(); [ "$method" = trhg ] && extra=(--truncate "$t")
+        name="$OUT/select/$ways-way-$method-lr$lr-T$t"
+        run "$name" --ways "$ways" --method "$method" --ll-lr "$lr" "${extra[@]}" \
+          --ul-iters "$SELECT_STEPS" --episodes 0 --seed 0
+        acc=$(best_val "$name.json")
+        echo "select ${ways}-way $method ll-lr $lr T $t: best validation $acc %"
+        if python3 -c "import sys; sys.exit(0 if float('$acc') > float('$best_acc') else 1)"; then
+          best_acc=$acc; best="--ll-lr $lr${extra[*]:+ ${extra[*]}}"
+        fi
+      done
+    done
+    CHOSEN["$ways-$method"]=$best
+    echo "chosen for ${ways}-way $method: $best (validation $best_acc %)"
+  done
+done
+
+# 2. Ranking runs.
+for ways in $WAYS; do
+  seeds=$SEEDS; [ "$ways" != 5 ] && seeds=${SEEDS%% *}
+  for seed in $seeds; do
+    for method in bda rhg trhg; do
+      name="$OUT/rank/$ways-way-$method-seed$seed"
+      # shellcheck disable=SC2086 # the chosen flags are a list
+      run "$name" --ways "$ways" --method "$method" ${CHOSEN["$ways-$method"]} \
+        --ul-iters "$MAX_STEPS" --patience "$PATIENCE" --episodes "$EPISODES" --seed "$seed" \
+        --plot "$name.svg"
+    done
+  done
+done
+
+python3 - "$OUT/rank" <<'PY' | tee "$OUT/summary.txt"
+import glob, json, os, statistics, sys
+rows = {}
+for f in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
+    r = json.load(open(f))
+    rows.setdefault((r["ways"], r["method"]), []).append(r)
+print("| setting | method | test acc % per seed (± 95 % CI) | mean ± std over seeds | best val % @ meta-step | settings |")
+print("|---|---|---|---|---|---|")
+for (ways, method), rs in sorted(rows.items()):
+    accs = [r["test_acc"] for r in rs]
+    per = ", ".join("%.2f ± %.2f" % (r["test_acc"], r["ci95"]) for r in rs)
+    spread = "%.2f ± %.2f" % (statistics.mean(accs), statistics.stdev(accs)) if len(accs) > 1 else "%.2f" % accs[0]
+    best = ", ".join("%.1f @ %d" % (r.get("best_val_acc", float("nan")), r.get("best_ul_iter", 0)) for r in rs)
+    c = rs[0]["config"]
+    setting = "ll_lr %s%s" % (c["ll_lr"], ", T %s" % c["truncate"] if method == "trhg" else "")
+    print("| %d-way 1-shot | %s | %s | %s | %s | %s |" % (ways, method, per, spread, best, setting))
+PY
