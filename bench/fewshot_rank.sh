@@ -2,12 +2,13 @@
 # Runs that rank BDA, RHG and T-RHG on an Omniglot-layout set (the kanji stand-in here),
 # with every setting chosen on the validation split, never on test:
 #
+#   for each number of ways, in turn:
 #   1. selection: for each method, short runs over the head step size (--ll-lr) and, for
 #      T-RHG, T; each scored by its best validation accuracy on the held-out background
-#      characters (--val-classes). The best setting per method (and ways) is kept.
+#      characters (--val-classes). The best setting per method is kept.
 #   2. ranking: with the chosen settings, meta-train until the validation accuracy stops
 #      improving (--patience, the best validated backbone is tested), 600 test episodes;
-#      5-way 1-shot for every seed of SEEDS, 20-, 30- and 40-way 1-shot for the first.
+#      every seed of SEEDS for 5-way 1-shot, the first for 20-, 30- and 40-way 1-shot.
 #
 # Usage: bench/fewshot_rank.sh DATA_DIR OUT_DIR [THREADS]
 # Environment (defaults in brackets): SEEDS ["0 1 2"], WAYS ["5 20 30 40"], VAL_CLASSES
@@ -56,9 +57,10 @@ best_val() {
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(max(h["val_acc"] for h in r["history"] if "val_acc" in h))' "$1"
 }
 
-# 1. Selection, per ways (the step size that suits 5-way need not suit 40-way).
-declare -A CHOSEN
+# Per ways: 1. selection (the step size that suits 5-way need not suit 40-way), then
+# 2. the ranking runs with the chosen settings; so a stopped script has finished settings.
 for ways in $WAYS; do
+  declare -A CHOSEN=()
   for method in bda rhg trhg; do
     best=""; best_acc=-1
     ts="0"; [ "$method" = trhg ] && ts=$TS
@@ -75,21 +77,18 @@ for ways in $WAYS; do
         fi
       done
     done
-    CHOSEN["$ways-$method"]=$best
+    CHOSEN["$method"]=$best
     echo "chosen for ${ways}-way $method: $best (validation $best_acc %)"
   done
-done
-
-# 2. Ranking runs.
-for ways in $WAYS; do
   seeds=$SEEDS; [ "$ways" != 5 ] && seeds=${SEEDS%% *}
   for seed in $seeds; do
     for method in bda rhg trhg; do
       name="$OUT/rank/$ways-way-$method-seed$seed"
       # shellcheck disable=SC2086 # the chosen flags are a list
-      run "$name" --ways "$ways" --method "$method" ${CHOSEN["$ways-$method"]} \
+      run "$name" --ways "$ways" --method "$method" ${CHOSEN["$method"]} \
         --ul-iters "$MAX_STEPS" --patience "$PATIENCE" --episodes "$EPISODES" --seed "$seed" \
         --plot "$name.svg"
+      echo "ranked ${ways}-way $method seed $seed"
     done
   done
 done
