@@ -312,6 +312,33 @@ fn is_png(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("png"))
 }
 
+/// Decodes every class's files with `load`, in parallel: the classes in the same order,
+/// and the files read in reading order (what a report's data hash covers). The result does
+/// not depend on the thread count, and the first error in file order is the one returned.
+pub(super) fn decode_classes(
+    classes: Vec<(String, Vec<PathBuf>)>,
+    load: fn(&Path) -> Result<Vec<f32>, FewshotDataError>,
+) -> Result<(Vec<ClassImages>, Vec<PathBuf>), FewshotDataError> {
+    let files: Vec<PathBuf> = classes
+        .iter()
+        .flat_map(|(_, p)| p.iter().cloned())
+        .collect();
+    let decoded: Vec<Result<Vec<f32>, FewshotDataError>> =
+        files.par_iter().map(|p| load(p)).collect();
+    let mut decoded = decoded.into_iter();
+    let mut out = Vec::with_capacity(classes.len());
+    for (name, paths) in classes {
+        let n = paths.len();
+        let mut images = Vec::new();
+        for _ in 0..n {
+            // `decoded` has exactly one entry per file.
+            images.extend(decoded.next().expect("one result per file")?);
+        }
+        out.push(ClassImages { name, images, n });
+    }
+    Ok((out, files))
+}
+
 /// The files of a class folder that `keep` accepts, sorted; none is an error naming the
 /// folder as `what`.
 pub(super) fn images_in(
@@ -393,23 +420,10 @@ pub fn load_omniglot(
             chars.push((name, pngs));
         }
     }
-    let files: Vec<&Path> = chars
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(PathBuf::as_path))
-        .collect();
-    let decoded: Vec<Result<Vec<f32>, FewshotDataError>> =
-        files.par_iter().map(|p| load_image(p)).collect();
-    let read: Vec<PathBuf> = files.iter().map(|p| p.to_path_buf()).collect();
-    let mut decoded = decoded.into_iter();
+    let (decoded, read) = decode_classes(chars, load_image)?;
     let per_char = if rotations { 4 } else { 1 };
-    let mut classes = Vec::with_capacity(chars.len() * per_char);
-    for (name, pngs) in chars {
-        let n = pngs.len();
-        let mut images = Vec::with_capacity(n * SIDE * SIDE);
-        for _ in 0..n {
-            // `decoded` has exactly one entry per file; the first error in file order wins.
-            images.extend(decoded.next().expect("one result per file")?);
-        }
+    let mut classes = Vec::with_capacity(decoded.len() * per_char);
+    for ClassImages { name, images, n } in decoded {
         if rotations {
             let rotate = |imgs: &[f32]| -> Vec<f32> {
                 imgs.chunks_exact(SIDE * SIDE)

@@ -26,10 +26,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
-
 use super::data::{
-    ClassImages, FewshotDataError, FewshotDataset, file_name, images_in, io_err, sorted_entries,
+    FewshotDataError, FewshotDataset, decode_classes, file_name, images_in, io_err, sorted_entries,
 };
 use super::image::{decode_rgb, rgb_planes};
 
@@ -255,23 +253,7 @@ pub fn load_miniimagenet(dir: &Path, split: Split) -> Result<FewshotDataset, Few
             });
         }
     };
-    let files: Vec<&Path> = classes
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(PathBuf::as_path))
-        .collect();
-    let decoded: Vec<Result<Vec<f32>, FewshotDataError>> =
-        files.par_iter().map(|p| load_image(p)).collect();
-    let read: Vec<PathBuf> = files.iter().map(|p| p.to_path_buf()).collect();
-    let mut decoded = decoded.into_iter();
-    let mut out = Vec::with_capacity(classes.len());
-    for (name, paths) in classes {
-        let n = paths.len();
-        let mut images = Vec::with_capacity(n * 3 * SIDE * SIDE);
-        for _ in 0..n {
-            images.extend(decoded.next().expect("one result per file")?);
-        }
-        out.push(ClassImages { name, images, n });
-    }
+    let (out, read) = decode_classes(classes, load_image)?;
     Ok(FewshotDataset {
         classes: out,
         side: SIDE,
