@@ -14,7 +14,9 @@
 # Environment (defaults in brackets): SEEDS ["0 1 2"], WAYS ["5 20 30 40"], VAL_CLASSES
 # [100], SELECT_STEPS [300], MAX_STEPS [5000], VAL_EVERY [100], PATIENCE [5], VAL_EPISODES
 # [200], EPISODES [600], META_BATCH [4], QUERIES [15], CHANNELS [64], LRS ["0.05 0.1 0.2"],
-# TS ["1 2 3 4"], BDA (a built binary). Resumable: a run whose JSON exists is kept.
+# TS ["1 2 3 4"], SELECT_WAYS (empty: every number of ways selects its own settings; a
+# number: reuse the settings chosen for that many ways, read from OUT_DIR/chosen-N-way.txt),
+# BDA (a built binary). Resumable: a run whose JSON exists is kept.
 # OUT_DIR/summary.txt is the table.
 set -euo pipefail
 DATA=${1:?data dir (bda data kanji --out DIR --limit 1623)}
@@ -34,6 +36,7 @@ QUERIES=${QUERIES:-15}
 CHANNELS=${CHANNELS:-64}
 LRS=${LRS:-"0.05 0.1 0.2"}
 TS=${TS:-"1 2 3 4"}
+SELECT_WAYS=${SELECT_WAYS:-}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 if [ -z "${BDA:-}" ]; then
   (cd "$ROOT" && cargo build --release -q -p bda-host)
@@ -61,7 +64,15 @@ best_val() {
 # 2. the ranking runs with the chosen settings; so a stopped script has finished settings.
 for ways in $WAYS; do
   declare -A CHOSEN=()
+  chosen_file="$OUT/chosen-$ways-way.txt"
+  if [ -n "$SELECT_WAYS" ] && [ "$SELECT_WAYS" != "$ways" ]; then
+    from="$OUT/chosen-$SELECT_WAYS-way.txt"
+    [ -s "$from" ] || { echo "fewshot_rank.sh: SELECT_WAYS=$SELECT_WAYS: no $from (run that selection first)" >&2; exit 2; }
+    while IFS=: read -r method flags; do CHOSEN["$method"]=$flags; done < "$from"
+    echo "settings for ${ways}-way reused from the ${SELECT_WAYS}-way selection ($from)"
+  fi
   for method in bda rhg trhg; do
+    [ -n "${CHOSEN[$method]+set}" ] && continue
     best=""; best_acc=-1
     ts="0"; [ "$method" = trhg ] && ts=$TS
     for lr in $LRS; do
@@ -80,6 +91,10 @@ for ways in $WAYS; do
     CHOSEN["$method"]=$best
     echo "chosen for ${ways}-way $method: $best (validation $best_acc %)"
   done
+  if [ -z "$SELECT_WAYS" ] || [ "$SELECT_WAYS" = "$ways" ]; then
+    for method in bda rhg trhg; do echo "$method:${CHOSEN[$method]}"; done > "$chosen_file.tmp"
+    mv "$chosen_file.tmp" "$chosen_file"
+  fi
   seeds=$SEEDS; [ "$ways" != 5 ] && seeds=${SEEDS%% *}
   for seed in $seeds; do
     for method in bda rhg trhg; do
@@ -107,6 +122,7 @@ for (ways, method), rs in sorted(rows.items()):
     spread = "%.2f ± %.2f" % (statistics.mean(accs), statistics.stdev(accs)) if len(accs) > 1 else "%.2f" % accs[0]
     best = ", ".join("%.1f @ %d" % (r.get("best_val_acc", float("nan")), r.get("best_ul_iter", 0)) for r in rs)
     c = rs[0]["config"]
-    setting = "ll_lr %s%s" % (c["ll_lr"], ", T %s" % c["truncate"] if method == "trhg" else "")
+    setting = "ll_lr %s%s, %d queries, %d channels" % (c["ll_lr"], ", T %s" % c["truncate"] if method == "trhg" else "",
+                                                        r["queries"], c["channels"])
     print("| %d-way 1-shot | %s | %s | %s | %s | %s |" % (ways, method, per, spread, best, setting))
 PY
