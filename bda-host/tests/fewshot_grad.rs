@@ -109,7 +109,9 @@ const TINY: Arch = Arch {
 #[test]
 fn conv4_backward_matches_finite_differences() {
     // Grey input: block 0's convolution (9 multiply-adds per output) is recomputed, the
-    // others are stored; RGB input: all are stored; 4 channels: wider stored blocks.
+    // others are stored; RGB input: all are stored; 4 channels: wider stored blocks, run
+    // forward in the Winograd domain (odd sides: padded tiles); 4 channels on 20×20
+    // (20 → 10 → 5 → 3 → 2): block 1's backward pass in the Winograd domain too.
     for arch in [
         TINY,
         Arch {
@@ -118,6 +120,11 @@ fn conv4_backward_matches_finite_differences() {
         },
         Arch {
             channels: 4,
+            ..TINY
+        },
+        Arch {
+            channels: 4,
+            side: 20,
             ..TINY
         },
     ] {

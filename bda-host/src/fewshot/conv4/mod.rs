@@ -3,8 +3,11 @@
 //! (`fewshot_torch.py`). With 28×28 inputs the maps are 28 → 14 → 7 → 4 → 2, so the
 //! backbone gives `64·2·2 = 256` features per image.
 //!
-//! Convolutions are im2col + GEMM ([`gemm`]: `matrixmultiply`, the GEMM nalgebra uses, with
-//! run-time AVX/FMA kernels). Batch norm uses the statistics of the whole forward batch (training
+//! Convolutions with at least [`WINOGRAD_MIN_C_IN`] input channels run forward as
+//! Winograd F(2×2, 3×3) ([`winograd`]: 2.25× fewer multiplications, as 16 GEMMs), and
+//! backward too on maps at least [`WINOGRAD_BACKWARD_MIN_SIDE`] wide; the rest are
+//! im2col + GEMM ([`gemm`]: `matrixmultiply`, the GEMM nalgebra uses, with run-time AVX/FMA
+//! kernels). Batch norm uses the statistics of the whole forward batch (training
 //! mode, also at evaluation: transductive, as MAML-style code does). The convolutions have
 //! no bias: batch norm subtracts the per-channel mean right after, so a bias has no effect
 //! and a zero gradient (PyTorch's `Conv2d` keeps one; its gradient is zero there too).
@@ -17,8 +20,11 @@
 use rayon::prelude::*;
 
 mod ops;
+mod winograd;
 
 use std::time::Instant;
+
+use winograd::WinogradConv;
 
 use ops::{
     batch_norm_adjoint, bn_relu_pool, chunk_moments, chunks, col2im, group_size, groups, im2col,
@@ -136,19 +142,63 @@ impl Arch {
 /// block 0 (27 per output) storing wins, 0.36–0.39 s against 0.41–0.51 s.
 const RECOMPUTE_MAX_K: usize = 9;
 
-/// One block's convolution of one chunk: im2col, then `Z = W · cols`.
+/// Convolutions with at least this many input channels run forward in the Winograd
+/// domain ([`winograd`]); thinner ones (grey and RGB images' first block) by im2col, where
+/// one GEMM with `K = c_in·9` beats 16 GEMMs with `K = c_in`.
+const WINOGRAD_MIN_C_IN: usize = 4;
+
+/// Their backward passes also run in the Winograd domain on maps at least this wide;
+/// smaller maps (7×7 and 4×4 at the default shapes, where a quarter to half of the tiles'
+/// outputs are padding and the weight-gradient GEMM is only `g·t²` deep) go by im2col —
+/// the same gradient, as both are adjoints of the same convolution. Measured at the default
+/// shapes (`bda fewshot bench`, 2 threads): block 1 (14×14) backward 0.32–0.35 s Winograd
+/// against 0.37–0.41 s im2col; block 2 (7×7) 0.146–0.150 s against 0.118–0.127 s.
+const WINOGRAD_BACKWARD_MIN_SIDE: usize = 10;
+
+/// One block's convolution of one chunk: im2col then `Z = W · cols`, or Winograd
+/// F(2×2, 3×3) with the block's transformed weights.
 struct ConvChunk<'w, T> {
     w: &'w [T],
     c_in: usize,
     s: usize,
     ch: usize,
+    /// The weights in the Winograd domain, for a block that takes that path.
+    u: Option<Vec<T>>,
 }
 
-impl<T: Float> ConvChunk<'_, T> {
+/// One worker's scratch for [`ConvChunk`]: im2col's columns or the Winograd transforms.
+#[derive(Default)]
+struct ConvScratch<T> {
+    cols: Vec<T>,
+    wino: winograd::Scratch<T>,
+}
+
+impl<'w, T: Float> ConvChunk<'w, T> {
+    /// Block `l`'s convolution with weights `w` (`[ch][c_in·9]`) on `s × s` maps.
+    fn new(w: &'w [T], c_in: usize, s: usize, ch: usize) -> Self {
+        let u = (c_in >= WINOGRAD_MIN_C_IN).then(|| winograd::transform_weights(w, ch, c_in));
+        ConvChunk { w, c_in, s, ch, u }
+    }
+
+    fn winograd(&self) -> Option<WinogradConv<'_, T>> {
+        self.u.as_deref().map(|u| WinogradConv {
+            u,
+            c_in: self.c_in,
+            s: self.s,
+            ch: self.ch,
+        })
+    }
+
+    /// The Winograd form of the backward pass, where it is used.
+    fn winograd_backward(&self) -> Option<WinogradConv<'_, T>> {
+        self.winograd()
+            .filter(|_| self.s >= WINOGRAD_BACKWARD_MIN_SIDE)
+    }
+
     /// The chunk `xc` (`[c_in][len·s²]`) convolved into `z`, whose size is set here.
-    fn run(&self, xc: &[T], cols: &mut Vec<T>, z: &mut Vec<T>) {
+    fn run(&self, xc: &[T], sc: &mut ConvScratch<T>, z: &mut Vec<T>) {
         z.resize(self.ch * xc.len() / self.c_in, T::zero());
-        self.run_into(xc, cols, z);
+        self.run_into(xc, sc, z);
     }
 
     /// Chunk `j`'s convolution output: `stored[j]`, or, when nothing is stored (a
@@ -158,23 +208,27 @@ impl<T: Float> ConvChunk<'_, T> {
         stored: &[&'a [T]],
         j: usize,
         xc: &[T],
-        cols: &mut Vec<T>,
+        sc: &mut ConvScratch<T>,
         local: &'a mut Vec<T>,
     ) -> &'a [T] {
         if stored.is_empty() {
-            self.run(xc, cols, local);
+            self.run(xc, sc, local);
             local
         } else {
             stored[j]
         }
     }
 
-    /// The chunk `xc` convolved into `z` (`ch × len·s²`), im2col group by group:
+    /// The chunk `xc` convolved into `z` (`ch × len·s²`); by im2col, group by group:
     /// `Z[:, group] = W · cols(group)`.
-    fn run_into(&self, xc: &[T], cols: &mut Vec<T>, z: &mut [T]) {
+    fn run_into(&self, xc: &[T], sc: &mut ConvScratch<T>, z: &mut [T]) {
+        if let Some(wc) = self.winograd() {
+            return wc.run_into(xc, &mut sc.wino, z);
+        }
         let (hw, kk) = (self.s * self.s, self.c_in * 9);
         let len = xc.len() / (self.c_in * hw);
         let m = len * hw;
+        let cols = &mut sc.cols;
         for (i0, g) in groups(len, group_size::<T>(kk, hw)) {
             cols.resize(kk * g * hw, T::zero());
             im2col(xc, self.c_in, len, self.s, (i0, g), cols);
@@ -194,6 +248,91 @@ impl<T: Float> ConvChunk<'_, T> {
                 m,
                 1,
             );
+        }
+    }
+
+    /// Length of a chunk's weight-gradient part ([`backward`](Self::backward)).
+    fn weight_grad_len(&self) -> usize {
+        let per = self.ch * self.c_in;
+        if self.winograd_backward().is_some() {
+            16 * per
+        } else {
+            9 * per
+        }
+    }
+
+    /// The chunk's part of the backward pass given `dz` (`[ch][len·s²]`): its part of the
+    /// weight gradient (in the Winograd domain for a Winograd block: sum the chunks', then
+    /// [`weight_grad`](Self::weight_grad)), and, when `din` is given, the input gradient.
+    fn backward(
+        &self,
+        xc: &[T],
+        dz: &[T],
+        sc: &mut ConvScratch<T>,
+        din: Option<&mut [T]>,
+    ) -> Vec<T> {
+        let mut gw = vec![T::zero(); self.weight_grad_len()];
+        if let Some(wc) = self.winograd_backward() {
+            wc.backward(xc, dz, &mut sc.wino, &mut gw, din);
+            return gw;
+        }
+        let (c_in, s, ch) = (self.c_in, self.s, self.ch);
+        let (hw, kk) = (s * s, c_in * 9);
+        let len = xc.len() / (c_in * hw);
+        let m = len * hw;
+        let cols = &mut sc.cols;
+        let mut din = din;
+        for (i0, g) in groups(len, group_size::<T>(kk, hw)) {
+            let gm = g * hw;
+            cols.resize(kk * gm, T::zero());
+            im2col(xc, c_in, len, s, (i0, g), cols);
+            // gw[c][r] += Σ_p dz[c][p] cols[r][p] over the group's p
+            gemm(
+                ch,
+                gm,
+                kk,
+                T::one(),
+                &dz[i0 * hw..],
+                m,
+                1,
+                cols,
+                1,
+                gm,
+                T::one(),
+                &mut gw,
+                kk,
+                1,
+            );
+            if let Some(dinc) = din.as_deref_mut() {
+                // dcols[r][p] = Σ_c w[c][r] dz[c][p]
+                gemm(
+                    kk,
+                    ch,
+                    gm,
+                    T::one(),
+                    self.w,
+                    1,
+                    kk,
+                    &dz[i0 * hw..],
+                    m,
+                    1,
+                    T::zero(),
+                    cols,
+                    gm,
+                    1,
+                );
+                col2im(cols, c_in, len, s, (i0, g), dinc);
+            }
+        }
+        gw
+    }
+
+    /// The weight gradient (`[ch][c_in·9]`) from the sum of the chunks' parts.
+    fn weight_grad(&self, sum: Vec<T>) -> Vec<T> {
+        if self.winograd_backward().is_some() {
+            winograd::transform_weights_adjoint(&sum, self.ch, self.c_in)
+        } else {
+            sum
         }
     }
 }
@@ -257,7 +396,7 @@ impl<T: Float> Conv4<'_, T> {
             // block: 9 multiply-adds per output) is kept nowhere: it is recomputed where
             // needed, cheaper than writing and reading its large maps.
             let recompute = c_in * 9 <= RECOMPUTE_MAX_K;
-            let conv = ConvChunk { w, c_in, s, ch };
+            let conv = ConvChunk::new(w, c_in, s, ch);
             let mut z = if recompute {
                 Vec::new()
             } else {
@@ -267,9 +406,9 @@ impl<T: Float> Conv4<'_, T> {
             let parts: Vec<Vec<T>> = if recompute {
                 xs.par_iter()
                     .map_init(
-                        || (Vec::new(), Vec::new()),
-                        |(cols, zc), xc| {
-                            conv.run(xc, cols, zc);
+                        || (ConvScratch::default(), Vec::new()),
+                        |(sc, zc), xc| {
+                            conv.run(xc, sc, zc);
                             chunk_moments(zc, ch)
                         },
                     )
@@ -278,8 +417,8 @@ impl<T: Float> Conv4<'_, T> {
                 split_chunks(&mut z, n, ch * hw)
                     .into_par_iter()
                     .zip(xs.par_iter())
-                    .map_init(Vec::new, |cols, (zc, xc)| {
-                        conv.run_into(xc, cols, zc);
+                    .map_init(ConvScratch::default, |sc, (zc, xc)| {
+                        conv.run_into(xc, sc, zc);
                         chunk_moments(zc, ch)
                     })
                     .collect()
@@ -305,9 +444,9 @@ impl<T: Float> Conv4<'_, T> {
                 .zip(split_chunks(&mut argmax, n, ch * hwo))
                 .enumerate()
                 .for_each_init(
-                    || (Vec::new(), Vec::new()),
-                    |(cols, local), (j, (oc, ac))| {
-                        let zc = conv.output(&zs, j, xs[j], cols, local);
+                    || (ConvScratch::default(), Vec::new()),
+                    |(sc, local), (j, (oc, ac))| {
+                        let zc = conv.output(&zs, j, xs[j], sc, local);
                         let len = zc.len() / (ch * hw);
                         for c in 0..ch {
                             let sc = gamma[c] * invstd[c];
@@ -399,7 +538,7 @@ impl<T: Float> Conv4<'_, T> {
             let gamma = &self.params[go..bo];
             let beta = &self.params[bo..bo + ch];
             let (mean, invstd) = (&bc.mean, &bc.invstd);
-            let conv = ConvChunk { w, c_in, s, ch };
+            let conv = ConvChunk::new(w, c_in, s, ch);
             let xs = split_ref(&bc.input, n, c_in * hw);
             let zs = if bc.recompute {
                 Vec::new()
@@ -418,9 +557,9 @@ impl<T: Float> Conv4<'_, T> {
             let parts: Vec<Vec<T>> = (0..xs.len())
                 .into_par_iter()
                 .map_init(
-                    || (Vec::new(), Vec::new()),
-                    |(cols, local), j| {
-                        let zc = conv.output(&zs, j, xs[j], cols, local);
+                    || (ConvScratch::default(), Vec::new()),
+                    |(sc, local), j| {
+                        let zc = conv.output(&zs, j, xs[j], sc, local);
                         let q = args[j].len() / ch;
                         let mut r = vec![T::zero(); 2 * ch];
                         for c in 0..ch {
@@ -460,12 +599,11 @@ impl<T: Float> Conv4<'_, T> {
                 .par_iter_mut()
                 .enumerate()
                 .map_init(
-                    || (Vec::new(), Vec::new(), Vec::new()),
-                    |(dz, cols, local), (j, dinc)| {
-                        let kk = c_in * 9;
+                    || (Vec::new(), ConvScratch::default(), Vec::new()),
+                    |(dz, sc, local), (j, dinc)| {
                         let len = xs[j].len() / (c_in * hw);
                         let m = len * hw;
-                        let zc = conv.output(&zs, j, xs[j], cols, local);
+                        let zc = conv.output(&zs, j, xs[j], sc, local);
                         let q = args[j].len() / ch;
                         dz.resize(ch * m, T::zero());
                         for c in 0..ch {
@@ -484,55 +622,12 @@ impl<T: Float> Conv4<'_, T> {
                                 (ka, kb, cst),
                             );
                         }
-                        let mut gw = vec![T::zero(); ch * kk];
-                        for (i0, g) in groups(len, group_size::<T>(kk, hw)) {
-                            let gm = g * hw;
-                            cols.resize(kk * gm, T::zero());
-                            im2col(xs[j], c_in, len, s, (i0, g), cols);
-                            // gw[c][r] += Σ_p dz[c][p] cols[r][p] over the group's p
-                            gemm(
-                                ch,
-                                gm,
-                                kk,
-                                T::one(),
-                                &dz[i0 * hw..],
-                                m,
-                                1,
-                                cols,
-                                1,
-                                gm,
-                                T::one(),
-                                &mut gw,
-                                kk,
-                                1,
-                            );
-                            if let Some(dinc) = dinc.as_deref_mut() {
-                                // dcols[r][p] = Σ_c w[c][r] dz[c][p]
-                                gemm(
-                                    kk,
-                                    ch,
-                                    gm,
-                                    T::one(),
-                                    w,
-                                    1,
-                                    kk,
-                                    &dz[i0 * hw..],
-                                    m,
-                                    1,
-                                    T::zero(),
-                                    cols,
-                                    gm,
-                                    1,
-                                );
-                                col2im(cols, c_in, len, s, (i0, g), dinc);
-                            }
-                        }
-                        gw
+                        conv.backward(xs[j], dz, sc, dinc.as_deref_mut())
                     },
                 )
                 .collect();
             drop(din_chunks);
-            let gw = ordered_sum(wparts, ch * c_in * 9);
+            let gw = conv.weight_grad(ordered_sum(wparts, conv.weight_grad_len()));
             grad[wo..go].copy_from_slice(&gw);
             dout = din;
             seconds[l] = t0.elapsed().as_secs_f64();

@@ -328,7 +328,7 @@ pub(super) fn batch_norm_adjoint<T: Float>(
 pub(super) mod tests {
     use std::sync::atomic::AtomicUsize;
 
-    /// Caps [`super::group_size`] in unit tests, so that the grouped im2col paths run on
-    /// shapes small enough for finite differences.
+    /// Caps [`super::group_size`] and the Winograd groups in unit tests, so that the
+    /// grouped paths run on shapes small enough for finite differences.
     pub(in super::super) static GROUP_CAP: AtomicUsize = AtomicUsize::new(usize::MAX);
 }
