@@ -219,6 +219,13 @@ impl<T: Float> WinogradConv<'_, T> {
         self.s.div_ceil(2)
     }
 
+    /// `(s, t, s², t²·g)`: side, tiles per side, values per map and tiles of a group of
+    /// `g` images.
+    fn dims(&self, g: usize) -> (usize, usize, usize, usize) {
+        let t = self.t();
+        (self.s, t, self.s * self.s, g * t * t)
+    }
+
     /// Images per group: as many as keep the larger of `V` and `M` within
     /// [`GROUP_BUDGET`] (at least 1, at most the chunk). Depends on the shape only.
     fn group(&self) -> usize {
@@ -232,9 +239,8 @@ impl<T: Float> WinogradConv<'_, T> {
     /// `V[ξ][ci][(ty·t + tx)·g + i − i0]` of images `i0 .. i0 + g` of the chunk `xc`
     /// (`[c_in][len·s²]`).
     fn transform_input(&self, xc: &[T], len: usize, (i0, g): (usize, usize), sc: &mut Scratch<T>) {
-        let (s, t) = (self.s, self.t());
+        let (s, t, hw, p) = self.dims(g);
         let (w, ps) = ((t + 1) * g, 2 * t + 2);
-        let (hw, p) = (s * s, g * t * t);
         let cp = self.c_in * p;
         let Scratch { v, grid, rows, .. } = sc;
         v.resize(XI * cp, T::zero());
@@ -282,9 +288,8 @@ impl<T: Float> WinogradConv<'_, T> {
         (i0, g): (usize, usize),
         sc: &mut Scratch<T>,
     ) {
-        let (s, t) = (self.s, self.t());
+        let (s, t, hw, p) = self.dims(g);
         let (w, ps) = ((t + 1) * g, 2 * t + 2);
-        let (hw, p) = (s * s, g * t * t);
         let cp = self.c_in * p;
         let Scratch { v, grid, rows, .. } = sc;
         grid.resize(2 * ps * w, T::zero());
@@ -329,8 +334,8 @@ impl<T: Float> WinogradConv<'_, T> {
         (i0, g): (usize, usize),
         sc: &mut Scratch<T>,
     ) {
-        let (s, t) = (self.s, self.t());
-        let (hw, p, n) = (s * s, g * t * t, t * g);
+        let (s, t, hw, p) = self.dims(g);
+        let n = t * g;
         let cp = self.ch * p;
         let Scratch { m, rows, .. } = sc;
         rows.resize(12 * n, T::zero());
@@ -376,8 +381,8 @@ impl<T: Float> WinogradConv<'_, T> {
         (i0, g): (usize, usize),
         sc: &mut Scratch<T>,
     ) {
-        let (s, t) = (self.s, self.t());
-        let (hw, p, n) = (s * s, g * t * t, t * g);
+        let (s, t, hw, p) = self.dims(g);
+        let n = t * g;
         let cp = self.ch * p;
         let Scratch { m, rows, .. } = sc;
         m.resize(XI * cp, T::zero());
