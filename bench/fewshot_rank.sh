@@ -106,6 +106,11 @@ for ways in $WAYS; do
       echo "ranked ${ways}-way $method seed $seed"
     done
   done
+  # The three methods' curves (first seed) on one chart.
+  s0=${seeds%% *}
+  "$BDA" plot --metrics val_acc,ul_loss --out "$OUT/rank/$ways-way-seed$s0.svg" \
+    --title "$ways-way 1-shot, seed $s0: validation accuracy (%) and meta-training loss" \
+    "$OUT/rank/$ways-way-"{bda,rhg,trhg}"-seed$s0.json"
 done
 
 python3 - "$OUT/rank" <<'PY' | tee "$OUT/summary.txt"
@@ -120,9 +125,12 @@ for (ways, method), rs in sorted(rows.items()):
     accs = [r["test_acc"] for r in rs]
     per = ", ".join("%.2f ± %.2f" % (r["test_acc"], r["ci95"]) for r in rs)
     spread = "%.2f ± %.2f" % (statistics.mean(accs), statistics.stdev(accs)) if len(accs) > 1 else "%.2f" % accs[0]
-    best = ", ".join("%.1f @ %d" % (r.get("best_val_acc", float("nan")), r.get("best_ul_iter", 0)) for r in rs)
+    # "(cap)": the best validation came at the last one, so the run was still improving.
+    best = ", ".join("%.1f @ %d%s" % (r.get("best_val_acc", float("nan")), r.get("best_ul_iter", 0),
+                                      " (cap)" if r.get("best_ul_iter", 0) + r["config"]["val_every"] > r["config"]["ul_iters"] else "")
+                     for r in rs)
     c = rs[0]["config"]
     setting = "ll_lr %s%s, %d queries, %d channels" % (c["ll_lr"], ", T %s" % c["truncate"] if method == "trhg" else "",
-                                                        r["queries"], c["channels"])
+                                                        c["queries"], c["channels"])
     print("| %d-way 1-shot | %s | %s | %s | %s | %s |" % (ways, method, per, spread, best, setting))
 PY
