@@ -174,7 +174,8 @@ struct ConvScratch<T> {
 }
 
 impl<'w, T: Float> ConvChunk<'w, T> {
-    /// Block `l`'s convolution with weights `w` (`[ch][c_in·9]`) on `s × s` maps.
+    /// A block's convolution with weights `w` (`[ch][c_in·9]`) on `s × s` maps, taking the
+    /// Winograd path when it has at least [`WINOGRAD_MIN_C_IN`] input channels.
     fn new(w: &'w [T], c_in: usize, s: usize, ch: usize) -> Self {
         let u = (c_in >= WINOGRAD_MIN_C_IN).then(|| winograd::transform_weights(w, ch, c_in));
         ConvChunk { w, c_in, s, ch, u }

@@ -23,7 +23,8 @@ use super::{Float, gemm};
 /// Positions of the 4×4 transform (one GEMM each).
 const XI: usize = 16;
 
-/// Bytes of the transformed input of one group of images (see [`WinogradConv::group`]).
+/// Bytes of the larger of a group's transformed input and product (see
+/// [`WinogradConv::group`]).
 const GROUP_BUDGET: usize = 2 << 20;
 
 /// `G·g` for one column or row of a 3×3 kernel.
@@ -519,34 +520,21 @@ impl<T: Float> WinogradConv<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::ops::im2col;
     use super::*;
     use rand::{Rng, SeedableRng};
 
-    /// Direct 3×3 convolution (padding 1) of a chunk by im2col, the reference.
+    /// Direct 3×3 convolution (padding 1) of a chunk: the backbone's im2col path, the
+    /// reference.
     fn direct(w: &[f64], xc: &[f64], c_in: usize, ch: usize, s: usize) -> Vec<f64> {
-        let hw = s * s;
-        let len = xc.len() / (c_in * hw);
-        let kk = c_in * 9;
-        let mut cols = vec![0.0; kk * len * hw];
-        im2col(xc, c_in, len, s, (0, len), &mut cols);
-        let mut z = vec![0.0; ch * len * hw];
-        gemm(
-            ch,
-            kk,
-            len * hw,
-            1.0,
+        let conv = super::super::ConvChunk {
             w,
-            kk,
-            1,
-            &cols,
-            len * hw,
-            1,
-            0.0,
-            &mut z,
-            len * hw,
-            1,
-        );
+            c_in,
+            s,
+            ch,
+            u: None,
+        };
+        let mut z = Vec::new();
+        conv.run(xc, &mut Default::default(), &mut z);
         z
     }
 
