@@ -3,8 +3,8 @@
 # with every setting chosen on the validation split, never on test:
 #
 #   for each number of ways, in turn:
-#   1. selection: for each method, short runs over the head step size (--ll-lr) and, for
-#      T-RHG, T; each scored by its best validation accuracy on the held-out background
+#   1. selection: for each method, short runs over the head step size (--ll-lr), for
+#      T-RHG T, for BDA its aggregation weight μ (--mu); each scored by its best validation accuracy on the held-out background
 #      characters (--val-classes). The best setting per method is kept.
 #   2. ranking: with the chosen settings, meta-train until the validation accuracy stops
 #      improving (--patience, the best validated backbone is tested), 600 test episodes;
@@ -14,7 +14,7 @@
 # Environment (defaults in brackets): SEEDS ["0 1 2"], WAYS ["5 20 30 40"], VAL_CLASSES
 # [100], SELECT_STEPS [300], MAX_STEPS [5000], VAL_EVERY [100], PATIENCE [5], VAL_EPISODES
 # [200], EPISODES [600], META_BATCH [4], QUERIES [15], CHANNELS [64], LRS ["0.05 0.1 0.2"],
-# TS ["1 2 3 4"], SELECT_WAYS (empty: every number of ways selects its own settings; a
+# TS ["1 2 3 4"], MUS ["0.5"], SELECT_WAYS (empty: every number of ways selects its own settings; a
 # number: reuse the settings chosen for that many ways, read from OUT_DIR/chosen-N-way.txt),
 # BDA (a built binary). Resumable: a run whose JSON exists is kept.
 # OUT_DIR/summary.txt is the table.
@@ -36,6 +36,7 @@ QUERIES=${QUERIES:-15}
 CHANNELS=${CHANNELS:-64}
 LRS=${LRS:-"0.05 0.1 0.2"}
 TS=${TS:-"1 2 3 4"}
+MUS=${MUS:-"0.5"}
 SELECT_WAYS=${SELECT_WAYS:-}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 if [ -z "${BDA:-}" ]; then
@@ -74,15 +75,20 @@ for ways in $WAYS; do
   for method in bda rhg trhg; do
     [ -n "${CHOSEN[$method]+set}" ] && continue
     best=""; best_acc=-1
-    ts="0"; [ "$method" = trhg ] && ts=$TS
+    # The method's own knob: T for T-RHG, μ for BDA, none for RHG.
+    knobs="-"; [ "$method" = trhg ] && knobs=$TS; [ "$method" = bda ] && knobs=$MUS
     for lr in $LRS; do
-      for t in $ts; do
-        extra=(); [ "$method" = trhg ] && extra=(--truncate "$t")
-        name="$OUT/select/$ways-way-$method-lr$lr-T$t"
+      for knob in $knobs; do
+        extra=(); suffix=""
+        case $method in
+          trhg) extra=(--truncate "$knob"); suffix="-T$knob" ;;
+          bda) extra=(--mu "$knob"); suffix="-mu$knob" ;;
+        esac
+        name="$OUT/select/$ways-way-$method-lr$lr$suffix"
         run "$name" --ways "$ways" --method "$method" --ll-lr "$lr" "${extra[@]}" \
           --ul-iters "$SELECT_STEPS" --episodes 0 --seed 0
         acc=$(best_val "$name.json")
-        echo "select ${ways}-way $method ll-lr $lr T $t: best validation $acc %"
+        echo "select ${ways}-way $method ll-lr $lr ${extra[*]}: best validation $acc %"
         if python3 -c "import sys; sys.exit(0 if float('$acc') > float('$best_acc') else 1)"; then
           best_acc=$acc; best="--ll-lr $lr${extra[*]:+ ${extra[*]}}"
         fi
@@ -130,7 +136,7 @@ for (ways, method), rs in sorted(rows.items()):
                                       " (cap)" if r.get("best_ul_iter", 0) + r["config"]["val_every"] > r["config"]["ul_iters"] else "")
                      for r in rs)
     c = rs[0]["config"]
-    setting = "ll_lr %s%s, %d queries, %d channels" % (c["ll_lr"], ", T %s" % c["truncate"] if method == "trhg" else "",
-                                                        c["queries"], c["channels"])
+    knob = {"trhg": ", T %s" % c["truncate"], "bda": ", mu %s" % c["mu"]}.get(method, "")
+    setting = "ll_lr %s%s, %d queries, %d channels" % (c["ll_lr"], knob, c["queries"], c["channels"])
     print("| %d-way 1-shot | %s | %s | %s | %s | %s |" % (ways, method, per, spread, best, setting))
 PY
