@@ -42,13 +42,20 @@ pub struct Panel {
     pub series: Vec<Series>,
 }
 
-const COLORS: [RGBColor; 6] = [
+/// Series colours in order (the ten of Tableau/d3's category10, so that an overlay of the
+/// three methods × three seeds of a ranking stays unambiguous); an 11th series reuses the
+/// first colour.
+const COLORS: [RGBColor; 10] = [
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0xd6, 0x27, 0x28),
     RGBColor(0x2c, 0xa0, 0x2c),
     RGBColor(0xff, 0x7f, 0x0e),
     RGBColor(0x94, 0x67, 0xbd),
     RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0xe3, 0x77, 0xc2),
+    RGBColor(0x7f, 0x7f, 0x7f),
+    RGBColor(0xbc, 0xbd, 0x22),
+    RGBColor(0x17, 0xbe, 0xcf),
 ];
 
 /// A series of at most this many points gets a marker at every point.
@@ -555,6 +562,31 @@ mod tests {
         assert!(labels.iter().any(|l| l == "bda K=50"), "{labels:?}");
         let svg = render_svg("t", &[panel(300)], 1).unwrap();
         assert!(!svg.contains("<circle"));
+    }
+
+    #[test]
+    fn nine_series_get_nine_colours() {
+        // Three methods × three seeds: the overlay a ranking draws.
+        let series = (0..9)
+            .map(|i| Series {
+                name: format!("run {i}"),
+                points: (0..200).map(|x| (f64::from(x), f64::from(x * i))).collect(),
+            })
+            .collect();
+        let panel = Panel {
+            title: "validation accuracy (%)".into(),
+            x_label: "meta-step".into(),
+            y_log: false,
+            series,
+        };
+        let svg = render_svg("t", &[panel], 1).unwrap();
+        let strokes: std::collections::BTreeSet<&str> = svg
+            .split("<polyline")
+            .skip(1)
+            .filter_map(|p| p.split("stroke=\"").nth(1)?.split('"').next())
+            .filter(|&c| c != "#000000") // the axes
+            .collect();
+        assert_eq!(strokes.len(), 9, "{strokes:?}");
     }
 
     #[test]
