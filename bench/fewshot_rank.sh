@@ -4,8 +4,9 @@
 #
 #   for each number of ways, in turn:
 #   1. selection: for each method, short runs over the head step size (--ll-lr), for
-#      T-RHG T, for BDA its aggregation weight μ (--mu); each scored by its best validation accuracy on the held-out background
-#      characters (--val-classes). The best setting per method is kept.
+#      T-RHG T, for BDA its aggregation weight μ (--mu); each scored by its best
+#      validation accuracy on the held-out background characters (--val-classes). The
+#      best setting per method is kept.
 #   2. ranking: with the chosen settings, meta-train until the validation accuracy stops
 #      improving (--patience, the best validated backbone is tested), 600 test episodes;
 #      every seed of SEEDS for 5-way 1-shot, the first for 20-, 30- and 40-way 1-shot.
@@ -14,9 +15,10 @@
 # Environment (defaults in brackets): SEEDS ["0 1 2"], WAYS ["5 20 30 40"], VAL_CLASSES
 # [100], SELECT_STEPS [300], MAX_STEPS [5000], VAL_EVERY [100], PATIENCE [5], VAL_EPISODES
 # [200], EPISODES [600], META_BATCH [4], QUERIES [15], CHANNELS [64], LRS ["0.05 0.1 0.2"],
-# TS ["1 2 3 4"], MUS ["0.5"], SELECT_WAYS (empty: every number of ways selects its own settings; a
-# number: reuse the settings chosen for that many ways, read from OUT_DIR/chosen-N-way.txt),
-# BDA (a built binary). Resumable: a run whose JSON exists is kept.
+# TS ["1 2 3 4"], MUS ["0.5"], SELECT_WAYS (empty: every number of ways selects its own
+# settings; a number: reuse the settings chosen for that many ways, read from
+# OUT_DIR/chosen-N-way.txt), BDA (a built binary). Resumable: a run whose JSON exists is
+# kept (selection runs are named by method, step size and knob: -T for T-RHG, -mu for BDA).
 # OUT_DIR/summary.txt is the table.
 set -euo pipefail
 DATA=${1:?data dir (bda data kanji --out DIR --limit 1623)}
