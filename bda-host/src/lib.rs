@@ -14,8 +14,10 @@
 //! | [`optim`] | Adam (PyTorch's update) and gradient descent |
 //! | [`projection`] | `Proj_X` for weight matrices (max-norm, spectral norm) and the orthogonality measure |
 //! | [`linalg`] | a safe strided GEMM over matrixmultiply |
+//! | [`aligned`] | cache-line aligned `f32` buffers for the SIMD kernels |
 //! | [`memory`] | the peak memory of the process, for reports |
 //! | [`device`], [`threads`], [`progress`], [`error`] | `--device`, `--threads`, progress bars, one-line errors |
+pub mod aligned;
 pub mod config;
 pub mod data;
 pub mod datagen;

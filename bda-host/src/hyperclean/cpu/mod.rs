@@ -36,6 +36,7 @@ use bda_kernel::hyperclean::HypercleanData;
 
 use super::packed::{LANES, Lane, Packed};
 use super::simd::Kernels;
+use crate::aligned::AlignedVec;
 use pass::{Pass, Scratch, reduce_into, run_pass};
 
 mod backend;
@@ -54,8 +55,8 @@ struct ProbCache {
     train: Vec<Lane>,
     val: Vec<Lane>,
     /// The network: `A` then `P` per row ([`mlp::Net::cache_len`]).
-    train_dense: Vec<f32>,
-    val_dense: Vec<f32>,
+    train_dense: AlignedVec,
+    val_dense: AlignedVec,
 }
 
 impl ProbCache {
@@ -67,7 +68,7 @@ impl ProbCache {
         }
     }
     /// The network's cache of one set and whether it is valid.
-    fn dense_slot(&mut self, which: Which) -> (&mut Vec<f32>, &mut bool) {
+    fn dense_slot(&mut self, which: Which) -> (&mut AlignedVec, &mut bool) {
         match which {
             Which::Train => (&mut self.train_dense, &mut self.train_ok),
             Which::Val => (&mut self.val_dense, &mut self.val_ok),
@@ -151,7 +152,7 @@ pub struct HypercleanCpu {
     /// The network, when `hidden > 0`.
     mlp: Option<MlpSets>,
     /// The network's cache when the cache is off.
-    tmp_dense: Vec<f32>,
+    tmp_dense: AlignedVec,
     /// Length of a `y` buffer.
     ylen: usize,
     /// The ranges of `y` that `λ‖·‖²` regularises.
@@ -201,7 +202,7 @@ impl HypercleanCpu {
             omega_x: Vec::new(),
             dsig_tr: Vec::new(),
             mlp,
-            tmp_dense: Vec::new(),
+            tmp_dense: AlignedVec::default(),
             ylen,
             weights: data.layout().weights(),
         })

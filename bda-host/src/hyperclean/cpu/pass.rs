@@ -7,6 +7,7 @@
 
 use rayon::prelude::*;
 
+use crate::aligned::AlignedVec;
 use crate::hyperclean::packed::{CHUNK_GROUPS, INV255, LANES, Lane, Packed};
 use crate::hyperclean::simd::{Kernels, hsum, logits, scatter, softmax};
 
@@ -28,15 +29,15 @@ pub(super) struct Scratch {
     pub(super) chunk_loss: Vec<f64>,
     pub(super) sample: Vec<f32>,
     /// The network: `G_a` (or `R G_a`) per row, `rows × H`.
-    pub(super) ga: Vec<f32>,
+    pub(super) ga: AlignedVec,
     /// The network: per-chunk partials of `b₁`, `W₂`, `b₂`.
     pub(super) thin_part: Vec<f32>,
     /// The network: the tangent `U·V₁` per row, `rows × hp`.
-    pub(super) ra: Vec<f32>,
+    pub(super) ra: AlignedVec,
     /// The network: `W₁` (or `V₁`) packed tile-major.
-    pub(super) wpad: Vec<f32>,
+    pub(super) wpad: AlignedVec,
     /// The network: `∇W₁` with rows of `hp`.
-    pub(super) w1grad: Vec<f32>,
+    pub(super) w1grad: AlignedVec,
 }
 
 /// Run `pass` over `set` with per-sample weights `omega` (zero on padding); fills

@@ -20,6 +20,7 @@
 
 use rayon::prelude::*;
 
+use crate::aligned::AlignedVec;
 use crate::hyperclean::packed::{CHUNK_GROUPS, INV255, LANES, Packed};
 use crate::hyperclean::simd::Kernels;
 
@@ -39,7 +40,7 @@ pub fn padded_width(h: usize) -> usize {
 
 /// `w` (`rows × h`, row-major) packed tile-major for [`GroupPixels::times`]:
 /// `[tile][row][TILE]`, zero beyond column `h`.
-pub fn pack_tiles(w: &[f32], h: usize, hp: usize, out: &mut Vec<f32>) {
+pub fn pack_tiles(w: &[f32], h: usize, hp: usize, out: &mut AlignedVec) {
     let rows = w.len() / h;
     out.clear();
     out.resize(rows * hp, 0.0);
@@ -58,7 +59,7 @@ pub fn pack_tiles(w: &[f32], h: usize, hp: usize, out: &mut Vec<f32>) {
 pub struct GroupPixels {
     groups: usize,
     dim: usize,
-    u: Vec<f32>,
+    u: AlignedVec,
     kern: Kernels,
 }
 
@@ -78,7 +79,12 @@ impl GroupPixels {
         GroupPixels {
             groups: set.groups,
             dim: set.dim,
-            u: set.data.iter().map(|&q| f32::from(q) * INV255).collect(),
+            u: AlignedVec::from(
+                set.data
+                    .iter()
+                    .map(|&q| f32::from(q) * INV255)
+                    .collect::<Vec<_>>(),
+            ),
             kern,
         }
     }
