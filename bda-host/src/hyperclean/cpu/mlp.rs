@@ -127,8 +127,8 @@ pub(super) fn run_pass(
         Pass::Grad { .. } => (net.w1(y), &mut *act),
         Pass::Hess { v, .. } => (net.w1(v), &mut scratch.ra[..]),
     };
-    sparse::pack_tiles(w1, h, hp, &mut scratch.wpad);
-    px.times(set, &scratch.wpad, hp, dst);
+    px.pack(w1, h, hp, &mut scratch.wpad);
+    px.times(&scratch.wpad, hp, dst);
     let labels = &set.packed_labels;
     act.par_chunks_mut(ROWS * hp)
         .zip(probs.par_chunks_mut(ROWS * c))
@@ -172,13 +172,13 @@ pub(super) fn run_pass(
     }
     // ∇W₁ = Uᵀ·G_a, rows of hp, then its first H columns into y's layout.
     scratch.w1grad.resize(d * hp, 0.0);
-    px.transpose_times(set, &scratch.ga, hp, &mut scratch.w1grad);
-    for (o, g) in out[net.layout.w1..net.layout.b1]
-        .chunks_exact_mut(h)
-        .zip(scratch.w1grad.chunks_exact(hp))
-    {
-        o.copy_from_slice(&g[..h]);
-    }
+    px.transpose_times(&scratch.ga, hp, &mut scratch.w1grad);
+    px.unpack(
+        &scratch.w1grad,
+        h,
+        hp,
+        &mut out[net.layout.w1..net.layout.b1],
+    );
 }
 
 /// The rows of one chunk and what they need.
