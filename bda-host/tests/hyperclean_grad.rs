@@ -129,8 +129,8 @@ fn check_primitives_cache(
     hidden: usize,
 ) {
     // > 1 chunk of 256 samples (of 128 rows for the network) and a partial group of 8;
-    // for the network > 1 segment of 256 pixels and > 1 block of 198 pixels, the last
-    // ending in 4 pixels (310 = 198 + 18·6 + 4) or in 3 (309, odd `hidden`).
+    // for the network windows of 6 pixels with the last one of 4 (310 = 51·6 + 4) or 3
+    // (309, odd `hidden`), split into several tasks of `Uᵀ·G`.
     let dim = if hidden > 0 { 310 - hidden % 2 } else { 19 };
     let mut h =
         HostData::synthetic(301, 45, 5, dim, classes, 0.5, 11 + classes as u64).with_hidden(hidden);

@@ -1,15 +1,17 @@
 //! The network's two large products on the zero-skipping layout: `A = U·W` (first layer,
 //! forward and tangent) and `∇W = Uᵀ·G` (its gradient), with `U` the pixels of a packed
-//! set in groups of 8 samples. A `(group × pixel)` block whose 8 pixels are all zero adds
-//! exactly 0 to either product and is skipped ([`crate::hyperclean::blocks`]): with the
-//! samples ordered by their zero masks, 39 % of Fashion-MNIST's blocks.
+//! set in groups of 8 samples. A block of pixels that are all zero adds exactly 0 to either
+//! product and is skipped ([`crate::hyperclean::blocks`]): with the samples ordered by
+//! their zero masks, 39 % of Fashion-MNIST's `(8 samples × pixel)` blocks, 42 % of its
+//! `(4 samples × pixel)` blocks.
 //!
 //! Both work on `hp`-wide rows, `hp` = the hidden width rounded up to [`TILE`] (the padding
 //! columns of `W` are zero, so those of the results are too).
 //!
-//! * `U·W`: `W` packed tile-major (`[tile][pixel][16]`, read in order); per group and tile,
-//!   4 samples × 2 vectors of accumulators (8 FMAs per non-zero pixel for 2 loads of `W`
-//!   and 4 broadcasts). Rows are independent: any split over threads gives the same bits.
+//! * `U·W`: `W` packed tile-major (`[tile][pixel][16]`); per half group (4 samples) and
+//!   tile, 2 vectors of accumulators per sample (8 FMAs per non-zero pixel for 2 loads of
+//!   `W` and 4 broadcasts). Rows are independent: any split over threads gives the same
+//!   bits.
 //! * `Uᵀ·G`: per 6 pixels × 16 columns, 12 accumulators summed over the groups whose block
 //!   is non-zero for one of the 6 pixels (the chunk masks of the index; the pixels in an
 //!   order that makes those 6 blocks agree, see [`GroupPixels`]), chunk by chunk so
@@ -34,8 +36,6 @@ const PIXEL_TASKS: usize = 4;
 const WINDOW: usize = 6;
 /// Groups per task of `U·W` (their pixels, 200 KB at 784 features, stay in L2).
 const CHUNK: usize = 8;
-/// Pixels per segment of `U·W` (a segment of a tile of `W`, 16 KB, stays in L1).
-const SEGMENT: usize = 256;
 
 /// `h` rounded up to [`TILE`].
 pub fn padded_width(h: usize) -> usize {
@@ -64,11 +64,8 @@ pub struct GroupPixels {
     /// all zero (57.7 % of the blocks of 4 on Fashion-MNIST against 61.0 % of the blocks
     /// of 8), per group and half in order.
     half_feats: Vec<u16>,
-    /// Per group and half, where each pixel segment of `U·W` starts in `half_feats` (and
-    /// where the last one ends): `dim.div_ceil(SEGMENT) + 1` entries. Found once here
-    /// rather than by binary search per tile and segment (≈ 14 % of `U·W`'s time in the
-    /// profile).
-    cuts: Vec<u32>,
+    /// Where each group and half starts in `half_feats` (and where the last one ends).
+    starts: Vec<u32>,
     /// Pixel ranges of the tasks of `Uᵀ·G` (`PIXEL_TASKS + 1` bounds, on windows) with
     /// equal numbers of multiplied blocks: the pixel order puts the mostly-zero pixels
     /// together, and fixed-size ranges would leave one thread with the dense ones.
@@ -122,20 +119,16 @@ impl GroupPixels {
             }
         }
         let index = BlockIndex::new(&bytes, groups, d, LANES, CHUNK_GROUPS);
-        // Per group and half (4 samples), its non-zero pixels and where each segment
-        // starts among them.
-        let (mut half_feats, mut cuts) = (Vec::new(), Vec::new());
+        // Per group and half (4 samples), its non-zero pixels.
+        let (mut half_feats, mut starts) = (Vec::new(), vec![0u32]);
         for block in bytes.chunks_exact(d * LANES) {
             for half in 0..2 {
                 for j in 0..d {
-                    if j % SEGMENT == 0 {
-                        cuts.push(half_feats.len() as u32);
-                    }
                     if block[j * LANES + 4 * half..][..4].iter().any(|&q| q != 0) {
                         half_feats.push(j as u16);
                     }
                 }
-                cuts.push(half_feats.len() as u32);
+                starts.push(half_feats.len() as u32);
             }
         }
         let u: Vec<f32> = bytes.iter().map(|&q| f32::from(q) * INV255).collect();
@@ -148,7 +141,7 @@ impl GroupPixels {
             perm,
             index,
             half_feats,
-            cuts,
+            starts,
             kern,
         }
     }
@@ -210,31 +203,28 @@ impl GroupPixels {
         assert_eq!(w.len(), self.dim * hp);
         assert_eq!(out.len(), self.rows() * hp);
         let d = self.dim;
-        let nseg = d.div_ceil(SEGMENT);
-        // Chunks of groups with the tiles outer: a tile of `W` (d × 16 floats) stays in L2
-        // over the chunk's groups, whose pixels stay there too.
+        // Chunks of groups with the tiles outer: a tile of `W` (d × 16 floats, 50 KB) stays
+        // in L2 over the chunk's groups, whose pixels stay there too. (Segments of 256
+        // pixels, so that a tile's slice stays in L1, measured slower: `U·W` 15.2–16.2 ms
+        // against 14.4–15.2 ms whole, interleaved, 2 threads.)
         out.par_chunks_mut(CHUNK * LANES * hp)
             .enumerate()
             .for_each(|(ch, rows)| {
                 for (t, wt) in w.chunks_exact(d * TILE).enumerate() {
-                    // Pixel segments of SEGMENT × 16 floats of W: in L1 over the groups.
-                    for s in 0..nseg {
-                        for (gi, rows) in rows.chunks_exact_mut(LANES * hp).enumerate() {
-                            let g = ch * CHUNK + gi;
-                            let u = self.group(g);
-                            for half in 0..2 {
-                                let cut = &self.cuts[(2 * g + half) * (nseg + 1) + s..][..2];
-                                let feats = &self.half_feats[cut[0] as usize..cut[1] as usize];
-                                let tile = (t * TILE, half, s == 0);
-                                match self.kern {
-                                    #[cfg(target_arch = "x86_64")]
-                                    // SAFETY: AVX2 and FMA were detected in `new`; the
-                                    // kernel checks its slices.
-                                    Kernels::Avx2 => unsafe {
-                                        avx2::times_tile(u, feats, wt, hp, tile, rows)
-                                    },
-                                    _ => times_tile(u, feats, wt, hp, tile, rows),
-                                }
+                    for (gi, rows) in rows.chunks_exact_mut(LANES * hp).enumerate() {
+                        let g = ch * CHUNK + gi;
+                        let u = self.group(g);
+                        for half in 0..2 {
+                            let (a, b) = (self.starts[2 * g + half], self.starts[2 * g + half + 1]);
+                            let feats = &self.half_feats[a as usize..b as usize];
+                            match self.kern {
+                                #[cfg(target_arch = "x86_64")]
+                                // SAFETY: AVX2 and FMA were detected in `new`; the kernel
+                                // checks its slices.
+                                Kernels::Avx2 => unsafe {
+                                    avx2::times_tile(u, feats, wt, hp, (t * TILE, half), rows)
+                                },
+                                _ => times_tile(u, feats, wt, hp, (t * TILE, half), rows),
                             }
                         }
                     }
@@ -338,22 +328,16 @@ fn balanced_parts(work: &[usize], d: usize, tasks: usize) -> Vec<usize> {
 }
 
 /// Rows `4·half..4·half + 4` of a group, columns `t..t + TILE`: `out = Σ_j u_j·W[j, ·]`
-/// over `feats` (`wt`: the tile of `W`, `[pixel][TILE]`), added to `out` unless `first`.
+/// over `feats` (`wt`: the tile of `W`, `[pixel][TILE]`).
 fn times_tile(
     u: &[f32],
     feats: &[u16],
     wt: &[f32],
     hp: usize,
-    (t, half, first): (usize, usize, bool),
+    (t, half): (usize, usize),
     out: &mut [f32],
 ) {
     let mut acc = [[0.0f32; TILE]; 4];
-    if !first {
-        for l in 0..4 {
-            let r = (4 * half + l) * hp + t;
-            acc[l].copy_from_slice(&out[r..r + TILE]);
-        }
-    }
     for &j in feats {
         let j = usize::from(j);
         let wr = &wt[j * TILE..(j + 1) * TILE];
@@ -415,30 +399,15 @@ mod avx2 {
         feats: &[u16],
         wt: &[f32],
         hp: usize,
-        (t, half, first): (usize, usize, bool),
+        (t, half): (usize, usize),
         out: &mut [f32],
     ) {
         let dim = u.len() / LANES;
         assert!(t + TILE <= hp && wt.len() >= dim * TILE);
         assert!(out.len() >= LANES * hp && half < 2);
-        let op = out.as_mut_ptr();
-        let row = |l: usize| (4 * half + l) * hp + t;
-        let load = |i: usize| {
-            if first {
-                _mm256_setzero_ps()
-            } else {
-                // SAFETY: i + 8 ≤ LANES·hp (rows < 8, t + 16 ≤ hp, asserted).
-                unsafe { _mm256_loadu_ps(op.add(i)) }
-            }
-        };
-        let (mut a0, mut a1, mut a2, mut a3) =
-            (load(row(0)), load(row(1)), load(row(2)), load(row(3)));
-        let (mut b0, mut b1, mut b2, mut b3) = (
-            load(row(0) + 8),
-            load(row(1) + 8),
-            load(row(2) + 8),
-            load(row(3) + 8),
-        );
+        let z = _mm256_setzero_ps();
+        let (mut a0, mut a1, mut a2, mut a3) = (z, z, z, z);
+        let (mut b0, mut b1, mut b2, mut b3) = (z, z, z, z);
         for &j in feats {
             let j = usize::from(j);
             assert!(j < dim);
@@ -555,8 +524,7 @@ mod tests {
     }
 
     /// Both products, packed and unpacked through the set's pixel order, against the
-    /// dense sums in `f64`: 2 pixel segments, 2 pixel blocks, a padded group and padded
-    /// columns.
+    /// dense sums in `f64`: several pixel tasks, a padded group and padded columns.
     #[test]
     fn products_in_the_pixel_order_match_the_dense_sums() {
         let (n, d, h) = (70, 300, 20);
