@@ -323,12 +323,14 @@ fn relu(a: &[f32]) -> Vec<f32> {
 }
 
 /// `g ← g ⊙ 1[a > 0]` (ReLU's derivative, 0 at the kink as PyTorch takes it).
+///
+/// A select that always stores: written as a conditional store (`if a <= 0 { *g = 0 }`)
+/// it compiled to a compare per element and a branch around each store (2.5 % of a UL
+/// iteration in the profile).
 fn mask(g: &mut [f32], a: &[f32]) {
-    g.iter_mut().zip(a).for_each(|(g, &a)| {
-        if a <= 0.0 {
-            *g = 0.0
-        }
-    });
+    g.iter_mut()
+        .zip(a)
+        .for_each(|(g, &a)| *g = if a <= 0.0 { 0.0 } else { *g });
 }
 
 /// Sums of the first `out.len()` columns of `g` (rows of `width`) into `out` (row order).
