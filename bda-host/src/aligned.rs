@@ -1,7 +1,8 @@
 //! `f32` buffers that start on a cache line, for the SIMD kernels' operands.
 //!
-//! A large `Vec<f32>` comes from `mmap` through the allocator and starts 16 bytes past a
-//! page boundary, so a kernel's 64-byte row of 16 floats (`W₁`'s packed tiles, the rows
+//! The allocator aligns a `Vec<f32>` to 16 bytes only (a large one from `mmap` starts 16
+//! bytes past a page; the `bda` binary, which turns `mmap` off, gets heap addresses), so a
+//! kernel's 64-byte row of 16 floats (`W₁`'s packed tiles, the rows
 //! of `G_a`) straddles two cache lines: the working set a kernel keeps in L1 doubles.
 //! Measured on the hyper-cleaning network's `Uᵀ·G_a` (`examples/mlp_kernels.rs`, Fashion-MNIST
 //! training set, 15 interleaved calls, median): 24.7–26.8 ms with the rows on a line
@@ -94,12 +95,6 @@ impl Deref for AlignedVec {
 impl DerefMut for AlignedVec {
     fn deref_mut(&mut self) -> &mut [f32] {
         &mut bytemuck::cast_slice_mut::<Line, f32>(&mut self.lines)[..self.len]
-    }
-}
-
-impl From<Vec<f32>> for AlignedVec {
-    fn from(v: Vec<f32>) -> Self {
-        AlignedVec::from_slice(&v)
     }
 }
 

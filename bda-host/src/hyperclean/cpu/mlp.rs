@@ -325,8 +325,8 @@ fn relu(a: &[f32]) -> Vec<f32> {
 /// `g ← g ⊙ 1[a > 0]` (ReLU's derivative, 0 at the kink as PyTorch takes it).
 ///
 /// A select that always stores: written as a conditional store (`if a <= 0 { *g = 0 }`)
-/// it compiled to a compare per element and a branch around each store (2.5 % of a UL
-/// iteration in the profile).
+/// it compiled to a compare per element and a branch around each store (the per-chunk
+/// passes fell from 8.3 % to 2.3 % of a run's profile with the select).
 fn mask(g: &mut [f32], a: &[f32]) {
     g.iter_mut()
         .zip(a)

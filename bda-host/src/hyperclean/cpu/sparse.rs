@@ -132,13 +132,16 @@ impl GroupPixels {
                 starts.push(half_feats.len() as u32);
             }
         }
-        let u: Vec<f32> = bytes.iter().map(|&q| f32::from(q) * INV255).collect();
+        let mut u = AlignedVec::zeros(bytes.len());
+        u.iter_mut()
+            .zip(&bytes)
+            .for_each(|(u, &q)| *u = f32::from(q) * INV255);
         let parts = balanced_parts(&window_work(&index, groups, d), d, PIXEL_TASKS);
         GroupPixels {
             parts,
             groups,
             dim: d,
-            u: AlignedVec::from(u),
+            u,
             perm,
             index,
             half_feats,
@@ -178,7 +181,8 @@ impl GroupPixels {
     /// Fraction of the `(group × pixel)` blocks that [`Self::transpose_times`] multiplies
     /// (a group is skipped for a window of pixels only when all its blocks there are zero).
     pub fn transpose_density(&self) -> f64 {
-        let done: usize = window_work(&self.index, self.groups, self.dim).iter().sum();
+        let work = window_work(&self.index, self.groups, self.dim);
+        let done: usize = work.iter().map(|w| w.1).sum();
         done as f64 / (self.groups * self.dim) as f64
     }
 
@@ -296,30 +300,43 @@ fn window(left: usize) -> usize {
     }
 }
 
-/// Blocks `Uᵀ·G` multiplies per window of [`WINDOW`] pixels (windows from pixel 0; the
-/// last one shorter).
-fn window_work(index: &BlockIndex, groups: usize, d: usize) -> Vec<usize> {
-    let mut work = vec![0usize; d.div_ceil(WINDOW)];
+/// Per window of `Uᵀ·G` (stepped by [`window`] from pixel 0, as a task steps from its
+/// start), its end pixel and the blocks it multiplies.
+fn window_work(index: &BlockIndex, groups: usize, d: usize) -> Vec<(usize, usize)> {
+    let mut widths = Vec::new();
+    let mut j = 0;
+    while j < d {
+        widths.push(window(d - j));
+        j += widths[widths.len() - 1];
+    }
+    let mut work = vec![0usize; widths.len()];
     for ch in 0..groups.div_ceil(CHUNK_GROUPS) {
         let masks = index.groups(ch);
-        for (w, m) in work.iter_mut().zip(masks.chunks(WINDOW)) {
-            *w += m.iter().fold(0u32, |a, &b| a | b).count_ones() as usize * m.len();
+        let mut j = 0;
+        for (w, &n) in work.iter_mut().zip(&widths) {
+            let m = masks[j..j + n].iter().fold(0u32, |a, &b| a | b);
+            *w += m.count_ones() as usize * n;
+            j += n;
         }
     }
-    work
+    let ends = widths.iter().scan(0, |j, &n| {
+        *j += n;
+        Some(*j)
+    });
+    ends.zip(work).collect()
 }
 
-/// `tasks + 1` pixel bounds on window boundaries (0 first, `d` last) that split `work`
-/// into contiguous runs of about equal sums.
-fn balanced_parts(work: &[usize], d: usize, tasks: usize) -> Vec<usize> {
-    let total: usize = work.iter().sum();
+/// `tasks + 1` pixel bounds on window boundaries (0 first, `d` last) that split the
+/// windows' `(end, work)` into contiguous runs of about equal work.
+fn balanced_parts(work: &[(usize, usize)], d: usize, tasks: usize) -> Vec<usize> {
+    let total: usize = work.iter().map(|w| w.1).sum();
     let mut bounds = vec![0];
     let mut acc = 0;
-    for (i, &w) in work.iter().enumerate() {
+    for &(end, w) in work {
         acc += w;
         let next = bounds.len();
         if next < tasks && acc * tasks >= next * total {
-            bounds.push(((i + 1) * WINDOW).min(d));
+            bounds.push(end);
         }
     }
     while bounds.len() <= tasks {
