@@ -8,10 +8,10 @@
 //! Both work on `hp`-wide rows, `hp` = the hidden width rounded up to [`TILE`] (the padding
 //! columns of `W` are zero, so those of the results are too).
 //!
-//! * `U·W`: `W` packed tile-major (`[tile][pixel][16]`); per half group (4 samples) and
-//!   tile, 2 vectors of accumulators per sample (8 FMAs per non-zero pixel for 2 loads of
-//!   `W` and 4 broadcasts). Rows are independent: any split over threads gives the same
-//!   bits.
+//! * `U·W`: `W` packed tile-major (`[tile][pixel][24]`, a row's last tile 8 or 16 wide);
+//!   per half group (4 samples) and tile, 3 vectors of accumulators per sample (12 FMAs
+//!   per non-zero pixel for 3 loads of `W` and 4 broadcasts). Rows are independent: any
+//!   split over threads gives the same bits.
 //! * `Uᵀ·G`: per 6 pixels × 16 columns, 12 accumulators summed over the groups whose block
 //!   is non-zero for one of the 6 pixels (the chunk masks of the index; the pixels in an
 //!   order that makes those 6 blocks agree, see [`GroupPixels`]), chunk by chunk so
@@ -28,8 +28,11 @@ use crate::hyperclean::blocks::{BlockIndex, zero_mask_order};
 use crate::hyperclean::packed::{CHUNK_GROUPS, INV255, LANES, Packed};
 use crate::hyperclean::simd::Kernels;
 
-/// Column tile of both products (2 AVX vectors); `hp` is a multiple of it.
+/// Column tile of `Uᵀ·G` (2 AVX vectors); `hp` is a multiple of it.
 pub const TILE: usize = 16;
+/// Column tile of `U·W` (3 AVX vectors); a row's last tile is 8 or 16 wide when `hp` is not
+/// a multiple of it.
+pub const WIDE_TILE: usize = 24;
 /// Tasks of `Uᵀ·G`: pixel ranges of equal work (each task reads all of `G` once).
 const PIXEL_TASKS: usize = 4;
 /// Pixels per window of `Uᵀ·G` (12 accumulators); tasks start on a window.
@@ -40,6 +43,14 @@ const CHUNK: usize = 8;
 /// `h` rounded up to [`TILE`].
 pub fn padded_width(h: usize) -> usize {
     h.div_ceil(TILE) * TILE
+}
+
+/// The column tiles of [`GroupPixels::times`] on rows of `hp` (a multiple of [`TILE`]):
+/// `(first column, width)`, [`WIDE_TILE`] wide but the last, which may be 8 or 16.
+fn wide_tiles(hp: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..hp)
+        .step_by(WIDE_TILE)
+        .map(move |c0| (c0, WIDE_TILE.min(hp - c0)))
 }
 
 /// A packed set's pixels as `f32` in its group layout (`[group][pixel][lane]`), for the
@@ -151,18 +162,21 @@ impl GroupPixels {
     }
 
     /// `w` (`dim × h`, row-major, pixels in the original order) packed tile-major for
-    /// [`Self::times`]: `[tile][pixel][TILE]` in this set's pixel order, zero beyond
-    /// column `h`; `hp` = `h` rounded up to [`TILE`].
+    /// [`Self::times`]: tile by tile ([`wide_tiles`]), each `[pixel][width]` in this set's
+    /// pixel order, zero beyond column `h`; `hp` = `h` rounded up to [`TILE`].
     pub fn pack(&self, w: &[f32], h: usize, hp: usize, out: &mut AlignedVec) {
         assert_eq!(w.len(), self.dim * h);
-        out.clear();
+        assert_eq!(hp % TILE, 0);
         out.resize(self.dim * hp, 0.0);
-        for (t, tile) in out.chunks_exact_mut(self.dim * TILE).enumerate() {
-            let c0 = t * TILE;
-            let n = h.saturating_sub(c0).min(TILE);
-            for (&j, dst) in self.perm.iter().zip(tile.chunks_exact_mut(TILE)) {
+        let d = self.dim;
+        for (c0, tw) in wide_tiles(hp) {
+            let tile = &mut out[d * c0..d * (c0 + tw)];
+            let n = h.saturating_sub(c0).min(tw);
+            for (&j, dst) in self.perm.iter().zip(tile.chunks_exact_mut(tw)) {
                 let j = usize::from(j);
-                dst[..n].copy_from_slice(&w[j * h + c0..j * h + c0 + n]);
+                let (cols, pad) = dst.split_at_mut(n);
+                cols.copy_from_slice(&w[j * h..(j + 1) * h][c0.min(h)..][..n]);
+                pad.fill(0.0);
             }
         }
     }
@@ -208,28 +222,40 @@ impl GroupPixels {
         assert_eq!(w.len(), self.dim * hp);
         assert_eq!(out.len(), self.rows() * hp);
         let d = self.dim;
-        // Chunks of groups with the tiles outer: a tile of `W` (d × 16 floats, 50 KB) stays
+        // Chunks of groups with the tiles outer: a tile of `W` (d × 24 floats, 75 KB) stays
         // in L2 over the chunk's groups, whose pixels stay there too. (Segments of 256
         // pixels, so that a tile's slice stays in L1, measured slower: `U·W` 15.2–16.2 ms
         // against 14.4–15.2 ms whole, interleaved, 2 threads.)
         out.par_chunks_mut(CHUNK * LANES * hp)
             .enumerate()
             .for_each(|(ch, rows)| {
-                for (t, wt) in w.chunks_exact(d * TILE).enumerate() {
+                for (c0, tw) in wide_tiles(hp) {
+                    let wt = &w[d * c0..d * (c0 + tw)];
                     for (gi, rows) in rows.chunks_exact_mut(LANES * hp).enumerate() {
                         let g = ch * CHUNK + gi;
                         let u = self.group(g);
                         for half in 0..2 {
                             let (a, b) = (self.starts[2 * g + half], self.starts[2 * g + half + 1]);
                             let feats = &self.half_feats[a as usize..b as usize];
-                            match self.kern {
+                            let at = (c0, half);
+                            match (self.kern, tw) {
                                 #[cfg(target_arch = "x86_64")]
-                                // SAFETY: AVX2 and FMA were detected in `new`; the kernel
-                                // checks its slices.
-                                Kernels::Avx2 => unsafe {
-                                    avx2::times_tile(u, feats, wt, hp, (t * TILE, half), rows)
+                                // SAFETY: AVX2 and FMA were detected in `new`; the kernels
+                                // check their slices.
+                                (Kernels::Avx2, WIDE_TILE) => unsafe {
+                                    avx2::times_tile24(u, feats, wt, hp, at, rows)
                                 },
-                                _ => times_tile(u, feats, wt, hp, (t * TILE, half), rows),
+                                #[cfg(target_arch = "x86_64")]
+                                // SAFETY: as above.
+                                (Kernels::Avx2, 16) => unsafe {
+                                    avx2::times_tile::<2>(u, feats, wt, hp, at, rows)
+                                },
+                                #[cfg(target_arch = "x86_64")]
+                                // SAFETY: as above.
+                                (Kernels::Avx2, 8) => unsafe {
+                                    avx2::times_tile::<1>(u, feats, wt, hp, at, rows)
+                                },
+                                _ => times_tile(u, feats, wt, hp, tw, at, rows),
                             }
                         }
                     }
@@ -345,30 +371,31 @@ fn balanced_parts(work: &[(usize, usize)], d: usize, tasks: usize) -> Vec<usize>
     bounds
 }
 
-/// Rows `4·half..4·half + 4` of a group, columns `t..t + TILE`: `out = Σ_j u_j·W[j, ·]`
-/// over `feats` (`wt`: the tile of `W`, `[pixel][TILE]`).
+/// Rows `4·half..4·half + 4` of a group, columns `t..t + tw`: `out = Σ_j u_j·W[j, ·]`
+/// over `feats` (`wt`: the tile of `W`, `[pixel][tw]`).
 fn times_tile(
     u: &[f32],
     feats: &[u16],
     wt: &[f32],
     hp: usize,
+    tw: usize,
     (t, half): (usize, usize),
     out: &mut [f32],
 ) {
-    let mut acc = [[0.0f32; TILE]; 4];
+    let mut acc = [[0.0f32; WIDE_TILE]; 4];
     for &j in feats {
         let j = usize::from(j);
-        let wr = &wt[j * TILE..(j + 1) * TILE];
+        let wr = &wt[j * tw..(j + 1) * tw];
         for l in 0..4 {
             let b = u[j * LANES + 4 * half + l];
-            for k in 0..TILE {
+            for k in 0..tw {
                 acc[l][k] += b * wr[k];
             }
         }
     }
     for l in 0..4 {
         let r = (4 * half + l) * hp + t;
-        out[r..r + TILE].copy_from_slice(&acc[l]);
+        out[r..r + tw].copy_from_slice(&acc[l][..tw]);
     }
 }
 
@@ -410,9 +437,10 @@ mod avx2 {
     use super::TILE;
     use crate::hyperclean::packed::{CHUNK_GROUPS, LANES};
 
-    /// [`super::times_tile`] with 8 accumulators in registers.
+    /// [`super::times_tile`] for a tile of `NV` vectors (`8·NV` columns, 16 or 8: the last
+    /// tile of a row) with `4·NV` accumulators in registers.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn times_tile(
+    pub(super) unsafe fn times_tile<const NV: usize>(
         u: &[f32],
         feats: &[u16],
         wt: &[f32],
@@ -421,46 +449,117 @@ mod avx2 {
         out: &mut [f32],
     ) {
         let dim = u.len() / LANES;
-        assert!(t + TILE <= hp && wt.len() >= dim * TILE);
+        let tw = 8 * NV;
+        assert!(t + tw <= hp && wt.len() >= dim * tw);
         assert!(out.len() >= LANES * hp && half < 2);
-        let z = _mm256_setzero_ps();
-        let (mut a0, mut a1, mut a2, mut a3) = (z, z, z, z);
-        let (mut b0, mut b1, mut b2, mut b3) = (z, z, z, z);
+        let mut acc = [[_mm256_setzero_ps(); NV]; 4];
         for &j in feats {
             let j = usize::from(j);
             assert!(j < dim);
-            // SAFETY: j < dim: the tile's row j (16 floats) lies in `wt`, the group's
+            // SAFETY: j < dim: the tile's row j (8·NV floats) lies in `wt`, the group's
             // pixel j (8 floats) in `u`.
             unsafe {
-                let wp = wt.as_ptr().add(j * TILE);
-                let w0 = _mm256_loadu_ps(wp);
-                let w1 = _mm256_loadu_ps(wp.add(8));
+                let wp = wt.as_ptr().add(j * tw);
                 let up = u.as_ptr().add(j * LANES + 4 * half);
-                let s = _mm256_broadcast_ss(&*up);
-                a0 = _mm256_fmadd_ps(s, w0, a0);
-                b0 = _mm256_fmadd_ps(s, w1, b0);
-                let s = _mm256_broadcast_ss(&*up.add(1));
-                a1 = _mm256_fmadd_ps(s, w0, a1);
-                b1 = _mm256_fmadd_ps(s, w1, b1);
-                let s = _mm256_broadcast_ss(&*up.add(2));
-                a2 = _mm256_fmadd_ps(s, w0, a2);
-                b2 = _mm256_fmadd_ps(s, w1, b2);
-                let s = _mm256_broadcast_ss(&*up.add(3));
-                a3 = _mm256_fmadd_ps(s, w0, a3);
-                b3 = _mm256_fmadd_ps(s, w1, b3);
+                for (l, acc) in acc.iter_mut().enumerate() {
+                    let s = _mm256_broadcast_ss(&*up.add(l));
+                    for (v, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(s, _mm256_loadu_ps(wp.add(8 * v)), *a);
+                    }
+                }
             }
         }
-        for (l, (a, b)) in [(a0, b0), (a1, b1), (a2, b2), (a3, b3)]
+        let op = out.as_mut_ptr();
+        for (l, a) in acc.iter().enumerate() {
+            for (v, &a) in a.iter().enumerate() {
+                // SAFETY: row 4·half + l < 8 of `out`, columns t + 8v + 8 ≤ t + tw ≤ hp
+                // (asserted).
+                unsafe { _mm256_storeu_ps(op.add((4 * half + l) * hp + t + 8 * v), a) };
+            }
+        }
+    }
+
+    /// [`times_tile`] for 24-column tiles: 12 accumulators (4 samples × 3 vectors), 12
+    /// FMAs per pixel for 3 loads of `W` and 4 broadcasts, where the 16-column tile has 8
+    /// FMAs for 2 loads and 4 broadcasts (its 8 chains also just cover two FMA units of
+    /// latency 4). The accumulators, `W`'s row and the broadcast fill all 16 registers,
+    /// which LLVM's allocator does not manage (written with intrinsics it spilled two
+    /// accumulators and copied others every iteration: 19.2 against 10.3 ms for the
+    /// 16-column kernel), so the loop is written out.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn times_tile24(
+        u: &[f32],
+        feats: &[u16],
+        wt: &[f32],
+        hp: usize,
+        (t, half): (usize, usize),
+        out: &mut [f32],
+    ) {
+        use std::arch::asm;
+        const TW: usize = 24;
+        let dim = u.len() / LANES;
+        assert!(t + TW <= hp && wt.len() >= dim * TW);
+        assert!(out.len() >= LANES * hp && half < 2);
+        // Every pixel's row of `W` (24 floats at 24·j) and lanes (8 floats at 8·j) in bounds.
+        assert!(feats.iter().all(|&j| usize::from(j) < dim));
+        let z = _mm256_setzero_ps();
+        let [mut a0, mut a1, mut a2, mut a3, mut a4, mut a5] = [z; 6];
+        let [mut a6, mut a7, mut a8, mut a9, mut a10, mut a11] = [z; 6];
+        if !feats.is_empty() {
+            // SAFETY: reads `feats` (its length, non-zero), rows `j` of `wt` (bytes 96j..96j
+            // + 96) and lanes 4·half..4·half + 4 of pixel `j` of `u` (bytes 32j + 16·half
+            // ..+16) for j < dim (asserted); writes registers only.
+            unsafe {
+                asm!(
+                    "2:",
+                    "movzx {j:e}, word ptr [{fp}]",
+                    "add {fp}, 2",
+                    "lea {k}, [{j} + {j}*2]",
+                    "shl {k}, 5",
+                    "shl {j}, 5",
+                    "vmovups ymm12, ymmword ptr [{wp} + {k}]",
+                    "vmovups ymm13, ymmword ptr [{wp} + {k} + 32]",
+                    "vmovups ymm14, ymmword ptr [{wp} + {k} + 64]",
+                    "vbroadcastss ymm15, dword ptr [{up} + {j}]",
+                    "vfmadd231ps ymm0, ymm15, ymm12",
+                    "vfmadd231ps ymm1, ymm15, ymm13",
+                    "vfmadd231ps ymm2, ymm15, ymm14",
+                    "vbroadcastss ymm15, dword ptr [{up} + {j} + 4]",
+                    "vfmadd231ps ymm3, ymm15, ymm12",
+                    "vfmadd231ps ymm4, ymm15, ymm13",
+                    "vfmadd231ps ymm5, ymm15, ymm14",
+                    "vbroadcastss ymm15, dword ptr [{up} + {j} + 8]",
+                    "vfmadd231ps ymm6, ymm15, ymm12",
+                    "vfmadd231ps ymm7, ymm15, ymm13",
+                    "vfmadd231ps ymm8, ymm15, ymm14",
+                    "vbroadcastss ymm15, dword ptr [{up} + {j} + 12]",
+                    "vfmadd231ps ymm9, ymm15, ymm12",
+                    "vfmadd231ps ymm10, ymm15, ymm13",
+                    "vfmadd231ps ymm11, ymm15, ymm14",
+                    "dec {n}",
+                    "jnz 2b",
+                    fp = inout(reg) feats.as_ptr() => _,
+                    n = inout(reg) feats.len() => _,
+                    j = out(reg) _,
+                    k = out(reg) _,
+                    wp = in(reg) wt.as_ptr(),
+                    up = in(reg) u.as_ptr().add(4 * half),
+                    inout("ymm0") a0, inout("ymm1") a1, inout("ymm2") a2,
+                    inout("ymm3") a3, inout("ymm4") a4, inout("ymm5") a5,
+                    inout("ymm6") a6, inout("ymm7") a7, inout("ymm8") a8,
+                    inout("ymm9") a9, inout("ymm10") a10, inout("ymm11") a11,
+                    out("ymm12") _, out("ymm13") _, out("ymm14") _, out("ymm15") _,
+                    options(nostack, readonly),
+                );
+            }
+        }
+        let op = out.as_mut_ptr();
+        for (i, a) in [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11]
             .into_iter()
             .enumerate()
         {
-            let r = (4 * half + l) * hp + t;
-            let o = &mut out[r..r + TILE];
-            // SAFETY: `o` holds 16 floats.
-            unsafe {
-                _mm256_storeu_ps(o.as_mut_ptr(), a);
-                _mm256_storeu_ps(o.as_mut_ptr().add(8), b);
-            }
+            // SAFETY: row 4·half + i/3 < 8 of `out`, columns < t + 24 ≤ hp (asserted).
+            unsafe { _mm256_storeu_ps(op.add((4 * half + i / 3) * hp + t + 8 * (i % 3)), a) };
         }
     }
 
@@ -542,10 +641,17 @@ mod tests {
     }
 
     /// Both products, packed and unpacked through the set's pixel order, against the
-    /// dense sums in `f64`: several pixel tasks, a padded group and padded columns.
+    /// dense sums in `f64`: several pixel tasks, a padded group, padded columns, and rows
+    /// whose `U·W` tiles are 24 + 8, 24 + 24 and 16 wide.
     #[test]
     fn products_in_the_pixel_order_match_the_dense_sums() {
-        let (n, d, h) = (70, 300, 20);
+        for h in [20, 40, 10] {
+            products_match(h);
+        }
+    }
+
+    fn products_match(h: usize) {
+        let (n, d) = (70, 300);
         let (x, labels) = images(n, d, 3);
         let set = Packed::ordered(&x, &labels, d).unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
