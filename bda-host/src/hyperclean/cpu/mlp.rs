@@ -15,10 +15,11 @@
 //!   `R G_a = (R·W₂ᵀ + G·V₂ᵀ) ⊙ 1[A > 0]`, `∇W₁ ← Uᵀ·R G_a`; per sample `⟨p − e, t⟩`.
 //!
 //! The two `n × d × H` products of each pass, `U·W₁` (or `U·V₁`) and `Uᵀ·G_a`, skip the
-//! all-zero pixel blocks ([`super::sparse`]); the rest is `H·c`-thin GEMMs per chunk of
-//! [`ROWS`] rows, one partial of the small blocks per chunk, summed in chunk order. Rows
-//! are `hp` wide (`H` rounded up to [`sparse::TILE`], padding zero). Results do not depend
-//! on the thread count.
+//! all-zero pixel blocks ([`super::sparse`]); the rest is `H·c`-thin products per chunk of
+//! [`ROWS`] rows ([`super::thin`]: against `W₂ᵀ`, `V₂ᵀ` transposed once per pass), one
+//! partial of the small blocks per chunk, summed in chunk order. Rows are `hp` wide (`H`
+//! rounded up to [`sparse::TILE`], padding zero). Results do not depend on the thread
+//! count.
 //!
 //! [`HypercleanReference`]: bda_kernel::hyperclean::HypercleanReference
 
@@ -30,7 +31,9 @@ use rayon::prelude::*;
 
 use super::pass::{Pass, Scratch};
 use super::sparse::{self, GroupPixels};
+use super::thin::{col_dots, row_dots, spread, transpose_padded};
 use crate::hyperclean::packed::Packed;
+use crate::hyperclean::simd::Kernels;
 use crate::linalg::gemm;
 
 /// Rows per chunk of the thin products (a multiple of the 8 rows of a group).
@@ -49,6 +52,8 @@ pub struct Net {
     pub c: usize,
     /// Blocks of `y`.
     pub layout: Layout,
+    /// The kernels of the thin products ([`super::thin`]).
+    pub kern: Kernels,
 }
 
 impl Net {
@@ -60,6 +65,7 @@ impl Net {
             hp: sparse::padded_width(data.hidden),
             c: data.classes,
             layout: data.layout(),
+            kern: Kernels::detect(data.classes),
         }
     }
     /// Length of a `y` buffer.
@@ -70,9 +76,11 @@ impl Net {
     pub fn cache_len(&self, rows: usize) -> usize {
         rows * (self.hp + self.c)
     }
-    /// Length of a chunk's partial of the thin blocks: `b₁`, `W₂`, `b₂` (contiguous in `y`).
+    /// Length of a chunk's partial of the thin blocks: `b₁` (`hp`), `W₂ᵀ` (`c × hp`), `b₂`
+    /// (the blocks of `y` after `W₁`, `W₂` transposed and rows padded as [`super::thin`] leaves
+    /// them).
     fn thin_len(&self) -> usize {
-        self.y_len() - self.layout.b1
+        self.hp * (1 + self.c) + self.c
     }
     fn w1<'a>(&self, y: &'a [f32]) -> &'a [f32] {
         &y[self.layout.w1..self.layout.b1]
@@ -121,6 +129,12 @@ pub(super) fn run_pass(
     scratch.ga.resize(rows * hp, 0.0);
     scratch.ra.resize(rows * hp, 0.0);
     scratch.thin_part.resize(nch * thin, 0.0);
+    // The second layer's weights (and direction) transposed for the thin products.
+    transpose_padded(net.w2(y), h, c, hp, &mut scratch.w2t);
+    if let Pass::Hess { v, .. } = pass {
+        transpose_padded(net.w2(v), h, c, hp, &mut scratch.v2t);
+    }
+    let (w2t, v2t) = (&scratch.w2t[..], &scratch.v2t[..]);
     let (act, probs) = cache.split_at_mut(rows * hp);
     // The first layer's product, all rows at once: A = U·W₁ (forward) or U·V₁ (tangent).
     let (w1, dst) = match pass {
@@ -146,6 +160,8 @@ pub(super) fn run_pass(
                 labels: &labels[r0..r0 + m],
                 omega: &omega[r0..r0 + m],
                 m,
+                w2t,
+                v2t,
             };
             match pass {
                 Pass::Grad {
@@ -154,22 +170,35 @@ pub(super) fn run_pass(
                 } => {
                     *loss = rows.forward(y, a, p, want_loss.then_some(sample));
                     if grad {
-                        rows.backward(y, a, p, ga, part);
+                        rows.backward(a, p, ga, part);
                     }
                 }
-                Pass::Hess { v, grad } => rows.hessian(y, v, a, p, ra, grad, ga, sample, part),
+                Pass::Hess { v, grad } => rows.hessian(v, a, p, ra, grad, ga, sample, part),
             }
         });
     if !want_grad {
         return;
     }
     let out = &mut scratch.partial[..ylen];
-    // Thin blocks: the chunk partials in chunk order.
-    let tail = &mut out[net.layout.b1..];
-    tail.fill(0.0);
+    // Thin blocks: the chunk partials in chunk order, then into y's layout.
+    let sum = &mut scratch.thin_sum;
+    sum.clear();
+    sum.resize(thin, 0.0);
     for p in scratch.thin_part.chunks_exact(thin) {
-        tail.iter_mut().zip(p).for_each(|(o, v)| *o += v);
+        sum.iter_mut().zip(p).for_each(|(o, v)| *o += v);
     }
+    let (sb1, rest) = sum.split_at(hp);
+    let (sw2t, sb2) = rest.split_at(c * hp);
+    out[net.layout.b1..net.layout.w2].copy_from_slice(&sb1[..h]);
+    for (j, row) in out[net.layout.w2..net.layout.b2]
+        .chunks_exact_mut(c)
+        .enumerate()
+    {
+        row.iter_mut()
+            .enumerate()
+            .for_each(|(k, o)| *o = sw2t[k * hp + j]);
+    }
+    out[net.layout.b2..].copy_from_slice(sb2);
     // ∇W₁ = Uᵀ·G_a, rows of hp, then its first H columns into y's layout.
     scratch.w1grad.resize(d * hp, 0.0);
     px.transpose_times(&scratch.ga, hp, &mut scratch.w1grad);
@@ -187,19 +216,20 @@ struct Rows<'a> {
     labels: &'a [u8],
     omega: &'a [f32],
     m: usize,
+    /// `W₂ᵀ` and (Hessian passes) `V₂ᵀ`, `c × hp`.
+    w2t: &'a [f32],
+    v2t: &'a [f32],
 }
 
 impl Rows<'_> {
     /// `a ← relu(a + b₁)` (`a` holds `U·W₁`), `P = softmax(a·W₂ + b₂)` into `p`; with
     /// `ce`, the per-row `CE_i` into it and `Σ ω_i CE_i` returned (else 0).
     fn forward(&self, y: &[f32], a: &mut [f32], p: &mut [f32], ce: Option<&mut [f32]>) -> f64 {
-        let Net { h, hp, c, .. } = self.net;
-        let m = self.m;
+        let Net { hp, c, kern, .. } = self.net;
         add_bias(a, hp, self.net.b1(y));
         a.iter_mut().for_each(|v| *v = v.max(0.0));
-        let hid = &*a;
         bias_rows(p, self.net.b2(y));
-        gemm(m, h, c, 1.0, hid, hp, 1, self.net.w2(y), c, 1, 1.0, p, c, 1);
+        row_dots(kern, &[(a, self.w2t)], hp, c, p);
         let mut sum = 0.0f64;
         match ce {
             Some(ce) => {
@@ -229,21 +259,17 @@ impl Rows<'_> {
         g
     }
 
-    /// The gradient's thin blocks into `part` (`b₁`, `W₂`, `b₂`) and `G_a` into `ga`.
-    fn backward(&self, y: &[f32], a: &[f32], p: &[f32], ga: &mut [f32], part: &mut [f32]) {
-        let Net { h, hp, c, .. } = self.net;
-        let m = self.m;
+    /// The gradient's thin blocks into `part` (`b₁`, `W₂ᵀ`, `b₂`) and `G_a` into `ga`.
+    fn backward(&self, a: &[f32], p: &[f32], ga: &mut [f32], part: &mut [f32]) {
+        let Net { hp, c, kern, .. } = self.net;
         let g = self.residual(p);
-        let hid = a;
-        let (pb1, rest) = part.split_at_mut(h);
-        let (pw2, pb2) = rest.split_at_mut(h * c);
-        // ∇W₂ = relu(A)ᵀ·G, ∇b₂ = Σ G.
-        gemm(h, m, c, 1.0, hid, 1, hp, &g, c, 1, 0.0, pw2, c, 1);
+        let (pb1, rest) = part.split_at_mut(hp);
+        let (pw2t, pb2) = rest.split_at_mut(c * hp);
+        // ∇W₂ᵀ = Gᵀ·relu(A), ∇b₂ = Σ G.
+        col_dots(kern, &[(&g, a)], hp, c, pw2t);
         col_sums(&g, c, pb2);
         // G_a = (G·W₂ᵀ) ⊙ 1[A > 0], ∇b₁ = Σ G_a.
-        gemm(m, c, h, 1.0, &g, c, 1, self.net.w2(y), 1, c, 0.0, ga, hp, 1);
-        mask(ga, a);
-        col_sums(ga, hp, pb1);
+        spread(kern, &[(&g, self.w2t)], a, hp, c, ga, pb1);
     }
 
     /// A Hessian pass of the chunk in direction `v` (see the module docs); `ra` holds
@@ -251,7 +277,6 @@ impl Rows<'_> {
     #[allow(clippy::too_many_arguments)]
     fn hessian(
         &self,
-        y: &[f32],
         v: &[f32],
         a: &[f32],
         p: &[f32],
@@ -261,7 +286,7 @@ impl Rows<'_> {
         sample: &mut [f32],
         part: &mut [f32],
     ) {
-        let Net { h, hp, c, .. } = self.net;
+        let Net { hp, c, kern, .. } = self.net;
         let m = self.m;
         let net = self.net;
         // R_h = (U·V₁ + v_b₁) ⊙ 1[A > 0].
@@ -272,8 +297,7 @@ impl Rows<'_> {
         let hid = a;
         let mut t = vec![0.0f32; m * c];
         bias_rows(&mut t, net.b2(v));
-        gemm(m, h, c, 1.0, rh, hp, 1, net.w2(y), c, 1, 1.0, &mut t, c, 1);
-        gemm(m, h, c, 1.0, hid, hp, 1, net.w2(v), c, 1, 1.0, &mut t, c, 1);
+        row_dots(kern, &[(rh, self.w2t), (hid, self.v2t)], hp, c, &mut t);
         // ⟨p − e, t⟩ per row, and R = ω(P ⊙ T − P⟨P, T⟩) in place of T.
         for i in 0..m {
             let (pi, ti) = (&p[i * c..(i + 1) * c], &mut t[i * c..(i + 1) * c]);
@@ -289,17 +313,13 @@ impl Rows<'_> {
         }
         let r = t;
         let g = self.residual(p);
-        let (pb1, rest) = part.split_at_mut(h);
-        let (pw2, pb2) = rest.split_at_mut(h * c);
-        // ∇W₂ ← relu(A)ᵀR + R_hᵀG, ∇b₂ ← Σ R.
-        gemm(h, m, c, 1.0, hid, 1, hp, &r, c, 1, 0.0, pw2, c, 1);
-        gemm(h, m, c, 1.0, rh, 1, hp, &g, c, 1, 1.0, pw2, c, 1);
+        let (pb1, rest) = part.split_at_mut(hp);
+        let (pw2t, pb2) = rest.split_at_mut(c * hp);
+        // ∇W₂ᵀ ← Rᵀ·relu(A) + Gᵀ·R_h, ∇b₂ ← Σ R.
+        col_dots(kern, &[(&r, hid), (&g, rh)], hp, c, pw2t);
         col_sums(&r, c, pb2);
         // R G_a = (R·W₂ᵀ + G·V₂ᵀ) ⊙ 1[A > 0], ∇b₁ ← Σ R G_a.
-        gemm(m, c, h, 1.0, &r, c, 1, net.w2(y), 1, c, 0.0, ga, hp, 1);
-        gemm(m, c, h, 1.0, &g, c, 1, net.w2(v), 1, c, 1.0, ga, hp, 1);
-        mask(ga, a);
-        col_sums(ga, hp, pb1);
+        spread(kern, &[(&r, self.w2t), (&g, self.v2t)], a, hp, c, ga, pb1);
     }
 }
 

@@ -25,7 +25,7 @@
 //! formulas are those of [`bda_kernel::hyperclean::HypercleanReference`].
 //!
 //! With a hidden layer ([`HypercleanData::hidden`] > 0) the passes are those of [`mlp`]:
-//! the same bookkeeping (packed order, weights, per-sample outputs), GEMMs on dense rows.
+//! the same bookkeeping (packed order, weights, per-sample outputs), products on dense rows.
 
 // Lane loops index several arrays in lockstep (the shape of the SIMD code they become).
 #![allow(clippy::needless_range_loop)]
@@ -43,6 +43,7 @@ mod backend;
 pub mod mlp;
 pub mod pass;
 pub mod sparse;
+pub mod thin;
 
 /// Softmax outputs of one `y` on the training and validation sets (and, for the network,
 /// its hidden pre-activations), kept with the buffer so that the reverse pass and CG reuse
@@ -173,7 +174,10 @@ impl HypercleanCpu {
         let train = Packed::ordered(data.train_x, data.train_labels, data.dim)?;
         let val = Packed::ordered(data.val_x, data.val_labels, data.dim)?;
         let mlp = (data.hidden > 0).then(|| MlpSets {
-            net: mlp::Net::of(data),
+            net: mlp::Net {
+                kern,
+                ..mlp::Net::of(data)
+            },
             train: sparse::GroupPixels::new(&train, kern),
             val: sparse::GroupPixels::new(&val, kern),
         });

@@ -30,8 +30,12 @@ pub(super) struct Scratch {
     pub(super) sample: Vec<f32>,
     /// The network: `G_a` (or `R G_a`) per row, `rows × H`.
     pub(super) ga: AlignedVec,
-    /// The network: per-chunk partials of `b₁`, `W₂`, `b₂`.
+    /// The network: per-chunk partials of `b₁`, `W₂ᵀ`, `b₂`, and their sum.
     pub(super) thin_part: Vec<f32>,
+    pub(super) thin_sum: Vec<f32>,
+    /// The network: `W₂ᵀ` and `V₂ᵀ` (`c × hp`) for the thin products.
+    pub(super) w2t: Vec<f32>,
+    pub(super) v2t: Vec<f32>,
     /// The network: the tangent `U·V₁` per row, `rows × hp`.
     pub(super) ra: AlignedVec,
     /// The network: `W₁` (or `V₁`) packed tile-major.
