@@ -7,7 +7,7 @@
 use bda_kernel::backend::{Backend, LowerHessian, LowerStep, StepAdjoint, UpperGradient};
 
 use super::pass::reduce_into;
-use super::{CpuY, HypercleanCpu, Which};
+use super::{CpuY, HypercleanCpu, Which, par_lanes};
 
 /// Shorthands for the trait impls: a buffer, and a product's result.
 type X = Vec<f32>;
@@ -96,17 +96,20 @@ impl Backend for HypercleanCpu {
 impl LowerStep for HypercleanCpu {
     fn lower_step(&mut self, x: &X, y: &Y, w_u: f32, w_l: f32, y_out: &mut Y) -> R {
         self.lower_grad(x, y);
-        let out = y_out.as_mut_slice();
-        if w_u != 0.0 {
+        let with_upper = w_u != 0.0;
+        if with_upper {
             self.upper_into_gu(y);
-            for i in 0..out.len() {
-                out[i] = y.v[i] - (w_u * self.gu[i] + w_l * self.gf[i]);
-            }
-        } else {
-            for i in 0..out.len() {
-                out[i] = y.v[i] - w_l * self.gf[i];
-            }
         }
+        let (yv, gu, gf) = (&y.v[..], &self.gu[..], &self.gf[..]);
+        par_lanes(y_out.as_mut_slice(), |i0, out| {
+            for (i, o) in out.iter_mut().enumerate() {
+                let i = i0 + i;
+                *o = match with_upper {
+                    true => yv[i] - (w_u * gu[i] + w_l * gf[i]),
+                    false => yv[i] - w_l * gf[i],
+                };
+            }
+        });
         Ok(())
     }
 }
@@ -135,16 +138,18 @@ impl StepAdjoint for HypercleanCpu {
             let mut gu = std::mem::take(&mut self.gu);
             self.add_regulariser(&a.v, &mut gu);
             self.gu = gu;
-            let a = a.as_mut_slice();
-            for i in 0..a.len() {
-                a[i] -= w_u * self.gu[i] + w_l * self.gf[i];
-            }
-        } else {
-            let a = a.as_mut_slice();
-            for i in 0..a.len() {
-                a[i] -= w_l * self.gf[i];
-            }
         }
+        let with_upper = w_u != 0.0;
+        let (gu, gf) = (&self.gu[..], &self.gf[..]);
+        par_lanes(a.as_mut_slice(), |i0, a| {
+            for (i, a) in a.iter_mut().enumerate() {
+                let i = i0 + i;
+                *a -= match with_upper {
+                    true => w_u * gu[i] + w_l * gf[i],
+                    false => w_l * gf[i],
+                };
+            }
+        });
         Ok(())
     }
 }
