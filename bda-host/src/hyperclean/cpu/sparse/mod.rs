@@ -33,7 +33,8 @@ pub const TILE: usize = 16;
 /// Column tile of `U·W` (3 AVX vectors); a row's last tile is 8 or 16 wide when `hp` is not
 /// a multiple of it.
 pub const WIDE_TILE: usize = 24;
-/// Tasks of `Uᵀ·G`: pixel ranges of equal work (each task reads all of `G` once).
+/// Tasks of `Uᵀ·G`: pixel ranges of equal estimated time (each task reads all of `G`
+/// once; 2, 8 or 16 tasks took more thread time in all).
 const PIXEL_TASKS: usize = 4;
 /// What a window costs `Uᵀ·G` per chunk it visits (its accumulators loaded and stored,
 /// the masks folded), in multiplied blocks: fitted to the times of tasks of equal blocks
@@ -85,8 +86,8 @@ pub struct GroupPixels {
     half_feats: Vec<u16>,
     /// Where each group and half starts in `half_feats` (and where the last one ends).
     starts: Vec<u32>,
-    /// Pixel ranges of the tasks of `Uᵀ·G` (`PIXEL_TASKS + 1` bounds, on windows) with
-    /// equal numbers of multiplied blocks: the pixel order puts the mostly-zero pixels
+    /// Pixel ranges of the tasks of `Uᵀ·G` (`PIXEL_TASKS + 1` bounds, on windows) of
+    /// equal estimated time ([`VISIT_WORK`]): the pixel order puts the mostly-zero pixels
     /// together, and fixed-size ranges would leave one thread with the dense ones.
     parts: Vec<usize>,
     kern: Kernels,
@@ -219,7 +220,7 @@ impl GroupPixels {
     /// (a group is skipped for a window of pixels only when all its blocks there are zero).
     pub fn transpose_density(&self) -> f64 {
         let work = window_work(&self.index, self.groups, self.dim);
-        let done: usize = work.iter().map(|w| w.1).sum();
+        let done: usize = work.iter().map(|w| w.blocks).sum();
         done as f64 / (self.groups * self.dim) as f64
     }
 
@@ -349,43 +350,69 @@ fn window(left: usize) -> usize {
     }
 }
 
+/// What a window of `Uᵀ·G` costs.
+#[derive(Clone, Copy, Debug)]
+struct WindowWork {
+    /// The pixel after the window.
+    end: usize,
+    /// Blocks it multiplies.
+    blocks: usize,
+    /// Chunks whose groups it visits (a non-zero mask).
+    visits: usize,
+}
+
+impl WindowWork {
+    /// Estimated time, in multiplied blocks.
+    fn cost(&self) -> usize {
+        self.blocks + VISIT_WORK * self.visits
+    }
+}
+
 /// Per window of `Uᵀ·G` (stepped by [`window`] from pixel 0, as a task steps from its
-/// start), its end pixel and the blocks it multiplies.
-fn window_work(index: &BlockIndex, groups: usize, d: usize) -> Vec<(usize, usize)> {
+/// start), what it costs.
+fn window_work(index: &BlockIndex, groups: usize, d: usize) -> Vec<WindowWork> {
     let mut widths = Vec::new();
     let mut j = 0;
     while j < d {
         widths.push(window(d - j));
         j += widths[widths.len() - 1];
     }
-    let mut work = vec![0usize; widths.len()];
+    let mut end = 0;
+    let mut work: Vec<WindowWork> = widths
+        .iter()
+        .map(|&n| {
+            end += n;
+            WindowWork {
+                end,
+                blocks: 0,
+                visits: 0,
+            }
+        })
+        .collect();
     for ch in 0..groups.div_ceil(CHUNK_GROUPS) {
         let masks = index.groups(ch);
         let mut j = 0;
         for (w, &n) in work.iter_mut().zip(&widths) {
             let m = masks[j..j + n].iter().fold(0u32, |a, &b| a | b);
-            *w += m.count_ones() as usize * n + if m != 0 { VISIT_WORK } else { 0 };
+            w.blocks += m.count_ones() as usize * n;
+            w.visits += usize::from(m != 0);
             j += n;
         }
     }
-    let ends = widths.iter().scan(0, |j, &n| {
-        *j += n;
-        Some(*j)
-    });
-    ends.zip(work).collect()
+    work
 }
 
 /// `tasks + 1` pixel bounds on window boundaries (0 first, `d` last) that split the
-/// windows' `(end, work)` into contiguous runs of about equal work.
-fn balanced_parts(work: &[(usize, usize)], d: usize, tasks: usize) -> Vec<usize> {
-    let total: usize = work.iter().map(|w| w.1).sum();
+/// windows into contiguous runs of about equal estimated time.
+fn balanced_parts(work: &[WindowWork], d: usize, tasks: usize) -> Vec<usize> {
+    let total: usize = work.iter().map(WindowWork::cost).sum();
     let mut bounds = vec![0];
     let mut acc = 0;
-    for &(end, w) in work {
-        acc += w;
+    for w in work {
+        acc += w.cost();
         let next = bounds.len();
         if next < tasks && acc * tasks >= next * total {
-            bounds.push(end);
+            bounds.push(w.end);
         }
     }
     while bounds.len() <= tasks {
@@ -477,6 +504,21 @@ mod tests {
         }
         let labels = (0..n).map(|i| (i % 10) as u8).collect();
         (x, labels)
+    }
+
+    /// Task bounds weigh the windows' visits: the dense first window alone has more
+    /// blocks than half of all, but not more than half of the estimated time.
+    #[test]
+    fn tasks_balance_blocks_and_visits() {
+        let w = |end, blocks, visits| WindowWork {
+            end,
+            blocks,
+            visits,
+        };
+        let work = [w(6, 164, 0), w(12, 36, 2), w(18, 36, 2), w(24, 36, 2)];
+        assert_eq!(VISIT_WORK, 32, "the figures below assume it");
+        assert_eq!(balanced_parts(&work, 24, 2), vec![0, 12, 24]);
+        assert_eq!(balanced_parts(&work, 24, 4), vec![0, 6, 12, 18, 24]);
     }
 
     /// Both products, packed and unpacked through the set's pixel order, against the
