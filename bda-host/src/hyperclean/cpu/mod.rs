@@ -174,19 +174,22 @@ impl HypercleanCpu {
         data.validate().map_err(str::to_string)?;
         let train = Packed::ordered(data.train_x, data.train_labels, data.dim)?;
         let val = Packed::ordered(data.val_x, data.val_labels, data.dim)?;
-        let mlp = (data.hidden > 0).then(|| MlpSets {
-            net: mlp::Net {
-                kern,
-                ..mlp::Net::of(data)
-            },
-            train: sparse::GroupPixels::new(&train, kern),
-            val: sparse::GroupPixels::new(&val, kern),
-        });
+        // AVX2 where asked for and this machine has it; the pixel products check it
+        // themselves (any `c`), the rest needs `c = 10` too.
+        let pixels_kern = kern;
         let kern = if kern == Kernels::Avx2 && Kernels::detect(data.classes) != Kernels::Avx2 {
             Kernels::Portable
         } else {
             kern
         };
+        let mlp = (data.hidden > 0).then(|| MlpSets {
+            net: mlp::Net {
+                kern,
+                ..mlp::Net::of(data)
+            },
+            train: sparse::GroupPixels::new(&train, pixels_kern),
+            val: sparse::GroupPixels::new(&val, pixels_kern),
+        });
         let mut omega_val = vec![0.0f32; val.padded()];
         let m = val.n as f32;
         omega_val[..val.n].iter_mut().for_each(|o| *o = 1.0 / m);

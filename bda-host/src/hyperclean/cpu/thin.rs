@@ -180,6 +180,8 @@ mod avx2 {
     pub(super) unsafe fn row_dots(terms: &[Term<'_>], hp: usize, out: &mut [f32]) {
         let m = out.len() / C;
         let nv = hp / 8;
+        // Rows come in pairs and lanes in whole vectors.
+        assert!(m % 2 == 0 && hp % 8 == 0);
         for t in terms {
             assert!(t.0.len() >= m * hp && t.1.len() >= C * hp);
         }
