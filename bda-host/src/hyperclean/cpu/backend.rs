@@ -131,7 +131,8 @@ impl StepAdjoint for HypercleanCpu {
     fn step_adjoint(&mut self, x: &X, y: &Y, w_u: f32, w_l: f32, a: &mut Y, gx: &mut X) -> R {
         self.train_hess(x, y, &a.v, true);
         self.add_mixed(x, -w_l, gx);
-        if w_u != 0.0 {
+        let with_upper = w_u != 0.0;
+        if with_upper {
             self.hess_pass(Which::Val, y, &a.v, true);
             let ylen = self.ylen();
             reduce_into(&self.scratch.partial, ylen, &mut self.gu);
@@ -139,7 +140,6 @@ impl StepAdjoint for HypercleanCpu {
             self.add_regulariser(&a.v, &mut gu);
             self.gu = gu;
         }
-        let with_upper = w_u != 0.0;
         let (gu, gf) = (&self.gu[..], &self.gf[..]);
         par_lanes(a.as_mut_slice(), |i0, a| {
             for (i, a) in a.iter_mut().enumerate() {

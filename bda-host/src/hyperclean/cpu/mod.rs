@@ -419,7 +419,6 @@ const PAR_LANES: usize = 1 << 15;
 /// network's `y` (238,510 floats) takes ≈ 0.1 ms per loop, which left the other thread
 /// idle between the passes. Elementwise, so the split does not change results.
 fn par_lanes(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
-    use rayon::prelude::*;
     out.par_chunks_mut(PAR_LANES)
         .enumerate()
         .for_each(|(k, piece)| f(k * PAR_LANES, piece));
