@@ -6,8 +6,8 @@
 
 use bda_kernel::backend::{Backend, LowerHessian, LowerStep, StepAdjoint, UpperGradient};
 
-use super::pass::reduce_into;
-use super::{CpuY, HypercleanCpu, Which, par_lanes};
+use super::pass::Pass;
+use super::{CpuY, GRAD_LOSS, HypercleanCpu, par_lanes};
 
 /// Shorthands for the trait impls: a buffer, and a product's result.
 type X = Vec<f32>;
@@ -30,20 +30,10 @@ impl Backend for HypercleanCpu {
         // The cache travels with the values (the kernel copies y_K out of its tape).
         dst.v.copy_from_slice(&src.v);
         let (s, d) = (src.cache.borrow(), dst.cache.get_mut());
-        d.train_ok = s.train_ok;
-        d.val_ok = s.val_ok;
-        if s.train_ok {
-            d.train.clone_from(&s.train);
-        }
-        if s.val_ok {
-            d.val.clone_from(&s.val);
-        }
-        if s.train_ok && !s.train_dense.is_empty() {
-            d.train_dense.clone_from(&s.train_dense);
-        }
-        if s.val_ok && !s.val_dense.is_empty() {
-            d.val_dense.clone_from(&s.val_dense);
-        }
+        d.sets
+            .iter_mut()
+            .zip(&s.sets)
+            .for_each(|(d, s)| d.copy_from(s));
         Ok(())
     }
     fn axpy_y(&mut self, a: f32, v: &CpuY, y: &mut CpuY) -> Result<(), String> {
@@ -95,10 +85,16 @@ impl Backend for HypercleanCpu {
 
 impl LowerStep for HypercleanCpu {
     fn lower_step(&mut self, x: &X, y: &Y, w_u: f32, w_l: f32, y_out: &mut Y) -> R {
-        self.lower_grad(x, y);
+        self.set_omega_tr(x);
         let with_upper = w_u != 0.0;
+        let grad = Pass::Grad {
+            grad: true,
+            loss: false,
+        };
+        self.passes(y, Some(grad), with_upper.then_some(GRAD_LOSS));
+        self.take_gf();
         if with_upper {
-            self.upper_into_gu(y);
+            self.take_gu(&y.v);
         }
         let (yv, gu, gf) = (&y.v[..], &self.gu[..], &self.gf[..]);
         par_lanes(y_out.as_mut_slice(), |i0, out| {
@@ -129,16 +125,17 @@ impl UpperGradient for HypercleanCpu {
 
 impl StepAdjoint for HypercleanCpu {
     fn step_adjoint(&mut self, x: &X, y: &Y, w_u: f32, w_l: f32, a: &mut Y, gx: &mut X) -> R {
-        self.train_hess(x, y, &a.v, true);
-        self.add_mixed(x, -w_l, gx);
+        self.set_omega_tr(x);
         let with_upper = w_u != 0.0;
+        let hess = Pass::Hess {
+            v: &a.v,
+            grad: true,
+        };
+        self.passes(y, Some(hess), with_upper.then_some(hess));
+        self.take_gf();
+        self.add_mixed(x, -w_l, gx);
         if with_upper {
-            self.hess_pass(Which::Val, y, &a.v, true);
-            let ylen = self.ylen();
-            reduce_into(&self.scratch.partial, ylen, &mut self.gu);
-            let mut gu = std::mem::take(&mut self.gu);
-            self.add_regulariser(&a.v, &mut gu);
-            self.gu = gu;
+            self.take_gu(&a.v);
         }
         let (gu, gf) = (&self.gu[..], &self.gf[..]);
         par_lanes(a.as_mut_slice(), |i0, a| {
@@ -167,7 +164,11 @@ impl LowerHessian for HypercleanCpu {
     }
     fn lower_grad_x(&mut self, x: &X, y: &Y, scale: f32, gx: &mut X) -> R {
         self.set_omega_tr(x);
-        self.grad_pass(Which::Train, y, false, true);
+        let loss = Pass::Grad {
+            grad: false,
+            loss: true,
+        };
+        self.passes(y, Some(loss), None);
         self.add_mixed(x, scale, gx);
         Ok(())
     }

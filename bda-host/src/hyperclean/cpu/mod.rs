@@ -46,36 +46,35 @@ pub mod pass;
 pub mod sparse;
 pub mod thin;
 
-/// Softmax outputs of one `y` on the training and validation sets (and, for the network,
-/// its hidden pre-activations), kept with the buffer so that the reverse pass and CG reuse
-/// what the forward pass computed.
+/// The forward pass of one `y` over one set, kept with the buffer so that the reverse pass
+/// and CG reuse what the forward pass computed.
 #[derive(Clone, Debug, Default)]
-struct ProbCache {
-    train_ok: bool,
-    val_ok: bool,
+struct SetCache {
+    ok: bool,
     /// Softmax regression: `p_i` in lanes.
-    train: Vec<Lane>,
-    val: Vec<Lane>,
-    /// The network: `A` then `P` per row ([`mlp::Net::cache_len`]).
-    train_dense: AlignedVec,
-    val_dense: AlignedVec,
+    probs: Vec<Lane>,
+    /// The network: `relu(A)` then `P` per row ([`mlp::Net::cache_len`]).
+    dense: AlignedVec,
 }
 
-impl ProbCache {
-    /// The softmax outputs of one set and whether they are valid.
-    fn slot(&mut self, which: Which) -> (&mut Vec<Lane>, &mut bool) {
-        match which {
-            Which::Train => (&mut self.train, &mut self.train_ok),
-            Which::Val => (&mut self.val, &mut self.val_ok),
+impl SetCache {
+    /// Copy `src` into `self` (only what is valid).
+    fn copy_from(&mut self, src: &SetCache) {
+        self.ok = src.ok;
+        if src.ok {
+            self.probs.clone_from(&src.probs);
+            if !src.dense.is_empty() {
+                self.dense.clone_from(&src.dense);
+            }
         }
     }
-    /// The network's cache of one set and whether it is valid.
-    fn dense_slot(&mut self, which: Which) -> (&mut AlignedVec, &mut bool) {
-        match which {
-            Which::Train => (&mut self.train_dense, &mut self.train_ok),
-            Which::Val => (&mut self.val_dense, &mut self.val_ok),
-        }
-    }
+}
+
+/// Softmax outputs of one `y` on the training and validation sets (and, for the network,
+/// its hidden activations), indexed by [`Which`].
+#[derive(Clone, Debug, Default)]
+struct ProbCache {
+    sets: [SetCache; 2],
 }
 
 /// The network's sets as dense rows, and its sizes.
@@ -117,18 +116,25 @@ impl CpuY {
         &mut self.v
     }
     fn invalidate(&mut self) {
-        let c = self.cache.get_mut();
-        c.train_ok = false;
-        c.val_ok = false;
+        self.cache
+            .get_mut()
+            .sets
+            .iter_mut()
+            .for_each(|s| s.ok = false);
     }
 }
 
-/// Which set a pass runs over.
+/// Which set a pass runs over (the index of its cache and scratch).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Which {
-    Train,
-    Val,
+    Train = 0,
+    Val = 1,
 }
+
+/// The scratch of the training set's passes.
+const TR: usize = Which::Train as usize;
+/// The scratch of the validation set's passes.
+const VAL: usize = Which::Val as usize;
 
 /// The fast CPU backend (`T = f32`, `X = Vec<f32>`, `Y = `[`CpuY`]).
 #[derive(Clone, Debug)]
@@ -142,19 +148,19 @@ pub struct HypercleanCpu {
     omega_val: Vec<f32>,
     /// `σ(x_i)/n_tr` in packed order (`train.order`), recomputed when `x` changes.
     omega_tr: Vec<f32>,
-    scratch: Scratch,
+    /// One per set ([`Which`]): the two sets' passes of a step run side by side.
+    scratch: [Scratch; 2],
     gu: Vec<f32>,
     gf: Vec<f32>,
     cache_probs: bool,
-    tmp_probs: Vec<Lane>,
+    /// Each set's forward pass when the cache is off.
+    uncached: [SetCache; 2],
     /// The `x` that `omega_tr` and `dsig_tr` were computed for.
     omega_x: Vec<f32>,
     /// `σ'(x_i)/n_tr` in packed order.
     dsig_tr: Vec<f32>,
     /// The network, when `hidden > 0`.
     mlp: Option<MlpSets>,
-    /// The network's cache when the cache is off.
-    tmp_dense: AlignedVec,
     /// Length of a `y` buffer.
     ylen: usize,
     /// The ranges of `y` that `λ‖·‖²` regularises.
@@ -202,15 +208,14 @@ impl HypercleanCpu {
             train,
             val,
             omega_val,
-            scratch: Scratch::default(),
+            scratch: Default::default(),
             gu: vec![0.0; ylen],
             gf: vec![0.0; ylen],
             cache_probs: true,
-            tmp_probs: Vec::new(),
+            uncached: Default::default(),
             omega_x: Vec::new(),
             dsig_tr: Vec::new(),
             mlp,
-            tmp_dense: AlignedVec::default(),
             ylen,
             weights: data.layout().weights(),
         })
@@ -282,79 +287,47 @@ impl HypercleanCpu {
         self.omega_x.extend_from_slice(x);
     }
 
-    /// A gradient pass of `y` over one set; stores the softmax outputs in `y`'s cache
-    /// (or, with the cache off, in a scratch buffer).
-    /// `grad`: partial gradients into the scratch; `loss`: per-sample CE and chunk losses.
-    fn grad_pass(&mut self, which: Which, y: &CpuY, grad: bool, loss: bool) {
-        self.pass_over(which, y, Pass::Grad { grad, loss });
-    }
-
-    /// A Hessian pass in direction `v` at `y` over one set (the softmax outputs of `y`
-    /// come from its cache, filled first if needed; with the cache off they are
-    /// recomputed).
-    fn hess_pass(&mut self, which: Which, y: &CpuY, v: &[f32], grad: bool) {
-        let ok = self.cache_probs && *y.cache.borrow_mut().slot(which).1;
-        if !ok {
-            self.grad_pass(which, y, false, false);
-        }
-        self.pass_over(which, y, Pass::Hess { v, grad });
-    }
-
-    /// `pass` over the set `which`: the one place that picks the packed set, its weights `ω`
-    /// and where the softmax outputs live — the slot of `y`'s cache for that set, or the
-    /// scratch buffer with the cache off. A gradient pass sizes that buffer, writes the
-    /// softmax outputs and marks the slot valid; a Hessian pass reads them (its caller has
-    /// made them valid).
-    fn pass_over(&mut self, which: Which, y: &CpuY, pass: Pass<'_>) {
-        let (set, omega) = match which {
-            Which::Train => (&self.train, &self.omega_tr),
-            Which::Val => (&self.val, &self.omega_val),
+    /// `train` over the training set and `val` over the validation set (either may be
+    /// absent), side by side when both are given: each writes only its own scratch and
+    /// cache slot, so the results are those of running them one after the other. A
+    /// Hessian pass first fills the set's slot of `y`'s cache if it is not valid.
+    fn passes(&mut self, y: &CpuY, train: Option<Pass<'_>>, val: Option<Pass<'_>>) {
+        let keep = self.cache_probs;
+        let mut cache = y.cache.borrow_mut();
+        let [c_tr, c_val] = match keep {
+            true => &mut cache.sets,
+            false => &mut self.uncached,
         };
-        let writes = matches!(pass, Pass::Grad { .. });
-        let mut cache = self.cache_probs.then(|| y.cache.borrow_mut());
-        if let Some(m) = &self.mlp {
-            let (packed, px) = match which {
-                Which::Train => (&self.train, &m.train),
-                Which::Val => (&self.val, &m.val),
-            };
-            let (buf, ok) = match cache.as_deref_mut() {
-                Some(cache) => {
-                    let (buf, ok) = cache.dense_slot(which);
-                    (buf, Some(ok))
-                }
-                None => (&mut self.tmp_dense, None),
-            };
-            if writes {
-                buf.resize(m.net.cache_len(px.rows()), 0.0);
-            }
-            mlp::run_pass(m.net, packed, px, omega, &y.v, pass, &mut self.scratch, buf);
-            if let (true, Some(ok)) = (writes, ok) {
-                *ok = true;
-            }
-            return;
-        }
-        let (probs, ok) = match cache.as_deref_mut() {
-            Some(cache) => {
-                let (probs, ok) = cache.slot(which);
-                (probs, Some(ok))
-            }
-            None => (&mut self.tmp_probs, None),
+        let [s_tr, s_val] = &mut self.scratch;
+        let mlp = self.mlp.as_ref();
+        let mut tr = SetPass {
+            kern: self.kern,
+            c: self.c,
+            set: &self.train,
+            px: mlp.map(|m| (m.net, &m.train)),
+            omega: &self.omega_tr,
+            keep,
+            slot: c_tr,
+            scratch: s_tr,
         };
-        if writes {
-            probs.resize(set.groups * self.c, [0.0; LANES]);
-        }
-        run_pass(
-            self.kern,
-            set,
-            self.c,
-            omega,
-            &y.v,
-            pass,
-            &mut self.scratch,
-            probs,
-        );
-        if let (true, Some(ok)) = (writes, ok) {
-            *ok = true;
+        let mut va = SetPass {
+            kern: self.kern,
+            c: self.c,
+            set: &self.val,
+            px: mlp.map(|m| (m.net, &m.val)),
+            omega: &self.omega_val,
+            keep,
+            slot: c_val,
+            scratch: s_val,
+        };
+        let v = &y.v[..];
+        match (train, val) {
+            (Some(a), Some(b)) => {
+                rayon::join(|| tr.run(v, a), || va.run(v, b));
+            }
+            (Some(a), None) => tr.run(v, a),
+            (None, Some(b)) => va.run(v, b),
+            (None, None) => {}
         }
     }
 
@@ -365,39 +338,40 @@ impl HypercleanCpu {
         self.cache_probs = on;
     }
 
-    /// `gf ← ∇_y f`.
-    fn lower_grad(&mut self, x: &[f32], y: &CpuY) {
-        self.set_omega_tr(x);
-        self.grad_pass(Which::Train, y, true, false);
-        let ylen = self.ylen();
-        reduce_into(&self.scratch.partial, ylen, &mut self.gf);
+    /// `gf ←` the training set's product of the last pass.
+    fn take_gf(&mut self) {
+        reduce_into(&self.scratch[TR].partial, self.ylen, &mut self.gf);
     }
 
-    /// `gu ← ∇_y F`; returns `F`.
-    fn upper_into_gu(&mut self, y: &CpuY) -> f32 {
-        self.grad_pass(Which::Val, y, true, true);
-        let ylen = self.ylen();
-        reduce_into(&self.scratch.partial, ylen, &mut self.gu);
-        let mut loss: f64 = self.scratch.chunk_loss.iter().sum();
+    /// `gu ←` the validation set's product of the last pass, plus `2λ·v` on the weights;
+    /// returns its loss plus `λ‖v‖²` (meaningful after a gradient pass with the loss).
+    fn take_gu(&mut self, v: &[f32]) -> f32 {
+        reduce_into(&self.scratch[VAL].partial, self.ylen, &mut self.gu);
+        let mut loss: f64 = self.scratch[VAL].chunk_loss.iter().sum();
         let mut gu = std::mem::take(&mut self.gu);
-        let reg = self.add_regulariser(&y.v, &mut gu);
+        let reg = self.add_regulariser(v, &mut gu);
         self.gu = gu;
         loss += f64::from(self.lambda) * reg;
         loss as f32
     }
 
+    /// `gu ← ∇_y F`; returns `F`.
+    fn upper_into_gu(&mut self, y: &CpuY) -> f32 {
+        self.passes(y, None, Some(GRAD_LOSS));
+        self.take_gu(&y.v)
+    }
+
     /// Hessian pass on the training set in direction `v`: `gf ← H_f·v` (when `grad`),
-    /// `scratch.sample[i] = ⟨p_i − e_i, t_i⟩`.
+    /// `scratch[TR].sample[i] = ⟨p_i − e_i, t_i⟩`.
     fn train_hess(&mut self, x: &[f32], y: &CpuY, v: &[f32], grad: bool) {
         self.set_omega_tr(x);
-        self.hess_pass(Which::Train, y, v, grad);
+        self.passes(y, Some(Pass::Hess { v, grad }), None);
         if grad {
-            let ylen = self.ylen();
-            reduce_into(&self.scratch.partial, ylen, &mut self.gf);
+            self.take_gf();
         }
     }
 
-    /// `gx_i += scale·σ'(x_i)/n_tr·scratch.sample[p]` for sample `i` at packed position `p`.
+    /// `gx_i += scale·σ'(x_i)/n_tr·scratch[TR].sample[p]` for sample `i` at packed position `p`.
     fn add_mixed(&mut self, x: &[f32], scale: f32, gx: &mut [f32]) {
         self.set_omega_tr(x);
         for ((&i, &ds), &m) in self
@@ -405,9 +379,90 @@ impl HypercleanCpu {
             .order
             .iter()
             .zip(&self.dsig_tr)
-            .zip(&self.scratch.sample)
+            .zip(&self.scratch[TR].sample)
         {
             gx[i as usize] += scale * ds * m;
+        }
+    }
+}
+
+/// A gradient pass with the loss (the upper level's).
+const GRAD_LOSS: Pass<'static> = Pass::Grad {
+    grad: true,
+    loss: true,
+};
+
+/// One set's side of [`HypercleanCpu::passes`]: the set, its weights, its scratch, and where
+/// its forward pass lives: its slot of `y`'s cache, or with the cache off (`keep` false)
+/// the backend's buffer for the set, never valid for a later pass.
+struct SetPass<'a> {
+    kern: Kernels,
+    c: usize,
+    set: &'a Packed,
+    /// The network and this set's pixels, when there is a hidden layer.
+    px: Option<(mlp::Net, &'a sparse::GroupPixels)>,
+    omega: &'a [f32],
+    keep: bool,
+    slot: &'a mut SetCache,
+    scratch: &'a mut Scratch,
+}
+
+impl SetPass<'_> {
+    /// `pass` at `y`; a Hessian pass first runs the gradient pass that fills the cache
+    /// when it is not valid (always, with the cache off).
+    fn run(&mut self, y: &[f32], pass: Pass<'_>) {
+        let valid = self.keep && self.slot.ok;
+        if matches!(pass, Pass::Hess { .. }) && !valid {
+            self.once(
+                y,
+                Pass::Grad {
+                    grad: false,
+                    loss: false,
+                },
+            );
+        }
+        self.once(y, pass);
+    }
+
+    /// One pass: a gradient pass sizes the forward buffer, writes it and marks the slot
+    /// valid; a Hessian pass reads it.
+    fn once(&mut self, y: &[f32], pass: Pass<'_>) {
+        let writes = matches!(pass, Pass::Grad { .. });
+        let (scratch, buf) = (&mut *self.scratch, &mut *self.slot);
+        match self.px {
+            Some((net, px)) => {
+                if writes {
+                    buf.dense.resize(net.cache_len(px.rows()), 0.0);
+                }
+                mlp::run_pass(
+                    net,
+                    self.set,
+                    px,
+                    self.omega,
+                    y,
+                    pass,
+                    scratch,
+                    &mut buf.dense,
+                );
+            }
+            None => {
+                if writes {
+                    buf.probs.resize(self.set.groups * self.c, [0.0; LANES]);
+                }
+                run_pass(
+                    self.kern,
+                    self.set,
+                    self.c,
+                    self.omega,
+                    y,
+                    pass,
+                    scratch,
+                    &mut buf.probs,
+                );
+            }
+        }
+        if writes {
+            buf.ok = true;
         }
     }
 }
