@@ -186,8 +186,21 @@ fn check_primitives_cache(
             let mut g32 = f32v(&g64);
             r.step_adjoint(&x, &y, wu, wl, &mut a64, &mut g64).unwrap();
             let yy = if fresh { c.y_from(&y32) } else { yc.clone() };
+            // The last reverse step: the same `gx`, bit for bit, without the Hessian.
+            let mut gl32 = g32.clone();
+            let yl = if fresh { c.y_from(&y32) } else { yc.clone() };
+            c.step_adjoint_last(
+                &x32,
+                &yl,
+                wu as f32,
+                wl as f32,
+                &mut c.y_from(&v32),
+                &mut gl32,
+            )
+            .unwrap();
             c.step_adjoint(&x32, &yy, wu as f32, wl as f32, &mut a32, &mut g32)
                 .unwrap();
+            assert_eq!(gl32, g32, "step_adjoint_last gx");
             assert!(
                 rel_err32(a32.as_slice(), &a64) < tol,
                 "step_adjoint a: {}",

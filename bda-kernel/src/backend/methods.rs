@@ -65,7 +65,11 @@ where
     // Reverse over the kept steps: y_{k−1} = tape[k − 1 − first_kept].
     for k in ((first_kept + 1)..=steps as usize).rev() {
         let (wu, wl) = dynamics.weights(k as u32);
-        b.step_adjoint(x, &tape[slot(k - 1)], wu, wl, adj, gx)?;
+        let y = &tape[slot(k - 1)];
+        match k == first_kept + 1 {
+            true => b.step_adjoint_last(x, y, wu, wl, adj, gx)?,
+            false => b.step_adjoint(x, y, wu, wl, adj, gx)?,
+        }
     }
     Ok(upper)
 }
@@ -157,7 +161,10 @@ where
         for k in (s + 1..=e).rev() {
             let (wu, wl) = dynamics.weights(k as u32);
             let state = if k - 1 == s { &ck[j] } else { &seg[k - 2 - s] };
-            b.step_adjoint(x, state, wu, wl, adj, gx)?;
+            match k == first_kept + 1 {
+                true => b.step_adjoint_last(x, state, wu, wl, adj, gx)?,
+                false => b.step_adjoint(x, state, wu, wl, adj, gx)?,
+            }
         }
     }
     Ok(upper)

@@ -152,6 +152,22 @@ pub trait StepAdjoint: Backend {
         a: &mut Self::Y,
         gx: &mut Self::X,
     ) -> Result<(), Self::Error>;
+
+    /// The last step of a reverse pass: its `gx` update, after which `a` is never read (the
+    /// first state does not depend on `x`, or back-propagation is truncated there), so `a`
+    /// may be left anything. The default runs [`Self::step_adjoint`]; a backend whose
+    /// `∇²_{yy}` products cost more than its mixed ones computes only the latter.
+    fn step_adjoint_last(
+        &mut self,
+        x: &Self::X,
+        y: &Self::Y,
+        w_u: Self::T,
+        w_l: Self::T,
+        a: &mut Self::Y,
+        gx: &mut Self::X,
+    ) -> Result<(), Self::Error> {
+        self.step_adjoint(x, y, w_u, w_l, a, gx)
+    }
 }
 
 /// Capability: second derivatives of the lower objective, for the implicit and one-stage

@@ -149,6 +149,14 @@ impl StepAdjoint for HypercleanCpu {
         });
         Ok(())
     }
+
+    /// The mixed term alone: the training set's tangent pass without its `Uᵀ·G` and no
+    /// validation pass (`F` does not depend on `x`): 1 of the step's 4 large products.
+    fn step_adjoint_last(&mut self, x: &X, y: &Y, _: f32, w_l: f32, a: &mut Y, gx: &mut X) -> R {
+        self.train_hess(x, y, &a.v, false);
+        self.add_mixed(x, -w_l, gx);
+        Ok(())
+    }
 }
 
 impl LowerHessian for HypercleanCpu {
