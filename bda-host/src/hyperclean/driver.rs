@@ -242,7 +242,7 @@ where
         }
         Ok(())
     };
-    let mut y_out = b.new_y().map_err(at(0))?;
+    let mut y_out = b.new_state().map_err(at(0))?;
     let mut x_host = x0.to_vec();
     let mut x_t: Vec<B::T> = x_host.iter().map(|&v| t(v)).collect();
     let mut g_host = vec![t(0.0); n];

@@ -150,7 +150,7 @@ impl<B: Backend> Hypergrad<B> {
                 tape.try_reserve_exact(n)
                     .map_err(|_| MethodError::OutOfMemory { buffers: n })?;
                 for _ in 0..n {
-                    tape.push(b.new_y()?);
+                    tape.push(b.new_state()?);
                 }
                 Scratch::Unrolled {
                     tape,
@@ -170,7 +170,7 @@ impl<B: Backend> Hypergrad<B> {
             }),
         };
         let warm = if spec.warm_start() {
-            Some(b.new_y()?)
+            Some(b.new_state()?)
         } else {
             None
         };
@@ -178,7 +178,7 @@ impl<B: Backend> Hypergrad<B> {
             spec,
             scratch,
             body,
-            spare: b.new_y()?,
+            spare: b.new_state()?,
             sink_y: b.new_y()?,
             sink_x: b.new_x()?,
             warm,

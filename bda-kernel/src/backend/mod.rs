@@ -74,6 +74,13 @@ pub trait Backend {
     fn new_x(&mut self) -> Result<Self::X, Self::Error>;
     /// A new `y`-shaped buffer of zeros.
     fn new_y(&mut self) -> Result<Self::Y, Self::Error>;
+    /// A new `y`-shaped buffer of zeros that will hold lower-level iterates (a tape slot):
+    /// a backend that keeps per-iterate products with the values allocates their room
+    /// here, once, rather than at the first pass of the first upper iteration. The
+    /// default is [`Self::new_y`].
+    fn new_state(&mut self) -> Result<Self::Y, Self::Error> {
+        self.new_y()
+    }
     /// `dst ← src`.
     fn copy_y(&mut self, src: &Self::Y, dst: &mut Self::Y) -> Result<(), Self::Error>;
     /// `y ← y + a·v`.

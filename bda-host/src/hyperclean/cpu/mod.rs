@@ -339,6 +339,25 @@ impl HypercleanCpu {
         }
     }
 
+    /// `slot` sized for the forward pass of set `which` (values unchanged where it was).
+    fn size_cache(&self, which: Which, slot: &mut SetCache) {
+        let set = match which {
+            Which::Train => &self.train,
+            Which::Val => &self.val,
+        };
+        match &self.mlp {
+            Some(m) => {
+                let px = if which == Which::Train {
+                    &m.train
+                } else {
+                    &m.val
+                };
+                slot.dense.resize(m.net.cache_len(px.rows()), 0.0);
+            }
+            None => slot.probs.resize(set.groups * self.c, [0.0; LANES]),
+        }
+    }
+
     /// Keep the softmax outputs of every `y` a pass has seen (default: on). Off, the
     /// reverse pass recomputes the logits of `y` (one more product per set and step) and
     /// a tape of K buffers holds only `(d+1)·c` floats each.
