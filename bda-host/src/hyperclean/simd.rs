@@ -9,6 +9,16 @@
 
 use super::packed::{INV255, LANES, Lane};
 
+/// Whether every index of `idx` is below `n`: the up-front bounds check of the kernels that
+/// walk a list of non-zero pixels, written as a maximum, which vectorises (16 indices per
+/// AVX2 instruction where inlined into an AVX2 kernel). As `all(|j| j < n)` it compiled to
+/// a scalar loop of 6 instructions per pixel ahead of the product's 27 in `U·W`: 11.7–12.1
+/// ms against 10.3–10.9 ms (best of 40 calls, 2 threads, 3 alternating runs of
+/// `--example mlp_kernels`), whole runs 1.16× (median of 8 alternating pairs).
+#[inline(always)]
+pub(crate) fn indices_below(idx: &[u16], n: usize) -> bool {
+    idx.is_empty() || usize::from(idx.iter().fold(0u16, |m, &j| m.max(j))) < n
+}
 /// Which code the products run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernels {
@@ -168,7 +178,7 @@ pub(crate) fn hsum(a: &Lane) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{LANES, Lane};
+    use super::{LANES, Lane, indices_below};
     use std::arch::x86_64::*;
 
     #[inline(always)]
@@ -187,9 +197,9 @@ mod avx2 {
         out: &mut [Lane],
     ) {
         assert!(u.len() >= d * LANES && y.len() >= (d + 1) * C && out.len() >= C);
-        // One vectorised check up front: a bounds check inside the loop makes LLVM spill
+        // One check up front: a bounds check inside the loop makes LLVM spill
         // accumulators to the stack.
-        assert!(feats.iter().all(|&j| usize::from(j) < d));
+        assert!(indices_below(feats, d));
         let mut acc = [_mm256_setzero_ps(); C];
         let (up, yp) = (u.as_ptr(), y.as_ptr());
         for &j in feats {

@@ -4,15 +4,7 @@ use std::arch::x86_64::*;
 
 use super::TILE;
 use crate::hyperclean::packed::{CHUNK_GROUPS, LANES};
-
-/// Whether every pixel of `feats` is below `dim`: the bounds check of the `U·W` kernels,
-/// as a maximum, which vectorises. Written as `all(j < dim)` it compiled to a scalar loop
-/// of 6 instructions per pixel ahead of the product's 27: `U·W` took 11.7–12.1 ms against
-/// 10.3–10.9 ms (best of 40, 2 threads, 3 alternating runs of `--example mlp_kernels`).
-#[inline(always)]
-fn pixels_below(feats: &[u16], dim: usize) -> bool {
-    feats.is_empty() || usize::from(feats.iter().fold(0u16, |m, &j| m.max(j))) < dim
-}
+use crate::hyperclean::simd::indices_below;
 
 /// [`super::times_tile`] for a tile of `NV` vectors (`8·NV` columns, 16 or 8: the last
 /// tile of a row) with `4·NV` accumulators in registers.
@@ -29,7 +21,7 @@ pub(super) unsafe fn times_tile<const NV: usize>(
     let tw = 8 * NV;
     assert!(t + tw <= hp && wt.len() >= dim * tw);
     assert!(out.len() >= LANES * hp && half < 2);
-    assert!(pixels_below(feats, dim));
+    assert!(indices_below(feats, dim));
     let mut acc = [[_mm256_setzero_ps(); NV]; 4];
     for &j in feats {
         let j = usize::from(j);
@@ -78,7 +70,7 @@ pub(super) unsafe fn times_tile24(
     assert!(t + TW <= hp && wt.len() >= dim * TW);
     assert!(out.len() >= LANES * hp && half < 2);
     // Every pixel's row of `W` (24 floats at 24·j) and lanes (8 floats at 8·j) in bounds.
-    assert!(pixels_below(feats, dim));
+    assert!(indices_below(feats, dim));
     let z = _mm256_setzero_ps();
     let [mut a0, mut a1, mut a2, mut a3, mut a4, mut a5] = [z; 6];
     let [mut a6, mut a7, mut a8, mut a9, mut a10, mut a11] = [z; 6];
