@@ -58,6 +58,15 @@ struct SetCache {
 }
 
 impl SetCache {
+    /// Sized for the forward pass over `set` (`c` classes; the network and the set's pixels
+    /// when there is a hidden layer); values unchanged where they were.
+    fn fit(&mut self, set: &Packed, c: usize, px: Option<(mlp::Net, &sparse::GroupPixels)>) {
+        match px {
+            Some((net, px)) => self.dense.resize(net.cache_len(px.rows()), 0.0),
+            None => self.probs.resize(set.groups * c, [0.0; LANES]),
+        }
+    }
+
     /// Copy `src` into `self` (only what is valid).
     fn copy_from(&mut self, src: &SetCache) {
         self.ok = src.ok;
@@ -341,20 +350,10 @@ impl HypercleanCpu {
 
     /// `slot` sized for the forward pass of set `which` (values unchanged where it was).
     fn size_cache(&self, which: Which, slot: &mut SetCache) {
-        let set = match which {
-            Which::Train => &self.train,
-            Which::Val => &self.val,
-        };
-        match &self.mlp {
-            Some(m) => {
-                let px = if which == Which::Train {
-                    &m.train
-                } else {
-                    &m.val
-                };
-                slot.dense.resize(m.net.cache_len(px.rows()), 0.0);
-            }
-            None => slot.probs.resize(set.groups * self.c, [0.0; LANES]),
+        let m = self.mlp.as_ref();
+        match which {
+            Which::Train => slot.fit(&self.train, self.c, m.map(|m| (m.net, &m.train))),
+            Which::Val => slot.fit(&self.val, self.c, m.map(|m| (m.net, &m.val))),
         }
     }
 
@@ -456,11 +455,11 @@ impl SetPass<'_> {
     fn once(&mut self, y: &[f32], pass: Pass<'_>) {
         let writes = matches!(pass, Pass::Grad { .. });
         let (scratch, buf) = (&mut *self.scratch, &mut *self.slot);
+        if writes {
+            buf.fit(self.set, self.c, self.px);
+        }
         match self.px {
             Some((net, px)) => {
-                if writes {
-                    buf.dense.resize(net.cache_len(px.rows()), 0.0);
-                }
                 mlp::run_pass(
                     net,
                     self.set,
@@ -473,9 +472,6 @@ impl SetPass<'_> {
                 );
             }
             None => {
-                if writes {
-                    buf.probs.resize(self.set.groups * self.c, [0.0; LANES]);
-                }
                 run_pass(
                     self.kern,
                     self.set,
