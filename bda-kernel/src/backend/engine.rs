@@ -268,11 +268,20 @@ fn unrolled_body<B: LowerStep + UpperGradient + StepAdjoint>(
     let Scratch::Unrolled { tape, adj } = scratch else {
         unreachable!("the body is chosen with its scratch")
     };
-    let (k, t, d) = (spec.steps(), spec.truncate(), spec.dynamics());
-    match spec.checkpoint_every() {
-        None => methods::unrolled(c.b, c.x, c.y0, d, k, t, tape, adj, c.gx, c.y_out),
-        Some(every) => {
-            methods::unrolled_checkpointed(c.b, c.x, c.y0, d, k, t, every, tape, adj, c.gx, c.y_out)
-        }
-    }
+    let shape = (
+        spec.steps(),
+        spec.truncate(),
+        spec.checkpoint_every().unwrap_or(1),
+    );
+    methods::unrolled(
+        c.b,
+        c.x,
+        c.y0,
+        spec.dynamics(),
+        shape,
+        tape,
+        adj,
+        c.gx,
+        c.y_out,
+    )
 }

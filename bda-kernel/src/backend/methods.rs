@@ -3,6 +3,7 @@
 
 use num_traits::{One, Zero};
 
+use super::spec::segment_len;
 use super::{LowerHessian, LowerStep, MethodError, StepAdjoint, UpperGradient};
 use crate::scalar::{Real, Scalar};
 use crate::schedule::LowerDynamics;
@@ -12,83 +13,21 @@ use crate::schedule::LowerDynamics;
 /// T steps (T-RHG).
 ///
 /// Writes `∇φ_K(x)` into `gx`, `y_K` into `y_out`, and returns `φ_K(x) = F(x, y_K)`.
-/// `tape` holds exactly the states the reverse pass revisits plus one (T + 1 buffers for
-/// T-RHG, K + 1 otherwise); `adj` is scratch.
+///
+/// The reverse pass revisits the `kept` (T or K) states before `y_K`. With `every = c`,
+/// only every c-th of them is kept (reverse-mode checkpointing): `tape` holds the
+/// `⌈kept/c⌉` checkpoints (the states `first_kept + j·c`), then [`segment_len`]`(c)`
+/// buffers for one segment's other states, recomputed from its checkpoint just before the
+/// reverse pass crosses it, and for `y_K`. `c = 1` keeps every state (no recomputation).
+/// The states recomputed are the forward pass's own (same inputs, same products), so on a
+/// deterministic backend the hypergradient does not depend on `c`, bit for bit.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn unrolled<B>(
     b: &mut B,
     x: &B::X,
     y0: &B::Y,
     dynamics: &LowerDynamics<B::T>,
-    steps: u32,
-    truncate: Option<u32>,
-    tape: &mut [B::Y],
-    adj: &mut B::Y,
-    gx: &mut B::X,
-    y_out: &mut B::Y,
-) -> Result<B::T, MethodError<B::Error>>
-where
-    B: LowerStep + UpperGradient + StepAdjoint,
-{
-    let kept = truncate.map_or(steps, |t| t.min(steps)) as usize;
-    debug_assert!(tape.len() > kept && kept >= 1 && steps >= 1);
-    let first_kept = steps as usize - kept;
-    // Slot of y_k: from `first_kept` on, tape[k − first_kept]; before that the iterates
-    // alternate between slots 0 and 1 so that y_{first_kept} lands in slot 0.
-    let slot = |k: usize| -> usize {
-        if k >= first_kept {
-            k - first_kept
-        } else {
-            (first_kept - k) % 2
-        }
-    };
-    b.copy_y(y0, &mut tape[slot(0)])?;
-    for k in 1..=steps as usize {
-        let (wu, wl) = dynamics.weights(k as u32);
-        let (src, dst) = two_mut(tape, slot(k - 1), slot(k));
-        b.lower_step(x, src, wu, wl, dst)?;
-    }
-    let cur = slot(steps as usize);
-    b.copy_y(&tape[cur], y_out)?;
-    b.zero_x(gx)?;
-    let upper = b.upper_grad(x, &tape[cur], adj, gx, B::T::one())?;
-    if !upper.is_finite() {
-        let (a, rest) = tape.split_at_mut(1);
-        return Err(diverged(
-            b,
-            x,
-            y0,
-            (dynamics, steps),
-            (&mut a[0], &mut rest[0]),
-        ));
-    }
-    // Reverse over the kept steps: y_{k−1} = tape[k − 1 − first_kept].
-    for k in ((first_kept + 1)..=steps as usize).rev() {
-        let (wu, wl) = dynamics.weights(k as u32);
-        let y = &tape[slot(k - 1)];
-        match k == first_kept + 1 {
-            true => b.step_adjoint_last(x, y, wu, wl, adj, gx)?,
-            false => b.step_adjoint(x, y, wu, wl, adj, gx)?,
-        }
-    }
-    Ok(upper)
-}
-
-/// [`unrolled`] keeping only every `every`-th state of the reverse pass (reverse-mode
-/// checkpointing): `tape` holds the `⌈kept/every⌉` checkpoints (the states `first_kept +
-/// j·every`), then `max(every − 1, 2)` buffers for one segment's other states, recomputed
-/// from its checkpoint just before the reverse pass crosses it. The states recomputed are
-/// the forward pass's own (same inputs, same products), so on a deterministic backend the
-/// hypergradient is [`unrolled`]'s bit for bit.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn unrolled_checkpointed<B>(
-    b: &mut B,
-    x: &B::X,
-    y0: &B::Y,
-    dynamics: &LowerDynamics<B::T>,
-    steps: u32,
-    truncate: Option<u32>,
-    every: u32,
+    (steps, truncate, every): (u32, Option<u32>, u32),
     tape: &mut [B::Y],
     adj: &mut B::Y,
     gx: &mut B::X,
@@ -101,41 +40,33 @@ where
     let kept = truncate.map_or(steps, |t| t.min(steps)) as usize;
     let first_kept = k_all - kept;
     let n_ck = kept.div_ceil(c);
-    debug_assert!(c >= 1 && tape.len() >= n_ck + 2 && kept >= 1);
-    let (ck, seg) = tape.split_at_mut(n_ck);
-    // Where state k lives during the forward pass: its checkpoint, or one of the two first
-    // segment buffers, alternating (a state's predecessor is never in the same buffer).
-    let checkpoint = |k: usize| {
-        (k >= first_kept && k < k_all && (k - first_kept) % c == 0).then(|| (k - first_kept) / c)
+    let seg_len = segment_len(every);
+    debug_assert!(c >= 1 && kept >= 1 && tape.len() >= n_ck + seg_len);
+    // Where state k lives during the forward pass: its checkpoint; a kept state that is
+    // not one (and y_K) in the segment buffers, alternating when there are two; a state
+    // before the first kept one in tape slot 0 or 1, alternating so that y_{first_kept}
+    // lands in slot 0 (its checkpoint). A state's predecessor is never in its buffer.
+    let loc = |k: usize| -> usize {
+        if k < first_kept {
+            (first_kept - k) % 2
+        } else if k < k_all && (k - first_kept) % c == 0 {
+            (k - first_kept) / c
+        } else {
+            n_ck + k % seg_len.min(2)
+        }
     };
-    let mut prev = (checkpoint(0), 0usize);
-    match prev.0 {
-        Some(j) => b.copy_y(y0, &mut ck[j])?,
-        None => b.copy_y(y0, &mut seg[0])?,
-    }
+    b.copy_y(y0, &mut tape[loc(0)])?;
     for k in 1..=k_all {
         let (wu, wl) = dynamics.weights(k as u32);
-        let next = (checkpoint(k), k % 2);
-        match (prev.0, next.0) {
-            (Some(i), Some(j)) => {
-                let (src, dst) = two_mut(ck, i, j);
-                b.lower_step(x, src, wu, wl, dst)?;
-            }
-            (Some(i), None) => b.lower_step(x, &ck[i], wu, wl, &mut seg[next.1])?,
-            (None, Some(j)) => b.lower_step(x, &seg[prev.1], wu, wl, &mut ck[j])?,
-            (None, None) => {
-                let (src, dst) = two_mut(seg, prev.1, next.1);
-                b.lower_step(x, src, wu, wl, dst)?;
-            }
-        }
-        prev = next;
+        let (src, dst) = two_mut(tape, loc(k - 1), loc(k));
+        b.lower_step(x, src, wu, wl, dst)?;
     }
-    // y_K is never a checkpoint (those are states before K).
-    b.copy_y(&seg[prev.1], y_out)?;
+    let last = loc(k_all);
+    b.copy_y(&tape[last], y_out)?;
     b.zero_x(gx)?;
-    let upper = b.upper_grad(x, &seg[prev.1], adj, gx, B::T::one())?;
+    let upper = b.upper_grad(x, &tape[last], adj, gx, B::T::one())?;
     if !upper.is_finite() {
-        let (a, rest) = seg.split_at_mut(1);
+        let (a, rest) = tape.split_at_mut(1);
         return Err(diverged(
             b,
             x,
@@ -146,6 +77,7 @@ where
     }
     // Segment j holds the states s..e−1 (s = first_kept + j·c): s in its checkpoint, the
     // others recomputed into seg[0..].
+    let (ck, seg) = tape.split_at_mut(n_ck);
     for j in (0..n_ck).rev() {
         let s = first_kept + j * c;
         let e = (s + c).min(k_all);

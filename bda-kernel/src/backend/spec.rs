@@ -286,20 +286,19 @@ impl<T: Real> MethodSpec<T> {
     }
 
     /// The `y` buffers the unrolled methods keep for their reverse pass: the T (T-RHG) or
-    /// K states revisited plus one for `y_K`; with checkpoints every c states, the
+    /// K states revisited plus one for `y_K`; with checkpoints every c ≥ 2 states, the
     /// `⌈T/c⌉` checkpoints plus `max(c − 1, 2)` for a recomputed segment (and the forward
     /// pass); 0 for IHG and O-BDA.
     pub fn tape_len(&self) -> usize {
-        let kept = self.kept_steps() as usize;
-        match (kept, self.config.checkpoint_every) {
-            (0, _) => 0,
-            (_, None) => kept + 1,
-            (_, Some(c)) => {
-                let c = c as usize;
-                kept.div_ceil(c) + (c - 1).max(2)
+        match self.kept_steps() as usize {
+            0 => 0,
+            kept => {
+                let c = self.config.checkpoint_every.unwrap_or(1);
+                kept.div_ceil(c as usize) + segment_len(c)
             }
         }
     }
+
     /// The same K and `s_l` with plain lower-level steps and no warm start: the procedure
     /// that fits `y` to the lower level alone (e.g. few-shot evaluation, which may not look
     /// at the query labels that `∇_y F` uses).
@@ -314,6 +313,17 @@ impl<T: Real> MethodSpec<T> {
                 s_l: self.config.s_l,
             },
         }
+    }
+}
+
+/// The buffers after the checkpoints of the unrolled methods with stride `every`: one for `y_K`
+/// when every state is kept, else `max(every − 1, 2)` (a segment's recomputed states, and
+/// the forward pass's alternation).
+pub(crate) const fn segment_len(every: u32) -> usize {
+    match every {
+        0 | 1 => 1,
+        c if c < 3 => 2,
+        c => c as usize - 1,
     }
 }
 
