@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use bda_gpu::{GpuDevice, GpuError, HypercleanGpu};
 use bda_kernel::backend::{Backend, LowerStep, StepAdjoint};
-use bda_kernel::hyperclean::HypercleanData;
+use bda_kernel::hyperclean::{Classifier, HypercleanData};
 
 fn main() -> Result<(), GpuError> {
     let mut args = std::env::args().skip(1);
@@ -48,7 +48,7 @@ fn main() -> Result<(), GpuError> {
     let data = HypercleanData {
         dim: d,
         classes: c,
-        hidden: 0,
+        classifier: Classifier::Linear,
         train_x: &train_x,
         train_labels: &train_labels,
         val_x: &val_x,

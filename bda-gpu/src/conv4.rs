@@ -1,5 +1,5 @@
 //! The conv4 backbone on a CUDA device: forward pass with a tape, and the parameter gradient
-//! from the gradient of the features — the CPU backbone of `bda-host` (`fewshot::conv4`) with
+//! from the gradient of the features — the CPU backbone of `bda-cpu` (`conv4`) with
 //! the same conventions (padding 1, no convolution bias, batch norm with the statistics of
 //! the whole batch and ε = 1e-5, ReLU, 2×2 max-pool with ceil mode, PyTorch's flatten order)
 //! and the same parameter layout ([`Conv4Shape::offsets`]).
@@ -22,11 +22,30 @@ use cudarc::driver::{CudaSlice, PushKernelArg};
 use crate::gemm::RowMajor;
 use crate::kernels::Kernel;
 use crate::launch::{check, i32_of, per_channel, push, spread};
-use crate::shape::Conv4Shape;
+use bda_kernel::fewshot::{BN_EPS, Conv4Shape};
+
 use crate::{GpuDevice, GpuError};
 
-/// Batch norm's ε (PyTorch's default, as the CPU backbone).
-pub const BN_EPS: f32 = 1e-5;
+/// Checks that `shape` is usable and that `images` images fit the 32-bit indices of the
+/// kernels and cuBLAS (what [`crate::FewshotGpu::new`] checks for one image, and every batch
+/// for its own size), so a caller can reject a shape before opening a device.
+pub fn check_shape(shape: &Conv4Shape, images: usize) -> Result<(), GpuError> {
+    shape.validate().map_err(GpuError::Data)?;
+    let fits = |v: Option<usize>| v.is_some_and(|v| v <= i32::MAX as usize);
+    let hw = shape.side * shape.side;
+    let widest = shape.channels.max(shape.in_channels);
+    if !fits(widest.checked_mul(hw).and_then(|v| v.checked_mul(images)))
+        || !fits(
+            shape
+                .channels
+                .checked_mul(9)
+                .and_then(|v| v.checked_mul(widest)),
+        )
+    {
+        return Err(GpuError::TooLarge("feature maps"));
+    }
+    Ok(())
+}
 
 /// Default budget of the im2col matrix: 2^26 floats (256 MiB).
 const COL_BUDGET: usize = 1 << 26;
@@ -162,7 +181,7 @@ pub(crate) struct Conv4Gpu {
 impl Conv4Gpu {
     /// A backbone of shape `shape` on `dev` (parameters all 0 until uploaded).
     pub(crate) fn new(dev: &GpuDevice, shape: Conv4Shape) -> Result<Self, GpuError> {
-        shape.validate(1)?;
+        check_shape(&shape, 1)?;
         let s = dev.stream();
         Ok(Conv4Gpu {
             shape,
@@ -222,7 +241,7 @@ impl Conv4Gpu {
 
     /// Sizes the tape and scratch for `n` images (reallocating only when `n` changes).
     fn ensure(&mut self, n: usize) -> Result<(), GpuError> {
-        self.shape.validate(n)?;
+        check_shape(&self.shape, n)?;
         let a = self.shape;
         let ch = a.channels;
         let cols_len = (0..a.blocks)
@@ -307,7 +326,7 @@ impl Conv4Gpu {
             }
             // Batch statistics, then normalise + ReLU + pool into the next block's input.
             let m = i32_of(n * hw);
-            let eps = BN_EPS;
+            let eps = BN_EPS as f32;
             let mut lb = stream.launch_builder(&f_stats);
             lb.arg(&lt.z)
                 .arg(&m)

@@ -5,13 +5,14 @@
 //! sampling stay with the caller (`bda-host`), so the same seed draws the same episodes on
 //! every device.
 
-use bda_kernel::backend::{Backend, Hypergrad, MethodError, MethodSpec};
+use bda_kernel::backend::{Backend, Hypergrad, MethodError, MethodSpec, Methods};
 
-use crate::conv4::Conv4Gpu;
+use bda_kernel::fewshot::Conv4Shape;
+
+use crate::conv4::{Conv4Gpu, check_shape};
 use crate::head::{HeadDims, HeadGpu};
 use crate::launch::{check, scale};
 use crate::probe::guard;
-use crate::shape::Conv4Shape;
 use crate::{DeviceInfo, GpuDevice, GpuError, GpuVec};
 
 /// The episodes of one meta-batch, all of the same shape: `tasks` tasks of `ways` classes with
@@ -98,7 +99,7 @@ impl HeadState {
         l2: f32,
     ) -> Result<Self, FewshotError> {
         let mut head = HeadGpu::open(dev, dims, l2)?;
-        let engine = Hypergrad::unrolled(&mut head, *spec)?;
+        let engine = head.hypergrad(*spec)?;
         Ok(HeadState {
             x: head.new_x()?,
             gx: head.new_x()?,
@@ -118,7 +119,7 @@ impl HeadState {
         // An unmatched previous engine is dropped before a new one allocates its tape.
         let next = match self.previous.take().filter(|e| e.spec() == spec) {
             Some(e) => e,
-            None => Hypergrad::unrolled(&mut self.head, *spec)?,
+            None => self.head.hypergrad(*spec)?,
         };
         self.previous = Some(std::mem::replace(&mut self.engine, next));
         Ok(())
@@ -184,7 +185,7 @@ impl FewshotGpu {
     /// The few-shot backend on the opened device for a backbone of shape `shape`.
     /// Kernels are compiled on first use; [`FewshotGpu::warm_up`] does it now.
     pub fn new(dev: &GpuDevice, shape: Conv4Shape) -> Result<Self, GpuError> {
-        shape.validate(1)?;
+        check_shape(&shape, 1)?;
         guard(|| {
             Ok(FewshotGpu {
                 dev: dev.clone(),
@@ -229,7 +230,7 @@ impl FewshotGpu {
         n: usize,
     ) -> Result<Vec<f32>, GpuError> {
         // Bounds n·features (and every size below) before anything is allocated.
-        self.shape().validate(n)?;
+        check_shape(&self.shape(), n)?;
         let nf = self.shape().features();
         self.conv.upload_params(params)?;
         let mut feats = self.dev.stream().alloc_zeros(n * nf)?;
@@ -250,7 +251,7 @@ impl FewshotGpu {
         dfeats: &[f32],
         grad: &mut [f32],
     ) -> Result<(), GpuError> {
-        self.shape().validate(n)?;
+        check_shape(&self.shape(), n)?;
         let nf = self.shape().features();
         check("feature gradient", dfeats.len(), n * nf)?;
         self.conv.upload_params(params)?;
@@ -341,6 +342,18 @@ mod tests {
         send_sync::<Conv4Shape>();
         send_sync::<Episodes<'static>>();
         send_sync::<TaskResults>();
+    }
+
+    #[test]
+    fn shapes_are_checked_against_32_bit_indices() {
+        let a = Conv4Shape::CONV4;
+        assert!(check_shape(&a, 1280).is_ok());
+        assert!(matches!(
+            check_shape(&a, usize::MAX / 2),
+            Err(GpuError::TooLarge(_))
+        ));
+        let empty = Conv4Shape { channels: 0, ..a };
+        assert!(matches!(check_shape(&empty, 1), Err(GpuError::Data(_))));
     }
 
     #[test]

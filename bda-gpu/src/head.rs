@@ -19,7 +19,7 @@
 //! A step is three launches (logits, per-row softmax terms, per-head accumulation), a reverse
 //! step five; only `upper_grad` (it returns `F`), `dot_y` and `y_is_finite` wait for the device.
 
-use bda_kernel::backend::{LowerStep, StepAdjoint, UpperGradient};
+use bda_kernel::backend::{LowerStep, Methods, StepAdjoint, UpperGradient};
 use cudarc::driver::{CudaSlice, PushKernelArg};
 
 use crate::kernels::Kernel;
@@ -393,6 +393,9 @@ impl UpperGradient for HeadGpu {
         Ok(p.last_loss.iter().map(|&v| f64::from(v)).sum::<f64>() as f32)
     }
 }
+
+/// No Hessian products: RHG, T-RHG and BDA.
+impl Methods for HeadGpu {}
 
 impl StepAdjoint for HeadGpu {
     /// Logits of `y` and `a` together (`[z | u]`), the per-row terms, the mixed products into

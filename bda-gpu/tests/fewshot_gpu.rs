@@ -10,12 +10,10 @@
 
 mod fewshot_ref;
 
-use bda_gpu::{
-    Conv4Shape, Episodes, FewshotGpu, GpuDevice, GpuError, HeadDims, HeadGpu, TaskResults,
-};
+use bda_gpu::{Episodes, FewshotGpu, GpuDevice, GpuError, HeadDims, HeadGpu, TaskResults};
 use bda_kernel::Method;
 use bda_kernel::backend::{Backend, Hypergrad, LowerStep, MethodConfig, MethodError, MethodSpec};
-use bda_kernel::fewshot::FeatureHead;
+use bda_kernel::fewshot::{Conv4Shape, FeatureHead};
 use bda_testkit::fd::central_diff;
 use bda_testkit::{Rng, cuda, cxx, rel_err};
 use fewshot_ref::conv4_forward;

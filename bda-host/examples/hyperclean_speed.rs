@@ -15,9 +15,9 @@
 use std::io::Write;
 use std::time::Instant;
 
+use bda_cpu::hyperclean::LinearCpu;
+use bda_cpu::hyperclean::packed::{Packed, predict};
 use bda_host::hyperclean::HostData;
-use bda_host::hyperclean::cpu::HypercleanCpu;
-use bda_host::hyperclean::packed::{Packed, predict};
 use bda_kernel::backend::{LowerStep, StepAdjoint, UpperGradient};
 
 /// One line on stdout; a closed pipe ends the program (exit 0), it is not an error.
@@ -40,7 +40,7 @@ fn main() {
     };
     let p = h.problem(1e-4);
     let t = Instant::now();
-    let mut b = HypercleanCpu::new(&p).unwrap();
+    let mut b = LinearCpu::new(&p).unwrap();
     let setup = t.elapsed().as_secs_f64();
     let (dt, dv) = b.block_density();
     say(format_args!(

@@ -11,17 +11,17 @@
 //! The layouts alternate call by call (40 rounds) so that the VM's drift hits all of
 //! them; prints the share of blocks each product multiplies, the best and median
 //! milliseconds and the dense-equivalent GFLOP/s of the median (`2·n·d·H` FLOPs per
-//! product). The measurements behind [`bda_host::aligned`] and [`GroupPixels`].
+//! product). The measurements behind [`bda_cpu::aligned`] and [`GroupPixels`].
 //!
-//! [`sparse`]: bda_host::hyperclean::cpu::sparse
+//! [`sparse`]: bda_cpu::hyperclean::sparse
 
 use std::time::Instant;
 
-use bda_host::aligned::AlignedVec;
+use bda_cpu::aligned::AlignedVec;
+use bda_cpu::hyperclean::packed::Packed;
+use bda_cpu::hyperclean::simd::Kernels;
+use bda_cpu::hyperclean::sparse::{GroupPixels, padded_width};
 use bda_host::hyperclean::HostData;
-use bda_host::hyperclean::cpu::sparse::{GroupPixels, padded_width};
-use bda_host::hyperclean::packed::Packed;
-use bda_host::hyperclean::simd::Kernels;
 
 /// A copy of `src` starting `off` floats past a cache line, and that start.
 fn buffer(src: &[f32], off: usize) -> (AlignedVec, usize) {

@@ -1,7 +1,16 @@
 //! `--device`: where `bda hyperclean` and `bda fewshot` compute (`cpu`, `cuda`, `cuda:N`),
-//! and the one place a command opens it.
+//! the one place a command opens it, and the one place a (device, model) pair becomes a
+//! backend: [`hyperclean_backend`] and [`fewshot_backend`], as candle's `Device`
+//! dispatches once. A new device is one more arm in each.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use std::fmt::Display;
+
+use bda_cpu::hyperclean::{CpuClassifier, HypercleanCpu, Linear, Mlp, Predictor};
+use bda_kernel::backend::Methods;
+use bda_kernel::fewshot::{Conv4Shape, MetaBackend};
+use bda_kernel::hyperclean::{Classifier, HypercleanData};
 
 use crate::error::CliError;
 
@@ -84,9 +93,14 @@ impl Device {
     pub fn open(self) -> Result<OpenDevice, CliError> {
         match self {
             Device::Cpu => Ok(OpenDevice::Cpu),
+            #[cfg(feature = "cuda")]
             Device::Cuda(n) => bda_gpu::GpuDevice::open(n)
                 .map(|d| OpenDevice::Cuda(Box::new(d)))
                 .map_err(|e| CliError::input(format!("--device {self}: {e}"))),
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => Err(CliError::input(format!(
+                "--device {self}: this bda was built without CUDA (build bda-host with its default feature `cuda`)"
+            ))),
         }
     }
 }
@@ -96,6 +110,7 @@ pub enum OpenDevice {
     /// The CPU.
     Cpu,
     /// A CUDA device with its context, stream, module cache and cuBLAS handle.
+    #[cfg(feature = "cuda")]
     Cuda(Box<bda_gpu::GpuDevice>),
 }
 
@@ -104,7 +119,124 @@ impl OpenDevice {
     pub fn name(&self) -> String {
         match self {
             OpenDevice::Cpu => "cpu".into(),
+            #[cfg(feature = "cuda")]
             OpenDevice::Cuda(d) => format!("cuda:{}", d.info().ordinal),
+        }
+    }
+}
+
+/// The predictions of one classifier on a fixed set of samples (the validation and test
+/// sets of a run), whatever device trained it: the classifier's CPU backend computes them.
+pub type PredictorFn =
+    for<'a> fn(&HypercleanData<'_>, &'a [f32], &[u8]) -> Result<Predictor<'a>, String>;
+
+/// What a hyper-cleaning run learns about its backend besides the products.
+#[derive(Clone, Copy)]
+pub struct BackendInfo<'a> {
+    /// The device (`cpu`, `cuda:0`).
+    pub device: &'a str,
+    /// The kernels for reports (`avx2`, `portable`, `cuda (NVIDIA H200)`).
+    pub kernels: &'a str,
+    /// The classifier's predictions.
+    pub predictor: PredictorFn,
+}
+
+/// A hyper-cleaning command's work on a backend: its upper-level loop, written once over
+/// any backend that runs the engine's methods ([`Methods`]).
+pub trait HypercleanJob {
+    /// What the job returns.
+    type Output;
+    /// Run on `backend`.
+    fn run<B: Methods>(
+        self,
+        backend: &mut B,
+        info: BackendInfo<'_>,
+    ) -> Result<Self::Output, CliError>
+    where
+        B::Error: Display;
+}
+
+/// The hyper-cleaning backend of `problem`'s classifier on `device`, handed to `job`.
+/// `prob_cache`: the CPU backends keep each iterate's forward pass (softmax outputs and
+/// hidden activations) for the reverse pass.
+pub fn hyperclean_backend<J: HypercleanJob>(
+    device: &OpenDevice,
+    problem: &HypercleanData<'_>,
+    prob_cache: bool,
+    job: J,
+) -> Result<J::Output, CliError> {
+    match (device, problem.classifier) {
+        (OpenDevice::Cpu, Classifier::Linear) => on_cpu::<Linear, J>(problem, prob_cache, job),
+        (OpenDevice::Cpu, Classifier::Mlp { .. }) => on_cpu::<Mlp, J>(problem, prob_cache, job),
+        #[cfg(feature = "cuda")]
+        (OpenDevice::Cuda(dev), Classifier::Linear) => {
+            let b = bda_gpu::HypercleanGpu::new(dev, problem);
+            on_cuda(
+                device,
+                dev,
+                b,
+                bda_cpu::hyperclean::predictor::<Linear>,
+                job,
+            )
+        }
+        #[cfg(feature = "cuda")]
+        (OpenDevice::Cuda(dev), Classifier::Mlp { .. }) => {
+            let b = bda_gpu::HypercleanMlpGpu::new(dev, problem);
+            on_cuda(device, dev, b, bda_cpu::hyperclean::predictor::<Mlp>, job)
+        }
+    }
+}
+
+fn on_cpu<C: CpuClassifier, J: HypercleanJob>(
+    problem: &HypercleanData<'_>,
+    prob_cache: bool,
+    job: J,
+) -> Result<J::Output, CliError> {
+    let mut backend =
+        HypercleanCpu::<C>::new(problem).map_err(|e| CliError::input(format!("data: {e}")))?;
+    backend.set_prob_cache(prob_cache);
+    let kernels = format!("{:?}", backend.kernels()).to_lowercase();
+    let info = BackendInfo {
+        device: "cpu",
+        kernels: &kernels,
+        predictor: bda_cpu::hyperclean::predictor::<C>,
+    };
+    job.run(&mut backend, info)
+}
+
+#[cfg(feature = "cuda")]
+fn on_cuda<B: Methods<Error = bda_gpu::GpuError>, J: HypercleanJob>(
+    device: &OpenDevice,
+    dev: &bda_gpu::GpuDevice,
+    backend: Result<B, bda_gpu::GpuError>,
+    predictor: PredictorFn,
+    job: J,
+) -> Result<J::Output, CliError> {
+    let name = device.name();
+    let mut backend = backend.map_err(|e| CliError::run(format!("--device {name}: {e}")))?;
+    let kernels = format!("cuda ({})", dev.info().name);
+    let info = BackendInfo {
+        device: &name,
+        kernels: &kernels,
+        predictor,
+    };
+    job.run(&mut backend, info)
+}
+
+/// The few-shot backend computing meta-gradients and evaluations for backbones of shape
+/// `shape` on `device`.
+#[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+pub fn fewshot_backend(
+    device: &OpenDevice,
+    shape: Conv4Shape,
+) -> Result<Box<dyn MetaBackend>, CliError> {
+    match device {
+        OpenDevice::Cpu => Ok(Box::new(bda_cpu::fewshot::CpuMeta)),
+        #[cfg(feature = "cuda")]
+        OpenDevice::Cuda(dev) => {
+            let gpu = bda_gpu::GpuMeta::new(dev, shape)
+                .map_err(|e| CliError::run(format!("--device {}: {e}", device.name())))?;
+            Ok(Box::new(gpu))
         }
     }
 }

@@ -232,8 +232,9 @@ fn public_types_are_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<bda_kernel::fewshot::FeatureHead<f32>>();
     check::<bda_host::fewshot::checkpoint::Checkpoint>();
-    check::<bda_host::fewshot::conv4::Arch>();
-    check::<bda_host::fewshot::meta::Task>();
+    check::<bda_kernel::fewshot::Conv4Shape>();
+    check::<bda_kernel::fewshot::Task>();
+    check::<bda_host::fewshot::config::Plan>();
     check::<bda_host::optim::Adam<f32>>();
 }
 

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::process::Output;
 
-use bda_host::fewshot::conv4::Arch;
-use bda_host::projection::singular_values;
+use bda_cpu::projection::singular_values;
+use bda_kernel::fewshot::Conv4Shape;
 use bda_testkit::report::{argv, json, one_line_error, run};
 
 fn bda(args: &[&str]) -> Output {
@@ -33,11 +33,11 @@ fn train(
 
 /// Each block's weight matrix (rows = filters) of a checkpoint's parameters.
 fn layers(ck: &serde_json::Value) -> Vec<(Vec<f32>, usize, usize)> {
-    let arch: Arch = serde_json::from_value(ck["config"]["arch"].clone()).unwrap();
+    let arch: Conv4Shape = serde_json::from_value(ck["config"]["arch"].clone()).unwrap();
     let p: Vec<f32> = serde_json::from_value(ck["params"].clone()).unwrap();
     (0..arch.blocks)
         .map(|l| {
-            let (w, g, _) = arch.shape().offsets(l);
+            let (w, g, _) = arch.offsets(l);
             (p[w..g].to_vec(), arch.channels, arch.c_in(l) * 9)
         })
         .collect()

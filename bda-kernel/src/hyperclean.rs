@@ -1,5 +1,5 @@
 //! Data hyper-cleaning (journal §8.2, Table 2): the one definition of the problem that the
-//! CPU backend (`bda-host`) and the CUDA backend (`bda-gpu`) both implement.
+//! CPU backends (`bda-cpu`) and the CUDA backends (`bda-gpu`) implement.
 //!
 //! A classifier of `d` features into `c` classes with parameters `y`, and one logit `x_i`
 //! per training sample, `σ(x_i)` its weight:
@@ -27,6 +27,71 @@ pub mod reference;
 #[cfg(feature = "alloc")]
 pub use reference::HypercleanReference;
 
+/// The classifier of the lower level: what `y` parameterises. Each variant has one `f64`
+/// reference ([`HypercleanReference`] matches on it) and one backend per device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Classifier {
+    /// Softmax regression `s = Wᵀu + b`: the lower level is convex.
+    #[default]
+    Linear,
+    /// The ReLU network `s = W₂ᵀ relu(W₁ᵀu + b₁) + b₂` (784-300-10 in the authors' code):
+    /// the lower level is not convex.
+    Mlp {
+        /// Hidden units `H` (at least 1).
+        hidden: usize,
+    },
+}
+
+impl Classifier {
+    /// `linear` or `mlp`, as the command line names it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Classifier::Linear => "linear",
+            Classifier::Mlp { .. } => "mlp",
+        }
+    }
+
+    /// Hidden units (0 for softmax regression): the width of the per-sample activations a
+    /// backend keeps besides the `c` logits.
+    pub const fn hidden(self) -> usize {
+        match self {
+            Classifier::Linear => 0,
+            Classifier::Mlp { hidden } => hidden,
+        }
+    }
+
+    /// Where each block of `y` starts for `dim` features and `classes` classes.
+    pub const fn layout(self, dim: usize, classes: usize) -> Layout {
+        let (d, c) = (dim, classes);
+        match self {
+            Classifier::Linear => Layout {
+                w1: 0,
+                b1: d * c,
+                w2: d * c,
+                b2: d * c,
+                end: d * c + c,
+            },
+            Classifier::Mlp { hidden: h } => Layout {
+                w1: 0,
+                b1: d * h,
+                w2: (d + 1) * h,
+                b2: (d + 1) * h + h * c,
+                end: (d + 1) * h + (h + 1) * c,
+            },
+        }
+    }
+
+    /// `(inputs, outputs)` of each weight matrix (`(0, 0)` where there is none): what
+    /// Xavier initialisation draws from.
+    pub const fn weight_shapes(self, dim: usize, classes: usize) -> [(usize, usize); 2] {
+        match self {
+            Classifier::Linear => [(dim, classes), (0, 0)],
+            Classifier::Mlp { hidden } => [(dim, hidden), (hidden, classes)],
+        }
+    }
+}
+
 /// Offsets of the blocks of a `y` buffer. For softmax regression `W = y[w1..b1]` and
 /// `b = y[b2..]` (the `b1`, `w2` blocks are empty); with a hidden layer `W₁ = y[w1..b1]`,
 /// `b₁ = y[b1..w2]`, `W₂ = y[w2..b2]`, `b₂ = y[b2..]`.
@@ -40,6 +105,8 @@ pub struct Layout {
     pub w2: usize,
     /// Output bias (`b` or `b₂`).
     pub b2: usize,
+    /// The length of `y`.
+    pub end: usize,
 }
 
 impl Layout {
@@ -56,8 +123,8 @@ pub struct HypercleanData<'a> {
     pub dim: usize,
     /// Classes `c` (10).
     pub classes: usize,
-    /// Hidden ReLU units `H` of the classifier; 0 for softmax regression.
-    pub hidden: usize,
+    /// The classifier `y` parameterises.
+    pub classifier: Classifier,
     /// Training features, `n_tr × d`.
     pub train_x: &'a [f32],
     /// Training labels (noisy), `n_tr`.
@@ -81,33 +148,21 @@ impl HypercleanData<'_> {
     }
     /// Length of a `y` buffer: `(d + 1)·c`, or `(d + 1)·H + (H + 1)·c` with a hidden layer.
     pub fn y_len(&self) -> usize {
-        let l = self.layout();
-        l.b2 + self.classes
+        self.layout().end
     }
 
     /// Where each block of `y` starts.
     pub fn layout(&self) -> Layout {
-        let (d, h, c) = (self.dim, self.hidden, self.classes);
-        if h == 0 {
-            Layout {
-                w1: 0,
-                b1: d * c,
-                w2: d * c,
-                b2: d * c,
-            }
-        } else {
-            Layout {
-                w1: 0,
-                b1: d * h,
-                w2: (d + 1) * h,
-                b2: (d + 1) * h + h * c,
-            }
-        }
+        self.classifier.layout(self.dim, self.classes)
     }
+
     /// Check shapes and labels; the message names what is wrong.
     pub fn validate(&self) -> Result<(), &'static str> {
         if self.dim == 0 || self.classes < 2 {
             return Err("need at least one feature and two classes");
+        }
+        if self.classifier == (Classifier::Mlp { hidden: 0 }) {
+            return Err("the network needs at least one hidden unit");
         }
         if self.train_labels.is_empty() || self.val_labels.is_empty() {
             return Err("training and validation sets must not be empty");

@@ -9,7 +9,7 @@
 //! from `Z_0 = 0` (the initial point does not depend on `x`), and returns
 //! `∇φ_K(x) = ∇_x F(x, y_K) + Z_Kᵀ ∇_y F(x, y_K)`. Its memory is one `M×N` matrix,
 //! whatever K: forward mode suits the kernel's small N. (At dataset scale, where N is in the
-//! thousands, `bda-host` uses reverse mode instead.)
+//! thousands, the dataset-scale engine ([`crate::backend`]) uses reverse mode instead.)
 //!
 //! [`CentralDifference`] is the derivative-free reference used to check it.
 

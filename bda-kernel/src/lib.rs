@@ -12,7 +12,7 @@
 //! here in forward mode. Unlike the classical methods it does not need the lower level to
 //! have a unique solution.
 //!
-//! The vocabulary, shared with `bda-host` and `bda-gpu`:
+//! The vocabulary, shared with `bda-cpu`, `bda-gpu` and the `bda` command line (`bda-host`):
 //!
 //! | module | holds |
 //! |---|---|
@@ -26,8 +26,8 @@
 //! | [`observer`] | [`Observer`] and the allocation-free [`History`] |
 //! | [`method`] | method names (`bda`, `rhg`, …) |
 //! | [`backend`] | the engine of the dataset-scale methods (RHG, T-RHG, BDA, IHG, O-BDA) over capability traits |
-//! | [`hyperclean`] | the data hyper-cleaning problem both dataset backends implement, and its `f64` reference (`alloc`) |
-//! | `fewshot` | the per-task head problem of few-shot learning, generic over the scalar (`alloc`) |
+//! | [`hyperclean`] | the data hyper-cleaning problem and its [`Classifier`](hyperclean::Classifier)s, which every device implements, and their `f64` reference (`alloc`) |
+//! | [`fewshot`] | the backbone's shape; the per-task head problem of few-shot learning and the device seam of meta-learning (`alloc`) |
 //! | [`synthetic`] | the papers' synthetic problems (ICML Example 1, journal Eq. 40, Remark 4) |
 //!
 //! ```
@@ -67,7 +67,6 @@ extern crate std;
 
 pub mod backend;
 pub mod error;
-#[cfg(feature = "alloc")]
 pub mod fewshot;
 pub mod hyperclean;
 pub mod hypergrad;

@@ -4,8 +4,9 @@
 //! method independently of any CPU or GPU math backend.
 
 use bda_kernel::backend::{
-    Backend, FixedBackend, Hypergrad, MethodConfig, MethodError, MethodSpec,
+    Backend, FixedBackend, Hypergrad, MethodConfig, MethodError, MethodSpec, Methods,
 };
+use bda_kernel::fewshot::FeatureHead;
 use bda_kernel::prelude::*;
 use bda_kernel::{HypergradientMethod, Method};
 use bda_testkit::fd::check_methods;
@@ -301,6 +302,29 @@ fn a_backend_without_hessians_gets_the_unrolled_methods_only() {
         let e = Hypergrad::unrolled(&mut b, spec(method, 4)).err();
         assert_eq!(e, Some(MethodError::Unsupported { method }));
         assert!(e.unwrap().to_string().contains("Hessian"));
+    }
+}
+
+#[test]
+fn each_backend_names_the_methods_it_runs() {
+    // With Hessian products: all five.
+    let p = problem();
+    let mut b = Fixed::new(&p);
+    for method in Method::ALL {
+        assert!(b.hypergrad(spec(method, 4)).is_ok(), "{method:?}");
+    }
+    // The few-shot head has none: the unrolled methods, and one line for the others.
+    let mut head = FeatureHead::new(2, 2, vec![0, 1], vec![1], 0.0);
+    for method in Method::ALL {
+        let r = head.hypergrad(spec(method, 4));
+        match method {
+            Method::Ihg | Method::Obda => {
+                let e = r.err().unwrap();
+                assert_eq!(e, MethodError::Unsupported { method });
+                assert!(!e.to_string().contains('\n'));
+            }
+            _ => assert!(r.is_ok(), "{method:?}"),
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Random hyper-cleaning instances, for the reference's own finite-difference tests and the
 //! fast backends' checks against `bda_kernel::hyperclean::HypercleanReference`.
 
-use bda_kernel::hyperclean::HypercleanData;
+use bda_kernel::hyperclean::{Classifier, HypercleanData};
 
 use crate::Rng;
 
@@ -11,8 +11,8 @@ pub struct Problem {
     pub d: usize,
     /// Classes.
     pub c: usize,
-    /// Hidden ReLU units (0: softmax regression).
-    pub hidden: usize,
+    /// The classifier.
+    pub classifier: Classifier,
     /// Training features, `n_tr × d`.
     pub train_x: Vec<f32>,
     /// Training labels.
@@ -39,7 +39,7 @@ impl Problem {
         Problem {
             d,
             c,
-            hidden: 0,
+            classifier: Classifier::Linear,
             train_x,
             train_labels,
             val_x,
@@ -48,12 +48,64 @@ impl Problem {
         }
     }
 
+    /// Images of `c` prototypes: each feature `0.6·prototype + 0.4·noise` as a pixel value
+    /// `q/255`, labels the prototype's class; the first half of the training labels
+    /// corrupted (replaced by another class). The features of a class agree, as pictures do.
+    pub fn clustered(
+        seed: u64,
+        d: usize,
+        c: usize,
+        n_tr: usize,
+        n_val: usize,
+        lambda: f32,
+    ) -> Self {
+        let mut r = Rng::new(seed);
+        let protos: Vec<f64> = (0..c * d).map(|_| r.uniform()).collect();
+        let mut set = |n: usize| -> (Vec<f32>, Vec<u8>) {
+            let labels: Vec<u8> = (0..n).map(|_| r.below(c) as u8).collect();
+            let x = labels
+                .iter()
+                .flat_map(|&k| (0..d).map(move |j| (k as usize) * d + j))
+                .map(|i| (255.0 * (0.6 * protos[i] + 0.4 * r.uniform())).round() as f32 / 255.0)
+                .collect();
+            (x, labels)
+        };
+        let (train_x, mut train_labels) = set(n_tr);
+        let (val_x, val_labels) = set(n_val);
+        let mut r = Rng::new(seed + 1);
+        for l in train_labels.iter_mut().take(n_tr / 2) {
+            *l = ((*l as usize + 1 + r.below(c - 1)) % c) as u8;
+        }
+        Problem {
+            d,
+            c,
+            classifier: Classifier::Linear,
+            train_x,
+            train_labels,
+            val_x,
+            val_labels,
+            lambda,
+        }
+    }
+
+    /// The same instance with every pixel below 0.5 set to 0: images with a background, so
+    /// that the CPU backend's all-zero blocks (skipped) and its reordering of the samples
+    /// take part.
+    pub fn with_background(mut self) -> Self {
+        for v in self.train_x.iter_mut().chain(&mut self.val_x) {
+            if *v < 0.5 {
+                *v = 0.0;
+            }
+        }
+        self
+    }
+
     /// The kernel's view.
     pub fn data(&self) -> HypercleanData<'_> {
         HypercleanData {
             dim: self.d,
             classes: self.c,
-            hidden: self.hidden,
+            classifier: self.classifier,
             train_x: &self.train_x,
             train_labels: &self.train_labels,
             val_x: &self.val_x,
@@ -75,8 +127,13 @@ impl Problem {
         self.data().y_len()
     }
 
-    /// The same instance with a hidden layer of `h` ReLU units.
+    /// The same instance with a hidden layer of `h` ReLU units (`h = 0`: softmax
+    /// regression).
     pub fn with_hidden(self, h: usize) -> Self {
-        Problem { hidden: h, ..self }
+        let classifier = match h {
+            0 => Classifier::Linear,
+            hidden => Classifier::Mlp { hidden },
+        };
+        Problem { classifier, ..self }
     }
 }

@@ -1,7 +1,7 @@
 //! The shapes of a hyper-cleaning instance on the device, and the host image of its feature
 //! matrix (see the layout in the parent module's docs).
 
-use bda_kernel::hyperclean::HypercleanData;
+use bda_kernel::hyperclean::{Classifier, HypercleanData};
 
 use crate::GpuError;
 
@@ -24,9 +24,9 @@ pub(crate) struct Dims {
 
 impl Dims {
     pub(crate) fn of(data: &HypercleanData<'_>) -> Result<Self, GpuError> {
-        if data.hidden != 0 {
+        if data.classifier != Classifier::Linear {
             return Err(GpuError::Data(
-                "this backend computes softmax regression (hidden = 0) only",
+                "this backend computes softmax regression; HypercleanMlpGpu computes the network",
             ));
         }
         Self::features(data)
@@ -108,7 +108,7 @@ pub(crate) mod tests {
         HypercleanData {
             dim: 3,
             classes: 2,
-            hidden: 0,
+            classifier: Classifier::Linear,
             train_x,
             train_labels,
             val_x,

@@ -25,8 +25,11 @@
 //!   would cost 12.6 MB per kept iterate at Fashion-MNIST sizes; one more GEMM per set is
 //!   cheap on a GPU).
 
-use bda_kernel::backend::{LowerHessian, LowerStep, StepAdjoint, UpperGradient};
-use bda_kernel::hyperclean::HypercleanData;
+use bda_kernel::backend::{
+    Hypergrad, LowerHessian, LowerStep, MethodError, MethodSpec, Methods, StepAdjoint,
+    UpperGradient,
+};
+use bda_kernel::hyperclean::{Classifier, HypercleanData};
 use cudarc::driver::{CudaSlice, CudaView, PushKernelArg};
 
 use super::dims::Dims;
@@ -71,16 +74,15 @@ pub struct HypercleanMlp {
 pub type HypercleanMlpGpu = OnDevice<HypercleanMlp>;
 
 impl HypercleanMlpGpu {
-    /// Checks `data` (`hidden > 0`) and uploads it to the opened device.
+    /// Checks `data` (the network, [`Classifier::Mlp`]) and uploads it to the opened device.
     pub fn new(dev: &GpuDevice, data: &HypercleanData<'_>) -> Result<Self, GpuError> {
         data.validate().map_err(GpuError::Data)?;
-        if data.hidden == 0 {
+        let Classifier::Mlp { hidden: h } = data.classifier else {
             return Err(GpuError::Data(
-                "this backend computes the network (hidden > 0); HypercleanGpu computes softmax regression",
+                "this backend computes the network; HypercleanGpu computes softmax regression",
             ));
-        }
+        };
         let dims = Dims::features(data)?;
-        let h = data.hidden;
         let ldh = (h + 1).div_ceil(4) * 4;
         let fits = |v: Option<usize>| v.is_some_and(|v| v <= i32::MAX as usize);
         if !fits(dims.n_all.checked_mul(ldh)) || !fits(Some(data.y_len())) {
@@ -487,6 +489,16 @@ impl StepAdjoint for HypercleanMlpGpu {
         );
         p.v = Some(v);
         r
+    }
+}
+
+/// Every method: the backend has Hessian products.
+impl Methods for HypercleanMlpGpu {
+    fn hypergrad(
+        &mut self,
+        spec: MethodSpec<f32>,
+    ) -> Result<Hypergrad<Self>, MethodError<GpuError>> {
+        Hypergrad::new(self, spec)
     }
 }
 

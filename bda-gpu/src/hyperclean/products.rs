@@ -1,7 +1,10 @@
 //! The capability traits of [`HypercleanGpu`]: the launches and GEMMs of each product (the
 //! launch sequences are listed in the crate README).
 
-use bda_kernel::backend::{LowerHessian, LowerStep, StepAdjoint, UpperGradient};
+use bda_kernel::backend::{
+    Hypergrad, LowerHessian, LowerStep, MethodError, MethodSpec, Methods, StepAdjoint,
+    UpperGradient,
+};
 use cudarc::driver::{CudaSlice, PushKernelArg};
 
 use super::rows::RowInputs;
@@ -245,6 +248,16 @@ impl StepAdjoint for HypercleanGpu {
         let weights = (w_l / n_tr, w_u / n_val);
         p.hvp_rows(dev, x, (r0, r1), weights, Some((gx, -w_l / n_tr)))?;
         p.back(dev, r0, r1, -1.0, 1.0, &mut a.0)
+    }
+}
+
+/// Every method: the backend has Hessian products.
+impl Methods for HypercleanGpu {
+    fn hypergrad(
+        &mut self,
+        spec: MethodSpec<f32>,
+    ) -> Result<Hypergrad<Self>, MethodError<GpuError>> {
+        Hypergrad::new(self, spec)
     }
 }
 

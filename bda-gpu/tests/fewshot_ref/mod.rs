@@ -5,7 +5,7 @@
 //! reference is the kernel's own `bda_kernel::fewshot::FeatureHead<f64>`.
 #![allow(clippy::needless_range_loop)]
 
-use bda_gpu::Conv4Shape;
+use bda_kernel::fewshot::Conv4Shape;
 
 /// Features (`n × features`) of `n` images under `params`.
 pub fn conv4_forward(a: &Conv4Shape, params: &[f64], images: &[f64], n: usize) -> Vec<f64> {

@@ -16,15 +16,15 @@
 //! The backend implements the four capabilities ([`LowerStep`], [`UpperGradient`],
 //! [`StepAdjoint`], [`LowerHessian`]) and nothing else; the five methods, their buffers and the
 //! K-step loops are the engine's ([`Hypergrad`]); the upper-level loop is the ten lines of
-//! `run`. Products are `f64` GEMMs (`bda_host::linalg::gemm`). For a set with features `X`, logits
+//! `run`. Products are `f64` GEMMs (`bda_cpu::linalg::gemm`). For a set with features `X`, logits
 //! `Z = XW + 1bᵀ`, `P = softmax(Z)`: `∇_W CE = Xᵀ(P − E)/n`; in a direction `(V, v)`, with
 //! `T = XV + 1vᵀ` and `R = P⊙T − P·rowsum(P⊙T)`, the Hessian product is `(XᵀR/n, Σ_i R_i/n)`;
 //! `∂_{x_j}⟨∇_y f, a⟩ = e^{x_j}⟨W_j, A_j⟩` and `∂_{x_j} f = ½e^{x_j}‖W_j‖²`.
 
 use std::convert::Infallible;
 
+use bda_cpu::linalg::gemm;
 use bda_host::data::{Subset, hyperclean_split, load_mnist_dir};
-use bda_host::linalg::gemm;
 use bda_host::optim::Adam;
 use bda_kernel::Method;
 use bda_kernel::backend::{

@@ -3,7 +3,8 @@
 
 use std::time::Instant;
 
-use bda_kernel::backend::default_truncate;
+use bda_cpu::conv4::init_params;
+use bda_kernel::fewshot::{Batch, Conv4Shape, MetaBackend, MetaError, Task};
 use clap::ArgMatches;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -11,11 +12,9 @@ use serde::Serialize;
 
 use super::args::{BenchArgs, BenchConfig};
 use super::config::RunConfig;
-use super::conv4::Arch;
-use super::eval::open_backend;
-use super::meta::{Batch, MetaBackend, MetaError, Task};
+use super::data::synthetic_task;
 use crate::config::ReportHeader;
-use crate::device::OpenDevice;
+use crate::device::{OpenDevice, fewshot_backend};
 use crate::error::CliError;
 use crate::optim::Adam;
 
@@ -82,14 +81,18 @@ pub struct LayerProfile {
 }
 
 /// Per-block profiles from the summed (forward, backward) seconds of `steps` passes.
-fn layer_profiles(arch: Arch, n: usize, sums: &[(f64, f64)], steps: usize) -> Vec<LayerProfile> {
-    let shape = arch.shape();
+fn layer_profiles(
+    shape: Conv4Shape,
+    n: usize,
+    sums: &[(f64, f64)],
+    steps: usize,
+) -> Vec<LayerProfile> {
     sums.iter()
         .enumerate()
         .map(|(l, &(f, b))| {
             let (f, b) = (f / steps as f64, b / steps as f64);
             let s = shape.side_at(l);
-            let fwd = 2.0 * (arch.channels * shape.c_in(l) * 9 * s * s * n) as f64;
+            let fwd = 2.0 * (shape.channels * shape.c_in(l) * 9 * s * s * n) as f64;
             let flops = if l == 0 { 2.0 * fwd } else { 3.0 * fwd };
             LayerProfile {
                 block: l,
@@ -108,7 +111,6 @@ fn bench_error(e: MetaError) -> CliError {
     match e {
         MetaError::NonFinite => CliError::run("bench: the meta-loss or its gradient is not finite"),
         MetaError::Device(m) => CliError::run(format!("bench: {m}")),
-        MetaError::Config(m) => CliError::input(m),
     }
 }
 
@@ -119,27 +121,13 @@ pub fn run(a: &BenchArgs, matches: &ArgMatches) -> Result<(), CliError> {
 }
 
 fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliError> {
-    let cfg = RunConfig {
-        episode: b.episode.clone(),
-        truncate: default_truncate(b.episode.k),
-        ll_lr: 0.1,
-        mu: 0.5,
-        alpha: 0.5,
-        l2: 0.0,
-        ul_lr: 1e-3,
-        ul_projection: Default::default(),
-        seed: 0,
-        data_dir: None,
-        format: None,
-        rotations: false,
-        val_classes: 0,
-        arch: Arch {
-            channels: b.channels,
-            in_channels: b.in_channels,
-            side: b.image_size,
-            ..Arch::CONV4
-        },
+    let arch = Conv4Shape {
+        channels: b.channels,
+        in_channels: b.in_channels,
+        side: b.image_size,
+        ..Conv4Shape::CONV4
     };
+    let cfg = RunConfig::untrained(b.episode.clone(), arch, 0);
     for (flag, v, max) in [
         ("--image-size", b.image_size, 1024),
         ("--in-channels", b.in_channels, 64),
@@ -148,33 +136,26 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
             return Err(CliError::input(format!("{flag} {v}: must be in 1..={max}")));
         }
     }
-    cfg.validate()?;
+    let plan = cfg.check()?;
+    let cfg = &plan.cfg;
     if b.steps == 0 {
         return Err(CliError::input("--steps 0: must be positive"));
     }
     let header = ReportHeader::new("fewshot bench", b, None)?;
-    let arch = cfg.arch;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let mut params: Vec<f32> = arch.init(&mut rng);
+    let mut params: Vec<f32> = init_params(&arch, &mut rng);
     let mut adam = Adam::new(cfg.ul_lr, params.len());
     // Fixed random inputs, as the peer.
-    let tasks: Vec<Task> = (0..cfg.episode.meta_batch)
-        .map(|_| {
-            Task::synthetic(
-                cfg.episode.ways,
-                cfg.episode.shots,
-                cfg.episode.queries,
-                arch.pixels(),
-                &mut rng,
-            )
-        })
+    let e = &cfg.episode;
+    let tasks: Vec<Task> = (0..e.meta_batch)
+        .map(|_| synthetic_task(e.ways, e.shots, e.queries, arch.pixels(), &mut rng))
         .collect();
-    let head = cfg.head()?;
-    let mut backend = open_backend(device, arch)?;
+    let head = plan.head;
+    let mut backend = fewshot_backend(device, arch)?;
     let mut step = |backend: &mut dyn MetaBackend, params: &mut Vec<f32>| -> Result<(), CliError> {
         let mg = backend
             .meta_gradient(Batch {
-                arch,
+                shape: arch,
                 params,
                 tasks: &tasks,
                 head: &head,
@@ -193,7 +174,7 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
     let n = cfg.episode.meta_batch * cfg.episode.ways * (cfg.episode.shots + cfg.episode.queries);
     let dfeats = vec![1e-3f32; n * arch.features()];
     let batch = Batch {
-        arch,
+        shape: arch,
         params: &params,
         tasks: &tasks,
         head: &head,

@@ -13,7 +13,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::config::RunConfig;
+use super::config::{Plan, RunConfig};
 use crate::config::write_atomic;
 use crate::error::CliError;
 use crate::optim::Adam;
@@ -150,8 +150,9 @@ impl Checkpoint {
         write_atomic(path, &text).map_err(|e| fail(&e))
     }
 
-    /// Read and check a checkpoint; any problem is one line (exit 2).
-    pub fn load(path: &Path) -> Result<Checkpoint, CliError> {
+    /// Read and check a checkpoint, and the plan of its run; any problem is one line
+    /// (exit 2).
+    pub fn load(path: &Path) -> Result<(Checkpoint, Plan), CliError> {
         let bad = |m: String| CliError::input(format!("{}: {m}", path.display()));
         let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read checkpoint: {e}")))?;
         let mut head: serde_json::Value = serde_json::from_slice(&bytes)
@@ -195,9 +196,11 @@ impl Checkpoint {
         let proj = ck.config.ul_projection;
         proj.check_state(ck.config.arch, &ck.power)
             .map_err(|e| bad(format!("corrupt checkpoint: {e}")))?;
-        ck.config
-            .validate()
+        let plan = ck
+            .config
+            .clone()
+            .check()
             .map_err(|e| bad(format!("corrupt checkpoint: {e}")))?;
-        Ok(ck)
+        Ok((ck, plan))
     }
 }

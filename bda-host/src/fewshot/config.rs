@@ -1,21 +1,31 @@
-//! The settings of a meta-training run as checkpoints store them ([`RunConfig`]), checked in
-//! one place, and where episodes come from ([`Source`]).
+//! The settings of a few-shot run as checkpoints store them ([`RunConfig`]), and their one
+//! check ([`RunConfig::check`]): what the commands run is the [`Plan`] it returns, with the
+//! head's method built once.
 
 use std::path::{Path, PathBuf};
 
-use bda_kernel::backend::{MethodConfig, Param};
+use bda_kernel::backend::{MethodConfig, default_truncate};
+use bda_kernel::fewshot::{Conv4Shape, HeadProcedure};
 use bda_kernel::{Beta, Schedule};
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::args::{EpisodeArgs, SourceArgs, SplitArg};
-use super::conv4::Arch;
+use super::args::{EpisodeArgs, SourceArgs};
 use super::data;
-use super::meta::{HeadProcedure, Task};
-use super::miniimagenet;
 use super::projection::UlProjection;
-use crate::config::DataSource;
+use crate::check::{StepFlags, positive, spec_error};
 use crate::error::CliError;
+
+/// A checked run: its settings, how each task's head is fitted and differentiated (in the
+/// backends' `f32`), and the layout of its data (detected once).
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The settings.
+    pub cfg: RunConfig,
+    /// The head's procedure in training (the evaluation's is [`HeadProcedure::evaluation`]).
+    pub head: HeadProcedure,
+    /// The data's layout (`None` for random images).
+    pub format: Option<data::DataFormat>,
+}
 
 /// Settings of a run, stored in checkpoints.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -52,7 +62,7 @@ pub struct RunConfig {
     #[serde(default)]
     pub val_classes: usize,
     /// Backbone shape.
-    pub arch: Arch,
+    pub arch: Conv4Shape,
 }
 
 impl RunConfig {
@@ -67,26 +77,30 @@ impl RunConfig {
         }
     }
 
-    /// How each task's head is fitted and differentiated (checked by [`RunConfig::validate`]).
-    pub fn head(&self) -> Result<HeadProcedure, CliError> {
-        let spec = self.method_config().build().map_err(|e| {
-            let flag = match e.param {
-                Param::Steps => "--K",
-                Param::Truncate => "--truncate",
-                Param::Mu => "--mu",
-                Param::Alpha => "--alpha",
-                Param::StepUpper | Param::StepLower => "--ll-lr",
-                Param::Beta | Param::CgIters | Param::FdEps | Param::CheckpointEvery => {
-                    e.param.name()
-                }
-            };
-            CliError::input(e.describe(flag).to_string())
-        })?;
-        Ok(HeadProcedure { spec, l2: self.l2 })
+    /// The settings of a backbone that no run trained (a random one, or the benchmark's):
+    /// episodes of `episode`'s shape, the peer's head step 0.1 and Adam step 1e-3, T = K/2.
+    pub fn untrained(episode: EpisodeArgs, arch: Conv4Shape, seed: u64) -> RunConfig {
+        RunConfig {
+            truncate: default_truncate(episode.k),
+            episode,
+            ll_lr: 0.1,
+            mu: 0.5,
+            alpha: 0.5,
+            l2: 0.0,
+            ul_lr: 1e-3,
+            ul_projection: UlProjection::default(),
+            seed,
+            data_dir: None,
+            format: None,
+            rotations: false,
+            val_classes: 0,
+            arch,
+        }
     }
 
-    /// Check everything; errors name the flag (exit 2).
-    pub fn validate(&self) -> Result<(), CliError> {
+    /// Check everything once; errors name the flag (exit 2). The head's method is built
+    /// here, in `f64` and in the backends' `f32`.
+    pub fn check(self) -> Result<Plan, CliError> {
         let bad = |m: String| Err(CliError::input(m));
         let e = &self.episode;
         if e.ways < 2 || e.ways > 255 {
@@ -102,16 +116,22 @@ impl RunConfig {
                 return bad(format!("{flag} 0: must be positive"));
             }
         }
-        if !(self.ul_lr.is_finite() && self.ul_lr > 0.0) {
-            return bad(format!(
-                "--ul-lr {}: must be positive and finite",
-                self.ul_lr
-            ));
-        }
+        positive("ul-lr", self.ul_lr)?;
         if !(self.l2.is_finite() && self.l2 >= 0.0) {
             return bad(format!("--l2 {}: must be finite and ≥ 0", self.l2));
         }
-        self.head().map(drop)
+        let named = |e| spec_error(e, StepFlags::Shared);
+        let spec = self.method_config().build().map_err(named)?;
+        let head = HeadProcedure {
+            spec: spec.cast::<f32>().map_err(named)?,
+            l2: self.l2 as f32,
+        };
+        let format = data_format(self.data_dir.as_deref(), self.format)?;
+        Ok(Plan {
+            cfg: self,
+            head,
+            format,
+        })
     }
 
     /// `bda`, `rhg` or `trhg`.
@@ -130,161 +150,11 @@ impl RunConfig {
         }
     }
 
-    /// The layout of the data folder (`None` for random images): the stored one, else
-    /// detected.
-    pub fn data_format(&self) -> Result<Option<data::DataFormat>, CliError> {
-        data_format(self.data_dir.as_deref(), self.format)
-    }
-
     /// The data folder, or `synthetic`.
     pub fn data_name(&self) -> String {
         self.data_dir
             .as_ref()
             .map_or_else(|| "synthetic".to_string(), |d| d.display().to_string())
-    }
-}
-
-/// Episodes: random images (the peer's inputs), or a data split.
-pub enum Source {
-    /// Uniform random images.
-    Synthetic {
-        /// Pixels per image.
-        pixels: usize,
-    },
-    /// An Omniglot-layout split, loaded in memory.
-    Data(data::FewshotDataset),
-}
-
-impl Source {
-    /// Random images when `data_dir` is `None`, else the split `split` of the folder,
-    /// checked to give episodes of `cfg`'s shape and images of its backbone's input shape.
-    pub fn open(
-        data_dir: Option<&Path>,
-        split: SplitArg,
-        cfg: &RunConfig,
-    ) -> Result<Source, CliError> {
-        let Some(d) = data_dir else {
-            return Ok(Source::Synthetic {
-                pixels: cfg.arch.pixels(),
-            });
-        };
-        let format = data_format(Some(d), cfg.format)?.expect("a data folder has a format");
-        let ds = match format {
-            data::DataFormat::Omniglot => {
-                let ds =
-                    data::load_omniglot(d, omniglot_split(split, cfg.val_classes), cfg.rotations)?;
-                match (split, cfg.val_classes) {
-                    (SplitArg::Test, _) | (_, 0) => ds,
-                    (_, n) => {
-                        hold_out(ds, n, cfg.rotations, split == SplitArg::Val).map_err(|m| {
-                            CliError::input(format!("--val-classes {n}: {}: {m}", d.display()))
-                        })?
-                    }
-                }
-            }
-            data::DataFormat::Miniimagenet if cfg.val_classes > 0 => {
-                return Err(CliError::input(format!(
-                    "--val-classes {}: {} is in the MiniImageNet layout, which has its own val split",
-                    cfg.val_classes,
-                    d.display()
-                )));
-            }
-            data::DataFormat::Miniimagenet => {
-                let split = match split {
-                    SplitArg::Train => miniimagenet::Split::Train,
-                    SplitArg::Val => miniimagenet::Split::Val,
-                    SplitArg::Test => miniimagenet::Split::Test,
-                };
-                miniimagenet::load_miniimagenet(d, split)?
-            }
-        };
-        let a = &cfg.arch;
-        if (ds.channels, ds.side) != (a.in_channels, a.side) {
-            return Err(CliError::input(format!(
-                "{}: images are {}×{s}×{s}, the backbone expects {}×{t}×{t}",
-                d.display(),
-                ds.channels,
-                a.in_channels,
-                s = ds.side,
-                t = a.side
-            )));
-        }
-        let e = &cfg.episode;
-        data::EpisodeSampler::new(&ds, e.ways, e.shots, e.queries).map_err(|e| {
-            CliError::input(format!(
-                "{} ({} split): {e}",
-                d.display(),
-                split_name(split)
-            ))
-        })?;
-        Ok(Source::Data(ds))
-    }
-
-    /// One episode of `c`'s shape.
-    pub fn sample(&self, c: &RunConfig, rng: &mut ChaCha8Rng) -> Task {
-        let c = &c.episode;
-        match self {
-            Source::Synthetic { pixels } => {
-                Task::synthetic(c.ways, c.shots, c.queries, *pixels, rng)
-            }
-            Source::Data(ds) => {
-                // Checked in `open`.
-                let sampler = data::EpisodeSampler::new(ds, c.ways, c.shots, c.queries)
-                    .expect("episode shape checked when the data was opened");
-                sampler.sample(rng).task
-            }
-        }
-    }
-
-    /// The files read (none for random images).
-    pub fn files(&self) -> &[PathBuf] {
-        match self {
-            Source::Synthetic { .. } => &[],
-            Source::Data(ds) => &ds.files,
-        }
-    }
-}
-
-/// The Omniglot folder read for a split: validation reads `images_background` when
-/// characters are held out of it (`val_classes > 0`), else `images_evaluation` as the test.
-pub fn omniglot_split(split: SplitArg, val_classes: usize) -> data::Split {
-    match split {
-        SplitArg::Train => data::Split::Background,
-        SplitArg::Val if val_classes > 0 => data::Split::Background,
-        SplitArg::Val | SplitArg::Test => data::Split::Evaluation,
-    }
-}
-
-/// The last `n` characters of an Omniglot background split (`val`), or all the others
-/// (training). With rotations a character is four adjacent classes, kept together.
-fn hold_out(
-    mut ds: data::FewshotDataset,
-    n: usize,
-    rotations: bool,
-    val: bool,
-) -> Result<data::FewshotDataset, String> {
-    let per = if rotations { 4 } else { 1 };
-    let chars = ds.classes.len() / per;
-    if n >= chars {
-        return Err(format!(
-            "the background split has {chars} characters, at least one must stay for training"
-        ));
-    }
-    let cut = (chars - n) * per;
-    ds.classes = if val {
-        ds.classes.split_off(cut)
-    } else {
-        ds.classes.truncate(cut);
-        ds.classes
-    };
-    Ok(ds)
-}
-
-fn split_name(split: SplitArg) -> &'static str {
-    match split {
-        SplitArg::Train => "train",
-        SplitArg::Val => "val",
-        SplitArg::Test => "test",
     }
 }
 
@@ -302,66 +172,12 @@ pub fn data_format(
 
 /// The backbone for `channels` convolution channels on the images of `format` (Omniglot's
 /// 1×28×28 for random images).
-pub fn arch_for(format: Option<data::DataFormat>, channels: usize) -> Arch {
+pub fn arch_for(format: Option<data::DataFormat>, channels: usize) -> Conv4Shape {
     let (in_channels, side) = format.map_or((1, data::SIDE), data::DataFormat::image_shape);
-    Arch {
+    Conv4Shape {
         channels,
         in_channels,
         side,
-        ..Arch::CONV4
-    }
-}
-
-/// The data behind `sources` (all from the folder `dir`), hashed; `None` for random images.
-pub fn data_source(
-    dir: Option<&Path>,
-    sources: &[&Source],
-) -> Result<Option<DataSource>, CliError> {
-    let Some(dir) = dir else { return Ok(None) };
-    let files: Vec<PathBuf> = sources
-        .iter()
-        .flat_map(|s| s.files().iter().cloned())
-        .collect();
-    DataSource::of_files(dir, &files).map(Some)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dataset(classes: usize) -> data::FewshotDataset {
-        data::FewshotDataset {
-            classes: (0..classes)
-                .map(|k| data::ClassImages {
-                    name: format!("c{k}"),
-                    images: vec![k as f32; 4],
-                    n: 1,
-                })
-                .collect(),
-            side: 2,
-            channels: 1,
-            files: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn held_out_characters_keep_their_rotations_together() {
-        // 5 characters × 4 rotations: the last 2 characters are validation.
-        let names = |ds: data::FewshotDataset| -> Vec<String> {
-            ds.classes.into_iter().map(|c| c.name).collect()
-        };
-        let val = names(hold_out(dataset(20), 2, true, true).unwrap());
-        let train = names(hold_out(dataset(20), 2, true, false).unwrap());
-        assert_eq!(val, (12..20).map(|k| format!("c{k}")).collect::<Vec<_>>());
-        assert_eq!(train.len(), 12);
-        assert!(train.iter().all(|t| !val.contains(t)));
-        // Without rotations a character is one class.
-        assert_eq!(
-            hold_out(dataset(5), 2, false, true).unwrap().classes.len(),
-            2
-        );
-        // Every character held out: an error, not an empty training split.
-        let e = hold_out(dataset(20), 5, true, false).unwrap_err();
-        assert!(e.contains("has 5 characters"), "{e}");
+        ..Conv4Shape::CONV4
     }
 }

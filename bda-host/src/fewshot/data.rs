@@ -37,10 +37,12 @@
 //! Every [`FewshotDataError`] displays as one line naming the path (or the flags) and the
 //! problem, so a command line can print it as is.
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use bda_kernel::fewshot::Task;
 use rand::Rng;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
@@ -457,42 +459,24 @@ pub fn load_omniglot(
     })
 }
 
-/// One N-way K-shot task: images (`channels·side²` floats each, channel-major) and labels in `0..ways`,
-/// support and query both class-major (the images of label 0 first, then label 1, …: the
-/// peer's `arange(ways).repeat_interleave(shots)`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Task {
-    /// Classes (N).
-    pub ways: usize,
-    /// Support images, `n_s × channels·side²`.
-    pub support: Vec<f32>,
-    /// Support labels (`< ways`).
-    pub support_labels: Vec<u8>,
-    /// Query images, `n_q × channels·side²`.
-    pub query: Vec<f32>,
-    /// Query labels.
-    pub query_labels: Vec<u8>,
-}
-
-impl Task {
-    /// Random images in `[0, 1)` with the labels of `ways` classes of `shots` support and
-    /// `queries` query images (the peer's timing inputs).
-    pub fn synthetic(
-        ways: usize,
-        shots: usize,
-        queries: usize,
-        pixels: usize,
-        rng: &mut impl Rng,
-    ) -> Task {
-        let mut img = |n: usize| -> Vec<f32> { (0..n * pixels).map(|_| rng.random()).collect() };
-        let (support, query) = (img(ways * shots), img(ways * queries));
-        Task {
-            ways,
-            support,
-            support_labels: class_major(ways, shots),
-            query,
-            query_labels: class_major(ways, queries),
-        }
+/// Random images in `[0, 1)` with the labels of `ways` classes of `shots` support and
+/// `queries` query images (the peer's timing inputs). A [`Task`] is class-major (the images
+/// of label 0 first, then label 1, …: the peer's `arange(ways).repeat_interleave(shots)`).
+pub fn synthetic_task(
+    ways: usize,
+    shots: usize,
+    queries: usize,
+    pixels: usize,
+    rng: &mut impl Rng,
+) -> Task {
+    let mut img = |n: usize| -> Vec<f32> { (0..n * pixels).map(|_| rng.random()).collect() };
+    let (support, query) = (img(ways * shots), img(ways * queries));
+    Task {
+        ways,
+        support,
+        support_labels: class_major(ways, shots),
+        query,
+        query_labels: class_major(ways, queries),
     }
 }
 
@@ -514,24 +498,27 @@ pub struct Episode {
 
 /// Draws episodes from a dataset: `ways` distinct classes, then `shots + queries` distinct
 /// images of each, the first `shots` for support and the rest for query.
+///
+/// `D` is the dataset or a reference to it: a sampler checked once can own its data.
 #[derive(Debug, Clone)]
-pub struct EpisodeSampler<'a> {
-    dataset: &'a FewshotDataset,
+pub struct EpisodeSampler<D = &'static FewshotDataset> {
+    dataset: D,
     ways: usize,
     shots: usize,
     queries: usize,
 }
 
-impl<'a> EpisodeSampler<'a> {
+impl<D: Borrow<FewshotDataset>> EpisodeSampler<D> {
     /// Checks the episode shape against the dataset: `1 ≤ ways ≤ 256` (labels are `u8`)
     /// and at most the number of classes, `shots ≥ 1`, `queries ≥ 1`, and every class
     /// holds at least `shots + queries` images.
     pub fn new(
-        dataset: &'a FewshotDataset,
+        data: D,
         ways: usize,
         shots: usize,
         queries: usize,
     ) -> Result<Self, FewshotDataError> {
+        let dataset = data.borrow();
         let bad = |flag, value, problem| FewshotDataError::BadFlag {
             flag,
             value,
@@ -578,7 +565,7 @@ impl<'a> EpisodeSampler<'a> {
             });
         }
         Ok(EpisodeSampler {
-            dataset,
+            dataset: data,
             ways,
             shots,
             queries,
@@ -586,24 +573,24 @@ impl<'a> EpisodeSampler<'a> {
     }
 
     /// The dataset episodes are drawn from.
-    pub fn dataset(&self) -> &'a FewshotDataset {
-        self.dataset
+    pub fn dataset(&self) -> &FewshotDataset {
+        self.dataset.borrow()
     }
 
     /// Draws one episode. Deterministic for a given generator state (use `ChaCha8Rng`
     /// seeded from the run's seed).
     pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> Episode {
         let (ways, shots, queries) = (self.ways, self.shots, self.queries);
-        let d = self.dataset.image_len();
-        let mut classes =
-            rand::seq::index::sample(rng, self.dataset.classes.len(), ways).into_vec();
+        let dataset = self.dataset();
+        let d = dataset.image_len();
+        let mut classes = rand::seq::index::sample(rng, dataset.classes.len(), ways).into_vec();
         // The label order is random: shuffle explicitly rather than rely on the order
         // `index::sample` happens to return.
         classes.shuffle(rng);
         let mut support = Vec::with_capacity(ways * shots * d);
         let mut query = Vec::with_capacity(ways * queries * d);
         for &c in &classes {
-            let class = &self.dataset.classes[c];
+            let class = &dataset.classes[c];
             let picks = rand::seq::index::sample(rng, class.n, shots + queries).into_vec();
             for (j, &i) in picks.iter().enumerate() {
                 let img = &class.images[i * d..(i + 1) * d];
@@ -635,7 +622,8 @@ mod tests {
     fn public_types_are_send_sync() {
         assert_send_sync::<FewshotDataset>();
         assert_send_sync::<Episode>();
-        assert_send_sync::<EpisodeSampler<'static>>();
+        assert_send_sync::<EpisodeSampler>();
+        assert_send_sync::<EpisodeSampler<FewshotDataset>>();
         assert_send_sync::<FewshotDataError>();
     }
 }

@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+use bda_cpu::conv4::init_params;
+use bda_kernel::fewshot::{Batch, MetaBackend, MetaError};
 use clap::ArgMatches;
 use indicatif::ProgressBar;
 use rand::SeedableRng;
@@ -10,13 +12,11 @@ use rand_chacha::ChaCha8Rng;
 
 use super::args::{EpisodeArgs, EvalArgs, EvalConfig, FsMethod};
 use super::checkpoint::Checkpoint;
-use super::config::{RunConfig, Source, arch_for, data_format, data_source};
-use super::conv4::Arch;
-use super::gpu::GpuMeta;
-use super::meta::{Batch, CpuMeta, MetaBackend, MetaError, Task};
+use super::config::{Plan, RunConfig, arch_for, data_format};
 use super::report::{self, Report};
+use super::source::{Source, data_source};
 use crate::config::ReportHeader;
-use crate::device::OpenDevice;
+use crate::device::{OpenDevice, fewshot_backend};
 use crate::error::CliError;
 use crate::progress;
 
@@ -25,23 +25,6 @@ pub(super) fn eval_error(e: MetaError) -> CliError {
     match e {
         MetaError::NonFinite => CliError::run("evaluation: a head became non-finite"),
         MetaError::Device(m) => CliError::run(format!("evaluation: {m}")),
-        MetaError::Config(m) => CliError::input(m),
-    }
-}
-
-/// The backend computing meta-gradients and evaluations for backbones of shape `arch` on
-/// the opened device.
-pub(super) fn open_backend(
-    device: &OpenDevice,
-    arch: Arch,
-) -> Result<Box<dyn MetaBackend>, CliError> {
-    match device {
-        OpenDevice::Cpu => Ok(Box::new(CpuMeta)),
-        OpenDevice::Cuda(dev) => {
-            let gpu = GpuMeta::new(dev, arch)
-                .map_err(|e| CliError::run(format!("--device {}: {e}", device.name())))?;
-            Ok(Box::new(gpu))
-        }
     }
 }
 
@@ -49,22 +32,22 @@ pub(super) fn open_backend(
 /// forward pass (batch-norm statistics), each head fitted by the evaluation procedure.
 pub(super) fn test_backbone(
     backend: &mut dyn MetaBackend,
-    cfg: &RunConfig,
+    plan: &Plan,
     params: &[f32],
     source: &Source,
     episodes: usize,
     rng: &mut ChaCha8Rng,
     bar: &ProgressBar,
 ) -> Result<Vec<f64>, CliError> {
-    let head = cfg.head()?.evaluation();
+    let head = plan.head.evaluation();
     let mut accs = Vec::with_capacity(episodes);
     while accs.len() < episodes {
-        let b = cfg.episode.meta_batch.min(episodes - accs.len());
-        let tasks: Vec<Task> = (0..b).map(|_| source.sample(cfg, rng)).collect();
+        let b = plan.cfg.episode.meta_batch.min(episodes - accs.len());
+        let tasks = source.tasks(b, rng);
         accs.extend(
             backend
                 .evaluate_tasks(Batch {
-                    arch: cfg.arch,
+                    shape: plan.cfg.arch,
                     params,
                     tasks: &tasks,
                     head: &head,
@@ -82,28 +65,19 @@ fn random_backbone(e: &EvalConfig) -> Result<RunConfig, CliError> {
     let src = &e.source;
     let data_dir = (!src.synthetic).then(|| src.data_dir.clone()).flatten();
     let format = data_format(data_dir.as_deref(), src.format)?;
+    let episode = EpisodeArgs {
+        ways: 5,
+        shots: 1,
+        queries: 15,
+        meta_batch: 16,
+        method: FsMethod::Rhg,
+        k: 5,
+    };
     Ok(RunConfig {
-        episode: EpisodeArgs {
-            ways: 5,
-            shots: 1,
-            queries: 15,
-            meta_batch: 16,
-            method: FsMethod::Rhg,
-            k: 5,
-        },
-        truncate: 2,
-        ll_lr: 0.1,
-        mu: 0.5,
-        alpha: 0.5,
-        l2: 0.0,
-        ul_lr: 1e-3,
-        ul_projection: Default::default(),
-        seed: e.seed,
-        data_dir: None,
         format,
         rotations: true,
         val_classes: src.val_classes,
-        arch: arch_for(format, e.channels),
+        ..RunConfig::untrained(episode, arch_for(format, e.channels), e.seed)
     })
 }
 
@@ -117,7 +91,8 @@ fn eval(a: &EvalArgs, e: &EvalConfig, device: &OpenDevice) -> Result<(), CliErro
     let t0 = Instant::now();
     let (base, params, steps, method) = match &e.checkpoint {
         Some(path) if !e.random_backbone => {
-            let ck = Checkpoint::load(path)?;
+            // The effective settings (the flags override the checkpoint's) are checked below.
+            let (ck, _) = Checkpoint::load(path)?;
             let m = ck.config.method_name().to_string();
             (ck.config, ck.params, ck.step, m)
         }
@@ -129,7 +104,7 @@ fn eval(a: &EvalArgs, e: &EvalConfig, device: &OpenDevice) -> Result<(), CliErro
         _ => {
             let cfg = random_backbone(e)?;
             let mut rng = ChaCha8Rng::seed_from_u64(e.seed);
-            let params = cfg.arch.init(&mut rng);
+            let params = init_params(&cfg.arch, &mut rng);
             (cfg, params, 0, "random".to_string())
         }
     };
@@ -168,14 +143,15 @@ fn eval(a: &EvalArgs, e: &EvalConfig, device: &OpenDevice) -> Result<(), CliErro
         truncate: cfg.truncate.clamp(1, cfg.episode.k),
         ..cfg
     };
-    cfg.validate()?;
+    let plan = cfg.check()?;
+    let cfg = &plan.cfg;
     if e.random_backbone && cfg.data_dir.is_none() && !src.synthetic {
         return Err(CliError::input(
             "bda fewshot eval: give --data-dir DIR (Omniglot or MiniImageNet layout) or --synthetic",
         ));
     }
     let dir = cfg.data_dir.as_deref();
-    let source = Source::open(dir, e.split, &cfg)?;
+    let source = Source::open(&plan, e.split)?;
     let ep = &cfg.episode;
     let resolved = EvalConfig {
         ways: Some(ep.ways),
@@ -188,12 +164,12 @@ fn eval(a: &EvalArgs, e: &EvalConfig, device: &OpenDevice) -> Result<(), CliErro
         ..e.clone()
     };
     let header = ReportHeader::new("fewshot eval", &resolved, data_source(dir, &[&source])?)?;
-    let mut backend = open_backend(device, cfg.arch)?;
+    let mut backend = fewshot_backend(device, cfg.arch)?;
     let mut rng = ChaCha8Rng::seed_from_u64(e.seed ^ 0x7e57);
     let bar = progress::bar_unless(a.out.quiet, e.episodes as u64, "test");
     let accs = test_backbone(
         backend.as_mut(),
-        &cfg,
+        &plan,
         &params,
         &source,
         e.episodes,
@@ -201,7 +177,7 @@ fn eval(a: &EvalArgs, e: &EvalConfig, device: &OpenDevice) -> Result<(), CliErro
         &bar,
     )?;
     bar.finish_and_clear();
-    let mut r = Report::new(header, &cfg, &method, &accs, backend.device());
+    let mut r = Report::new(header, cfg, &method, &accs, backend.device());
     r.ul_iters = steps;
     r.seconds = t0.elapsed().as_secs_f64();
     report::print(&r, a.out.json)

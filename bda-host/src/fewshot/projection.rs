@@ -20,8 +20,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::conv4::Arch;
-use crate::projection::{max_norm_rows, orthogonality, spectral_clip, spectral_normalise};
+use bda_cpu::projection::{max_norm_rows, orthogonality, spectral_clip, spectral_normalise};
+use bda_kernel::fewshot::Conv4Shape;
 
 /// Power-iteration steps of `sn:C` on the initial backbone (from random vectors), as
 /// PyTorch's `spectral_norm` does when it is attached.
@@ -97,15 +97,15 @@ impl From<UlProjection> for String {
 }
 
 /// Block `l`'s weight matrix in the parameter vector: its range, rows and columns.
-fn layer(arch: Arch, l: usize) -> (std::ops::Range<usize>, usize, usize) {
-    let (w, g, _) = arch.shape().offsets(l);
+fn layer(arch: Conv4Shape, l: usize) -> (std::ops::Range<usize>, usize, usize) {
+    let (w, g, _) = arch.offsets(l);
     (w..g, arch.channels, arch.c_in(l) * 9)
 }
 
 impl UlProjection {
     /// The state a fresh run starts with: for `sn:C`, one random unit vector per block
     /// (length `channels`) drawn from `seed`; nothing otherwise.
-    pub fn initial_state(&self, arch: Arch, seed: u64) -> Vec<Vec<f64>> {
+    pub fn initial_state(&self, arch: Conv4Shape, seed: u64) -> Vec<Vec<f64>> {
         if !matches!(self, UlProjection::Sn(_)) {
             return Vec::new();
         }
@@ -122,7 +122,7 @@ impl UlProjection {
     }
 
     /// Check a state read from a checkpoint against this projection and backbone.
-    pub fn check_state(&self, arch: Arch, state: &[Vec<f64>]) -> Result<(), String> {
+    pub fn check_state(&self, arch: Conv4Shape, state: &[Vec<f64>]) -> Result<(), String> {
         let want = if matches!(self, UlProjection::Sn(_)) {
             arch.blocks
         } else {
@@ -144,7 +144,13 @@ impl UlProjection {
 
     /// Apply the constraint to every block's weights in `params`; `sn:C` runs `iters`
     /// power-iteration steps from `state` (see [`UlProjection::initial_state`]).
-    pub fn apply(&self, arch: Arch, params: &mut [f32], state: &mut [Vec<f64>], iters: usize) {
+    pub fn apply(
+        &self,
+        arch: Conv4Shape,
+        params: &mut [f32],
+        state: &mut [Vec<f64>],
+        iters: usize,
+    ) {
         let mut vectors = state.iter_mut();
         for l in 0..arch.blocks {
             let (range, rows, cols) = layer(arch, l);
@@ -171,7 +177,7 @@ impl UlProjection {
 /// The orthogonality sum of the journal's Fig. 8: `Σ_l ‖Ŵ_l Ŵ_lᵀ − I‖_F` over the blocks,
 /// with `Ŵ_l` block `l`'s filters scaled to unit norm. Block 1 has 9 columns, fewer than its
 /// filters, so its term is bounded away from 0.
-pub fn orthogonality_sum(arch: Arch, params: &[f32]) -> f64 {
+pub fn orthogonality_sum(arch: Conv4Shape, params: &[f32]) -> f64 {
     (0..arch.blocks)
         .map(|l| {
             let (range, rows, cols) = layer(arch, l);
@@ -184,7 +190,7 @@ pub fn orthogonality_sum(arch: Arch, params: &[f32]) -> f64 {
 mod tests {
     use super::*;
 
-    const ARCH: Arch = Arch {
+    const ARCH: Conv4Shape = Conv4Shape {
         channels: 6,
         in_channels: 1,
         side: 12,
@@ -216,11 +222,11 @@ mod tests {
     #[test]
     fn only_convolution_weights_move_and_every_layer_ends_in_the_set() {
         let mut rng = ChaCha8Rng::seed_from_u64(2);
-        let init: Vec<f32> = ARCH.init(&mut rng);
+        let init: Vec<f32> = bda_cpu::conv4::init_params(&ARCH, &mut rng);
         // Weights ×3, γ and β set to values a projection must not touch.
         let mut p = init.clone();
         for l in 0..ARCH.blocks {
-            let (w, g, b) = ARCH.shape().offsets(l);
+            let (w, g, b) = ARCH.offsets(l);
             p[w..g].iter_mut().for_each(|x| *x *= 3.0);
             p[g..b + ARCH.channels].iter_mut().for_each(|x| *x = 5.0);
         }
@@ -242,7 +248,7 @@ mod tests {
                         }
                     }
                     _ => {
-                        let top = crate::projection::singular_values(w, rows, cols)[0];
+                        let top = bda_cpu::projection::singular_values(w, rows, cols)[0];
                         assert!((top - 0.8).abs() < 1e-5, "{proj}: block {l}: σ = {top}");
                     }
                 }
@@ -255,7 +261,7 @@ mod tests {
     #[test]
     fn orthogonality_sum_adds_the_layers_and_ignores_filter_scale() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let p: Vec<f32> = ARCH.init(&mut rng);
+        let p: Vec<f32> = bda_cpu::conv4::init_params(&ARCH, &mut rng);
         let total = orthogonality_sum(ARCH, &p);
         let parts: f64 = (0..ARCH.blocks)
             .map(|l| {

@@ -1,23 +1,27 @@
-//! `bda fewshot`: the meta-training loop. Episodes are drawn on the host, the meta-gradient
-//! comes from the [`MetaBackend`] (CPU or CUDA), Adam updates the backbone; validation,
-//! checkpoints, the test and the report follow.
+//! `bda fewshot`: the meta-training loop. The settings are checked once into a
+//! [`Plan`]; episodes are drawn on the host, the meta-gradient comes from the
+//! [`MetaBackend`] (CPU or CUDA), Adam updates the backbone; validation, checkpoints, the
+//! test and the report follow.
 
 use std::time::Instant;
 
+use bda_cpu::conv4::init_params;
 use bda_kernel::backend::default_truncate;
+use bda_kernel::fewshot::{Batch, MetaBackend, MetaError, Task};
 use clap::ArgMatches;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::args::{SplitArg, TrainArgs, TrainConfig};
 use super::checkpoint::{Best, Checkpoint, RngState};
-use super::config::{RunConfig, Source, arch_for, data_format, data_source};
+use super::config::{Plan, RunConfig, arch_for, data_format};
 use super::data::DataFormat;
-use super::eval::{open_backend, test_backbone};
-use super::meta::{Batch, HeadProcedure, MetaBackend, MetaError, Task};
+use super::eval::{eval_error, test_backbone};
 use super::projection::{SN_INIT_ITERS, SN_STEP_ITERS, orthogonality_sum};
 use super::report::{self, Report, mean_ci};
+use super::source::{Source, data_source};
 use crate::config::ReportHeader;
+use crate::device::fewshot_backend;
 use crate::error::CliError;
 use crate::optim::Adam;
 use crate::progress;
@@ -29,7 +33,6 @@ fn meta_error(e: MetaError, step: u64) -> CliError {
             "diverged at meta-step {step}: the meta-loss or its gradient is not finite (reduce --ll-lr or --ul-lr)"
         )),
         MetaError::Device(m) => CliError::run(format!("meta-step {step}: {m}")),
-        MetaError::Config(m) => CliError::input(m),
     }
 }
 
@@ -90,34 +93,26 @@ fn train(
     device: &crate::device::OpenDevice,
 ) -> Result<(), CliError> {
     let t0 = Instant::now();
-    let mut ck = match &c.resume {
-        Some(path) => Checkpoint::load(path)?,
+    // The settings (a resumed run's from its checkpoint), checked once.
+    let (plan, mut ck) = match &c.resume {
+        Some(path) => {
+            let (ck, plan) = Checkpoint::load(path)?;
+            (plan, ck)
+        }
         None => {
-            let cfg = c.run_config()?;
-            cfg.validate()?;
-            if cfg.data_dir.is_none() && !c.source.synthetic {
+            let plan = c.run_config()?.check()?;
+            if plan.cfg.data_dir.is_none() && !c.source.synthetic {
                 return Err(CliError::input(
                     "bda fewshot: give --data-dir DIR (Omniglot or MiniImageNet layout) or --synthetic",
                 ));
             }
-            let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-            let mut params: Vec<f32> = cfg.arch.init(&mut rng);
-            let proj = cfg.ul_projection;
-            let mut power = proj.initial_state(cfg.arch, cfg.seed);
-            proj.apply(cfg.arch, &mut params, &mut power, SN_INIT_ITERS);
-            let adam = Adam::new(cfg.ul_lr, params.len());
-            let mut ck = Checkpoint::new(cfg, params, adam, RngState::of(c.seed, &rng));
-            ck.power = power;
-            ck.history
-                .ortho
-                .push((0, orthogonality_sum(ck.config.arch, &ck.params)));
-            ck
+            let ck = fresh_checkpoint(&plan.cfg);
+            (plan, ck)
         }
     };
     if let Some(p) = &a.plot {
         crate::plot::check_path(p)?;
     }
-    let cfg = ck.config.clone();
     if c.patience > 0 {
         if c.val_every == 0 || c.val_episodes == 0 {
             return Err(CliError::input(format!(
@@ -125,38 +120,35 @@ fn train(
                 c.patience
             )));
         }
-        if cfg.data_format()? == Some(DataFormat::Omniglot) && cfg.val_classes == 0 {
+        if plan.format == Some(DataFormat::Omniglot) && plan.cfg.val_classes == 0 {
             return Err(CliError::input(format!(
                 "--patience {}: would select the backbone on the test classes (Omniglot validates on images_evaluation): give --val-classes N",
                 c.patience
             )));
         }
     }
-    let dir = cfg.data_dir.as_deref();
-    let source_train = Source::open(dir, SplitArg::Train, &cfg)?;
-    let source_test = Source::open(dir, SplitArg::Test, &cfg)?;
+    let cfg = &plan.cfg;
+    let source_train = Source::open(&plan, SplitArg::Train)?;
+    let source_test = Source::open(&plan, SplitArg::Test)?;
     // Omniglot without held-out characters validates on its evaluation split: read once.
-    let source_val = match cfg.data_format()? {
+    let source_val = match plan.format {
         Some(DataFormat::Omniglot) if cfg.val_classes == 0 => None,
-        Some(_) => Some(Source::open(dir, SplitArg::Val, &cfg)?),
+        Some(_) => Some(Source::open(&plan, SplitArg::Val)?),
         None => None,
     };
     let val_source = source_val.as_ref().unwrap_or(&source_test);
     let mut sources = vec![&source_train, &source_test];
     sources.extend(source_val.as_ref());
+    let dir = cfg.data_dir.as_deref();
     let data = data_source(dir, &sources)?;
-    let header = ReportHeader::new("fewshot", &c.resolved(&cfg), data)?;
-    let head = cfg.head()?;
-    let mut backend = open_backend(device, cfg.arch)?;
+    let header = ReportHeader::new("fewshot", &c.resolved(cfg), data)?;
+    let mut backend = fewshot_backend(device, cfg.arch)?;
     // Validation episodes: drawn once from the validation split with their own seed, so a
     // resumed run validates on the same ones.
     let mut val_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5a5a_0001);
-    let val_tasks: Vec<Task> = if c.val_every > 0 {
-        (0..c.val_episodes)
-            .map(|_| val_source.sample(&cfg, &mut val_rng))
-            .collect()
-    } else {
-        Vec::new()
+    let val_tasks = match c.val_every {
+        0 => Vec::new(),
+        _ => val_source.tasks(c.val_episodes, &mut val_rng),
     };
     let mut rng = ck.rng.restore();
     let total = c.ul_iters;
@@ -164,15 +156,13 @@ fn train(
     let bar = progress::bar_unless(a.out.quiet, total.saturating_sub(start), "meta-train");
     let t_train = Instant::now();
     for step in start..total {
-        let tasks: Vec<Task> = (0..cfg.episode.meta_batch)
-            .map(|_| source_train.sample(&cfg, &mut rng))
-            .collect();
+        let tasks = source_train.tasks(cfg.episode.meta_batch, &mut rng);
         let mg = backend
             .meta_gradient(Batch {
-                arch: cfg.arch,
+                shape: cfg.arch,
                 params: &ck.params,
                 tasks: &tasks,
-                head: &head,
+                head: &plan.head,
             })
             .map_err(|e| meta_error(e, step + 1))?;
         ck.adam.step(&mut ck.params, &mg.grad);
@@ -183,7 +173,7 @@ fn train(
         ck.history.loss.push((ck.step, mg.loss, mg.acc));
         let mut stop = false;
         if c.val_every > 0 && ck.step % c.val_every == 0 {
-            let acc = validate(backend.as_mut(), &cfg, &ck.params, &val_tasks, &head)?;
+            let acc = validate(backend.as_mut(), &plan, &ck.params, &val_tasks)?;
             ck.history.val.push((ck.step, acc));
             ck.history
                 .ortho
@@ -223,7 +213,7 @@ fn train(
     };
     let accs = test_backbone(
         backend.as_mut(),
-        &cfg,
+        &plan,
         tested,
         &source_test,
         c.episodes,
@@ -235,8 +225,8 @@ fn train(
         report::write_plot(path, &ck)?;
     }
     let last = &ck.history.loss[ck.history.loss.len().saturating_sub(10)..];
-    let mut r = Report::new(header, &cfg, cfg.method_name(), &accs, backend.device());
-    r.truncate = head.spec.truncate();
+    let mut r = Report::new(header, cfg, cfg.method_name(), &accs, backend.device());
+    r.truncate = plan.head.spec.truncate();
     r.ul_iters = ck.step;
     r.seconds = t0.elapsed().as_secs_f64();
     r.s_per_ul_iter = s_per;
@@ -256,6 +246,23 @@ fn train(
     Ok(())
 }
 
+/// The checkpoint a new run starts from: the initial backbone (projected), Adam's state,
+/// the episode generator.
+fn fresh_checkpoint(cfg: &RunConfig) -> Checkpoint {
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut params: Vec<f32> = init_params(&cfg.arch, &mut rng);
+    let proj = cfg.ul_projection;
+    let mut power = proj.initial_state(cfg.arch, cfg.seed);
+    proj.apply(cfg.arch, &mut params, &mut power, SN_INIT_ITERS);
+    let adam = Adam::new(cfg.ul_lr, params.len());
+    let mut ck = Checkpoint::new(cfg.clone(), params, adam, RngState::of(cfg.seed, &rng));
+    ck.power = power;
+    ck.history
+        .ortho
+        .push((0, orthogonality_sum(ck.config.arch, &ck.params)));
+    ck
+}
+
 /// Records validation accuracy `acc` at `ck.step`: keeps the backbone if it is the best so
 /// far, and says whether `patience` validations have passed since the best one.
 fn early_stop(ck: &mut Checkpoint, acc: f64, patience: u64) -> bool {
@@ -271,26 +278,26 @@ fn early_stop(ck: &mut Checkpoint, acc: f64, patience: u64) -> bool {
     since >= patience
 }
 
-/// Mean validation accuracy (%) of `params` on `tasks`, `meta_batch` tasks per batch.
+/// Mean validation accuracy (%) of `params` on `tasks`, `meta_batch` tasks per batch, each
+/// head fitted by the evaluation procedure.
 fn validate(
     backend: &mut dyn MetaBackend,
-    cfg: &RunConfig,
+    plan: &Plan,
     params: &[f32],
     tasks: &[Task],
-    head: &HeadProcedure,
 ) -> Result<f64, CliError> {
-    let eval = head.evaluation();
+    let eval = plan.head.evaluation();
     let mut accs = Vec::with_capacity(tasks.len());
-    for chunk in tasks.chunks(cfg.episode.meta_batch) {
+    for chunk in tasks.chunks(plan.cfg.episode.meta_batch) {
         accs.extend(
             backend
                 .evaluate_tasks(Batch {
-                    arch: cfg.arch,
+                    shape: plan.cfg.arch,
                     params,
                     tasks: chunk,
                     head: &eval,
                 })
-                .map_err(super::eval::eval_error)?,
+                .map_err(eval_error)?,
         );
     }
     Ok(mean_ci(&accs).0)

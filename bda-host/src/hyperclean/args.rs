@@ -3,13 +3,15 @@
 
 use std::path::PathBuf;
 
-use bda_kernel::backend::{MethodConfig, Param, SpecError};
+use bda_kernel::backend::{MethodConfig, MethodSpec};
+use bda_kernel::hyperclean::Classifier;
 use bda_kernel::{Beta, Method, Schedule};
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
 use super::driver::{Row, TrainConfig};
 use super::init::Init;
+use crate::check::{StepFlags, positive, spec_error};
 use crate::config::OutputArgs;
 use crate::device::PlaceArgs;
 use crate::error::CliError;
@@ -220,34 +222,43 @@ pub struct HypercleanConfig {
     pub no_prob_cache: bool,
 }
 
+/// A checked run: the configuration as given and what the loop needs, the method's spec
+/// built once.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    /// The configuration (defaults not yet written out: see [`HypercleanConfig::resolved`]).
+    pub config: HypercleanConfig,
+    /// What the upper-level loop runs.
+    pub train: TrainConfig,
+}
+
 impl HypercleanConfig {
-    /// The configuration with every derived default written out (T = K/2, s_u = s_l =
-    /// ll-lr, the checkpoint stride for lower-level iterates of `state_bytes` bytes each):
-    /// what a report records and what runs.
-    pub fn resolved(&self, state_bytes: usize) -> HypercleanConfig {
-        let kept = self.method_config().build().map_or(0, |s| s.kept_steps());
+    /// The configuration with every derived default written out from the checked `spec`
+    /// (T = K/2, s_u = s_l = ll-lr, the checkpoint stride): what a report records and what
+    /// runs.
+    pub fn resolved(&self, spec: &MethodSpec<f64>) -> HypercleanConfig {
         let (n_train, n_val) = self.sizes();
+        let m = spec.config();
         HypercleanConfig {
-            hidden: Some(self.hidden_units()),
+            hidden: Some(self.classifier().hidden()),
             init: Some(self.initial()),
             n_train: Some(n_train),
             n_val: Some(n_val),
-            truncate: Some(self.method_config().effective_truncate()),
-            su: Some(self.su.unwrap_or(self.ll_lr)),
-            sl: Some(self.sl.unwrap_or(self.ll_lr)),
-            checkpoint_every: Some(
-                self.checkpoint_every
-                    .unwrap_or_else(|| auto_checkpoint(kept, state_bytes)),
-            ),
+            truncate: Some(m.effective_truncate()),
+            su: Some(m.s_u),
+            sl: Some(m.s_l),
+            checkpoint_every: Some(m.checkpoint_every.unwrap_or(0)),
             ..self.clone()
         }
     }
 
-    /// Hidden units of the classifier (0: softmax regression).
-    pub fn hidden_units(&self) -> usize {
+    /// The classifier of the lower level.
+    pub fn classifier(&self) -> Classifier {
         match self.model {
-            Model::Linear => 0,
-            Model::Mlp => self.hidden.unwrap_or(DEFAULT_HIDDEN),
+            Model::Linear => Classifier::Linear,
+            Model::Mlp => Classifier::Mlp {
+                hidden: self.hidden.unwrap_or(DEFAULT_HIDDEN),
+            },
         }
     }
 
@@ -287,19 +298,11 @@ impl HypercleanConfig {
         }
     }
 
-    /// Check every option that the data layer does not; errors name the flag (exit 2).
-    pub fn check(&self) -> Result<TrainConfig, CliError> {
-        let positive = |v: f64, flag: &str| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(CliError::input(format!(
-                    "--{flag} {v}: must be positive and finite"
-                )))
-            }
-        };
-        positive(self.ll_lr, "ll-lr")?;
-        positive(self.ul_lr, "ul-lr")?;
+    /// Check every option that the data layer does not, once; errors name the flag
+    /// (exit 2).
+    pub fn check(&self) -> Result<Checked, CliError> {
+        positive("ll-lr", self.ll_lr)?;
+        positive("ul-lr", self.ul_lr)?;
         if !(self.lambda.is_finite() && self.lambda >= 0.0) {
             return Err(CliError::input(format!(
                 "--lambda {}: must be finite and non-negative",
@@ -325,18 +328,21 @@ impl HypercleanConfig {
             }
             _ => {}
         }
-        let method = self.method_config();
-        method
+        let spec = self
+            .method_config()
             .build()
-            .map_err(|e| CliError::input(e.describe(&flag(&e)).to_string()))?;
-        Ok(TrainConfig {
-            row: self.method,
-            method,
-            optimizer: self.optimizer,
-            ul_lr: self.ul_lr,
-            ul_iters: self.ul_iters,
-            init: self.initial(),
-            seed: self.seed,
+            .map_err(|e| spec_error(e, StepFlags::Separate))?;
+        Ok(Checked {
+            config: self.clone(),
+            train: TrainConfig {
+                row: self.method,
+                spec,
+                optimizer: self.optimizer,
+                ul_lr: self.ul_lr,
+                ul_iters: self.ul_iters,
+                init: self.initial(),
+                seed: self.seed,
+            },
         })
     }
 }
@@ -354,21 +360,4 @@ pub fn auto_checkpoint(kept: u32, state_bytes: usize) -> u32 {
     } else {
         (f64::from(kept).sqrt().ceil() as u32).max(1)
     }
-}
-
-/// The flag of a method parameter.
-fn flag(e: &SpecError) -> String {
-    match e.param {
-        Param::Steps => "--K",
-        Param::Truncate => "--truncate",
-        Param::CgIters => "--cg-iters",
-        Param::FdEps => "--fd-eps",
-        Param::Mu => "--mu",
-        Param::Alpha => "--alpha",
-        Param::Beta => "--beta",
-        Param::StepUpper => "--su (or --ll-lr)",
-        Param::StepLower => "--sl (or --ll-lr)",
-        Param::CheckpointEvery => "--checkpoint-every",
-    }
-    .to_string()
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use bda_kernel::hyperclean::HypercleanData;
+use bda_kernel::hyperclean::{Classifier, HypercleanData};
 
 use crate::config::DataSource;
 use crate::data::Subset;
@@ -24,9 +24,8 @@ pub struct HostData {
     pub test: Subset,
     /// Which training labels were corrupted.
     pub corrupted: Vec<bool>,
-    /// Hidden ReLU units of the classifier fitted to these data (0: softmax regression);
-    /// see [`HostData::with_hidden`].
-    pub hidden: usize,
+    /// The classifier fitted to these data; see [`HostData::with_classifier`].
+    pub classifier: Classifier,
 }
 
 impl HostData {
@@ -35,7 +34,7 @@ impl HostData {
         HypercleanData {
             dim: self.train.dim,
             classes: self.classes,
-            hidden: self.hidden,
+            classifier: self.classifier,
             train_x: &self.train.x,
             train_labels: &self.train.labels,
             val_x: &self.val.x,
@@ -49,10 +48,9 @@ impl HostData {
         self.problem(0.0).y_len()
     }
 
-    /// The same data, fitted with a hidden layer of `hidden` ReLU units (0: softmax
-    /// regression).
-    pub fn with_hidden(self, hidden: usize) -> Self {
-        HostData { hidden, ..self }
+    /// The same data, fitted with `classifier`.
+    pub fn with_classifier(self, classifier: Classifier) -> Self {
+        HostData { classifier, ..self }
     }
 
     /// A random instance with pixel values `q/255` and `noise` of the training labels
@@ -100,7 +98,7 @@ impl HostData {
             val,
             test,
             corrupted,
-            hidden: 0,
+            classifier: Classifier::Linear,
         }
     }
 
@@ -124,7 +122,7 @@ impl HostData {
             val: split.val,
             test: split.test,
             corrupted: split.corrupted,
-            hidden: 0,
+            classifier: Classifier::Linear,
         })
     }
 }

@@ -1,15 +1,13 @@
 //! The upper-level loop of data hyper-cleaning, generic over the math backend (CPU here,
 //! CUDA in `bda-gpu`): the engine ([`Hypergrad`]) gives `(φ, ∇φ, y_K)`, this loop runs the
 //! optimizer on `x`, asks the [`Monitor`] for the metrics and records the history. It
-//! knows no method: the row's [`MethodConfig`] decides everything below.
+//! knows no method: the row's [`MethodSpec`] decides everything below, and the backend
+//! says which methods it runs ([`Methods`]).
 
 use std::fmt;
 use std::time::Instant;
 
-use bda_kernel::backend::{
-    Backend, Hypergrad, LowerHessian, LowerStep, MethodConfig, MethodError, StepAdjoint,
-    UpperGradient,
-};
+use bda_kernel::backend::{Backend, MethodError, MethodSpec, Methods};
 use bda_kernel::{Method, Scalar};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -75,8 +73,8 @@ impl<'de> Deserialize<'de> for Row {
 pub struct TrainConfig {
     /// Which row.
     pub row: Row,
-    /// The method's numbers (checked; the reference rows fit `y` with RHG's).
-    pub method: MethodConfig<f64>,
+    /// The method, checked (the reference rows fit `y` with RHG's).
+    pub spec: MethodSpec<f64>,
     /// Optimizer on `x`.
     pub optimizer: OptimizerKind,
     /// Its learning rate.
@@ -174,7 +172,8 @@ pub enum TrainError<E> {
         /// Upper iteration.
         ul_iter: u32,
     },
-    /// The method's numbers do not fit the backend's scalar type (e.g. 1e300 in `f32`).
+    /// The method does not fit the backend: its numbers do not fit the backend's scalar
+    /// type (e.g. 1e300 in `f32`), or it needs products the backend does not have.
     Config(String),
 }
 
@@ -216,17 +215,21 @@ pub fn train<B>(
     monitor: &mut dyn Monitor,
 ) -> Result<Trained, TrainError<B::Error>>
 where
-    B: LowerStep + UpperGradient + StepAdjoint + LowerHessian,
+    B: Methods,
 {
     let start = Instant::now();
     let spec = cfg
-        .method
+        .spec
         .cast::<B::T>()
-        .build()
         .map_err(|e| TrainError::Config(format!("in the backend's precision, {e}")))?;
     let t = B::T::from_f64;
     let n = x0.len();
-    let mut hg = Hypergrad::new(b, spec).map_err(|err| TrainError::Method { ul_iter: 0, err })?;
+    let mut hg = b.hypergrad(spec).map_err(|err| match err {
+        MethodError::Unsupported { method } => TrainError::Config(format!(
+            "--method {method}: needs lower-level Hessian products, which this backend does not provide"
+        )),
+        err => TrainError::Method { ul_iter: 0, err },
+    })?;
     let mut x = b.new_x().map_err(at(0))?;
     let mut gx = b.new_x().map_err(at(0))?;
     let y_len = init.y_len();
@@ -267,7 +270,7 @@ where
         }
         let y_h = to_host_y(b, &y_out, y_len).map_err(at(it))?;
         let cg =
-            (cfg.method.method == Method::Ihg && matches!(cfg.row, Row::Method(_))).then(|| {
+            (cfg.spec.method() == Method::Ihg && matches!(cfg.row, Row::Method(_))).then(|| {
                 let r = hg.cg_report();
                 CgRecord {
                     iters: r.iters,

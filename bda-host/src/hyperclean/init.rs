@@ -47,14 +47,15 @@ pub struct InitDraw {
 impl InitDraw {
     /// The draws of `init` for the classifier of `data`, seeded with `seed`.
     pub fn new(init: Init, seed: u64, data: &HypercleanData<'_>) -> Self {
-        let [w1, w2] = data.layout().weights();
-        let (d, c) = (data.dim, data.classes);
-        let matrices = if data.hidden == 0 {
-            vec![(w1, d + c)]
-        } else {
-            let h = data.hidden;
-            vec![(w1, d + h), (w2, h + c)]
-        };
+        let shapes = data.classifier.weight_shapes(data.dim, data.classes);
+        let matrices = data
+            .layout()
+            .weights()
+            .into_iter()
+            .zip(shapes)
+            .filter(|(range, _)| !range.is_empty())
+            .map(|(range, (fan_in, fan_out))| (range, fan_in + fan_out))
+            .collect();
         InitDraw {
             init,
             seed,
@@ -92,6 +93,8 @@ impl InitDraw {
 
 #[cfg(test)]
 mod tests {
+    use bda_kernel::hyperclean::Classifier;
+
     use super::*;
 
     #[test]
@@ -100,7 +103,7 @@ mod tests {
         let p = HypercleanData {
             dim: 4,
             classes: 3,
-            hidden: 5,
+            classifier: Classifier::Mlp { hidden: 5 },
             train_x: &x,
             train_labels: &l,
             val_x: &x,

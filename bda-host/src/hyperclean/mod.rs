@@ -1,51 +1,47 @@
 //! `bda hyperclean`: data hyper-cleaning (journal §8.2, Table 2) at dataset scale.
 //!
 //! The problem is [`bda_kernel::hyperclean`]'s; the methods are the kernel's engine
-//! ([`bda_kernel::backend::Hypergrad`]). This module is the upper-level loop, the CPU backend
-//! and the user interface (the obviously-right `f64` backend that the gradient checks use is
-//! [`bda_kernel::hyperclean::HypercleanReference`]):
+//! ([`bda_kernel::backend::Hypergrad`]); the backends are `bda-cpu`'s and `bda-gpu`'s, one
+//! per classifier, chosen in [`crate::device::hyperclean_backend`]. This module is the
+//! upper-level loop and the user interface. The options flow one way: parsed
+//! ([`args`]), checked once into a [`Checked`] run (the method's spec built there), the data
+//! loaded, then the loop ([`driver`]) on the backend.
 //!
 //! | module | holds |
 //! |---|---|
-//! | [`args`] | the options: the configuration a report records, and the output options |
-//! | [`data`] | the data of a run: an MNIST-format folder split by the protocol, or a random instance |
+//! | [`args`] | the options: the configuration a report records, and the output options; their one check |
+//! | [`data`] | the data of a run: an MNIST-format folder split by the protocol |
 //! | [`driver`] | the upper-level loop, generic over the backend ([`driver::train`]) |
-//! | [`eval`] | validation/test predictions and clean-detection F1, on the host whatever the device |
+//! | [`eval`] | validation/test predictions and clean-detection F1 through the classifier's predictor |
 //! | [`init`] | the lower level's starting point: zero, or Xavier re-drawn each upper iteration |
-//! | [`packed`] | the sets as byte pixels in groups of 8, shared by the CPU backend and the evaluation |
-//! | [`simd`] | the AVX2+FMA and portable kernels on packed sets |
-//! | [`blocks`] | the all-zero pixel blocks the products skip, and the sample order that makes many |
-//! | [`cpu`] | the fast `f32` CPU backend ([`cpu::HypercleanCpu`]) |
 //! | [`metrics`] | accuracy, macro-F1, clean-detection F1 |
 //! | [`report`] | the summary table, the JSON report and the SVG plot |
 
 pub mod args;
-pub mod blocks;
-pub mod cpu;
 pub mod data;
 pub mod driver;
 pub mod eval;
 pub mod init;
 pub mod metrics;
-pub mod packed;
 pub mod report;
-pub mod simd;
 
+use std::fmt::Display;
 use std::io::IsTerminal;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use bda_kernel::backend::{LowerHessian, LowerStep, StepAdjoint, UpperGradient};
+use bda_kernel::backend::Methods;
 use clap::ArgMatches;
 
-pub use args::{DatasetName, HypercleanArgs, HypercleanConfig};
+pub use args::{Checked, DatasetName, HypercleanArgs, HypercleanConfig};
 pub use data::HostData;
 use driver::{Row, TrainConfig};
 pub use eval::Evaluator;
 use report::Summary;
 
 use crate::config::{DataSource, ReportHeader};
-use crate::device::OpenDevice;
+use crate::device::{BackendInfo, HypercleanJob, OpenDevice, hyperclean_backend};
 use crate::error::CliError;
 
 /// Options of a run that are not part of the method.
@@ -89,77 +85,85 @@ pub fn run_on(
     problem
         .validate()
         .map_err(|e| CliError::input(format!("data: {e}")))?;
-    match device {
-        OpenDevice::Cpu => {
-            let mut backend = cpu::HypercleanCpu::new(&problem)
-                .map_err(|e| CliError::input(format!("data: {e}")))?;
-            backend.set_prob_cache(opt.prob_cache);
-            let kernels = format!("{:?}", backend.kernels()).to_lowercase();
-            run_with(&mut backend, "cpu".into(), kernels, data, cfg, opt, header)
+    let job = Job {
+        data,
+        cfg,
+        opt,
+        header,
+    };
+    hyperclean_backend(device, &problem, opt.prob_cache, job)
+}
+
+/// The upper-level loop, evaluation and summary of one row: [`HypercleanJob`] for any
+/// backend.
+struct Job<'a> {
+    data: &'a HostData,
+    cfg: &'a TrainConfig,
+    opt: &'a RunOptions,
+    header: ReportHeader,
+}
+
+impl HypercleanJob for Job<'_> {
+    type Output = Outcome;
+
+    fn run<B: Methods>(self, backend: &mut B, info: BackendInfo<'_>) -> Result<Outcome, CliError>
+    where
+        B::Error: Display,
+    {
+        let Job {
+            data,
+            cfg,
+            opt,
+            header,
+        } = self;
+        let mut eval = Evaluator::new(data, info.predictor)
+            .map_err(|e| CliError::input(format!("data: {e}")))?;
+        let iters = cfg.iterations();
+        if opt.progress && iters > 0 {
+            eval.bar = Some(crate::progress::bar(u64::from(iters), cfg.row.name()));
         }
-        OpenDevice::Cuda(dev) if data.hidden > 0 => {
-            let mut backend = bda_gpu::HypercleanMlpGpu::new(dev, &problem)
-                .map_err(|e| CliError::run(format!("--device {}: {e}", device.name())))?;
-            let kernels = format!("cuda ({})", dev.info().name);
-            run_with(&mut backend, device.name(), kernels, data, cfg, opt, header)
+        let x0: Vec<f64> = match cfg.row {
+            Row::Oracle => data
+                .corrupted
+                .iter()
+                .map(|&c| if c { -1e4 } else { 1e4 })
+                .collect(),
+            _ => vec![0.0; data.train.labels.len()],
+        };
+        let draws = init::InitDraw::new(cfg.init, cfg.seed, &data.problem(0.0));
+        let trained = driver::train(backend, cfg, &x0, &draws, &mut eval).map_err(|e| match e {
+            driver::TrainError::Config(m) => CliError::input(m),
+            e => CliError::run(e.to_string()),
+        })?;
+        if let Some(b) = eval.bar.take() {
+            b.finish_and_clear();
         }
-        OpenDevice::Cuda(dev) => {
-            let mut backend = bda_gpu::HypercleanGpu::new(dev, &problem)
-                .map_err(|e| CliError::run(format!("--device {}: {e}", device.name())))?;
-            let kernels = format!("cuda ({})", dev.info().name);
-            run_with(&mut backend, device.name(), kernels, data, cfg, opt, header)
-        }
+        let summary = summarise(data, cfg, &eval, &trained, header, &info);
+        Ok(Outcome { summary, trained })
     }
 }
 
-/// The generic part of [`run_on`]: any backend with the four capabilities.
-pub fn run_with<B>(
-    backend: &mut B,
-    device: String,
-    kernels: String,
+/// The report of a trained row (without its load time and seed).
+fn summarise(
     data: &HostData,
     cfg: &TrainConfig,
-    opt: &RunOptions,
+    eval: &Evaluator<'_>,
+    trained: &driver::Trained,
     header: ReportHeader,
-) -> Result<Outcome, CliError>
-where
-    B: LowerStep + UpperGradient + StepAdjoint + LowerHessian,
-    B::Error: std::fmt::Display,
-{
-    let mut eval = Evaluator::new(data).map_err(|e| CliError::input(format!("data: {e}")))?;
+    info: &BackendInfo<'_>,
+) -> Summary {
     let iters = cfg.iterations();
-    if opt.progress && iters > 0 {
-        eval.bar = Some(crate::progress::bar(u64::from(iters), cfg.row.name()));
-    }
-    let x0: Vec<f64> = match cfg.row {
-        Row::Oracle => data
-            .corrupted
-            .iter()
-            .map(|&c| if c { -1e4 } else { 1e4 })
-            .collect(),
-        _ => vec![0.0; data.train.labels.len()],
-    };
-    let draws = init::InitDraw::new(cfg.init, cfg.seed, &data.problem(0.0));
-    let trained = driver::train(backend, cfg, &x0, &draws, &mut eval)
-        .map_err(|e| CliError::run(e.to_string()))?;
-    if let Some(b) = eval.bar.take() {
-        b.finish_and_clear();
-    }
     let val_pred = eval.predict_val(&trained.y);
     let test_pred = eval.predict_test(&trained.y);
     let pct = |v: f64| (v * 1e4).round() / 100.0;
-    let spec = cfg
-        .method
-        .build()
-        .map_err(|e| CliError::input(e.to_string()))?;
-    let summary = Summary {
+    Summary {
         header,
         dataset: data.dataset.clone(),
         method: cfg.row.name().to_string(),
-        device,
-        k: cfg.method.steps,
+        device: info.device.to_string(),
+        k: cfg.spec.steps(),
         truncate: matches!(cfg.row, Row::Method(_))
-            .then(|| spec.truncate())
+            .then(|| cfg.spec.truncate())
             .flatten(),
         ul_iters: iters,
         ul_lr: cfg.ul_lr,
@@ -187,11 +191,10 @@ where
         load_seconds: 0.0,
         seed: 0,
         threads: rayon::current_num_threads(),
-        kernels,
+        kernels: info.kernels.to_string(),
         max_rss_mib: crate::memory::max_rss_mib(),
         history: trained.history.clone(),
-    };
-    Ok(Outcome { summary, trained })
+    }
 }
 
 /// The bytes one kept lower-level iterate takes: the `f32` values, plus the softmax outputs
@@ -199,7 +202,8 @@ where
 /// (unless `--no-prob-cache`).
 fn state_bytes(data: &HostData, opt: &RunOptions) -> usize {
     let cache = if opt.prob_cache {
-        (data.train.labels.len() + data.val.labels.len()) * (data.classes + data.hidden)
+        (data.train.labels.len() + data.val.labels.len())
+            * (data.classes + data.classifier.hidden())
     } else {
         0
     };
@@ -236,23 +240,24 @@ fn data_location(c: &HypercleanConfig) -> (PathBuf, String) {
     }
 }
 
-/// Run `bda hyperclean` (`matches`: the subcommand's, to tell which options were given).
+/// Run `bda hyperclean` (`matches`: the subcommand's, to tell which options were given):
+/// parse, check once, then load and train on the opened device.
 pub fn run(args: &HypercleanArgs, matches: &ArgMatches) -> Result<(), CliError> {
     let c = args.out.configured(&args.run, matches, "hyperclean")?;
-    c.check()?;
-    // The device is opened before any data is read: a missing one is one line, exit 2.
-    c.place.run(|device| run_config(args, &c, device))
-}
-
-fn run_config(
-    args: &HypercleanArgs,
-    c: &HypercleanConfig,
-    device: &OpenDevice,
-) -> Result<(), CliError> {
+    let checked = c.check()?;
     if let Some(p) = &args.plot {
         crate::plot::check_path(p)?;
     }
-    let (dir, name) = data_location(c);
+    // The device is opened before any data is read: a missing one is one line, exit 2.
+    c.place.run(|device| run_checked(args, checked, device))
+}
+
+fn run_checked(args: &HypercleanArgs, run: Checked, device: &OpenDevice) -> Result<(), CliError> {
+    let Checked {
+        config: c,
+        mut train,
+    } = run;
+    let (dir, name) = data_location(&c);
     let t0 = Instant::now();
     let (n_train, n_val) = c.sizes();
     let data = HostData::load_mnist(&dir, &name, n_train, n_val, c.noise, c.seed)
@@ -262,7 +267,7 @@ fn run_config(
             }
             _ => CliError::input(e),
         })?
-        .with_hidden(c.hidden_units());
+        .with_classifier(c.classifier());
     let source: DataSource = data::mnist_source(&dir)?;
     let load_seconds = t0.elapsed().as_secs_f64();
     let opt = RunOptions {
@@ -270,10 +275,13 @@ fn run_config(
         progress: !args.out.quiet && std::io::stderr().is_terminal(),
         prob_cache: !c.no_prob_cache,
     };
-    let c = c.resolved(state_bytes(&data, &opt));
-    let cfg = c.check()?;
-    let header = ReportHeader::new("hyperclean", &c, Some(source))?;
-    let mut summary = run_on(&data, &cfg, &opt, device, header)?.summary;
+    // The checkpoint stride's default depends on the memory of one iterate of this data.
+    let every = c.checkpoint_every.unwrap_or_else(|| {
+        args::auto_checkpoint(train.spec.kept_steps(), state_bytes(&data, &opt))
+    });
+    train.spec = train.spec.with_checkpoints(NonZeroU32::new(every));
+    let header = ReportHeader::new("hyperclean", &c.resolved(&train.spec), Some(source))?;
+    let mut summary = run_on(&data, &train, &opt, device, header)?.summary;
     summary.load_seconds = load_seconds;
     summary.seed = c.seed;
     if !args.out.quiet {

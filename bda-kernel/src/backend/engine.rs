@@ -137,6 +137,23 @@ where
     }
 }
 
+/// The methods a backend can run, named once by the backend: with [`LowerHessian`] it
+/// overrides [`Methods::hypergrad`] with [`Hypergrad::new`] (all five methods); without,
+/// the default gives the unrolled ones ([`Hypergrad::unrolled`]), and IHG or O-BDA is
+/// [`MethodError::Unsupported`] — one line a command can show.
+///
+/// A command's loop is written once over `B: Methods` and never demands Hessian products
+/// from a backend that has none.
+pub trait Methods: LowerStep + UpperGradient + StepAdjoint + Sized {
+    /// The engine of `spec`'s method with this backend's buffers.
+    fn hypergrad(
+        &mut self,
+        spec: MethodSpec<Self::T>,
+    ) -> Result<Hypergrad<Self>, MethodError<Self::Error>> {
+        Hypergrad::unrolled(self, spec)
+    }
+}
+
 impl<B: Backend> Hypergrad<B> {
     fn with_body(
         b: &mut B,

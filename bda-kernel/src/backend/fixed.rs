@@ -13,7 +13,10 @@ use core::marker::PhantomData;
 
 use nalgebra::{SMatrix, SVector};
 
-use super::{HostBuffers, LowerHessian, LowerStep, StepAdjoint, UpperGradient};
+use super::{
+    HostBuffers, Hypergrad, LowerHessian, LowerStep, MethodError, MethodSpec, Methods, StepAdjoint,
+    UpperGradient,
+};
 use crate::problem::{Bilevel, Gradient, Objective, SecondOrder};
 use crate::scalar::Real;
 
@@ -121,6 +124,21 @@ where
         let next = av - fv * wu - lv * wl;
         a.copy_from_slice(next.as_slice());
         Ok(())
+    }
+}
+
+/// Every method.
+impl<U, L, T, const N: usize, const M: usize> Methods for FixedBackend<'_, Bilevel<U, L>, T, N, M>
+where
+    T: Real,
+    U: Objective<T, N, M> + Gradient<T, N, M> + SecondOrder<T, N, M>,
+    L: Gradient<T, N, M> + SecondOrder<T, N, M>,
+{
+    fn hypergrad(
+        &mut self,
+        spec: MethodSpec<T>,
+    ) -> Result<Hypergrad<Self>, MethodError<Infallible>> {
+        Hypergrad::new(self, spec)
     }
 }
 

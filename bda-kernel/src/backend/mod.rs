@@ -12,7 +12,7 @@
 //!   backend, and computes `(φ, ∇φ, y_K)` ([`Hypergrad::hypergradient`]) or the lower-level
 //!   solve alone ([`Hypergrad::solve_lower`]);
 //! * a backend computes products and nothing else: buffers ([`Backend`], or
-//!   [`HostBuffers`] for `Vec`s) and the capabilities below. `bda-host` implements them on
+//!   [`HostBuffers`] for `Vec`s) and the capabilities below. `bda-cpu` implements them on
 //!   the CPU, `bda-gpu` with CUDA kernels, [`FixedBackend`] for any fixed-size [`Bilevel`]
 //!   problem.
 //!
@@ -48,7 +48,7 @@ mod methods;
 mod spec;
 
 #[cfg(feature = "alloc")]
-pub use engine::Hypergrad;
+pub use engine::{Hypergrad, Methods};
 #[cfg(feature = "alloc")]
 pub use fixed::FixedBackend;
 #[cfg(feature = "alloc")]

@@ -4,6 +4,7 @@
 //! ([`super::Hypergrad`]) accepts. No consumer re-checks μ, α or K by hand.
 
 use core::fmt;
+use core::num::NonZeroU32;
 
 use crate::error::ConfigError;
 use crate::method::Method;
@@ -229,6 +230,12 @@ pub struct MethodSpec<T> {
 }
 
 impl<T: Real> MethodSpec<T> {
+    /// The same method in another scalar type (a command checks its numbers in `f64`, a
+    /// backend may compute in `f32`), checked again: a number may not fit (`1e300` in `f32`).
+    pub fn cast<U: Real>(&self) -> Result<MethodSpec<U>, SpecError> {
+        self.config.cast::<U>().build()
+    }
+
     /// The numbers it was built from.
     pub fn config(&self) -> &MethodConfig<T> {
         &self.config
@@ -283,6 +290,19 @@ impl<T: Real> MethodSpec<T> {
     /// The checkpoint stride c of the reverse pass (`None`: every state kept).
     pub fn checkpoint_every(&self) -> Option<u32> {
         self.config.checkpoint_every
+    }
+
+    /// The same method keeping only every `every`-th state for the reverse pass (`None`:
+    /// every state); a command sets it once it knows how much memory a state takes. The
+    /// hypergradient does not change.
+    pub fn with_checkpoints(self, every: Option<NonZeroU32>) -> Self {
+        MethodSpec {
+            config: MethodConfig {
+                checkpoint_every: every.map(NonZeroU32::get),
+                ..self.config
+            },
+            ..self
+        }
     }
 
     /// The `y` buffers the unrolled methods keep for their reverse pass: the T (T-RHG) or

@@ -2,7 +2,7 @@
 //! as possible, in `f64`, with naive loops, no parallelism and no caching.
 //!
 //! It exists to be obviously right. Every fast backend is checked against it primitive by
-//! primitive — the CPU backend of `bda-host` and the CUDA backend of `bda-gpu`, which cannot
+//! primitive — the CPU backend of `bda-cpu` and the CUDA backend of `bda-gpu`, which cannot
 //! share test code with each other — and the kernel's dataset-scale methods are checked on it
 //! against central finite differences. It lives here, next to the problem definition, so that
 //! there is one reference for both (this crate's `tests/hyperclean_reference.rs` checks it
@@ -31,13 +31,13 @@
 //!
 //! ```
 //! use bda_kernel::backend::LowerStep;
-//! use bda_kernel::hyperclean::{HypercleanData, HypercleanReference};
+//! use bda_kernel::hyperclean::{Classifier, HypercleanData, HypercleanReference};
 //!
 //! // Two features, two classes, two training samples and one validation sample.
 //! let data = HypercleanData {
 //!     dim: 2,
 //!     classes: 2,
-//!     hidden: 0,
+//!     classifier: Classifier::Linear,
 //!     train_x: &[1.0, 0.0, 0.0, 1.0],
 //!     train_labels: &[0, 1],
 //!     val_x: &[1.0, 1.0],
@@ -67,8 +67,11 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::convert::Infallible;
 
-use super::HypercleanData;
-use crate::backend::{HostBuffers, LowerHessian, LowerStep, StepAdjoint, UpperGradient};
+use super::{Classifier, HypercleanData};
+use crate::backend::{
+    HostBuffers, Hypergrad, LowerHessian, LowerStep, MethodError, MethodSpec, Methods, StepAdjoint,
+    UpperGradient,
+};
 
 /// Shorthands for the trait impls: a buffer, and a product's (infallible) result.
 type V = Vec<f64>;
@@ -171,7 +174,7 @@ impl<'a> HypercleanReference<'a> {
         &self.data
     }
 
-    /// Length of `y`: `(d + 1)·c`.
+    /// Length of `y` ([`HypercleanData::y_len`]).
     pub fn y_len(&self) -> usize {
         self.data.y_len()
     }
@@ -220,21 +223,20 @@ impl<'a> HypercleanReference<'a> {
 
     /// One sample through the classifier at `y`.
     fn forward(&self, u: &[f32], y: &[f64]) -> Pass {
-        let (h, c) = (self.data.hidden, self.data.classes);
+        let c = self.data.classes;
         let l = self.data.layout();
-        if h == 0 {
-            let s = affine(
-                u.iter().map(|&v| f64::from(v)),
-                &y[l.w1..l.b1],
-                &y[l.b2..],
-                c,
-            );
-            return Pass {
-                a: Vec::new(),
-                h: Vec::new(),
-                s,
-            };
-        }
+        let uf = u.iter().map(|&v| f64::from(v));
+        let h = match self.data.classifier {
+            Classifier::Linear => {
+                let s = affine(uf, &y[l.w1..l.b1], &y[l.b2..], c);
+                return Pass {
+                    a: Vec::new(),
+                    h: Vec::new(),
+                    s,
+                };
+            }
+            Classifier::Mlp { hidden } => hidden,
+        };
         let a = affine(
             u.iter().map(|&v| f64::from(v)),
             &y[l.w1..l.b1],
@@ -250,12 +252,15 @@ impl<'a> HypercleanReference<'a> {
     /// The derivative of the pass at `y` along `v` (the forward tangent, R-operator):
     /// `(Ra, Rs)`, `Ra` empty for softmax regression.
     fn tangent(&self, u: &[f32], y: &[f64], pass: &Pass, v: &[f64]) -> (Vec<f64>, Vec<f64>) {
-        let (h, c) = (self.data.hidden, self.data.classes);
+        let c = self.data.classes;
         let l = self.data.layout();
         let uf = || u.iter().map(|&x| f64::from(x));
-        if h == 0 {
-            return (Vec::new(), affine(uf(), &v[l.w1..l.b1], &v[l.b2..], c));
-        }
+        let h = match self.data.classifier {
+            Classifier::Linear => {
+                return (Vec::new(), affine(uf(), &v[l.w1..l.b1], &v[l.b2..], c));
+            }
+            Classifier::Mlp { hidden } => hidden,
+        };
         let ra = affine(uf(), &v[l.w1..l.b1], &v[l.b1..l.w2], h);
         let rh: Vec<f64> = ra
             .iter()
@@ -273,13 +278,16 @@ impl<'a> HypercleanReference<'a> {
 
     /// `out += w·J_y(s)ᵀ g`: back-propagation of a logit-space vector `g` through the pass.
     fn add_backprop(&self, u: &[f32], y: &[f64], pass: &Pass, g: &[f64], w: f64, out: &mut [f64]) {
-        let (h, c) = (self.data.hidden, self.data.classes);
+        let c = self.data.classes;
         let l = self.data.layout();
-        if h == 0 {
-            add_outer(u.iter().map(|&x| f64::from(x)), g, w, &mut out[l.w1..l.b1]);
-            add_scaled(g, w, &mut out[l.b2..]);
-            return;
-        }
+        let h = match self.data.classifier {
+            Classifier::Linear => {
+                add_outer(u.iter().map(|&x| f64::from(x)), g, w, &mut out[l.w1..l.b1]);
+                add_scaled(g, w, &mut out[l.b2..]);
+                return;
+            }
+            Classifier::Mlp { hidden } => hidden,
+        };
         add_outer(pass.h.iter().copied(), g, w, &mut out[l.w2..l.b2]);
         add_scaled(g, w, &mut out[l.b2..]);
         // g_a = (W₂g) ⊙ 1[a > 0].
@@ -314,10 +322,11 @@ impl<'a> HypercleanReference<'a> {
         let prs: f64 = p.iter().zip(&rs).map(|(p, t)| p * t).sum();
         let r: Vec<f64> = p.iter().zip(&rs).map(|(p, t)| p * t - p * prs).collect();
         self.add_backprop(u, y, &pass, &r, w, out);
-        let (h, c) = (self.data.hidden, self.data.classes);
-        if h == 0 {
-            return;
-        }
+        let c = self.data.classes;
+        let h = match self.data.classifier {
+            Classifier::Linear => return,
+            Classifier::Mlp { hidden } => hidden,
+        };
         let l = self.data.layout();
         let mut g = p;
         g[label] -= 1.0;
@@ -490,6 +499,16 @@ impl StepAdjoint for HypercleanReference<'_> {
             a[i] -= h[i];
         }
         Ok(())
+    }
+}
+
+/// Every method.
+impl Methods for HypercleanReference<'_> {
+    fn hypergrad(
+        &mut self,
+        spec: MethodSpec<f64>,
+    ) -> Result<Hypergrad<Self>, MethodError<Infallible>> {
+        Hypergrad::new(self, spec)
     }
 }
 

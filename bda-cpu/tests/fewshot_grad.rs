@@ -3,11 +3,11 @@
 //! `bda_testkit::fd`), the conv4 backward pass on a tiny network, and the whole
 //! meta-gradient. Plus determinism across thread counts.
 
-use bda_host::fewshot::conv4::{Arch, Conv4};
-use bda_host::fewshot::meta::{Batch, HeadProcedure, Task, meta_gradient};
-use bda_kernel::Method;
+use bda_cpu::conv4::{Conv4, init_params};
+use bda_cpu::fewshot::meta_gradient;
 use bda_kernel::backend::{Hypergrad, MethodConfig};
-use bda_kernel::fewshot::FeatureHead;
+use bda_kernel::fewshot::{Batch, Conv4Shape, FeatureHead, HeadProcedure, Task};
+use bda_kernel::{Method, Real};
 use bda_testkit::fd::check_method;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -20,16 +20,17 @@ fn config(method: Method) -> MethodConfig<f64> {
     }
 }
 
-fn procedure(method: Method, step: f64) -> HeadProcedure {
+fn procedure<T: Real>(method: Method, step: f64) -> HeadProcedure<T> {
+    let spec = MethodConfig {
+        s_u: step,
+        s_l: step,
+        ..config(method)
+    }
+    .build()
+    .unwrap();
     HeadProcedure {
-        spec: MethodConfig {
-            s_u: step,
-            s_l: step,
-            ..config(method)
-        }
-        .build()
-        .unwrap(),
-        l2: 0.01,
+        spec: spec.cast().unwrap(),
+        l2: T::from_f64(0.01),
     }
 }
 
@@ -99,7 +100,7 @@ fn truncation_changes_the_gradient_but_full_truncation_is_rhg() {
 }
 
 /// 9×9 images: 9 → 5 → 3 → 2 → 1 exercises the ceil-mode pools; 11 images span two chunks.
-const TINY: Arch = Arch {
+const TINY: Conv4Shape = Conv4Shape {
     channels: 3,
     in_channels: 1,
     side: 9,
@@ -114,15 +115,15 @@ fn conv4_backward_matches_finite_differences() {
     // (20 → 10 → 5 → 3 → 2): block 1's backward pass in the Winograd domain too.
     for arch in [
         TINY,
-        Arch {
+        Conv4Shape {
             in_channels: 3,
             ..TINY
         },
-        Arch {
+        Conv4Shape {
             channels: 4,
             ..TINY
         },
-        Arch {
+        Conv4Shape {
             channels: 4,
             side: 20,
             ..TINY
@@ -130,7 +131,7 @@ fn conv4_backward_matches_finite_differences() {
     ] {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let n = 11;
-        let params: Vec<f64> = arch.init(&mut rng);
+        let params: Vec<f64> = init_params(&arch, &mut rng);
         let imgs: Vec<f64> = (0..n * arch.pixels()).map(|_| rng.random()).collect();
         let r: Vec<f64> = (0..n * arch.features())
             .map(|_| rng.random_range(-1.0..1.0))
@@ -166,13 +167,13 @@ fn conv4_backward_matches_finite_differences() {
 #[test]
 fn rgb_input_is_channel_major() {
     let mut rng = ChaCha8Rng::seed_from_u64(8);
-    let rgb = Arch {
+    let rgb = Conv4Shape {
         in_channels: 3,
         ..TINY
     };
     let grey = TINY;
     let n = 11;
-    let mut p3: Vec<f64> = rgb.init(&mut rng);
+    let mut p3: Vec<f64> = init_params(&rgb, &mut rng);
     let (w3, g3, _) = rgb.offsets(0);
     let (w1, g1, _) = grey.offsets(0);
     let mut p1 = vec![0.0; grey.num_params()];
@@ -213,22 +214,31 @@ fn rgb_input_is_channel_major() {
     assert!(worst < 1e-12, "max difference {worst:e}");
 }
 
-fn tasks(rng: &mut ChaCha8Rng, arch: Arch, count: usize) -> Vec<Task> {
+/// `count` 3-way tasks of 2 support and 2 query random images per class.
+fn tasks(rng: &mut ChaCha8Rng, arch: Conv4Shape, count: usize) -> Vec<Task> {
+    let labels = vec![0, 0, 1, 1, 2, 2];
+    let mut images = || -> Vec<f32> { (0..6 * arch.pixels()).map(|_| rng.random()).collect() };
     (0..count)
-        .map(|_| Task::synthetic(3, 2, 2, arch.pixels(), rng))
+        .map(|_| Task {
+            ways: 3,
+            support: images(),
+            support_labels: labels.clone(),
+            query: images(),
+            query_labels: labels.clone(),
+        })
         .collect()
 }
 
 #[test]
 fn meta_gradient_matches_finite_differences() {
     let mut rng = ChaCha8Rng::seed_from_u64(4);
-    let params: Vec<f64> = TINY.init(&mut rng);
+    let params: Vec<f64> = init_params(&TINY, &mut rng);
     let ts = tasks(&mut rng, TINY, 3);
     for method in [Method::Bda, Method::Rhg] {
         let c = procedure(method, 1.0);
         let at = |params: &[f64]| {
             let batch = Batch {
-                arch: TINY,
+                shape: TINY,
                 params,
                 tasks: &ts,
                 head: &c,
@@ -254,23 +264,27 @@ fn meta_gradient_matches_finite_differences() {
 #[test]
 fn meta_gradient_is_the_same_on_one_and_two_threads() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
-    let arch = Arch {
+    let arch = Conv4Shape {
         channels: 4,
         in_channels: 1,
         side: 12,
         blocks: 4,
     };
-    let params: Vec<f32> = arch.init(&mut rng);
+    let params: Vec<f32> = init_params(&arch, &mut rng);
     let ts = tasks(&mut rng, arch, 4);
     let c = procedure(Method::Bda, 0.5);
     let batch = Batch {
-        arch,
+        shape: arch,
         params: &params,
         tasks: &ts,
         head: &c,
     };
     let run = |threads| {
-        bda_host::threads::install(threads, || Ok(meta_gradient(batch).unwrap())).unwrap()
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| meta_gradient(batch).unwrap())
     };
     let (a, b) = (run(1), run(2));
     assert_eq!(a.loss.to_bits(), b.loss.to_bits());
@@ -287,14 +301,14 @@ fn meta_gradient_is_the_same_on_one_and_two_threads() {
 #[test]
 fn conv4_features_follow_their_images() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let arch = Arch {
+    let arch = Conv4Shape {
         channels: 3,
         in_channels: 1,
         side: 28,
         blocks: 4,
     };
     let n = 19;
-    let params: Vec<f64> = arch.init(&mut rng);
+    let params: Vec<f64> = init_params(&arch, &mut rng);
     let d = arch.pixels();
     let imgs: Vec<f64> = (0..n * d).map(|_| rng.random()).collect();
     let perm: Vec<usize> = (0..n).map(|i| (i * 7 + 3) % n).collect();

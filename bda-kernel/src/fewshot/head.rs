@@ -1,31 +1,10 @@
-//! Few-shot meta-learning (journal §8.3): the per-task head problem as a backend, the one
-//! definition that the CPU path of `bda-host` runs and that the batched CUDA head of `bda-gpu`
-//! is checked against (in `f64`).
-//!
-//! Upper variable `x`: the features of one task's images, `(n_s + n_q) × d` row-major,
-//! support rows first. Lower variable `y = (W ∈ R^{d×N}, b ∈ R^N)`, a linear N-way head,
-//! stored as `W` row-major followed by `b`.
-//!
-//! * `f(x, y) = CE(support features · W + b, support labels) + (λ/2)‖y‖²` (mean over the
-//!   support set),
-//! * `F(x, y) = CE(query features · W + b, query labels)` (mean over the query set).
-//!
-//! Both depend on `x`, so [`StepAdjoint`] adds the mixed terms `(∂²_{xy}f)ᵀa` to the
-//! support rows and `(∂²_{xy}F)ᵀa` to the query rows of `gx`, and
-//! [`UpperGradient::upper_grad`] adds `∂_x F` to the query rows. The K-step loop and its
-//! reverse pass are the engine's ([`Hypergrad::unrolled`](crate::backend::Hypergrad::unrolled):
-//! the head has no [`LowerHessian`](crate::backend::LowerHessian), so RHG, T-RHG and BDA).
-//!
-//! For a set with features `A` (n × d), logits `Z = AW + b`, `P = softmax(Z)` and
-//! `G = (P − onehot)/n`: `∇_W = AᵀG`, `∇_b = Σ_i G_i`, `∇_A = GWᵀ`. For a direction
-//! `v = (V, c)`, `U = AV + c`, `D_i = (P_i ⊙ U_i − P_i ⟨P_i, U_i⟩)/n`: the Hessian–vector
-//! product is `(AᵀD, Σ_i D_i)` and the mixed product `(∂²_{Ay}L)ᵀv` has rows `G_i Vᵀ + D_i Wᵀ`.
+//! The per-task head problem as a backend (see the parent module for the formulas).
 
 use alloc::vec;
 use alloc::vec::Vec;
 use core::convert::Infallible;
 
-use crate::backend::{HostBuffers, LowerStep, StepAdjoint, UpperGradient};
+use crate::backend::{HostBuffers, LowerStep, Methods, StepAdjoint, UpperGradient};
 use crate::scalar::Real;
 
 /// Shorthands for the trait impls: a buffer, and a product's (infallible) result.
@@ -288,6 +267,9 @@ impl<T: Real> UpperGradient for FeatureHead<T> {
         Ok(self.ce_grad(Set::Query, x, y, T::one(), Some(gy), Some((gx, s))))
     }
 }
+
+/// No Hessian products: RHG, T-RHG and BDA.
+impl<T: Real> Methods for FeatureHead<T> {}
 
 impl<T: Real> StepAdjoint for FeatureHead<T> {
     fn step_adjoint(&mut self, x: &V<T>, y: &V<T>, wu: T, wl: T, a: &mut V<T>, g: &mut V<T>) -> Io {

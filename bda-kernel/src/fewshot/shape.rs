@@ -1,10 +1,9 @@
-//! The geometry of the conv4 backbone as plain numbers.
-//!
-//! The one definition of the backbone's geometry and parameter layout: `bda-host`'s
-//! `fewshot::conv4::Arch` (stored in checkpoints with serde) delegates every size and offset
-//! here, so a parameter vector moves between the CPU and CUDA backbones without conversion.
+//! The geometry of the conv4 backbone as plain numbers: the one definition of its sizes and
+//! parameter layout, which the CPU and CUDA backbones share, so a parameter vector (a
+//! checkpoint) moves between devices without conversion.
 
-use crate::GpuError;
+/// Batch norm's ε in every backbone (PyTorch's default).
+pub const BN_EPS: f64 = 1e-5;
 
 /// Shape of a conv4-style backbone: `blocks` × [3×3 conv (`channels` outputs, padding 1, no
 /// bias), batch norm (γ, β), ReLU, 2×2 max-pool with ceil mode] on `side × side` images of
@@ -13,10 +12,14 @@ use crate::GpuError;
 /// Images are stored image after image, each channel-major (`[channel][row][column]`, as a
 /// PyTorch `N×C×H×W` tensor).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Conv4Shape {
     /// Channels of every convolution (64 in the papers; 32 is MiniImageNet's standard).
     pub channels: usize,
-    /// Channels of the input images (1 for Omniglot, 3 for MiniImageNet's RGB).
+    /// Channels of the input images (1 for Omniglot, 3 for MiniImageNet's RGB). Absent
+    /// from checkpoints written before RGB data was read: 1.
+    #[cfg_attr(feature = "serde", serde(default = "one"))]
     pub in_channels: usize,
     /// Side of the square input images (28 for Omniglot, 84 for MiniImageNet).
     pub side: usize,
@@ -24,7 +27,20 @@ pub struct Conv4Shape {
     pub blocks: usize,
 }
 
+#[cfg(feature = "serde")]
+fn one() -> usize {
+    1
+}
+
 impl Conv4Shape {
+    /// The papers' conv4 on 28×28 grey images (Omniglot): 64 channels, 4 blocks.
+    pub const CONV4: Conv4Shape = Conv4Shape {
+        channels: 64,
+        in_channels: 1,
+        side: 28,
+        blocks: 4,
+    };
+
     /// Side of the maps entering block `l` (block `blocks`: the output).
     pub fn side_at(&self, l: usize) -> usize {
         (0..l).fold(self.side, |s, _| s.div_ceil(2))
@@ -81,26 +97,10 @@ impl Conv4Shape {
         (fwd, bwd)
     }
 
-    /// Checks that the shape is usable and that `images` images fit the 32-bit indices of the
-    /// kernels and cuBLAS (what [`crate::FewshotGpu::new`] checks for one image, and every
-    /// batch for its own size), so a caller can reject a shape before opening a device.
-    pub fn validate(&self, images: usize) -> Result<(), GpuError> {
+    /// Checks that every size is positive; the message names what is not.
+    pub fn validate(&self) -> Result<(), &'static str> {
         if self.channels == 0 || self.in_channels == 0 || self.side == 0 || self.blocks == 0 {
-            return Err(GpuError::Data(
-                "the backbone needs at least one channel, input channel, pixel and block",
-            ));
-        }
-        let fits = |v: Option<usize>| v.is_some_and(|v| v <= i32::MAX as usize);
-        let hw = self.side * self.side;
-        let widest = self.channels.max(self.in_channels);
-        if !fits(widest.checked_mul(hw).and_then(|v| v.checked_mul(images)))
-            || !fits(
-                self.channels
-                    .checked_mul(9)
-                    .and_then(|v| v.checked_mul(widest)),
-            )
-        {
-            return Err(GpuError::TooLarge("feature maps"));
+            return Err("the backbone needs at least one channel, input channel, pixel and block");
         }
         Ok(())
     }
@@ -108,6 +108,9 @@ impl Conv4Shape {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
     use super::*;
 
     #[test]
@@ -126,18 +129,15 @@ mod tests {
         // 64·9 + 128 + 3·(64·64·9 + 128) = 111 680 (the PyTorch peer's count without the conv biases).
         assert_eq!(a.num_params(), 111_680);
         assert_eq!(a.offsets(1), (704, 704 + 36_864, 704 + 36_864 + 64));
-        assert!(a.validate(1280).is_ok());
-        assert!(matches!(
-            a.validate(usize::MAX / 2),
-            Err(GpuError::TooLarge(_))
-        ));
-        assert!(Conv4Shape { channels: 0, ..a }.validate(1).is_err());
+        assert_eq!(a, Conv4Shape::CONV4);
+        assert!(a.validate().is_ok());
+        assert!(Conv4Shape { channels: 0, ..a }.validate().is_err());
         assert!(
             Conv4Shape {
                 in_channels: 0,
                 ..a
             }
-            .validate(1)
+            .validate()
             .is_err()
         );
     }

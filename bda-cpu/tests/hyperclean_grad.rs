@@ -1,49 +1,15 @@
-//! Gradient checks of data hyper-cleaning.
-//!
-//! * Every method's hypergradient on the `f64` reference backend against central finite
-//!   differences of the function it differentiates (RHG, BDA: `φ_K`; T-RHG: `φ_K` with the
-//!   first K−T steps frozen at the base `x`; IHG: `φ_K` at large K where the lower level has
-//!   converged; O-BDA: `φ_1`, which its finite-difference formula approximates).
-//! * The fast `f32` backend against the reference, primitive by primitive, for both kernel
-//!   choices, and its determinism across thread counts.
+//! The CPU hyper-cleaning backends against the `f64` reference
+//! (`bda_kernel::hyperclean::HypercleanReference`), primitive by primitive, for both kernel
+//! choices and both classifiers, and their determinism across thread counts.
 
-use bda_host::hyperclean::HostData;
-use bda_host::hyperclean::cpu::HypercleanCpu;
-use bda_host::hyperclean::simd::Kernels;
-use bda_kernel::Method;
-use bda_kernel::backend::{
-    Backend, Hypergrad, LowerHessian, LowerStep, MethodConfig, StepAdjoint, UpperGradient,
-};
-use bda_kernel::hyperclean::{HypercleanData, HypercleanReference};
-use bda_testkit::fd::{check_method, check_methods};
+use bda_cpu::hyperclean::simd::Kernels;
+use bda_cpu::hyperclean::{CpuClassifier, HypercleanCpu, Linear, Mlp};
+use bda_kernel::backend::{LowerHessian, LowerStep, StepAdjoint, UpperGradient};
+use bda_kernel::hyperclean::HypercleanReference;
+use bda_testkit::instance::Problem;
 use bda_testkit::rel_err32;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-fn tiny(n_train: usize, dim: usize, classes: usize, seed: u64) -> HostData {
-    HostData::synthetic(n_train, n_train / 2 + 3, 5, dim, classes, 0.5, seed)
-}
-
-/// `h` with every pixel below 0.5 set to 0: images with a background, so that the fast
-/// backend's all-zero blocks (skipped) and its reordering of the samples take part.
-fn with_background(mut h: HostData) -> HostData {
-    for v in h
-        .train
-        .x
-        .iter_mut()
-        .chain(&mut h.val.x)
-        .chain(&mut h.test.x)
-    {
-        if *v < 0.5 {
-            *v = 0.0;
-        }
-    }
-    h
-}
-
-fn problem(h: &HostData, lambda: f32) -> HypercleanData<'_> {
-    h.problem(lambda)
-}
 
 fn randn(n: usize, scale: f64, rng: &mut ChaCha8Rng) -> Vec<f64> {
     (0..n)
@@ -51,77 +17,22 @@ fn randn(n: usize, scale: f64, rng: &mut ChaCha8Rng) -> Vec<f64> {
         .collect()
 }
 
-#[test]
-fn every_method_matches_finite_differences_on_the_reference() {
-    let h = tiny(14, 5, 3, 1);
-    let p = problem(&h, 1e-2);
-    let mut rng = ChaCha8Rng::seed_from_u64(2);
-    let x = randn(h.train.labels.len(), 1.0, &mut rng);
-    let y0 = vec![0.0; p.y_len()];
-    let make = || HypercleanReference::new(&p);
-    let base = MethodConfig {
-        truncate: Some(3),
-        fd_eps: 1e-4,
-        ..MethodConfig::new(Method::Bda, 7, 0.8)
-    };
-    let cases =
-        [Method::Rhg, Method::Bda, Method::Trhg, Method::Obda].map(|m| (base.with_method(m), 1e-6));
-    check_methods(make, Hypergrad::new, &cases, &x, &y0, 1e-5, x.len());
-}
-
-#[test]
-fn ihg_matches_finite_differences_at_a_converged_lower_level() {
-    // Many more samples than parameters and random labels: the lower level has a
-    // minimiser (up to the class-shift null space that gradient steps never enter).
-    let h = HostData::synthetic(60, 30, 5, 2, 3, 0.9, 5);
-    let p = problem(&h, 1e-2);
-    let mut rng = ChaCha8Rng::seed_from_u64(6);
-    let x = randn(h.train.labels.len(), 0.5, &mut rng);
-    let cfg = MethodConfig {
-        cg_iters: 200,
-        ..MethodConfig::new(Method::Ihg, 2500, 4.0)
-    };
-    let y0 = vec![0.0; p.y_len()];
-    // The lower level has converged at K = 2500.
-    let mut b = HypercleanReference::new(&p);
-    let (_, y) =
-        bda_testkit::fd::solve_value(&mut b, Hypergrad::new, cfg.build().unwrap(), &x, &y0);
-    let mut next = b.new_y().unwrap();
-    b.lower_step(&x, &y, 0.0, 1.0, &mut next).unwrap();
-    let res = y
-        .iter()
-        .zip(&next)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
-    assert!(res < 1e-9, "lower level not converged: ‖∇f‖∞ = {res:e}");
-    let (_, err) = check_method(
-        || HypercleanReference::new(&p),
-        Hypergrad::new,
-        &cfg,
-        &x,
-        &y0,
-        1e-4,
-        6,
-    );
-    assert!(err < 1e-5, "ihg: rel err {err:e}");
-}
-
 fn f32v(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&x| x as f32).collect()
 }
 
 fn check_primitives(classes: usize, kern: Kernels) {
-    check_primitives_hidden(classes, kern, 0);
+    check_primitives_hidden::<Linear>(classes, kern, 0);
 }
 
-fn check_primitives_hidden(classes: usize, kern: Kernels, hidden: usize) {
+fn check_primitives_hidden<C: CpuClassifier>(classes: usize, kern: Kernels, hidden: usize) {
     for background in [false, true] {
-        check_primitives_cache(classes, kern, true, background, hidden);
-        check_primitives_cache(classes, kern, false, background, hidden);
+        check_primitives_cache::<C>(classes, kern, true, background, hidden);
+        check_primitives_cache::<C>(classes, kern, false, background, hidden);
     }
 }
 
-fn check_primitives_cache(
+fn check_primitives_cache<C: CpuClassifier>(
     classes: usize,
     kern: Kernels,
     cache: bool,
@@ -133,13 +44,13 @@ fn check_primitives_cache(
     // (309, odd `hidden`), split into several tasks of `Uᵀ·G`.
     let dim = if hidden > 0 { 310 - hidden % 2 } else { 19 };
     let mut h =
-        HostData::synthetic(301, 45, 5, dim, classes, 0.5, 11 + classes as u64).with_hidden(hidden);
+        Problem::clustered(11 + classes as u64, dim, classes, 301, 45, 1e-3).with_hidden(hidden);
     if background {
-        h = with_background(h);
+        h = h.with_background();
     }
-    let p = problem(&h, 1e-3);
+    let p = h.data();
     let mut r = HypercleanReference::new(&p);
-    let mut c = HypercleanCpu::with_kernels(&p, kern).unwrap();
+    let mut c = HypercleanCpu::<C>::with_kernels(&p, kern).unwrap();
     c.set_prob_cache(cache);
     let (dt, dv) = c.block_density();
     if background {
@@ -155,7 +66,7 @@ fn check_primitives_cache(
         eprintln!("AVX2+FMA not available: checking the portable kernels only");
     }
     let mut rng = ChaCha8Rng::seed_from_u64(12);
-    let n = h.train.labels.len();
+    let n = h.n_tr();
     let x = randn(n, 2.0, &mut rng);
     let y = randn(p.y_len(), 0.5, &mut rng);
     let v = randn(p.y_len(), 0.5, &mut rng);
@@ -276,40 +187,45 @@ fn fast_backend_matches_reference_portable() {
 #[test]
 fn mlp_backend_matches_reference() {
     // Both kernel choices: the network's passes do not use them, the packing does.
-    check_primitives_hidden(10, Kernels::Portable, 7);
-    check_primitives_hidden(3, Kernels::Avx2, 4);
-    check_primitives_hidden(10, Kernels::Avx2, 5);
+    check_primitives_hidden::<Mlp>(10, Kernels::Portable, 7);
+    check_primitives_hidden::<Mlp>(3, Kernels::Avx2, 4);
+    check_primitives_hidden::<Mlp>(10, Kernels::Avx2, 5);
 }
 
 #[test]
 fn fast_backend_is_deterministic_across_thread_counts() {
-    deterministic_across_thread_counts(0);
+    deterministic_across_thread_counts::<Linear>(0);
 }
 
 #[test]
 fn mlp_backend_is_deterministic_across_thread_counts() {
     // 700 rows: 6 chunks of 128; 300 pixels: 6 blocks of ∇W₁'s rows.
-    deterministic_across_thread_counts(6);
+    deterministic_across_thread_counts::<Mlp>(6);
 }
 
-fn deterministic_across_thread_counts(hidden: usize) {
-    let h = with_background(HostData::synthetic(700, 300, 5, 31, 10, 0.5, 21)).with_hidden(hidden);
-    let p = problem(&h, 1e-3);
+fn deterministic_across_thread_counts<C: CpuClassifier>(hidden: usize) {
+    let h = Problem::clustered(21, 31, 10, 700, 300, 1e-3)
+        .with_hidden(hidden)
+        .with_background();
+    let p = h.data();
     let mut rng = ChaCha8Rng::seed_from_u64(22);
-    let x = f32v(&randn(h.train.labels.len(), 2.0, &mut rng));
+    let x = f32v(&randn(h.n_tr(), 2.0, &mut rng));
     let y = f32v(&randn(p.y_len(), 0.5, &mut rng));
     let run = |threads: usize| {
-        bda_host::threads::install(threads, || {
-            let mut c = HypercleanCpu::new(&p).unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut c = HypercleanCpu::<C>::new(&p).unwrap();
             let yc = c.y_from(&y);
             let mut out = c.y_from(&y);
             c.lower_step(&x, &yc, 0.2, 0.7, &mut out).unwrap();
             let mut a = c.y_from(&y);
             let mut gx = vec![0.0f32; x.len()];
             c.step_adjoint(&x, &yc, 0.2, 0.7, &mut a, &mut gx).unwrap();
-            Ok((out.as_slice().to_vec(), a.as_slice().to_vec(), gx))
+            (out.as_slice().to_vec(), a.as_slice().to_vec(), gx)
         })
-        .unwrap()
     };
     let one = run(1);
     for t in [2, 3, 5] {
@@ -321,12 +237,14 @@ fn deterministic_across_thread_counts(hidden: usize) {
 fn public_types_are_send_and_sync_where_expected() {
     fn send<T: Send>() {}
     fn sync<T: Sync>() {}
-    send::<HypercleanCpu>();
-    sync::<HypercleanCpu>();
+    send::<HypercleanCpu<Linear>>();
+    sync::<HypercleanCpu<Linear>>();
+    send::<HypercleanCpu<Mlp>>();
+    sync::<HypercleanCpu<Mlp>>();
     send::<HypercleanReference>();
     sync::<HypercleanReference>();
     // a `y` buffer fills its softmax cache through `&self` (a `RefCell`): Send, not Sync
-    send::<bda_host::hyperclean::cpu::CpuY>();
-    send::<bda_host::hyperclean::packed::Packed>();
-    sync::<bda_host::hyperclean::packed::Packed>();
+    send::<bda_cpu::hyperclean::CpuY>();
+    send::<bda_cpu::hyperclean::packed::Packed>();
+    sync::<bda_cpu::hyperclean::packed::Packed>();
 }

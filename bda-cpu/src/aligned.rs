@@ -25,7 +25,7 @@ struct Line([f32; LINE]);
 /// `[f32]`.
 ///
 /// ```
-/// use bda_host::aligned::AlignedVec;
+/// use bda_cpu::aligned::AlignedVec;
 /// let mut v = AlignedVec::default();
 /// v.resize(20, 1.5);
 /// assert_eq!(v.len(), 20);

@@ -1,9 +1,18 @@
-//! [`HypercleanCpu`], the fast CPU backend of data hyper-cleaning: `f32`, pixels stored as
-//! bytes ([`crate::hyperclean::packed`]), fused per-block passes ([`pass`]), AVX2+FMA kernels
-//! selected at run time ([`crate::hyperclean::simd`]), rayon over fixed chunks. It computes
+//! Data hyper-cleaning on the CPU: one backend per classifier ([`LinearCpu`],
+//! [`MlpCpu`]), `f32`, pixels stored as bytes ([`packed`]), fused per-block passes, AVX2+FMA
+//! kernels selected at run time ([`simd`]), rayon over fixed chunks. A backend computes
 //! the products of the kernel's capability traits ([`backend`]) and nothing else.
 //!
-//! # Products
+//! # One backend per classifier
+//!
+//! [`HypercleanCpu<C>`] holds what every classifier shares — the packed sets, the sample
+//! weights `σ(x_i)`, the per-`y` cache of forward passes, the scratch, the regulariser and
+//! the elementwise steps — and a [`CpuClassifier`] `C` computes one pass over one set: the
+//! gradient or the Hessian–vector product of `Σ ω_i CE_i`, and predictions.
+//! [`Linear`] (softmax regression, [`linear`]) and [`Mlp`] (the ReLU network, [`mlp`])
+//! are the two; a new classifier is one more implementation.
+//!
+//! # Products of softmax regression
 //!
 //! * logits `S = U·W + b`: per group of 8 samples, 10 accumulators (one per class), per
 //!   feature one widened pixel vector and 10 FMAs with broadcast `W[j, k]`;
@@ -12,9 +21,10 @@
 //!
 //! # Determinism
 //!
-//! The samples are cut into chunks of [`CHUNK_GROUPS`](crate::hyperclean::packed::CHUNK_GROUPS) groups, fixed independently of the
-//! number of threads; each chunk writes its own partial gradient and the partials are
-//! summed in chunk order. Results do not depend on the thread count or on scheduling.
+//! The samples are cut into chunks of [`CHUNK_GROUPS`](packed::CHUNK_GROUPS) groups (rows
+//! for the network), fixed independently of the number of threads; each chunk writes its
+//! own partial gradient and the partials are summed in chunk order. Results do not depend
+//! on the thread count or on scheduling.
 //!
 //! # Passes
 //!
@@ -23,9 +33,6 @@
 //! scatter of `ω_i (p_i − e_i)`) or a *Hessian pass* (logits of `y` and of the direction,
 //! scatter of `ω_i r_i`, and the per-sample mixed term `⟨p_i − e_i, t_i⟩` for free). The
 //! formulas are those of [`bda_kernel::hyperclean::HypercleanReference`].
-//!
-//! With a hidden layer ([`HypercleanData::hidden`] > 0) the passes are those of [`mlp`]:
-//! the same bookkeeping (packed order, weights, per-sample outputs), products on dense rows.
 
 // Lane loops index several arrays in lockstep (the shape of the SIMD code they become).
 #![allow(clippy::needless_range_loop)]
@@ -35,79 +42,149 @@ use std::cell::RefCell;
 use bda_kernel::hyperclean::HypercleanData;
 use rayon::prelude::*;
 
-use super::packed::{LANES, Lane, Packed};
-use super::simd::Kernels;
-use crate::aligned::AlignedVec;
-use pass::{Pass, Scratch, reduce_into, run_pass};
+use packed::Packed;
+use pass::{Pass, Scratch, reduce_into};
+use simd::Kernels;
 
 mod backend;
+pub mod blocks;
+mod linear;
 pub mod mlp;
+pub mod packed;
 pub mod pass;
+pub mod simd;
 pub mod sparse;
 pub mod thin;
+
+pub use linear::Linear;
+pub use mlp::Mlp;
+
+/// Softmax regression on the CPU.
+pub type LinearCpu = HypercleanCpu<Linear>;
+/// The ReLU network on the CPU.
+pub type MlpCpu = HypercleanCpu<Mlp>;
+
+/// A classifier's products on the CPU: one pass over one set, and predictions. The
+/// bookkeeping around the passes (weights, caches, scratch, chunked sums) is
+/// [`HypercleanCpu`]'s, the same for every classifier.
+pub trait CpuClassifier: Clone + std::fmt::Debug + Send + Sync + Sized + 'static {
+    /// What a pass needs of a set besides the packed samples (the network: its pixels as
+    /// group blocks).
+    type Set: Clone + std::fmt::Debug + Send + Sync;
+    /// The forward pass of one `y` over one set, kept with the buffer for the Hessian
+    /// passes that follow.
+    type Forward: Clone + std::fmt::Debug + Default + Send;
+
+    /// The classifier of `data` with the kernels `kern` (already checked against this
+    /// machine and `c`; `pixels` is the caller's choice for the pixel products, which
+    /// check it themselves); an error when `data` describes another classifier.
+    fn of(data: &HypercleanData<'_>, kern: Kernels, pixels: Kernels) -> Result<Self, String>;
+
+    /// What a pass needs of `set`, computed once.
+    fn prepare(&self, set: &Packed) -> Self::Set;
+
+    /// Size `fwd` for the forward pass over `set` (values unchanged where they were).
+    fn fit(&self, set: &Packed, prepared: &Self::Set, fwd: &mut Self::Forward);
+
+    /// Whether the two sets' passes of a step run side by side (`rayon::join`): worth it
+    /// when a pass ends in few coarse tasks.
+    fn side_by_side(&self) -> bool;
+
+    /// Run `pass` over `set` with per-sample weights `omega` (packed order, zero on
+    /// padding): fills `scratch.partial` with per-chunk partials of the product (when the
+    /// pass asks for it), `scratch.chunk_loss`, `scratch.sample`. A gradient pass writes
+    /// `fwd`, a Hessian pass reads it.
+    #[allow(clippy::too_many_arguments)]
+    fn run_pass(
+        &self,
+        set: &Packed,
+        prepared: &Self::Set,
+        omega: &[f32],
+        y: &[f32],
+        pass: Pass<'_>,
+        scratch: &mut Scratch,
+        fwd: &mut Self::Forward,
+    );
+
+    /// The predictions of any `y` on the samples `x` (`n × d` rows of pixel values `q/255`)
+    /// — the validation and test sets of a run, whatever device trained it.
+    fn predictor<'a>(&self, x: &'a [f32], labels: &[u8]) -> Result<Predictor<'a>, String>;
+}
+
+/// The predicted classes (argmax of the logits, first maximum wins) of a fixed set of
+/// samples, for any `y` of one classifier, in the samples' order.
+pub struct Predictor<'a> {
+    predict: Box<Predict<'a>>,
+}
+
+/// The classes predicted for a `y`.
+type Predict<'a> = dyn Fn(&[f32]) -> Vec<u8> + Send + Sync + 'a;
+
+impl<'a> Predictor<'a> {
+    /// Wrap a prediction function.
+    pub fn new(predict: impl Fn(&[f32]) -> Vec<u8> + Send + Sync + 'a) -> Self {
+        Predictor {
+            predict: Box::new(predict),
+        }
+    }
+
+    /// The classes `y` predicts.
+    pub fn predict(&self, y: &[f32]) -> Vec<u8> {
+        (self.predict)(y)
+    }
+}
+
+/// The predictor of classifier `C` for the problem of `data` on the samples `x` (the one
+/// evaluation every device's run uses).
+pub fn predictor<'a, C: CpuClassifier>(
+    data: &HypercleanData<'_>,
+    x: &'a [f32],
+    labels: &[u8],
+) -> Result<Predictor<'a>, String> {
+    let kern = Kernels::detect(data.classes);
+    C::of(data, kern, kern)?.predictor(x, labels)
+}
 
 /// The forward pass of one `y` over one set, kept with the buffer so that the reverse pass
 /// and CG reuse what the forward pass computed.
 #[derive(Clone, Debug, Default)]
-struct SetCache {
+struct SetCache<F> {
     ok: bool,
-    /// Softmax regression: `p_i` in lanes.
-    probs: Vec<Lane>,
-    /// The network: `relu(A)` then `P` per row ([`mlp::Net::cache_len`]).
-    dense: AlignedVec,
+    fwd: F,
 }
 
-impl SetCache {
-    /// Sized for the forward pass over `set` (`c` classes; the network and the set's pixels
-    /// when there is a hidden layer); values unchanged where they were.
-    fn fit(&mut self, set: &Packed, c: usize, px: Option<(mlp::Net, &sparse::GroupPixels)>) {
-        match px {
-            Some((net, px)) => self.dense.resize(net.cache_len(px.rows()), 0.0),
-            None => self.probs.resize(set.groups * c, [0.0; LANES]),
-        }
-    }
-
+impl<F: Clone> SetCache<F> {
     /// Copy `src` into `self` (only what is valid).
-    fn copy_from(&mut self, src: &SetCache) {
+    fn copy_from(&mut self, src: &SetCache<F>) {
         self.ok = src.ok;
         if src.ok {
-            self.probs.clone_from(&src.probs);
-            if !src.dense.is_empty() {
-                self.dense.clone_from(&src.dense);
-            }
+            self.fwd.clone_from(&src.fwd);
         }
     }
 }
 
-/// Softmax outputs of one `y` on the training and validation sets (and, for the network,
-/// its hidden activations), indexed by [`Which`].
+/// The forward passes of one `y` on the training and validation sets, indexed by [`Which`].
 #[derive(Clone, Debug, Default)]
-struct ProbCache {
-    sets: [SetCache; 2],
+struct ProbCache<F> {
+    sets: [SetCache<F>; 2],
 }
 
-/// The network's sets as dense rows, and its sizes.
-#[derive(Clone, Debug)]
-struct MlpSets {
-    net: mlp::Net,
-    train: sparse::GroupPixels,
-    val: sparse::GroupPixels,
-}
-
-/// A `y` buffer of the CPU backend: the values `(W, b)` and the softmax outputs `p_i(y)`
-/// of both sets once a pass has computed them.
+/// A `y` buffer of the CPU backend: the values, and the forward passes of both sets once
+/// a pass has computed them (softmax regression: the softmax outputs `p_i(y)`; the network:
+/// also its hidden activations).
 ///
 /// The cache depends on `y` only (not on `x`: the weights `σ(x_i)` enter after the
 /// softmax), is filled through `&self` by the passes that compute it and cleared by every
 /// `&mut` write. It costs `(n_tr + n_val)·c` floats per buffer that a pass has seen
-/// (400 KB at Fashion-MNIST sizes).
+/// (400 KB at Fashion-MNIST sizes) for softmax regression, `(n_tr + n_val)·(H + c)` for the
+/// network.
 #[derive(Clone, Debug, Default)]
-pub struct CpuY {
+pub struct CpuY<F = Vec<packed::Lane>> {
     v: Vec<f32>,
-    cache: RefCell<ProbCache>,
+    cache: RefCell<ProbCache<F>>,
 }
 
-impl CpuY {
+impl<F: Default> CpuY<F> {
     /// A buffer holding `v`.
     pub fn from_vec(v: Vec<f32>) -> Self {
         CpuY {
@@ -115,7 +192,7 @@ impl CpuY {
             cache: RefCell::default(),
         }
     }
-    /// The values `(W, b)`.
+    /// The values.
     pub fn as_slice(&self) -> &[f32] {
         &self.v
     }
@@ -145,10 +222,10 @@ const TR: usize = Which::Train as usize;
 /// The scratch of the validation set's passes.
 const VAL: usize = Which::Val as usize;
 
-/// The fast CPU backend (`T = f32`, `X = Vec<f32>`, `Y = `[`CpuY`]).
+/// The fast CPU backend of classifier `C` (`T = f32`, `X = Vec<f32>`, `Y = `[`CpuY`]).
 #[derive(Clone, Debug)]
-pub struct HypercleanCpu {
-    c: usize,
+pub struct HypercleanCpu<C: CpuClassifier> {
+    classifier: C,
     lambda: f32,
     kern: Kernels,
     train: Packed,
@@ -163,20 +240,20 @@ pub struct HypercleanCpu {
     gf: Vec<f32>,
     cache_probs: bool,
     /// Each set's forward pass when the cache is off.
-    uncached: [SetCache; 2],
+    uncached: [SetCache<C::Forward>; 2],
     /// The `x` that `omega_tr` and `dsig_tr` were computed for.
     omega_x: Vec<f32>,
     /// `σ'(x_i)/n_tr` in packed order.
     dsig_tr: Vec<f32>,
-    /// The network, when `hidden > 0`.
-    mlp: Option<MlpSets>,
+    /// What the classifier's passes need of each set ([`Which`]).
+    prepared: [C::Set; 2],
     /// Length of a `y` buffer.
     ylen: usize,
     /// The ranges of `y` that `λ‖·‖²` regularises.
     weights: [std::ops::Range<usize>; 2],
 }
 
-impl HypercleanCpu {
+impl<C: CpuClassifier> HypercleanCpu<C> {
     /// Pack the data of `data` (features must be pixel values `q/255`), with the fastest
     /// kernels of this machine.
     pub fn new(data: &HypercleanData<'_>) -> Result<Self, String> {
@@ -197,20 +274,14 @@ impl HypercleanCpu {
         } else {
             kern
         };
-        let mlp = (data.hidden > 0).then(|| MlpSets {
-            net: mlp::Net {
-                kern,
-                ..mlp::Net::of(data)
-            },
-            train: sparse::GroupPixels::new(&train, pixels_kern),
-            val: sparse::GroupPixels::new(&val, pixels_kern),
-        });
+        let classifier = C::of(data, kern, pixels_kern)?;
+        let prepared = [classifier.prepare(&train), classifier.prepare(&val)];
         let mut omega_val = vec![0.0f32; val.padded()];
         let m = val.n as f32;
         omega_val[..val.n].iter_mut().for_each(|o| *o = 1.0 / m);
         let ylen = data.y_len();
         Ok(HypercleanCpu {
-            c: data.classes,
+            classifier,
             lambda: data.lambda,
             kern,
             omega_tr: vec![0.0; train.padded()],
@@ -224,7 +295,7 @@ impl HypercleanCpu {
             uncached: Default::default(),
             omega_x: Vec::new(),
             dsig_tr: Vec::new(),
-            mlp,
+            prepared,
             ylen,
             weights: data.layout().weights(),
         })
@@ -242,7 +313,7 @@ impl HypercleanCpu {
     }
 
     /// A `y` buffer holding `v` (tests).
-    pub fn y_from(&self, v: &[f32]) -> CpuY {
+    pub fn y_from(&self, v: &[f32]) -> CpuY<C::Forward> {
         CpuY::from_vec(v.to_vec())
     }
 
@@ -297,10 +368,11 @@ impl HypercleanCpu {
     }
 
     /// `train` over the training set and `val` over the validation set (either may be
-    /// absent); for the network, side by side when both are given. Each writes only its own
-    /// scratch and cache slot, so the results are those of running them one after the
-    /// other. A Hessian pass first fills the set's slot of `y`'s cache if it is not valid.
-    fn passes(&mut self, y: &CpuY, train: Option<Pass<'_>>, val: Option<Pass<'_>>) {
+    /// absent); side by side when both are given and the classifier asks for it. Each
+    /// writes only its own scratch and cache slot, so the results are those of running
+    /// them one after the other. A Hessian pass first fills the set's slot of `y`'s cache
+    /// if it is not valid.
+    fn passes(&mut self, y: &CpuY<C::Forward>, train: Option<Pass<'_>>, val: Option<Pass<'_>>) {
         let keep = self.cache_probs;
         let mut cache = y.cache.borrow_mut();
         let [c_tr, c_val] = match keep {
@@ -308,22 +380,21 @@ impl HypercleanCpu {
             false => &mut self.uncached,
         };
         let [s_tr, s_val] = &mut self.scratch;
-        let mlp = self.mlp.as_ref();
+        let [p_tr, p_val] = &self.prepared;
+        let cl = &self.classifier;
         let mut tr = SetPass {
-            kern: self.kern,
-            c: self.c,
+            classifier: cl,
             set: &self.train,
-            px: mlp.map(|m| (m.net, &m.train)),
+            prepared: p_tr,
             omega: &self.omega_tr,
             keep,
             slot: c_tr,
             scratch: s_tr,
         };
         let mut va = SetPass {
-            kern: self.kern,
-            c: self.c,
+            classifier: cl,
             set: &self.val,
-            px: mlp.map(|m| (m.net, &m.val)),
+            prepared: p_val,
             omega: &self.omega_val,
             keep,
             slot: c_val,
@@ -331,11 +402,7 @@ impl HypercleanCpu {
         };
         let v = &y.v[..];
         match (train, val) {
-            // The network's passes end in four coarse `Uᵀ·G` tasks and several barriers:
-            // side by side, a thread that runs out of work in one set's pass takes work
-            // from the other's (whole runs 1.13×). Softmax regression's passes are fine
-            // grained already; side by side they measured 0.94–0.98× (15 rounds).
-            (Some(a), Some(b)) if mlp.is_some() => {
+            (Some(a), Some(b)) if cl.side_by_side() => {
                 rayon::join(|| tr.run(v, a), || va.run(v, b));
             }
             (Some(a), Some(b)) => {
@@ -349,12 +416,13 @@ impl HypercleanCpu {
     }
 
     /// `slot` sized for the forward pass of set `which` (values unchanged where it was).
-    fn size_cache(&self, which: Which, slot: &mut SetCache) {
-        let m = self.mlp.as_ref();
-        match which {
-            Which::Train => slot.fit(&self.train, self.c, m.map(|m| (m.net, &m.train))),
-            Which::Val => slot.fit(&self.val, self.c, m.map(|m| (m.net, &m.val))),
-        }
+    fn size_cache(&self, which: Which, slot: &mut SetCache<C::Forward>) {
+        let set = match which {
+            Which::Train => &self.train,
+            Which::Val => &self.val,
+        };
+        let prepared = &self.prepared[which as usize];
+        self.classifier.fit(set, prepared, &mut slot.fwd);
     }
 
     /// Keep the softmax outputs of every `y` a pass has seen (default: on). Off, the
@@ -382,14 +450,14 @@ impl HypercleanCpu {
     }
 
     /// `gu ← ∇_y F`; returns `F`.
-    fn upper_into_gu(&mut self, y: &CpuY) -> f32 {
+    fn upper_into_gu(&mut self, y: &CpuY<C::Forward>) -> f32 {
         self.passes(y, None, Some(GRAD_LOSS));
         self.take_gu(&y.v)
     }
 
     /// Hessian pass on the training set in direction `v`: `gf ← H_f·v` (when `grad`),
     /// `scratch[TR].sample[i] = ⟨p_i − e_i, t_i⟩`.
-    fn train_hess(&mut self, x: &[f32], y: &CpuY, v: &[f32], grad: bool) {
+    fn train_hess(&mut self, x: &[f32], y: &CpuY<C::Forward>, v: &[f32], grad: bool) {
         self.set_omega_tr(x);
         self.passes(y, Some(Pass::Hess { v, grad }), None);
         if grad {
@@ -421,19 +489,17 @@ const GRAD_LOSS: Pass<'static> = Pass::Grad {
 /// One set's side of [`HypercleanCpu::passes`]: the set, its weights, its scratch, and where
 /// its forward pass lives: its slot of `y`'s cache, or with the cache off (`keep` false)
 /// the backend's buffer for the set, never valid for a later pass.
-struct SetPass<'a> {
-    kern: Kernels,
-    c: usize,
+struct SetPass<'a, C: CpuClassifier> {
+    classifier: &'a C,
     set: &'a Packed,
-    /// The network and this set's pixels, when there is a hidden layer.
-    px: Option<(mlp::Net, &'a sparse::GroupPixels)>,
+    prepared: &'a C::Set,
     omega: &'a [f32],
     keep: bool,
-    slot: &'a mut SetCache,
+    slot: &'a mut SetCache<C::Forward>,
     scratch: &'a mut Scratch,
 }
 
-impl SetPass<'_> {
+impl<C: CpuClassifier> SetPass<'_, C> {
     /// `pass` at `y`; a Hessian pass first runs the gradient pass that fills the cache
     /// when it is not valid (always, with the cache off).
     fn run(&mut self, y: &[f32], pass: Pass<'_>) {
@@ -454,38 +520,14 @@ impl SetPass<'_> {
     /// valid; a Hessian pass reads it.
     fn once(&mut self, y: &[f32], pass: Pass<'_>) {
         let writes = matches!(pass, Pass::Grad { .. });
-        let (scratch, buf) = (&mut *self.scratch, &mut *self.slot);
+        let (cl, set, prepared) = (self.classifier, self.set, self.prepared);
         if writes {
-            buf.fit(self.set, self.c, self.px);
+            cl.fit(set, prepared, &mut self.slot.fwd);
         }
-        match self.px {
-            Some((net, px)) => {
-                mlp::run_pass(
-                    net,
-                    self.set,
-                    px,
-                    self.omega,
-                    y,
-                    pass,
-                    scratch,
-                    &mut buf.dense,
-                );
-            }
-            None => {
-                run_pass(
-                    self.kern,
-                    self.set,
-                    self.c,
-                    self.omega,
-                    y,
-                    pass,
-                    scratch,
-                    &mut buf.probs,
-                );
-            }
-        }
+        let fwd = &mut self.slot.fwd;
+        cl.run_pass(set, prepared, self.omega, y, pass, self.scratch, fwd);
         if writes {
-            buf.ok = true;
+            self.slot.ok = true;
         }
     }
 }

@@ -4,32 +4,35 @@
 // Element loops index several arrays in lockstep.
 #![allow(clippy::needless_range_loop)]
 
-use bda_kernel::backend::{Backend, LowerHessian, LowerStep, StepAdjoint, UpperGradient};
+use bda_kernel::backend::{
+    Backend, Hypergrad, LowerHessian, LowerStep, MethodError, MethodSpec, Methods, StepAdjoint,
+    UpperGradient,
+};
 
 use super::pass::Pass;
-use super::{CpuY, GRAD_LOSS, HypercleanCpu, Which, par_lanes};
+use super::{CpuClassifier, CpuY, GRAD_LOSS, HypercleanCpu, Which, par_lanes};
 
 /// Shorthands for the trait impls: a buffer, and a product's result.
 type X = Vec<f32>;
-type Y = CpuY;
+type Y<C> = CpuY<<C as CpuClassifier>::Forward>;
 type R<T = ()> = Result<T, String>;
 
-impl Backend for HypercleanCpu {
+impl<C: CpuClassifier> Backend for HypercleanCpu<C> {
     type T = f32;
     type X = Vec<f32>;
-    type Y = CpuY;
+    type Y = Y<C>;
     type Error = String;
 
     fn new_x(&mut self) -> Result<Vec<f32>, String> {
         Ok(vec![0.0; self.train.n])
     }
-    fn new_y(&mut self) -> Result<CpuY, String> {
+    fn new_y(&mut self) -> Result<Y<C>, String> {
         Ok(CpuY::from_vec(vec![0.0; self.ylen()]))
     }
     /// With the cache on, room for both sets' forward passes, written once here: the
     /// network's 50-step tape is 630 MB of them, whose first-touch page faults took ≈ 0.5 s
     /// of system time in the first upper iteration.
-    fn new_state(&mut self) -> Result<CpuY, String> {
+    fn new_state(&mut self) -> Result<Y<C>, String> {
         let y = self.new_y()?;
         if self.cache_probs {
             let mut cache = y.cache.borrow_mut();
@@ -39,7 +42,7 @@ impl Backend for HypercleanCpu {
         }
         Ok(y)
     }
-    fn copy_y(&mut self, src: &CpuY, dst: &mut CpuY) -> Result<(), String> {
+    fn copy_y(&mut self, src: &Y<C>, dst: &mut Y<C>) -> Result<(), String> {
         // The cache travels with the values (the kernel copies y_K out of its tape).
         dst.v.copy_from_slice(&src.v);
         let (s, d) = (src.cache.borrow(), dst.cache.get_mut());
@@ -49,22 +52,22 @@ impl Backend for HypercleanCpu {
             .for_each(|(d, s)| d.copy_from(s));
         Ok(())
     }
-    fn axpy_y(&mut self, a: f32, v: &CpuY, y: &mut CpuY) -> Result<(), String> {
+    fn axpy_y(&mut self, a: f32, v: &Y<C>, y: &mut Y<C>) -> Result<(), String> {
         y.as_mut_slice()
             .iter_mut()
             .zip(&v.v)
             .for_each(|(y, v)| *y += a * v);
         Ok(())
     }
-    fn scale_y(&mut self, a: f32, y: &mut CpuY) -> Result<(), String> {
+    fn scale_y(&mut self, a: f32, y: &mut Y<C>) -> Result<(), String> {
         y.as_mut_slice().iter_mut().for_each(|y| *y *= a);
         Ok(())
     }
-    fn zero_y(&mut self, y: &mut CpuY) -> Result<(), String> {
+    fn zero_y(&mut self, y: &mut Y<C>) -> Result<(), String> {
         y.as_mut_slice().iter_mut().for_each(|v| *v = 0.0);
         Ok(())
     }
-    fn dot_y(&mut self, a: &CpuY, b: &CpuY) -> Result<f32, String> {
+    fn dot_y(&mut self, a: &Y<C>, b: &Y<C>) -> Result<f32, String> {
         Ok(a.v
             .iter()
             .zip(&b.v)
@@ -75,7 +78,7 @@ impl Backend for HypercleanCpu {
         x.iter_mut().for_each(|v| *v = 0.0);
         Ok(())
     }
-    fn y_is_finite(&mut self, y: &CpuY) -> Result<bool, String> {
+    fn y_is_finite(&mut self, y: &Y<C>) -> Result<bool, String> {
         Ok(y.v.iter().all(|v| v.is_finite()))
     }
     fn upload_x(&mut self, src: &[f32], dst: &mut Vec<f32>) -> Result<(), String> {
@@ -86,18 +89,18 @@ impl Backend for HypercleanCpu {
         dst.copy_from_slice(src);
         Ok(())
     }
-    fn upload_y(&mut self, src: &[f32], dst: &mut CpuY) -> Result<(), String> {
+    fn upload_y(&mut self, src: &[f32], dst: &mut Y<C>) -> Result<(), String> {
         dst.as_mut_slice().copy_from_slice(src);
         Ok(())
     }
-    fn download_y(&mut self, src: &CpuY, dst: &mut [f32]) -> Result<(), String> {
+    fn download_y(&mut self, src: &Y<C>, dst: &mut [f32]) -> Result<(), String> {
         dst.copy_from_slice(&src.v);
         Ok(())
     }
 }
 
-impl LowerStep for HypercleanCpu {
-    fn lower_step(&mut self, x: &X, y: &Y, w_u: f32, w_l: f32, y_out: &mut Y) -> R {
+impl<C: CpuClassifier> LowerStep for HypercleanCpu<C> {
+    fn lower_step(&mut self, x: &X, y: &Y<C>, w_u: f32, w_l: f32, y_out: &mut Y<C>) -> R {
         self.set_omega_tr(x);
         let with_upper = w_u != 0.0;
         let grad = Pass::Grad {
@@ -123,21 +126,28 @@ impl LowerStep for HypercleanCpu {
     }
 }
 
-impl UpperGradient for HypercleanCpu {
+impl<C: CpuClassifier> UpperGradient for HypercleanCpu<C> {
     /// `F` is the validation loss: it does not depend on the sample weights.
     fn upper_depends_on_x(&self) -> bool {
         false
     }
 
-    fn upper_grad(&mut self, _x: &X, y: &Y, gy: &mut Y, _gx: &mut X, _gx_scale: f32) -> R<f32> {
+    fn upper_grad(
+        &mut self,
+        _x: &X,
+        y: &Y<C>,
+        gy: &mut Y<C>,
+        _gx: &mut X,
+        _gx_scale: f32,
+    ) -> R<f32> {
         let f = self.upper_into_gu(y);
         gy.as_mut_slice().copy_from_slice(&self.gu);
         Ok(f)
     }
 }
 
-impl StepAdjoint for HypercleanCpu {
-    fn step_adjoint(&mut self, x: &X, y: &Y, w_u: f32, w_l: f32, a: &mut Y, gx: &mut X) -> R {
+impl<C: CpuClassifier> StepAdjoint for HypercleanCpu<C> {
+    fn step_adjoint(&mut self, x: &X, y: &Y<C>, w_u: f32, w_l: f32, a: &mut Y<C>, gx: &mut X) -> R {
         self.set_omega_tr(x);
         let with_upper = w_u != 0.0;
         let hess = Pass::Hess {
@@ -165,25 +175,40 @@ impl StepAdjoint for HypercleanCpu {
 
     /// The mixed term alone: the training set's tangent pass without its `Uᵀ·G` and no
     /// validation pass (`F` does not depend on `x`): 1 of the step's 4 large products.
-    fn step_adjoint_last(&mut self, x: &X, y: &Y, _: f32, w_l: f32, a: &mut Y, gx: &mut X) -> R {
+    fn step_adjoint_last(
+        &mut self,
+        x: &X,
+        y: &Y<C>,
+        _: f32,
+        w_l: f32,
+        a: &mut Y<C>,
+        gx: &mut X,
+    ) -> R {
         self.train_hess(x, y, &a.v, false);
         self.add_mixed(x, -w_l, gx);
         Ok(())
     }
 }
 
-impl LowerHessian for HypercleanCpu {
-    fn lower_hvp(&mut self, x: &X, y: &Y, v: &Y, out: &mut Y) -> R {
+/// Every method: the backend has Hessian products.
+impl<C: CpuClassifier> Methods for HypercleanCpu<C> {
+    fn hypergrad(&mut self, spec: MethodSpec<f32>) -> Result<Hypergrad<Self>, MethodError<String>> {
+        Hypergrad::new(self, spec)
+    }
+}
+
+impl<C: CpuClassifier> LowerHessian for HypercleanCpu<C> {
+    fn lower_hvp(&mut self, x: &X, y: &Y<C>, v: &Y<C>, out: &mut Y<C>) -> R {
         self.train_hess(x, y, &v.v, true);
         out.as_mut_slice().copy_from_slice(&self.gf);
         Ok(())
     }
-    fn lower_mixed_vjp(&mut self, x: &X, y: &Y, v: &Y, scale: f32, gx: &mut X) -> R {
+    fn lower_mixed_vjp(&mut self, x: &X, y: &Y<C>, v: &Y<C>, scale: f32, gx: &mut X) -> R {
         self.train_hess(x, y, &v.v, false);
         self.add_mixed(x, scale, gx);
         Ok(())
     }
-    fn lower_grad_x(&mut self, x: &X, y: &Y, scale: f32, gx: &mut X) -> R {
+    fn lower_grad_x(&mut self, x: &X, y: &Y<C>, scale: f32, gx: &mut X) -> R {
         self.set_omega_tr(x);
         let loss = Pass::Grad {
             grad: false,

@@ -4,7 +4,7 @@
 //! the `gemm` crate (the GEMM of candle's and faer's CPU backends).
 //!
 //! ```text
-//! cargo run --release -p bda-host --features gemm-compare --example conv_gemm
+//! cargo run --release -p bda-cpu --example conv_gemm
 //! ```
 //!
 //! Each line is one GEMM shape of one block (forward `Z = W·cols`, weight gradient
@@ -14,9 +14,9 @@
 
 use std::time::Instant;
 
-use bda_host::linalg;
+use bda_cpu::linalg;
 
-use bda_host::fewshot::conv4::{Arch, CHUNK};
+use bda_cpu::conv4::{CHUNK, Conv4Shape};
 use rayon::prelude::*;
 
 /// `C = A·B` (row-major, `A` m×k, `B` k×n), one of the two libraries, single-threaded.
@@ -42,7 +42,7 @@ fn gemm(
 ) {
     assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
     match lib {
-        // What the backbone runs (`bda_host::linalg::gemm`).
+        // What the backbone runs (`bda_cpu::linalg::gemm`).
         Lib::MatrixMultiply => linalg::gemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, n, 1),
         // SAFETY: as above. gemm computes dst = alpha·dst + beta·lhs·rhs.
         Lib::Gemm => unsafe {
@@ -92,7 +92,7 @@ fn strides(rows: usize, cols: usize, t: bool) -> (usize, usize) {
 }
 
 fn main() {
-    let arch = Arch::CONV4;
+    let arch = Conv4Shape::CONV4;
     let images: usize = 16 * (5 + 75);
     let chunks = images.div_ceil(CHUNK);
     let mut shapes = Vec::new();

@@ -3,7 +3,7 @@
 //! need), nothing but registers. The bounds in docs/ divide by what it prints.
 //!
 //! ```text
-//! cargo run --release -p bda-host --example fma_peak          # 1 thread, then 2, ... up to the cores
+//! cargo run --release -p bda-cpu --example fma_peak          # 1 thread, then 2, ... up to the cores
 //! ```
 //!
 //! On a machine without AVX2 and FMA it says so and exits.

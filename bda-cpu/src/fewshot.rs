@@ -1,63 +1,16 @@
-//! The meta-gradient of few-shot learning: the conv4 backbone gives each task's features,
-//! the kernel's engine ([`Hypergrad`], here on each task's [`FeatureHead`]) gives
-//! `∂φ_K/∂features`, and the backbone's backward pass turns the average over the meta-batch
-//! into a parameter gradient. [`MetaBackend`] is where that runs (the CPU here, CUDA in
-//! [`super::gpu`]); the training loop, Adam, reports and checkpoints are the same on every
-//! device.
+//! Few-shot meta-learning on the CPU ([`CpuMeta`]): the conv4 backbone ([`crate::conv4`])
+//! gives each task's features, the kernel's engine ([`Hypergrad`](bda_kernel::backend::Hypergrad), here on each task's
+//! [`FeatureHead`]) gives `∂φ_K/∂features`, and the backbone's backward pass turns the
+//! average over the meta-batch into a parameter gradient. Tasks run in parallel (rayon);
+//! every sum over them is in task order.
 
-use bda_kernel::backend::{Hypergrad, MethodSpec};
-use bda_kernel::fewshot::FeatureHead;
+use bda_kernel::backend::Methods;
+use bda_kernel::fewshot::{
+    Batch, FeatureHead, HeadProcedure, MetaBackend, MetaError, MetaGrad, Task, stack,
+};
 use rayon::prelude::*;
 
-use super::conv4::{Arch, Conv4, Float, Tape};
-
-pub use super::data::Task;
-
-/// How each task's head is fitted and differentiated.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct HeadProcedure {
-    /// The method (RHG, T-RHG or BDA), K and the Eq. (9) numbers, checked.
-    pub spec: MethodSpec<f64>,
-    /// The L2 weight λ of the head's lower level.
-    pub l2: f64,
-}
-
-impl HeadProcedure {
-    /// The spec in the backend's scalar type.
-    pub fn spec_in<T: Float>(&self) -> Result<MethodSpec<T>, MetaError> {
-        self.spec
-            .config()
-            .cast::<T>()
-            .build()
-            .map_err(|e| MetaError::Config(e.to_string()))
-    }
-
-    /// The evaluation procedure: the same K and step, plain descent on the support loss
-    /// (no query labels), whatever method trained the backbone.
-    pub fn evaluation(&self) -> HeadProcedure {
-        HeadProcedure {
-            spec: self.spec.lower_only(),
-            ..*self
-        }
-    }
-}
-
-/// Stack the images of `tasks` (all supports, then all queries: the peer's order) and
-/// return them with the number of images.
-pub(crate) fn stack(tasks: &[Task]) -> (Vec<f32>, usize) {
-    let mut imgs = Vec::new();
-    for t in tasks {
-        imgs.extend_from_slice(&t.support);
-    }
-    for t in tasks {
-        imgs.extend_from_slice(&t.query);
-    }
-    let n = tasks
-        .iter()
-        .map(|t| t.support_labels.len() + t.query_labels.len())
-        .sum();
-    (imgs, n)
-}
+use crate::conv4::{Conv4, Float, Tape};
 
 /// Row offsets of task `i` in the stacked batch: (first support row, first query row).
 fn offsets(tasks: &[Task]) -> Vec<(usize, usize)> {
@@ -87,69 +40,6 @@ fn to_t<T: Float>(v: &[f32]) -> Vec<T> {
     v.iter().map(|&a| T::from_f64(f64::from(a))).collect()
 }
 
-/// Result of one meta-step's gradient.
-pub struct MetaGrad<T> {
-    /// Mean of `φ_K` over the tasks (the meta-training loss).
-    pub loss: f64,
-    /// Mean query accuracy of `y_K` over the tasks, %.
-    pub acc: f64,
-    /// Gradient of the mean `φ_K` w.r.t. the backbone parameters.
-    pub grad: Vec<T>,
-}
-
-/// Why a meta-gradient failed.
-#[derive(Debug, Clone, PartialEq)]
-pub enum MetaError {
-    /// The head's lower level or the loss became non-finite.
-    NonFinite,
-    /// The device failed (a one-line message, e.g. a CUDA driver error).
-    Device(String),
-    /// The method's numbers do not fit the backend's scalar type.
-    Config(String),
-}
-
-/// One meta-batch: the backbone (`f32` parameters in training, `f64` in gradient checks),
-/// the tasks, and how heads are fitted.
-#[derive(Clone, Copy)]
-pub struct Batch<'a, T = f32> {
-    /// The backbone's shape.
-    pub arch: Arch,
-    /// Its parameters.
-    pub params: &'a [T],
-    /// The tasks (all of them one batch-norm batch).
-    pub tasks: &'a [Task],
-    /// How each task's head is fitted and differentiated.
-    pub head: &'a HeadProcedure,
-}
-
-/// Where the meta-gradients and evaluations of the one training loop are computed: the CPU
-/// ([`CpuMeta`]) or a CUDA device (`super::gpu::GpuMeta`). Episode sampling, Adam, reports and
-/// checkpoints stay with the caller, so they are the same on every device.
-pub trait MetaBackend {
-    /// The device, for reports (`cpu`, `cuda (NVIDIA H100 …)`).
-    fn device(&self) -> String;
-
-    /// Mean `φ_K`, mean query accuracy (%) and the parameter gradient of the mean `φ_K` over
-    /// the batch's tasks, as [`meta_gradient`].
-    fn meta_gradient(&mut self, batch: Batch<'_>) -> Result<MetaGrad<f32>, MetaError>;
-
-    /// Query accuracy (%) of each task, its head fitted by the batch's lower-level solve
-    /// (pass [`HeadProcedure::evaluation`] for the evaluation procedure), as
-    /// [`evaluate_tasks`].
-    fn evaluate_tasks(&mut self, batch: Batch<'_>) -> Result<Vec<f64>, MetaError>;
-
-    /// One forward and backward pass of the backbone alone on the batch's images with the
-    /// feature gradient `dfeats` (what `bda fewshot bench` times as "the backbone alone");
-    /// the result is discarded. Returns the seconds of each block's (forward, backward)
-    /// pass where the backend measures them (the CPU; `None` on a device, whose launches
-    /// are asynchronous).
-    fn backbone_pass(
-        &mut self,
-        batch: Batch<'_>,
-        dfeats: &[f32],
-    ) -> Result<Option<Vec<(f64, f64)>>, MetaError>;
-}
-
 /// The CPU path: [`meta_gradient`] and [`evaluate_tasks`] on rayon's threads.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuMeta;
@@ -173,7 +63,7 @@ impl MetaBackend for CpuMeta {
         dfeats: &[f32],
     ) -> Result<Option<Vec<(f64, f64)>>, MetaError> {
         let net = Conv4 {
-            arch: b.arch,
+            arch: b.shape,
             params: b.params,
         };
         let (images, n) = stack(b.tasks);
@@ -185,13 +75,13 @@ impl MetaBackend for CpuMeta {
 }
 
 /// One task's head problem on its rows of the features.
-fn head_of<T: Float>(nf: usize, t: &Task, l2: f64) -> FeatureHead<T> {
+fn head_of<T: Float>(nf: usize, t: &Task, l2: T) -> FeatureHead<T> {
     FeatureHead::new(
         nf,
         t.ways,
         t.support_labels.clone(),
         t.query_labels.clone(),
-        T::from_f64(l2),
+        l2,
     )
 }
 
@@ -200,12 +90,12 @@ fn task_hypergradient<T: Float>(
     nf: usize,
     t: &Task,
     x: &Vec<T>,
-    spec: MethodSpec<T>,
-    l2: f64,
+    procedure: &HeadProcedure<T>,
 ) -> Result<(T, f64, Vec<T>), MetaError> {
-    let mut head = head_of::<T>(nf, t, l2);
-    let mut hg =
-        Hypergrad::unrolled(&mut head, spec).map_err(|e| MetaError::Config(e.to_string()))?;
+    let mut head = head_of::<T>(nf, t, procedure.l2);
+    let mut hg = head
+        .hypergrad(procedure.spec)
+        .map_err(|e| MetaError::Device(e.to_string()))?;
     let (mut gx, mut y) = (vec![T::zero(); x.len()], vec![T::zero(); head.y_len()]);
     let y0 = vec![T::zero(); head.y_len()];
     let phi = hg
@@ -237,16 +127,13 @@ fn per_task<T: Float, R: Send>(
 /// The meta-gradient of the mean `φ_K` over the batch's tasks w.r.t. the backbone's
 /// parameters.
 pub fn meta_gradient<T: Float>(batch: Batch<'_, T>) -> Result<MetaGrad<T>, MetaError> {
-    let (arch, tasks, head) = (batch.arch, batch.tasks, batch.head);
-    let spec = head.spec_in::<T>()?;
+    let (arch, tasks, head) = (batch.shape, batch.tasks, batch.head);
     let net = Conv4 {
         arch,
         params: batch.params,
     };
     let nf = arch.features();
-    let (per_task, tape, offs) = per_task(&net, tasks, |t, x| {
-        task_hypergradient(nf, t, x, spec, head.l2)
-    });
+    let (per_task, tape, offs) = per_task(&net, tasks, |t, x| task_hypergradient(nf, t, x, head));
     let n: usize = tasks
         .iter()
         .map(|t| t.support_labels.len() + t.query_labels.len())
@@ -285,16 +172,16 @@ pub fn meta_gradient<T: Float>(batch: Batch<'_, T>) -> Result<MetaGrad<T>, MetaE
 /// Query accuracy (%) of each task, its head fitted by the batch's lower-level solve; batch
 /// norm uses the statistics of the tasks together.
 pub fn evaluate_tasks(batch: Batch<'_>) -> Result<Vec<f64>, MetaError> {
-    let (nf, head) = (batch.arch.features(), batch.head);
-    let spec = head.spec_in::<f32>()?;
+    let (nf, head) = (batch.shape.features(), batch.head);
     let net = Conv4 {
-        arch: batch.arch,
+        arch: batch.shape,
         params: batch.params,
     };
     let (accs, _, _) = per_task(&net, batch.tasks, |t, x| {
         let mut h = head_of::<f32>(nf, t, head.l2);
-        let mut hg =
-            Hypergrad::unrolled(&mut h, spec).map_err(|e| MetaError::Config(e.to_string()))?;
+        let mut hg = h
+            .hypergrad(head.spec)
+            .map_err(|e| MetaError::Device(e.to_string()))?;
         let (y0, mut y) = (vec![0.0; h.y_len()], vec![0.0; h.y_len()]);
         hg.solve_lower(&mut h, x, &y0, &mut y)
             .map_err(|_| MetaError::NonFinite)?;

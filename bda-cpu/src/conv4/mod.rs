@@ -35,104 +35,24 @@ use ops::{
 /// same order whatever the number of threads.
 pub const CHUNK: usize = 8;
 
-/// Batch norm's ε (PyTorch's default).
-pub const BN_EPS: f64 = 1e-5;
-
 pub use crate::linalg::{Float, gemm};
+pub use bda_kernel::fewshot::{BN_EPS, Conv4Shape};
 
-/// Shape of a conv4-style backbone.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Arch {
-    /// Channels of every convolution (64 in the papers and the peer).
-    pub channels: usize,
-    /// Channels of the input images (1 for Omniglot; 3 for MiniImageNet). Absent from
-    /// checkpoints written before MiniImageNet was read: 1.
-    #[serde(default = "one")]
-    pub in_channels: usize,
-    /// Side of the square input images (28 for Omniglot, 84 for MiniImageNet).
-    pub side: usize,
-    /// Number of conv blocks (4).
-    pub blocks: usize,
-}
-
-fn one() -> usize {
-    1
-}
-
-impl Arch {
-    /// The peer's conv4 on 28×28 images.
-    pub const CONV4: Arch = Arch {
-        channels: 64,
-        in_channels: 1,
-        side: 28,
-        blocks: 4,
-    };
-
-    /// The same three numbers as the CUDA backbone's shape: the one definition of the
-    /// geometry and of the parameter layout, so parameter vectors (checkpoints) move between
-    /// `--device cpu` and `--device cuda` as they are.
-    pub fn shape(&self) -> bda_gpu::Conv4Shape {
-        bda_gpu::Conv4Shape {
-            channels: self.channels,
-            in_channels: self.in_channels,
-            side: self.side,
-            blocks: self.blocks,
+/// PyTorch's default initialisation of the backbone's `Conv2d` weights (uniform in
+/// ±1/√fan_in), γ = 1, β = 0, drawn from `rng` in parameter order.
+pub fn init_params<T: Float>(shape: &Conv4Shape, rng: &mut impl rand::Rng) -> Vec<T> {
+    let mut p = vec![T::zero(); shape.num_params()];
+    for l in 0..shape.blocks {
+        let (w, g, b) = shape.offsets(l);
+        let bound = 1.0 / ((shape.c_in(l) * 9) as f64).sqrt();
+        for v in &mut p[w..g] {
+            *v = T::from_f64(rng.random_range(-bound..bound));
+        }
+        for v in &mut p[g..b] {
+            *v = T::one();
         }
     }
-
-    /// Side of the maps entering block `l` (block `blocks` = the output).
-    pub fn side_at(&self, l: usize) -> usize {
-        self.shape().side_at(l)
-    }
-
-    /// Input channels of block `l`.
-    pub fn c_in(&self, l: usize) -> usize {
-        self.shape().c_in(l)
-    }
-
-    /// Features per image (`channels · side_out²`).
-    pub fn features(&self) -> usize {
-        self.shape().features()
-    }
-
-    /// Values per input image (`in_channels · side²`).
-    pub fn pixels(&self) -> usize {
-        self.shape().pixels()
-    }
-
-    /// Offsets of block `l`'s weights (`[c_out][c_in·9]`), γ and β in the parameter vector.
-    pub fn offsets(&self, l: usize) -> (usize, usize, usize) {
-        self.shape().offsets(l)
-    }
-
-    /// Number of parameters.
-    pub fn num_params(&self) -> usize {
-        self.shape().num_params()
-    }
-
-    /// Multiply–adds ×2 of the convolutions for `images` images: (forward, backward).
-    /// Backward counts the weight gradient of every block and the input gradient of all
-    /// blocks but the first (whose input is the images).
-    pub fn conv_flops(&self, images: usize) -> (f64, f64) {
-        self.shape().conv_flops(images)
-    }
-
-    /// PyTorch's default initialisation of `Conv2d` weights (uniform in ±1/√fan_in), γ = 1,
-    /// β = 0, drawn from `rng`.
-    pub fn init<T: Float>(&self, rng: &mut impl rand::Rng) -> Vec<T> {
-        let mut p = vec![T::zero(); self.num_params()];
-        for l in 0..self.blocks {
-            let (w, g, b) = self.offsets(l);
-            let bound = 1.0 / ((self.c_in(l) * 9) as f64).sqrt();
-            for v in &mut p[w..g] {
-                *v = T::from_f64(rng.random_range(-bound..bound));
-            }
-            for v in &mut p[g..b] {
-                *v = T::one();
-            }
-        }
-        p
-    }
+    p
 }
 
 /// Convolutions with at most this many multiply-adds per output (`c_in · 9`) are
@@ -371,8 +291,8 @@ impl<T> Tape<T> {
 /// The conv4 backbone: an architecture and a borrowed parameter vector.
 pub struct Conv4<'p, T> {
     /// Shape.
-    pub arch: Arch,
-    /// Parameters, laid out by [`Arch`] (weights `[c_out][c_in·9]`, γ, β per block).
+    pub arch: Conv4Shape,
+    /// Parameters, laid out by [`Conv4Shape`] (weights `[c_out][c_in·9]`, γ, β per block).
     pub params: &'p [T],
 }
 
@@ -648,14 +568,14 @@ mod tests {
         use rand::{Rng, SeedableRng};
         use std::sync::atomic::Ordering;
         // Block 0 (9 per output) is recomputed, blocks 1–2 (36) are stored.
-        let arch = Arch {
+        let arch = Conv4Shape {
             channels: 4,
             in_channels: 1,
             side: 9,
             blocks: 3,
         };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-        let params: Vec<f64> = arch.init(&mut rng);
+        let params: Vec<f64> = init_params(&arch, &mut rng);
         let n = 11;
         let imgs: Vec<f64> = (0..n * arch.pixels()).map(|_| rng.random()).collect();
         let r: Vec<f64> = (0..n * arch.features()).map(|_| rng.random()).collect();
@@ -688,11 +608,5 @@ mod tests {
                 "cap {cap}: features {df:e}, gradient {dg:e}"
             );
         }
-    }
-
-    /// Batch norm's ε is defined on both sides (f64 here, f32 in the CUDA kernels).
-    #[test]
-    fn batch_norm_epsilon_is_the_cuda_backbones() {
-        assert_eq!(BN_EPS as f32, bda_gpu::BN_EPS);
     }
 }

@@ -1,6 +1,6 @@
-//! The passes of the 784-300-10 network (`HypercleanData::hidden > 0`): the same products as
-//! [`super::pass`] for softmax regression, on the same packed sets (sample order, weights,
-//! per-sample outputs line up with the linear model's bookkeeping).
+//! The ReLU network on the CPU ([`Mlp`], the authors' 784-300-10 classifier): the same
+//! products as [`super::linear`] for softmax regression, on the same packed sets (sample
+//! order, weights, per-sample outputs line up with the linear model's bookkeeping).
 //!
 //! # Products (rows `U`, `n × d`; `W₁`, `d × H`; `W₂`, `H × c`)
 //!
@@ -26,15 +26,87 @@
 // Row loops index several arrays in lockstep.
 #![allow(clippy::needless_range_loop)]
 
-use bda_kernel::hyperclean::{HypercleanData, Layout};
+use bda_kernel::hyperclean::{Classifier, HypercleanData, Layout};
 use rayon::prelude::*;
 
+use super::packed::Packed;
 use super::pass::{Pass, Scratch};
+use super::simd::Kernels;
 use super::sparse::{self, GroupPixels};
 use super::thin::{col_dots, row_dots, spread, transpose_padded};
-use crate::hyperclean::packed::Packed;
-use crate::hyperclean::simd::Kernels;
+use super::{CpuClassifier, Predictor};
+use crate::aligned::AlignedVec;
 use crate::linalg::gemm;
+
+/// The ReLU network ([`Classifier::Mlp`]): its sizes and kernels ([`Net`]); the pixels of
+/// each set are kept as group blocks for the first layer's sparse products.
+#[derive(Clone, Copy, Debug)]
+pub struct Mlp {
+    net: Net,
+    pixels: Kernels,
+}
+
+impl Mlp {
+    /// The network's sizes.
+    pub fn net(&self) -> Net {
+        self.net
+    }
+}
+
+impl CpuClassifier for Mlp {
+    type Set = GroupPixels;
+    /// `relu(A)` then `P` per row ([`Net::cache_len`]).
+    type Forward = AlignedVec;
+
+    fn of(data: &HypercleanData<'_>, kern: Kernels, pixels: Kernels) -> Result<Self, String> {
+        match data.classifier {
+            Classifier::Mlp { .. } => Ok(Mlp {
+                net: Net {
+                    kern,
+                    ..Net::of(data)
+                },
+                pixels,
+            }),
+            other => Err(format!("{other:?} is not the network")),
+        }
+    }
+
+    fn prepare(&self, set: &Packed) -> GroupPixels {
+        GroupPixels::new(set, self.pixels)
+    }
+
+    fn fit(&self, _: &Packed, px: &GroupPixels, fwd: &mut AlignedVec) {
+        fwd.resize(self.net.cache_len(px.rows()), 0.0);
+    }
+
+    /// Yes: the passes end in four coarse `Uᵀ·G` tasks and several barriers; side by side,
+    /// a thread that runs out of work in one set's pass takes work from the other's (whole
+    /// runs 1.13×).
+    fn side_by_side(&self) -> bool {
+        true
+    }
+
+    fn run_pass(
+        &self,
+        set: &Packed,
+        px: &GroupPixels,
+        omega: &[f32],
+        y: &[f32],
+        pass: Pass<'_>,
+        scratch: &mut Scratch,
+        fwd: &mut AlignedVec,
+    ) {
+        run_pass(self.net, set, px, omega, y, pass, scratch, fwd);
+    }
+
+    fn predictor<'a>(&self, x: &'a [f32], _: &[u8]) -> Result<Predictor<'a>, String> {
+        let net = self.net;
+        if x.len() % net.d != 0 {
+            return Err("features do not match n × dim".into());
+        }
+        Ok(Predictor::new(move |y| predict(net, x, y)))
+    }
+}
 
 /// Rows per chunk of the thin products (a multiple of the 8 rows of a group).
 pub const ROWS: usize = 128;
@@ -57,12 +129,13 @@ pub struct Net {
 }
 
 impl Net {
-    /// The network of `data` (`data.hidden > 0`).
+    /// The network of `data` (no hidden unit for softmax regression).
     pub fn of(data: &HypercleanData<'_>) -> Self {
+        let h = data.classifier.hidden();
         Net {
             d: data.dim,
-            h: data.hidden,
-            hp: sparse::padded_width(data.hidden),
+            h,
+            hp: sparse::padded_width(h),
             c: data.classes,
             layout: data.layout(),
             kern: Kernels::detect(data.classes),
@@ -103,7 +176,7 @@ impl Net {
 /// `cache` (`Net::cache_len(rows)` floats: `relu(A)` then `P`) holds the forward pass of `y`: a
 /// gradient pass writes it, a Hessian pass reads it.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn run_pass(
+fn run_pass(
     net: Net,
     set: &Packed,
     px: &GroupPixels,

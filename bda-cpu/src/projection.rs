@@ -39,7 +39,7 @@ fn outside(value: f64, c: f64) -> bool {
 ///
 /// ```
 /// let mut w = [3.0f32, 4.0, 0.3, 0.4];
-/// assert_eq!(bda_host::projection::max_norm_rows(&mut w, 2, 1.0), 1);
+/// assert_eq!(bda_cpu::projection::max_norm_rows(&mut w, 2, 1.0), 1);
 /// assert_eq!(w, [0.6, 0.8, 0.3, 0.4]);
 /// ```
 pub fn max_norm_rows(w: &mut [f32], cols: usize, c: f64) -> usize {
@@ -204,10 +204,10 @@ pub fn spectral_normalise(
 ///
 /// ```
 /// let orthogonal = [1.0f32, 0.0, 0.0, 2.0];
-/// assert_eq!(bda_host::projection::orthogonality(&orthogonal, 2, 2), 0.0);
+/// assert_eq!(bda_cpu::projection::orthogonality(&orthogonal, 2, 2), 0.0);
 /// let parallel = [1.0f32, 0.0, 3.0, 0.0];
 /// // Off-diagonal entries 1 and 1: ‖·‖_F = √2.
-/// assert!((bda_host::projection::orthogonality(&parallel, 2, 2) - 2f64.sqrt()).abs() < 1e-12);
+/// assert!((bda_cpu::projection::orthogonality(&parallel, 2, 2) - 2f64.sqrt()).abs() < 1e-12);
 /// ```
 pub fn orthogonality(w: &[f32], rows: usize, cols: usize) -> f64 {
     let unit: Vec<Vec<f64>> = w

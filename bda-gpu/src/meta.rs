@@ -1,12 +1,12 @@
-//! `--device cuda`: the [`MetaBackend`] of `bda_gpu::FewshotGpu` (conv4 backbone and all
-//! tasks' heads on the device, the kernel's engine on the batched head). Episodes, Adam,
-//! reports and checkpoints are the CPU path's, so a checkpoint moves between devices as is.
+//! [`GpuMeta`]: the kernel's few-shot seam ([`MetaBackend`]) on [`FewshotGpu`] (the conv4
+//! backbone and all tasks' heads on the device, the kernel's engine on the batched head).
+//! Episodes, the optimizer, reports and checkpoints stay with the command, so a checkpoint
+//! moves between devices as is.
 
-use bda_gpu::{Episodes, FewshotGpu, GpuDevice};
 use bda_kernel::backend::MethodError;
+use bda_kernel::fewshot::{Batch, Conv4Shape, MetaBackend, MetaError, MetaGrad, Task, stack};
 
-use super::conv4::Arch;
-use super::meta::{Batch, MetaBackend, MetaError, MetaGrad, Task, stack};
+use crate::{Episodes, FewshotGpu, GpuDevice, GpuError};
 
 /// Few-shot on one CUDA device.
 pub struct GpuMeta {
@@ -15,21 +15,21 @@ pub struct GpuMeta {
 }
 
 impl GpuMeta {
-    /// The few-shot backend on the opened device for backbones of shape `arch`, kernels
+    /// The few-shot backend on the opened device for backbones of shape `shape`, kernels
     /// compiled.
-    pub fn new(dev: &GpuDevice, arch: Arch) -> Result<GpuMeta, String> {
-        let mut gpu = FewshotGpu::new(dev, arch.shape()).map_err(|e| e.to_string())?;
-        gpu.warm_up().map_err(|e| e.to_string())?;
+    pub fn new(dev: &GpuDevice, shape: Conv4Shape) -> Result<GpuMeta, GpuError> {
+        let mut gpu = FewshotGpu::new(dev, shape)?;
+        gpu.warm_up()?;
         let device = format!("cuda ({})", gpu.info().name);
         Ok(GpuMeta { gpu, device })
     }
 
-    fn check_arch(&self, arch: Arch) -> Result<(), MetaError> {
-        if arch.shape() == self.gpu.shape() {
+    fn check_shape(&self, shape: Conv4Shape) -> Result<(), MetaError> {
+        if shape == self.gpu.shape() {
             Ok(())
         } else {
             Err(MetaError::Device(format!(
-                "the device was opened for a {:?} backbone, not {arch:?}",
+                "the device was opened for a {:?} backbone, not {shape:?}",
                 self.gpu.shape()
             )))
         }
@@ -95,7 +95,7 @@ fn device_error(e: impl std::fmt::Display) -> MetaError {
 }
 
 /// A divergence is the meta-gradient's own error; anything else is the device's.
-fn method_error(e: MethodError<bda_gpu::GpuError>) -> MetaError {
+fn method_error(e: MethodError<GpuError>) -> MetaError {
     match e {
         MethodError::NonFinite { .. } => MetaError::NonFinite,
         e => device_error(e),
@@ -108,15 +108,13 @@ impl MetaBackend for GpuMeta {
     }
 
     fn meta_gradient(&mut self, b: Batch<'_>) -> Result<MetaGrad<f32>, MetaError> {
-        self.check_arch(b.arch)?;
+        self.check_shape(b.shape)?;
         let st = Stacked::of(b.tasks)?;
-        let spec = b.head.spec_in::<f32>()?;
-        let mut grad = vec![0.0f32; b.arch.num_params()];
+        let mut grad = vec![0.0f32; b.shape.num_params()];
         let ep = st.episodes(b.tasks.len());
-        let l2 = b.head.l2 as f32;
         let r = self
             .gpu
-            .meta_gradient(b.params, &ep, &spec, l2, &mut grad)
+            .meta_gradient(b.params, &ep, &b.head.spec, b.head.l2, &mut grad)
             .map_err(method_error)?;
         if grad.iter().any(|g| !g.is_finite()) {
             return Err(MetaError::NonFinite);
@@ -130,13 +128,12 @@ impl MetaBackend for GpuMeta {
     }
 
     fn evaluate_tasks(&mut self, b: Batch<'_>) -> Result<Vec<f64>, MetaError> {
-        self.check_arch(b.arch)?;
+        self.check_shape(b.shape)?;
         let st = Stacked::of(b.tasks)?;
-        let spec = b.head.spec_in::<f32>()?;
         let ep = st.episodes(b.tasks.len());
         let acc = self
             .gpu
-            .evaluate(b.params, &ep, &spec, b.head.l2 as f32)
+            .evaluate(b.params, &ep, &b.head.spec, b.head.l2)
             .map_err(method_error)?;
         Ok(acc.into_iter().map(|a| 100.0 * a).collect())
     }
@@ -146,9 +143,9 @@ impl MetaBackend for GpuMeta {
         b: Batch<'_>,
         dfeats: &[f32],
     ) -> Result<Option<Vec<(f64, f64)>>, MetaError> {
-        self.check_arch(b.arch)?;
+        self.check_shape(b.shape)?;
         let (images, n) = stack(b.tasks);
-        let mut grad = vec![0.0f32; b.arch.num_params()];
+        let mut grad = vec![0.0f32; b.shape.num_params()];
         self.gpu
             .backbone_gradient(b.params, &images, n, dfeats, &mut grad)
             .map_err(device_error)?;

@@ -1,0 +1,141 @@
+//! The few-shot device seam: one meta-batch of tasks in, the meta-gradient or the
+//! evaluation accuracies out. Episode sampling, the optimizer on the backbone, reports and
+//! checkpoints stay with the command, so they are the same on every device.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use super::Conv4Shape;
+use crate::backend::MethodSpec;
+use crate::scalar::Real;
+
+/// One episode: `ways` classes, support and query images (`channels·side²` floats each,
+/// channel-major) with their labels.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Task {
+    /// Classes (N).
+    pub ways: usize,
+    /// Support images, `n_s × channels·side²`.
+    pub support: Vec<f32>,
+    /// Support labels (`< ways`).
+    pub support_labels: Vec<u8>,
+    /// Query images, `n_q × channels·side²`.
+    pub query: Vec<f32>,
+    /// Query labels.
+    pub query_labels: Vec<u8>,
+}
+
+impl Task {
+    /// Images of the task, support and query.
+    pub fn rows(&self) -> usize {
+        self.support_labels.len() + self.query_labels.len()
+    }
+}
+
+/// The images of `tasks` as one batch (all supports, then all queries: the peer's order,
+/// which fixes the batch-norm batch on every device) and the number of images.
+pub fn stack(tasks: &[Task]) -> (Vec<f32>, usize) {
+    let mut imgs = Vec::new();
+    for t in tasks {
+        imgs.extend_from_slice(&t.support);
+    }
+    for t in tasks {
+        imgs.extend_from_slice(&t.query);
+    }
+    (imgs, tasks.iter().map(Task::rows).sum())
+}
+
+/// How each task's head is fitted and differentiated: the checked method (RHG, T-RHG or
+/// BDA, K and the Eq. (9) numbers) in the backend's scalar type, and the head's L2 weight.
+/// A command builds it once per run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HeadProcedure<T = f32> {
+    /// The method.
+    pub spec: MethodSpec<T>,
+    /// The L2 weight λ of the head's lower level.
+    pub l2: T,
+}
+
+impl<T: Real> HeadProcedure<T> {
+    /// The evaluation procedure: the same K and step, plain descent on the support loss (no
+    /// query labels), whatever method trained the backbone.
+    pub fn evaluation(&self) -> HeadProcedure<T> {
+        HeadProcedure {
+            spec: self.spec.lower_only(),
+            ..*self
+        }
+    }
+}
+
+/// One meta-batch: the backbone (`f32` parameters in training, `f64` in gradient checks),
+/// the tasks, and how heads are fitted.
+#[derive(Clone, Copy, Debug)]
+pub struct Batch<'a, T = f32> {
+    /// The backbone's shape.
+    pub shape: Conv4Shape,
+    /// Its parameters ([`Conv4Shape::num_params`]).
+    pub params: &'a [T],
+    /// The tasks (all of them one batch-norm batch).
+    pub tasks: &'a [Task],
+    /// How each task's head is fitted and differentiated.
+    pub head: &'a HeadProcedure<T>,
+}
+
+/// Result of one meta-step's gradient.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetaGrad<T> {
+    /// Mean of `φ_K` over the tasks (the meta-training loss).
+    pub loss: f64,
+    /// Mean query accuracy of `y_K` over the tasks, %.
+    pub acc: f64,
+    /// Gradient of the mean `φ_K` w.r.t. the backbone parameters.
+    pub grad: Vec<T>,
+}
+
+/// Why a meta-gradient or an evaluation failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetaError {
+    /// A head's lower level, the loss or the gradient became non-finite.
+    NonFinite,
+    /// The device failed (a one-line message, e.g. a CUDA driver error).
+    Device(String),
+}
+
+impl core::fmt::Display for MetaError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            MetaError::NonFinite => {
+                f.write_str("a head, the loss or the gradient became non-finite")
+            }
+            MetaError::Device(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Where the meta-gradients and evaluations of a few-shot command are computed: one
+/// implementation per device (`bda_cpu::fewshot::CpuMeta`, `bda_gpu::GpuMeta`), each
+/// running the head's methods through the engine ([`crate::backend::Hypergrad`]) on its own
+/// head backend.
+pub trait MetaBackend {
+    /// The device, for reports (`cpu`, `cuda (NVIDIA H100 …)`).
+    fn device(&self) -> String;
+
+    /// Mean `φ_K`, mean query accuracy (%) and the parameter gradient of the mean `φ_K` over
+    /// the batch's tasks.
+    fn meta_gradient(&mut self, batch: Batch<'_>) -> Result<MetaGrad<f32>, MetaError>;
+
+    /// Query accuracy (%) of each task, its head fitted by the batch's lower-level solve
+    /// (pass [`HeadProcedure::evaluation`] for the evaluation procedure).
+    fn evaluate_tasks(&mut self, batch: Batch<'_>) -> Result<Vec<f64>, MetaError>;
+
+    /// One forward and backward pass of the backbone alone on the batch's images with the
+    /// feature gradient `dfeats` (what a benchmark times as "the backbone alone"); the
+    /// result is discarded. Returns the seconds of each block's (forward, backward) pass
+    /// where the backend measures them (the CPU; `None` on a device, whose launches are
+    /// asynchronous).
+    fn backbone_pass(
+        &mut self,
+        batch: Batch<'_>,
+        dfeats: &[f32],
+    ) -> Result<Option<Vec<(f64, f64)>>, MetaError>;
+}
