@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Every test of the project, on a fresh Debian machine with only rustup, gcc and python3:
 # installs what the tests need (rustup target, QEMU, ARM binutils), then runs
-#   1. the workspace tests (kernel, host CLI end to end, GPU crate without a GPU),
-#   2. the kernel's tests with the micromath feature,
-#   3. the firmware under an emulated Cortex-M4 (QEMU) and its flash/RAM/stack figures.
+#   1. the workspace tests (kernel, CPU and GPU backends, host CLI end to end; the GPU
+#      crate on stand-in CUDA libraries),
+#   2. the CLI built without CUDA (`--no-default-features`): its device tests,
+#   3. the kernel's tests with the micromath feature,
+#   4. the firmware under an emulated Cortex-M4 (QEMU) and its flash/RAM/stack figures.
 # The README's test command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +20,9 @@ fi
 
 echo "== workspace tests (release)"
 cargo test --workspace --release
+
+echo "== bda (CLI) without CUDA"
+cargo test -p bda-host --release --no-default-features --lib device
 
 echo "== bda-kernel with micromath"
 cargo test -p bda-kernel --release --features micromath

@@ -215,10 +215,19 @@ impl HeadGpu {
         let (dev, p) = (&self.dev, &mut self.p);
         let (r0, r1) = (p.dims.first_query(), p.dims.rows());
         p.logits(dev, x, y, (r0, r1), p.dims.ways, 0)?;
-        p.xent_rows(dev, (r0, r1), 0.0, 0.0)?;
+        p.row_terms(dev, Rows::Xent, (r0, r1), (0.0, 0.0))?;
         p.read_task_stats(dev)?;
         Ok(&self.p.last_hits)
     }
+}
+
+/// Which per-row kernel [`BatchedHead::row_terms`] runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rows {
+    /// Softmax, cross-entropy, hits and `p − e`.
+    Xent,
+    /// The softmax Jacobian's row terms along a direction.
+    Hvp,
 }
 
 impl BatchedHead {
@@ -251,42 +260,36 @@ impl BatchedHead {
         Ok(())
     }
 
-    /// `head_xent_rows` over `[r0, r1)` (logits of row stride N).
-    fn xent_rows(
+    /// The per-row terms over `[r0, r1)` with weights `w_s` (support rows) and `w_q`
+    /// (query rows): `head_xent_rows` from the logits (row stride N) into `g`, `ce` and
+    /// `hit`, or with `Rows::Hvp`, `head_hvp_rows` from `[z | u]` (row stride 2N) into `g`
+    /// and `h`.
+    fn row_terms(
         &mut self,
         dev: &GpuDevice,
+        which: Rows,
         rows: (usize, usize),
-        w_s: f32,
-        w_q: f32,
+        (w_s, w_q): (f32, f32),
     ) -> Result<(), GpuError> {
-        let f = dev.kernel(Kernel::HeadXentRows)?;
+        let f = dev.kernel(match which {
+            Rows::Xent => Kernel::HeadXentRows,
+            Rows::Hvp => Kernel::HeadHvpRows,
+        })?;
         let ints = self.ints(rows);
         let mut l = dev.stream().launch_builder(&f);
-        l.arg(&self.z).arg(&ints[1]).arg(&self.labels);
+        l.arg(&self.z);
+        if which == Rows::Xent {
+            l.arg(&ints[1]);
+        }
+        l.arg(&self.labels);
         push(&mut l, &ints[1..]);
-        l.arg(&w_s).arg(&w_q);
-        l.arg(&mut self.g).arg(&mut self.ce).arg(&mut self.hit);
-        // SAFETY: matches `head_xent_rows` (the logits' row stride is N); per-row buffers
-        // hold `rows` rows.
-        unsafe { l.launch(spread(rows.1 - rows.0)) }?;
-        Ok(())
-    }
-
-    /// `head_hvp_rows` over `[r0, r1)` from `[z | u]` (row stride 2N): `g` and `h`.
-    fn hvp_rows(
-        &mut self,
-        dev: &GpuDevice,
-        rows: (usize, usize),
-        w_s: f32,
-        w_q: f32,
-    ) -> Result<(), GpuError> {
-        let f = dev.kernel(Kernel::HeadHvpRows)?;
-        let ints = self.ints(rows);
-        let mut l = dev.stream().launch_builder(&f);
-        l.arg(&self.z).arg(&self.labels);
-        push(&mut l, &ints[1..]);
-        l.arg(&w_s).arg(&w_q).arg(&mut self.g).arg(&mut self.h);
-        // SAFETY: matches `head_hvp_rows`; z: rows·2N, g/h: rows·N.
+        l.arg(&w_s).arg(&w_q).arg(&mut self.g);
+        match which {
+            Rows::Xent => l.arg(&mut self.ce).arg(&mut self.hit),
+            Rows::Hvp => l.arg(&mut self.h),
+        };
+        // SAFETY: matches `head_xent_rows` (the logits' row stride is N) or `head_hvp_rows`
+        // (z: rows·2N); the per-row buffers hold `rows` rows.
         unsafe { l.launch(spread(rows.1 - rows.0)) }?;
         Ok(())
     }
@@ -372,7 +375,7 @@ impl LowerStep for HeadGpu {
             return decay_only(dev, decay, y_out);
         }
         p.logits(dev, x, y, rows, p.dims.ways, 0)?;
-        p.xent_rows(dev, rows, -w_l, -w_u)?;
+        p.row_terms(dev, Rows::Xent, rows, (-w_l, -w_u))?;
         p.param_acc(dev, x, false, (w_l != 0.0, w_u != 0.0), decay, y_out)
     }
 }
@@ -384,7 +387,7 @@ impl UpperGradient for HeadGpu {
         let (dev, p) = (&self.dev, &mut self.p);
         let rows = (p.dims.first_query(), p.dims.rows());
         p.logits(dev, x, y, rows, p.dims.ways, 0)?;
-        p.xent_rows(dev, rows, 0.0, 1.0)?;
+        p.row_terms(dev, Rows::Xent, rows, (0.0, 1.0))?;
         p.param_acc(dev, x, false, (false, true), 0.0, gy)?;
         if gx_scale != 0.0 {
             p.dx(dev, (y, None), rows, gx_scale, gx)?;
@@ -411,7 +414,7 @@ impl StepAdjoint for HeadGpu {
         let nw = p.dims.ways;
         p.logits(dev, x, y, rows, 2 * nw, 0)?;
         p.logits(dev, x, a, rows, 2 * nw, nw)?;
-        p.hvp_rows(dev, rows, -w_l, -w_u)?;
+        p.row_terms(dev, Rows::Hvp, rows, (-w_l, -w_u))?;
         p.dx(dev, (a, Some(y)), rows, 1.0, gx)?;
         p.param_acc(dev, x, true, (w_l != 0.0, w_u != 0.0), decay, a)
     }

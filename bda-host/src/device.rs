@@ -258,6 +258,19 @@ mod tests {
         }
     }
 
+    /// Built without the `cuda` feature, `--device cuda` is refused in one line saying how
+    /// to get it (exit 2).
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_in_a_cpu_only_build_is_one_line() {
+        let e = Device::Cuda(1).open().err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "--device cuda:1: this bda was built without CUDA (build bda-host with its default feature `cuda`)"
+        );
+        assert_eq!(e.exit_code(), 2);
+    }
+
     #[test]
     fn cuda_without_a_driver_is_one_line() {
         if let Err(e) = Device::Cuda(0).open() {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use bda_host::data::{
-    DataError, Dataset, FASHION_MNIST_DIR, IdxError, IdxKind, MNIST_FILES, SplitError,
+    DataError, Dataset, FASHION_MNIST_DIR, IdxError, IdxKind, MNIST_FILES, PayloadSize, SplitError,
     decode_idx_bytes, hyperclean_split, load_mnist_dir, parse_images, parse_labels, read_images,
     read_labels,
 };
@@ -356,12 +356,12 @@ fn truncated_plain_and_gzipped() {
         );
         assert!(matches!(
             idx_err(err),
-            IdxError::Truncated {
+            IdxError::Truncated(PayloadSize {
                 n: 10,
                 expected: 7840,
                 actual: 2352,
                 ..
-            }
+            })
         ));
     }
 }
@@ -373,12 +373,12 @@ fn trailing_garbage() {
     assert_message(&err, file);
     assert!(matches!(
         idx_err(err),
-        IdxError::TrailingBytes {
+        IdxError::TrailingBytes(PayloadSize {
             kind: IdxKind::Labels,
             expected: 5,
             actual: 8,
             ..
-        }
+        })
     ));
 }
 

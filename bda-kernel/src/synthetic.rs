@@ -32,6 +32,11 @@ macro_rules! objective_via_smooth {
 
 // ---------------------------------------------------------------- ICML Example 1 / Remark 4
 
+/// Example 1's `x`, `y` and `dy/dx` (the tangents of its second-order products).
+type X<T> = SVector<T, 1>;
+type Y<T> = SVector<T, 2>;
+type Dy<T> = SMatrix<T, 2, 1>;
+
 /// Upper level of ICML Example 1: `F(x, y) = ½(x − y₂)² + ½(y₁ − 1)²`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Example1Upper;
@@ -54,23 +59,18 @@ objective_via_smooth!(Example1Upper, 1, 2);
 
 impl<T: Real> Gradient<T, 1, 2> for Example1Upper {
     #[inline(always)]
-    fn grad_x(&self, x: &SVector<T, 1>, y: &SVector<T, 2>) -> SVector<T, 1> {
+    fn grad_x(&self, x: &X<T>, y: &Y<T>) -> X<T> {
         SVector::from([x[0] - y[1]])
     }
     #[inline(always)]
-    fn grad_y(&self, x: &SVector<T, 1>, y: &SVector<T, 2>) -> SVector<T, 2> {
+    fn grad_y(&self, x: &X<T>, y: &Y<T>) -> Y<T> {
         SVector::from([y[0] - T::one(), y[1] - x[0]])
     }
 }
 
 impl<T: Real> SecondOrder<T, 1, 2> for Example1Upper {
     #[inline(always)]
-    fn grad_y_tangent(
-        &self,
-        _x: &SVector<T, 1>,
-        _y: &SVector<T, 2>,
-        z: &SMatrix<T, 2, 1>,
-    ) -> SMatrix<T, 2, 1> {
+    fn grad_y_tangent(&self, _: &X<T>, _: &Y<T>, z: &Dy<T>) -> Dy<T> {
         SMatrix::from([[z[0], z[1] - T::one()]])
     }
 }
@@ -84,7 +84,7 @@ impl<T: Real> Smooth<1, 2> for Example1Lower<T> {
 
 impl<T: Real> Objective<T, 1, 2> for Example1Lower<T> {
     #[inline(always)]
-    fn value(&self, x: &SVector<T, 1>, y: &SVector<T, 2>) -> T {
+    fn value(&self, x: &X<T>, y: &Y<T>) -> T {
         let h = T::from_f64(0.5);
         h * y[0].square() + h * self.eps * y[1].square() - x[0] * y[0]
     }
@@ -92,23 +92,18 @@ impl<T: Real> Objective<T, 1, 2> for Example1Lower<T> {
 
 impl<T: Real> Gradient<T, 1, 2> for Example1Lower<T> {
     #[inline(always)]
-    fn grad_x(&self, _x: &SVector<T, 1>, y: &SVector<T, 2>) -> SVector<T, 1> {
+    fn grad_x(&self, _x: &X<T>, y: &Y<T>) -> X<T> {
         SVector::from([-y[0]])
     }
     #[inline(always)]
-    fn grad_y(&self, x: &SVector<T, 1>, y: &SVector<T, 2>) -> SVector<T, 2> {
+    fn grad_y(&self, x: &X<T>, y: &Y<T>) -> Y<T> {
         SVector::from([y[0] - x[0], self.eps * y[1]])
     }
 }
 
 impl<T: Real> SecondOrder<T, 1, 2> for Example1Lower<T> {
     #[inline(always)]
-    fn grad_y_tangent(
-        &self,
-        _x: &SVector<T, 1>,
-        _y: &SVector<T, 2>,
-        z: &SMatrix<T, 2, 1>,
-    ) -> SMatrix<T, 2, 1> {
+    fn grad_y_tangent(&self, _: &X<T>, _: &Y<T>, z: &Dy<T>) -> Dy<T> {
         SMatrix::from([[z[0] - T::one(), self.eps * z[1]]])
     }
 }
@@ -130,14 +125,14 @@ pub fn remark4<T: Real>(eps: T) -> Result<Example1<T>, ConfigError> {
 }
 
 impl<T: Real> KnownSolution<T, 1, 2> for Example1<T> {
-    fn x_star(&self) -> SVector<T, 1> {
+    fn x_star(&self) -> X<T> {
         if self.lower.eps > T::zero() {
             SVector::from([T::from_f64(0.5)])
         } else {
             SVector::from([T::one()])
         }
     }
-    fn y_star(&self) -> SVector<T, 2> {
+    fn y_star(&self) -> Y<T> {
         if self.lower.eps > T::zero() {
             SVector::from([T::from_f64(0.5), T::zero()])
         } else {
@@ -147,7 +142,7 @@ impl<T: Real> KnownSolution<T, 1, 2> for Example1<T> {
     fn upper_star(&self) -> T {
         self.upper.value(&self.x_star(), &self.y_star())
     }
-    fn lower_min(&self, x: &SVector<T, 1>) -> T {
+    fn lower_min(&self, x: &X<T>) -> T {
         // min over y₁ of ½y₁² − x·y₁ is −½x² (y₁ = x); the y₂ term is minimised at 0.
         -T::from_f64(0.5) * x[0].square()
     }

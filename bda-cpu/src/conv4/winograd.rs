@@ -214,6 +214,14 @@ fn at_pair_adjoint<T: Float>(c0: &[T], c1: &[T], a: usize, out: &mut [T]) {
     }
 }
 
+/// Images `i0..i0 + g` of a chunk of `len` images: the group the transforms work on.
+#[derive(Clone, Copy)]
+struct Group {
+    len: usize,
+    i0: usize,
+    g: usize,
+}
+
 impl<T: Float> WinogradConv<'_, T> {
     /// Tiles per side.
     fn t(&self) -> usize {
@@ -239,7 +247,8 @@ impl<T: Float> WinogradConv<'_, T> {
 
     /// `V[ξ][ci][(ty·t + tx)·g + i − i0]` of images `i0 .. i0 + g` of the chunk `xc`
     /// (`[c_in][len·s²]`).
-    fn transform_input(&self, xc: &[T], len: usize, (i0, g): (usize, usize), sc: &mut Scratch<T>) {
+    fn transform_input(&self, xc: &[T], at: Group, sc: &mut Scratch<T>) {
+        let Group { len, i0, g } = at;
         let (s, t, hw, p) = self.dims(g);
         let (w, ps) = ((t + 1) * g, 2 * t + 2);
         let cp = self.c_in * p;
@@ -282,13 +291,8 @@ impl<T: Float> WinogradConv<'_, T> {
 
     /// Adjoint of [`transform_input`](Self::transform_input): `din` accumulates it,
     /// applied to `dV` (in `sc.v`), for the group's images.
-    fn transform_input_adjoint(
-        &self,
-        din: &mut [T],
-        len: usize,
-        (i0, g): (usize, usize),
-        sc: &mut Scratch<T>,
-    ) {
+    fn transform_input_adjoint(&self, din: &mut [T], at: Group, sc: &mut Scratch<T>) {
+        let Group { len, i0, g } = at;
         let (s, t, hw, p) = self.dims(g);
         let (w, ps) = ((t + 1) * g, 2 * t + 2);
         let cp = self.c_in * p;
@@ -328,13 +332,8 @@ impl<T: Float> WinogradConv<'_, T> {
     }
 
     /// `z[co][i·s² + y·s + x]` for the group's images from `M` in `sc.m`.
-    fn transform_output(
-        &self,
-        z: &mut [T],
-        len: usize,
-        (i0, g): (usize, usize),
-        sc: &mut Scratch<T>,
-    ) {
+    fn transform_output(&self, z: &mut [T], at: Group, sc: &mut Scratch<T>) {
+        let Group { len, i0, g } = at;
         let (s, t, hw, p) = self.dims(g);
         let n = t * g;
         let cp = self.ch * p;
@@ -375,13 +374,8 @@ impl<T: Float> WinogradConv<'_, T> {
 
     /// Adjoint of [`transform_output`](Self::transform_output): `dM` (into `sc.m`) from
     /// the gradient `dz` of the group's outputs.
-    fn transform_output_adjoint(
-        &self,
-        dz: &[T],
-        len: usize,
-        (i0, g): (usize, usize),
-        sc: &mut Scratch<T>,
-    ) {
+    fn transform_output_adjoint(&self, dz: &[T], at: Group, sc: &mut Scratch<T>) {
+        let Group { len, i0, g } = at;
         let (s, t, hw, p) = self.dims(g);
         let n = t * g;
         let cp = self.ch * p;
@@ -429,9 +423,10 @@ impl<T: Float> WinogradConv<'_, T> {
     pub fn run_into(&self, xc: &[T], sc: &mut Scratch<T>, z: &mut [T]) {
         let (ci, co) = (self.c_in, self.ch);
         let len = xc.len() / (ci * self.s * self.s);
-        for grp in groups(len, self.group()) {
-            self.transform_input(xc, len, grp, sc);
-            let p = grp.1 * self.t() * self.t();
+        for (i0, g) in groups(len, self.group()) {
+            let grp = Group { len, i0, g };
+            self.transform_input(xc, grp, sc);
+            let p = g * self.t() * self.t();
             sc.m.resize(XI * co * p, T::zero());
             for xi in 0..XI {
                 gemm(
@@ -451,7 +446,7 @@ impl<T: Float> WinogradConv<'_, T> {
                     1,
                 );
             }
-            self.transform_output(z, len, grp, sc);
+            self.transform_output(z, grp, sc);
         }
     }
 
@@ -468,10 +463,11 @@ impl<T: Float> WinogradConv<'_, T> {
     ) {
         let (ci, co) = (self.c_in, self.ch);
         let len = xc.len() / (ci * self.s * self.s);
-        for grp in groups(len, self.group()) {
-            let p = grp.1 * self.t() * self.t();
-            self.transform_input(xc, len, grp, sc);
-            self.transform_output_adjoint(dz, len, grp, sc);
+        for (i0, g) in groups(len, self.group()) {
+            let grp = Group { len, i0, g };
+            let p = g * self.t() * self.t();
+            self.transform_input(xc, grp, sc);
+            self.transform_output_adjoint(dz, grp, sc);
             for xi in 0..XI {
                 let dm = &sc.m[xi * co * p..][..co * p];
                 // dU[ξ] += dM[ξ] · V[ξ]ᵀ
@@ -512,7 +508,7 @@ impl<T: Float> WinogradConv<'_, T> {
                 }
             }
             if let Some(din) = din.as_deref_mut() {
-                self.transform_input_adjoint(din, len, grp, sc);
+                self.transform_input_adjoint(din, grp, sc);
             }
         }
     }

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::packed::{CHUNK_GROUPS, INV255, LANES, Lane, Packed, predict};
 use super::pass::{Pass, Scratch};
-use super::simd::{Kernels, hsum, logits, scatter, softmax};
+use super::simd::{Blocks, Kernels, hsum, logits, scatter, softmax};
 use super::{CpuClassifier, Predictor};
 
 /// Softmax regression `s = Wᵀu + b` ([`Classifier::Linear`]): products on the byte
@@ -50,6 +50,11 @@ impl CpuClassifier for Linear {
         false
     }
 
+    /// Run `pass` over `set` with per-sample weights `omega` (zero on padding); fills
+    /// `scratch.partial[chunk·ylen..]`, `scratch.chunk_loss[chunk]`, `scratch.sample[i]`.
+    ///
+    /// `probs` (`groups × c` lanes) holds the softmax outputs `p_i` of `y`: a gradient pass
+    /// writes them, a Hessian pass reads them instead of recomputing the logits of `y`.
     fn run_pass(
         &self,
         set: &Packed,
@@ -60,7 +65,39 @@ impl CpuClassifier for Linear {
         scratch: &mut Scratch,
         probs: &mut Vec<Lane>,
     ) {
-        run_pass(self.kern, set, self.c, omega, y, pass, scratch, probs);
+        let (kern, c) = (self.kern, self.c);
+        assert_eq!(probs.len(), set.groups * c);
+        let d = set.dim;
+        let ylen = (d + 1) * c;
+        let nch = set.chunks();
+        scratch.partial.resize(nch * ylen, 0.0);
+        scratch.chunk_loss.resize(nch, 0.0);
+        scratch.sample.resize(set.padded(), 0.0);
+        let per_chunk = CHUNK_GROUPS * LANES;
+        scratch
+            .partial
+            .par_chunks_mut(ylen)
+            .zip(scratch.chunk_loss.par_iter_mut())
+            .zip(scratch.sample.par_chunks_mut(per_chunk))
+            .zip(probs.par_chunks_mut(CHUNK_GROUPS * c))
+            .enumerate()
+            .for_each(|(ch, (((part, loss), sample), probs))| {
+                let job = Chunk {
+                    kern,
+                    set,
+                    c,
+                    omega,
+                    y,
+                    pass,
+                    ch,
+                };
+                match kern {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: `Kernels::Avx2` is only chosen after detecting AVX2 and FMA.
+                    Kernels::Avx2 => unsafe { chunk_avx2(&job, part, loss, sample, probs) },
+                    _ => chunk_work(&job, part, loss, sample, probs),
+                }
+            });
     }
 
     fn predictor<'a>(&self, x: &'a [f32], labels: &[u8]) -> Result<Predictor<'a>, String> {
@@ -68,56 +105,6 @@ impl CpuClassifier for Linear {
         let (kern, c) = (self.kern, self.c);
         Ok(Predictor::new(move |y| predict(kern, &set, c, y)))
     }
-}
-
-/// Run `pass` over `set` with per-sample weights `omega` (zero on padding); fills
-/// `scratch.partial[chunk·ylen..]`, `scratch.chunk_loss[chunk]`, `scratch.sample[i]`.
-///
-/// `probs` (`groups × c` lanes) holds the softmax outputs `p_i` of `y`: a gradient pass
-/// writes them, a Hessian pass reads them instead of recomputing the logits of `y`.
-#[allow(clippy::too_many_arguments)]
-fn run_pass(
-    kern: Kernels,
-    set: &Packed,
-    c: usize,
-    omega: &[f32],
-    y: &[f32],
-    pass: Pass<'_>,
-    scratch: &mut Scratch,
-    probs: &mut [Lane],
-) {
-    assert_eq!(probs.len(), set.groups * c);
-    let d = set.dim;
-    let ylen = (d + 1) * c;
-    let nch = set.chunks();
-    scratch.partial.resize(nch * ylen, 0.0);
-    scratch.chunk_loss.resize(nch, 0.0);
-    scratch.sample.resize(set.padded(), 0.0);
-    let per_chunk = CHUNK_GROUPS * LANES;
-    scratch
-        .partial
-        .par_chunks_mut(ylen)
-        .zip(scratch.chunk_loss.par_iter_mut())
-        .zip(scratch.sample.par_chunks_mut(per_chunk))
-        .zip(probs.par_chunks_mut(CHUNK_GROUPS * c))
-        .enumerate()
-        .for_each(|(ch, (((part, loss), sample), probs))| {
-            let job = Chunk {
-                kern,
-                set,
-                c,
-                omega,
-                y,
-                pass,
-                ch,
-            };
-            match kern {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `Kernels::Avx2` is only chosen after detecting AVX2 and FMA.
-                Kernels::Avx2 => unsafe { chunk_avx2(&job, part, loss, sample, probs) },
-                _ => chunk_work(&job, part, loss, sample, probs),
-            }
-        });
 }
 
 /// One chunk of a pass: its parameters.
@@ -245,7 +232,8 @@ fn chunk_work(
     if want_grad {
         let data = &set.data[g0 * d * LANES..(g0 + ng) * d * LANES];
         let masks = set.index.groups(ch);
-        scatter(kern, data, masks, ng, d, c, &gs, &mut part[..d * c]);
+        let blocks = Blocks { data, masks, ng, d };
+        scatter(kern, blocks, c, &gs, &mut part[..d * c]);
         for k in 0..c {
             part[d * c + k] = gb[k] as f32;
         }

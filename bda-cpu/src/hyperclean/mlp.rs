@@ -86,6 +86,12 @@ impl CpuClassifier for Mlp {
         true
     }
 
+    /// Run `pass` over `set` (its pixels `px`) with per-row weights `omega` (zero on padding).
+    /// Fills `scratch.partial[..y_len]` with the gradient or Hessian product (when the pass asks
+    /// for it), `scratch.chunk_loss[chunk]`, `scratch.sample[row]`.
+    ///
+    /// `cache` (`Net::cache_len(rows)` floats: `relu(A)` then `P`) holds the forward pass of `y`: a
+    /// gradient pass writes it, a Hessian pass reads it.
     fn run_pass(
         &self,
         set: &Packed,
@@ -96,7 +102,104 @@ impl CpuClassifier for Mlp {
         scratch: &mut Scratch,
         fwd: &mut AlignedVec,
     ) {
-        run_pass(self.net, set, px, omega, y, pass, scratch, fwd);
+        let (net, cache) = (self.net, &mut fwd[..]);
+        let (h, hp, c, d) = (net.h, net.hp, net.c, net.d);
+        let rows = px.rows();
+        assert_eq!(cache.len(), net.cache_len(rows));
+        let nch = rows.div_ceil(ROWS);
+        let thin = net.thin_len();
+        let ylen = net.y_len();
+        let want_grad = match pass {
+            Pass::Grad { grad, .. } | Pass::Hess { grad, .. } => grad,
+        };
+        scratch.partial.resize(ylen, 0.0);
+        scratch.chunk_loss.resize(nch, 0.0);
+        scratch.sample.resize(rows, 0.0);
+        // Padding columns of G_a are never written: zero from the first resize on.
+        scratch.ga.resize(rows * hp, 0.0);
+        scratch.ra.resize(rows * hp, 0.0);
+        scratch.thin_part.resize(nch * thin, 0.0);
+        // The second layer's weights (and direction) transposed for the thin products.
+        transpose_padded(net.w2(y), h, c, hp, &mut scratch.w2t);
+        if let Pass::Hess { v, .. } = pass {
+            transpose_padded(net.w2(v), h, c, hp, &mut scratch.v2t);
+        }
+        let (w2t, v2t) = (&scratch.w2t[..], &scratch.v2t[..]);
+        let (act, probs) = cache.split_at_mut(rows * hp);
+        // The first layer's product, all rows at once: A = U·W₁ (forward) or U·V₁ (tangent).
+        let (w1, dst) = match pass {
+            Pass::Grad { .. } => (net.w1(y), &mut *act),
+            Pass::Hess { v, .. } => (net.w1(v), &mut scratch.ra[..]),
+        };
+        px.pack(w1, h, hp, &mut scratch.wpad);
+        px.times(&scratch.wpad, hp, dst);
+        let labels = &set.packed_labels;
+        act.par_chunks_mut(ROWS * hp)
+            .zip(probs.par_chunks_mut(ROWS * c))
+            .zip(scratch.ga.par_chunks_mut(ROWS * hp))
+            .zip(scratch.ra.par_chunks_mut(ROWS * hp))
+            .zip(scratch.sample.par_chunks_mut(ROWS))
+            .zip(scratch.thin_part.par_chunks_mut(thin))
+            .zip(scratch.chunk_loss.par_iter_mut())
+            .enumerate()
+            .for_each(|(ch, ((((((a, p), ga), ra), sample), part), loss))| {
+                let r0 = ch * ROWS;
+                let m = a.len() / hp;
+                let rows = Rows {
+                    net,
+                    labels: &labels[r0..r0 + m],
+                    omega: &omega[r0..r0 + m],
+                    m,
+                    w2t,
+                    v2t,
+                };
+                let bufs = ChunkBufs {
+                    a,
+                    p,
+                    ga,
+                    ra,
+                    sample,
+                    part,
+                };
+                match net.kern {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: `Kernels::Avx2` is only chosen after detecting AVX2 and FMA.
+                    Kernels::Avx2 => *loss = unsafe { chunk_avx2(&rows, y, pass, bufs) },
+                    _ => *loss = chunk(&rows, y, pass, bufs),
+                }
+            });
+        if !want_grad {
+            return;
+        }
+        let out = &mut scratch.partial[..ylen];
+        // Thin blocks: the chunk partials in chunk order, then into y's layout.
+        let sum = &mut scratch.thin_sum;
+        sum.clear();
+        sum.resize(thin, 0.0);
+        for p in scratch.thin_part.chunks_exact(thin) {
+            sum.iter_mut().zip(p).for_each(|(o, v)| *o += v);
+        }
+        let (sb1, rest) = sum.split_at(hp);
+        let (sw2t, sb2) = rest.split_at(c * hp);
+        out[net.layout.b1..net.layout.w2].copy_from_slice(&sb1[..h]);
+        for (j, row) in out[net.layout.w2..net.layout.b2]
+            .chunks_exact_mut(c)
+            .enumerate()
+        {
+            row.iter_mut()
+                .enumerate()
+                .for_each(|(k, o)| *o = sw2t[k * hp + j]);
+        }
+        out[net.layout.b2..].copy_from_slice(sb2);
+        // ∇W₁ = Uᵀ·G_a, rows of hp, then its first H columns into y's layout.
+        scratch.w1grad.resize(d * hp, 0.0);
+        px.transpose_times(&scratch.ga, hp, &mut scratch.w1grad);
+        px.unpack(
+            &scratch.w1grad,
+            h,
+            hp,
+            &mut out[net.layout.w1..net.layout.b1],
+        );
     }
 
     fn predictor<'a>(&self, x: &'a [f32], _: &[u8]) -> Result<Predictor<'a>, String> {
@@ -167,122 +270,6 @@ impl Net {
     fn b2<'a>(&self, y: &'a [f32]) -> &'a [f32] {
         &y[self.layout.b2..]
     }
-}
-
-/// Run `pass` over `set` (its pixels `px`) with per-row weights `omega` (zero on padding).
-/// Fills `scratch.partial[..y_len]` with the gradient or Hessian product (when the pass asks
-/// for it), `scratch.chunk_loss[chunk]`, `scratch.sample[row]`.
-///
-/// `cache` (`Net::cache_len(rows)` floats: `relu(A)` then `P`) holds the forward pass of `y`: a
-/// gradient pass writes it, a Hessian pass reads it.
-#[allow(clippy::too_many_arguments)]
-fn run_pass(
-    net: Net,
-    set: &Packed,
-    px: &GroupPixels,
-    omega: &[f32],
-    y: &[f32],
-    pass: Pass<'_>,
-    scratch: &mut Scratch,
-    cache: &mut [f32],
-) {
-    let (h, hp, c, d) = (net.h, net.hp, net.c, net.d);
-    let rows = px.rows();
-    assert_eq!(cache.len(), net.cache_len(rows));
-    let nch = rows.div_ceil(ROWS);
-    let thin = net.thin_len();
-    let ylen = net.y_len();
-    let want_grad = match pass {
-        Pass::Grad { grad, .. } | Pass::Hess { grad, .. } => grad,
-    };
-    scratch.partial.resize(ylen, 0.0);
-    scratch.chunk_loss.resize(nch, 0.0);
-    scratch.sample.resize(rows, 0.0);
-    // Padding columns of G_a are never written: zero from the first resize on.
-    scratch.ga.resize(rows * hp, 0.0);
-    scratch.ra.resize(rows * hp, 0.0);
-    scratch.thin_part.resize(nch * thin, 0.0);
-    // The second layer's weights (and direction) transposed for the thin products.
-    transpose_padded(net.w2(y), h, c, hp, &mut scratch.w2t);
-    if let Pass::Hess { v, .. } = pass {
-        transpose_padded(net.w2(v), h, c, hp, &mut scratch.v2t);
-    }
-    let (w2t, v2t) = (&scratch.w2t[..], &scratch.v2t[..]);
-    let (act, probs) = cache.split_at_mut(rows * hp);
-    // The first layer's product, all rows at once: A = U·W₁ (forward) or U·V₁ (tangent).
-    let (w1, dst) = match pass {
-        Pass::Grad { .. } => (net.w1(y), &mut *act),
-        Pass::Hess { v, .. } => (net.w1(v), &mut scratch.ra[..]),
-    };
-    px.pack(w1, h, hp, &mut scratch.wpad);
-    px.times(&scratch.wpad, hp, dst);
-    let labels = &set.packed_labels;
-    act.par_chunks_mut(ROWS * hp)
-        .zip(probs.par_chunks_mut(ROWS * c))
-        .zip(scratch.ga.par_chunks_mut(ROWS * hp))
-        .zip(scratch.ra.par_chunks_mut(ROWS * hp))
-        .zip(scratch.sample.par_chunks_mut(ROWS))
-        .zip(scratch.thin_part.par_chunks_mut(thin))
-        .zip(scratch.chunk_loss.par_iter_mut())
-        .enumerate()
-        .for_each(|(ch, ((((((a, p), ga), ra), sample), part), loss))| {
-            let r0 = ch * ROWS;
-            let m = a.len() / hp;
-            let rows = Rows {
-                net,
-                labels: &labels[r0..r0 + m],
-                omega: &omega[r0..r0 + m],
-                m,
-                w2t,
-                v2t,
-            };
-            let bufs = ChunkBufs {
-                a,
-                p,
-                ga,
-                ra,
-                sample,
-                part,
-            };
-            match net.kern {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `Kernels::Avx2` is only chosen after detecting AVX2 and FMA.
-                Kernels::Avx2 => *loss = unsafe { chunk_avx2(&rows, y, pass, bufs) },
-                _ => *loss = chunk(&rows, y, pass, bufs),
-            }
-        });
-    if !want_grad {
-        return;
-    }
-    let out = &mut scratch.partial[..ylen];
-    // Thin blocks: the chunk partials in chunk order, then into y's layout.
-    let sum = &mut scratch.thin_sum;
-    sum.clear();
-    sum.resize(thin, 0.0);
-    for p in scratch.thin_part.chunks_exact(thin) {
-        sum.iter_mut().zip(p).for_each(|(o, v)| *o += v);
-    }
-    let (sb1, rest) = sum.split_at(hp);
-    let (sw2t, sb2) = rest.split_at(c * hp);
-    out[net.layout.b1..net.layout.w2].copy_from_slice(&sb1[..h]);
-    for (j, row) in out[net.layout.w2..net.layout.b2]
-        .chunks_exact_mut(c)
-        .enumerate()
-    {
-        row.iter_mut()
-            .enumerate()
-            .for_each(|(k, o)| *o = sw2t[k * hp + j]);
-    }
-    out[net.layout.b2..].copy_from_slice(sb2);
-    // ∇W₁ = Uᵀ·G_a, rows of hp, then its first H columns into y's layout.
-    scratch.w1grad.resize(d * hp, 0.0);
-    px.transpose_times(&scratch.ga, hp, &mut scratch.w1grad);
-    px.unpack(
-        &scratch.w1grad,
-        h,
-        hp,
-        &mut out[net.layout.w1..net.layout.b1],
-    );
 }
 
 /// One chunk's slices of the pass's buffers (see [`Rows`]).

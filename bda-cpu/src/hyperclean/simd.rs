@@ -93,27 +93,26 @@ fn logits_portable(u: &[u8], feats: &[u16], y: &[f32], d: usize, c: usize, out: 
     }
 }
 
-/// `out[j·c + k] += Σ_{groups g} Σ_l u_{g,j,l} · gs[g·c + k][l]` over consecutive groups
-/// whose bytes are `data` (`ng` groups), the sum over feature `j` only over the groups set
-/// in `masks[j]` (the others' blocks are zero).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn scatter(
-    kern: Kernels,
-    data: &[u8],
-    masks: &[u32],
-    ng: usize,
-    d: usize,
-    c: usize,
-    gs: &[Lane],
-    out: &mut [f32],
-) {
+/// Consecutive groups of byte pixels and which of their blocks are not zero: `ng` groups of
+/// `d` features whose bytes are `data` (group-major, 8 samples per feature), and per
+/// feature `j` the groups set in `masks[j]` (the others' blocks are zero).
+#[derive(Clone, Copy)]
+pub(crate) struct Blocks<'a> {
+    pub(crate) data: &'a [u8],
+    pub(crate) masks: &'a [u32],
+    pub(crate) ng: usize,
+    pub(crate) d: usize,
+}
+
+/// `out[j·c + k] += Σ_{groups g} Σ_l u_{g,j,l} · gs[g·c + k][l]` over the non-zero blocks.
+pub(crate) fn scatter(kern: Kernels, b: Blocks<'_>, c: usize, gs: &[Lane], out: &mut [f32]) {
     match kern {
         #[cfg(target_arch = "x86_64")]
         Kernels::Avx2 if c == 10 => {
             // SAFETY: as in `logits`.
-            unsafe { avx2::scatter::<10>(data, masks, ng, d, gs, out) }
+            unsafe { avx2::scatter::<10>(b, gs, out) }
         }
-        _ => scatter_portable(data, masks, ng, d, c, gs, out),
+        _ => scatter_portable(b, c, gs, out),
     }
 }
 
@@ -134,15 +133,8 @@ fn set_groups(mask: u32, ng: usize) -> impl Iterator<Item = usize> {
     })
 }
 
-fn scatter_portable(
-    data: &[u8],
-    masks: &[u32],
-    ng: usize,
-    d: usize,
-    c: usize,
-    gs: &[Lane],
-    out: &mut [f32],
-) {
+fn scatter_portable(b: Blocks<'_>, c: usize, gs: &[Lane], out: &mut [f32]) {
+    let Blocks { data, masks, ng, d } = b;
     let mut acc = vec![[0.0f32; LANES]; c];
     for j in 0..d {
         if masks[j] == 0 {
@@ -249,13 +241,11 @@ mod avx2 {
     /// See `super::scatter`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn scatter<const C: usize>(
-        data: &[u8],
-        masks: &[u32],
-        ng: usize,
-        d: usize,
+        b: super::Blocks<'_>,
         gs: &[Lane],
         out: &mut [f32],
     ) {
+        let super::Blocks { data, masks, ng, d } = b;
         assert!(
             data.len() >= ng * d * LANES
                 && masks.len() >= d

@@ -33,10 +33,10 @@ use bda_kernel::hyperclean::{Classifier, HypercleanData};
 use cudarc::driver::{CudaSlice, CudaView, PushKernelArg};
 
 use super::dims::Dims;
-use super::rows::RowInputs;
+use super::rows::RowBufs;
 use crate::gemm::RowMajor;
 use crate::kernels::Kernel;
-use crate::launch::{elementwise, i32_of, per_row, push};
+use crate::launch::{elementwise, i32_of, push};
 use crate::probe::guard;
 use crate::{GpuDevice, GpuError, GpuVec, OnDevice};
 
@@ -54,19 +54,15 @@ pub struct HypercleanMlp {
     /// Length of a `y` buffer.
     y_len: usize,
     feats: CudaSlice<f32>,
-    labels: CudaSlice<u8>,
     hid: CudaSlice<f32>,
     hidt: CudaSlice<f32>,
     gh: CudaSlice<f32>,
-    z: CudaSlice<f32>,
-    g: CudaSlice<f32>,
+    /// Labels, logits, row terms, cross-entropies of every row.
+    rows: RowBufs,
     g2: CudaSlice<f32>,
-    ce: CudaSlice<f32>,
     /// A copy of the direction of `step_adjoint` (its buffer is updated in place); taken
     /// out while in use.
     v: Option<CudaSlice<f32>>,
-    /// Stands for "no gx" in `hvp_rows` (never written: its scale is 0 then).
-    dummy: CudaSlice<f32>,
 }
 
 /// Data hyper-cleaning with the authors' network on one CUDA device: the same capability
@@ -98,16 +94,12 @@ impl HypercleanMlpGpu {
                 off2: (dims.d + 1) * h,
                 y_len: data.y_len(),
                 feats: stream.clone_htod(&dims.pack_features(data))?,
-                labels: stream.clone_htod(&Dims::labels(data))?,
                 hid: stream.alloc_zeros(n * ldh)?,
                 hidt: stream.alloc_zeros(n * ldh)?,
                 gh: stream.alloc_zeros(n * h)?,
-                z: stream.alloc_zeros(n * 2 * dims.c)?,
-                g: stream.alloc_zeros(n * dims.c)?,
+                rows: RowBufs::new(dev, dims, data)?,
                 g2: stream.alloc_zeros(n * dims.c)?,
-                ce: stream.alloc_zeros(n)?,
                 v: Some(stream.alloc_zeros(data.y_len())?),
-                dummy: stream.alloc_zeros(1)?,
             };
             let backend = OnDevice::with_problem(dev, dims.n_tr, data.y_len(), p)?;
             dev.synchronize()?;
@@ -185,29 +177,8 @@ impl HypercleanMlp {
             ..RowMajor::new(rows, d.c, h + 1)
         };
         let hid = self.hid.slice(r0 * ldh..);
-        let mut z = self.z.slice_mut(r0 * ldz..);
+        let mut z = self.rows.z.slice_mut(r0 * ldz..);
         dev.gemm(p, 1.0, &hid, &y.slice(self.off2..), 0.0, &mut z)
-    }
-
-    /// `xent_grad_rows`: softmax of `z` (row stride `ldz`), `ce`, and `ω(p − e)` into `g`
-    /// (or `g2` when `second`).
-    fn xent_grad(
-        &mut self,
-        dev: &GpuDevice,
-        x: &GpuVec,
-        rows: (usize, usize),
-        ldz: usize,
-        weights: (f32, f32),
-        second: bool,
-    ) -> Result<(), GpuError> {
-        let inputs = RowInputs {
-            dims: self.dims,
-            z: &self.z,
-            labels: &self.labels,
-            x,
-        };
-        let g = if second { &mut self.g2 } else { &mut self.g };
-        inputs.xent_grad(dev, rows, ldz, weights, (g, &mut self.ce))
     }
 
     /// `g ⊙ 1[hid > 0]` on rows `[r0, r1)` of `gh` (or of `hidt`, whose extra columns
@@ -266,7 +237,7 @@ impl HypercleanMlp {
         {
             let mut o2 = out.slice_mut(off2..);
             let hid = self.hid.slice(r0 * ldh..);
-            dev.gemm(p2, alpha, &hid, &self.g.slice(r0 * c..), beta, &mut o2)?;
+            dev.gemm(p2, alpha, &hid, &self.rows.g.slice(r0 * c..), beta, &mut o2)?;
             if v2.is_some() {
                 let hidt = self.hidt.slice(r0 * ldh..);
                 dev.gemm(p2, alpha, &hidt, &self.g2.slice(r0 * c..), 1.0, &mut o2)?;
@@ -286,7 +257,7 @@ impl HypercleanMlp {
         {
             let mut gh = self.gh.slice_mut(r0 * h..);
             let w2 = y.slice(off2..off2 + h * c);
-            dev.gemm(pa, 1.0, &self.g.slice(r0 * c..), &w2, 0.0, &mut gh)?;
+            dev.gemm(pa, 1.0, &self.rows.g.slice(r0 * c..), &w2, 0.0, &mut gh)?;
             if let Some(v2) = v2 {
                 let v2 = v2.slice(off2..off2 + h * c);
                 dev.gemm(pa, 1.0, &self.g2.slice(r0 * c..), &v2, 1.0, &mut gh)?;
@@ -353,26 +324,8 @@ impl HypercleanMlp {
         };
         let a = if first { &self.hidt } else { &self.hid };
         let a = a.slice(r0 * ldh..);
-        let mut z = self.z.slice_mut(r0 * 2 * c + c..);
+        let mut z = self.rows.z.slice_mut(r0 * 2 * c + c..);
         dev.gemm(p, 1.0, &a, w, if first { 0.0 } else { 1.0 }, &mut z)
-    }
-
-    /// `hvp_rows` over `[r0, r1)` (`R` into `g`, the mixed term into `gx` when given).
-    fn hvp_rows(
-        &mut self,
-        dev: &GpuDevice,
-        x: &GpuVec,
-        rows: (usize, usize),
-        weights: (f32, f32),
-        gx: Option<(&mut GpuVec, f32)>,
-    ) -> Result<(), GpuError> {
-        let inputs = RowInputs {
-            dims: self.dims,
-            z: &self.z,
-            labels: &self.labels,
-            x,
-        };
-        inputs.hvp(dev, rows, weights, &mut self.g, gx, &mut self.dummy)
     }
 
     /// The Hessian pass of rows `[r0, r1)` in direction `v` with row weights `w`: the
@@ -390,9 +343,10 @@ impl HypercleanMlp {
         into: Option<Sink<'_>>,
     ) -> Result<(), GpuError> {
         self.tangent(dev, y, v, rows)?;
-        self.hvp_rows(dev, x, rows, w, gx)?;
+        self.rows.hvp(dev, x, rows, w, gx)?;
         let Some(into) = into else { return Ok(()) };
-        self.xent_grad(dev, x, rows, 2 * self.dims.c, w, true)?;
+        self.rows
+            .xent_grad(dev, x, rows, 2 * self.dims.c, w, Some(&mut self.g2))?;
         self.backward(dev, y, Some(v), rows, into)
     }
 }
@@ -412,7 +366,7 @@ impl LowerStep for HypercleanMlpGpu {
         }
         p.forward(dev, &y.0, rows, d.c)?;
         let w = (w_l / d.n_tr as f32, w_u / d.n_val as f32);
-        p.xent_grad(dev, x, rows, d.c, w, false)?;
+        p.rows.xent_grad(dev, x, rows, d.c, w, None)?;
         let into = Sink {
             out: &mut y_out.0,
             alpha: -1.0,
@@ -435,7 +389,8 @@ impl UpperGradient for HypercleanMlpGpu {
         p.scale_copy(dev, &y.0, &mut gy.0, 2.0 * d.lambda, 0.0)?;
         let rows = (d.n_tr, d.n_all);
         p.forward(dev, &y.0, rows, d.c)?;
-        p.xent_grad(dev, x, rows, d.c, (0.0, 1.0 / d.n_val as f32), false)?;
+        p.rows
+            .xent_grad(dev, x, rows, d.c, (0.0, 1.0 / d.n_val as f32), None)?;
         let into = Sink {
             out: &mut gy.0,
             alpha: 1.0,
@@ -444,7 +399,7 @@ impl UpperGradient for HypercleanMlpGpu {
         p.backward(dev, &y.0, None, rows, into)?;
         // Σ CE over validation rows and ‖W₁‖², then ‖W₂‖².
         let (off2, h) = (p.off2, p.h);
-        self.scratch.sum(dev, &p.ce.slice(d.n_tr..), 0)?;
+        self.scratch.sum(dev, &p.rows.ce.slice(d.n_tr..), 0)?;
         let w1 = y.0.slice(..d.d * h);
         self.scratch.dot(dev, &w1, &w1, 1)?;
         let [ce_sum, w1_sq] = self.scratch.read(dev)?;
@@ -538,15 +493,6 @@ impl LowerHessian for HypercleanMlpGpu {
         let (dev, p) = (&self.dev, &mut self.p);
         let d = p.dims;
         p.forward(dev, &y.0, (0, d.n_tr), d.c)?;
-        let f = dev.kernel(Kernel::XentDxRows)?;
-        let ints = [d.n_tr, d.c].map(i32_of);
-        let gx_scale = scale / d.n_tr as f32;
-        let mut l = dev.stream().launch_builder(&f);
-        l.arg(&p.z).arg(&ints[1]).arg(&p.labels).arg(&x.0);
-        push(&mut l, &ints);
-        l.arg(&mut gx.0).arg(&gx_scale);
-        // SAFETY: matches `xent_dx_rows`; x and gx hold n_tr entries (checked above).
-        unsafe { l.launch(per_row(d.n_tr)) }?;
-        Ok(())
+        p.rows.grad_x(dev, x, scale, gx)
     }
 }

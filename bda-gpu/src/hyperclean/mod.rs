@@ -35,6 +35,7 @@ use cudarc::driver::CudaSlice;
 use crate::probe::guard;
 use crate::{GpuDevice, GpuError, OnDevice};
 use dims::Dims;
+use rows::RowBufs;
 
 /// The device data and scratch of one hyper-cleaning instance (see the module docs); used as
 /// [`HypercleanGpu`].
@@ -43,18 +44,10 @@ pub struct Hyperclean {
     dims: Dims,
     /// `n_all × ld` augmented features (see the module docs).
     feats: CudaSlice<f32>,
-    /// `n_all` labels.
-    labels: CudaSlice<u8>,
-    /// `n_all × 2c` logits (row stride `c`, or `2c` for `[z | t]` pairs).
-    z: CudaSlice<f32>,
-    /// `n_all × c` per-row gradient / HVP terms.
-    g: CudaSlice<f32>,
-    /// `n_all` cross-entropies.
-    ce: CudaSlice<f32>,
+    /// Labels, logits, row terms, cross-entropies of every row.
+    rows: RowBufs,
     /// `(d+1) × 2c` packed `[Ỹ | A]`.
     ya: CudaSlice<f32>,
-    /// Stands for "no gx" in `hvp_rows` (never written: its scale is 0 then).
-    dummy: CudaSlice<f32>,
 }
 
 /// Data hyper-cleaning (softmax regression with per-sample weights `σ(x_i)`) on one CUDA
@@ -82,12 +75,8 @@ impl HypercleanGpu {
             let p = Hyperclean {
                 dims,
                 feats,
-                labels: stream.clone_htod(&Dims::labels(data))?,
-                z: stream.alloc_zeros(dims.n_all * 2 * dims.c)?,
-                g: stream.alloc_zeros(dims.n_all * dims.c)?,
-                ce: stream.alloc_zeros(dims.n_all)?,
+                rows: RowBufs::new(dev, dims, data)?,
                 ya: stream.alloc_zeros(dims.y_len * 2)?,
-                dummy: stream.alloc_zeros(1)?,
             };
             let backend = OnDevice::with_problem(dev, dims.n_tr, dims.y_len, p)?;
             dev.synchronize()?;
@@ -99,11 +88,11 @@ impl HypercleanGpu {
     /// buffers, the CUDA context and cuBLAS' workspace).
     pub fn resident_bytes(&self) -> usize {
         let p = &self.p;
-        [&p.feats, &p.z, &p.g, &p.ce, &p.ya, &p.dummy]
+        [&p.feats, &p.ya]
             .iter()
             .map(|b| b.num_bytes())
             .sum::<usize>()
-            + p.labels.num_bytes()
+            + p.rows.num_bytes()
             + self.scratch.num_bytes()
     }
 }

@@ -7,11 +7,10 @@ use bda_kernel::backend::{
 };
 use cudarc::driver::{CudaSlice, PushKernelArg};
 
-use super::rows::RowInputs;
 use super::{Hyperclean, HypercleanGpu};
 use crate::gemm::RowMajor;
 use crate::kernels::Kernel;
-use crate::launch::{elementwise, i32_of, per_row, push};
+use crate::launch::{elementwise, i32_of};
 use crate::{GpuDevice, GpuError, GpuVec};
 
 /// Shorthands for the trait impls: a buffer, and a product's result.
@@ -51,7 +50,7 @@ impl Hyperclean {
             ..RowMajor::new(r1 - r0, cols, d.d + 1)
         };
         let a = self.feats.slice(r0 * d.ld..);
-        let mut z = self.z.slice_mut(r0 * cols..);
+        let mut z = self.rows.z.slice_mut(r0 * cols..);
         dev.gemm(p, 1.0, &a, b, 0.0, &mut z)
     }
 
@@ -78,7 +77,7 @@ impl Hyperclean {
             ldc: d.c,
         };
         let a = self.feats.slice(r0 * d.ld..);
-        let g = self.g.slice(r0 * d.c..);
+        let g = self.rows.g.slice(r0 * d.c..);
         dev.gemm(p, alpha, &a, &g, beta, out)
     }
 
@@ -136,44 +135,6 @@ impl Hyperclean {
         Ok(())
     }
 
-    /// `xent_grad_rows` over `[r0, r1)` with logits of row stride `c` in `z`.
-    fn xent_grad_rows(
-        &mut self,
-        dev: &GpuDevice,
-        x: &GpuVec,
-        rows: (usize, usize),
-        a_tr: f32,
-        a_val: f32,
-    ) -> Result<(), GpuError> {
-        let inputs = RowInputs {
-            dims: self.dims,
-            z: &self.z,
-            labels: &self.labels,
-            x,
-        };
-        let out = (&mut self.g, &mut self.ce);
-        inputs.xent_grad(dev, rows, self.dims.c, (a_tr, a_val), out)
-    }
-
-    /// `hvp_rows` over `[r0, r1)` with `[z | t]` pairs (row stride `2c`) in `z`; `gx`, when
-    /// given, gets `gx_scale` times the mixed term.
-    fn hvp_rows(
-        &mut self,
-        dev: &GpuDevice,
-        x: &GpuVec,
-        rows: (usize, usize),
-        weights: (f32, f32),
-        gx: Option<(&mut GpuVec, f32)>,
-    ) -> Result<(), GpuError> {
-        let inputs = RowInputs {
-            dims: self.dims,
-            z: &self.z,
-            labels: &self.labels,
-            x,
-        };
-        inputs.hvp(dev, rows, weights, &mut self.g, gx, &mut self.dummy)
-    }
-
     /// Logits of `y` and of the direction `v` together (one GEMM with `[y | v]`) over the
     /// training rows, into `z`: what both second-derivative products of `f` start from.
     fn train_tangent_logits(
@@ -200,7 +161,8 @@ impl LowerStep for HypercleanGpu {
             return Ok(());
         }
         p.logits(dev, Rhs::Y(y), r0, r1)?;
-        p.xent_grad_rows(dev, x, (r0, r1), w_l / d.n_tr as f32, w_u / d.n_val as f32)?;
+        let w = (w_l / d.n_tr as f32, w_u / d.n_val as f32);
+        p.rows.xent_grad(dev, x, (r0, r1), d.c, w, None)?;
         p.back(dev, r0, r1, -1.0, 1.0, &mut y_out.0)
     }
 }
@@ -218,10 +180,11 @@ impl UpperGradient for HypercleanGpu {
         p.masked_scale_copy(dev, y, gy, 2.0 * d.lambda, 0.0)?;
         let (r0, r1) = (d.n_tr, d.n_all);
         p.logits(dev, Rhs::Y(y), r0, r1)?;
-        p.xent_grad_rows(dev, x, (r0, r1), 0.0, 1.0 / d.n_val as f32)?;
+        p.rows
+            .xent_grad(dev, x, (r0, r1), d.c, (0.0, 1.0 / d.n_val as f32), None)?;
         p.back(dev, r0, r1, 1.0, 1.0, &mut gy.0)?;
         // Σ_j CE_j over validation rows into slot 0, ‖W‖² into slot 1, one download.
-        self.scratch.sum(dev, &p.ce.slice(d.n_tr..), 0)?;
+        self.scratch.sum(dev, &p.rows.ce.slice(d.n_tr..), 0)?;
         let w = y.0.slice(..d.n_w);
         self.scratch.dot(dev, &w, &w, 1)?;
         let [ce_sum, w2] = self.scratch.read(dev)?;
@@ -246,7 +209,8 @@ impl StepAdjoint for HypercleanGpu {
         p.logits(dev, Rhs::Packed, r0, r1)?;
         let (n_tr, n_val) = (d.n_tr as f32, d.n_val as f32);
         let weights = (w_l / n_tr, w_u / n_val);
-        p.hvp_rows(dev, x, (r0, r1), weights, Some((gx, -w_l / n_tr)))?;
+        p.rows
+            .hvp(dev, x, (r0, r1), weights, Some((gx, -w_l / n_tr)))?;
         p.back(dev, r0, r1, -1.0, 1.0, &mut a.0)
     }
 }
@@ -267,7 +231,8 @@ impl LowerHessian for HypercleanGpu {
         let (dev, p) = (&self.dev, &mut self.p);
         let n_tr = p.dims.n_tr;
         p.train_tangent_logits(dev, y, v)?;
-        p.hvp_rows(dev, x, (0, n_tr), (1.0 / n_tr as f32, 0.0), None)?;
+        p.rows
+            .hvp(dev, x, (0, n_tr), (1.0 / n_tr as f32, 0.0), None)?;
         p.back(dev, 0, n_tr, 1.0, 0.0, &mut out.0)
     }
 
@@ -277,7 +242,8 @@ impl LowerHessian for HypercleanGpu {
         let n_tr = p.dims.n_tr;
         p.train_tangent_logits(dev, y, v)?;
         let gx_scale = scale / n_tr as f32;
-        p.hvp_rows(dev, x, (0, n_tr), (0.0, 0.0), Some((gx, gx_scale)))
+        p.rows
+            .hvp(dev, x, (0, n_tr), (0.0, 0.0), Some((gx, gx_scale)))
     }
 
     fn lower_grad_x(&mut self, x: &V, y: &V, scale: f32, gx: &mut V) -> R {
@@ -285,15 +251,6 @@ impl LowerHessian for HypercleanGpu {
         let (dev, p) = (&self.dev, &mut self.p);
         let d = p.dims;
         p.logits(dev, Rhs::Y(y), 0, d.n_tr)?;
-        let f = dev.kernel(Kernel::XentDxRows)?;
-        let ints = [d.n_tr, d.c].map(i32_of);
-        let gx_scale = scale / d.n_tr as f32;
-        let mut l = dev.stream().launch_builder(&f);
-        l.arg(&p.z).arg(&ints[1]).arg(&p.labels).arg(&x.0);
-        push(&mut l, &ints);
-        l.arg(&mut gx.0).arg(&gx_scale);
-        // SAFETY: matches `xent_dx_rows`; x and gx hold n_tr entries (checked above).
-        unsafe { l.launch(per_row(d.n_tr)) }?;
-        Ok(())
+        p.rows.grad_x(dev, x, scale, gx)
     }
 }

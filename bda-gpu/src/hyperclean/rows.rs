@@ -1,7 +1,8 @@
-//! The launches of the per-row softmax kernels (`kernels/softmax.cu`), shared by both
-//! hyper-cleaning backends: the linear one reads logits straight from `X̃·Ỹ`, the network
-//! from its second layer; the rows' arithmetic is the same.
+//! The per-row buffers and launches of the softmax kernels (`kernels/softmax.cu`), shared by
+//! both hyper-cleaning backends: the linear one reads logits straight from `X̃·Ỹ`, the
+//! network from its second layer; the rows' arithmetic is the same.
 
+use bda_kernel::hyperclean::HypercleanData;
 use cudarc::driver::{CudaSlice, PushKernelArg};
 
 use super::dims::Dims;
@@ -9,68 +10,125 @@ use crate::kernels::Kernel;
 use crate::launch::{i32_of, per_row, push};
 use crate::{GpuDevice, GpuError, GpuVec};
 
-/// The inputs every row kernel reads: logits `z`, labels, the sample logits `x`.
-pub(super) struct RowInputs<'a> {
-    pub(super) dims: Dims,
-    pub(super) z: &'a CudaSlice<f32>,
-    pub(super) labels: &'a CudaSlice<u8>,
-    pub(super) x: &'a GpuVec,
+/// What the row kernels read and write, for every row (training then validation).
+#[derive(Debug)]
+pub(super) struct RowBufs {
+    dims: Dims,
+    /// `n_all` labels.
+    pub(super) labels: CudaSlice<u8>,
+    /// `n_all × 2c` logits (row stride `c`, or `2c` for `[z | t]` pairs).
+    pub(super) z: CudaSlice<f32>,
+    /// `n_all × c` per-row gradient / HVP terms.
+    pub(super) g: CudaSlice<f32>,
+    /// `n_all` cross-entropies.
+    pub(super) ce: CudaSlice<f32>,
+    /// Stands for "no gx" in `hvp` (never written: its scale is 0 then).
+    dummy: CudaSlice<f32>,
 }
 
-impl RowInputs<'_> {
-    /// `xent_grad_rows` over `[r0, r1)` with logits of row stride `ldz`: `ω(p − e)` into
-    /// `g`, the cross-entropies into `ce`; `ω` is `a_tr·σ(x_i)` on training rows and `a_val`
-    /// on validation rows.
-    pub(super) fn xent_grad(
-        &self,
+impl RowBufs {
+    /// The buffers of `data`'s rows on `dev`, labels uploaded.
+    pub(super) fn new(
         dev: &GpuDevice,
+        dims: Dims,
+        data: &HypercleanData<'_>,
+    ) -> Result<Self, GpuError> {
+        let stream = dev.stream();
+        Ok(RowBufs {
+            dims,
+            labels: stream.clone_htod(&Dims::labels(data))?,
+            z: stream.alloc_zeros(dims.n_all * 2 * dims.c)?,
+            g: stream.alloc_zeros(dims.n_all * dims.c)?,
+            ce: stream.alloc_zeros(dims.n_all)?,
+            dummy: stream.alloc_zeros(1)?,
+        })
+    }
+
+    /// Device bytes held.
+    pub(super) fn num_bytes(&self) -> usize {
+        [&self.z, &self.g, &self.ce, &self.dummy]
+            .iter()
+            .map(|b| b.num_bytes())
+            .sum::<usize>()
+            + self.labels.num_bytes()
+    }
+
+    /// `xent_grad_rows` over `[r0, r1)` with logits of row stride `ldz`: `ω(p − e)` into
+    /// `g` (or into `other`, when given), the cross-entropies into `ce`; `ω` is
+    /// `a_tr·σ(x_i)` on training rows and `a_val` on validation rows.
+    pub(super) fn xent_grad(
+        &mut self,
+        dev: &GpuDevice,
+        x: &GpuVec,
         (r0, r1): (usize, usize),
         ldz: usize,
         (a_tr, a_val): (f32, f32),
-        (g, ce): (&mut CudaSlice<f32>, &mut CudaSlice<f32>),
+        other: Option<&mut CudaSlice<f32>>,
     ) -> Result<(), GpuError> {
         let f = dev.kernel(Kernel::XentGradRows)?;
         let d = self.dims;
         let ints = [d.n_tr, r0, r1, d.c].map(i32_of);
         let ldz = i32_of(ldz);
         let weights = [a_tr, a_val];
+        let g = other.unwrap_or(&mut self.g);
         let mut l = dev.stream().launch_builder(&f);
-        l.arg(self.z).arg(&ldz).arg(self.labels).arg(&self.x.0);
+        l.arg(&self.z).arg(&ldz).arg(&self.labels).arg(&x.0);
         push(&mut l, &ints);
         push(&mut l, &weights);
-        l.arg(g).arg(ce);
-        // SAFETY: matches `xent_grad_rows`; rows < n_all, z holds n_all·ldz entries (the
-        // backends allocate n_all·2c ≥ n_all·ldz), x: n_tr.
+        l.arg(g).arg(&mut self.ce);
+        // SAFETY: matches `xent_grad_rows`; rows < n_all, z holds n_all·2c ≥ n_all·ldz
+        // entries, x: n_tr.
         unsafe { l.launch(per_row(r1 - r0)) }?;
         Ok(())
     }
 
     /// `hvp_rows` over `[r0, r1)` with `[z | t]` pairs (row stride `2c`): the weighted
-    /// softmax-Jacobian row terms into `h`, and `gx_scale` times the mixed term into `gx`
-    /// when given (else `dummy`, never written).
+    /// softmax-Jacobian row terms into `g`, and `gx_scale` times the mixed term into `gx`
+    /// when given.
     pub(super) fn hvp(
-        &self,
+        &mut self,
         dev: &GpuDevice,
+        x: &GpuVec,
         (r0, r1): (usize, usize),
         (a_tr, a_val): (f32, f32),
-        h: &mut CudaSlice<f32>,
         gx: Option<(&mut GpuVec, f32)>,
-        dummy: &mut CudaSlice<f32>,
     ) -> Result<(), GpuError> {
         let f = dev.kernel(Kernel::HvpRows)?;
         let ints = [self.dims.n_tr, r0, r1, self.dims.c].map(i32_of);
         let weights = [a_tr, a_val];
         let (gx_buf, gx_scale) = match gx {
             Some((g, s)) => (&mut g.0, s),
-            None => (dummy, 0.0f32),
+            None => (&mut self.dummy, 0.0f32),
         };
         let mut l = dev.stream().launch_builder(&f);
-        l.arg(self.z).arg(self.labels).arg(&self.x.0);
+        l.arg(&self.z).arg(&self.labels).arg(&x.0);
         push(&mut l, &ints);
         push(&mut l, &weights);
-        l.arg(h).arg(gx_buf).arg(&gx_scale);
+        l.arg(&mut self.g).arg(gx_buf).arg(&gx_scale);
         // SAFETY: matches `hvp_rows`; gx has n_tr entries or gx_scale = 0 (never written).
         unsafe { l.launch(per_row(r1 - r0)) }?;
+        Ok(())
+    }
+
+    /// `gx_i += scale/n_tr · σ'(x_i)·CE_i` from the training rows' logits in `z` (row
+    /// stride `c`): `scale·∇_x f`.
+    pub(super) fn grad_x(
+        &self,
+        dev: &GpuDevice,
+        x: &GpuVec,
+        scale: f32,
+        gx: &mut GpuVec,
+    ) -> Result<(), GpuError> {
+        let d = self.dims;
+        let f = dev.kernel(Kernel::XentDxRows)?;
+        let ints = [d.n_tr, d.c].map(i32_of);
+        let gx_scale = scale / d.n_tr as f32;
+        let mut l = dev.stream().launch_builder(&f);
+        l.arg(&self.z).arg(&ints[1]).arg(&self.labels).arg(&x.0);
+        push(&mut l, &ints);
+        l.arg(&mut gx.0).arg(&gx_scale);
+        // SAFETY: matches `xent_dx_rows`; x and gx hold n_tr entries (checked by the caller).
+        unsafe { l.launch(per_row(d.n_tr)) }?;
         Ok(())
     }
 }

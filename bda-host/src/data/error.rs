@@ -82,35 +82,13 @@ pub enum IdxError {
         cols: u32,
     },
     /// Fewer bytes after the header than the header says.
-    #[error(
-        "truncated: header says {} ({expected} bytes), file has {actual} bytes after the {}-byte header",
-        describe_items(*kind, *n, *rows, *cols),
-        kind.header_len()
-    )]
-    Truncated {
-        kind: IdxKind,
-        n: u32,
-        rows: u32,
-        cols: u32,
-        expected: u64,
-        actual: u64,
-    },
+    #[error("truncated: {0}")]
+    Truncated(PayloadSize),
     /// More bytes after the header than the header says. Rejected rather than ignored:
     /// trailing data usually means a wrong header or two files glued together, and silently
     /// dropping it would hide that.
-    #[error(
-        "trailing garbage: header says {} ({expected} bytes), file has {actual} bytes after the {}-byte header",
-        describe_items(*kind, *n, *rows, *cols),
-        kind.header_len()
-    )]
-    TrailingBytes {
-        kind: IdxKind,
-        n: u32,
-        rows: u32,
-        cols: u32,
-        expected: u64,
-        actual: u64,
-    },
+    #[error("trailing garbage: {0}")]
+    TrailingBytes(PayloadSize),
     /// A label outside the ten classes `0..=9`. Checked here, not later, because every
     /// consumer (the one-hot losses, the label-noise protocol) indexes by class.
     #[error("label {value} at index {index} is not a class in 0..=9")]
@@ -199,6 +177,36 @@ pub enum SplitError {
     /// produces one.
     #[error("inconsistent dataset: {what}")]
     BadDataset { what: String },
+}
+
+/// What an IDX header promises and what the file holds after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadSize {
+    /// Images or labels.
+    pub kind: IdxKind,
+    /// Items the header declares.
+    pub n: u32,
+    /// Rows per image (images only).
+    pub rows: u32,
+    /// Columns per image (images only).
+    pub cols: u32,
+    /// Payload bytes the header promises.
+    pub expected: u64,
+    /// Payload bytes the file holds.
+    pub actual: u64,
+}
+
+impl fmt::Display for PayloadSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "header says {} ({} bytes), file has {} bytes after the {}-byte header",
+            describe_items(self.kind, self.n, self.rows, self.cols),
+            self.expected,
+            self.actual,
+            self.kind.header_len()
+        )
+    }
 }
 
 fn describe_items(kind: IdxKind, n: u32, rows: u32, cols: u32) -> String {

@@ -8,13 +8,14 @@
 //! slicing, every size is computed with checked arithmetic, and sizes are checked against
 //! the buffer and against [`MAX_PAYLOAD_BYTES`] before anything is allocated.
 
+use std::cmp::Ordering;
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
 use flate2::read::MultiGzDecoder;
 
-use super::error::{DataError, IdxError, IdxKind};
+use super::error::{DataError, IdxError, IdxKind, PayloadSize};
 
 /// Magic number of an idx3 file of unsigned bytes (0x08 = u8, 3 dimensions).
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
@@ -99,26 +100,18 @@ fn check_len(
 ) -> Result<(), IdxError> {
     // usize -> u64 never loses bits on the platforms Rust supports.
     let actual = actual as u64;
-    if actual < expected {
-        Err(IdxError::Truncated {
-            kind,
-            n,
-            rows,
-            cols,
-            expected,
-            actual,
-        })
-    } else if actual > expected {
-        Err(IdxError::TrailingBytes {
-            kind,
-            n,
-            rows,
-            cols,
-            expected,
-            actual,
-        })
-    } else {
-        Ok(())
+    let size = || PayloadSize {
+        kind,
+        n,
+        rows,
+        cols,
+        expected,
+        actual,
+    };
+    match actual.cmp(&expected) {
+        Ordering::Less => Err(IdxError::Truncated(size())),
+        Ordering::Greater => Err(IdxError::TrailingBytes(size())),
+        Ordering::Equal => Ok(()),
     }
 }
 

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-pub use error::{DataError, IdxError, IdxKind, SplitError};
+pub use error::{DataError, IdxError, IdxKind, PayloadSize, SplitError};
 pub use idx::{
     Images, decode_idx_bytes, gunzip, is_gzip, parse_images, parse_labels, read_idx_file,
     read_images, read_labels,

@@ -314,3 +314,72 @@ where
         seconds: start.elapsed().as_secs_f64(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use bda_kernel::backend::MethodConfig;
+    use bda_kernel::fewshot::FeatureHead;
+    use bda_kernel::hyperclean::{Classifier, HypercleanData};
+
+    use super::*;
+
+    struct Silent;
+    impl Monitor for Silent {
+        fn val_acc(&mut self, _: &[f64]) -> f64 {
+            0.0
+        }
+        fn clean_f1(&mut self, _: &[f64]) -> f64 {
+            0.0
+        }
+    }
+
+    /// The loop asks the backend which methods it runs: one without Hessian products (the
+    /// few-shot head: its `x` is 4 rows of 2 features, its `y` a 2-way head) trains with
+    /// the unrolled methods and refuses IHG and O-BDA in one line naming the flag.
+    #[test]
+    fn a_backend_without_hessians_runs_the_unrolled_methods_only() {
+        let mut head = FeatureHead::new(2, 2, vec![0, 1], vec![1, 0], 0.0_f64);
+        let x0 = [0.3, -0.1, 0.2, 0.5, -0.4, 0.1, 0.0, 0.2];
+        let (features, labels) = ([0.0f32; 2], [0u8]);
+        // A problem of the head's `y` length (3·2) for the draws of `y₀` (zero).
+        let shape = HypercleanData {
+            dim: 2,
+            classes: 2,
+            classifier: Classifier::Linear,
+            train_x: &features,
+            train_labels: &labels,
+            val_x: &features,
+            val_labels: &labels,
+            lambda: 0.0,
+        };
+        let init = InitDraw::new(Init::Zero, 0, &shape);
+        for method in Method::ALL {
+            let cfg = TrainConfig {
+                row: Row::Method(method),
+                spec: MethodConfig::new(method, 3, 0.5).build().unwrap(),
+                optimizer: OptimizerKind::Sgd,
+                ul_lr: 0.1,
+                ul_iters: 2,
+                init: Init::Zero,
+                seed: 0,
+            };
+            match train(&mut head, &cfg, &x0, &init, &mut Silent) {
+                Ok(t) => {
+                    assert!(!matches!(method, Method::Ihg | Method::Obda), "{method}");
+                    assert_eq!(t.history.len(), 2);
+                    assert!(t.x != x0 && t.ul_loss.is_finite(), "{method}: x moved");
+                }
+                Err(TrainError::Config(m)) => {
+                    assert!(matches!(method, Method::Ihg | Method::Obda), "{m}");
+                    assert_eq!(
+                        m,
+                        format!(
+                            "--method {method}: needs lower-level Hessian products, which this backend does not provide"
+                        )
+                    );
+                }
+                Err(e) => panic!("{method}: {e}"),
+            }
+        }
+    }
+}

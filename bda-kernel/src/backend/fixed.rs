@@ -127,17 +127,15 @@ where
     }
 }
 
-/// Every method.
-impl<U, L, T, const N: usize, const M: usize> Methods for FixedBackend<'_, Bilevel<U, L>, T, N, M>
+/// Every method, where the problem's second derivatives give the Hessian products.
+impl<P, T: Real, const N: usize, const M: usize> Methods for FixedBackend<'_, P, T, N, M>
 where
-    T: Real,
-    U: Objective<T, N, M> + Gradient<T, N, M> + SecondOrder<T, N, M>,
-    L: Gradient<T, N, M> + SecondOrder<T, N, M>,
+    Self: LowerStep + UpperGradient + StepAdjoint + LowerHessian,
 {
     fn hypergrad(
         &mut self,
-        spec: MethodSpec<T>,
-    ) -> Result<Hypergrad<Self>, MethodError<Infallible>> {
+        spec: MethodSpec<Self::T>,
+    ) -> Result<Hypergrad<Self>, MethodError<Self::Error>> {
         Hypergrad::new(self, spec)
     }
 }

@@ -2,21 +2,16 @@
 
 use std::arch::x86_64::*;
 
-use super::TILE;
+use super::{TILE, Tile};
 use crate::hyperclean::packed::{CHUNK_GROUPS, LANES};
 use crate::hyperclean::simd::indices_below;
 
 /// [`super::times_tile`] for a tile of `NV` vectors (`8·NV` columns, 16 or 8: the last
 /// tile of a row) with `4·NV` accumulators in registers.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn times_tile<const NV: usize>(
-    u: &[f32],
-    feats: &[u16],
-    wt: &[f32],
-    hp: usize,
-    (t, half): (usize, usize),
-    out: &mut [f32],
-) {
+pub(super) unsafe fn times_tile<const NV: usize>(tile: Tile<'_>, out: &mut [f32]) {
+    let (u, feats, wt, hp) = (tile.u, tile.feats, tile.wt, tile.hp);
+    let (t, half) = tile.at;
     let dim = u.len() / LANES;
     let tw = 8 * NV;
     assert!(t + tw <= hp && wt.len() >= dim * tw);
@@ -56,14 +51,9 @@ pub(super) unsafe fn times_tile<const NV: usize>(
 /// accumulators and copied others every iteration: 19.2 against 10.3 ms for the
 /// 16-column kernel), so the loop is written out.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn times_tile24(
-    u: &[f32],
-    feats: &[u16],
-    wt: &[f32],
-    hp: usize,
-    (t, half): (usize, usize),
-    out: &mut [f32],
-) {
+pub(super) unsafe fn times_tile24(tile: Tile<'_>, out: &mut [f32]) {
+    let (u, feats, wt, hp) = (tile.u, tile.feats, tile.wt, tile.hp);
+    let (t, half) = tile.at;
     use std::arch::asm;
     const TW: usize = 24;
     let dim = u.len() / LANES;

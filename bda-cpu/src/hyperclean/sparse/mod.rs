@@ -261,25 +261,27 @@ impl GroupPixels {
                         for half in 0..2 {
                             let (a, b) = (self.starts[2 * g + half], self.starts[2 * g + half + 1]);
                             let feats = &self.half_feats[a as usize..b as usize];
-                            let at = (c0, half);
+                            let tile = Tile {
+                                u,
+                                feats,
+                                wt,
+                                hp,
+                                at: (c0, half),
+                            };
                             match (self.kern, tw) {
                                 #[cfg(target_arch = "x86_64")]
                                 // SAFETY: AVX2 and FMA were detected in `new`; the kernels
                                 // check their slices.
                                 (Kernels::Avx2, WIDE_TILE) => unsafe {
-                                    avx2::times_tile24(u, feats, wt, hp, at, rows)
+                                    avx2::times_tile24(tile, rows)
                                 },
                                 #[cfg(target_arch = "x86_64")]
                                 // SAFETY: as above.
-                                (Kernels::Avx2, 16) => unsafe {
-                                    avx2::times_tile::<2>(u, feats, wt, hp, at, rows)
-                                },
+                                (Kernels::Avx2, 16) => unsafe { avx2::times_tile::<2>(tile, rows) },
                                 #[cfg(target_arch = "x86_64")]
                                 // SAFETY: as above.
-                                (Kernels::Avx2, 8) => unsafe {
-                                    avx2::times_tile::<1>(u, feats, wt, hp, at, rows)
-                                },
-                                _ => times_tile(u, feats, wt, hp, tw, at, rows),
+                                (Kernels::Avx2, 8) => unsafe { avx2::times_tile::<1>(tile, rows) },
+                                _ => times_tile(tile, tw, rows),
                             }
                         }
                     }
@@ -421,17 +423,23 @@ fn balanced_parts(work: &[WindowWork], d: usize, tasks: usize) -> Vec<usize> {
     bounds
 }
 
-/// Rows `4·half..4·half + 4` of a group, columns `t..t + tw`: `out = Σ_j u_j·W[j, ·]`
-/// over `feats` (`wt`: the tile of `W`, `[pixel][tw]`).
-fn times_tile(
-    u: &[f32],
-    feats: &[u16],
-    wt: &[f32],
+/// One tile of `U·W`: rows `4·half..4·half + 4` of a group (`u`, its pixels), columns
+/// `t..t + tw` of rows `hp` wide, over the pixels `feats` (`wt`: the tile of `W`,
+/// `[pixel][tw]`).
+#[derive(Clone, Copy)]
+struct Tile<'a> {
+    u: &'a [f32],
+    feats: &'a [u16],
+    wt: &'a [f32],
     hp: usize,
-    tw: usize,
-    (t, half): (usize, usize),
-    out: &mut [f32],
-) {
+    /// `(t, half)`.
+    at: (usize, usize),
+}
+
+/// `out = Σ_j u_j·W[j, ·]` over the tile (`tw` columns).
+fn times_tile(tile: Tile<'_>, tw: usize, out: &mut [f32]) {
+    let (u, feats, wt, hp) = (tile.u, tile.feats, tile.wt, tile.hp);
+    let (t, half) = tile.at;
     let mut acc = [[0.0f32; WIDE_TILE]; 4];
     for &j in feats {
         let j = usize::from(j);
