@@ -1,6 +1,6 @@
 //! The evidence behind the few-shot backbone's convolution choice: the GEMMs of conv4's
 //! im2col formulation, at the benchmark's meta-batch (16 tasks × (5 support + 75 query) =
-//! 1280 images of 28×28), timed with `matrixmultiply` (what `fewshot::conv4` uses) and with
+//! 1280 images of 28×28), timed with `matrixmultiply` (what `bda_cpu::conv4` uses) and with
 //! the `gemm` crate (the GEMM of candle's and faer's CPU backends).
 //!
 //! ```text

@@ -8,10 +8,10 @@
 //! * upper level `F(x, y) = (1/n_val) Σ_j CE(y; u_j, v_j) + λ‖W‖²` on the validation set
 //!   (no dependence on `x`; the weight matrices are regularised, the biases are not),
 //!
-//! with `CE(y; u, v) = −log softmax(s(y; u))_v`. The classifier ([`HypercleanData::hidden`]):
+//! with `CE(y; u, v) = −log softmax(s(y; u))_v`. The classifier ([`Classifier`]):
 //!
-//! * softmax regression (`hidden = 0`): `y = (W, b)`, `s = Wᵀu + b`, `W ∈ R^{d×c}`;
-//! * the authors' network (`hidden = H`): `y = (W₁, b₁, W₂, b₂)`,
+//! * softmax regression ([`Classifier::Linear`]): `y = (W, b)`, `s = Wᵀu + b`, `W ∈ R^{d×c}`;
+//! * the authors' network ([`Classifier::Mlp`] with `H` hidden units): `y = (W₁, b₁, W₂, b₂)`,
 //!   `s = W₂ᵀ relu(W₁ᵀu + b₁) + b₂`, `W₁ ∈ R^{d×H}`, `W₂ ∈ R^{H×c}` (784-300-10 in their code).
 //!   Its lower level is not convex.
 //!

@@ -3,9 +3,9 @@
 //! (`fewshot_torch.py`). With 28×28 inputs the maps are 28 → 14 → 7 → 4 → 2, so the
 //! backbone gives `64·2·2 = 256` features per image.
 //!
-//! Convolutions with at least [`WINOGRAD_MIN_C_IN`] input channels run forward as
-//! Winograd F(2×2, 3×3) ([`winograd`]: 2.25× fewer multiplications, as 16 GEMMs), and
-//! backward too on maps at least [`WINOGRAD_BACKWARD_MIN_SIDE`] wide; the rest are
+//! Convolutions with at least `WINOGRAD_MIN_C_IN` (4) input channels run forward as
+//! Winograd F(2×2, 3×3) (`winograd.rs`: 2.25× fewer multiplications, as 16 GEMMs), and
+//! backward too on maps at least `WINOGRAD_BACKWARD_MIN_SIDE` (10) wide; the rest are
 //! im2col + GEMM ([`gemm`]: `matrixmultiply`, the GEMM nalgebra uses, with run-time AVX/FMA
 //! kernels). Batch norm uses the statistics of the whole forward batch (training
 //! mode, also at evaluation: transductive, as MAML-style code does). The convolutions have

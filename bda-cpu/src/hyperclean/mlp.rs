@@ -1,5 +1,5 @@
 //! The ReLU network on the CPU ([`Mlp`], the authors' 784-300-10 classifier): the same
-//! products as [`super::linear`] for softmax regression, on the same packed sets (sample
+//! products as `linear.rs` for softmax regression, on the same packed sets (sample
 //! order, weights, per-sample outputs line up with the linear model's bookkeeping).
 //!
 //! # Products (rows `U`, `n × d`; `W₁`, `d × H`; `W₂`, `H × c`)

@@ -1,7 +1,7 @@
 //! Data hyper-cleaning on the CPU: one backend per classifier ([`LinearCpu`],
 //! [`MlpCpu`]), `f32`, pixels stored as bytes ([`packed`]), fused per-block passes, AVX2+FMA
 //! kernels selected at run time ([`simd`]), rayon over fixed chunks. A backend computes
-//! the products of the kernel's capability traits ([`backend`]) and nothing else.
+//! the products of the kernel's capability traits (`backend.rs`) and nothing else.
 //!
 //! # One backend per classifier
 //!
@@ -9,7 +9,7 @@
 //! weights `σ(x_i)`, the per-`y` cache of forward passes, the scratch, the regulariser and
 //! the elementwise steps — and a [`CpuClassifier`] `C` computes one pass over one set: the
 //! gradient or the Hessian–vector product of `Σ ω_i CE_i`, and predictions.
-//! [`Linear`] (softmax regression, [`linear`]) and [`Mlp`] (the ReLU network, [`mlp`])
+//! [`Linear`] (softmax regression, `linear.rs`) and [`Mlp`] (the ReLU network, [`mlp`])
 //! are the two; a new classifier is one more implementation.
 //!
 //! # Products of softmax regression

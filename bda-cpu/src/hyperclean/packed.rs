@@ -1,6 +1,6 @@
 //! The training, validation and test sets packed for the SIMD kernels of [`super::simd`],
-//! shared by the CPU backend ([`super::cpu`]) and the device-neutral evaluation
-//! ([`super::eval`]).
+//! shared by softmax regression's passes and its predictions (the evaluation of a run on any
+//! device).
 //!
 //! MNIST-format pixels are `q/255` with `q ∈ 0..=255`, so a set is stored exactly as the
 //! bytes `q` (3.9 MB for 5000 × 784 instead of 15.7 MB of `f32`: both sets stay in the

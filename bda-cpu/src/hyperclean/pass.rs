@@ -1,5 +1,5 @@
 //! What a pass over a set computes ([`Pass`]), the scratch every classifier's passes write
-//! ([`Scratch`]), and the sum of their per-chunk partials in chunk order ([`reduce_into`]),
+//! ([`Scratch`]), and the sum of their per-chunk partials in chunk order (`reduce_into`),
 //! so results do not depend on the thread count or on scheduling.
 
 use crate::aligned::AlignedVec;

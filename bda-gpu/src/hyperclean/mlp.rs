@@ -1,4 +1,4 @@
-//! The hyper-cleaning network (`HypercleanData::hidden = H`, the authors' 784-300-10) on a
+//! The hyper-cleaning network (`Classifier::Mlp { hidden: H }`, the authors' 784-300-10) on a
 //! CUDA device: the products of [`bda_kernel::hyperclean::HypercleanReference`] as cuBLAS
 //! GEMMs and three kinds of row kernels, for [`HypercleanMlpGpu`].
 //!

@@ -11,7 +11,7 @@
 //! | [`args`] | the options of the three commands (their configurations and output options) |
 //! | [`config`] | the settings checkpoints store, and their one check into a [`config::Plan`] |
 //! | [`source`] | where episodes come from: random images or a data split with its sampler |
-//! | [`train`], [`eval`], [`bench`] | the three commands: upper-level loops and reports |
+//! | [`train`], [`eval`], [`bench`](mod@bench) | the three commands: upper-level loops and reports |
 //! | [`report`] | the report, its history and the chart |
 //! | [`checkpoint`] | atomic, versioned checkpoints |
 //! | [`projection`] | `--ul-projection` (`Proj_X` on the convolution weights) and the orthogonality sum |

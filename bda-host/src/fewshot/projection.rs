@@ -43,7 +43,7 @@ pub enum UlProjection {
     Spectral(f64),
     /// Spectral normalisation (the journal's "SN"): a layer is scaled by C/σ̂ when the
     /// power-iteration estimate σ̂ exceeds C, with the iteration vectors kept across steps
-    /// and in checkpoints. Not a projection (see `bda_host::projection`).
+    /// and in checkpoints. Not a projection (see `bda_cpu::projection`).
     Sn(f64),
 }
 

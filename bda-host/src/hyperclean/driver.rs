@@ -1,5 +1,5 @@
 //! The upper-level loop of data hyper-cleaning, generic over the math backend (CPU here,
-//! CUDA in `bda-gpu`): the engine ([`Hypergrad`]) gives `(φ, ∇φ, y_K)`, this loop runs the
+//! CUDA in `bda-gpu`): the engine ([`Hypergrad`](bda_kernel::backend::Hypergrad)) gives `(φ, ∇φ, y_K)`, this loop runs the
 //! optimizer on `x`, asks the [`Monitor`] for the metrics and records the history. It
 //! knows no method: the row's [`MethodSpec`] decides everything below, and the backend
 //! says which methods it runs ([`Methods`]).

@@ -225,7 +225,7 @@ pub fn parse_report(v: Value, origin: String) -> Result<Loaded, CliError> {
 }
 
 /// The panels: `wanted` (each must be in every report's history), or every quantity all
-/// reports have, known ones in [`METRIC_ORDER`].
+/// reports have, known ones in `METRIC_ORDER`.
 pub fn choose_metrics(reports: &[Loaded], wanted: &[String]) -> Result<Vec<String>, CliError> {
     let keys = |r: &Loaded| r.curves.keys().cloned().collect::<Vec<_>>().join(", ");
     if !wanted.is_empty() {
@@ -282,7 +282,7 @@ pub fn choose_metrics(reports: &[Loaded], wanted: &[String]) -> Result<Vec<Strin
 }
 
 /// One legend label per report: its `method`, then the settings whose values differ
-/// between the reports (at most [`MAX_SETTINGS`], `K` and `T` first), e.g. `bda K=50`,
+/// between the reports (at most `MAX_SETTINGS`, `K` and `T` first), e.g. `bda K=50`,
 /// `trhg K=50 T=25`. `truncate` is shown as `T`, and only for `trhg` (other methods ignore
 /// it). Labels that are still equal get their report's file appended.
 pub fn legend_labels(reports: &[Loaded]) -> Vec<String> {

@@ -175,7 +175,7 @@ impl GroupPixels {
     }
 
     /// `w` (`dim × h`, row-major, pixels in the original order) packed tile-major for
-    /// [`Self::times`]: tile by tile ([`wide_tiles`]), each `[pixel][width]` in this set's
+    /// [`Self::times`]: tile by tile (`wide_tiles`), each `[pixel][width]` in this set's
     /// pixel order, zero beyond column `h`; `hp` = `h` rounded up to [`TILE`].
     pub fn pack(&self, w: &[f32], h: usize, hp: usize, out: &mut AlignedVec) {
         assert_eq!(w.len(), self.dim * h);
