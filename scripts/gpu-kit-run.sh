@@ -1,20 +1,16 @@
 #!/usr/bin/env bash
-# The GPU measurements of issues 4 and 5, run on the device machine from the repository root
-# with the kit of scripts/gpu-kit.sh (this file is copied there as gpu-kit/run.sh). Two
-# commands, one device call each, correctness first:
+# The GPU measurements, run on a GPU machine from the repository root with the kit of
+# scripts/gpu-kit.sh (this file is copied there as gpu-kit/run.sh). Two commands,
+# correctness first:
 #
 #   bash gpu-kit/run.sh check     # the GPU tests on the real device, then step_timing
 #   bash gpu-kit/run.sh compare   # hyper-cleaning and few-shot against the PyTorch peers on
 #                                 # the same GPU, accuracy runs, GPU memory at K = 800
 #
-# Device calls (the kit built first here with `bash scripts/gpu-kit.sh`, in the checkout that
-# the device tool sends):
-#   run  command "bash gpu-kit/run.sh check"    carry ["gpu-kit"]  timeout_s 420
-#   run  command "bash gpu-kit/run.sh compare"  carry ["gpu-kit"]  timeout_s 540
-# The machine stays warm for a short while after the first call: make the second one at once.
-# When less device time is left than the second call's timeout and a minute, give it
-# KIT_BUDGET_S=<seconds left − 120> (e.g. "KIT_BUDGET_S=300 bash gpu-kit/run.sh compare") and
-# timeout_s=<seconds left − 60>: the steps that matter most run first.
+# The kit is built first on a machine with Rust (`bash scripts/gpu-kit.sh`) and copied with
+# the checkout; `check` takes about 7 minutes, `compare` about 9. With less time than that,
+# give KIT_BUDGET_S=<seconds> (e.g. "KIT_BUDGET_S=300 bash gpu-kit/run.sh compare"): the
+# steps that matter most run first.
 #
 # Each command writes exactly two files to $OUT: MODE-summary.txt (one line per step: PASS or
 # FAIL, exit status, seconds, and the one line that matters — the test result, the median
@@ -174,7 +170,7 @@ else
   [ -n "$PYTHON" ] || say "no python interpreter found (set PYTHON): the peer steps fail"
   PY=${PYTHON:-python3}
   # Hyper-cleaning against the peer on the same GPU (K 50, peer settings); few-shot likewise
-  # (5-way 1-shot, 15 queries, meta-batch 16, K 5). The ratios of the issues' floors first.
+  # (5-way 1-shot, 15 queries, meta-batch 16, K 5). The ratios with floors first.
   hc=(env BDA="$BIN/bda" BDA_LD_LIBRARY_PATH="$LIBS" PYTHON="$PY" PEERS="$KIT/peers"
     DATA_DIR="$KIT/data" DEVICE=cuda bash bench/hyperclean_vs_torch.sh)
   fs=(env BDA="$BIN/bda" BDA_LD_LIBRARY_PATH="$LIBS" PYTHON="$PY" PEERS="$KIT/peers"

@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
-# Build what a GPU session needs into gpu-kit/ (ignored by git through the gpu-kit/.gitignore
-# it writes), for a device machine that has CUDA and PyTorch but no Rust and no network:
+# Build what a run on a GPU machine needs into gpu-kit/ (ignored by git through the
+# gpu-kit/.gitignore it writes), for a device machine that has CUDA and PyTorch but no Rust and no network:
 #
 #   bash scripts/gpu-kit.sh            # here: builds, strips, copies (≈ 45 MB)
 #
-# then two calls of the device tool, correctness first (see scripts/gpu-kit-run.sh):
+# then, with the checkout and gpu-kit/ copied to the GPU machine, two commands from its root,
+# correctness first (see scripts/gpu-kit-run.sh):
 #
-#   run  command "bash gpu-kit/run.sh check"    carry ["gpu-kit"]  timeout_s 420
-#   run  command "bash gpu-kit/run.sh compare"  carry ["gpu-kit"]  timeout_s 540
+#   bash gpu-kit/run.sh check      # about 7 minutes
+#   bash gpu-kit/run.sh compare    # about 9 minutes
 #
 # `check` runs the bda-gpu test binaries (unit tests with the real NVRTC compile, tests/gpu.rs,
 # tests/fewshot_gpu.rs, tests/mlp_gpu.rs) on the real
 # device and the `step_timing` example; `compare` runs hyper-cleaning and few-shot against
-# the PyTorch peers on the same GPU, the accuracy runs and K = 800 (issues 4 and 5). Each
+# the PyTorch peers on the same GPU, the accuracy runs and K = 800. Each
 # writes two files to $OUT: MODE-summary.txt and MODE-logs.tar.gz. The kit holds the release
 # `bda`, those test binaries, `step_timing`, both PyTorch peers and Fashion-MNIST. Build it in
-# the checkout the device tool sends (the session's own). Peers come from ../shared/peers
+# the checkout that goes to the GPU machine. Peers come from ../shared/peers
 # next to the repository (PEERS to override); on the device, run.sh uses PYTHON (default
 # python3).
 set -euo pipefail
