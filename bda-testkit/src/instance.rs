@@ -26,16 +26,14 @@ pub struct Problem {
 }
 
 impl Problem {
-    /// MNIST-like features (`k/255`), random labels.
-    pub fn random(seed: u64, d: usize, c: usize, n_tr: usize, n_val: usize, lambda: f32) -> Self {
-        let mut r = Rng::new(seed);
-        let mut feats =
-            |n: usize| -> Vec<f32> { (0..n * d).map(|_| r.below(256) as f32 / 255.0).collect() };
-        let train_x = feats(n_tr);
-        let val_x = feats(n_val);
-        let mut r = Rng::new(seed + 1);
-        let train_labels = (0..n_tr).map(|_| r.below(c) as u8).collect();
-        let val_labels = (0..n_val).map(|_| r.below(c) as u8).collect();
+    /// Softmax regression on the given sets.
+    fn linear(
+        d: usize,
+        c: usize,
+        (train_x, train_labels): (Vec<f32>, Vec<u8>),
+        (val_x, val_labels): (Vec<f32>, Vec<u8>),
+        lambda: f32,
+    ) -> Self {
         Problem {
             d,
             c,
@@ -46,6 +44,19 @@ impl Problem {
             val_labels,
             lambda,
         }
+    }
+
+    /// MNIST-like features (`k/255`), random labels.
+    pub fn random(seed: u64, d: usize, c: usize, n_tr: usize, n_val: usize, lambda: f32) -> Self {
+        let mut r = Rng::new(seed);
+        let mut feats =
+            |n: usize| -> Vec<f32> { (0..n * d).map(|_| r.below(256) as f32 / 255.0).collect() };
+        let train_x = feats(n_tr);
+        let val_x = feats(n_val);
+        let mut r = Rng::new(seed + 1);
+        let train_labels = (0..n_tr).map(|_| r.below(c) as u8).collect();
+        let val_labels = (0..n_val).map(|_| r.below(c) as u8).collect();
+        Problem::linear(d, c, (train_x, train_labels), (val_x, val_labels), lambda)
     }
 
     /// Images of `c` prototypes: each feature `0.6·prototype + 0.4·noise` as a pixel value
@@ -76,16 +87,7 @@ impl Problem {
         for l in train_labels.iter_mut().take(n_tr / 2) {
             *l = ((*l as usize + 1 + r.below(c - 1)) % c) as u8;
         }
-        Problem {
-            d,
-            c,
-            classifier: Classifier::Linear,
-            train_x,
-            train_labels,
-            val_x,
-            val_labels,
-            lambda,
-        }
+        Problem::linear(d, c, (train_x, train_labels), (val_x, val_labels), lambda)
     }
 
     /// The same instance with every pixel below 0.5 set to 0: images with a background, so
