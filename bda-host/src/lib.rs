@@ -15,6 +15,7 @@
 //! | [`optim`] | Adam (PyTorch's update) and gradient descent |
 //! | [`device`] | `--device`, and the one place a (device, model) pair becomes a backend |
 //! | [`check`] | the option checks every command shares, and the flag of each method parameter |
+//! | [`output`] | output paths checked up front, atomic writes, a closed pipe, SIGINT/SIGTERM |
 //! | [`memory`] | the peak memory of the process, for reports |
 //! | [`threads`], [`progress`], [`error`] | `--threads`, progress bars, one-line errors |
 pub mod check;
@@ -27,6 +28,7 @@ pub mod fewshot;
 pub mod hyperclean;
 pub mod memory;
 pub mod optim;
+pub mod output;
 pub mod plot;
 pub mod progress;
 pub mod threads;

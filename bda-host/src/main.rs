@@ -31,6 +31,7 @@ enum Command {
 
 fn main() -> ExitCode {
     bda_host::memory::keep_freed_memory();
+    bda_host::output::quiet_on_closed_pipe();
     let parsed = Cli::command()
         .try_get_matches()
         .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));

@@ -271,12 +271,27 @@ fn split_rejects_bad_flags() {
         hyperclean_split(&broken, 10, 10, 0.1, 0),
         Err(SplitError::BadDataset { .. })
     ));
+    // Labels of one class only: nothing to classify, nothing to corrupt into.
     let mut broken = ds.clone();
-    broken.labels[3] = 10;
+    broken.labels.iter_mut().for_each(|l| *l = 4);
     assert!(matches!(
         hyperclean_split(&broken, 10, 10, 0.1, 0),
         Err(SplitError::BadDataset { .. })
     ));
+    // A label above 9 is one more class: corrupted labels stay below the largest + 1.
+    let mut more = ds.clone();
+    more.labels[3] = 12;
+    let s = hyperclean_split(&more, 90, 40, 1.0, 0).unwrap();
+    assert_eq!(s.classes, 13);
+    assert!(s.train.labels.iter().all(|&y| y < 13));
+    assert!(
+        s.train
+            .labels
+            .iter()
+            .zip(&s.clean_labels_train)
+            .all(|(a, b)| a != b),
+        "every corrupted label is another class"
+    );
     let empty = Dataset {
         n: 0,
         dim: 0,
@@ -383,18 +398,10 @@ fn trailing_garbage() {
 }
 
 #[test]
-fn label_out_of_range_names_index_and_value() {
-    let file = "label-12-labels-idx1-ubyte";
-    let err = read_labels(&fx("bad-idx").join(file)).unwrap_err();
-    let msg = assert_message(&err, file);
-    assert!(msg.contains("label 12 at index 4"), "{msg}");
-    assert_eq!(
-        idx_err(err),
-        IdxError::BadLabel {
-            index: 4,
-            value: 12
-        }
-    );
+fn labels_are_class_indices_of_any_value() {
+    // A dataset's classes are 0..=max label: 12 is class 12, not an error.
+    let labels = read_labels(&fx("bad-idx").join("label-12-labels-idx1-ubyte")).unwrap();
+    assert_eq!(labels, [1, 2, 3, 4, 12, 5]);
 }
 
 #[test]
@@ -425,19 +432,28 @@ fn corrupt_and_cut_gzip() {
 }
 
 #[test]
-fn wrong_image_size_is_a_loader_error() {
-    // The parser accepts 27x27 ...
+fn images_of_any_one_size_load_and_both_files_must_agree() {
+    // 27x27 images in both files: a dataset of 729 features.
     let images = read_images(&fx("bad-idx/dims-27x27/train-images-idx3-ubyte")).unwrap();
     assert_eq!((images.rows, images.cols), (27, 27));
-    // ... the MNIST loader does not.
-    let err = load_mnist_dir(&fx("bad-idx/dims-27x27")).unwrap_err();
-    let msg = assert_message(&err, "train-images-idx3-ubyte");
-    assert!(msg.contains("27x27"), "{msg}");
+    let m = bda_host::data::load_mnist(&fx("bad-idx/dims-27x27")).unwrap();
+    assert_eq!((m.samples.n, m.samples.dim, m.train_file), (5, 729, 3));
+    assert!(m.classes >= 2);
+    // 28x28 training images and 27x27 test images: one line naming both files.
+    let err = load_mnist_dir(&fx("bad-idx/dims-mixed")).unwrap_err();
+    let msg = assert_message(&err, "t10k-images-idx3-ubyte");
+    assert!(
+        msg.contains("images are 27x27, but")
+            && msg.contains("train-images-idx3-ubyte holds 28x28"),
+        "{msg}"
+    );
     assert!(matches!(
         err,
         DataError::Dims {
             rows: 27,
             cols: 27,
+            other_rows: 28,
+            other_cols: 28,
             ..
         }
     ));

@@ -67,13 +67,13 @@ fn train_eval_and_bench_run_on_the_cuda_path() {
     println!("cuda: {cuda}\ncpu:  {cpu}");
     // Same episodes, same Adam: the meta-training losses agree to f32 rounding, and so do
     // the test accuracies (discrete: equal unless a query sits on a decision boundary).
-    let (lc, lp) = (num(&cuda, "train_loss"), num(&cpu, "train_loss"));
+    let (lc, lp) = (num(&cuda, "ul_loss"), num(&cpu, "ul_loss"));
     assert!((lc - lp).abs() < 1e-4 * lp.abs(), "train loss {lc} vs {lp}");
     let (ac, ap) = (num(&cuda, "test_acc"), num(&cpu, "test_acc"));
     assert!((ac - ap).abs() < 5.0, "test accuracy (%) {ac} vs {ap}");
     // Deterministic on the device too.
     let again = train("cuda", &dir.path().join("again.ckpt"));
-    assert_eq!(num(&again, "train_loss"), lc);
+    assert_eq!(num(&again, "ul_loss"), lc);
     assert_eq!(num(&again, "test_acc"), ac);
 
     // Checkpoints move between devices: each evaluated on the other device.
@@ -134,7 +134,7 @@ fn projections_run_the_same_on_the_cuda_path() {
             json(&bda(Some(&fake), &args))
         };
         let (cuda, cpu) = (train("cuda"), train("cpu"));
-        let (lc, lp) = (num(&cuda, "train_loss"), num(&cpu, "train_loss"));
+        let (lc, lp) = (num(&cuda, "ul_loss"), num(&cpu, "ul_loss"));
         assert!(
             (lc - lp).abs() < 1e-4 * lp.abs(),
             "{proj}: train loss {lc} vs {lp}"
@@ -172,7 +172,7 @@ fn rgb_images_run_the_same_on_the_cuda_path() {
     };
     let (cuda, cpu) = (train("cuda"), train("cpu"));
     assert_eq!(cuda["config"]["format"], "miniimagenet", "{cuda}");
-    let (lc, lp) = (num(&cuda, "train_loss"), num(&cpu, "train_loss"));
+    let (lc, lp) = (num(&cuda, "ul_loss"), num(&cpu, "ul_loss"));
     assert!((lc - lp).abs() < 1e-4 * lp.abs(), "train loss {lc} vs {lp}");
     let (ac, ap) = (num(&cuda, "test_acc"), num(&cpu, "test_acc"));
     assert!((ac - ap).abs() < 5.0, "test accuracy (%) {ac} vs {ap}");

@@ -260,7 +260,7 @@ fn trains_and_evaluates_on_both_layouts() {
             "--json",
         ]));
         assert_eq!(again["test_acc"], r["test_acc"]);
-        assert_eq!(again["train_loss"], r["train_loss"]);
+        assert_eq!(again["ul_loss"], r["ul_loss"]);
         // A random backbone on the test split takes its input shape from the data.
         let r = json(&bda(&[
             "fewshot",

@@ -109,8 +109,25 @@ fn spectral_normalisation_resumes_bit_for_bit() {
     );
     let (_, a) = train("sn:0.3", "4", &full, &[]);
     train("sn:0.3", "2", &half, &[]);
-    let (_, b) = train("none", "4", &resumed, &["--resume", half.to_str().unwrap()]);
-    // The checkpoint's settings win over the flags: the projection stays sn:0.3.
+    // A flag that contradicts the checkpoint is refused, naming it.
+    let mut args = argv(TINY);
+    args.extend([
+        "--resume",
+        half.to_str().unwrap(),
+        "--ul-projection",
+        "none",
+    ]);
+    let err = one_line_error(&bda(&args), 2);
+    assert!(
+        err.contains("--ul-projection none: the run in") && err.contains("sn:0.3"),
+        "{err}"
+    );
+    let (_, b) = train(
+        "sn:0.3",
+        "4",
+        &resumed,
+        &["--resume", half.to_str().unwrap()],
+    );
     assert_eq!(b["config"]["ul_projection"], "sn:0.3");
     for key in ["params", "adam", "power", "history"] {
         assert_eq!(a[key], b[key], "{key}");

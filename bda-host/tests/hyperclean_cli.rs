@@ -70,7 +70,18 @@ fn bda_reports_the_required_fields() {
         let x = v[key].as_f64().unwrap();
         assert!((0.0..=100.0).contains(&x), "{key} = {x}");
     }
-    assert_eq!(v["history"].as_array().unwrap().len(), 3);
+    // One record per upper iteration, then the final state's.
+    let h = v["history"].as_array().unwrap();
+    assert_eq!(h.len(), 4);
+    assert_eq!(h[3]["ul_iter"], 3);
+    assert_eq!(h[3]["ul_loss"], v["ul_loss"]);
+    assert_eq!(
+        h[3]["val_acc"]
+            .as_f64()
+            .map(|a| (a * 100.0).round() / 100.0),
+        v["val_acc"].as_f64()
+    );
+    assert!(v["n_flagged"].as_u64().unwrap() <= 100);
 }
 
 #[test]
@@ -163,7 +174,7 @@ fn bad_flags_are_one_line_exit_2() {
 fn bad_data_is_one_line_exit_2() {
     for (dir, needle) in [
         ("does-not-exist".to_string(), "does-not-exist"),
-        (fixture("bad-idx/dims-27x27"), "27x27"),
+        (fixture("bad-idx/dims-mixed"), "27x27"),
         (fixture("bad-idx/missing-test"), "t10k"),
         (fixture("bad-idx/count-mismatch"), "labels"),
     ] {

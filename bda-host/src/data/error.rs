@@ -89,10 +89,6 @@ pub enum IdxError {
     /// dropping it would hide that.
     #[error("trailing garbage: {0}")]
     TrailingBytes(PayloadSize),
-    /// A label outside the ten classes `0..=9`. Checked here, not later, because every
-    /// consumer (the one-hot losses, the label-noise protocol) indexes by class.
-    #[error("label {value} at index {index} is not a class in 0..=9")]
-    BadLabel { index: usize, value: u8 },
     /// The buffer starts with the gzip magic bytes but does not decompress.
     #[error("corrupt gzip: {msg}")]
     Gzip { msg: String },
@@ -112,14 +108,24 @@ pub enum DataError {
     /// The file's content is not a valid IDX file of the expected kind.
     #[error("{}: {err}", path.display())]
     Idx { path: PathBuf, err: IdxError },
-    /// Valid IDX images, but not 28×28. Checked by the dataset loader, not the parser: the
-    /// format allows any size, only our models need 784 inputs.
-    #[error("{}: images are {rows}x{cols}, expected 28x28 (784 pixels) for an MNIST-format dataset", path.display())]
+    /// The two images files of a folder hold images of different sizes (any one size is
+    /// fine: the classifier's input size comes from the data).
+    #[error(
+        "{}: images are {rows}x{cols}, but {} holds {other_rows}x{other_cols} images",
+        path.display(),
+        other.display()
+    )]
     Dims {
         path: PathBuf,
         rows: usize,
         cols: usize,
+        other: PathBuf,
+        other_rows: usize,
+        other_cols: usize,
     },
+    /// Images without pixels, or labels of a single class: nothing to classify.
+    #[error("{}: {what}", dir.display())]
+    Degenerate { dir: PathBuf, what: String },
     /// An images file and its labels file disagree on the number of samples.
     #[error(
         "{}: {n_images} images, but {} has {n_labels} labels",
@@ -145,6 +151,7 @@ impl DataError {
             DataError::Io { path, .. }
             | DataError::Idx { path, .. }
             | DataError::Dims { path, .. } => path,
+            DataError::Degenerate { dir, .. } => dir,
             DataError::CountMismatch { images, .. } => images,
             DataError::MissingFiles { dir, .. } => dir,
         }

@@ -39,13 +39,8 @@ pub const MNIST_FILES: [&str; 4] = [
     "t10k-labels-idx1-ubyte",
 ];
 
-/// Image side length of MNIST-format data; the models take `28 * 28 = 784` inputs.
-pub const SIDE: usize = 28;
-/// Pixels per MNIST-format image.
-pub const DIM: usize = SIDE * SIDE;
-
 /// Labelled samples: `n × dim` features row-major (MNIST-format pixels `value / 255` in
-/// `[0, 1]`), `n` class labels in `0..=9`. A whole dataset ([`load_mnist_dir`]: train then
+/// `[0, 1]`), `n` class labels. A whole dataset ([`load_mnist_dir`]: train then
 /// test) and the sets of a split ([`hyperclean_split`]) are both this.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Samples {
@@ -111,6 +106,8 @@ pub fn find_mnist_files(dir: &Path) -> Result<MnistFiles, DataError> {
 struct Part {
     bytes: Vec<u8>,
     labels: Vec<u8>,
+    rows: usize,
+    cols: usize,
 }
 
 impl Part {
@@ -120,13 +117,7 @@ impl Part {
             path: images.to_path_buf(),
             err,
         })?;
-        if (view.rows, view.cols) != (SIDE, SIDE) {
-            return Err(DataError::Dims {
-                path: images.to_path_buf(),
-                rows: view.rows,
-                cols: view.cols,
-            });
-        }
+        let (rows, cols) = (view.rows, view.cols);
         let n_images = view.n;
         let labels_vec = read_labels(labels)?;
         if labels_vec.len() != n_images {
@@ -140,6 +131,8 @@ impl Part {
         Ok(Part {
             bytes,
             labels: labels_vec,
+            rows,
+            cols,
         })
     }
 
@@ -151,29 +144,69 @@ impl Part {
     }
 }
 
-/// Loads an MNIST-format folder (MNIST, Fashion-MNIST, KMNIST, ...): the four standard
-/// files, each plain or gzipped, train and t10k read in parallel.
-///
-/// Returns all samples merged, train first then test, because the hyper-cleaning protocol
-/// draws its own train/validation/test split from the pool (see [`hyperclean_split`]).
-/// Checks that images are 28×28 and that each images file has as many images as its labels
-/// file has labels.
+/// Load an MNIST-format folder: the training file's samples, then the test file's, pixel
+/// values `q/255`. Images of any one size (both files alike) and any number of classes
+/// (labels `0..=max`, at least two classes) are accepted: the classifier takes its input
+/// size and its classes from the data.
 pub fn load_mnist_dir(dir: &Path) -> Result<Dataset, DataError> {
+    load_mnist(dir).map(|m| m.samples)
+}
+
+/// A loaded MNIST-format folder ([`load_mnist`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mnist {
+    /// Both files' samples, the training file's first.
+    pub samples: Dataset,
+    /// How many came from the training file (sample `i ≥ train_file` is sample
+    /// `i − train_file` of the test file).
+    pub train_file: usize,
+    /// Classes: the largest label + 1.
+    pub classes: usize,
+}
+
+/// [`load_mnist_dir`], with where each sample came from and the number of classes.
+pub fn load_mnist(dir: &Path) -> Result<Mnist, DataError> {
     let f = find_mnist_files(dir)?;
     let (train, test) = rayon::join(
         || Part::load(&f.train_images, &f.train_labels),
         || Part::load(&f.test_images, &f.test_labels),
     );
     let (train, test) = (train?, test?);
-
+    if (train.rows, train.cols) != (test.rows, test.cols) {
+        return Err(DataError::Dims {
+            path: f.test_images.clone(),
+            rows: test.rows,
+            cols: test.cols,
+            other: f.train_images.clone(),
+            other_rows: train.rows,
+            other_cols: train.cols,
+        });
+    }
+    let dim = train.rows * train.cols;
+    let degenerate = |what: &str| DataError::Degenerate {
+        dir: dir.to_path_buf(),
+        what: what.into(),
+    };
+    if dim == 0 {
+        return Err(degenerate("images have no pixels"));
+    }
+    let classes = train
+        .labels
+        .iter()
+        .chain(&test.labels)
+        .max()
+        .map_or(0, |&m| usize::from(m) + 1);
+    if classes < 2 {
+        return Err(degenerate("the labels name fewer than two classes"));
+    }
     let n = train.labels.len() + test.labels.len();
     // One pass, u8 -> f32, straight from the file buffers into one allocation. Division
     // (not multiplication by 1/255) so that each value is the correctly rounded
-    // `value / 255`. The 220 MB output is zero-allocated (the OS maps zero pages lazily)
-    // and filled in parallel blocks: the cost is mostly first-touch page faults, which
-    // then spread over the cores.
-    let mut pixels = vec![0.0f32; n * DIM];
-    let (out_train, out_test) = pixels.split_at_mut(train.labels.len() * DIM);
+    // `value / 255`. The output is zero-allocated (the OS maps zero pages lazily) and
+    // filled in parallel blocks: the cost is mostly first-touch page faults, which then
+    // spread over the cores.
+    let mut pixels = vec![0.0f32; n * dim];
+    let (out_train, out_test) = pixels.split_at_mut(train.labels.len() * dim);
     for (out, part) in [(out_train, &train), (out_test, &test)] {
         const BLOCK: usize = 1 << 16;
         out.par_chunks_mut(BLOCK)
@@ -184,12 +217,17 @@ pub fn load_mnist_dir(dir: &Path) -> Result<Dataset, DataError> {
                 }
             });
     }
+    let train_file = train.labels.len();
     let mut labels = train.labels;
     labels.extend_from_slice(&test.labels);
-    Ok(Dataset {
-        n,
-        dim: DIM,
-        x: pixels,
-        labels,
+    Ok(Mnist {
+        samples: Dataset {
+            n,
+            dim,
+            x: pixels,
+            labels,
+        },
+        train_file,
+        classes,
     })
 }

@@ -36,6 +36,10 @@ pub struct Split {
     pub corrupted: Vec<bool>,
     /// The original training labels, so that metrics can compare against the truth.
     pub clean_labels_train: Vec<u8>,
+    /// Where each training sample is in the dataset (`train_index[i]` for `train`'s row `i`).
+    pub train_index: Vec<usize>,
+    /// Classes: the dataset's largest label + 1.
+    pub classes: usize,
 }
 
 /// Splits `ds` for data hyper-cleaning and corrupts a fraction `noise` of the training labels.
@@ -46,8 +50,9 @@ pub struct Split {
 ///    not be empty).
 /// 2. With the same generator, choose `round(noise * n_train)` training positions uniformly
 ///    without replacement (`rand::seq::index::sample`), and, in that order, replace each
-///    label `y` with `(y + r) % 10` for `r` uniform in `1..=9`: a uniformly drawn class
-///    other than `y`, so every corrupted label is really wrong.
+///    label `y` with `(y + r) % c` for `r` uniform in `1..=c − 1` (`c` classes, the largest
+///    label + 1): a uniformly drawn class other than `y`, so every corrupted label is really
+///    wrong.
 ///
 /// Checks the flags (`--n-train`, `--n-val` at least 1, `--noise` in `[0, 1]`) and, since
 /// `Dataset`'s fields are public, that the dataset is self-consistent, so that no input
@@ -89,14 +94,16 @@ pub fn hyperclean_split(
     let test = gather(test_idx);
 
     let clean_labels_train = train.labels.clone();
+    let classes = ds.labels.iter().max().map_or(0, |&m| u16::from(m) + 1);
     let mut corrupted = vec![false; n_train];
     // `check` keeps noise in [0, 1], so the product is in [0, n_train]; `min` is belt and
     // braces against rounding.
     let n_corrupt = ((noise * n_train as f64).round() as usize).min(n_train);
     for i in index::sample(&mut rng, n_train, n_corrupt) {
-        let r = rng.random_range(1..=9u8);
+        // `classes − 1` is at least 1 (checked) and fits a byte: labels are bytes.
+        let r = rng.random_range(1..=(classes - 1) as u8);
         if let (Some(y), Some(c)) = (train.labels.get_mut(i), corrupted.get_mut(i)) {
-            *y = (*y + r) % 10;
+            *y = ((u16::from(*y) + u16::from(r)) % classes) as u8;
             *c = true;
         }
     }
@@ -107,6 +114,8 @@ pub fn hyperclean_split(
         test,
         corrupted,
         clean_labels_train,
+        train_index: train_idx.to_vec(),
+        classes: usize::from(classes),
     })
 }
 
@@ -126,8 +135,8 @@ fn check(ds: &Dataset, n_train: usize, n_val: usize, noise: f64) -> Result<(), S
     if ds.labels.len() != ds.n {
         return bad(format!("{} labels for n = {}", ds.labels.len(), ds.n));
     }
-    if let Some((i, &y)) = ds.labels.iter().enumerate().find(|&(_, &y)| y > 9) {
-        return bad(format!("label {y} at index {i} is not a class in 0..=9"));
+    if ds.labels.iter().all(|&y| y == ds.labels[0]) {
+        return bad("the labels name fewer than two classes".into());
     }
     if n_train == 0 {
         return Err(SplitError::EmptyTrain);

@@ -5,7 +5,9 @@
 //! (serde_json prints the shortest representation that parses back to the same float).
 //!
 //! Version 2 names the step sizes as every report does (`ll_lr`, `ul_lr`) and keeps
-//! accuracies in percent; version 1 files are read and converted.
+//! accuracies in percent; version 3 adds the run's whole configuration, the hash of its
+//! data and its `--save-every`, so that `--resume` continues it as it was. Versions 1 and
+//! 2 are read (1 converted).
 
 use std::path::Path;
 
@@ -13,15 +15,17 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::args::TrainConfig;
 use super::config::{Plan, RunConfig};
-use crate::config::write_atomic;
+use crate::config::DataSource;
 use crate::error::CliError;
 use crate::optim::Adam;
+use crate::output::write_atomic;
 
 /// The `format` field of every checkpoint.
 pub const FORMAT: &str = "bda-fewshot-checkpoint";
 /// The current version.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Position of the episode RNG: its seed and the ChaCha word position.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -111,6 +115,16 @@ pub struct Checkpoint {
     /// older checkpoints).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best: Option<Best>,
+    /// The run's whole configuration, as its report records it: what `--resume` continues
+    /// (absent before version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<TrainConfig>,
+    /// The data it read (absent for random images, and before version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataSource>,
+    /// `--save-every` of the run (absent before version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub save_every: Option<u64>,
 }
 
 /// The backbone with the highest validation accuracy so far (early stopping).
@@ -138,6 +152,9 @@ impl Checkpoint {
             power: Vec::new(),
             history: History::default(),
             best: None,
+            run: None,
+            data: None,
+            save_every: None,
         }
     }
 
@@ -163,7 +180,7 @@ impl Checkpoint {
         let version = head.get("version").and_then(|v| v.as_u64());
         if version == Some(1) {
             upgrade_v1(&mut head);
-        } else if version != Some(VERSION as u64) {
+        } else if !matches!(version, Some(2 | 3)) {
             return Err(bad(format!(
                 "checkpoint version {} is not supported (expected {VERSION})",
                 version.map_or("?".into(), |v| v.to_string())

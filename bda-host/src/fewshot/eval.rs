@@ -14,10 +14,11 @@ use super::args::{EpisodeArgs, EvalArgs, EvalConfig, FsMethod};
 use super::checkpoint::Checkpoint;
 use super::config::{Plan, RunConfig, arch_for, data_format};
 use super::report::{self, Report};
-use super::source::{Source, data_source};
+use super::source::{Source, data_source, split_name};
 use crate::config::ReportHeader;
 use crate::device::{OpenDevice, fewshot_backend};
 use crate::error::CliError;
+use crate::output::Interrupt;
 use crate::progress;
 
 /// The one-line error of a failed evaluation.
@@ -28,20 +29,20 @@ pub(super) fn eval_error(e: MetaError) -> CliError {
     }
 }
 
-/// Test `params` on `episodes` episodes drawn with `rng`, `meta_batch` episodes per
-/// forward pass (batch-norm statistics), each head fitted by the evaluation procedure.
+/// Test `params` on `episodes` episodes of `source` drawn with `rng`, `meta_batch` episodes
+/// per forward pass (batch-norm statistics), each head fitted by the evaluation procedure.
+/// Stops early (with the accuracies so far) when `interrupt` says so.
 pub(super) fn test_backbone(
     backend: &mut dyn MetaBackend,
     plan: &Plan,
     params: &[f32],
-    source: &Source,
-    episodes: usize,
+    (source, episodes): (&Source, usize),
     rng: &mut ChaCha8Rng,
-    bar: &ProgressBar,
+    (bar, interrupt): (&ProgressBar, &Interrupt),
 ) -> Result<Vec<f64>, CliError> {
     let head = plan.head.evaluation();
     let mut accs = Vec::with_capacity(episodes);
-    while accs.len() < episodes {
+    while accs.len() < episodes && interrupt.requested().is_none() {
         let b = plan.cfg.episode.meta_batch.min(episodes - accs.len());
         let tasks = source.tasks(b, rng);
         accs.extend(
@@ -89,6 +90,9 @@ pub fn run(a: &EvalArgs, matches: &ArgMatches) -> Result<(), CliError> {
 
 fn eval(a: &EvalArgs, e: &EvalConfig, device: &OpenDevice) -> Result<(), CliError> {
     let t0 = Instant::now();
+    if e.episodes == 0 {
+        return Err(CliError::input("--episodes 0: must be positive"));
+    }
     let (base, params, steps, method) = match &e.checkpoint {
         Some(path) if !e.random_backbone => {
             // The effective settings (the flags override the checkpoint's) are checked below.
@@ -160,6 +164,7 @@ fn eval(a: &EvalArgs, e: &EvalConfig, device: &OpenDevice) -> Result<(), CliErro
         meta_batch: Some(ep.meta_batch),
         k: Some(ep.k),
         ll_lr: Some(cfg.ll_lr),
+        channels: cfg.arch.channels,
         source: cfg.source(),
         ..e.clone()
     };
@@ -167,18 +172,31 @@ fn eval(a: &EvalArgs, e: &EvalConfig, device: &OpenDevice) -> Result<(), CliErro
     let mut backend = fewshot_backend(device, cfg.arch)?;
     let mut rng = ChaCha8Rng::seed_from_u64(e.seed ^ 0x7e57);
     let bar = progress::bar_unless(a.out.quiet, e.episodes as u64, "test");
+    let interrupt = Interrupt::watch()?;
     let accs = test_backbone(
         backend.as_mut(),
         &plan,
         &params,
-        &source,
-        e.episodes,
+        (&source, e.episodes),
         &mut rng,
-        &bar,
+        (&bar, &interrupt),
     )?;
     bar.finish_and_clear();
     let mut r = Report::new(header, cfg, &method, &accs, backend.device());
     r.ul_iters = steps;
     r.seconds = t0.elapsed().as_secs_f64();
-    report::print(&r, a.out.json)
+    r.interrupted = interrupt.requested().is_some();
+    report::print(&r, a.out.json, split_name(e.split))?;
+    match interrupt.requested() {
+        Some(signal) => Err(CliError::Interrupted {
+            signal,
+            message: format!(
+                "interrupted by {} after {} of {} episodes",
+                signal.name(),
+                accs.len(),
+                e.episodes
+            ),
+        }),
+        None => Ok(()),
+    }
 }

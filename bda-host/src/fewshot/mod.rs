@@ -14,6 +14,7 @@
 //! | [`train`], [`eval`], [`bench`](mod@bench) | the three commands: upper-level loops and reports |
 //! | [`report`] | the report, its history and the chart |
 //! | [`checkpoint`] | atomic, versioned checkpoints |
+//! | [`resume`] | `--resume`: the checkpoint's configuration, what may change, the data's hash |
 //! | [`projection`] | `--ul-projection` (`Proj_X` on the convolution weights) and the orthogonality sum |
 //! | [`data`] | the data formats, the Omniglot-layout reader and the episode sampler |
 //! | [`miniimagenet`] | the MiniImageNet reader (split files or class folders, JPEG) |
@@ -33,6 +34,7 @@ pub mod image;
 pub mod miniimagenet;
 pub mod projection;
 pub mod report;
+pub mod resume;
 pub mod source;
 pub mod train;
 

@@ -86,36 +86,44 @@ pub struct Report {
     pub ul_iters: u64,
     /// Episodes per meta-step.
     pub meta_batch: usize,
-    /// Mean test accuracy, %.
-    pub test_acc: f64,
+    /// Mean test accuracy, % (absent without test episodes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_acc: Option<f64>,
     /// 95% CI half-width of `test_acc`, percentage points.
-    pub ci95: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ci95: Option<f64>,
     /// Test episodes.
     pub episodes: usize,
     /// Wall-clock seconds of the whole run.
     pub seconds: f64,
     /// Seconds per meta-step (training only).
-    pub s_per_ul_iter: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s_per_ul_iter: Option<f64>,
     /// Seed.
     pub seed: u64,
     /// Where it ran (`cpu`, `cuda (device name)`).
     pub device: String,
-    /// Final meta-training loss (mean of the last 10 steps).
+    /// Final upper-level loss: the mean `φ_K` of the last 10 meta-steps (training only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub train_loss: Option<f64>,
+    pub ul_loss: Option<f64>,
     /// With `--patience`: the meta-step whose backbone was tested (the best validated).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub best_ul_iter: Option<u64>,
     /// With `--patience`: its validation accuracy, %.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub best_val_acc: Option<f64>,
-    /// Per meta-step records (empty for an evaluation).
+    /// Per meta-step records (training only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<StepRecord>,
+    /// Stopped early by SIGINT or SIGTERM (present only then): training ended after the
+    /// meta-step in `ul_iters`, the test ran on the `episodes` done.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 impl Report {
     /// The report of `cfg`'s episodes: the test accuracies `accs` (%, one per episode) and
-    /// where they were computed; training fields are zero until set.
+    /// where they were computed; training fields are absent until set.
     pub fn new(
         header: ReportHeader,
         cfg: &RunConfig,
@@ -123,7 +131,13 @@ impl Report {
         accs: &[f64],
         device: String,
     ) -> Report {
-        let (test_acc, ci95) = mean_ci(accs);
+        let (test_acc, ci95) = match accs {
+            [] => (None, None),
+            _ => {
+                let (m, c) = mean_ci(accs);
+                (Some(m), Some(c))
+            }
+        };
         let e = &cfg.episode;
         Report {
             header,
@@ -140,19 +154,21 @@ impl Report {
             ci95,
             episodes: accs.len(),
             seconds: 0.0,
-            s_per_ul_iter: 0.0,
+            s_per_ul_iter: None,
             seed: cfg.seed,
             device,
-            train_loss: None,
+            ul_loss: None,
             best_ul_iter: None,
             best_val_acc: None,
             history: Vec::new(),
+            interrupted: false,
         }
     }
 }
 
-/// Print the report: one JSON line, or a table.
-pub fn print(r: &Report, json: bool) -> Result<(), CliError> {
+/// Print the report: one JSON line, or a table. `split` names the episodes' split in the
+/// table's heading.
+pub fn print(r: &Report, json: bool, split: &str) -> Result<(), CliError> {
     if json {
         println!(
             "{}",
@@ -160,15 +176,27 @@ pub fn print(r: &Report, json: bool) -> Result<(), CliError> {
         );
         return Ok(());
     }
+    let head = format!("{split} acc (95% CI)");
     println!(
         "{:<6} {:>4} {:>5} {:>3} {:>10} {:>18} {:>9} {:>10}",
-        "method", "ways", "shots", "K", "meta-steps", "test acc (95% CI)", "episodes", "s/step"
+        "method", "ways", "shots", "K", "meta-steps", head, "episodes", "s/step"
     );
+    let acc = match (r.test_acc, r.ci95) {
+        (Some(a), Some(c)) => format!("{a:>9.2}% ± {c:>5.2}%"),
+        _ => format!("{:>18}", "–"),
+    };
+    let s_step = r
+        .s_per_ul_iter
+        .map_or("–".to_string(), |s| format!("{s:.3}"));
     println!(
-        "{:<6} {:>4} {:>5} {:>3} {:>10} {:>9.2}% ± {:>5.2}% {:>9} {:>10.3}",
-        r.method, r.ways, r.shots, r.k, r.ul_iters, r.test_acc, r.ci95, r.episodes, r.s_per_ul_iter
+        "{:<6} {:>4} {:>5} {:>3} {:>10} {acc} {:>9} {:>10}",
+        r.method, r.ways, r.shots, r.k, r.ul_iters, r.episodes, s_step
     );
-    println!("data: {}, seed {}, {:.1} s", r.dataset, r.seed, r.seconds);
+    let stopped = if r.interrupted { " (interrupted)" } else { "" };
+    println!(
+        "data: {}, seed {}, {:.1} s{stopped}",
+        r.dataset, r.seed, r.seconds
+    );
     Ok(())
 }
 

@@ -157,7 +157,8 @@ fn hold_out(
     Ok(ds)
 }
 
-fn split_name(split: SplitArg) -> &'static str {
+/// The split's name in messages and tables.
+pub fn split_name(split: SplitArg) -> &'static str {
     match split {
         SplitArg::Train => "train",
         SplitArg::Val => "val",

@@ -19,11 +19,13 @@ use super::data::DataFormat;
 use super::eval::{eval_error, test_backbone};
 use super::projection::{SN_INIT_ITERS, SN_STEP_ITERS, orthogonality_sum};
 use super::report::{self, Report, mean_ci};
+use super::resume;
 use super::source::{Source, data_source};
-use crate::config::ReportHeader;
+use crate::config::{ReportHeader, given_on_command_line};
 use crate::device::fewshot_backend;
 use crate::error::CliError;
 use crate::optim::Adam;
+use crate::output::{Interrupt, Signal};
 use crate::progress;
 
 /// The one-line error of a failed meta-gradient at meta-step `step` (1-based).
@@ -63,7 +65,7 @@ impl TrainConfig {
 
     /// The configuration a report records: the run's settings (a resumed run's come from
     /// its checkpoint) with every default written out.
-    fn resolved(&self, run: &RunConfig) -> TrainConfig {
+    pub(super) fn resolved(&self, run: &RunConfig) -> TrainConfig {
         TrainConfig {
             episode: run.episode.clone(),
             truncate: Some(run.truncate),
@@ -84,34 +86,48 @@ impl TrainConfig {
 /// Run `bda fewshot` (meta-training).
 pub fn run(a: &TrainArgs, matches: &ArgMatches) -> Result<(), CliError> {
     let c = a.out.configured(&a.run, matches, "fewshot")?;
-    c.place.run(|device| train(a, &c, device))
+    c.place.run(|device| train(a, &c, matches, device))
 }
 
 fn train(
     a: &TrainArgs,
-    c: &TrainConfig,
+    given: &TrainConfig,
+    matches: &ArgMatches,
     device: &crate::device::OpenDevice,
 ) -> Result<(), CliError> {
     let t0 = Instant::now();
     // The settings (a resumed run's from its checkpoint), checked once.
-    let (plan, mut ck) = match &c.resume {
+    let (plan, mut ck, c, save_every) = match &given.resume {
         Some(path) => {
-            let (ck, plan) = Checkpoint::load(path)?;
-            (plan, ck)
+            let (mut ck, mut plan) = Checkpoint::load(path)?;
+            let stored = ck.run.clone().unwrap_or_else(|| given.resolved(&ck.config));
+            let c = resume::resumed(given, matches, &stored, path)?;
+            // A copy of the data elsewhere (its hash is checked once the data are read).
+            plan.cfg.data_dir.clone_from(&c.source.data_dir);
+            ck.config.data_dir.clone_from(&c.source.data_dir);
+            let save_every = match ck.save_every {
+                Some(n) if !given_on_command_line(matches, "save_every") => n,
+                _ => a.save_every,
+            };
+            (plan, ck, c, save_every)
         }
         None => {
-            let plan = c.run_config()?.check()?;
-            if plan.cfg.data_dir.is_none() && !c.source.synthetic {
+            let plan = given.run_config()?.check()?;
+            if plan.cfg.data_dir.is_none() && !given.source.synthetic {
                 return Err(CliError::input(
                     "bda fewshot: give --data-dir DIR (Omniglot or MiniImageNet layout) or --synthetic",
                 ));
             }
             let ck = fresh_checkpoint(&plan.cfg);
-            (plan, ck)
+            (plan, ck, given.clone(), a.save_every)
         }
     };
+    let c = &c;
     if let Some(p) = &a.plot {
-        crate::plot::check_path(p)?;
+        crate::output::check_svg("--plot", p)?;
+    }
+    if let Some(p) = &a.save {
+        crate::output::check_writable("--save", p)?;
     }
     if c.patience > 0 {
         if c.val_every == 0 || c.val_episodes == 0 {
@@ -141,6 +157,13 @@ fn train(
     sources.extend(source_val.as_ref());
     let dir = cfg.data_dir.as_deref();
     let data = data_source(dir, &sources)?;
+    if let Some(path) = &c.resume {
+        resume::same_data(path, ck.data.as_ref(), data.as_ref())?;
+    }
+    // What `--resume` will continue.
+    ck.run = Some(c.resolved(cfg));
+    ck.data.clone_from(&data);
+    ck.save_every = Some(save_every);
     let header = ReportHeader::new("fewshot", &c.resolved(cfg), data)?;
     let mut backend = fewshot_backend(device, cfg.arch)?;
     // Validation episodes: drawn once from the validation split with their own seed, so a
@@ -154,7 +177,10 @@ fn train(
     let total = c.ul_iters;
     let start = ck.step;
     let bar = progress::bar_unless(a.out.quiet, total.saturating_sub(start), "meta-train");
+    // From here on SIGINT/SIGTERM end the run after the current step, with its results.
+    let interrupt = Interrupt::watch()?;
     let t_train = Instant::now();
+    let loss_bound = 1e3 * (cfg.episode.ways as f64).ln();
     for step in start..total {
         let tasks = source_train.tasks(cfg.episode.meta_batch, &mut rng);
         let mg = backend
@@ -165,6 +191,14 @@ fn train(
                 head: &plan.head,
             })
             .map_err(|e| meta_error(e, step + 1))?;
+        // A finite blow-up is a divergence too: a loss 1000 times a uniform guess's.
+        if mg.loss > loss_bound {
+            return Err(CliError::run(format!(
+                "diverged at meta-step {}: the meta-loss {:.3e} exceeds {loss_bound:.3e}, 1000 times a uniform guess's (reduce --ll-lr or --ul-lr)",
+                step + 1,
+                mg.loss
+            )));
+        }
         ck.adam.step(&mut ck.params, &mg.grad);
         let proj = cfg.ul_projection;
         proj.apply(cfg.arch, &mut ck.params, &mut ck.power, SN_STEP_ITERS);
@@ -184,28 +218,31 @@ fn train(
             }
         }
         if let Some(path) = &a.save
-            && a.save_every > 0
-            && ck.step % a.save_every == 0
+            && save_every > 0
+            && ck.step % save_every == 0
         {
             ck.save(path)?;
         }
         bar.inc(1);
-        if stop {
+        if stop || interrupt.requested().is_some() {
             break;
         }
     }
     bar.finish_and_clear();
     let trained = ck.step.saturating_sub(start);
-    let s_per = if trained > 0 {
-        t_train.elapsed().as_secs_f64() / trained as f64
-    } else {
-        0.0
-    };
+    let s_per = (trained > 0).then(|| t_train.elapsed().as_secs_f64() / trained as f64);
+    // The outputs written at the end: a failure is reported after the report is printed.
+    let mut late: Option<CliError> = None;
     if let Some(path) = &a.save {
-        ck.save(path)?;
+        late = ck.save(path).err();
     }
     let mut test_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x7e57);
-    let tbar = progress::bar_unless(a.out.quiet, c.episodes as u64, "test");
+    // Interrupted during training: no test (the checkpoint can be tested with `eval`).
+    let episodes = match interrupt.requested() {
+        Some(_) => 0,
+        None => c.episodes,
+    };
+    let tbar = progress::bar_unless(a.out.quiet, episodes as u64, "test");
     // With early stopping the best validated backbone is tested.
     let tested = match (&ck.best, c.patience) {
         (Some(b), 1..) => &b.params,
@@ -215,14 +252,15 @@ fn train(
         backend.as_mut(),
         &plan,
         tested,
-        &source_test,
-        c.episodes,
+        (&source_test, episodes),
         &mut test_rng,
-        &tbar,
+        (&tbar, &interrupt),
     )?;
     tbar.finish_and_clear();
-    if let Some(path) = &a.plot {
-        report::write_plot(path, &ck)?;
+    if let Some(path) = &a.plot
+        && let Err(e) = report::write_plot(path, &ck)
+    {
+        late.get_or_insert(e);
     }
     let last = &ck.history.loss[ck.history.loss.len().saturating_sub(10)..];
     let mut r = Report::new(header, cfg, cfg.method_name(), &accs, backend.device());
@@ -230,20 +268,44 @@ fn train(
     r.ul_iters = ck.step;
     r.seconds = t0.elapsed().as_secs_f64();
     r.s_per_ul_iter = s_per;
-    r.train_loss =
+    r.ul_loss =
         (!last.is_empty()).then(|| last.iter().map(|l| l.1).sum::<f64>() / last.len() as f64);
     r.history = report::history(&ck.history);
     if c.patience > 0 {
         r.best_ul_iter = ck.best.as_ref().map(|b| b.step);
         r.best_val_acc = ck.best.as_ref().map(|b| b.val_acc);
     }
-    report::print(&r, a.out.json)?;
+    let signal = interrupt.requested();
+    r.interrupted = signal.is_some();
+    report::print(&r, a.out.json, "test")?;
     if let Some(path) = &a.plot
         && !a.out.json
+        && late.is_none()
     {
         println!("plot written to {}", path.display());
     }
-    Ok(())
+    if let Some(e) = late {
+        return Err(e);
+    }
+    match signal {
+        Some(signal) => Err(interrupted(signal, ck.step, a.save.as_deref())),
+        None => Ok(()),
+    }
+}
+
+/// The one line of a run stopped by `signal` after meta-step `step`.
+fn interrupted(signal: Signal, step: u64, save: Option<&std::path::Path>) -> CliError {
+    let saved = match save {
+        Some(p) => format!("; checkpoint written to {}", p.display()),
+        None => String::new(),
+    };
+    CliError::Interrupted {
+        signal,
+        message: format!(
+            "interrupted by {} after meta-step {step}{saved}",
+            signal.name()
+        ),
+    }
 }
 
 /// The checkpoint a new run starts from: the initial backbone (projected), Adam's state,

@@ -97,6 +97,11 @@ pub struct HypercleanArgs {
     /// Write UL loss, validation accuracy and clean F1 per upper iteration to this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// Write the learned weight of every training sample to this CSV file: its file and index
+    /// in the data folder, its given label, σ(x_i), whether it is flagged as noisy
+    /// (σ(x_i) ≤ ½) and whether the protocol corrupted its label.
+    #[arg(long, value_name = "FILE.csv")]
+    pub weights_out: Option<PathBuf>,
 }
 
 // Defaults chosen for the accuracy table (docs/hyperclean.md); the speed benchmark passes
@@ -139,7 +144,7 @@ pub struct HypercleanConfig {
     pub init: Option<Init>,
     /// Lower-level steps K (O-BDA trains with 1 step per upper iteration and evaluates
     /// with K).
-    #[arg(id = "K", long = "K", default_value_t = 50)]
+    #[arg(id = "K", long = "K", visible_alias = "k", default_value_t = 50)]
     #[serde(rename = "K")]
     pub k: u32,
     /// T-RHG: back-propagate through the last T steps [default: K/2, the papers' ratio
@@ -342,6 +347,7 @@ impl HypercleanConfig {
                 ul_iters: self.ul_iters,
                 init: self.initial(),
                 seed: self.seed,
+                diverge_above: None,
             },
         })
     }

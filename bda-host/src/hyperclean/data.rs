@@ -24,8 +24,19 @@ pub struct HostData {
     pub test: Subset,
     /// Which training labels were corrupted.
     pub corrupted: Vec<bool>,
+    /// Where each training sample came from: its file and index there.
+    pub origin: Vec<Origin>,
     /// The classifier fitted to these data; see [`HostData::with_classifier`].
     pub classifier: Classifier,
+}
+
+/// Where a training sample came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// `train` or `t10k` (the MNIST-format files), or `synthetic`.
+    pub file: &'static str,
+    /// Its index in that file.
+    pub index: usize,
 }
 
 impl HostData {
@@ -98,6 +109,12 @@ impl HostData {
             val,
             test,
             corrupted,
+            origin: (0..n_train)
+                .map(|index| Origin {
+                    file: "synthetic",
+                    index,
+                })
+                .collect(),
             classifier: Classifier::Linear,
         }
     }
@@ -112,16 +129,31 @@ impl HostData {
         noise: f64,
         seed: u64,
     ) -> Result<HostData, String> {
-        let ds = crate::data::load_mnist_dir(dir).map_err(|e| e.to_string())?;
-        let split = crate::data::hyperclean_split(&ds, n_train, n_val, noise, seed)
+        let m = crate::data::load_mnist(dir).map_err(|e| e.to_string())?;
+        let split = crate::data::hyperclean_split(&m.samples, n_train, n_val, noise, seed)
             .map_err(|e| e.to_string())?;
+        let origin = split
+            .train_index
+            .iter()
+            .map(|&i| match i.checked_sub(m.train_file) {
+                None => Origin {
+                    file: "train",
+                    index: i,
+                },
+                Some(index) => Origin {
+                    file: "t10k",
+                    index,
+                },
+            })
+            .collect();
         Ok(HostData {
             dataset: name.to_string(),
-            classes: 10,
+            classes: split.classes,
             train: split.train,
             val: split.val,
             test: split.test,
             corrupted: split.corrupted,
+            origin,
             classifier: Classifier::Linear,
         })
     }

@@ -85,6 +85,10 @@ pub struct TrainConfig {
     pub init: Init,
     /// Seed of its draws.
     pub seed: u64,
+    /// An upper-level loss above this is a divergence even while finite (e.g. a step size
+    /// of 1e30 gives losses of 1e30); the command sets it from the data (1000 × the
+    /// cross-entropy of a uniform guess). `None`: only non-finite values are.
+    pub diverge_above: Option<f64>,
 }
 
 impl TrainConfig {
@@ -139,7 +143,11 @@ pub struct Trained {
     pub y: Vec<f64>,
     /// Upper objective at the final `(x, y)`.
     pub ul_loss: f64,
-    /// One record per upper iteration.
+    /// Upper iterations run (fewer than asked when stopped early).
+    pub iterations: u32,
+    /// Stopped early at the monitor's request.
+    pub interrupted: bool,
+    /// One record per upper iteration, then the final state's (`ul_iter` = iterations).
     pub history: Vec<IterRecord>,
     /// Seconds of the upper-level loop.
     pub loop_seconds: f64,
@@ -155,6 +163,10 @@ pub trait Monitor {
     fn clean_f1(&mut self, x: &[f64]) -> f64;
     /// Called after each upper iteration (progress bar).
     fn iter_done(&mut self, _rec: &IterRecord) {}
+    /// Whether to stop after the current upper iteration (SIGINT, SIGTERM).
+    fn should_stop(&self) -> bool {
+        false
+    }
 }
 
 /// Failure of the loop.
@@ -172,6 +184,15 @@ pub enum TrainError<E> {
         /// Upper iteration.
         ul_iter: u32,
     },
+    /// The upper objective exceeded [`TrainConfig::diverge_above`] at `ul_iter`.
+    Exploded {
+        /// Upper iteration.
+        ul_iter: u32,
+        /// The upper objective.
+        loss: f64,
+        /// The bound.
+        bound: f64,
+    },
     /// The method does not fit the backend: its numbers do not fit the backend's scalar
     /// type (e.g. 1e300 in `f32`), or it needs products the backend does not have.
     Config(String),
@@ -184,6 +205,14 @@ impl<E: fmt::Display> fmt::Display for TrainError<E> {
             TrainError::NonFiniteGradient { ul_iter } => write!(
                 f,
                 "upper iteration {ul_iter}: the hypergradient became non-finite (diverging: reduce --ul-lr or the step sizes)"
+            ),
+            TrainError::Exploded {
+                ul_iter,
+                loss,
+                bound,
+            } => write!(
+                f,
+                "upper iteration {ul_iter}: the upper-level loss {loss:.3e} exceeds {bound:.3e}, 1000 times a uniform guess's (diverging: reduce --ll-lr or the step sizes)"
             ),
             TrainError::Config(m) => f.write_str(m),
         }
@@ -268,6 +297,7 @@ where
         if !ul_loss.is_finite() || g64.iter().any(|g| !g.is_finite()) {
             return Err(TrainError::NonFiniteGradient { ul_iter: it });
         }
+        exploded(cfg, it, ul_loss)?;
         let y_h = to_host_y(b, &y_out, y_len).map_err(at(it))?;
         let cg =
             (cfg.spec.method() == Method::Ihg && matches!(cfg.row, Row::Method(_))).then(|| {
@@ -292,27 +322,50 @@ where
         }
         monitor.iter_done(&rec);
         history.push(rec);
+        if monitor.should_stop() {
+            break;
+        }
     }
+    let done = history.len() as u32;
     let loop_seconds = loop_start.elapsed().as_secs_f64();
     // The final classifier: K steps of the row's dynamics from a fresh y₀ at the final x.
-    b.upload_x(&x_t, &mut x).map_err(at(iters))?;
-    start_at(b, &mut y0, iters).map_err(at(iters))?;
+    b.upload_x(&x_t, &mut x).map_err(at(done))?;
+    start_at(b, &mut y0, done).map_err(at(done))?;
     let ul_loss = hg
         .solve_lower(b, &x, &y0, &mut y_out)
-        .map_err(|err| TrainError::Method {
-            ul_iter: iters,
-            err,
-        })?
+        .map_err(|err| TrainError::Method { ul_iter: done, err })?
         .to_f64();
-    let y = to_host_y(b, &y_out, y_len).map_err(at(iters))?;
+    exploded(cfg, done, ul_loss)?;
+    let y = to_host_y(b, &y_out, y_len).map_err(at(done))?;
+    history.push(IterRecord {
+        ul_iter: done,
+        ul_loss,
+        val_acc: monitor.val_acc(&y),
+        clean_f1: monitor.clean_f1(&x_host),
+        cg: None,
+    });
     Ok(Trained {
         x: x_host,
         y,
         ul_loss,
+        iterations: done,
+        interrupted: done < iters,
         history,
         loop_seconds,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// [`TrainError::Exploded`] when `loss` at upper iteration `ul_iter` exceeds the bound.
+fn exploded<E>(cfg: &TrainConfig, ul_iter: u32, loss: f64) -> Result<(), TrainError<E>> {
+    match cfg.diverge_above {
+        Some(bound) if loss > bound => Err(TrainError::Exploded {
+            ul_iter,
+            loss,
+            bound,
+        }),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -362,11 +415,12 @@ mod tests {
                 ul_iters: 2,
                 init: Init::Zero,
                 seed: 0,
+                diverge_above: None,
             };
             match train(&mut head, &cfg, &x0, &init, &mut Silent) {
                 Ok(t) => {
                     assert!(!matches!(method, Method::Ihg | Method::Obda), "{method}");
-                    assert_eq!(t.history.len(), 2);
+                    assert_eq!(t.history.len(), 3, "two iterations and the final state");
                     assert!(t.x != x0 && t.ul_loss.is_finite(), "{method}: x moved");
                 }
                 Err(TrainError::Config(m)) => {

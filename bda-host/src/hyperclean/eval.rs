@@ -8,6 +8,7 @@ use bda_cpu::hyperclean::Predictor;
 use super::driver::{IterRecord, Monitor};
 use super::{HostData, metrics};
 use crate::device::PredictorFn;
+use crate::output::Interrupt;
 
 /// The validation and test sets prepared for prediction, and the corruption flags.
 pub struct Evaluator<'a> {
@@ -17,6 +18,8 @@ pub struct Evaluator<'a> {
     corrupted: &'a [bool],
     /// Drawn on after each upper iteration, if any.
     pub bar: Option<indicatif::ProgressBar>,
+    /// Stops the loop after the current upper iteration when it reports a signal.
+    pub interrupt: Option<Interrupt>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -29,6 +32,7 @@ impl<'a> Evaluator<'a> {
             val_labels: &data.val.labels,
             corrupted: &data.corrupted,
             bar: None,
+            interrupt: None,
         })
     }
 
@@ -53,6 +57,11 @@ impl Monitor for Evaluator<'_> {
     }
     fn clean_f1(&mut self, x: &[f64]) -> f64 {
         100.0 * metrics::clean_f1(x, self.corrupted)
+    }
+    fn should_stop(&self) -> bool {
+        self.interrupt
+            .as_ref()
+            .is_some_and(|i| i.requested().is_some())
     }
     fn iter_done(&mut self, rec: &IterRecord) {
         if let Some(b) = &self.bar {

@@ -16,6 +16,7 @@
 //! | [`init`] | the lower level's starting point: zero, or Xavier re-drawn each upper iteration |
 //! | [`metrics`] | accuracy, macro-F1, clean-detection F1 |
 //! | [`report`] | the summary table, the JSON report and the SVG plot |
+//! | [`weights`] | `--weights-out`: the learned weight of every training sample, as CSV |
 
 pub mod args;
 pub mod data;
@@ -24,6 +25,7 @@ pub mod eval;
 pub mod init;
 pub mod metrics;
 pub mod report;
+pub mod weights;
 
 use std::fmt::Display;
 use std::io::IsTerminal;
@@ -43,6 +45,7 @@ use report::Summary;
 use crate::config::{DataSource, ReportHeader};
 use crate::device::{BackendInfo, HypercleanJob, OpenDevice, hyperclean_backend};
 use crate::error::CliError;
+use crate::output::{Interrupt, Signal};
 
 /// Options of a run that are not part of the method.
 #[derive(Clone, Debug)]
@@ -71,6 +74,8 @@ pub struct Outcome {
     pub summary: Summary,
     /// The final `x`, `y` and the history.
     pub trained: driver::Trained,
+    /// The signal that stopped the run early, if one did.
+    pub signal: Option<Signal>,
 }
 
 /// Train, evaluate and summarise a row on prepared data, on the CPU or an opened CUDA device.
@@ -122,6 +127,8 @@ impl HypercleanJob for Job<'_> {
         if opt.progress && iters > 0 {
             eval.bar = Some(crate::progress::bar(u64::from(iters), cfg.row.name()));
         }
+        // From here on SIGINT/SIGTERM end the run after the current upper iteration.
+        eval.interrupt = Some(Interrupt::watch()?);
         let x0: Vec<f64> = match cfg.row {
             Row::Oracle => data
                 .corrupted
@@ -139,7 +146,12 @@ impl HypercleanJob for Job<'_> {
             b.finish_and_clear();
         }
         let summary = summarise(data, cfg, &eval, &trained, header, &info);
-        Ok(Outcome { summary, trained })
+        let signal = eval.interrupt.as_ref().and_then(Interrupt::requested);
+        Ok(Outcome {
+            summary,
+            trained,
+            signal,
+        })
     }
 }
 
@@ -152,7 +164,7 @@ fn summarise(
     header: ReportHeader,
     info: &BackendInfo<'_>,
 ) -> Summary {
-    let iters = cfg.iterations();
+    let iters = trained.iterations;
     let val_pred = eval.predict_val(&trained.y);
     let test_pred = eval.predict_test(&trained.y);
     let pct = |v: f64| (v * 1e4).round() / 100.0;
@@ -193,7 +205,9 @@ fn summarise(
         threads: rayon::current_num_threads(),
         kernels: info.kernels.to_string(),
         max_rss_mib: crate::memory::max_rss_mib(),
+        n_flagged: trained.x.iter().filter(|&&x| weights::flagged(x)).count(),
         history: trained.history.clone(),
+        interrupted: trained.interrupted,
     }
 }
 
@@ -246,7 +260,10 @@ pub fn run(args: &HypercleanArgs, matches: &ArgMatches) -> Result<(), CliError> 
     let c = args.out.configured(&args.run, matches, "hyperclean")?;
     let checked = c.check()?;
     if let Some(p) = &args.plot {
-        crate::plot::check_path(p)?;
+        crate::output::check_svg("--plot", p)?;
+    }
+    if let Some(p) = &args.weights_out {
+        crate::output::check_writable("--weights-out", p)?;
     }
     // The device is opened before any data is read: a missing one is one line, exit 2.
     c.place.run(|device| run_checked(args, checked, device))
@@ -280,20 +297,41 @@ fn run_checked(args: &HypercleanArgs, run: Checked, device: &OpenDevice) -> Resu
         args::auto_checkpoint(train.spec.kept_steps(), state_bytes(&data, &opt))
     });
     train.spec = train.spec.with_checkpoints(NonZeroU32::new(every));
+    // A finite blow-up is a divergence too: a loss 1000 times a uniform guess's.
+    train.diverge_above = Some(1e3 * (data.classes as f64).ln());
     let header = ReportHeader::new("hyperclean", &c.resolved(&train.spec), Some(source))?;
-    let mut summary = run_on(&data, &train, &opt, device, header)?.summary;
+    let outcome = run_on(&data, &train, &opt, device, header)?;
+    let mut summary = outcome.summary;
     summary.load_seconds = load_seconds;
     summary.seed = c.seed;
     if !args.out.quiet {
         warn_negative_curvature(&summary.history);
     }
+    // The files written at the end: a failure is reported after the report is printed.
+    let mut late = None;
     if let Some(p) = &args.plot {
-        report::plot(p, &summary)?;
+        late = report::plot(p, &summary).err();
+    }
+    if let Some(p) = &args.weights_out
+        && let Err(e) = weights::write(p, &data, &outcome.trained.x)
+    {
+        late.get_or_insert(e);
     }
     if args.out.json {
         println!("{}", report::json(&summary)?);
     } else {
         print!("{}", report::table(&summary));
     }
-    Ok(())
+    match (late, outcome.signal) {
+        (Some(e), _) => Err(e),
+        (None, Some(signal)) => Err(CliError::Interrupted {
+            signal,
+            message: format!(
+                "interrupted by {} after upper iteration {}",
+                signal.name(),
+                summary.ul_iters
+            ),
+        }),
+        (None, None) => Ok(()),
+    }
 }

@@ -67,8 +67,13 @@ pub struct Summary {
     /// Peak resident memory of the process, MiB (Linux; absent elsewhere).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_rss_mib: Option<f64>,
-    /// Per-iteration history.
+    /// Training samples whose weight flags them as noisy (σ(x_i) ≤ ½).
+    pub n_flagged: usize,
+    /// Per-iteration history, then the final state.
     pub history: Vec<IterRecord>,
+    /// Stopped early by SIGINT or SIGTERM (present only then): `ul_iters` were run.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 /// The summary as a small table (one row, the columns of the papers' Table 2).

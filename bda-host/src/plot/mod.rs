@@ -17,8 +17,8 @@ use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
-use crate::config::write_atomic;
 use crate::error::CliError;
+use crate::output::write_atomic;
 
 /// One named curve: `(x, y)` points.
 #[derive(Clone, Debug)]
@@ -99,29 +99,6 @@ pub fn metric_panels<R>(
             series: series(get),
         })
         .collect()
-}
-
-/// Fail early (before any work) when a plot cannot be written to `p` (`--plot`).
-pub fn check_path(p: &Path) -> Result<(), CliError> {
-    check_svg_path("--plot", p)
-}
-
-/// [`check_path`] for the option `flag`: the name must end in `.svg` and its folder exist.
-pub fn check_svg_path(flag: &str, p: &Path) -> Result<(), CliError> {
-    if p.extension().and_then(|e| e.to_str()) != Some("svg") {
-        return Err(CliError::input(format!(
-            "{flag} {}: the file name must end in .svg",
-            p.display()
-        )));
-    }
-    match p.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => Err(CliError::input(format!(
-            "{flag} {}: folder {} does not exist",
-            p.display(),
-            dir.display()
-        ))),
-        _ => Ok(()),
-    }
 }
 
 /// Draw `panels` in a grid of `cols` columns into the SVG file `path` (written atomically:

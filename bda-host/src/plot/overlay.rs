@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::{Panel, Series, check_svg_path, write_svg};
+use super::{Panel, Series, write_svg};
 use crate::error::CliError;
+use crate::output::check_svg;
 
 /// `bda plot`: reports in, one SVG out.
 #[derive(clap::Args, Debug)]
@@ -97,7 +98,7 @@ pub struct Loaded {
 
 /// Run `bda plot`.
 pub fn run(args: &PlotArgs) -> Result<(), CliError> {
-    check_svg_path("--out", &args.out)?;
+    check_svg("--out", &args.out)?;
     let mut reports = Vec::new();
     for p in &args.reports {
         reports.extend(read_reports(p)?);

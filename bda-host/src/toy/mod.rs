@@ -39,7 +39,7 @@ use report::{RunReport, VecHistory, print_table, write_plot};
 pub fn run(args: &ToyArgs, matches: &ArgMatches) -> Result<(), CliError> {
     let c = args.out.configured(&args.run, matches, "toy")?;
     if let Some(p) = &args.plot {
-        crate::plot::check_path(p)?;
+        crate::output::check_svg("--plot", p)?;
     }
     let reports = solve_all(&c)?;
     if args.out.json {
