@@ -71,8 +71,7 @@ pub struct ReportHeader {
     pub version: &'static str,
     /// Every configuration option with its value, defaults included.
     pub config: Value,
-    /// What was read (absent for built-in problems and random inputs).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// What was read (`null` for built-in problems and random inputs).
     pub data: Option<DataSource>,
 }
 

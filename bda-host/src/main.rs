@@ -2,12 +2,16 @@
 
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+/// The subcommands, for pointing an error to the right help.
+const SUBCOMMANDS: [&str; 5] = ["toy", "hyperclean", "fewshot", "data", "plot"];
 
 /// Bi-level Descent Aggregation (BDA): synthetic problems, data hyper-cleaning, few-shot
 /// learning.
 #[derive(Parser, Debug)]
-#[command(name = "bda", version, about, long_about = None)]
+#[command(name = "bda", version, about, long_about = None, arg_required_else_help = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,7 +25,7 @@ enum Command {
     Toy(bda_host::toy::ToyArgs),
     /// Data hyper-cleaning on MNIST-format data (journal §8.2, Table 2).
     Hyperclean(bda_host::hyperclean::HypercleanArgs),
-    /// Few-shot meta-learning on Omniglot-format data (journal §8.3, Tables 3–4).
+    /// Few-shot meta-learning on Omniglot- or MiniImageNet-layout data (journal §8.3, Tables 3–4).
     Fewshot(bda_host::fewshot::FewshotArgs),
     /// Generate datasets (the kanji stand-in for Omniglot).
     Data(bda_host::datagen::DataArgs),
@@ -37,24 +41,35 @@ fn main() -> ExitCode {
         .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
     let (cli, matches) = match parsed {
         Ok(p) => p,
-        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        // --help, --version, and bare `bda` (the command list).
+        Err(e)
+            if !e.use_stderr()
+                || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            e.exit()
+        }
         Err(e) => {
             // clap's message is several lines (what is wrong, then usage and hints): keep
-            // what comes before "Usage:", joined into one line.
+            // what is wrong and the hints, joined into one line, and point to the help of
+            // the subcommand that was given.
             let text = e.to_string();
             let what: Vec<&str> = text
                 .lines()
-                .take_while(|l| !l.starts_with("Usage:"))
                 .map(str::trim)
                 .filter(|l| {
                     !l.is_empty()
+                        && !l.starts_with("Usage:")
                         && !l.starts_with("For more information")
-                        && !l.starts_with("tip:")
+                        && !l.starts_with("bda ")
                 })
                 .collect();
             let what = what.join(" ");
+            let sub = std::env::args()
+                .nth(1)
+                .filter(|a| SUBCOMMANDS.contains(&a.as_str()))
+                .map_or(String::new(), |a| format!("{a} "));
             eprintln!(
-                "bda: {} (see bda --help)",
+                "bda: {} (see bda {sub}--help)",
                 what.trim_start_matches("error: ")
             );
             return ExitCode::from(2);

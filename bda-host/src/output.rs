@@ -74,6 +74,18 @@ pub fn check_svg(flag: &str, path: &Path) -> Result<(), CliError> {
     check_writable(flag, path)
 }
 
+/// `--plot FILE`, checked before any work: an SVG name that can be written, and a run with
+/// upper iterations to draw (`why_none`: what makes a run have none, e.g. "--ul-iters 0").
+pub fn check_plot(path: &Path, iterations: u64, why_none: &str) -> Result<(), CliError> {
+    if iterations == 0 {
+        return Err(CliError::input(format!(
+            "--plot {}: {why_none} runs no upper iterations, so there is no curve to draw",
+            path.display()
+        )));
+    }
+    check_svg("--plot", path)
+}
+
 /// End the process quietly when standard output is closed (`bda … --json | head -c 100`):
 /// SIGPIPE's default action, as for any Unix filter, instead of Rust's "failed printing to
 /// stdout" panic.

@@ -380,3 +380,96 @@ fn patience_stops_early_and_tests_the_best_validated_backbone() {
         "{e}"
     );
 }
+
+/// The error of a load that must fail (the loaded data has no `Debug`).
+fn refused<T, E>(r: Result<T, E>) -> E {
+    match r {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn data_that_can_be_read_two_ways_or_leak_a_class_are_refused() {
+    // A class of the training split listed in test.csv as well: test leakage.
+    let d = copy_of(&csv_layout());
+    let train = fs::read_to_string(d.path().join("train.csv")).unwrap();
+    let leaked = train.lines().nth(1).unwrap();
+    let mut test = fs::read_to_string(d.path().join("test.csv")).unwrap();
+    test.push_str(leaked);
+    test.push('\n');
+    fs::write(d.path().join("test.csv"), test).unwrap();
+    let class = leaked.split(',').nth(1).unwrap();
+    for split in [Split::Train, Split::Test] {
+        let e = refused(load_miniimagenet(d.path(), split));
+        one_line(
+            &e,
+            &[class, "is in both the", "a class belongs to one split"],
+        );
+    }
+    // The same class folder under train/ and test/.
+    let d = copy_of(&fixture("miniimagenet-tiny-folders"));
+    let first = |split: &str| {
+        let mut names: Vec<_> = fs::read_dir(d.path().join(split))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names[0].clone()
+    };
+    let class = first("train");
+    fs::rename(
+        d.path().join("test").join(first("test")),
+        d.path().join("test").join(&class),
+    )
+    .unwrap();
+    let e = refused(load_miniimagenet(d.path(), Split::Test));
+    one_line(&e, &[class.to_str().unwrap(), "train", "test"]);
+    // Split files and split folders in one folder: which one was meant cannot be told.
+    let d = copy_of(&csv_layout());
+    fs::create_dir(d.path().join("train")).unwrap();
+    let e = refused(load_miniimagenet(d.path(), Split::Train));
+    one_line(
+        &e,
+        &["both split files (train.csv) and split folders (train/)"],
+    );
+    // Both the Omniglot and the MiniImageNet layout: --format says which.
+    let d = copy_of(&csv_layout());
+    fs::create_dir(d.path().join("images_background")).unwrap();
+    let e = refused(DataFormat::detect(d.path()));
+    one_line(&e, &["both the Omniglot layout", "--format"]);
+    let ok = bda(&[
+        &argv(TRAIN)[..],
+        &[
+            "--data-dir",
+            d.path().to_str().unwrap(),
+            "--format",
+            "miniimagenet",
+        ],
+    ]
+    .concat());
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}
+
+#[test]
+fn a_jpeg_cut_short_is_a_one_line_error_naming_the_file() {
+    let d = copy_of(&csv_layout());
+    let train = fs::read_to_string(d.path().join("train.csv")).unwrap();
+    let name = train
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let path = d.path().join("images").join(&name);
+    let bytes = fs::read(&path).unwrap();
+    fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let e = refused(load_miniimagenet(d.path(), Split::Train));
+    one_line(&e, &[&name]);
+}

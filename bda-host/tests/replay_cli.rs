@@ -39,7 +39,12 @@ fn toy_reports_replay() {
         "toy.jsonl",
         &argv("toy --example icml --K 16 --ul-iters 40 --y0 2,2 --json"),
     );
-    assert_eq!(want.len(), 2, "one line per method");
+    assert_eq!(want.len(), 1, "one report");
+    assert_eq!(
+        want[0]["runs"].as_array().unwrap().len(),
+        2,
+        "one run per method"
+    );
     let config = &want[0]["config"];
     // Every option is recorded, the example's defaults included.
     for key in [
@@ -51,7 +56,7 @@ fn toy_reports_replay() {
     assert_eq!(config["ul_lr"], 0.5);
     assert_eq!(want[0]["command"], "toy");
     assert_eq!(want[0]["version"], env!("CARGO_PKG_VERSION"));
-    assert!(!want[0]["history"].as_array().unwrap().is_empty());
+    assert!(!want[0]["runs"][0]["history"].as_array().unwrap().is_empty());
     replays(&["toy"], &file, &want);
 }
 
@@ -198,7 +203,12 @@ fn bad_config_files_are_one_line_naming_the_key() {
     let v = json_lines(&out);
     assert_eq!(v.len(), 1);
     assert_eq!(
-        (v[0]["K"].clone(), v[0]["ul_iters"].clone()),
+        (v[0]["K"].clone(), v[0]["runs"][0]["ul_iters"].clone()),
         (8.into(), 5.into())
+    );
+    assert_eq!(
+        v[0]["runs"].as_array().unwrap().len(),
+        1,
+        "--method bda: one run"
     );
 }

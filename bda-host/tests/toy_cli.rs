@@ -8,11 +8,10 @@ fn bda(args: &[&str]) -> (i32, String, String) {
     bda_testkit::report::run_text(std::path::Path::new(env!("CARGO_BIN_EXE_bda")), args)
 }
 
-fn json_lines(stdout: &str) -> Vec<Value> {
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect()
+/// The runs of the one JSON report `stdout` holds.
+fn runs(stdout: &str) -> Vec<Value> {
+    let report: Value = serde_json::from_str(stdout).expect("one JSON report");
+    report["runs"].as_array().expect("runs").clone()
 }
 
 #[test]
@@ -29,9 +28,13 @@ fn icml_counter_example_through_the_cli() {
             "--json",
         ]);
         assert_eq!(code, 0, "{err}");
-        let runs = json_lines(&out);
+        let report: Value = serde_json::from_str(&out).unwrap();
+        for key in argv("command config example n K seed runs") {
+            assert!(report.get(key).is_some(), "missing {key} in the report");
+        }
+        let runs = runs(&out);
         assert_eq!(runs.len(), 2);
-        for key in argv("example method K ul_iters x y upper lower_gap x_err y_err seconds") {
+        for key in argv("method ul_iters x y upper lower_gap x_err y_err seconds history") {
             assert!(runs[0].get(key).is_some(), "missing {key} in {}", runs[0]);
         }
         assert_eq!(runs[0]["method"], "bda");
@@ -46,7 +49,7 @@ fn icml_counter_example_through_the_cli() {
 fn remark4_gives_one_half() {
     let (code, out, err) = bda(&argv("toy --example remark4 --eps 0.5 --method rhg --json"));
     assert_eq!(code, 0, "{err}");
-    let x = json_lines(&out)[0]["x"][0].as_f64().unwrap();
+    let x = runs(&out)[0]["x"][0].as_f64().unwrap();
     assert!((x - 0.5).abs() < 1e-3, "x = {x}");
 }
 
@@ -54,7 +57,7 @@ fn remark4_gives_one_half() {
 fn tpami_small_n_runs_and_bda_beats_rhg() {
     let (code, out, err) = bda(&argv("toy --example tpami --n 5 --json --ul-iters 400"));
     assert_eq!(code, 0, "{err}");
-    let runs = json_lines(&out);
+    let runs = runs(&out);
     let (b, r) = (
         runs[0]["x_err"].as_f64().unwrap(),
         runs[1]["x_err"].as_f64().unwrap(),
@@ -66,15 +69,7 @@ fn tpami_small_n_runs_and_bda_beats_rhg() {
 
 #[test]
 fn same_seed_same_json() {
-    let strip = |s: &str| -> Vec<Value> {
-        json_lines(s)
-            .into_iter()
-            .map(|mut v| {
-                v.as_object_mut().unwrap().remove("seconds");
-                v
-            })
-            .collect()
-    };
+    let strip = |s: &str| bda_testkit::report::without_timings(&serde_json::from_str(s).unwrap());
     let args = argv("toy --x0 random --y0 random --seed 7 --json --ul-iters 20");
     let (a, b) = (bda(&args), bda(&args));
     assert_eq!(strip(&a.1), strip(&b.1));
@@ -106,7 +101,7 @@ fn bad_input_is_one_line_and_exit_2() {
         &["toy", "--example", "remark4", "--eps", "0"],
         &["toy", "--proj-y", "box:1"],
         &["toy", "--beta", "often"],
-        &["toy", "--lambda", "0"],
+        &["toy", "--ul-lr", "0"],
     ];
     for args in cases {
         let (code, out, err) = bda(args);
@@ -115,7 +110,38 @@ fn bad_input_is_one_line_and_exit_2() {
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
         assert!(err.starts_with("bda: "), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(err.contains(args[args.len() - 2]), "names the flag: {err}");
     }
+}
+
+#[test]
+fn a_plot_of_no_iterations_is_refused_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("curves.svg");
+    let (code, out, err) = bda(&["toy", "--ul-iters", "0", "--plot", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(out.is_empty() && err.contains("--ul-iters 0"), "{err}");
+    assert!(!path.exists());
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bda"))
+        .args(["toy", "--example", "tpami", "--n", "100", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read a little, then close the pipe (as `| head -c 100` does): the report (hundreds of
+    // kilobytes) is larger than a pipe's buffer, so the write meets the closed pipe.
+    let mut first = [0u8; 100];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.is_empty(), "nothing on stderr: {err}");
+    assert!(!out.status.success(), "ended by SIGPIPE, as any filter");
 }
 
 #[test]

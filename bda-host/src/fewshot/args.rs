@@ -22,7 +22,8 @@ pub enum FsMethod {
     Bda,
     /// Reverse-mode hypergradient through K plain head steps on the support loss.
     Rhg,
-    /// RHG back-propagated through the last `--truncate` steps only.
+    /// RHG back-propagated through the last T steps only (training's `--truncate`; K/2 in
+    /// the benchmark).
     Trhg,
 }
 
@@ -132,9 +133,12 @@ pub struct TrainConfig {
     /// T of T-RHG: back-propagate through the last T head steps [default: K/2].
     #[arg(long)]
     pub truncate: Option<u32>,
-    /// Head step size (s_u = s_l).
-    #[arg(long, visible_alias = "lr", default_value_t = 0.1)]
-    pub ll_lr: f64,
+    /// Head step size (s_u = s_l) [default: 25.6 / the backbone's features: 0.1 for 28×28
+    /// grey images and 64 channels (256 features), 0.022 for 84×84 RGB and 32 channels]. The
+    /// head's curvature grows with its number of features.
+    #[arg(long, visible_alias = "lr")]
+    #[serde(default)]
+    pub ll_lr: Option<f64>,
     /// Aggregation weight μ of BDA.
     #[arg(long, default_value_t = 0.5)]
     pub mu: f64,
@@ -259,23 +263,24 @@ pub struct EvalConfig {
     /// Data split to test on.
     #[arg(long, value_enum, default_value_t = SplitArg::Test)]
     pub split: SplitArg,
-    /// Classes per episode (N-way).
+    /// Classes per episode (N-way) [default: the checkpoint's; 5 for a random backbone].
     #[arg(long)]
     pub ways: Option<usize>,
-    /// Support images per class (K-shot).
+    /// Support images per class (K-shot) [default: the checkpoint's; 1 for a random
+    /// backbone].
     #[arg(long)]
     pub shots: Option<usize>,
-    /// Query images per class.
+    /// Query images per class [default: the checkpoint's; 15 for a random backbone].
     #[arg(long)]
     pub queries: Option<usize>,
-    /// Episodes per batch-norm batch.
+    /// Episodes per batch-norm batch [default: the checkpoint's; 16 for a random backbone].
     #[arg(long)]
     pub meta_batch: Option<usize>,
-    /// Head steps K.
+    /// Head steps K [default: the checkpoint's; 5 for a random backbone].
     #[arg(id = "K", long = "K", visible_alias = "k")]
     #[serde(rename = "K")]
     pub k: Option<u32>,
-    /// Head step size.
+    /// Head step size [default: the checkpoint's; 25.6 / features for a random backbone].
     #[arg(long, visible_alias = "lr")]
     pub ll_lr: Option<f64>,
     /// Where episodes come from [default: the checkpoint's data].

@@ -78,12 +78,13 @@ impl RunConfig {
     }
 
     /// The settings of a backbone that no run trained (a random one, or the benchmark's):
-    /// episodes of `episode`'s shape, the peer's head step 0.1 and Adam step 1e-3, T = K/2.
+    /// episodes of `episode`'s shape, the default head step ([`default_ll_lr`]), Adam step
+    /// 1e-3, T = K/2.
     pub fn untrained(episode: EpisodeArgs, arch: Conv4Shape, seed: u64) -> RunConfig {
         RunConfig {
             truncate: default_truncate(episode.k),
             episode,
-            ll_lr: 0.1,
+            ll_lr: default_ll_lr(arch),
             mu: 0.5,
             alpha: 0.5,
             l2: 0.0,
@@ -170,6 +171,18 @@ pub fn data_format(
     }
 }
 
+/// The head's step size when `--ll-lr` is not given: `25.6 / features`. The head's
+/// cross-entropy has curvature proportional to the squared norm of its (batch-normed)
+/// features, which grows with their number, so a step that is stable for 256 features
+/// (0.1, the peer's on Omniglot) must shrink with more: 0.022 for MiniImageNet's 1152
+/// (84×84 RGB, 32 channels), where 0.1 leaves the query loss above a uniform guess.
+pub fn default_ll_lr(arch: Conv4Shape) -> f64 {
+    let step = 25.6 / arch.features() as f64;
+    // Three significant digits, so that reports and checkpoints read cleanly.
+    let scale = 10f64.powi(2 - step.log10().floor() as i32);
+    (step * scale).round() / scale
+}
+
 /// The backbone for `channels` convolution channels on the images of `format` (Omniglot's
 /// 1×28×28 for random images).
 pub fn arch_for(format: Option<data::DataFormat>, channels: usize) -> Conv4Shape {
@@ -179,5 +192,28 @@ pub fn arch_for(format: Option<data::DataFormat>, channels: usize) -> Conv4Shape
         in_channels,
         side,
         ..Conv4Shape::CONV4
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_head_step_shrinks_with_the_features() {
+        assert_eq!(default_ll_lr(Conv4Shape::CONV4), 0.1);
+        let mini = Conv4Shape {
+            channels: 32,
+            in_channels: 3,
+            side: 84,
+            ..Conv4Shape::CONV4
+        };
+        assert_eq!(mini.features(), 1152);
+        assert_eq!(default_ll_lr(mini), 0.0222);
+        let wide = Conv4Shape {
+            channels: 64,
+            ..mini
+        };
+        assert_eq!(default_ll_lr(wide), 0.0111);
     }
 }

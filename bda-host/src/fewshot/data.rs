@@ -75,18 +75,21 @@ impl DataFormat {
                 path: dir.to_path_buf(),
             });
         }
-        if [Split::Background, Split::Evaluation]
+        let omniglot = [Split::Background, Split::Evaluation]
             .iter()
-            .any(|s| dir.join(s.folder()).is_dir())
-        {
-            return Ok(DataFormat::Omniglot);
+            .any(|s| dir.join(s.folder()).is_dir());
+        let mini = super::miniimagenet::Layout::detect(dir)?.is_some();
+        match (omniglot, mini) {
+            (true, true) => Err(FewshotDataError::Ambiguous {
+                path: dir.to_path_buf(),
+                what: "both the Omniglot layout (images_background/, images_evaluation/) and the MiniImageNet layout: give --format omniglot or --format miniimagenet".into(),
+            }),
+            (true, false) => Ok(DataFormat::Omniglot),
+            (false, true) => Ok(DataFormat::Miniimagenet),
+            (false, false) => Err(FewshotDataError::UnknownLayout {
+                path: dir.to_path_buf(),
+            }),
         }
-        if super::miniimagenet::Layout::detect(dir).is_some() {
-            return Ok(DataFormat::Miniimagenet);
-        }
-        Err(FewshotDataError::UnknownLayout {
-            path: dir.to_path_buf(),
-        })
     }
 
     /// `(channels, side)` of the images the reader produces.
@@ -202,6 +205,9 @@ pub enum FewshotDataError {
         path.display()
     )]
     UnknownLayout { path: PathBuf },
+    /// The folder can be read two ways, or its splits overlap.
+    #[error("{}: {what}", path.display())]
+    Ambiguous { path: PathBuf, what: String },
     /// A file or folder of the layout is missing.
     #[error("{}: missing {what}", path.display())]
     Missing { path: PathBuf, what: &'static str },

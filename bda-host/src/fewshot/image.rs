@@ -73,7 +73,10 @@ fn png_samples(bytes: &[u8]) -> Result<Samples, String> {
 
 /// A JPEG's pixels as RGB (grey and CMYK/YCCK files are converted by the decoder).
 fn jpeg_samples(bytes: &[u8]) -> Result<Samples, String> {
+    // Strict: a file cut short is an error, not grey blocks (the lenient default renders
+    // a truncated baseline JPEG as if it were whole, and a class of such files is easy).
     let options = DecoderOptions::default()
+        .set_strict_mode(true)
         .jpeg_set_out_colorspace(ColorSpace::RGB)
         .set_max_width(MAX_SIDE)
         .set_max_height(MAX_SIDE);
@@ -303,6 +306,21 @@ pub(crate) fn assert_one_line(m: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_jpeg_cut_short_is_an_error() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/miniimagenet-tiny/images/n010000000000.jpg"
+        );
+        let whole = std::fs::read(path).unwrap();
+        let (w, h, rgb) = decode_rgb(&whole).unwrap();
+        assert_eq!(rgb.len(), 3 * (w * h) as usize);
+        for cut in [whole.len() / 2, 3 * whole.len() / 4] {
+            let e = decode_rgb(&whole[..cut]).unwrap_err();
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
 
     #[test]
     fn area_resize_is_exact_on_105() {

@@ -46,6 +46,9 @@ pub enum Split {
 }
 
 impl Split {
+    /// The three splits.
+    pub const ALL: [Split; 3] = [Split::Train, Split::Val, Split::Test];
+
     /// `train`, `val` or `test`: the file stem and the folder name.
     pub const fn name(self) -> &'static str {
         match self {
@@ -66,18 +69,25 @@ pub enum Layout {
 }
 
 impl Layout {
-    /// `Csv` if `dir` holds any `<split>.csv`, `Folders` if it holds any `<split>/` folder.
-    pub fn detect(dir: &Path) -> Option<Layout> {
-        let splits = [Split::Train, Split::Val, Split::Test];
-        if splits
+    /// `Csv` if `dir` holds any `<split>.csv`, `Folders` if it holds any `<split>/` folder;
+    /// both is an error (which one was meant cannot be told).
+    pub fn detect(dir: &Path) -> Result<Option<Layout>, FewshotDataError> {
+        let csv = Split::ALL
             .iter()
-            .any(|s| dir.join(format!("{}.csv", s.name())).is_file())
-        {
-            Some(Layout::Csv)
-        } else if splits.iter().any(|s| dir.join(s.name()).is_dir()) {
-            Some(Layout::Folders)
-        } else {
-            None
+            .find(|s| dir.join(format!("{}.csv", s.name())).is_file());
+        let folder = Split::ALL.iter().find(|s| dir.join(s.name()).is_dir());
+        match (csv, folder) {
+            (Some(c), Some(f)) => Err(FewshotDataError::Ambiguous {
+                path: dir.to_path_buf(),
+                what: format!(
+                    "both split files ({}.csv) and split folders ({}/): remove one",
+                    c.name(),
+                    f.name()
+                ),
+            }),
+            (Some(_), None) => Ok(Some(Layout::Csv)),
+            (None, Some(_)) => Ok(Some(Layout::Folders)),
+            (None, None) => Ok(None),
         }
     }
 }
@@ -244,15 +254,36 @@ pub fn load_miniimagenet(dir: &Path, split: Split) -> Result<FewshotDataset, Few
             path: dir.to_path_buf(),
         });
     }
-    let classes: Vec<(String, Vec<PathBuf>)> = match Layout::detect(dir) {
-        Some(Layout::Csv) => csv_classes(dir, split)?,
-        Some(Layout::Folders) => folder_classes(dir, split)?,
-        None => {
-            return Err(FewshotDataError::UnknownLayout {
+    let classes_of = |split| match Layout::detect(dir)? {
+        Some(Layout::Csv) => csv_classes(dir, split),
+        Some(Layout::Folders) => folder_classes(dir, split),
+        None => Err(FewshotDataError::UnknownLayout {
+            path: dir.to_path_buf(),
+        }),
+    };
+    let classes: Vec<(String, Vec<PathBuf>)> = classes_of(split)?;
+    // A class in two splits leaks test classes into training (or validation).
+    for other in Split::ALL.into_iter().filter(|&o| o != split) {
+        let exists = match Layout::detect(dir)? {
+            Some(Layout::Csv) => dir.join(format!("{}.csv", other.name())).is_file(),
+            _ => dir.join(other.name()).is_dir(),
+        };
+        if !exists {
+            continue;
+        }
+        let names: std::collections::BTreeSet<String> =
+            classes_of(other)?.into_iter().map(|(n, _)| n).collect();
+        if let Some((class, _)) = classes.iter().find(|(n, _)| names.contains(n)) {
+            return Err(FewshotDataError::Ambiguous {
                 path: dir.to_path_buf(),
+                what: format!(
+                    "class {class} is in both the {} and the {} split (a class belongs to one split)",
+                    split.name(),
+                    other.name()
+                ),
             });
         }
-    };
+    }
     let (out, read) = decode_classes(classes, load_image)?;
     Ok(FewshotDataset {
         classes: out,

@@ -179,7 +179,7 @@ pub fn print(r: &Report, json: bool, split: &str) -> Result<(), CliError> {
     let head = format!("{split} acc (95% CI)");
     println!(
         "{:<6} {:>4} {:>5} {:>3} {:>10} {:>18} {:>9} {:>10}",
-        "method", "ways", "shots", "K", "meta-steps", head, "episodes", "s/step"
+        "method", "ways", "shots", "K", "UL iters", head, "episodes", "s/UL iter"
     );
     let acc = match (r.test_acc, r.ci95) {
         (Some(a), Some(c)) => format!("{a:>9.2}% ± {c:>5.2}%"),
@@ -226,13 +226,11 @@ pub fn write_plot(path: &Path, ck: &Checkpoint) -> Result<(), CliError> {
     let mut panels = vec![
         Panel {
             title: "meta-training loss φ_K".into(),
-            x_label: "meta-step".into(),
             y_log: false,
             series: vec![series("meta-train loss", |r| r.ul_loss)],
         },
         Panel {
             title: "accuracy (%)".into(),
-            x_label: "meta-step".into(),
             y_log: false,
             series: vec![
                 series("meta-train query acc", |r| r.train_acc),
@@ -243,7 +241,6 @@ pub fn write_plot(path: &Path, ck: &Checkpoint) -> Result<(), CliError> {
     if ck.history.ortho.len() > 1 {
         panels.push(Panel {
             title: "orthogonality sum Σ‖ŴŴᵀ − I‖_F".into(),
-            x_label: "meta-step".into(),
             y_log: false,
             series: vec![series(&format!("projection {}", c.ul_projection), |r| {
                 r.orthogonality
@@ -260,7 +257,6 @@ pub fn write_plot(path: &Path, ck: &Checkpoint) -> Result<(), CliError> {
             c.episode.k
         ),
         &panels,
-        panels.len(),
     )
 }
 

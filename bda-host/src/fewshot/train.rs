@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::args::{SplitArg, TrainArgs, TrainConfig};
 use super::checkpoint::{Best, Checkpoint, RngState};
-use super::config::{Plan, RunConfig, arch_for, data_format};
+use super::config::{Plan, RunConfig, arch_for, data_format, default_ll_lr};
 use super::data::DataFormat;
 use super::eval::{eval_error, test_backbone};
 use super::projection::{SN_INIT_ITERS, SN_STEP_ITERS, orthogonality_sum};
@@ -45,10 +45,11 @@ impl TrainConfig {
         let src = &self.source;
         let data_dir = (!src.synthetic).then(|| src.data_dir.clone()).flatten();
         let format = data_format(data_dir.as_deref(), src.format)?;
+        let arch = arch_for(format, self.channels);
         Ok(RunConfig {
             episode: self.episode.clone(),
             truncate: self.truncate.unwrap_or(default_truncate(self.episode.k)),
-            ll_lr: self.ll_lr,
+            ll_lr: self.ll_lr.unwrap_or_else(|| default_ll_lr(arch)),
             mu: self.mu,
             alpha: self.alpha,
             l2: self.l2,
@@ -59,7 +60,7 @@ impl TrainConfig {
             format,
             rotations: !src.no_rotations && format != Some(DataFormat::Miniimagenet),
             val_classes: src.val_classes,
-            arch: arch_for(format, self.channels),
+            arch,
         })
     }
 
@@ -69,7 +70,7 @@ impl TrainConfig {
         TrainConfig {
             episode: run.episode.clone(),
             truncate: Some(run.truncate),
-            ll_lr: run.ll_lr,
+            ll_lr: Some(run.ll_lr),
             mu: run.mu,
             alpha: run.alpha,
             l2: run.l2,
@@ -124,7 +125,7 @@ fn train(
     };
     let c = &c;
     if let Some(p) = &a.plot {
-        crate::output::check_svg("--plot", p)?;
+        crate::output::check_plot(p, c.ul_iters, &format!("--ul-iters {}", c.ul_iters))?;
     }
     if let Some(p) = &a.save {
         crate::output::check_writable("--save", p)?;

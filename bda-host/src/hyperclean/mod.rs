@@ -260,7 +260,11 @@ pub fn run(args: &HypercleanArgs, matches: &ArgMatches) -> Result<(), CliError> 
     let c = args.out.configured(&args.run, matches, "hyperclean")?;
     let checked = c.check()?;
     if let Some(p) = &args.plot {
-        crate::output::check_svg("--plot", p)?;
+        let why = match checked.train.row {
+            Row::Method(_) => format!("--ul-iters {}", c.ul_iters),
+            row => format!("--method {row}"),
+        };
+        crate::output::check_plot(p, checked.train.iterations().into(), &why)?;
     }
     if let Some(p) = &args.weights_out {
         crate::output::check_writable("--weights-out", p)?;

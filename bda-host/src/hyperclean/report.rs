@@ -122,11 +122,10 @@ pub fn plot(p: &Path, s: &Summary) -> Result<(), CliError> {
     ];
     let run = (format!("{} (K={})", s.method, s.k), &s.history[..]);
     let iter = |r: &IterRecord| f64::from(r.ul_iter);
-    let panels = plot::metric_panels(&curves, &[run], iter, ("upper iteration", false));
+    let panels = plot::metric_panels(&curves, &[run], iter, false);
     plot::write_svg(
         p,
         &format!("data hyper-cleaning — {}, {}", s.method, s.dataset),
         &panels,
-        1,
     )
 }

@@ -13,6 +13,7 @@ pub mod overlay;
 use std::ops::Range;
 use std::path::Path;
 
+use plotters::coord::combinators::LogCoord;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
@@ -34,8 +35,6 @@ pub struct Series {
 pub struct Panel {
     /// Title above the chart.
     pub title: String,
-    /// Label of the horizontal axis (an iteration count: integer ticks).
-    pub x_label: String,
     /// Logarithmic vertical axis (non-positive values are clamped to the smallest positive).
     pub y_log: bool,
     /// The curves.
@@ -77,7 +76,7 @@ pub fn metric_panels<R>(
     metrics: &[Metric<'_, R>],
     runs: &[(String, &[R])],
     iter: fn(&R) -> f64,
-    (x_label, y_log): (&str, bool),
+    y_log: bool,
 ) -> Vec<Panel> {
     let series = |get: fn(&R) -> Option<f64>| {
         runs.iter()
@@ -94,17 +93,29 @@ pub fn metric_panels<R>(
         .iter()
         .map(|&(title, get)| Panel {
             title: title.to_string(),
-            x_label: x_label.into(),
             y_log,
             series: series(get),
         })
         .collect()
 }
 
-/// Draw `panels` in a grid of `cols` columns into the SVG file `path` (written atomically:
+/// The label of every panel's horizontal axis: all commands count the same upper-level
+/// iterations.
+pub const X_LABEL: &str = "upper iteration";
+
+/// Columns of the grid: a row of up to three panels, 2×2 for four, rows of three beyond.
+pub fn columns(panels: usize) -> usize {
+    match panels {
+        0..=3 => panels.max(1),
+        4 => 2,
+        _ => 3,
+    }
+}
+
+/// Draw `panels` in a grid of [`columns`] into the SVG file `path` (written atomically:
 /// a temporary file next to it, then a rename).
-pub fn write_svg(path: &Path, title: &str, panels: &[Panel], cols: usize) -> Result<(), CliError> {
-    let svg = render_svg(title, panels, cols)
+pub fn write_svg(path: &Path, title: &str, panels: &[Panel]) -> Result<(), CliError> {
+    let svg = render_svg(title, panels, columns(panels.len()))
         .map_err(|e| CliError::input(format!("{}: cannot draw the plot: {e}", path.display())))?;
     write_atomic(path, svg.as_bytes())
         .map_err(|e| CliError::input(format!("{}: cannot write plot: {e}", path.display())))
@@ -195,7 +206,7 @@ pub fn value_label(v: f64, step: f64) -> String {
 /// same way for every tick of the axis.
 fn log_label(v: f64, (lo, hi): (f64, f64)) -> String {
     if lo >= 0.99e-3 && hi <= 1.01e4 {
-        let d = (-v.log10().floor()).max(0.0) as usize;
+        let d = (-(v.log10() + 1e-9).floor()).max(0.0) as usize;
         format!("{v:.d$}")
     } else {
         format!("{v:.0e}")
@@ -244,6 +255,62 @@ impl Ranged for Ticked {
     fn range(&self) -> Range<f64> {
         self.range.range()
     }
+}
+
+/// A logarithmic axis with the ticks given ([`log_ticks`]): plotters' own choice puts a
+/// label at every integer multiple within a decade, which collide on a short axis.
+struct LogTicked {
+    range: LogCoord<f64>,
+    ticks: Vec<f64>,
+}
+
+impl Ranged for LogTicked {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        self.range.map(value, limit)
+    }
+
+    fn key_points<H: KeyPointHint>(&self, hint: H) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            Vec::new()
+        } else {
+            self.ticks.clone()
+        }
+    }
+
+    fn range(&self) -> Range<f64> {
+        self.range.range()
+    }
+}
+
+/// Ticks of a logarithmic axis over `[lo, hi]`: powers of ten (every second or fifth one
+/// when there are many), with 2× and 5× multiples added when fewer than three decades fit.
+pub fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    if !(lo > 0.0 && hi > lo && hi.is_finite()) {
+        return Vec::new();
+    }
+    let (first, last) = (lo.log10().ceil() as i32, hi.log10().floor() as i32);
+    let decades: Vec<i32> = (first..=last).collect();
+    let every = match decades.len() {
+        0..=8 => 1,
+        9..=16 => 2,
+        17..=40 => 5,
+        _ => 10,
+    };
+    let mut t: Vec<f64> = decades
+        .iter()
+        .filter(|&&d| d.rem_euclid(every) == 0)
+        .map(|&d| 10f64.powi(d))
+        .collect();
+    if decades.len() < 3 {
+        t = (first - 1..=last)
+            .flat_map(|d| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(d)))
+            .filter(|v| (lo..=hi).contains(v))
+            .collect();
+    }
+    t
 }
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
@@ -306,7 +373,7 @@ fn draw_panel(panel: &Panel, (x0, x1): (f64, f64), area: &Area<'_>) -> DrawResul
                 .bold_line_style(grid)
                 .light_line_style(TRANSPARENT)
                 .max_light_lines(0)
-                .x_desc(panel.x_label.as_str())
+                .x_desc(X_LABEL)
                 .x_label_formatter(&x_fmt)
                 .y_label_formatter($y_fmt)
                 .label_style(("sans-serif", 13))
@@ -318,7 +385,11 @@ fn draw_panel(panel: &Panel, (x0, x1): (f64, f64), area: &Area<'_>) -> DrawResul
         let hi = if b.y.1 > floor { b.y.1 } else { floor * 10.0 };
         // Half a decade of margin below and above, so curves do not sit on the frame.
         let (lo, hi) = (floor / 3.0, hi * 3.0);
-        let mut chart = builder.build_cartesian_2d(x_axis, (lo..hi).log_scale())?;
+        let y_axis = LogTicked {
+            range: (lo..hi).log_scale().into(),
+            ticks: log_ticks(lo, hi),
+        };
+        let mut chart = builder.build_cartesian_2d(x_axis, y_axis)?;
         draw_mesh!(chart, &|v: &f64| log_label(*v, (lo, hi)));
         let ly = |y: f64| (y.max(floor).ln() - lo.ln()) / (hi.ln() - lo.ln());
         let corner = legend_corner(panel, (x0, x1), ly);
@@ -518,7 +589,6 @@ mod tests {
     fn svg_has_integer_iteration_ticks_and_markers() {
         let panel = |n: u32| Panel {
             title: "validation accuracy (%)".into(),
-            x_label: "upper-level iteration".into(),
             y_log: false,
             series: vec![Series {
                 name: "bda K=50".into(),
@@ -552,7 +622,6 @@ mod tests {
             .collect();
         let panel = Panel {
             title: "validation accuracy (%)".into(),
-            x_label: "meta-step".into(),
             y_log: false,
             series,
         };
@@ -570,7 +639,6 @@ mod tests {
     fn log_panel_clamps_and_draws() {
         let panel = Panel {
             title: "|F − F*|".into(),
-            x_label: "UL iteration".into(),
             y_log: true,
             series: vec![Series {
                 name: "BDA (K=16)".into(),

@@ -1,8 +1,8 @@
 //! `bda plot REPORT.json... --out FIG.svg`: the per-iteration curves of saved reports
 //! overlaid on one chart, one panel per history quantity, one series per report.
 //!
-//! A file is one JSON report (the `--json` output of `bda hyperclean`, `bda fewshot`) or
-//! JSON lines, one report per line (`bda toy --json`). A report's `history` is an array of
+//! A file is one JSON report (the `--json` output of `bda hyperclean`, `bda fewshot`, or
+//! `bda toy`, whose runs count as one report each) or JSON lines, one report per line. A report's `history` is an array of
 //! objects with the upper-level iteration `ul_iter` and numeric quantities; each quantity
 //! every report has is a panel (`--metrics` chooses and orders them). A series is labelled
 //! with its report's `method` and the settings (keys of `config`) whose values differ
@@ -118,8 +118,7 @@ pub fn run(args: &PlotArgs) -> Result<(), CliError> {
                 .collect();
             Panel {
                 title: metric_title(m),
-                x_label: "upper-level iteration".into(),
-                y_log: wants_log(series.iter().flat_map(|s| s.points.iter().map(|p| p.1))),
+                y_log: wants_log(m, series.iter().flat_map(|s| s.points.iter().map(|p| p.1))),
                 series,
             }
         })
@@ -128,7 +127,7 @@ pub fn run(args: &PlotArgs) -> Result<(), CliError> {
         .title
         .clone()
         .unwrap_or_else(|| default_title(&reports));
-    write_svg(&args.out, &title, &panels, columns(panels.len()))?;
+    write_svg(&args.out, &title, &panels)?;
     println!("plot written to {}", args.out.display());
     Ok(())
 }
@@ -146,6 +145,9 @@ pub fn read_reports(path: &Path) -> Result<Vec<Loaded>, CliError> {
     if values.is_empty() {
         return Err(fail("empty file, expected a JSON report".into()));
     }
+    // A `bda toy` report holds one run per method: each is a report of its own, with the
+    // fields the runs share.
+    let values: Vec<Value> = values.into_iter().flat_map(split_runs).collect();
     let several = values.len() > 1;
     values
         .into_iter()
@@ -159,6 +161,31 @@ pub fn read_reports(path: &Path) -> Result<Vec<Loaded>, CliError> {
             parse_report(v, origin)
         })
         .collect()
+}
+
+/// A report with `runs` (`bda toy`) as one report per run, each with the top-level fields;
+/// any other value as it is.
+fn split_runs(v: Value) -> Vec<Value> {
+    let Value::Object(mut m) = v else {
+        return vec![v];
+    };
+    match m.remove("runs") {
+        Some(Value::Array(runs)) if !runs.is_empty() => runs
+            .into_iter()
+            .map(|run| {
+                let mut one = m.clone();
+                if let Value::Object(r) = run {
+                    one.extend(r);
+                }
+                Value::Object(one)
+            })
+            .collect(),
+        Some(other) => {
+            m.insert("runs".into(), other);
+            vec![Value::Object(m)]
+        }
+        None => vec![Value::Object(m)],
+    }
 }
 
 /// One report: its history, method and settings. `origin` names it in errors.
@@ -277,6 +304,10 @@ pub fn choose_metrics(reports: &[Loaded], wanted: &[String]) -> Result<Vec<Strin
             .position(|&o| o == k)
             .unwrap_or(usize::MAX)
     };
+    // |F − F*| says what F says, relative to the optimum: one panel, not two alike.
+    if common.iter().any(|k| k.as_str() == "upper_gap") {
+        common.retain(|k| k.as_str() != "upper");
+    }
     let mut out: Vec<String> = common.into_iter().cloned().collect();
     out.sort_by_key(|k| rank(k)); // stable: unknown keys stay alphabetical
     Ok(out)
@@ -382,9 +413,10 @@ pub fn metric_title(key: &str) -> String {
     }
 }
 
-/// A logarithmic axis for values that are never negative and whose positive values span
-/// three decades or more (the toy problems' gaps and errors).
-pub fn wants_log(values: impl Iterator<Item = f64>) -> bool {
+/// A logarithmic axis for the values of history key `key` when they are never negative
+/// and their positive values span three decades or more (one for the distances and
+/// gradient norms of [`LOG_METRICS`]).
+pub fn wants_log(key: &str, values: impl Iterator<Item = f64>) -> bool {
     let (mut lo, mut hi) = (f64::INFINITY, 0.0f64);
     for v in values.filter(|v| v.is_finite()) {
         if v < 0.0 {
@@ -395,17 +427,14 @@ pub fn wants_log(values: impl Iterator<Item = f64>) -> bool {
             hi = hi.max(v);
         }
     }
-    lo.is_finite() && hi >= 1e3 * lo
+    // Distances to an optimum and gradient norms converge geometrically: on a log axis
+    // from one decade on (as `bda toy --plot` draws them); other quantities from three.
+    let decades = if LOG_METRICS.contains(&key) { 1e1 } else { 1e3 };
+    lo.is_finite() && hi >= decades * lo
 }
 
-/// Columns of the grid: a row of up to three panels, 2×2 for four.
-fn columns(panels: usize) -> usize {
-    match panels {
-        0..=3 => panels.max(1),
-        4 => 2,
-        _ => 3,
-    }
-}
+/// History quantities that are distances to an optimum or gradient norms.
+const LOG_METRICS: [&str; 5] = ["upper_gap", "lower_gap", "grad_norm", "x_err", "y_err"];
 
 /// The figure's title: what the reports are about (command and data), distinct ones
 /// joined.
@@ -524,9 +553,11 @@ mod tests {
 
     #[test]
     fn log_axis_for_quantities_spanning_decades() {
-        assert!(wants_log([1.0, 1e-4, 0.0].into_iter()));
-        assert!(!wants_log([1.0, 0.5].into_iter()));
-        assert!(!wants_log([1.0, 1e-4, -1e-9].into_iter()));
+        assert!(wants_log("ul_loss", [1.0, 1e-4, 0.0].into_iter()));
+        assert!(!wants_log("ul_loss", [1.0, 0.5].into_iter()));
+        assert!(!wants_log("ul_loss", [1.0, 1e-4, -1e-9].into_iter()));
+        assert!(!wants_log("ul_loss", [1.0, 0.05].into_iter()));
+        assert!(wants_log("x_err", [1.0, 0.05].into_iter()));
         assert_eq!(metric_title("val_acc"), "validation accuracy (%)");
         assert_eq!(metric_title("test_acc"), "test_acc (%)");
     }

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use bda_kernel::ConfigError;
 use bda_kernel::prelude::*;
 use clap::ValueEnum;
 use nalgebra::SVector;
@@ -80,14 +81,16 @@ pub struct ToyConfig {
     /// Method(s) to run.
     #[arg(long, value_enum, default_value_t = ToyMethod::Both)]
     pub method: ToyMethod,
-    /// Lower-level steps K per upper iteration.
+    /// Lower-level steps K per upper iteration [default: the example's: icml and remark4
+    /// 64, tpami 20].
     #[arg(id = "K", long = "K", visible_alias = "k")]
     #[serde(rename = "K")]
     pub k: Option<u32>,
-    /// Upper-level iterations.
+    /// Upper-level iterations [default: the example's: icml and remark4 300, tpami 1000].
     #[arg(long)]
     pub ul_iters: Option<u32>,
-    /// Upper-level step size λ (the papers' name; `--lambda` is an alias).
+    /// Upper-level step size λ (the papers' name; `--lambda` is an alias) [default: the
+    /// example's: icml and remark4 0.5, tpami 0.005].
     #[arg(long, visible_alias = "lambda", allow_hyphen_values = true)]
     pub ul_lr: Option<f64>,
     /// Initial x: one value for all coordinates, a comma list, or `random` (uniform in
@@ -97,33 +100,43 @@ pub struct ToyConfig {
     /// Initial y: like `--x0`.
     #[arg(long, default_value = "0", allow_hyphen_values = true)]
     pub y0: String,
-    /// Aggregation weight μ ∈ (0, 1).
+    /// Aggregation weight μ ∈ (0, 1) [default: 0.5].
     #[arg(long, allow_hyphen_values = true)]
     pub mu: Option<f64>,
-    /// α₀ of the α_k schedule (γ for `--schedule prop1`).
+    /// α₀ of the α_k schedule (γ for `--schedule prop1`) [default: the example's: icml and
+    /// remark4 1, tpami 0.5].
     #[arg(long, allow_hyphen_values = true)]
     pub alpha: Option<f64>,
-    /// The α_k schedule.
+    /// The α_k schedule [default: harmonic].
     #[arg(long, value_enum)]
     pub schedule: Option<ScheduleKind>,
-    /// β_k: a constant, or `icml` for β_k = (1 − μα_k)/(1 − μ).
+    /// β_k: a constant, or `icml` for β_k = (1 − μα_k)/(1 − μ) [default: the example's:
+    /// icml and remark4 `icml`, tpami 1].
     #[arg(long, allow_hyphen_values = true)]
     pub beta: Option<String>,
-    /// Upper-level step size s_u of the aggregated direction.
+    /// Upper-level step size s_u of the aggregated direction [default: the example's: icml
+    /// and remark4 0.7, tpami 0.01].
     #[arg(long, allow_hyphen_values = true)]
     pub su: Option<f64>,
-    /// Lower-level step size s_l.
+    /// Lower-level step size s_l [default: the example's: icml and remark4 0.2, tpami 0.5].
     #[arg(long, allow_hyphen_values = true)]
     pub sl: Option<f64>,
     /// Projection of y: `none`, `box:LO,HI` or `ball:RADIUS` (centred at 0).
     #[arg(long, default_value = "none")]
     pub proj_y: String,
-    /// Warm-start each K-step run from the previous y_K (default: on for tpami only).
+    /// Warm-start each K-step run from the previous y_K [default: on for tpami only].
     #[arg(long, overrides_with = "no_warm_start")]
+    #[serde(skip)]
     pub warm_start: bool,
     /// Restart each K-step run from y0 (the papers' scheme).
     #[arg(long, overrides_with = "warm_start")]
+    #[serde(skip)]
     pub no_warm_start: bool,
+    /// Whether K-step runs are warm-started, as a report records it (`--warm-start` and
+    /// `--no-warm-start` set it on the command line).
+    #[arg(skip)]
+    #[serde(rename = "warm_start", default)]
+    pub warm: Option<bool>,
     /// Seed for `random` initial points.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -168,7 +181,7 @@ impl ToyConfig {
         } else if self.no_warm_start {
             false
         } else {
-            warm
+            self.warm.unwrap_or(warm)
         };
         Ok(Settings {
             k: self.k.unwrap_or(k),
@@ -196,8 +209,13 @@ impl ToyConfig {
             beta: Some(s.beta.clone()),
             su: Some(s.su),
             sl: Some(s.sl),
-            warm_start: s.warm_start,
-            no_warm_start: !s.warm_start,
+            warm_start: false,
+            no_warm_start: false,
+            warm: Some(s.warm_start),
+            n: match self.example {
+                Example::Tpami => self.n,
+                Example::Icml | Example::Remark4 => 1,
+            },
             ..self.clone()
         }
     }
@@ -236,9 +254,29 @@ impl Settings {
             Beta::Schedule(Schedule::Constant(b))
         };
         let d = method.dynamics(self.mu, alpha, beta, self.su, self.sl);
-        d.validate()
-            .map_err(|e| CliError::input(format!("invalid lower-level settings: {e}")))?;
+        d.validate().map_err(|e| self.error(e))?;
         Ok(d)
+    }
+
+    /// A bad setting as the one-line error naming its flag.
+    pub(super) fn error(&self, e: ConfigError) -> CliError {
+        let (flag, value) = match e {
+            ConfigError::MuOutOfRange => ("--mu", self.mu.to_string()),
+            ConfigError::NonPositiveStep("s_u") => ("--su", self.su.to_string()),
+            ConfigError::NonPositiveStep("s_l") => ("--sl", self.sl.to_string()),
+            ConfigError::NonPositiveStep("lambda") => ("--ul-lr", self.ul_lr.to_string()),
+            ConfigError::BadSchedule("alpha") => ("--alpha", self.alpha.to_string()),
+            ConfigError::BadSchedule(_) => ("--beta", self.beta.clone()),
+            ConfigError::ZeroSteps => ("--K", self.k.to_string()),
+            e => return CliError::input(format!("invalid settings: {e}")),
+        };
+        let why = match e {
+            ConfigError::MuOutOfRange => "must lie in (0, 1)",
+            ConfigError::ZeroSteps => "at least one lower-level step",
+            ConfigError::BadSchedule(_) => "out of the schedule's range",
+            _ => "must be positive and finite",
+        };
+        CliError::input(format!("{flag} {value}: {why}"))
     }
 }
 

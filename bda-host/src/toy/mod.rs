@@ -33,32 +33,43 @@ pub mod report;
 
 pub use args::{Example, ScheduleKind, ToyArgs, ToyConfig, ToyMethod};
 use args::{Settings, parse_point, parse_projection};
-use report::{RunReport, VecHistory, print_table, write_plot};
+use report::{RunReport, ToyReport, VecHistory, print_table, write_plot};
 
 /// Run `bda toy` (`matches`: the subcommand's, to tell which options were given).
 pub fn run(args: &ToyArgs, matches: &ArgMatches) -> Result<(), CliError> {
     let c = args.out.configured(&args.run, matches, "toy")?;
+    let settings = c.settings()?;
     if let Some(p) = &args.plot {
-        crate::output::check_svg("--plot", p)?;
+        let why = format!("--ul-iters {}", settings.ul_iters);
+        crate::output::check_plot(p, settings.ul_iters.into(), &why)?;
     }
     let reports = solve_all(&c)?;
+    // Written first, reported after the report if it fails.
+    let late = args
+        .plot
+        .as_ref()
+        .and_then(|path| write_plot(path, &reports).err());
     if args.out.json {
-        for r in &reports {
-            println!(
-                "{}",
-                serde_json::to_string(r).map_err(|e| CliError::run(e.to_string()))?
-            );
-        }
+        let first = reports.first();
+        let report = ToyReport {
+            header: ReportHeader::new("toy", &c.resolved(&settings), None)?,
+            example: first.map_or("", |r| r.example),
+            n: first.map_or(1, |r| r.n),
+            k: settings.k,
+            seed: c.seed,
+            runs: reports,
+        };
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| CliError::run(e.to_string()))?
+        );
     } else {
-        print_table(&reports, &c.settings()?);
-    }
-    if let Some(path) = &args.plot {
-        write_plot(path, &reports)?;
-        if !args.out.json {
+        print_table(&reports, &settings);
+        if let (Some(path), None) = (&args.plot, &late) {
             println!("plot written to {}", path.display());
         }
     }
-    Ok(())
+    late.map_or(Ok(()), Err)
 }
 
 /// Solve the chosen example with the chosen method(s).
@@ -139,7 +150,7 @@ where
         let out = solver
             .solve(problem, &mut ForwardMode, &x0, &y0, &mut history)
             .map_err(|e| match e {
-                bda_kernel::Error::Config(c) => CliError::input(format!("invalid settings: {c}")),
+                bda_kernel::Error::Config(c) => settings.error(c),
                 other => CliError::run(format!("{example} with {method}: {other}")),
             })?;
         let seconds = start.elapsed().as_secs_f64();
@@ -148,7 +159,6 @@ where
             .last()
             .expect("the final state is always observed");
         reports.push(RunReport {
-            header: ReportHeader::new("toy", &args.resolved(settings), None)?,
             example,
             n,
             method: method.name(),
@@ -167,7 +177,7 @@ where
                 Termination::StepTol => "step_tol",
             },
             seconds,
-            seed: args.seed,
+            s_per_ul_iter: seconds / f64::from(out.iters.max(1)),
             history: history.rows,
         });
     }

@@ -1,4 +1,5 @@
-//! Reports of `bda toy`: one JSON line per method, a table, the convergence plot.
+//! Reports of `bda toy`: one JSON object with a run per method, a table, the convergence
+//! plot.
 
 use bda_kernel::{IterState, KnownSolution, Observer, Record};
 use serde::Serialize;
@@ -8,20 +9,38 @@ use crate::config::ReportHeader;
 use crate::error::CliError;
 use crate::plot;
 
-/// One method's result, as printed by `--json` (one line per method).
+/// The report of `bda toy --json`: what the runs share, and one run per method.
 #[derive(Clone, Debug, Serialize)]
-pub struct RunReport {
-    /// Command, version, effective configuration.
+pub struct ToyReport {
+    /// Command, version, effective configuration, data (none).
     #[serde(flatten)]
     pub header: ReportHeader,
     /// Problem name.
     pub example: &'static str,
     /// Dimension n (tpami) or 1.
     pub n: usize,
+    /// Lower-level steps.
+    #[serde(rename = "K")]
+    pub k: u32,
+    /// Seed used for random starts.
+    pub seed: u64,
+    /// One per method, in the order run.
+    pub runs: Vec<RunReport>,
+}
+
+/// One method's result.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    /// Problem name.
+    #[serde(skip)]
+    pub example: &'static str,
+    /// Dimension n (tpami) or 1.
+    #[serde(skip)]
+    pub n: usize,
     /// `bda` or `rhg`.
     pub method: &'static str,
     /// Lower-level steps.
-    #[serde(rename = "K")]
+    #[serde(skip)]
     pub k: u32,
     /// Upper-level iterations performed.
     pub ul_iters: u32,
@@ -43,8 +62,8 @@ pub struct RunReport {
     pub termination: &'static str,
     /// Wall-clock seconds of the solve.
     pub seconds: f64,
-    /// Seed used for random starts.
-    pub seed: u64,
+    /// Seconds per upper-level iteration.
+    pub s_per_ul_iter: f64,
     /// Per-iteration metrics (and the final state).
     #[serde(serialize_with = "history")]
     pub history: Vec<Record<f64>>,
@@ -167,11 +186,11 @@ pub(super) fn write_plot(path: &std::path::Path, reports: &[RunReport]) -> Resul
         })
         .collect();
     let iter = |h: &Record<f64>| f64::from(h.iter);
-    let panels = plot::metric_panels(&metrics, &runs, iter, ("UL iteration", true));
+    let panels = plot::metric_panels(&metrics, &runs, iter, true);
     let title = match reports.first() {
         Some(r) if r.example == "tpami" => format!("journal Eq. (40), n = {}", r.n),
         Some(r) if r.example == "remark4" => "journal Remark 4".to_string(),
         _ => "ICML Example 1".to_string(),
     };
-    plot::write_svg(path, &title, &panels, 2)
+    plot::write_svg(path, &title, &panels)
 }
