@@ -74,6 +74,20 @@ pub fn check_svg(flag: &str, path: &Path) -> Result<(), CliError> {
     check_writable(flag, path)
 }
 
+/// How a run that has printed its report ends: with the first output that could not be
+/// written at the end (`late`; a line saying the run was `stopped` comes first when it
+/// was), else with the interruption, else successfully.
+pub fn finish(late: Option<CliError>, stopped: Option<CliError>) -> Result<(), CliError> {
+    match (late, stopped) {
+        (Some(e), Some(stop)) => {
+            eprintln!("bda: {stop}");
+            Err(e)
+        }
+        (Some(e), None) => Err(e),
+        (None, stop) => stop.map_or(Ok(()), Err),
+    }
+}
+
 /// `--plot FILE`, checked before any work: an SVG name that can be written, and a run with
 /// upper iterations to draw (`why_none`: what makes a run have none, e.g. "--ul-iters 0").
 pub fn check_plot(path: &Path, iterations: u64, why_none: &str) -> Result<(), CliError> {

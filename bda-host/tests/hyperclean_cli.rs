@@ -259,3 +259,40 @@ fn checkpointed_runs_equal_full_tape_runs() {
     assert_eq!(auto_checkpoint(800, 2 << 20), 29);
     assert_eq!(auto_checkpoint(50, 2 << 20), 0);
 }
+
+#[test]
+fn other_image_sizes_and_class_counts_and_the_weights_file() {
+    // 12×12 images of 3 classes: both classifiers train, and --weights-out lists every
+    // training sample with what the run learned about it.
+    let dir = tempfile::tempdir().unwrap();
+    for model in ["--model linear", "--model mlp --hidden 16"] {
+        let csv = dir.path().join("w.csv");
+        let flags = format!(
+            "--n-train 80 --n-val 60 --K 10 --ul-iters 3 {model} --weights-out {}",
+            csv.display()
+        );
+        let (_, v) = json_on("shapes-12x12", &flags);
+        assert_eq!(v["n_test"], 70, "{model}");
+        let text = std::fs::read_to_string(&csv).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some("file,index,label,weight,flagged_noisy,corrupted")
+        );
+        let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+        assert_eq!(rows.len(), 80, "{model}: one row per training sample");
+        let count = |col: usize| rows.iter().filter(|r| r[col] == "1").count();
+        assert_eq!(count(4) as u64, v["n_flagged"].as_u64().unwrap(), "{model}");
+        assert_eq!(count(5), 40, "{model}: noise 0.5 of 80 corrupted");
+        for r in &rows {
+            let label: u8 = r[2].parse().unwrap();
+            let weight: f64 = r[3].parse().unwrap();
+            assert!(label < 3 && (0.0..=1.0).contains(&weight), "{r:?}");
+            assert_eq!(r[4] == "1", weight <= 0.5, "{r:?}");
+        }
+        let mut seen: Vec<(&str, &str)> = rows.iter().map(|r| (r[0], r[1])).collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 80, "{model}: distinct samples");
+    }
+}

@@ -214,3 +214,35 @@ fn errors_are_one_line_naming_the_file() {
         "does not exist",
     );
 }
+
+#[test]
+fn a_toy_report_is_one_series_per_run_on_log_axes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(bin(), &["toy", "--ul-iters", "30", "--json"], &[]);
+    let (code, err) = failure(&out);
+    assert_eq!(code, 0, "{err}");
+    fs::write(dir.path().join("toy.json"), &out.stdout).unwrap();
+    let out = plot(dir.path(), &["toy.json", "--out", "toy.svg"]);
+    let (code, err) = failure(&out);
+    assert_eq!(code, 0, "{err}");
+    let labels = texts(&fs::read_to_string(dir.path().join("toy.svg")).unwrap());
+    for want in [
+        "bda",
+        "rhg",
+        "|F − F*|",
+        "‖x − x*‖",
+        "‖y − y*‖",
+        "upper iteration",
+    ] {
+        assert!(
+            labels.iter().any(|l| l.contains(want)),
+            "{want}: {labels:?}"
+        );
+    }
+    // |F − F*| is drawn instead of F, and distances get decade ticks.
+    assert!(!labels.iter().any(|l| l == "F"), "{labels:?}");
+    assert!(
+        labels.iter().any(|l| l == "0.1" || l == "1e-2"),
+        "{labels:?}"
+    );
+}

@@ -237,6 +237,7 @@ fn train(
     if let Some(path) = &a.save {
         late = ck.save(path).err();
     }
+    let saved = a.save.as_deref().filter(|_| late.is_none());
     let mut test_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x7e57);
     // Interrupted during training: no test (the checkpoint can be tested with `eval`).
     let episodes = match interrupt.requested() {
@@ -285,16 +286,11 @@ fn train(
     {
         println!("plot written to {}", path.display());
     }
-    if let Some(e) = late {
-        return Err(e);
-    }
-    match signal {
-        Some(signal) => Err(interrupted(signal, ck.step, a.save.as_deref())),
-        None => Ok(()),
-    }
+    let stopped = signal.map(|s| interrupted(s, ck.step, saved));
+    crate::output::finish(late, stopped)
 }
 
-/// The one line of a run stopped by `signal` after meta-step `step`.
+/// The one line of a run stopped by `signal` after `step` meta-steps.
 fn interrupted(signal: Signal, step: u64, save: Option<&std::path::Path>) -> CliError {
     let saved = match save {
         Some(p) => format!("; checkpoint written to {}", p.display()),
@@ -303,7 +299,7 @@ fn interrupted(signal: Signal, step: u64, save: Option<&std::path::Path>) -> Cli
     CliError::Interrupted {
         signal,
         message: format!(
-            "interrupted by {} after meta-step {step}{saved}",
+            "interrupted by {} after {step} meta-steps{saved}",
             signal.name()
         ),
     }

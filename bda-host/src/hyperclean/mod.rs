@@ -326,16 +326,13 @@ fn run_checked(args: &HypercleanArgs, run: Checked, device: &OpenDevice) -> Resu
     } else {
         print!("{}", report::table(&summary));
     }
-    match (late, outcome.signal) {
-        (Some(e), _) => Err(e),
-        (None, Some(signal)) => Err(CliError::Interrupted {
-            signal,
-            message: format!(
-                "interrupted by {} after upper iteration {}",
-                signal.name(),
-                summary.ul_iters
-            ),
-        }),
-        (None, None) => Ok(()),
-    }
+    let stopped = outcome.signal.map(|signal| CliError::Interrupted {
+        signal,
+        message: format!(
+            "interrupted by {} after {} upper iterations",
+            signal.name(),
+            summary.ul_iters
+        ),
+    });
+    crate::output::finish(late, stopped)
 }

@@ -650,4 +650,27 @@ mod tests {
         assert!(labels.iter().any(|l| l == "BDA (K=16)"), "{labels:?}");
         assert!(labels.iter().any(|l| l == "1e-6"), "{labels:?}");
     }
+
+    #[test]
+    fn log_ticks_are_decades_or_1_2_5_within_the_range() {
+        let close = |got: Vec<f64>, want: &[f64]| {
+            assert_eq!(got.len(), want.len(), "{got:?}");
+            for (g, w) in got.iter().zip(want) {
+                assert!((g / w - 1.0).abs() < 1e-12, "{got:?} vs {want:?}");
+            }
+        };
+        close(log_ticks(0.009, 1.5), &[0.01, 0.1, 1.0]);
+        // Within one decade: 1-2-5 ticks, never outside the range.
+        close(log_ticks(0.15, 1.5), &[0.2, 0.5, 1.0]);
+        close(log_ticks(0.05, 3.0), &[0.05, 0.1, 0.2, 0.5, 1.0, 2.0]);
+        // Sixteen decades: every second one, so the labels do not overlap.
+        let t = log_ticks(1e-15, 1.0);
+        assert_eq!(t.len(), 8, "{t:?}");
+        assert!((t[0] / 1e-14 - 1.0).abs() < 1e-12 && t[7] == 1.0, "{t:?}");
+        assert!(log_ticks(0.0, 1.0).is_empty() && log_ticks(2.0, 1.0).is_empty());
+        // One notation per axis.
+        assert_eq!(log_label(0.01, (0.005, 2.0)), "0.01");
+        assert_eq!(log_label(100.0, (0.005, 2e3)), "100");
+        assert_eq!(log_label(1e-8, (1e-9, 1.0)), "1e-8");
+    }
 }
