@@ -192,8 +192,9 @@ pub struct TrainConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub source: SourceArgs,
-    /// Continue the run stored in this checkpoint (its settings win over the flags,
-    /// except `--ul-iters`, `--save*`, output and thread flags).
+    /// Continue the run stored in this checkpoint, with its configuration and data. A flag
+    /// that contradicts them is refused, except `--ul-iters`, `--data-dir` (a copy of the
+    /// same data), `--threads`, `--device` and the output flags.
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Device and threads.

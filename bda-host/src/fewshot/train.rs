@@ -161,8 +161,15 @@ fn train(
     if let Some(path) = &c.resume {
         resume::same_data(path, ck.data.as_ref(), data.as_ref())?;
     }
-    // What `--resume` will continue.
-    ck.run = Some(c.resolved(cfg));
+    // What `--resume` will continue, the data folder made absolute so that it is found
+    // from any working directory.
+    let mut run = c.resolved(cfg);
+    if let Some(d) = &run.source.data_dir {
+        run.source.data_dir = Some(std::path::absolute(d).map_err(|e| {
+            CliError::input(format!("--data-dir {}: {e}", d.display()))
+        })?);
+    }
+    ck.run = Some(run);
     ck.data.clone_from(&data);
     ck.save_every = Some(save_every);
     let header = ReportHeader::new("fewshot", &c.resolved(cfg), data)?;
