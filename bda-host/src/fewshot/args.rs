@@ -133,9 +133,9 @@ pub struct TrainConfig {
     /// T of T-RHG: back-propagate through the last T head steps [default: K/2].
     #[arg(long)]
     pub truncate: Option<u32>,
-    /// Head step size (s_u = s_l) [default: 25.6 / the backbone's features: 0.1 for 28×28
-    /// grey images and 64 channels (256 features), 0.022 for 84×84 RGB and 32 channels]. The
-    /// head's curvature grows with its number of features.
+    /// Head step size (s_u = s_l) [default: 25.6 / the backbone's features, at most 0.1:
+    /// 0.1 for 28×28 grey images, 0.0222 for 84×84 RGB and 32 channels]. The head's
+    /// curvature grows with its number of features.
     #[arg(long, visible_alias = "lr")]
     #[serde(default)]
     pub ll_lr: Option<f64>,
@@ -281,7 +281,7 @@ pub struct EvalConfig {
     #[arg(id = "K", long = "K", visible_alias = "k")]
     #[serde(rename = "K")]
     pub k: Option<u32>,
-    /// Head step size [default: the checkpoint's; 25.6 / features for a random backbone].
+    /// Head step size [default: the checkpoint's; 25.6 / features, at most 0.1, for a random backbone].
     #[arg(long, visible_alias = "lr")]
     pub ll_lr: Option<f64>,
     /// Where episodes come from [default: the checkpoint's data].

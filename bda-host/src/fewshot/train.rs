@@ -165,9 +165,10 @@ fn train(
     // from any working directory.
     let mut run = c.resolved(cfg);
     if let Some(d) = &run.source.data_dir {
-        run.source.data_dir = Some(std::path::absolute(d).map_err(|e| {
-            CliError::input(format!("--data-dir {}: {e}", d.display()))
-        })?);
+        run.source.data_dir = Some(
+            std::path::absolute(d)
+                .map_err(|e| CliError::input(format!("--data-dir {}: {e}", d.display())))?,
+        );
     }
     ck.run = Some(run);
     ck.data.clone_from(&data);
