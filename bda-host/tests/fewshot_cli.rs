@@ -248,3 +248,30 @@ fn help_says_what_the_flags_do() {
     );
     assert!(text.contains("[default: K/2]"), "{text}");
 }
+
+#[test]
+fn reports_use_one_key_per_quantity_and_eval_says_what_it_evaluated() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("run.ckpt");
+    let ck = ck.to_str().unwrap();
+    let r = json(&train(&["--ul-iters", "2", "--save", ck, "--json"]));
+    assert!(
+        r["ul_loss"].is_number() && r.get("train_loss").is_none(),
+        "{r}"
+    );
+    assert!(r["history"][0]["ul_loss"].is_number(), "{r}");
+    // The checkpoint's backbone, not the flag's default, and no training quantities.
+    let eval = |extra: &[&str]| {
+        let mut args = argv("fewshot eval --synthetic --episodes 3 --quiet --checkpoint");
+        args.push(ck);
+        args.extend_from_slice(extra);
+        bda(&args)
+    };
+    let e = json(&eval(&["--json"]));
+    assert_eq!(e["config"]["channels"], 4, "{e}");
+    for key in ["s_per_ul_iter", "history", "train_loss"] {
+        assert!(e.get(key).is_none(), "{key} in an eval report: {e}");
+    }
+    let table = String::from_utf8_lossy(&eval(&["--split", "train"]).stdout).into_owned();
+    assert!(table.contains("train acc (95% CI)"), "{table}");
+}

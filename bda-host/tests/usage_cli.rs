@@ -39,3 +39,17 @@ fn mistyped_and_out_of_range_flags_are_one_line() {
     );
     assert!(err.contains("--episodes 0"), "{err}");
 }
+
+#[test]
+fn the_step_count_is_k_or_capital_k_in_every_command() {
+    let dir = bda_testkit::report::fixture("fmnist-tiny");
+    let run = |flag: &str| {
+        let mut args = argv("hyperclean --n-train 50 --n-val 50 --ul-iters 1 --quiet --json");
+        args.extend([flag, "3", "--data-dir", &dir]);
+        bda_testkit::report::json(&bda(&args))["K"].clone()
+    };
+    assert_eq!(run("--k"), 3);
+    assert_eq!(run("--K"), 3);
+    let toy = bda_testkit::report::json(&bda(&argv("toy --k 4 --ul-iters 1 --json")));
+    assert_eq!(toy["K"], 4);
+}
