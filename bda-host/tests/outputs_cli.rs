@@ -254,47 +254,30 @@ fn resume_refuses_contradicting_flags_and_other_data() {
     let copy = dir.path().join("copy");
     copy_dir(&data, &copy);
     let c = copy.to_str().unwrap();
-    let r = json(&bda(&[
+    let resume = [
         "fewshot",
         "--resume",
         ck,
         "--ul-iters",
         "3",
-        "--data-dir",
-        c,
         "--json",
         "--quiet",
-    ]));
+    ];
+    let on_copy = || bda(&[&resume[..], &["--data-dir", c]].concat());
+    let r = json(&on_copy());
     assert_eq!(r["ul_iters"], 3);
     // Changed data is refused, naming the folder.
-    let alphabet = std::fs::read_dir(copy.join("images_background"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap();
-    let character = std::fs::read_dir(alphabet.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap();
-    let image = std::fs::read_dir(character.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap();
-    std::fs::remove_file(image.path()).unwrap();
-    let err = one_line_error(
-        &bda(&[
-            "fewshot",
-            "--resume",
-            ck,
-            "--ul-iters",
-            "3",
-            "--data-dir",
-            c,
-        ]),
-        2,
-    );
+    let first = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+    };
+    let image = first(&first(&first(&copy.join("images_background"))));
+    std::fs::remove_file(image).unwrap();
+    let err = one_line_error(&on_copy(), 2);
     assert!(
         err.contains("copy") && err.contains("not those the run was trained on"),
         "{err}"

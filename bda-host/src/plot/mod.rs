@@ -220,15 +220,17 @@ pub fn wants_markers(n: usize, densest: usize) -> bool {
     n <= MARKER_MAX_POINTS || (n <= 100 && 4 * n <= densest)
 }
 
-/// A linear axis with the ticks given (plotters' own choice gives `10.0, 20.0` on an
-/// iteration axis), no light lines.
-struct Ticked {
-    range: RangedCoordf64,
+/// An axis (`R`: plotters' linear or logarithmic coordinate) with the ticks given and no
+/// light lines: plotters' own choice gives `10.0, 20.0` on an iteration axis, and a label at
+/// every integer multiple within a decade of a log axis, which collide on a short one.
+struct Ticked<R> {
+    range: R,
     ticks: Vec<f64>,
 }
 
-impl Ticked {
-    fn new(lo: f64, hi: f64, ticks: Vec<f64>) -> Self {
+impl Ticked<RangedCoordf64> {
+    /// A linear axis over `[lo, hi]`.
+    fn linear(lo: f64, hi: f64, ticks: Vec<f64>) -> Self {
         Ticked {
             range: (lo..hi).into(),
             ticks,
@@ -236,35 +238,17 @@ impl Ticked {
     }
 }
 
-impl Ranged for Ticked {
-    type FormatOption = DefaultFormatting;
-    type ValueType = f64;
-
-    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
-        self.range.map(value, limit)
-    }
-
-    fn key_points<H: KeyPointHint>(&self, hint: H) -> Vec<f64> {
-        if hint.weight().allow_light_points() {
-            Vec::new()
-        } else {
-            self.ticks.clone()
+impl Ticked<LogCoord<f64>> {
+    /// A logarithmic axis over `[lo, hi]` (`lo > 0`), ticked by [`log_ticks`].
+    fn log(lo: f64, hi: f64) -> Self {
+        Ticked {
+            range: (lo..hi).log_scale().into(),
+            ticks: log_ticks(lo, hi),
         }
     }
-
-    fn range(&self) -> Range<f64> {
-        self.range.range()
-    }
 }
 
-/// A logarithmic axis with the ticks given ([`log_ticks`]): plotters' own choice puts a
-/// label at every integer multiple within a decade, which collide on a short axis.
-struct LogTicked {
-    range: LogCoord<f64>,
-    ticks: Vec<f64>,
-}
-
-impl Ranged for LogTicked {
+impl<R: Ranged<ValueType = f64>> Ranged for Ticked<R> {
     type FormatOption = DefaultFormatting;
     type ValueType = f64;
 
@@ -355,7 +339,7 @@ fn bounds(panel: &Panel) -> Bounds {
 /// Draw `panel` over the iterations `x` (the whole figure's range) into `area`.
 fn draw_panel(panel: &Panel, (x0, x1): (f64, f64), area: &Area<'_>) -> DrawResult {
     let b = bounds(panel);
-    let x_axis = Ticked::new(x0, x1, iteration_ticks(x0, x1));
+    let x_axis = Ticked::linear(x0, x1, iteration_ticks(x0, x1));
     let mut builder = ChartBuilder::on(area);
     builder
         .caption(&panel.title, ("sans-serif", 16))
@@ -385,10 +369,7 @@ fn draw_panel(panel: &Panel, (x0, x1): (f64, f64), area: &Area<'_>) -> DrawResul
         let hi = if b.y.1 > floor { b.y.1 } else { floor * 10.0 };
         // Half a decade of margin below and above, so curves do not sit on the frame.
         let (lo, hi) = (floor / 3.0, hi * 3.0);
-        let y_axis = LogTicked {
-            range: (lo..hi).log_scale().into(),
-            ticks: log_ticks(lo, hi),
-        };
+        let y_axis = Ticked::log(lo, hi);
         let mut chart = builder.build_cartesian_2d(x_axis, y_axis)?;
         draw_mesh!(chart, &|v: &f64| log_label(*v, (lo, hi)));
         let ly = |y: f64| (y.max(floor).ln() - lo.ln()) / (hi.ln() - lo.ln());
@@ -404,7 +385,7 @@ fn draw_panel(panel: &Panel, (x0, x1): (f64, f64), area: &Area<'_>) -> DrawResul
         let pad = (y1 - y0) * 0.05;
         let (lo, hi) = (y0 - pad, y1 + pad);
         let step = nice_step(hi - lo, Y_TICKS);
-        let y_axis = Ticked::new(lo, hi, ticks(lo, hi, step));
+        let y_axis = Ticked::linear(lo, hi, ticks(lo, hi, step));
         let mut chart = builder.build_cartesian_2d(x_axis, y_axis)?;
         let y_fmt = |v: &f64| value_label(*v, step);
         draw_mesh!(chart, &y_fmt);
