@@ -434,7 +434,7 @@ pub fn wants_log(key: &str, values: impl Iterator<Item = f64>) -> bool {
 }
 
 /// History quantities that are distances to an optimum or gradient norms.
-const LOG_METRICS: [&str; 5] = ["upper_gap", "lower_gap", "grad_norm", "x_err", "y_err"];
+pub const LOG_METRICS: [&str; 5] = ["upper_gap", "lower_gap", "grad_norm", "x_err", "y_err"];
 
 /// The figure's title: what the reports are about (command and data), distinct ones
 /// joined.
