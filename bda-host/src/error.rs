@@ -49,3 +49,10 @@ impl fmt::Display for CliError {
 }
 
 impl std::error::Error for CliError {}
+
+/// An upper-level loss above this is a divergence even while finite (a step of 1e30 gives
+/// losses of 1e30 and chance accuracy): 1000 times the cross-entropy of a uniform guess
+/// over `classes` classes. Error messages call it that.
+pub fn blow_up_bound(classes: usize) -> f64 {
+    1e3 * (classes as f64).ln()
+}

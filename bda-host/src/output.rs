@@ -137,6 +137,15 @@ impl Signal {
             Signal::Term => 143,
         }
     }
+
+    /// The error that ends a run this signal stopped: "interrupted by SIGINT after
+    /// `after`" (what was done, and what was written).
+    pub fn stopped(self, after: &str) -> CliError {
+        CliError::Interrupted {
+            signal: self,
+            message: format!("interrupted by {} after {after}", self.name()),
+        }
+    }
 }
 
 /// Watches SIGINT and SIGTERM while a training loop runs: the loop asks [`Interrupt::requested`]
@@ -172,11 +181,9 @@ impl Interrupt {
 
     /// The signal received since [`Interrupt::watch`], if any.
     pub fn requested(&self) -> Option<Signal> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
         match self.signal.load(Ordering::Relaxed) as i32 {
             0 => None,
-            SIGINT => Some(Signal::Int),
-            SIGTERM => Some(Signal::Term),
+            signal_hook::consts::SIGINT => Some(Signal::Int),
             _ => Some(Signal::Term),
         }
     }

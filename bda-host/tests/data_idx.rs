@@ -438,7 +438,7 @@ fn images_of_any_one_size_load_and_both_files_must_agree() {
     assert_eq!((images.rows, images.cols), (27, 27));
     let m = bda_host::data::load_mnist(&fx("bad-idx/dims-27x27")).unwrap();
     assert_eq!((m.samples.n, m.samples.dim, m.train_file), (5, 729, 3));
-    assert!(m.classes >= 2);
+    assert!(m.samples.classes() >= 2);
     // 28x28 training images and 27x27 test images: one line naming both files.
     let err = load_mnist_dir(&fx("bad-idx/dims-mixed")).unwrap_err();
     let msg = assert_message(&err, "t10k-images-idx3-ubyte");

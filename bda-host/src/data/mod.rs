@@ -54,6 +54,13 @@ pub struct Samples {
     pub labels: Vec<u8>,
 }
 
+impl Samples {
+    /// The classes the labels name: the largest label + 1 (0 without samples).
+    pub fn classes(&self) -> usize {
+        self.labels.iter().max().map_or(0, |&m| usize::from(m) + 1)
+    }
+}
+
 /// All samples of an MNIST-format dataset, train then test.
 pub type Dataset = Samples;
 
@@ -160,11 +167,9 @@ pub struct Mnist {
     /// How many came from the training file (sample `i ≥ train_file` is sample
     /// `i − train_file` of the test file).
     pub train_file: usize,
-    /// Classes: the largest label + 1.
-    pub classes: usize,
 }
 
-/// [`load_mnist_dir`], with where each sample came from and the number of classes.
+/// [`load_mnist_dir`], with where each sample came from.
 pub fn load_mnist(dir: &Path) -> Result<Mnist, DataError> {
     let f = find_mnist_files(dir)?;
     let (train, test) = rayon::join(
@@ -190,15 +195,6 @@ pub fn load_mnist(dir: &Path) -> Result<Mnist, DataError> {
     if dim == 0 {
         return Err(degenerate("images have no pixels"));
     }
-    let classes = train
-        .labels
-        .iter()
-        .chain(&test.labels)
-        .max()
-        .map_or(0, |&m| usize::from(m) + 1);
-    if classes < 2 {
-        return Err(degenerate("the labels name fewer than two classes"));
-    }
     let n = train.labels.len() + test.labels.len();
     // One pass, u8 -> f32, straight from the file buffers into one allocation. Division
     // (not multiplication by 1/255) so that each value is the correctly rounded
@@ -220,14 +216,17 @@ pub fn load_mnist(dir: &Path) -> Result<Mnist, DataError> {
     let train_file = train.labels.len();
     let mut labels = train.labels;
     labels.extend_from_slice(&test.labels);
+    let samples = Dataset {
+        n,
+        dim,
+        x: pixels,
+        labels,
+    };
+    if samples.classes() < 2 {
+        return Err(degenerate("the labels name fewer than two classes"));
+    }
     Ok(Mnist {
-        samples: Dataset {
-            n,
-            dim,
-            x: pixels,
-            labels,
-        },
+        samples,
         train_file,
-        classes,
     })
 }

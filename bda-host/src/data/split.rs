@@ -94,7 +94,8 @@ pub fn hyperclean_split(
     let test = gather(test_idx);
 
     let clean_labels_train = train.labels.clone();
-    let classes = ds.labels.iter().max().map_or(0, |&m| u16::from(m) + 1);
+    // At most 256 (labels are bytes).
+    let classes = ds.classes() as u16;
     let mut corrupted = vec![false; n_train];
     // `check` keeps noise in [0, 1], so the product is in [0, n_train]; `min` is belt and
     // braces against rounding.

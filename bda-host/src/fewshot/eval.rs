@@ -188,15 +188,7 @@ fn eval(a: &EvalArgs, e: &EvalConfig, device: &OpenDevice) -> Result<(), CliErro
     r.interrupted = interrupt.requested().is_some();
     report::print(&r, a.out.json, split_name(e.split))?;
     match interrupt.requested() {
-        Some(signal) => Err(CliError::Interrupted {
-            signal,
-            message: format!(
-                "interrupted by {} after {} of {} episodes",
-                signal.name(),
-                accs.len(),
-                e.episodes
-            ),
-        }),
+        Some(s) => Err(s.stopped(&format!("{} of {} episodes", accs.len(), e.episodes))),
         None => Ok(()),
     }
 }

@@ -254,19 +254,19 @@ pub fn load_miniimagenet(dir: &Path, split: Split) -> Result<FewshotDataset, Few
             path: dir.to_path_buf(),
         });
     }
-    let classes_of = |split| match Layout::detect(dir)? {
-        Some(Layout::Csv) => csv_classes(dir, split),
-        Some(Layout::Folders) => folder_classes(dir, split),
-        None => Err(FewshotDataError::UnknownLayout {
-            path: dir.to_path_buf(),
-        }),
+    let layout = Layout::detect(dir)?.ok_or_else(|| FewshotDataError::UnknownLayout {
+        path: dir.to_path_buf(),
+    })?;
+    let classes_of = |split| match layout {
+        Layout::Csv => csv_classes(dir, split),
+        Layout::Folders => folder_classes(dir, split),
     };
     let classes: Vec<(String, Vec<PathBuf>)> = classes_of(split)?;
     // A class in two splits leaks test classes into training (or validation).
     for other in Split::ALL.into_iter().filter(|&o| o != split) {
-        let exists = match Layout::detect(dir)? {
-            Some(Layout::Csv) => dir.join(format!("{}.csv", other.name())).is_file(),
-            _ => dir.join(other.name()).is_dir(),
+        let exists = match layout {
+            Layout::Csv => dir.join(format!("{}.csv", other.name())).is_file(),
+            Layout::Folders => dir.join(other.name()).is_dir(),
         };
         if !exists {
             continue;

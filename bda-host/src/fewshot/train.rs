@@ -25,7 +25,7 @@ use crate::config::{ReportHeader, given_on_command_line};
 use crate::device::fewshot_backend;
 use crate::error::CliError;
 use crate::optim::Adam;
-use crate::output::{Interrupt, Signal};
+use crate::output::Interrupt;
 use crate::progress;
 
 /// The one-line error of a failed meta-gradient at meta-step `step` (1-based).
@@ -189,7 +189,7 @@ fn train(
     // From here on SIGINT/SIGTERM end the run after the current step, with its results.
     let interrupt = Interrupt::watch()?;
     let t_train = Instant::now();
-    let loss_bound = 1e3 * (cfg.episode.ways as f64).ln();
+    let loss_bound = crate::error::blow_up_bound(cfg.episode.ways);
     for step in start..total {
         let tasks = source_train.tasks(cfg.episode.meta_batch, &mut rng);
         let mg = backend
@@ -294,23 +294,11 @@ fn train(
     {
         println!("plot written to {}", path.display());
     }
-    let stopped = signal.map(|s| interrupted(s, ck.step, saved));
+    let saved = saved.map_or(String::new(), |p| {
+        format!("; checkpoint written to {}", p.display())
+    });
+    let stopped = signal.map(|s| s.stopped(&format!("{} meta-steps{saved}", ck.step)));
     crate::output::finish(late, stopped)
-}
-
-/// The one line of a run stopped by `signal` after `step` meta-steps.
-fn interrupted(signal: Signal, step: u64, save: Option<&std::path::Path>) -> CliError {
-    let saved = match save {
-        Some(p) => format!("; checkpoint written to {}", p.display()),
-        None => String::new(),
-    };
-    CliError::Interrupted {
-        signal,
-        message: format!(
-            "interrupted by {} after {step} meta-steps{saved}",
-            signal.name()
-        ),
-    }
 }
 
 /// The checkpoint a new run starts from: the initial backbone (projected), Adam's state,

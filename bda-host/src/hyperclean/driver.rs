@@ -85,9 +85,9 @@ pub struct TrainConfig {
     pub init: Init,
     /// Seed of its draws.
     pub seed: u64,
-    /// An upper-level loss above this is a divergence even while finite (e.g. a step size
-    /// of 1e30 gives losses of 1e30); the command sets it from the data (1000 × the
-    /// cross-entropy of a uniform guess). `None`: only non-finite values are.
+    /// An upper-level loss above this is a divergence even while finite; the command sets
+    /// it from the data ([`crate::error::blow_up_bound`]). `None`: only non-finite values
+    /// are.
     pub diverge_above: Option<f64>,
 }
 

@@ -302,7 +302,7 @@ fn run_checked(args: &HypercleanArgs, run: Checked, device: &OpenDevice) -> Resu
     });
     train.spec = train.spec.with_checkpoints(NonZeroU32::new(every));
     // A finite blow-up is a divergence too: a loss 1000 times a uniform guess's.
-    train.diverge_above = Some(1e3 * (data.classes as f64).ln());
+    train.diverge_above = Some(crate::error::blow_up_bound(data.classes));
     let header = ReportHeader::new("hyperclean", &c.resolved(&train.spec), Some(source))?;
     let outcome = run_on(&data, &train, &opt, device, header)?;
     let mut summary = outcome.summary;
@@ -326,13 +326,8 @@ fn run_checked(args: &HypercleanArgs, run: Checked, device: &OpenDevice) -> Resu
     } else {
         print!("{}", report::table(&summary));
     }
-    let stopped = outcome.signal.map(|signal| CliError::Interrupted {
-        signal,
-        message: format!(
-            "interrupted by {} after {} upper iterations",
-            signal.name(),
-            summary.ul_iters
-        ),
-    });
+    let stopped = outcome
+        .signal
+        .map(|s| s.stopped(&format!("{} upper iterations", summary.ul_iters)));
     crate::output::finish(late, stopped)
 }
