@@ -11,7 +11,8 @@
 //! whatever K: forward mode suits the kernel's small N. (At dataset scale, where N is in the
 //! thousands, the dataset-scale engine ([`crate::backend`]) uses reverse mode instead.)
 //!
-//! [`CentralDifference`] is the derivative-free reference used to check it.
+//! [`Truncated`] is T-RHG's version: the tangent is propagated through the last T steps only.
+//! [`CentralDifference`] is the derivative-free reference used to check both.
 
 use nalgebra::{SMatrix, SVector};
 
@@ -93,11 +94,67 @@ where
         y0: &SVector<T, M>,
         ul_iter: u32,
     ) -> Result<HyperGrad<T, N, M>, Error> {
-        let mut y = *y0;
-        let mut z = SMatrix::<T, M, N>::zeros();
-        let uses_upper = lower.dynamics.uses_upper();
-        for k in 1..=lower.steps {
-            let (wu, wl) = lower.dynamics.weights(k);
+        forward(problem, lower, x, y0, ul_iter, lower.steps)
+    }
+}
+
+/// T-RHG's truncated hypergradient: exact differentiation through the last `last` of the K
+/// steps only, the earlier ones taken as independent of `x`.
+///
+/// In forward mode the truncation is a late start: the tangent `Z` stays 0 until step
+/// `K − last`, which gives the same vector as reverse mode stopped after `last` steps back.
+/// `last ≥ K` is [`ForwardMode`].
+///
+/// ## Requirements on the problem
+/// Those of [`ForwardMode`].
+#[derive(Clone, Copy, Debug)]
+pub struct Truncated {
+    /// Steps differentiated through (the journal's T).
+    pub last: u32,
+}
+
+impl<T, U, L, const N: usize, const M: usize> HypergradientMethod<T, U, L, N, M> for Truncated
+where
+    T: Real,
+    U: Objective<T, N, M> + Gradient<T, N, M> + SecondOrder<T, N, M>,
+    L: Gradient<T, N, M> + SecondOrder<T, N, M>,
+{
+    fn hypergradient(
+        &mut self,
+        problem: &Bilevel<U, L>,
+        lower: &LowerConfig<T, M>,
+        x: &SVector<T, N>,
+        y0: &SVector<T, M>,
+        ul_iter: u32,
+    ) -> Result<HyperGrad<T, N, M>, Error> {
+        forward(problem, lower, x, y0, ul_iter, self.last)
+    }
+}
+
+/// The K steps from `y0` with the tangent propagated through the last `tangent_steps` of
+/// them, and the hypergradient it gives.
+fn forward<T, U, L, const N: usize, const M: usize>(
+    problem: &Bilevel<U, L>,
+    lower: &LowerConfig<T, M>,
+    x: &SVector<T, N>,
+    y0: &SVector<T, M>,
+    ul_iter: u32,
+    tangent_steps: u32,
+) -> Result<HyperGrad<T, N, M>, Error>
+where
+    T: Real,
+    U: Objective<T, N, M> + Gradient<T, N, M> + SecondOrder<T, N, M>,
+    L: Gradient<T, N, M> + SecondOrder<T, N, M>,
+{
+    let mut y = *y0;
+    let mut z = SMatrix::<T, M, N>::zeros();
+    let uses_upper = lower.dynamics.uses_upper();
+    let first_tangent = lower.steps.saturating_sub(tangent_steps) + 1;
+    for k in 1..=lower.steps {
+        let (wu, wl) = lower.dynamics.weights(k);
+        if k < first_tangent {
+            y = lower.step(problem, x, &y, k).1;
+        } else {
             // Tangent first: it needs the derivatives at y_{k−1}.
             let mut dz = problem.lower.grad_y_tangent(x, &y, &z) * wl;
             if uses_upper {
@@ -107,32 +164,32 @@ where
             z -= dz;
             lower.projection.jacobian_apply(&y_hat, &mut z);
             y = y_next;
-            if !all_finite(&y) {
-                return Err(Error::NonFinite {
-                    stage: Stage::LowerIterate,
-                    ul_iter,
-                    ll_iter: k,
-                });
-            }
-            if !all_finite(&z) {
-                return Err(Error::NonFinite {
-                    stage: Stage::Hypergradient,
-                    ul_iter,
-                    ll_iter: k,
-                });
-            }
         }
-        let grad = problem.upper.grad_x(x, &y) + z.transpose() * problem.upper.grad_y(x, &y);
-        let upper = problem.upper.value(x, &y);
-        if !all_finite(&grad) || !upper.is_finite() {
+        if !all_finite(&y) {
+            return Err(Error::NonFinite {
+                stage: Stage::LowerIterate,
+                ul_iter,
+                ll_iter: k,
+            });
+        }
+        if !all_finite(&z) {
             return Err(Error::NonFinite {
                 stage: Stage::Hypergradient,
                 ul_iter,
-                ll_iter: 0,
+                ll_iter: k,
             });
         }
-        Ok(HyperGrad { y, grad, upper })
     }
+    let grad = problem.upper.grad_x(x, &y) + z.transpose() * problem.upper.grad_y(x, &y);
+    let upper = problem.upper.value(x, &y);
+    if !all_finite(&grad) || !upper.is_finite() {
+        return Err(Error::NonFinite {
+            stage: Stage::Hypergradient,
+            ul_iter,
+            ll_iter: 0,
+        });
+    }
+    Ok(HyperGrad { y, grad, upper })
 }
 
 /// Central finite differences of `φ_K`: `2N + 1` runs of the K steps, error `O(h²)`.

@@ -21,7 +21,7 @@
 //! | [`schedule`] | `α_k`, `β_k` schedules and [`LowerDynamics`] (the weights of Eq. 9) |
 //! | [`projection`] | `Proj_Y`, `Proj_X`: none, box, ball, with Jacobians |
 //! | [`lower`] | the K-step lower-level module |
-//! | [`hypergrad`] | hypergradient methods: [`ForwardMode`], [`CentralDifference`] |
+//! | [`hypergrad`] | hypergradient methods: [`ForwardMode`], [`Truncated`], [`CentralDifference`] |
 //! | [`upper`] | the upper-level driver [`Solver`] |
 //! | [`observer`] | [`Observer`] and the allocation-free [`History`] |
 //! | [`method`] | method names (`bda`, `rhg`, …) |
@@ -81,7 +81,7 @@ pub mod synthetic;
 pub mod upper;
 
 pub use error::{ConfigError, Error, Stage};
-pub use hypergrad::{CentralDifference, ForwardMode, HyperGrad, HypergradientMethod};
+pub use hypergrad::{CentralDifference, ForwardMode, HyperGrad, HypergradientMethod, Truncated};
 pub use lower::LowerConfig;
 pub use method::Method;
 pub use observer::{History, IterState, Observer, Record};

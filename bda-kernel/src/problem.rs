@@ -76,6 +76,13 @@ pub trait KnownSolution<T, const N: usize, const M: usize> {
     fn upper_star(&self) -> T;
     /// `f*(x) = min_y f(x, y)`, so that `f(x, y) − f*(x)` measures lower-level optimality.
     fn lower_min(&self, x: &SVector<T, N>) -> T;
+    /// `y*(x)`: of the lower-level solutions `S(x)`, the one best for the upper level,
+    /// `argmin_{y ∈ S(x)} F(x, y)` (the journal's Fig. 3 measures `‖y_k − y*(x)‖`); `None`
+    /// when not known. `φ*(x) = F(x, y*(x))` is the value function a method that finds
+    /// the right lower-level solution descends.
+    fn lower_best(&self, _x: &SVector<T, N>) -> Option<SVector<T, M>> {
+        None
+    }
 }
 
 /// An objective written once, generically over the scalar type.

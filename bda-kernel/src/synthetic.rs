@@ -146,6 +146,15 @@ impl<T: Real> KnownSolution<T, 1, 2> for Example1<T> {
         // min over y₁ of ½y₁² − x·y₁ is −½x² (y₁ = x); the y₂ term is minimised at 0.
         -T::from_f64(0.5) * x[0].square()
     }
+    fn lower_best(&self, x: &X<T>) -> Option<Y<T>> {
+        // S(x) = {(x, y₂)}: y₂ is free (and then best at y₂ = x) unless ε > 0 pins it to 0.
+        let y2 = if self.lower.eps > T::zero() {
+            T::zero()
+        } else {
+            x[0]
+        };
+        Some(SVector::from([x[0], y2]))
+    }
 }
 
 // ---------------------------------------------------------------- Journal Eq. (40)
@@ -286,5 +295,45 @@ impl<T: Real, const N: usize, const M: usize> KnownSolution<T, N, M> for Eq40<N,
     }
     fn lower_min(&self, x: &SVector<T, N>) -> T {
         -T::from_f64(0.5) * x.dot(x)
+    }
+    fn lower_best(&self, x: &SVector<T, N>) -> Option<SVector<T, M>> {
+        // S(x) = {(x, z)}: z is free, and F(x, (x, z)) is least at z = x.
+        let mut y = SVector::<T, M>::zeros();
+        y.fixed_rows_mut::<N>(0).copy_from(x);
+        y.fixed_rows_mut::<N>(N).copy_from(x);
+        Some(y)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `y*(x)` solves the lower level and is no worse for `F` than other lower-level
+    /// solutions; at `x*` it is `y*`.
+    #[test]
+    fn best_lower_solutions_are_solutions_and_best() {
+        let p = icml_example1::<f64>();
+        for x in [-1.5, 0.0, 0.7, 2.0] {
+            let x = SVector::from([x]);
+            let best = p.lower_best(&x).unwrap();
+            assert!((p.lower.value(&x, &best) - p.lower_min(&x)).abs() < 1e-12);
+            for y2 in [-1.0, 0.0, 0.5, 3.0] {
+                let other = SVector::from([x[0], y2]);
+                assert!(p.upper.value(&x, &best) <= p.upper.value(&x, &other));
+            }
+        }
+        assert_eq!(p.lower_best(&p.x_star()).unwrap(), p.y_star());
+        let r = remark4::<f64>(0.1).unwrap();
+        assert_eq!(r.lower_best(&r.x_star()).unwrap(), r.y_star());
+        let e = eq40::<3, 6>().unwrap();
+        let x = SVector::<f64, 3>::new(0.2, -1.0, 1.5);
+        let best = e.lower_best(&x).unwrap();
+        assert!((e.lower.value(&x, &best) - e.lower_min(&x)).abs() < 1e-12);
+        let mut other = best;
+        other[4] += 0.3;
+        assert!(e.upper.value(&x, &best) < e.upper.value(&x, &other));
+        let (xs, ys): (SVector<f64, 3>, SVector<f64, 6>) = (e.x_star(), e.y_star());
+        assert_eq!(e.lower_best(&xs).unwrap(), ys);
     }
 }

@@ -270,3 +270,58 @@ fn f32_hypergradient_is_close_to_f64() {
         .unwrap();
     assert!((g64.grad[0] - g32.grad[0] as f64).abs() < 1e-5 * g64.grad[0].abs().max(1.0));
 }
+
+/// T-RHG's truncation: the derivative of `F(x, y_K)` with the first `K − T` steps frozen at
+/// the current `x`, checked by central differences of exactly that map; `T ≥ K` is the full
+/// hypergradient.
+#[test]
+fn truncated_forward_mode_differentiates_the_last_steps_only() {
+    use bda_kernel::Truncated;
+    let problem = random_problem::<3, 4>(&[0.3, -0.7, 0.1, 0.9, -0.4, 0.25, 0.6, -0.2, 0.05]);
+    let cfg = lower(10, Projection::cube(-0.25, 0.25));
+    let x = SVector::<f64, 3>::new(0.4, -0.9, 0.7);
+    let y0 = SVector::<f64, 4>::new(0.1, -0.2, 0.0, 0.2);
+    for last in [1, 4, 9] {
+        let t = Truncated { last }
+            .hypergradient(&problem, &cfg, &x, &y0, 0)
+            .unwrap();
+        let mut frozen = y0;
+        for k in 1..=cfg.steps - last {
+            frozen = cfg.step(&problem, &x, &frozen, k).1;
+        }
+        let phi = |xp: &SVector<f64, 3>| {
+            let mut y = frozen;
+            for k in cfg.steps - last + 1..=cfg.steps {
+                y = cfg.step(&problem, xp, &y, k).1;
+            }
+            problem.upper.value(xp, &y)
+        };
+        let h = 1e-6;
+        let fd = SVector::<f64, 3>::from_fn(|i, _| {
+            let (mut p, mut m) = (x, x);
+            p[i] += h;
+            m[i] -= h;
+            (phi(&p) - phi(&m)) / (2.0 * h)
+        });
+        assert!(
+            rel_err(&t.grad, &fd) < 1e-6,
+            "T = {last}: {:?} vs {fd:?}",
+            t.grad
+        );
+        let full = ForwardMode
+            .hypergradient(&problem, &cfg, &x, &y0, 0)
+            .unwrap();
+        assert_eq!(t.y, full.y, "the same y_K whatever T");
+        assert!(
+            rel_err(&t.grad, &full.grad) > 1e-3,
+            "T = {last} should differ"
+        );
+    }
+    let whole = Truncated { last: 10 }
+        .hypergradient(&problem, &cfg, &x, &y0, 0)
+        .unwrap();
+    let full = ForwardMode
+        .hypergradient(&problem, &cfg, &x, &y0, 0)
+        .unwrap();
+    assert_eq!(whole, full);
+}
