@@ -215,37 +215,35 @@ pub fn mean_ci(accs: &[f64]) -> (f64, f64) {
 /// The meta-training loss and the accuracies (training queries, validation) per meta-step.
 pub fn write_plot(path: &Path, ck: &Checkpoint) -> Result<(), CliError> {
     let h = history(&ck.history);
-    let series = |name: &str, get: fn(&StepRecord) -> Option<f64>| Series {
-        name: name.into(),
-        points: h
+    let series = |name: &str, get: fn(&StepRecord) -> Option<f64>| {
+        let points = h
             .iter()
-            .filter_map(|r| get(r).map(|v| (r.ul_iter as f64, v)))
-            .collect(),
+            .filter_map(|r| get(r).map(|v| (r.ul_iter as f64, v)));
+        Series::new(name, points.collect())
     };
     let c = &ck.config;
     let mut panels = vec![
-        Panel {
-            title: "meta-training loss φ_K".into(),
-            y_log: false,
-            series: vec![series("meta-train loss", |r| r.ul_loss)],
-        },
-        Panel {
-            title: "accuracy (%)".into(),
-            y_log: false,
-            series: vec![
+        Panel::upper(
+            "meta-training loss φ_K",
+            false,
+            vec![series("meta-train loss", |r| r.ul_loss)],
+        ),
+        Panel::upper(
+            "accuracy (%)",
+            false,
+            vec![
                 series("meta-train query acc", |r| r.train_acc),
                 series("validation acc", |r| r.val_acc),
             ],
-        },
+        ),
     ];
     if ck.history.ortho.len() > 1 {
-        panels.push(Panel {
-            title: "orthogonality sum Σ‖ŴŴᵀ − I‖_F".into(),
-            y_log: false,
-            series: vec![series(&format!("projection {}", c.ul_projection), |r| {
-                r.orthogonality
-            })],
-        });
+        let label = format!("projection {}", c.ul_projection);
+        panels.push(Panel::upper(
+            "orthogonality sum Σ‖ŴŴᵀ − I‖_F",
+            false,
+            vec![series(&label, |r| r.orthogonality)],
+        ));
     }
     plot::write_svg(
         path,

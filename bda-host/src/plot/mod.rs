@@ -4,30 +4,59 @@
 //! plotters with only its SVG backend needs no system library and no font file (SVG text
 //! is laid out by the viewer), so plots work on any machine the CLI runs on.
 //!
-//! The horizontal axis of every panel is an iteration count: its ticks are integers. The
-//! grid is light major lines only; series with few points get a small circle at each point
+//! The horizontal axis of a panel is an iteration count (upper or lower level: integer
+//! ticks, one range for all the figure's panels of that kind) or, for a path in a plane,
+//! a value ([`XAxis`]). The grid is light major lines only; series with few points get a small circle at each point
 //! ([`wants_markers`]), so a validation curve measured twice is not mistaken for a line.
 
+pub mod axes;
+pub mod legend;
 pub mod overlay;
+pub mod reports;
 
-use std::ops::Range;
 use std::path::Path;
 
-use plotters::coord::combinators::LogCoord;
-use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
-use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
+
+use axes::{Ticked, X_TICKS, Y_TICKS, log_label};
+pub use axes::{iteration_label, iteration_ticks, log_ticks, nice_step, ticks, value_label};
 
 use crate::error::CliError;
 use crate::output::write_atomic;
 
 /// One named curve: `(x, y)` points.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Series {
     /// Legend label.
     pub name: String,
     /// Points in drawing order.
     pub points: Vec<(f64, f64)>,
+    /// Drawn dashed (the papers draw RHG dashed beside a solid BDA).
+    pub dashed: bool,
+    /// Index into the colour cycle; `None`: the series' position in its panel.
+    pub color: Option<usize>,
+}
+
+impl Series {
+    /// A solid series in the colour of its position.
+    pub fn new(name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        Series {
+            name: name.into(),
+            points,
+            ..Series::default()
+        }
+    }
+}
+
+/// What the horizontal axis of a panel counts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum XAxis {
+    /// Upper-level iterations ([`X_LABEL`]).
+    Upper,
+    /// Lower-level steps `k` within one upper iteration.
+    Lower,
+    /// A value, labelled so (a coordinate of a path in a plane): the panel's own range.
+    Value(String),
 }
 
 /// One chart of the grid.
@@ -39,6 +68,23 @@ pub struct Panel {
     pub y_log: bool,
     /// The curves.
     pub series: Vec<Series>,
+    /// The horizontal axis.
+    pub x_axis: XAxis,
+    /// A point marked with a cross and its legend label (the optimum of a path).
+    pub mark: Option<(String, (f64, f64))>,
+}
+
+impl Panel {
+    /// A panel against the upper iterations, without mark.
+    pub fn upper(title: impl Into<String>, y_log: bool, series: Vec<Series>) -> Self {
+        Panel {
+            title: title.into(),
+            y_log,
+            series,
+            x_axis: XAxis::Upper,
+            mark: None,
+        }
+    }
 }
 
 /// Series colours in order (the ten of Tableau/d3's category10, so that an overlay of the
@@ -63,10 +109,6 @@ pub const MARKER_MAX_POINTS: usize = 30;
 /// Marker radius, pixels.
 const MARKER_RADIUS: i32 = 3;
 
-/// Ticks on the iteration axis and on a linear value axis (at most about).
-const X_TICKS: usize = 8;
-const Y_TICKS: usize = 6;
-
 /// A metric of a record: its panel title and its value, if the record has one.
 pub type Metric<'a, R> = (&'a str, fn(&R) -> Option<f64>);
 
@@ -80,28 +122,27 @@ pub fn metric_panels<R>(
 ) -> Vec<Panel> {
     let series = |get: fn(&R) -> Option<f64>| {
         runs.iter()
-            .map(|(name, rows)| Series {
-                name: name.clone(),
-                points: rows
+            .map(|(name, rows)| {
+                let points = rows
                     .iter()
                     .filter_map(|r| get(r).map(|v| (iter(r), v)))
-                    .collect(),
+                    .collect();
+                Series::new(name.clone(), points)
             })
             .collect()
     };
     metrics
         .iter()
-        .map(|&(title, get)| Panel {
-            title: title.to_string(),
-            y_log,
-            series: series(get),
-        })
+        .map(|&(title, get)| Panel::upper(title, y_log, series(get)))
         .collect()
 }
 
-/// The label of every panel's horizontal axis: all commands count the same upper-level
+/// The label of an upper-iteration axis: all commands count the same upper-level
 /// iterations.
 pub const X_LABEL: &str = "upper iteration";
+
+/// The label of a lower-iteration axis.
+pub const LL_X_LABEL: &str = "lower iteration k";
 
 /// Columns of the grid: a row of up to three panels, 2×2 for four, rows of three beyond.
 pub fn columns(panels: usize) -> usize {
@@ -115,7 +156,18 @@ pub fn columns(panels: usize) -> usize {
 /// Draw `panels` in a grid of [`columns`] into the SVG file `path` (written atomically:
 /// a temporary file next to it, then a rename).
 pub fn write_svg(path: &Path, title: &str, panels: &[Panel]) -> Result<(), CliError> {
-    let svg = render_svg(title, panels, columns(panels.len()))
+    write_svg_grid(path, title, panels, columns(panels.len()))
+}
+
+/// [`write_svg`] with `cols` columns (a figure whose columns mean something: one upper
+/// iteration each).
+pub fn write_svg_grid(
+    path: &Path,
+    title: &str,
+    panels: &[Panel],
+    cols: usize,
+) -> Result<(), CliError> {
+    let svg = render_svg(title, panels, cols)
         .map_err(|e| CliError::input(format!("{}: cannot draw the plot: {e}", path.display())))?;
     write_atomic(path, svg.as_bytes())
         .map_err(|e| CliError::input(format!("{}: cannot write plot: {e}", path.display())))
@@ -134,14 +186,23 @@ pub fn render_svg(title: &str, panels: &[Panel], cols: usize) -> Result<String, 
             .titled(title, ("sans-serif", 22))
             .map_err(|e| e.to_string())?;
         let areas = root.split_evenly((rows, cols));
-        // One iteration axis for the whole figure: a curve measured only now and then
-        // (validation) is drawn against the same iterations as the others.
-        let x = panels
-            .iter()
-            .map(|p| bounds(p).x)
-            .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)))
-            .unwrap_or((0.0, 1.0));
+        // One iteration axis per kind for the whole figure: a curve measured only now and
+        // then (validation) is drawn against the same iterations as the others.
+        let shared = |kind: &XAxis| {
+            panels
+                .iter()
+                .filter(|p| &p.x_axis == kind)
+                .map(|p| bounds(p).x)
+                .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)))
+                .unwrap_or((0.0, 1.0))
+        };
+        let (upper, lower) = (shared(&XAxis::Upper), shared(&XAxis::Lower));
         for (panel, area) in panels.iter().zip(areas.iter()) {
+            let x = match panel.x_axis {
+                XAxis::Upper => upper,
+                XAxis::Lower => lower,
+                XAxis::Value(_) => padded(bounds(panel).x),
+            };
             draw_panel(panel, x, area).map_err(|e| e.to_string())?;
         }
         root.present().map_err(|e| e.to_string())?;
@@ -149,152 +210,11 @@ pub fn render_svg(title: &str, panels: &[Panel], cols: usize) -> Result<String, 
     Ok(svg)
 }
 
-/// A round step (1, 2 or 5 times a power of ten) that cuts `span` into at most about
-/// `max_ticks` intervals.
-pub fn nice_step(span: f64, max_ticks: usize) -> f64 {
-    let raw = span.abs() / max_ticks.max(1) as f64;
-    if !(raw.is_finite() && raw > 0.0) {
-        return 1.0;
-    }
-    let mag = 10f64.powf(raw.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|m| m * mag)
-        .find(|&s| s >= raw * (1.0 - 1e-9))
-        .unwrap_or(10.0 * mag)
-}
-
-/// The multiples of `step` in `[lo, hi]`.
-pub fn ticks(lo: f64, hi: f64, step: f64) -> Vec<f64> {
-    if !(step > 0.0 && lo.is_finite() && hi.is_finite()) {
-        return Vec::new();
-    }
-    let first = (lo / step - 1e-9).ceil() as i64;
-    let last = (hi / step + 1e-9).floor() as i64;
-    (first..=last).map(|k| k as f64 * step).collect()
-}
-
-/// Ticks of an iteration axis over `[lo, hi]`: integers, a round step of at least 1.
-pub fn iteration_ticks(lo: f64, hi: f64) -> Vec<f64> {
-    ticks(lo, hi, nice_step(hi - lo, X_TICKS).max(1.0))
-}
-
-/// The label of an iteration tick: an integer (`10`, not `10.0`).
-pub fn iteration_label(v: f64) -> String {
-    format!("{}", v.round() as i64)
-}
-
-/// The label of `v` on a linear axis whose ticks are `step` apart: as many decimals as the
-/// step needs (none for a step of 1 or more), scientific notation for very large values or
-/// very fine steps.
-pub fn value_label(v: f64, step: f64) -> String {
-    let v = if v.abs() < step.abs() * 1e-6 { 0.0 } else { v };
-    if v != 0.0 && (v.abs() >= 1e6 || step < 1e-4) {
-        let digits = (v.abs().log10().floor() - step.log10().floor()).clamp(0.0, 6.0) as usize;
-        return format!("{v:.digits$e}");
-    }
-    let decimals = if step >= 1.0 {
-        0
-    } else {
-        (-step.log10() - 1e-9).ceil() as usize
-    };
-    format!("{v:.decimals$}")
-}
-
-/// The label of a tick of a logarithmic axis over `[lo, hi]`: written out when the whole
-/// axis lies within 0.001 … 10⁴ (`0.01`, `100`), else in scientific notation (`1e-8`), the
-/// same way for every tick of the axis.
-fn log_label(v: f64, (lo, hi): (f64, f64)) -> String {
-    if lo >= 0.99e-3 && hi <= 1.01e4 {
-        let d = (-(v.log10() + 1e-9).floor()).max(0.0) as usize;
-        format!("{v:.d$}")
-    } else {
-        format!("{v:.0e}")
-    }
-}
-
 /// Whether a series of `n` points gets a marker at each point, in a panel whose densest
 /// series has `densest` points: when it has few points, or when it is much sparser than
 /// the others (a validation curve next to a training curve).
 pub fn wants_markers(n: usize, densest: usize) -> bool {
     n <= MARKER_MAX_POINTS || (n <= 100 && 4 * n <= densest)
-}
-
-/// An axis (`R`: plotters' linear or logarithmic coordinate) with the ticks given and no
-/// light lines: plotters' own choice gives `10.0, 20.0` on an iteration axis, and a label at
-/// every integer multiple within a decade of a log axis, which collide on a short one.
-struct Ticked<R> {
-    range: R,
-    ticks: Vec<f64>,
-}
-
-impl Ticked<RangedCoordf64> {
-    /// A linear axis over `[lo, hi]`.
-    fn linear(lo: f64, hi: f64, ticks: Vec<f64>) -> Self {
-        Ticked {
-            range: (lo..hi).into(),
-            ticks,
-        }
-    }
-}
-
-impl Ticked<LogCoord<f64>> {
-    /// A logarithmic axis over `[lo, hi]` (`lo > 0`), ticked by [`log_ticks`].
-    fn log(lo: f64, hi: f64) -> Self {
-        Ticked {
-            range: (lo..hi).log_scale().into(),
-            ticks: log_ticks(lo, hi),
-        }
-    }
-}
-
-impl<R: Ranged<ValueType = f64>> Ranged for Ticked<R> {
-    type FormatOption = DefaultFormatting;
-    type ValueType = f64;
-
-    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
-        self.range.map(value, limit)
-    }
-
-    fn key_points<H: KeyPointHint>(&self, hint: H) -> Vec<f64> {
-        if hint.weight().allow_light_points() {
-            Vec::new()
-        } else {
-            self.ticks.clone()
-        }
-    }
-
-    fn range(&self) -> Range<f64> {
-        self.range.range()
-    }
-}
-
-/// Ticks of a logarithmic axis over `[lo, hi]`: powers of ten (every second or fifth one
-/// when there are many), with 2× and 5× multiples added when fewer than three decades fit.
-pub fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
-    if !(lo > 0.0 && hi > lo && hi.is_finite()) {
-        return Vec::new();
-    }
-    let (first, last) = (lo.log10().ceil() as i32, hi.log10().floor() as i32);
-    let decades: Vec<i32> = (first..=last).collect();
-    let every = match decades.len() {
-        0..=8 => 1,
-        9..=16 => 2,
-        17..=40 => 5,
-        _ => 10,
-    };
-    let mut t: Vec<f64> = decades
-        .iter()
-        .filter(|&&d| d.rem_euclid(every) == 0)
-        .map(|&d| 10f64.powi(d))
-        .collect();
-    if decades.len() < 3 {
-        t = (first - 1..=last)
-            .flat_map(|d| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(d)))
-            .filter(|v| (lo..=hi).contains(v))
-            .collect();
-    }
-    t
 }
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
@@ -311,7 +231,13 @@ fn bounds(panel: &Panel) -> Bounds {
     let (mut x0, mut x1) = (f64::INFINITY, f64::NEG_INFINITY);
     let (mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY);
     let mut min_pos = f64::INFINITY;
-    for &(x, y) in panel.series.iter().flat_map(|s| s.points.iter()) {
+    let marked = panel.mark.iter().map(|m| &m.1);
+    for &(x, y) in panel
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .chain(marked)
+    {
         if !(x.is_finite() && y.is_finite()) {
             continue;
         }
@@ -336,10 +262,25 @@ fn bounds(panel: &Panel) -> Bounds {
     }
 }
 
-/// Draw `panel` over the iterations `x` (the whole figure's range) into `area`.
+/// `(lo, hi)` with 5 % of the span added on each side, so that a path does not run along
+/// the frame.
+fn padded((lo, hi): (f64, f64)) -> (f64, f64) {
+    let pad = (hi - lo) * 0.05;
+    (lo - pad, hi + pad)
+}
+
+/// Draw `panel` over the horizontal range `x` (for iterations: the whole figure's) into
+/// `area`.
 fn draw_panel(panel: &Panel, (x0, x1): (f64, f64), area: &Area<'_>) -> DrawResult {
     let b = bounds(panel);
-    let x_axis = Ticked::linear(x0, x1, iteration_ticks(x0, x1));
+    let x_step = nice_step(x1 - x0, X_TICKS);
+    let (x_ticks, x_desc) = match &panel.x_axis {
+        XAxis::Upper => (iteration_ticks(x0, x1), X_LABEL.to_string()),
+        XAxis::Lower => (iteration_ticks(x0, x1), LL_X_LABEL.to_string()),
+        XAxis::Value(label) => (ticks(x0, x1, x_step), label.clone()),
+    };
+    let x_axis = Ticked::linear(x0, x1, x_ticks);
+    let is_value = matches!(panel.x_axis, XAxis::Value(_));
     let mut builder = ChartBuilder::on(area);
     builder
         .caption(&panel.title, ("sans-serif", 16))
@@ -347,7 +288,13 @@ fn draw_panel(panel: &Panel, (x0, x1): (f64, f64), area: &Area<'_>) -> DrawResul
         .x_label_area_size(36)
         .y_label_area_size(60);
     let grid = BLACK.mix(0.12);
-    let x_fmt = |v: &f64| iteration_label(*v);
+    let x_fmt = |v: &f64| {
+        if is_value {
+            value_label(*v, x_step)
+        } else {
+            iteration_label(*v)
+        }
+    };
     // The same axes for a log and a linear value axis (two chart types, one look): a
     // light major grid only, integer iteration labels.
     macro_rules! draw_mesh {
@@ -357,7 +304,7 @@ fn draw_panel(panel: &Panel, (x0, x1): (f64, f64), area: &Area<'_>) -> DrawResul
                 .bold_line_style(grid)
                 .light_line_style(TRANSPARENT)
                 .max_light_lines(0)
-                .x_desc(X_LABEL)
+                .x_desc(x_desc.as_str())
                 .x_label_formatter(&x_fmt)
                 .y_label_formatter($y_fmt)
                 .label_style(("sans-serif", 13))
@@ -474,21 +421,31 @@ where
         .max()
         .unwrap_or(0);
     for (i, s) in panel.series.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
+        let color = COLORS[s.color.unwrap_or(i) % COLORS.len()];
         let pts = finite(s);
         let markers = wants_markers(pts.len(), densest);
-        let anno =
-            chart.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?;
-        let line = move || PathElement::new(vec![(0, 0), (16, 0)], color.stroke_width(2));
+        let style = color.stroke_width(2);
+        let anno = if s.dashed {
+            chart.draw_series(DashedLineSeries::new(pts.iter().copied(), 8, 5, style))?
+        } else {
+            chart.draw_series(LineSeries::new(pts.iter().copied(), style))?
+        };
+        // A dashed legend line is two dashes, a solid one two touching halves.
+        let (a, b) = if s.dashed {
+            ((0, 6), (10, 16))
+        } else {
+            ((0, 8), (8, 16))
+        };
+        let line = move |(x, y): (i32, i32)| {
+            EmptyElement::at((x, y))
+                + PathElement::new(vec![(a.0, 0), (a.1, 0)], style)
+                + PathElement::new(vec![(b.0, 0), (b.1, 0)], style)
+        };
         let anno = anno.label(s.name.as_str());
         if markers {
-            anno.legend(move |(x, y)| {
-                EmptyElement::at((x, y))
-                    + line()
-                    + Circle::new((8, 0), MARKER_RADIUS, color.filled())
-            });
+            anno.legend(move |p| line(p) + Circle::new((8, 0), MARKER_RADIUS, color.filled()));
         } else {
-            anno.legend(move |(x, y)| EmptyElement::at((x, y)) + line());
+            anno.legend(line);
         }
         if markers {
             chart.draw_series(
@@ -496,6 +453,13 @@ where
                     .map(|&p| Circle::new(p, MARKER_RADIUS, color.filled())),
             )?;
         }
+    }
+    if let Some((label, (x, y))) = &panel.mark {
+        let mark = Cross::new((*x, map_y(*y)), 7, BLACK.stroke_width(3));
+        chart
+            .draw_series(std::iter::once(mark))?
+            .label(label.as_str())
+            .legend(|(x, y)| Cross::new((x + 8, y), 5, BLACK.stroke_width(2)));
     }
     chart
         .configure_series_labels()
@@ -514,49 +478,6 @@ mod tests {
     use bda_testkit::report::svg_texts as texts;
 
     #[test]
-    fn steps_are_round() {
-        assert_eq!(nice_step(4.0, 8), 0.5);
-        assert_eq!(nice_step(1000.0, 8), 200.0);
-        assert_eq!(nice_step(99.0, 8), 20.0);
-        assert_eq!(nice_step(0.1, 6), 0.02);
-        assert_eq!(nice_step(0.0, 6), 1.0);
-    }
-
-    #[test]
-    fn iteration_ticks_are_integers() {
-        assert_eq!(iteration_ticks(0.0, 4.0), [0.0, 1.0, 2.0, 3.0, 4.0]);
-        assert_eq!(iteration_ticks(1.0, 2.0), [1.0, 2.0]);
-        assert_eq!(
-            iteration_ticks(0.0, 1000.0),
-            [0.0, 200.0, 400.0, 600.0, 800.0, 1000.0]
-        );
-        assert_eq!(
-            iteration_ticks(1.0, 60.0),
-            [10.0, 20.0, 30.0, 40.0, 50.0, 60.0]
-        );
-        for t in iteration_ticks(3.0, 17.0) {
-            assert_eq!(t.fract(), 0.0);
-        }
-        assert_eq!(iteration_label(10.0), "10");
-        assert_eq!(iteration_label(0.0), "0");
-    }
-
-    #[test]
-    fn value_labels_have_the_precision_of_the_step() {
-        assert_eq!(value_label(50.0, 2.0), "50");
-        assert_eq!(value_label(1.62, 0.02), "1.62");
-        assert_eq!(value_label(1.6, 0.02), "1.60");
-        assert_eq!(value_label(0.5, 0.1), "0.5");
-        assert_eq!(value_label(-1e-17, 0.1), "0.0");
-        assert_eq!(value_label(2e6, 5e5), "2.0e6");
-        assert_eq!(value_label(3e-5, 1e-5), "3e-5");
-        assert_eq!(log_label(0.01, (0.005, 300.0)), "0.01");
-        assert_eq!(log_label(100.0, (0.005, 300.0)), "100");
-        assert_eq!(log_label(1e-8, (1e-9, 3.0)), "1e-8");
-        assert_eq!(log_label(1.0, (1e-9, 3.0)), "1e0");
-    }
-
-    #[test]
     fn markers_on_few_or_sparse_points() {
         assert!(wants_markers(2, 2));
         assert!(wants_markers(MARKER_MAX_POINTS, 1000));
@@ -568,15 +489,10 @@ mod tests {
 
     #[test]
     fn svg_has_integer_iteration_ticks_and_markers() {
-        let panel = |n: u32| Panel {
-            title: "validation accuracy (%)".into(),
-            y_log: false,
-            series: vec![Series {
-                name: "bda K=50".into(),
-                points: (0..n)
-                    .map(|i| (f64::from(i), 50.0 + f64::from(i)))
-                    .collect(),
-            }],
+        let panel = |n: u32| {
+            let points = (0..n).map(|i| (f64::from(i), 50.0 + f64::from(i)));
+            let series = vec![Series::new("bda K=50", points.collect())];
+            Panel::upper("validation accuracy (%)", false, series)
         };
         let svg = render_svg("t", &[panel(5)], 1).unwrap();
         let labels = texts(&svg);
@@ -596,16 +512,12 @@ mod tests {
     fn nine_series_get_nine_colours() {
         // Three methods × three seeds: the overlay a ranking draws.
         let series = (0..9)
-            .map(|i| Series {
-                name: format!("run {i}"),
-                points: (0..200).map(|x| (f64::from(x), f64::from(x * i))).collect(),
+            .map(|i| {
+                let points = (0..200).map(|x| (f64::from(x), f64::from(x * i)));
+                Series::new(format!("run {i}"), points.collect())
             })
             .collect();
-        let panel = Panel {
-            title: "validation accuracy (%)".into(),
-            y_log: false,
-            series,
-        };
+        let panel = Panel::upper("validation accuracy (%)", false, series);
         let svg = render_svg("t", &[panel], 1).unwrap();
         let strokes: std::collections::BTreeSet<&str> = svg
             .split("<polyline")
@@ -618,40 +530,11 @@ mod tests {
 
     #[test]
     fn log_panel_clamps_and_draws() {
-        let panel = Panel {
-            title: "|F − F*|".into(),
-            y_log: true,
-            series: vec![Series {
-                name: "BDA (K=16)".into(),
-                points: vec![(0.0, 1.0), (1.0, 1e-3), (2.0, 0.0), (3.0, 1e-6)],
-            }],
-        };
+        let points = vec![(0.0, 1.0), (1.0, 1e-3), (2.0, 0.0), (3.0, 1e-6)];
+        let panel = Panel::upper("|F − F*|", true, vec![Series::new("BDA (K=16)", points)]);
         let svg = render_svg("t", &[panel], 1).unwrap();
         let labels = texts(&svg);
         assert!(labels.iter().any(|l| l == "BDA (K=16)"), "{labels:?}");
         assert!(labels.iter().any(|l| l == "1e-6"), "{labels:?}");
-    }
-
-    #[test]
-    fn log_ticks_are_decades_or_1_2_5_within_the_range() {
-        let close = |got: Vec<f64>, want: &[f64]| {
-            assert_eq!(got.len(), want.len(), "{got:?}");
-            for (g, w) in got.iter().zip(want) {
-                assert!((g / w - 1.0).abs() < 1e-12, "{got:?} vs {want:?}");
-            }
-        };
-        close(log_ticks(0.009, 1.5), &[0.01, 0.1, 1.0]);
-        // Within one decade: 1-2-5 ticks, never outside the range.
-        close(log_ticks(0.15, 1.5), &[0.2, 0.5, 1.0]);
-        close(log_ticks(0.05, 3.0), &[0.05, 0.1, 0.2, 0.5, 1.0, 2.0]);
-        // Sixteen decades: every second one, so the labels do not overlap.
-        let t = log_ticks(1e-15, 1.0);
-        assert_eq!(t.len(), 8, "{t:?}");
-        assert!((t[0] / 1e-14 - 1.0).abs() < 1e-12 && t[7] == 1.0, "{t:?}");
-        assert!(log_ticks(0.0, 1.0).is_empty() && log_ticks(2.0, 1.0).is_empty());
-        // One notation per axis.
-        assert_eq!(log_label(0.01, (0.005, 2.0)), "0.01");
-        assert_eq!(log_label(100.0, (0.005, 2e3)), "100");
-        assert_eq!(log_label(1e-8, (1e-9, 1.0)), "1e-8");
     }
 }

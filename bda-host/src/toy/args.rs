@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use bda_kernel::ConfigError;
+use bda_kernel::backend::default_truncate;
 use bda_kernel::prelude::*;
 use clap::ValueEnum;
 use nalgebra::SVector;
@@ -34,8 +35,25 @@ pub enum ToyMethod {
     Bda,
     /// Classical lower-level-only dynamics (RHG), exact hypergradient.
     Rhg,
-    /// Both, on one chart.
+    /// Truncated RHG: RHG's steps, differentiated through the last `--truncate` only.
+    Trhg,
+    /// BDA and RHG, on one chart.
     Both,
+    /// BDA, RHG and T-RHG.
+    All,
+}
+
+impl ToyMethod {
+    /// The methods run, in this order.
+    pub fn methods(self) -> &'static [Method] {
+        match self {
+            ToyMethod::Bda => &[Method::Bda],
+            ToyMethod::Rhg => &[Method::Rhg],
+            ToyMethod::Trhg => &[Method::Trhg],
+            ToyMethod::Both => &[Method::Bda, Method::Rhg],
+            ToyMethod::All => &[Method::Bda, Method::Rhg, Method::Trhg],
+        }
+    }
 }
 
 /// The α_k schedule.
@@ -140,6 +158,18 @@ pub struct ToyConfig {
     /// Seed for `random` initial points.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// T of T-RHG: the last T of the K steps are differentiated through [default: K/2].
+    #[arg(long, value_name = "T")]
+    pub truncate: Option<u32>,
+    /// Record the K lower-level steps at these upper iterations (each run's `ll_history`:
+    /// F, f − f*, ‖y_k − y*‖ and ‖y_k − y*(x)‖ for k = 0..K), e.g. `0,5,20`.
+    #[arg(long, value_delimiter = ',', value_name = "T,...")]
+    #[serde(default)]
+    pub ll_trace: Vec<u32>,
+    /// Add the iterates `x` and `y_K(x)` to every history row (the path of a run).
+    #[arg(long)]
+    #[serde(default)]
+    pub record_iterates: bool,
 }
 
 /// The settings after the example's defaults are applied.
@@ -155,6 +185,7 @@ pub(super) struct Settings {
     pub(super) su: f64,
     pub(super) sl: f64,
     pub(super) warm_start: bool,
+    pub(super) truncate: u32,
 }
 
 impl ToyConfig {
@@ -183,9 +214,22 @@ impl ToyConfig {
         } else {
             self.warm.unwrap_or(warm)
         };
+        let k = self.k.unwrap_or(k);
+        let ul_iters = self.ul_iters.unwrap_or(ul);
+        let truncate = self.truncate.unwrap_or(default_truncate(k));
+        if k > 0 && (truncate == 0 || truncate > k) {
+            return Err(CliError::input(format!(
+                "--truncate {truncate}: must lie in 1..=K (K = {k})"
+            )));
+        }
+        if let Some(t) = self.ll_trace.iter().find(|&&t| t > ul_iters) {
+            return Err(CliError::input(format!(
+                "--ll-trace {t}: after the last upper iteration (--ul-iters {ul_iters})"
+            )));
+        }
         Ok(Settings {
-            k: self.k.unwrap_or(k),
-            ul_iters: self.ul_iters.unwrap_or(ul),
+            k,
+            ul_iters,
             ul_lr: self.ul_lr.unwrap_or(lambda),
             mu: self.mu.unwrap_or(0.5),
             alpha: self.alpha.unwrap_or(alpha),
@@ -194,6 +238,7 @@ impl ToyConfig {
             su: self.su.unwrap_or(su),
             sl: self.sl.unwrap_or(sl),
             warm_start,
+            truncate,
         })
     }
 
@@ -212,6 +257,7 @@ impl ToyConfig {
             warm_start: false,
             no_warm_start: false,
             warm: Some(s.warm_start),
+            truncate: Some(s.truncate),
             n: match self.example {
                 Example::Tpami => self.n,
                 Example::Icml | Example::Remark4 => 1,

@@ -29,11 +29,13 @@ use crate::config::ReportHeader;
 use crate::error::CliError;
 
 pub mod args;
+pub mod observe;
 pub mod report;
 
 pub use args::{Example, ScheduleKind, ToyArgs, ToyConfig, ToyMethod};
 use args::{Settings, parse_point, parse_projection};
-use report::{RunReport, ToyReport, VecHistory, print_table, write_plot};
+use observe::Recorder;
+use report::{RunReport, ToyReport, print_table, write_plot};
 
 /// Run `bda toy` (`matches`: the subcommand's, to tell which options were given).
 pub fn run(args: &ToyArgs, matches: &ArgMatches) -> Result<(), CliError> {
@@ -75,11 +77,7 @@ pub fn run(args: &ToyArgs, matches: &ArgMatches) -> Result<(), CliError> {
 /// Solve the chosen example with the chosen method(s).
 pub fn solve_all(args: &ToyConfig) -> Result<Vec<RunReport>, CliError> {
     let settings = args.settings()?;
-    let methods: &[Method] = match args.method {
-        ToyMethod::Bda => &[Method::Bda],
-        ToyMethod::Rhg => &[Method::Rhg],
-        ToyMethod::Both => &[Method::Bda, Method::Rhg],
-    };
+    let methods = args.method.methods();
     match args.example {
         Example::Icml => {
             let p = icml_example1::<f64>();
@@ -124,6 +122,7 @@ where
     U: Objective<f64, N, M> + Gradient<f64, N, M> + SecondOrder<f64, N, M>,
     L: Objective<f64, N, M> + Gradient<f64, N, M> + SecondOrder<f64, N, M>,
 {
+    use bda_kernel::Truncated;
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let x0 = parse_point::<N>("--x0", &args.x0, &mut rng)?;
     let y0 = parse_point::<M>("--y0", &args.y0, &mut rng)?;
@@ -142,22 +141,37 @@ where
                 ..UpperConfig::new(settings.ul_lr, settings.ul_iters)
             },
         };
-        let mut history = VecHistory {
+        let mut history = Recorder {
+            problem,
             reference,
+            lower: &solver.lower,
+            warm_start: settings.warm_start,
+            trace_at: &args.ll_trace,
+            iterates: args.record_iterates,
+            y_start: y0,
             rows: Vec::new(),
+            traces: Vec::new(),
         };
         let start = Instant::now();
-        let out = solver
-            .solve(problem, &mut ForwardMode, &x0, &y0, &mut history)
-            .map_err(|e| match e {
-                bda_kernel::Error::Config(c) => settings.error(c),
-                other => CliError::run(format!("{example} with {method}: {other}")),
-            })?;
+        let solved = if method == Method::Trhg {
+            let mut t = Truncated {
+                last: settings.truncate,
+            };
+            solver.solve(problem, &mut t, &x0, &y0, &mut history)
+        } else {
+            solver.solve(problem, &mut ForwardMode, &x0, &y0, &mut history)
+        };
+        let out = solved.map_err(|e| match e {
+            bda_kernel::Error::Config(c) => settings.error(c),
+            other => CliError::run(format!("{example} with {method}: {other}")),
+        })?;
         let seconds = start.elapsed().as_secs_f64();
-        let last = *history
+        let (lower_gap, x_err, y_err) = history
             .rows
             .last()
-            .expect("the final state is always observed");
+            .map_or((f64::NAN, f64::NAN, f64::NAN), |r| {
+                (r.lower_gap, r.x_err, r.y_err)
+            });
         reports.push(RunReport {
             example,
             n,
@@ -167,9 +181,9 @@ where
             x: out.x.iter().copied().collect(),
             y: out.y.iter().copied().collect(),
             upper: out.upper,
-            lower_gap: last.lower_gap.unwrap_or(f64::NAN),
-            x_err: last.x_err.unwrap_or(f64::NAN),
-            y_err: last.y_err.unwrap_or(f64::NAN),
+            lower_gap,
+            x_err,
+            y_err,
             grad_norm: out.grad_norm,
             termination: match out.termination {
                 Termination::MaxIters => "max_iters",
@@ -178,7 +192,9 @@ where
             },
             seconds,
             s_per_ul_iter: seconds / f64::from(out.iters.max(1)),
+            truncate: (method == Method::Trhg).then_some(settings.truncate),
             history: history.rows,
+            ll_history: history.traces,
         });
     }
     Ok(reports)

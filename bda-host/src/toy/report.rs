@@ -1,10 +1,10 @@
 //! Reports of `bda toy`: one JSON object with a run per method, a table, the convergence
 //! plot.
 
-use bda_kernel::{IterState, KnownSolution, Observer, Record};
 use serde::Serialize;
 
 use super::args::Settings;
+use super::observe::{LlTrace, Row};
 use crate::config::ReportHeader;
 use crate::error::CliError;
 use crate::plot;
@@ -37,8 +37,11 @@ pub struct RunReport {
     /// Dimension n (tpami) or 1.
     #[serde(skip)]
     pub n: usize,
-    /// `bda` or `rhg`.
+    /// `bda`, `rhg` or `trhg`.
     pub method: &'static str,
+    /// T of T-RHG (`trhg` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncate: Option<u32>,
     /// Lower-level steps.
     #[serde(skip)]
     pub k: u32,
@@ -65,51 +68,10 @@ pub struct RunReport {
     /// Seconds per upper-level iteration.
     pub s_per_ul_iter: f64,
     /// Per-iteration metrics (and the final state).
-    #[serde(serialize_with = "history")]
-    pub history: Vec<Record<f64>>,
-}
-
-/// One row of the history as JSON.
-#[derive(Serialize)]
-struct Row {
-    ul_iter: u32,
-    upper: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    upper_gap: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    lower_gap: Option<f64>,
-    grad_norm: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    x_err: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    y_err: Option<f64>,
-}
-
-fn history<S: serde::Serializer>(h: &[Record<f64>], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(h.iter().map(|r| Row {
-        ul_iter: r.iter,
-        upper: r.upper,
-        upper_gap: r.upper_gap,
-        lower_gap: r.lower_gap,
-        grad_norm: r.grad_norm,
-        x_err: r.x_err,
-        y_err: r.y_err,
-    }))
-}
-
-/// Records every iteration (the host has an allocator; the kernel's `History` is bounded).
-pub(super) struct VecHistory<'r, const N: usize, const M: usize> {
-    pub(super) reference: &'r dyn KnownSolution<f64, N, M>,
-    pub(super) rows: Vec<Record<f64>>,
-}
-
-impl<const N: usize, const M: usize> Observer<f64, N, M> for VecHistory<'_, N, M> {
-    fn observe_iter(&mut self, s: &IterState<'_, f64, N, M>) {
-        self.rows.push(Record::of(s, Some(self.reference)));
-    }
-    fn observe_final(&mut self, s: &IterState<'_, f64, N, M>) {
-        self.rows.push(Record::of(s, Some(self.reference)));
-    }
+    pub history: Vec<Row>,
+    /// The lower-level steps at the upper iterations of `--ll-trace`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ll_history: Vec<LlTrace>,
 }
 
 fn fmt_vec(v: &[f64]) -> String {
@@ -169,14 +131,14 @@ pub(super) fn print_table(reports: &[RunReport], s: &Settings) {
 
 /// The four metrics of every run against the upper iteration, one panel each.
 pub(super) fn write_plot(path: &std::path::Path, reports: &[RunReport]) -> Result<(), CliError> {
-    type Metric = fn(&Record<f64>) -> Option<f64>;
+    type Metric = fn(&Row) -> Option<f64>;
     let metrics: [(&str, Metric); 4] = [
-        ("|F − F*|", |r| r.upper_gap),
-        ("|f − f*|", |r| r.lower_gap.map(f64::abs)),
-        ("‖x − x*‖", |r| r.x_err),
-        ("‖y − y*‖", |r| r.y_err),
+        ("|F − F*|", |r| Some(r.upper_gap)),
+        ("|f − f*|", |r| Some(r.lower_gap.abs())),
+        ("‖x − x*‖", |r| Some(r.x_err)),
+        ("‖y − y*‖", |r| Some(r.y_err)),
     ];
-    let runs: Vec<(String, &[Record<f64>])> = reports
+    let runs: Vec<(String, &[Row])> = reports
         .iter()
         .map(|r| {
             (
@@ -185,7 +147,7 @@ pub(super) fn write_plot(path: &std::path::Path, reports: &[RunReport]) -> Resul
             )
         })
         .collect();
-    let iter = |h: &Record<f64>| f64::from(h.iter);
+    let iter = |h: &Row| f64::from(h.ul_iter);
     let panels = plot::metric_panels(&metrics, &runs, iter, true);
     let title = match reports.first() {
         Some(r) if r.example == "tpami" => format!("journal Eq. (40), n = {}", r.n),
