@@ -359,7 +359,8 @@ fn legend_corner(
         .max()
         .unwrap_or(0);
     let w = ((chars * 7 + 50) as f64 / 400.0).min(1.0);
-    let h = ((panel.series.len() * 17 + 14) as f64 / 290.0).min(1.0);
+    let entries = panel.series.len() + usize::from(panel.mark.is_some());
+    let h = ((entries * 17 + 14) as f64 / 290.0).min(1.0);
     let corners = [
         (SeriesLabelPosition::UpperRight, 1.0 - w, 1.0 - h),
         (SeriesLabelPosition::LowerRight, 1.0 - w, 0.0),
@@ -367,6 +368,15 @@ fn legend_corner(
         (SeriesLabelPosition::LowerLeft, 0.0, 0.0),
     ];
     let mut covered = [0usize; 4];
+    // A mark hidden by the legend would be lost: it weighs as much as a whole curve.
+    if let Some((_, (x, y))) = &panel.mark {
+        let (ux, uy) = ((x - x0) / (x1 - x0), unit_y(*y));
+        for (c, &(_, cx, cy)) in covered.iter_mut().zip(&corners) {
+            if (cx..=cx + w).contains(&ux) && (cy..=cy + h).contains(&uy) {
+                *c += 1000;
+            }
+        }
+    }
     let unit = |(x, y): (f64, f64)| ((x - x0) / (x1 - x0), unit_y(y));
     for s in &panel.series {
         let pts: Vec<(f64, f64)> = s

@@ -12,8 +12,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use super::legend::legend_labels;
-use super::reports::{ITER_KEY, Loaded, read_reports};
-use super::{Panel, Series, write_svg};
+use super::reports::{Curves, ITER_KEY, LL_ITER_KEY, Loaded, read_reports};
+use super::{Panel, Series, XAxis, columns, write_svg_grid};
 use crate::error::CliError;
 use crate::output::check_svg;
 
@@ -28,65 +28,259 @@ pub struct PlotArgs {
     #[arg(long, value_name = "FIG.svg")]
     pub out: PathBuf,
     /// History quantities to draw, one panel each, in this order [default: every quantity
-    /// all reports have, e.g. ul_loss,val_acc,clean_f1 for hyper-cleaning].
+    /// all reports have, e.g. ul_loss,val_acc,clean_f1 for hyper-cleaning; with `--plane`
+    /// alone, none].
     #[arg(long, value_delimiter = ',', value_name = "KEY,...")]
     pub metrics: Vec<String>,
+    /// Draw the lower-level steps recorded at these upper iterations (`bda toy --ll-trace`)
+    /// instead of the history: one column per iteration, one row per quantity.
+    #[arg(long, value_delimiter = ',', value_name = "T,...")]
+    pub ll_at: Vec<u32>,
+    /// Add a panel with each report's path in the plane of two history quantities, e.g.
+    /// `x[0],y[50]` (elements of `bda toy --record-iterates`'s iterates).
+    #[arg(long, value_delimiter = ',', value_name = "KEY,KEY")]
+    pub plane: Vec<String>,
+    /// Mark this point of the `--plane` panel as the optimum.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "X,Y",
+        allow_hyphen_values = true
+    )]
+    pub mark: Vec<f64>,
+    /// Draw the series of these methods dashed, and give a dashed series the colour of the
+    /// solid one with the same settings (the papers' RHG beside BDA), e.g. `rhg,trhg`.
+    #[arg(long, value_delimiter = ',', value_name = "METHOD,...")]
+    pub dashed: Vec<String>,
     /// Title of the figure [default: from the reports' command and data].
     #[arg(long)]
     pub title: Option<String>,
 }
 
 /// The order of the panels of known quantities (others follow in alphabetical order).
-const METRIC_ORDER: [&str; 11] = [
+const METRIC_ORDER: [&str; 16] = [
     "ul_loss",
     "upper",
+    "phi_star",
     "upper_gap",
+    "phi_gap",
     "lower_gap",
     "grad_norm",
     "x_err",
+    "x_err_sq_rel",
     "y_err",
+    "y_err_sq_rel",
+    "y_best_err",
     "train_acc",
     "val_acc",
     "clean_f1",
     "orthogonality",
 ];
 
+/// `bda toy` history quantities drawn only when asked for (the papers' figures use them;
+/// the default chart keeps to the four of the toy's own plot).
+const ON_REQUEST: [&str; 5] = [
+    "x_err_sq_rel",
+    "y_err_sq_rel",
+    "phi_star",
+    "phi_gap",
+    "y_best_err",
+];
+
 /// Run `bda plot`.
 pub fn run(args: &PlotArgs) -> Result<(), CliError> {
     check_svg("--out", &args.out)?;
+    let plane = plane_keys(args)?;
     let mut reports = Vec::new();
     for p in &args.reports {
         reports.extend(read_reports(p)?);
     }
-    let metrics = choose_metrics(&reports, &args.metrics)?;
     let labels = legend_labels(&reports);
-    let panels: Vec<Panel> = metrics
-        .iter()
-        .map(|m| {
-            let series: Vec<Series> = reports
+    let styles = styles(&reports, &labels, &args.dashed);
+    let series = |curves: &dyn Fn(&Loaded) -> Vec<(f64, f64)>| -> Vec<Series> {
+        reports
+            .iter()
+            .zip(&labels)
+            .zip(&styles)
+            .map(|((r, name), &(dashed, color))| Series {
+                name: name.clone(),
+                points: curves(r),
+                dashed,
+                color: Some(color),
+            })
+            .collect()
+    };
+    let log =
+        |m: &str, s: &[Series]| wants_log(m, s.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
+    let mut panels: Vec<Panel> = Vec::new();
+    let mut cols = None;
+    if args.ll_at.is_empty() {
+        let sets: Vec<(&str, &Curves)> = reports
+            .iter()
+            .map(|r| (r.origin.as_str(), &r.curves))
+            .collect();
+        let metrics = if args.metrics.is_empty() && plane.is_some() {
+            Vec::new()
+        } else {
+            choose_metrics(&sets, &args.metrics, ITER_KEY, &ON_REQUEST)?
+        };
+        for m in &metrics {
+            let s = series(&|r| r.curves.get(m).cloned().unwrap_or_default());
+            panels.push(Panel::upper(metric_title(m), log(m, &s), s));
+        }
+    } else {
+        for r in &reports {
+            if let Some(t) = args.ll_at.iter().find(|t| !r.ll_curves.contains_key(t)) {
+                let has: Vec<String> = r.ll_curves.keys().map(u32::to_string).collect();
+                return Err(CliError::input(format!(
+                    "{}: no lower-level steps recorded at upper iteration {t} (recorded: {}; bda toy --ll-trace records them)",
+                    r.origin,
+                    if has.is_empty() {
+                        "none".into()
+                    } else {
+                        has.join(", ")
+                    }
+                )));
+            }
+        }
+        let sets: Vec<(&str, &Curves)> = reports
+            .iter()
+            .flat_map(|r| {
+                args.ll_at
+                    .iter()
+                    .map(|t| (r.origin.as_str(), &r.ll_curves[t]))
+            })
+            .collect();
+        let metrics = choose_metrics(&sets, &args.metrics, LL_ITER_KEY, &[])?;
+        for m in &metrics {
+            let row: Vec<Vec<Series>> = args
+                .ll_at
                 .iter()
-                .zip(&labels)
-                .map(|(r, name)| {
-                    Series::new(name.clone(), r.curves.get(m).cloned().unwrap_or_default())
-                })
+                .map(|t| series(&|r| r.ll_curves[t].get(m).cloned().unwrap_or_default()))
                 .collect();
-            let y_log = wants_log(m, series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
-            Panel::upper(metric_title(m), y_log, series)
-        })
-        .collect();
+            let y_log = log(m, &row.concat());
+            for (t, s) in args.ll_at.iter().zip(row) {
+                panels.push(Panel {
+                    title: format!("{} at x_{t}", metric_title(m)),
+                    y_log,
+                    series: s,
+                    x_axis: XAxis::Lower,
+                    mark: None,
+                });
+            }
+        }
+        cols = Some(args.ll_at.len());
+    }
+    if let Some((a, b)) = &plane {
+        for r in &reports {
+            if let Some(k) = [a, b].into_iter().find(|k| !r.curves.contains_key(*k)) {
+                return Err(CliError::input(format!(
+                    "{}: --plane: no \"{k}\" in the history (bda toy --record-iterates records x[i] and y[i])",
+                    r.origin
+                )));
+            }
+        }
+        let path = |r: &Loaded| {
+            let (xs, ys) = (&r.curves[a], &r.curves[b]);
+            xs.iter()
+                .zip(ys)
+                .filter(|(p, q)| p.0 == q.0)
+                .map(|(p, q)| (p.1, q.1))
+                .collect()
+        };
+        panels.push(Panel {
+            title: format!("the iterates in the plane ({a}, {b})"),
+            y_log: false,
+            series: series(&path),
+            x_axis: XAxis::Value(a.clone()),
+            mark: (args.mark.len() == 2)
+                .then(|| ("optimum".to_string(), (args.mark[0], args.mark[1]))),
+        });
+    }
     let title = args
         .title
         .clone()
         .unwrap_or_else(|| default_title(&reports));
-    write_svg(&args.out, &title, &panels)?;
+    let cols = cols.unwrap_or_else(|| columns(panels.len()));
+    write_svg_grid(&args.out, &title, &panels, cols)?;
     println!("plot written to {}", args.out.display());
     Ok(())
 }
 
-/// The panels: `wanted` (each must be in every report's history), or every quantity all
-/// reports have, known ones in `METRIC_ORDER`.
-pub fn choose_metrics(reports: &[Loaded], wanted: &[String]) -> Result<Vec<String>, CliError> {
-    let keys = |r: &Loaded| r.curves.keys().cloned().collect::<Vec<_>>().join(", ");
+/// The two keys of `--plane`, checked with `--mark` and `--ll-at`.
+fn plane_keys(args: &PlotArgs) -> Result<Option<(String, String)>, CliError> {
+    if !args.mark.is_empty() {
+        if args.plane.is_empty() {
+            return Err(CliError::input(
+                "--mark: marks a point of the --plane panel; give --plane too",
+            ));
+        }
+        if args.mark.len() != 2 || args.mark.iter().any(|v| !v.is_finite()) {
+            return Err(CliError::input("--mark: expected two finite numbers X,Y"));
+        }
+    }
+    match args.plane.as_slice() {
+        [] => Ok(None),
+        [_, _] if !args.ll_at.is_empty() => Err(CliError::input(
+            "--plane: draws the history, --ll-at the lower-level steps; give one of them",
+        )),
+        [a, b] if !a.trim().is_empty() && !b.trim().is_empty() => {
+            Ok(Some((a.trim().to_owned(), b.trim().to_owned())))
+        }
+        _ => Err(CliError::input(
+            "--plane: expected two history keys KEY,KEY",
+        )),
+    }
+}
+
+/// Per report: dashed or not, and its colour. Without `--dashed`, colours in report
+/// order; with it, one colour per label without its method (and T-RHG's `T=`), so that
+/// `bda x0=2` and the dashed `rhg x0=2` share one — unless the reports differ by method
+/// only, when each keeps its own.
+fn styles(reports: &[Loaded], labels: &[String], dashed: &[String]) -> Vec<(bool, usize)> {
+    let key = |label: &str| -> String {
+        let words = label.split(' ').skip(1).filter(|w| !w.starts_with("T="));
+        words.collect::<Vec<_>>().join(" ")
+    };
+    let keys: Vec<String> = labels.iter().map(|l| key(l)).collect();
+    let by_settings = !dashed.is_empty() && keys.iter().any(|k| *k != keys[0]);
+    let mut seen: Vec<&str> = Vec::new();
+    reports
+        .iter()
+        .zip(&keys)
+        .enumerate()
+        .map(|(i, (r, k))| {
+            let color = if by_settings {
+                seen.iter().position(|s| *s == k).unwrap_or_else(|| {
+                    seen.push(k);
+                    seen.len() - 1
+                })
+            } else {
+                i
+            };
+            (dashed.iter().any(|d| d.trim() == r.method), color)
+        })
+        .collect()
+}
+
+/// The panels: `wanted` (each must be in every curve set), or every quantity all sets
+/// have except those in `on_request`, known ones in `METRIC_ORDER`. A set is a report's
+/// history (`axis` = `ul_iter`) or one of its lower-level traces (`ll_iter`), named by its
+/// report's origin.
+pub fn choose_metrics(
+    sets: &[(&str, &Curves)],
+    wanted: &[String],
+    axis: &str,
+    on_request: &[&str],
+) -> Result<Vec<String>, CliError> {
+    let keys = |c: &Curves| {
+        let plain: Vec<&str> = c
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !k.contains('['))
+            .collect();
+        plain.join(", ")
+    };
     if !wanted.is_empty() {
         let mut out: Vec<String> = Vec::new();
         for w in wanted {
@@ -94,16 +288,15 @@ pub fn choose_metrics(reports: &[Loaded], wanted: &[String]) -> Result<Vec<Strin
             if w.is_empty() {
                 return Err(CliError::input("--metrics: an empty name"));
             }
-            if w == ITER_KEY {
+            if w == axis {
                 return Err(CliError::input(format!(
-                    "--metrics: {ITER_KEY} is the horizontal axis of every panel"
+                    "--metrics: {axis} is the horizontal axis of every panel"
                 )));
             }
-            if let Some(r) = reports.iter().find(|r| !r.curves.contains_key(w)) {
+            if let Some((origin, c)) = sets.iter().find(|(_, c)| !c.contains_key(w)) {
                 return Err(CliError::input(format!(
-                    "{}: no \"{w}\" in the history (it has: {})",
-                    r.origin,
-                    keys(r)
+                    "{origin}: no \"{w}\" in the history (it has: {})",
+                    keys(c)
                 )));
             }
             if !out.iter().any(|o| o == w) {
@@ -112,17 +305,20 @@ pub fn choose_metrics(reports: &[Loaded], wanted: &[String]) -> Result<Vec<Strin
         }
         return Ok(out);
     }
-    let mut common: BTreeSet<&String> = match reports.first() {
-        Some(r) => r.curves.keys().collect(),
+    let mut common: BTreeSet<&String> = match sets.first() {
+        Some((_, c)) => c
+            .keys()
+            .filter(|k| !k.contains('[') && !on_request.contains(&k.as_str()))
+            .collect(),
         None => BTreeSet::new(),
     };
-    for r in reports.iter().skip(1) {
-        common.retain(|k| r.curves.contains_key(*k));
+    for (_, c) in sets.iter().skip(1) {
+        common.retain(|k| c.contains_key(*k));
     }
     if common.is_empty() {
-        let each: Vec<String> = reports
+        let each: Vec<String> = sets
             .iter()
-            .map(|r| format!("{} has {}", r.origin, keys(r)))
+            .map(|(origin, c)| format!("{origin} has {}", keys(c)))
             .collect();
         return Err(CliError::input(format!(
             "no history quantity common to all reports: {}",
@@ -158,6 +354,11 @@ pub fn metric_title(key: &str) -> String {
         "grad_norm" => "‖∇φ_K(x)‖".into(),
         "x_err" => "‖x − x*‖".into(),
         "y_err" => "‖y − y*‖".into(),
+        "x_err_sq_rel" => "‖x − x*‖²/‖x*‖²".into(),
+        "y_err_sq_rel" => "‖y − y*‖²/‖y*‖²".into(),
+        "phi_star" => "φ*(x) = F(x, y*(x))".into(),
+        "phi_gap" => "|φ_K(x) − φ*(x)|".into(),
+        "y_best_err" => "‖y − y*(x)‖".into(),
         k if k.ends_with("_acc") || k.ends_with("_f1") => format!("{k} (%)"),
         k => k.into(),
     }
@@ -184,7 +385,17 @@ pub fn wants_log(key: &str, values: impl Iterator<Item = f64>) -> bool {
 }
 
 /// History quantities that are distances to an optimum or gradient norms.
-pub const LOG_METRICS: [&str; 5] = ["upper_gap", "lower_gap", "grad_norm", "x_err", "y_err"];
+pub const LOG_METRICS: [&str; 9] = [
+    "upper_gap",
+    "lower_gap",
+    "grad_norm",
+    "x_err",
+    "y_err",
+    "x_err_sq_rel",
+    "y_err_sq_rel",
+    "phi_gap",
+    "y_best_err",
+];
 
 /// The figure's title: what the reports are about (command and data), distinct ones
 /// joined.
@@ -234,10 +445,13 @@ mod tests {
     #[test]
     fn metrics_in_paper_order_or_as_asked() {
         let rs = [report("bda", json!({})), report("rhg", json!({}))];
-        assert_eq!(choose_metrics(&rs, &[]).unwrap(), ["ul_loss", "val_acc"]);
+        let sets: Vec<(&str, &Curves)> =
+            rs.iter().map(|r| (r.origin.as_str(), &r.curves)).collect();
+        let choose = |wanted: &[String]| choose_metrics(&sets, wanted, ITER_KEY, &ON_REQUEST);
+        assert_eq!(choose(&[]).unwrap(), ["ul_loss", "val_acc"]);
         let asked = ["val_acc".to_string()];
-        assert_eq!(choose_metrics(&rs, &asked).unwrap(), ["val_acc"]);
-        let e = choose_metrics(&rs, &["clean_f1".to_string()]).unwrap_err();
+        assert_eq!(choose(&asked).unwrap(), ["val_acc"]);
+        let e = choose(&["clean_f1".to_string()]).unwrap_err();
         assert_eq!(
             e.to_string(),
             "bda.json: no \"clean_f1\" in the history (it has: ul_loss, val_acc)"

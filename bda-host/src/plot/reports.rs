@@ -28,8 +28,70 @@ pub struct Loaded {
     pub settings: Map<String, Value>,
     /// Top-level scalars, for the default title (`dataset`, `ways`, `shots`, `example`).
     pub top: Map<String, Value>,
-    /// Each numeric history key: its `(ul_iter, value)` points.
-    pub curves: BTreeMap<String, Vec<(f64, f64)>>,
+    /// Each numeric history key: its `(ul_iter, value)` points. An array of numbers (the
+    /// iterates `x` and `y` of `bda toy --record-iterates`) gives a curve per element,
+    /// `x[0]`, `x[1]`, ….
+    pub curves: Curves,
+    /// `bda toy --ll-trace`'s lower-level steps: per upper iteration, each numeric key's
+    /// `(ll_iter, value)` points.
+    pub ll_curves: BTreeMap<u32, Curves>,
+}
+
+/// The horizontal axis of a lower-level trace.
+pub const LL_ITER_KEY: &str = "ll_iter";
+
+/// Curves by key, each a list of `(iteration, value)` points.
+pub type Curves = BTreeMap<String, Vec<(f64, f64)>>;
+
+/// The rows of one history as curves against the integer key `axis`; `what` names a row in
+/// errors (`history row 3`).
+fn curves_of(rows: &[Value], axis: &str, what: &str) -> Result<Curves, String> {
+    let mut curves = Curves::new();
+    for (i, row) in rows.iter().enumerate() {
+        let Value::Object(row) = row else {
+            return Err(format!("{what} {i} is not an object"));
+        };
+        let x = row
+            .get(axis)
+            .and_then(Value::as_f64)
+            .filter(|x| x.fract() == 0.0)
+            .ok_or_else(|| format!("{what} {i} has no integer \"{axis}\""))?;
+        for (k, v) in row.iter().filter(|(k, _)| *k != axis) {
+            if let Value::Array(items) = v {
+                for (j, e) in items.iter().enumerate() {
+                    if let Some(y) = e.as_f64() {
+                        curves.entry(format!("{k}[{j}]")).or_default().push((x, y));
+                    }
+                }
+            } else if let Some(y) = v.as_f64() {
+                curves.entry(k.clone()).or_default().push((x, y));
+            }
+        }
+    }
+    Ok(curves)
+}
+
+/// `ll_history` (absent: none) as curves per upper iteration.
+fn ll_curves_of(v: Option<Value>) -> Result<BTreeMap<u32, Curves>, String> {
+    let entries = match v {
+        None => return Ok(BTreeMap::new()),
+        Some(Value::Array(e)) => e,
+        Some(_) => return Err("\"ll_history\" is not an array".into()),
+    };
+    let mut out = BTreeMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        let t = e
+            .get(ITER_KEY)
+            .and_then(Value::as_u64)
+            .and_then(|t| u32::try_from(t).ok())
+            .ok_or_else(|| format!("ll_history entry {i} has no integer \"{ITER_KEY}\""))?;
+        let Some(Value::Array(steps)) = e.get("steps") else {
+            return Err(format!("ll_history entry {i} has no \"steps\" array"));
+        };
+        let what = format!("ll_history entry {i} step");
+        out.insert(t, curves_of(steps, LL_ITER_KEY, &what)?);
+    }
+    Ok(out)
 }
 
 /// Every report of the file `path` (one JSON value, or one per line). Errors are one line
@@ -107,22 +169,8 @@ pub fn parse_report(v: Value, origin: String) -> Result<Loaded, CliError> {
         }
         Some(_) => return Err(fail("\"history\" is not an array".into())),
     };
-    let mut curves: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    for (i, row) in rows.iter().enumerate() {
-        let Value::Object(row) = row else {
-            return Err(fail(format!("history row {i} is not an object")));
-        };
-        let x = row
-            .get(ITER_KEY)
-            .and_then(Value::as_f64)
-            .filter(|x| x.fract() == 0.0)
-            .ok_or_else(|| fail(format!("history row {i} has no integer \"{ITER_KEY}\"")))?;
-        for (k, v) in row {
-            if let (false, Some(y)) = (k == ITER_KEY, v.as_f64()) {
-                curves.entry(k.clone()).or_default().push((x, y));
-            }
-        }
-    }
+    let curves = curves_of(&rows, ITER_KEY, "history row").map_err(fail)?;
+    let ll_curves = ll_curves_of(m.remove("ll_history")).map_err(fail)?;
     let config = match m.remove("config") {
         Some(Value::Object(c)) => Some(c),
         _ => None,
@@ -149,6 +197,7 @@ pub fn parse_report(v: Value, origin: String) -> Result<Loaded, CliError> {
         settings,
         top,
         curves,
+        ll_curves,
     })
 }
 
