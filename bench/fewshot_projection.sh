@@ -5,17 +5,21 @@
 # (OUT_DIR/METHOD-PROJ.json), the per-run charts, and the overlays of docs/fewshot.md.
 # Usage: bench/fewshot_projection.sh DATA_DIR OUT_DIR [UL_ITERS] [THREADS]
 #   DATA_DIR: bda data kanji --out DIR --limit 1623
+# Environment: VAL_EVERY [50], EPISODES [600] (test episodes), BDA (a built binary).
 set -euo pipefail
 DATA=${1:?data dir (bda data kanji --out DIR --limit 1623)}
 OUT=${2:?output folder}
 STEPS=${3:-1500}
 THREADS=${4:-2}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-(cd "$ROOT" && cargo build --release -q -p bda-host)
-BDA="${CARGO_TARGET_DIR:-$ROOT/target}/release/bda"
+if [ -z "${BDA:-}" ]; then
+  (cd "$ROOT" && cargo build --release -q -p bda-host)
+  BDA="${CARGO_TARGET_DIR:-$ROOT/target}/release/bda"
+fi
 mkdir -p "$OUT"
 common=(--data-dir "$DATA" --ways 5 --shots 1 --queries 15 --meta-batch 4 --ul-iters "$STEPS"
-        --val-every 50 --val-episodes 64 --episodes 600 --threads "$THREADS" --seed 0 --quiet --json)
+        --val-every "${VAL_EVERY:-50}" --val-episodes 64 --episodes "${EPISODES:-600}"
+        --threads "$THREADS" --seed 0 --quiet --json)
 for method in bda rhg; do
   for proj in none max-norm:0.5 spectral:1 sn:1; do
     name="$method-${proj%%:*}"

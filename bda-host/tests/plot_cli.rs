@@ -10,13 +10,21 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_bda"))
 }
 
-/// `bda plot ARGS`, file arguments (all but options and the values of `--metrics` and
-/// `--title`) taken relative to `dir`.
+/// `bda plot ARGS`, file arguments (all but options and the values of `--metrics`,
+/// `--title`, `--ll-at`, `--plane`, `--mark` and `--dashed`) taken relative to `dir`.
 fn plot(dir: &Path, args: &[&str]) -> std::process::Output {
     let mut full = vec!["plot".to_string()];
     for (i, a) in args.iter().enumerate() {
         let value_of = i.checked_sub(1).map(|j| args[j]);
-        if a.starts_with("--") || matches!(value_of, Some("--metrics" | "--title")) {
+        let raw = [
+            "--metrics",
+            "--title",
+            "--ll-at",
+            "--plane",
+            "--mark",
+            "--dashed",
+        ];
+        if a.starts_with("--") || value_of.is_some_and(|v| raw.contains(&v)) {
             full.push(a.to_string());
         } else {
             full.push(dir.join(a).display().to_string());
@@ -245,4 +253,193 @@ fn a_toy_report_is_one_series_per_run_on_log_axes() {
         labels.iter().any(|l| l == "0.1" || l == "1e-2"),
         "{labels:?}"
     );
+}
+
+/// `bda toy ARGS --json` written to `dir/name`.
+fn toy_report(dir: &Path, name: &str, args: &str) {
+    let full = format!("toy --json {args}");
+    let out = run(bin(), &bda_testkit::report::argv(&full), &[]);
+    let (code, err) = failure(&out);
+    assert_eq!(code, 0, "{args}: {err}");
+    fs::write(dir.join(name), &out.stdout).unwrap();
+}
+
+fn svg_labels(dir: &Path, args: &[&str]) -> (String, Vec<String>) {
+    let out = plot(dir, args);
+    let (code, err) = failure(&out);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    let svg = fs::read_to_string(dir.join("x.svg")).unwrap();
+    let labels = texts(&svg);
+    (svg, labels)
+}
+
+fn has(labels: &[String], want: &str) -> bool {
+    labels.iter().any(|l| l == want)
+}
+
+#[test]
+fn lower_level_steps_get_a_column_per_upper_iteration() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    toy_report(d, "t.json", "--K 6 --ul-iters 8 --ll-trace 0,4");
+    let (_, labels) = svg_labels(
+        d,
+        &[
+            "t.json",
+            "--ll-at",
+            "0,4",
+            "--metrics",
+            "lower_gap,y_err",
+            "--out",
+            "x.svg",
+        ],
+    );
+    for want in [
+        "f − f* at x_0",
+        "f − f* at x_4",
+        "‖y − y*‖ at x_0",
+        "‖y − y*‖ at x_4",
+    ] {
+        assert!(has(&labels, want), "{want}: {labels:?}");
+    }
+    assert!(has(&labels, "lower iteration k") && !has(&labels, "upper iteration"));
+    // k runs 0..=6: integer ticks up to 6.
+    assert!(has(&labels, "6") && !has(&labels, "6.5"), "{labels:?}");
+    fs::remove_file(d.join("x.svg")).unwrap();
+    refused(
+        d,
+        &["t.json", "--ll-at", "3", "--out", "x.svg"],
+        "t.json (report 1)",
+        "no lower-level steps recorded at upper iteration 3 (recorded: 0, 4;",
+    );
+    toy_report(d, "plain.json", "--ul-iters 8");
+    refused(
+        d,
+        &["plain.json", "--ll-at", "0", "--out", "x.svg"],
+        "plain.json (report 1)",
+        "(recorded: none; bda toy --ll-trace records them)",
+    );
+}
+
+#[test]
+fn a_path_in_a_plane_with_the_optimum_marked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    toy_report(d, "t.json", "--K 16 --ul-iters 30 --record-iterates --y0 2");
+    let args = [
+        "t.json",
+        "--plane",
+        "x[0],y[1]",
+        "--mark",
+        "1,1",
+        "--dashed",
+        "rhg",
+        "--out",
+        "x.svg",
+    ];
+    let (svg, labels) = svg_labels(d, &args);
+    for want in [
+        "the iterates in the plane (x[0], y[1])",
+        "x[0]",
+        "optimum",
+        "bda",
+        "rhg",
+    ] {
+        assert!(has(&labels, want), "{want}: {labels:?}");
+    }
+    // The plane alone: no history panel, value ticks (not iterations) on the x axis.
+    assert!(
+        !has(&labels, "upper iteration") && !has(&labels, "|F − F*|"),
+        "{labels:?}"
+    );
+    assert!(labels.iter().any(|l| l.contains('.')), "{labels:?}");
+    // RHG dashed: its line is drawn in pieces.
+    let (solid, _) = svg_labels(
+        d,
+        &["t.json", "--plane", "x_mean,free_mean", "--out", "x.svg"],
+    );
+    assert!(svg.matches("<polyline").count() > solid.matches("<polyline").count() + 5);
+    // With --metrics, the history panels come first.
+    let (_, labels) = svg_labels(
+        d,
+        &[
+            "t.json",
+            "--metrics",
+            "phi_gap",
+            "--plane",
+            "x_mean,free_mean",
+            "--out",
+            "x.svg",
+        ],
+    );
+    assert!(
+        has(&labels, "|φ_K(x) − φ*(x)|") && has(&labels, "x_mean"),
+        "{labels:?}"
+    );
+    fs::remove_file(d.join("x.svg")).unwrap();
+    for (args, what) in [
+        (
+            vec!["t.json", "--mark", "1,1", "--out", "x.svg"],
+            "--mark: marks a point of the --plane panel",
+        ),
+        (
+            vec![
+                "t.json",
+                "--plane",
+                "x[0],y[1]",
+                "--mark",
+                "1",
+                "--out",
+                "x.svg",
+            ],
+            "--mark: expected two finite numbers",
+        ),
+        (
+            vec!["t.json", "--plane", "x[0]", "--out", "x.svg"],
+            "--plane: expected two history keys",
+        ),
+        (
+            vec![
+                "t.json",
+                "--plane",
+                "x[0],y[1]",
+                "--ll-at",
+                "0",
+                "--out",
+                "x.svg",
+            ],
+            "give one of them",
+        ),
+    ] {
+        refused(d, &args, "--", what);
+    }
+    refused(
+        d,
+        &["t.json", "--plane", "x[0],y[7]", "--out", "x.svg"],
+        "t.json (report 1)",
+        "--plane: no \"y[7]\" in the history",
+    );
+}
+
+#[test]
+fn a_long_legend_gets_a_cell_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut files = Vec::new();
+    for i in 0..6 {
+        let name = format!("t{i}.json");
+        toy_report(d, &name, &format!("--K 4 --ul-iters 5 --x0 {i}"));
+        files.push(name);
+    }
+    let mut args: Vec<&str> = files.iter().map(String::as_str).collect();
+    args.extend(["--metrics", "x_err", "--dashed", "rhg", "--out", "x.svg"]);
+    let (svg, labels) = svg_labels(d, &args);
+    for i in 0..6 {
+        for m in ["bda", "rhg"] {
+            let want = format!("{m} x0={i}");
+            assert!(has(&labels, &want), "{want}: {labels:?}");
+        }
+    }
+    // One panel and the legend beside it: two columns.
+    assert!(svg.contains("width=\"960\""), "{}", &svg[..200]);
 }

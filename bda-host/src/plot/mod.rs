@@ -17,6 +17,7 @@ pub mod reports;
 use std::path::Path;
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use axes::{Ticked, X_TICKS, Y_TICKS, log_label};
 pub use axes::{iteration_label, iteration_ticks, log_ticks, nice_step, ticks, value_label};
@@ -175,8 +176,15 @@ pub fn write_svg_grid(
 
 /// The SVG text of `panels` in a grid of `cols` columns under `title`.
 pub fn render_svg(title: &str, panels: &[Panel], cols: usize) -> Result<String, String> {
-    let cols = cols.max(1);
-    let rows = panels.len().div_ceil(cols).max(1);
+    // A legend too long for a panel gets a cell of its own after the panels.
+    let crowded = panels.iter().find(|p| p.series.len() > LEGEND_IN_PANEL_MAX);
+    let cells = panels.len() + usize::from(crowded.is_some());
+    let cols = if crowded.is_some() {
+        cols.max(2)
+    } else {
+        cols.max(1)
+    };
+    let rows = cells.div_ceil(cols).max(1);
     let size = (480 * cols as u32, 360 * rows as u32 + 40);
     let mut svg = String::new();
     {
@@ -205,9 +213,52 @@ pub fn render_svg(title: &str, panels: &[Panel], cols: usize) -> Result<String, 
             };
             draw_panel(panel, x, area).map_err(|e| e.to_string())?;
         }
+        if let (Some(panel), Some(area)) = (crowded, areas.get(panels.len())) {
+            draw_legend_cell(panel, area).map_err(|e| e.to_string())?;
+        }
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(svg)
+}
+
+/// A panel with more series than this lists them in a cell of their own.
+pub const LEGEND_IN_PANEL_MAX: usize = 10;
+
+/// The legend of `panel` (its series, then its mark) as a cell of the grid: one entry per
+/// line, in as many columns as the cell needs.
+fn draw_legend_cell(panel: &Panel, area: &Area<'_>) -> DrawResult {
+    let (w, h) = area.dim_in_pixel();
+    let per_col = ((h as i32 - 40) / 18).max(1) as usize;
+    let entries = panel.series.len() + usize::from(panel.mark.is_some());
+    let col_w = (w as i32 - 20) / entries.div_ceil(per_col).max(1) as i32;
+    let anchor = Pos::new(HPos::Left, VPos::Center);
+    let font = TextStyle::from(("sans-serif", 13).into_font()).pos(anchor);
+    for i in 0..entries {
+        let (x, y) = (
+            20 + (i / per_col) as i32 * col_w,
+            30 + (i % per_col) as i32 * 18,
+        );
+        let text = match panel.series.get(i) {
+            Some(s) => {
+                let style = COLORS[s.color.unwrap_or(i) % COLORS.len()].stroke_width(2);
+                let dashes: &[(i32, i32)] = if s.dashed {
+                    &[(0, 8), (13, 21)]
+                } else {
+                    &[(0, 21)]
+                };
+                for &(a, b) in dashes {
+                    area.draw(&PathElement::new(vec![(x + a, y), (x + b, y)], style))?;
+                }
+                s.name.as_str()
+            }
+            None => {
+                area.draw(&Cross::new((x + 10, y), 5, BLACK.stroke_width(2)))?;
+                panel.mark.as_ref().map_or("", |m| m.0.as_str())
+            }
+        };
+        area.draw(&Text::new(text, (x + 28, y), font.clone()))?;
+    }
+    Ok(())
 }
 
 /// Whether a series of `n` points gets a marker at each point, in a panel whose densest
@@ -430,6 +481,7 @@ where
         .map(|s| s.points.len())
         .max()
         .unwrap_or(0);
+    let legend = panel.series.len() <= LEGEND_IN_PANEL_MAX;
     for (i, s) in panel.series.iter().enumerate() {
         let color = COLORS[s.color.unwrap_or(i) % COLORS.len()];
         let pts = finite(s);
@@ -451,11 +503,11 @@ where
                 + PathElement::new(vec![(a.0, 0), (a.1, 0)], style)
                 + PathElement::new(vec![(b.0, 0), (b.1, 0)], style)
         };
-        let anno = anno.label(s.name.as_str());
-        if markers {
+        if legend && markers {
+            let anno = anno.label(s.name.as_str());
             anno.legend(move |p| line(p) + Circle::new((8, 0), MARKER_RADIUS, color.filled()));
-        } else {
-            anno.legend(line);
+        } else if legend {
+            anno.label(s.name.as_str()).legend(line);
         }
         if markers {
             chart.draw_series(
@@ -466,10 +518,14 @@ where
     }
     if let Some((label, (x, y))) = &panel.mark {
         let mark = Cross::new((*x, map_y(*y)), 7, BLACK.stroke_width(3));
-        chart
-            .draw_series(std::iter::once(mark))?
-            .label(label.as_str())
-            .legend(|(x, y)| Cross::new((x + 8, y), 5, BLACK.stroke_width(2)));
+        let anno = chart.draw_series(std::iter::once(mark))?;
+        if legend {
+            anno.label(label.as_str())
+                .legend(|(x, y)| Cross::new((x + 8, y), 5, BLACK.stroke_width(2)));
+        }
+    }
+    if !legend {
+        return Ok(()); // drawn in a cell of its own
     }
     chart
         .configure_series_labels()

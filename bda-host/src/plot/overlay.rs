@@ -469,4 +469,39 @@ mod tests {
         assert_eq!(metric_title("val_acc"), "validation accuracy (%)");
         assert_eq!(metric_title("test_acc"), "test_acc (%)");
     }
+
+    #[test]
+    fn dashed_series_share_the_colour_of_their_solid_twin() {
+        let c = |x0: u32| json!({"x0": x0, "truncate": 10});
+        let rs = [
+            report("bda", c(0)),
+            report("rhg", c(0)),
+            report("bda", c(2)),
+            report("rhg", c(2)),
+        ];
+        let labels = legend_labels(&rs);
+        let dashed = ["rhg".to_string()];
+        assert_eq!(
+            styles(&rs, &labels, &dashed),
+            [(false, 0), (true, 0), (false, 1), (true, 1)]
+        );
+        // Without --dashed, a colour per report.
+        assert_eq!(
+            styles(&rs, &labels, &[]),
+            [(false, 0), (false, 1), (false, 2), (false, 3)]
+        );
+        // Reports that differ by method only (T-RHG's T aside) keep a colour each.
+        let rs = [
+            report("bda", c(0)),
+            report("rhg", c(0)),
+            report("trhg", c(0)),
+        ];
+        let labels = legend_labels(&rs);
+        assert_eq!(labels[2], "trhg T=10");
+        let dashed = ["rhg".to_string(), "trhg".to_string()];
+        assert_eq!(
+            styles(&rs, &labels, &dashed),
+            [(false, 0), (true, 1), (true, 2)]
+        );
+    }
 }

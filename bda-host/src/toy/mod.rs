@@ -148,6 +148,7 @@ where
             warm_start: settings.warm_start,
             trace_at: &args.ll_trace,
             iterates: args.record_iterates,
+            free: if example == "tpami" { N..M } else { 1..M },
             y_start: y0,
             rows: Vec::new(),
             traces: Vec::new(),

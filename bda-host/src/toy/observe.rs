@@ -34,6 +34,12 @@ pub struct Row {
     pub phi_gap: f64,
     /// `‖y_K − y*(x)‖`.
     pub y_best_err: f64,
+    /// The mean of `x`'s coordinates (`x` itself for Example 1).
+    pub x_mean: f64,
+    /// The mean of the lower-level coordinates that Example 1's lower level leaves free:
+    /// `y₂` (Example 1, Remark 4), `z` (Eq. 40). With `x_mean` the plane of the papers'
+    /// path figures: the optimum is (1, 1), RHG never moves these coordinates.
+    pub free_mean: f64,
     /// `x`, with `--record-iterates`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub x: Option<Vec<f64>>,
@@ -75,6 +81,8 @@ pub(super) struct Recorder<'a, U, L, const N: usize, const M: usize> {
     pub(super) warm_start: bool,
     pub(super) trace_at: &'a [u32],
     pub(super) iterates: bool,
+    /// The coordinates of `y` behind `free_mean`.
+    pub(super) free: std::ops::Range<usize>,
     /// Where the K steps of the next upper iteration start (as the solver's own).
     pub(super) y_start: SVector<f64, M>,
     pub(super) rows: Vec<Row>,
@@ -123,6 +131,8 @@ where
             phi_star,
             phi_gap: (s.upper - phi_star).abs(),
             y_best_err: dist(s.y, &best),
+            x_mean: s.x.mean(),
+            free_mean: s.y.rows_range(self.free.clone()).mean(),
             x: self.iterates.then(|| s.x.iter().copied().collect()),
             y: self.iterates.then(|| s.y.iter().copied().collect()),
         }
