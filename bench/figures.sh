@@ -15,10 +15,12 @@
 #   --miniimagenet DIR MiniImageNet (either layout): adds the right panel of ICML Fig. 4 /
 #                      journal Fig. 7
 #   --threads N        threads of the few-shot runs [2]
+#   --fig8-steps N     meta-steps of each of journal Fig. 8's eight runs [1500, as in
+#                      docs/fewshot.md; --quick: 40]
 # Environment: BDA (a built binary; default: cargo build --release).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-QUICK=0 OUT="$ROOT/docs/figures" KANJI="" MINI="" THREADS=2
+QUICK=0 OUT="$ROOT/docs/figures" KANJI="" MINI="" THREADS=2 FIG8=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -26,6 +28,7 @@ while [ $# -gt 0 ]; do
     --kanji) KANJI=${2:?--kanji needs a folder}; shift ;;
     --miniimagenet) MINI=${2:?--miniimagenet needs a folder}; shift ;;
     --threads) THREADS=${2:?--threads needs a number}; shift ;;
+    --fig8-steps) FIG8=${2:?--fig8-steps needs a number}; shift ;;
     *) echo "figures.sh: unknown option $1 (see the usage at the top of the script)" >&2; exit 2 ;;
   esac
   shift
@@ -125,6 +128,7 @@ if [ -z "$KANJI" ]; then
   fi
 fi
 if [ "$QUICK" = 1 ]; then STEPS=100 VAL_EVERY=20 EPISODES=100 FIG8_STEPS=40; else STEPS=1500 VAL_EVERY=100 EPISODES=600 FIG8_STEPS=1500; fi
+FIG8_STEPS=${FIG8:-$FIG8_STEPS}
 # The 5-way 1-shot settings of docs/fewshot.md's ranking (chosen there on validation).
 FEW=(--ways 5 --shots 1 --queries 15 --meta-batch 4 --channels 32 --ll-lr 0.02 --mu 0.1 --truncate 4
      --ul-iters "$STEPS" --val-every "$VAL_EVERY" --val-episodes 100 --episodes "$EPISODES"

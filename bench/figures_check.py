@@ -85,11 +85,12 @@ for name in ("y2.05-none", "y2.05-box", "y3-box"):
           f"{first_below(b, 'x_err', 0.3)}; {g(last(b, 'x_err'))}")
 with open(os.path.join(D, "journal-fig5-y3-none.txt")) as f:
     print("  y3-none: " + " / ".join(line.strip() for line in f))
-print("journal Fig. 6 (BDA): final |F − F*|, ‖x − x*‖, ‖y − y*‖")
+print("journal Fig. 6 (BDA): final |F − F*|, ‖x − x*‖, ‖y − y*‖; first upper iteration with "
+      "‖x − x*‖ < 1, < 0.1")
 for a in ("0", "0.5", "0.5-over-k"):
     b = runs(f"journal-fig6-alpha-{a}")["bda"]
     print(f"  α = {a.replace('-over-', '/')}: {g(last(b, 'upper_gap'))}, {g(last(b, 'x_err'))}, "
-          f"{g(last(b, 'y_err'))}")
+          f"{g(last(b, 'y_err'))}; {first_below(b, 'x_err', 1)}, {first_below(b, 'x_err', 0.1)}")
 with open(os.path.join(D, "journal-fig6-printed.txt")) as f:
     print("  printed settings: " + " / ".join(line.strip() for line in f))
 

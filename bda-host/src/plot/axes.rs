@@ -1,5 +1,5 @@
 //! Axes: round tick steps, integer iteration ticks, value and log labels, and the
-//! [`Ticked`] axis that draws exactly the ticks chosen.
+//! `Ticked` axis that draws exactly the ticks chosen.
 
 use std::ops::Range;
 

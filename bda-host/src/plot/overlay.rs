@@ -2,11 +2,16 @@
 //! overlaid on one chart, one panel per history quantity, one series per report.
 //!
 //! A file is one JSON report (the `--json` output of `bda hyperclean`, `bda fewshot`, or
-//! `bda toy`, whose runs count as one report each) or JSON lines, one report per line. A report's `history` is an array of
-//! objects with the upper-level iteration `ul_iter` and numeric quantities; each quantity
-//! every report has is a panel (`--metrics` chooses and orders them). A series is labelled
-//! with its report's `method` and the settings (keys of `config`) whose values differ
-//! between the reports given ([`legend_labels`]).
+//! `bda toy`, whose runs count as one report each) or JSON lines, one report per line. A
+//! report's `history` is an array of objects with the upper-level iteration `ul_iter` and
+//! numeric quantities; each quantity every report has is a panel (`--metrics` chooses and
+//! orders them). A series is labelled with its report's `method` and the settings (keys of
+//! `config`) whose values differ between the reports given ([`legend_labels`]).
+//!
+//! For the papers' figures: `--ll-at T,...` draws `bda toy --ll-trace`'s lower-level steps
+//! instead (a column per upper iteration), `--plane A,B` a path in the plane of two history
+//! quantities (with `--mark X,Y` the optimum), and `--dashed rhg` draws RHG dashed in the
+//! colour of the BDA run with the same settings.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
