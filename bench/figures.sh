@@ -143,7 +143,7 @@ fewshot_panel() {  # NAME DATA_DIR [flags]: the three methods, then their loss c
     "$BDA" fewshot --data-dir "$data" "${FEW[@]}" "$@" --method $m > "$OUT/$name-$m.json.tmp"
     mv "$OUT/$name-$m.json.tmp" "$OUT/$name-$m.json"
   done
-  plot "$OUT/$name"-{bda,rhg,trhg}.json --metrics ul_loss,val_acc --out "$OUT/$name.svg" \
+  plot "$OUT/$name"-{bda,rhg,trhg}.json --metrics ul_loss --smooth 25 --out "$OUT/$name.svg" \
     --title "ICML Fig. 4, journal Fig. 7: 5-way 1-shot, $(basename "$data")"
 }
 say "ICML Fig. 4 / journal Fig. 7 (few-shot, $STEPS meta-steps)"

@@ -96,7 +96,9 @@ with open(os.path.join(D, "journal-fig6-printed.txt")) as f:
 
 
 def fewshot(prefix):
-    print(f"few-shot ({prefix}): upper-level loss F, mean over meta-steps [a, b); test accuracy")
+    print(f"few-shot ({prefix}): upper-level loss F, mean over meta-steps [a, b) (± its standard "
+          "error in the last span); first meta-step whose 20-step mean is below 0.5, 0.3, 0.2; "
+          "test accuracy")
     for m in ("bda", "rhg", "trhg"):
         path = os.path.join(D, f"{prefix}-{m}.json")
         if not os.path.exists(path):
@@ -104,10 +106,16 @@ def fewshot(prefix):
         r = json.load(open(path))
         loss = [h["ul_loss"] for h in r["history"] if "ul_loss" in h]
         n = len(loss)
-        cuts = [0, n // 10, n // 2, n]
+        cuts = [0, n // 10, n // 2, n - n // 10, n]
         means = [sum(loss[a:b]) / max(1, b - a) for a, b in zip(cuts, cuts[1:])]
+        tail = loss[cuts[3]:]
+        sd = (sum((v - means[-1]) ** 2 for v in tail) / max(1, len(tail) - 1)) ** 0.5
         spans = ", ".join(f"[{a}, {b}) {v:.3f}" for a, b, v in zip(cuts, cuts[1:], means))
-        print(f"  {m}: {spans}; test {r['test_acc']:.2f} ± {r['ci95']:.2f} %")
+        w = 20
+        firsts = [next((i for i in range(w, n + 1) if sum(loss[i - w:i]) / w < th), None)
+                  for th in (0.5, 0.3, 0.2)]
+        print(f"  {m}: {spans} ± {sd / max(1, len(tail)) ** 0.5:.3f}; "
+              f"{', '.join(map(str, firsts))}; test {r['test_acc']:.2f} ± {r['ci95']:.2f} %")
 
 
 fewshot("fewshot-omniglot-layout")

@@ -57,9 +57,29 @@ pub struct PlotArgs {
     /// solid one with the same settings (the papers' RHG beside BDA), e.g. `rhg,trhg`.
     #[arg(long, value_delimiter = ',', value_name = "METHOD,...")]
     pub dashed: Vec<String>,
+    /// Draw each history curve as the running mean of its last N points (a per-step loss
+    /// is noisy) [default: 1, as recorded].
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub smooth: u32,
     /// Title of the figure [default: from the reports' command and data].
     #[arg(long)]
     pub title: Option<String>,
+}
+
+/// The running mean of the last `n` points' values (the first points: of those so far).
+fn running_mean(points: &[(f64, f64)], n: usize) -> Vec<(f64, f64)> {
+    let mut sum = 0.0;
+    points
+        .iter()
+        .enumerate()
+        .map(|(i, &(x, y))| {
+            sum += y;
+            if i >= n {
+                sum -= points[i - n].1;
+            }
+            (x, sum / (i + 1).min(n) as f64)
+        })
+        .collect()
 }
 
 /// The order of the panels of known quantities (others follow in alphabetical order).
@@ -129,9 +149,15 @@ pub fn run(args: &PlotArgs) -> Result<(), CliError> {
         } else {
             choose_metrics(&sets, &args.metrics, ITER_KEY, &ON_REQUEST)?
         };
+        let n = args.smooth as usize;
         for m in &metrics {
-            let s = series(&|r| r.curves.get(m).cloned().unwrap_or_default());
-            panels.push(Panel::upper(metric_title(m), log(m, &s), s));
+            let s = series(&|r| running_mean(r.curves.get(m).map_or(&[], |c| c), n));
+            let title = if n > 1 {
+                format!("{} (running mean of {n})", metric_title(m))
+            } else {
+                metric_title(m)
+            };
+            panels.push(Panel::upper(title, log(m, &s), s));
         }
     } else {
         for r in &reports {
@@ -508,5 +534,16 @@ mod tests {
             styles(&rs, &labels, &dashed),
             [(false, 0), (true, 1), (true, 2)]
         );
+    }
+
+    #[test]
+    fn running_means_of_the_last_n_points() {
+        let p = [(0.0, 1.0), (1.0, 3.0), (2.0, 5.0), (3.0, 7.0)];
+        assert_eq!(running_mean(&p, 1), p);
+        assert_eq!(
+            running_mean(&p, 2),
+            [(0.0, 1.0), (1.0, 2.0), (2.0, 4.0), (3.0, 6.0)]
+        );
+        assert_eq!(running_mean(&p, 10)[3], (3.0, 4.0));
     }
 }
