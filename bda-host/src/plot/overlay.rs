@@ -58,7 +58,7 @@ pub struct PlotArgs {
     #[arg(long, value_delimiter = ',', value_name = "METHOD,...")]
     pub dashed: Vec<String>,
     /// Draw each history curve as the running mean of its last N points (a per-step loss
-    /// is noisy) [default: 1, as recorded].
+    /// is noisy); 1 draws them as recorded.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub smooth: u32,
     /// Title of the figure [default: from the reports' command and data].
