@@ -153,6 +153,26 @@ fn params(drawers: usize, seed: u64, limit: Option<usize>) -> KanjiParams {
     }
 }
 
+/// The generator renders on rayon's pool: 1, 2 and 3 threads write the same bytes.
+#[test]
+fn generator_writes_the_same_bytes_with_any_thread_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = |threads: usize| {
+        let out = tmp.path().join(format!("t{threads}"));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| generate(&strokes(), &out, &params(5, 3, None), false))
+            .unwrap();
+        read_tree(&out)
+    };
+    let one = tree(1);
+    assert!(one.len() > 30, "{} files", one.len());
+    assert_eq!(tree(2), one, "2 threads");
+    assert_eq!(tree(3), one, "3 threads");
+}
+
 #[test]
 fn generator_writes_the_omniglot_layout_deterministically() {
     let tmp = tempfile::tempdir().unwrap();

@@ -3,6 +3,7 @@
 //! | module | holds |
 //! |---|---|
 //! | [`fd`] | central finite differences, and the one check of every method's hypergradient through the engine |
+//! | [`idx`] | MNIST-format data of any size, written at test time |
 //! | [`instance`] | random data hyper-cleaning instances |
 //! | [`cuda`] | skipping a GPU test without CUDA, or failing it when `BDA_REQUIRE_CUDA` is set |
 //! | [`cxx`] | building bda-gpu's C++ test parts and the fake CUDA libraries; running tests on the fake device |
@@ -14,6 +15,7 @@
 pub mod cuda;
 pub mod cxx;
 pub mod fd;
+pub mod idx;
 pub mod instance;
 pub mod report;
 
