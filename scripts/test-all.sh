@@ -3,9 +3,11 @@
 # installs what the tests need (rustup target, QEMU, ARM binutils), then runs
 #   1. the workspace tests (kernel, CPU and GPU backends, host CLI end to end; the GPU
 #      crate on stand-in CUDA libraries),
-#   2. the CLI built without CUDA (`--no-default-features`): its device tests,
-#   3. the kernel's tests with the micromath feature,
-#   4. the firmware under an emulated Cortex-M4 (QEMU) and its flash/RAM/stack figures.
+#   2. the GPU crate's tests once more with the stand-in CUDA libraries and the host-compiled
+#      kernels built with AddressSanitizer and UndefinedBehaviorSanitizer,
+#   3. the CLI built without CUDA (`--no-default-features`): its device tests,
+#   4. the kernel's tests with the micromath feature,
+#   5. the firmware under an emulated Cortex-M4 (QEMU) and its flash/RAM/stack figures.
 # The README's test command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +22,9 @@ fi
 
 echo "== workspace tests (release)"
 cargo test --workspace --release
+
+echo "== bda-gpu on the stand-in device under ASan + UBSan"
+BDA_FAKE_CUDA_SANITIZE=1 cargo test -p bda-gpu --release --tests
 
 echo "== bda (CLI) without CUDA"
 cargo test -p bda-host --release --no-default-features --lib device

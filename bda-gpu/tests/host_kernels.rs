@@ -15,7 +15,10 @@ fn kernel_arithmetic_on_the_host() {
     };
     let exe = cxx::scratch(env!("CARGO_TARGET_TMPDIR"), "host_kernels").join("kernels_check");
     cxx::build(&cc, &["tests/host/kernels_check.cpp"], &[], &exe);
-    let run = Command::new(&exe).output().expect("run the kernel check");
+    let run = Command::new(&exe)
+        .envs(cxx::sanitizer_env(&cc, false))
+        .output()
+        .expect("run the kernel check");
     let report = String::from_utf8_lossy(&run.stdout);
     println!("{report}");
     assert!(

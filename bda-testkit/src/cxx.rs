@@ -23,12 +23,58 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../bda-gpu")
 }
 
+/// Set (to anything but `0`) to build the C++ parts with AddressSanitizer and
+/// UndefinedBehaviorSanitizer, and run them with the sanitizers' runtime ([`sanitizer_env`]).
+pub const SANITIZE_ENV: &str = "BDA_FAKE_CUDA_SANITIZE";
+
+/// Whether [`SANITIZE_ENV`] asks for the sanitizers.
+pub fn sanitize() -> bool {
+    std::env::var_os(SANITIZE_ENV).is_some_and(|v| v != "0")
+}
+
+/// The environment a program built by [`build`] runs in: with the sanitizers, their options
+/// (any report is fatal; no leak check: the fake device keeps its threads' stacks and
+/// functions for the life of the process) and, for a Rust process that loads the fake
+/// libraries, AddressSanitizer's runtime preloaded (it must come first).
+pub fn sanitizer_env(cxx: &str, preload: bool) -> Vec<(String, String)> {
+    if !sanitize() {
+        return Vec::new();
+    }
+    let mut env = vec![
+        (
+            "ASAN_OPTIONS".into(),
+            "detect_leaks=0:abort_on_error=1".into(),
+        ),
+        (
+            "UBSAN_OPTIONS".into(),
+            "halt_on_error=1:print_stacktrace=1".into(),
+        ),
+    ];
+    if preload {
+        let lib = Command::new(cxx)
+            .arg("-print-file-name=libasan.so")
+            .output()
+            .expect("ask the C++ compiler for its AddressSanitizer runtime");
+        let lib = String::from_utf8_lossy(&lib.stdout).trim().to_string();
+        env.push(("LD_PRELOAD".into(), lib));
+    }
+    env
+}
+
 /// Compiles `sources` (relative to the crate root) with the kernel and shim folders on the
 /// include path, plus `extra` arguments, into `out`; panics with the compiler's output on error.
+/// With [`SANITIZE_ENV`] set, with `-fsanitize=address,undefined`.
 pub fn build(cxx: &str, sources: &[&str], extra: &[&str], out: &Path) {
     let r = root();
     let mut cmd = Command::new(cxx);
     cmd.args(["-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror"]);
+    if sanitize() {
+        cmd.args([
+            "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=undefined",
+            "-fno-omit-frame-pointer",
+        ]);
+    }
     for inc in ["kernels", "tests/host", "tests/fake_cuda"] {
         cmd.arg("-I").arg(r.join(inc));
     }
@@ -106,6 +152,7 @@ pub fn run_on_fake_device(base: &str, scratch_name: &str, skip: &str) {
         _ => dir.display().to_string(),
     };
     let run = Command::new(std::env::current_exe().unwrap())
+        .envs(sanitizer_env(&cc, true))
         .env(FAKE_ENV, "1")
         .env("LD_LIBRARY_PATH", path)
         .args(["--test-threads=1", "--nocapture", "--skip", skip])

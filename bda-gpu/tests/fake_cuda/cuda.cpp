@@ -1,7 +1,8 @@
 // A CPU stand-in for libcuda (driver API), just enough for cudarc and bda-gpu: device memory is
 // host memory (fresh allocations hold garbage, as on a GPU), the stream is synchronous, and the
 // kernels are the bda-gpu `.cu` sources compiled as host C++ through tests/host/cuda_shim.h.
-// Reductions run with one emulated thread per block; see cuda_shim.h.
+// Kernels with barriers or warp shuffles run with their real block size, threads as fibers;
+// see cuda_shim.h.
 #include "cuda_shim.h"
 #include "softmax.cu"
 #include "vector.cu"
@@ -157,14 +158,14 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
     } else if (n == "scale") {
         bda_launch(gx, bx, [&] { scale(ARG(float, 0), ARG(float*, 1), ARG(int, 2)); });
     } else if (n == "reduce_dot") {
-        if (gx != 1) return INVALID_VALUE;
-        bda_launch(1, 1, [&] { reduce_dot(ARG(float*, 0), ARG(float*, 1), ARG(int, 2), ARG(double*, 3)); });
+        if (gx != 1 || bx % 32 != 0) return INVALID_VALUE;
+        bda_launch_sync(1, bx, [&] { reduce_dot(ARG(float*, 0), ARG(float*, 1), ARG(int, 2), ARG(double*, 3)); });
     } else if (n == "reduce_sum") {
-        if (gx != 1) return INVALID_VALUE;
-        bda_launch(1, 1, [&] { reduce_sum(ARG(float*, 0), ARG(int, 1), ARG(double*, 2)); });
+        if (gx != 1 || bx % 32 != 0) return INVALID_VALUE;
+        bda_launch_sync(1, bx, [&] { reduce_sum(ARG(float*, 0), ARG(int, 1), ARG(double*, 2)); });
     } else if (n == "any_nonfinite") {
         if (gx != 1) return INVALID_VALUE;
-        bda_launch(1, 1, [&] { any_nonfinite(ARG(float*, 0), ARG(int, 1), ARG(unsigned int*, 2)); });
+        bda_launch_sync(1, bx, [&] { any_nonfinite(ARG(float*, 0), ARG(int, 1), ARG(unsigned int*, 2)); });
     } else if (n == "im2col") {
         bda_launch(gx, bx, [&] {
             im2col(ARG(float*, 0), ARG(int, 1), ARG(int, 2), ARG(int, 3), ARG(int, 4), ARG(int, 5), ARG(float*, 6));
@@ -174,8 +175,9 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
             col2im(ARG(float*, 0), ARG(int, 1), ARG(int, 2), ARG(int, 3), ARG(int, 4), ARG(int, 5), ARG(float*, 6));
         });
     } else if (n == "bn_stats") {
-        // One block per channel; the block reduction with one emulated thread.
-        bda_launch(gx, 1, [&] { bn_stats(ARG(float*, 0), ARG(int, 1), ARG(float, 2), ARG(float*, 3), ARG(float*, 4)); });
+        // One block per channel, reduced with the block's threads.
+        if (bx % 32 != 0) return INVALID_VALUE;
+        bda_launch_sync(gx, bx, [&] { bn_stats(ARG(float*, 0), ARG(int, 1), ARG(float, 2), ARG(float*, 3), ARG(float*, 4)); });
     } else if (n == "bn_relu_pool") {
         bda_launch(gx, bx, [&] {
             bn_relu_pool(ARG(float*, 0), ARG(float*, 1), ARG(float*, 2), ARG(float*, 3), ARG(int, 4), ARG(int, 5),
@@ -187,7 +189,8 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
                                ARG(float*, 5), ARG(int, 6), ARG(int, 7), ARG(int, 8), ARG(float*, 9));
         });
     } else if (n == "bn_backward_sums") {
-        bda_launch(gx, 1, [&] {
+        if (bx % 32 != 0) return INVALID_VALUE;
+        bda_launch_sync(gx, bx, [&] {
             bn_backward_sums(ARG(float*, 0), ARG(float*, 1), ARG(float*, 2), ARG(float*, 3), ARG(int, 4), ARG(int, 5),
                              ARG(float*, 6));
         });

@@ -166,21 +166,63 @@ int main() {
     for (int i = 0; i < n; ++i) e = std::max(e, (double)std::fabs(out[i] - 2.0f * (y[i] - 1.5f * a[i])));
     report("axpy, scale", e, 1e-6);
 
-    // Reductions (one thread: loop and output only).
-    double dot = 0, sum = 0, want_dot = 0, want_sum = 0;
-    bda_launch(1, 1, [&] { reduce_dot(y.data(), a.data(), n, &dot); });
-    bda_launch(1, 1, [&] { reduce_sum(y.data(), n, &sum); });
-    for (int i = 0; i < n; ++i) {
-        want_dot += (double)y[i] * a[i];
-        want_sum += y[i];
+    // Reductions, with the block sizes the launches use (1024: `launch::reduction`; 256: the
+    // per-channel reductions) and a partial last warp of data.
+    for (unsigned int threads : {256u, 1024u}) {
+        double dot = 0, sum = 0, want_dot = 0, want_sum = 0;
+        bda_launch_sync(1, threads, [&] { reduce_dot(y.data(), a.data(), n, &dot); });
+        bda_launch_sync(1, threads, [&] { reduce_sum(y.data(), n, &sum); });
+        for (int i = 0; i < n; ++i) {
+            want_dot += (double)y[i] * a[i];
+            want_sum += y[i];
+        }
+        report(threads == 256 ? "reduce_dot, reduce_sum (256 threads)" : "reduce_dot, reduce_sum (1024 threads)",
+               std::max(std::fabs(dot - want_dot) / (1 + std::fabs(want_dot)),
+                        std::fabs(sum - want_sum) / (1 + std::fabs(want_sum))),
+               1e-12);
+        unsigned int flag = 7;
+        std::vector<float> z = y;
+        bda_launch_sync(1, threads, [&] { any_nonfinite(z.data(), n, &flag); });
+        const unsigned int finite_flag = flag;
+        z[n - 1] = NAN;
+        bda_launch_sync(1, threads, [&] { any_nonfinite(z.data(), n, &flag); });
+        const unsigned int last_flag = flag;
+        z[n - 1] = y[n - 1];
+        z[0] = INFINITY;
+        bda_launch_sync(1, threads, [&] { any_nonfinite(z.data(), n, &flag); });
+        // Flags, as the number of wrong ones: 0 finite, 1 with a NaN at the end, 1 with ∞ first.
+        report("any_nonfinite", (finite_flag != 0u) + (last_flag != 1u) + (flag != 1u), 0.0);
     }
-    report("reduce_dot, reduce_sum", std::max(std::fabs(dot - want_dot), std::fabs(sum - want_sum)), 1e-12);
-    unsigned int flag = 7;
-    bda_launch(1, 1, [&] { any_nonfinite(y.data(), n, &flag); });
-    const unsigned int finite_flag = flag;
-    y[n - 1] = NAN;
-    bda_launch(1, 1, [&] { any_nonfinite(y.data(), n, &flag); });
-    report("any_nonfinite", (finite_flag == 0u && flag == 1u) ? 0.0 : 1.0, 0.0);
+
+    // conv.cu's per-channel reductions (256 threads, as `launch::per_channel`): two block sums
+    // each, with a broadcast through shared memory in between.
+    {
+        const int ch = 3, m = 700;
+        const float eps = 1e-5f;
+        std::vector<float> z(ch * m), dy(ch * m), mean(ch), inv(ch), dgb(2 * ch);
+        for (auto& v : z) v = 2.0f * u(gen) + 0.5f;
+        for (auto& v : dy) v = u(gen);
+        bda_launch_sync(ch, 256, [&] { bn_stats(z.data(), m, eps, mean.data(), inv.data()); });
+        bda_launch_sync(ch, 256, [&] { bn_backward_sums(dy.data(), z.data(), mean.data(), inv.data(), ch, m, dgb.data()); });
+        double e_stats = 0, e_sums = 0;
+        for (int c = 0; c < ch; ++c) {
+            double s = 0, q = 0, sd = 0, sdx = 0;
+            for (int i = 0; i < m; ++i) s += z[c * m + i];
+            const double mu = s / m;
+            for (int i = 0; i < m; ++i) q += (z[c * m + i] - mu) * (z[c * m + i] - mu);
+            const double want_inv = 1.0 / std::sqrt(q / m + eps);
+            e_stats = std::max({e_stats, std::fabs(mean[c] - mu) / (1 + std::fabs(mu)),
+                                std::fabs(inv[c] - want_inv) / want_inv});
+            for (int i = 0; i < m; ++i) {
+                sd += dy[c * m + i];
+                sdx += dy[c * m + i] * (z[c * m + i] - (double)mean[c]);
+            }
+            e_sums = std::max({e_sums, std::fabs(dgb[c] - sdx * inv[c]) / (1 + std::fabs(sdx * inv[c])),
+                               std::fabs(dgb[ch + c] - sd) / (1 + std::fabs(sd))});
+        }
+        report("bn_stats (256 threads)", e_stats, 1e-6);
+        report("bn_backward_sums (256 threads)", e_sums, 1e-6);
+    }
 
     // conv.cu: col2im is the adjoint of im2col on a chunk (⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩).
     {
