@@ -65,12 +65,14 @@ fn train_eval_and_bench_run_on_the_cuda_path() {
     let cuda = train("cuda", &ck_cuda);
     let cpu = train("cpu", &ck_cpu);
     println!("cuda: {cuda}\ncpu:  {cpu}");
-    // Same episodes, same Adam: the meta-training losses agree to f32 rounding, and so do
-    // the test accuracies (discrete: equal unless a query sits on a decision boundary).
+    // Same episodes, same Adam: the meta-training losses agree to f32 rounding, and the
+    // predictions are the same, so the test accuracies are equal. (A query within f32
+    // rounding of a decision boundary would change one prediction: none is, on these
+    // episodes; a near-tie that appears would have to be shown and documented here.)
     let (lc, lp) = (num(&cuda, "ul_loss"), num(&cpu, "ul_loss"));
-    assert!((lc - lp).abs() < 1e-4 * lp.abs(), "train loss {lc} vs {lp}");
+    assert!((lc - lp).abs() < 1e-5 * lp.abs(), "train loss {lc} vs {lp}");
     let (ac, ap) = (num(&cuda, "test_acc"), num(&cpu, "test_acc"));
-    assert!((ac - ap).abs() < 5.0, "test accuracy (%) {ac} vs {ap}");
+    assert_eq!(ac, ap, "test accuracy (%) on cuda and cpu");
     // Deterministic on the device too.
     let again = train("cuda", &dir.path().join("again.ckpt"));
     assert_eq!(num(&again, "ul_loss"), lc);
@@ -98,7 +100,12 @@ fn train_eval_and_bench_run_on_the_cuda_path() {
         let (on_cuda, on_cpu) = (eval("cuda", ck), eval("cpu", ck));
         let (a, b) = (num(&on_cuda, "test_acc"), num(&on_cpu, "test_acc"));
         println!("{}: cuda {a}, cpu {b}", ck.display());
-        assert!((a - b).abs() < 5.0, "{}: {a}% vs {b}%", ck.display());
+        assert_eq!(
+            a,
+            b,
+            "{}: the same predictions on both devices",
+            ck.display()
+        );
         assert_eq!(on_cuda["ul_iters"], 4);
     }
 
@@ -173,9 +180,9 @@ fn rgb_images_run_the_same_on_the_cuda_path() {
     let (cuda, cpu) = (train("cuda"), train("cpu"));
     assert_eq!(cuda["config"]["format"], "miniimagenet", "{cuda}");
     let (lc, lp) = (num(&cuda, "ul_loss"), num(&cpu, "ul_loss"));
-    assert!((lc - lp).abs() < 1e-4 * lp.abs(), "train loss {lc} vs {lp}");
+    assert!((lc - lp).abs() < 1e-5 * lp.abs(), "train loss {lc} vs {lp}");
     let (ac, ap) = (num(&cuda, "test_acc"), num(&cpu, "test_acc"));
-    assert!((ac - ap).abs() < 5.0, "test accuracy (%) {ac} vs {ap}");
+    assert_eq!(ac, ap, "test accuracy (%) on cuda and cpu");
     let out = json(&bda(
         Some(&fake),
         &argv(
