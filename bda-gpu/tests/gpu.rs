@@ -299,7 +299,23 @@ fn methods_agree() {
         truncate: Some(5),
         ..rhg.with_method(Method::Trhg)
     };
-    for (name, cfg) in [("BDA", bda), ("RHG", rhg), ("T-RHG", trhg)] {
+    let checkpointed = |c: MethodConfig<f64>| MethodConfig {
+        checkpoint_every: Some(3),
+        ..c
+    };
+    let t_equal_k = MethodConfig {
+        truncate: Some(k),
+        ..trhg
+    };
+    for (name, cfg) in [
+        ("BDA", bda),
+        ("RHG", rhg),
+        ("T-RHG", trhg),
+        ("T-RHG T = K", t_equal_k),
+        ("BDA, checkpoints every 3", checkpointed(bda)),
+        ("RHG, checkpoints every 3", checkpointed(rhg)),
+        ("T-RHG, checkpoints every 3", checkpointed(trhg)),
+    ] {
         let r = run_both(&mut g, &mut cpu, &cfg, &xb, &x, &y0b, &y0);
         assert!(
             (r.phi - r.phi64).abs() < tol() * r.phi64.abs(),
