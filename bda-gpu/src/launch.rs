@@ -264,15 +264,7 @@ mod tests {
             assert!(cfg.block_dim.0 % 32 == 0 && cfg.block_dim.0 <= 1024);
         }
     }
-
-    #[test]
-    fn block_sum_starts_with_a_barrier() {
-        let src = include_str!("../kernels/common.cuh");
-        let body = &src[src.find("double bda_block_sum(double v) {").unwrap()..];
-        let first: Vec<&str> = body.lines().skip(1).take(2).map(str::trim).collect();
-        assert_eq!(
-            first,
-            ["__shared__ double warp_sums[32];", "__syncthreads();"]
-        );
-    }
+    // bda_block_sum's barriers are checked by behaviour, not here: tests/host/kernels_check.cpp
+    // runs the reductions on emulated blocks whose threads really wait at the barriers, and a
+    // removed barrier fails it.
 }

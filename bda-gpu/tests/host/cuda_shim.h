@@ -8,9 +8,10 @@
 // `__syncthreads` and `__syncthreads_or` suspend a thread until every thread of the block has
 // arrived, `__shfl_down_sync` exchanges values through per-warp slots between two warp
 // barriers. The order of the blocks, and the order in which threads resume after every
-// barrier, are shuffled from a seed (`BDA_FAKE_CUDA_SEED`, default 1): code that reads shared
-// memory without the barrier that orders it sees another thread's stale value and computes a
-// wrong result, as it would on a GPU. A barrier no thread can pass (threads waiting at
+// barrier, are shuffled from a seed (`BDA_FAKE_CUDA_SEED`, default 1), and in each block half
+// the warps (drawn from the seed) run only when no other thread can: code that reads shared
+// memory without the barrier that orders it sees another warp's stale or later value and
+// computes a wrong result, as it would on a GPU. A barrier no thread can pass (threads waiting at
 // different barriers) is a deadlock: reported, then abort. A barrier or shuffle in a kernel
 // launched without barrier support aborts too, so the launch table cannot hide one.
 //
@@ -196,12 +197,23 @@ inline void run_block(Scheduler& s, unsigned int threads) {
     }
     s.or_acc = 0;
     const unsigned int warps = (threads + 31) / 32;
+    // Half the warps, drawn per block, are slow: they run only when no fast thread can, so
+    // a fast warp may run far ahead of a slow one between two barriers (a read that a missing
+    // barrier leaves unordered then sees the other warp's later write).
+    std::vector<char> slow(warps);
+    for (auto& w : slow) w = static_cast<char>(next(s) & 1u);
     for (;;) {
-        // Run every runnable thread until it finishes or waits at a barrier, in a new order.
+        // Run every runnable thread until it finishes or waits at a barrier, in a new order;
+        // the slow warps only when no fast thread was runnable.
         shuffle(s, order);
-        for (unsigned int t : order) {
-            Fiber& f = s.fibers[t];
-            if (!f.done && f.wait == Wait::None) resume(s, f);
+        bool ran = false;
+        for (int pass = 0; pass < 2 && !ran; ++pass) {
+            for (unsigned int t : order) {
+                Fiber& f = s.fibers[t];
+                if (f.done || f.wait != Wait::None || (slow[t / 32] != 0) != (pass == 1)) continue;
+                resume(s, f);
+                ran = true;
+            }
         }
         bool live = false, released = false;
         // A block barrier opens when every live thread waits at it (exited threads count as
@@ -234,7 +246,7 @@ inline void run_block(Scheduler& s, unsigned int threads) {
                 released = true;
             }
         }
-        if (!released) fail("deadlock: the threads of a block wait at different barriers");
+        if (!ran && !released) fail("deadlock: the threads of a block wait at different barriers");
     }
 }
 

@@ -21,6 +21,22 @@ static void report(const char* what, double err, double tol) {
 
 static double sig(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
+// Two block sums in a row with nothing between them, as a kernel may call bda_block_sum: the
+// second call's warp-sum writes must not overtake warp 0's reads of the first call's.
+extern "C" __global__ void two_block_sums(const float* a, const float* b, int n, double* out) {
+    double x = 0.0, y = 0.0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        x += (double)a[i];
+        y += (double)b[i];
+    }
+    x = bda_block_sum(x);
+    y = bda_block_sum(y);
+    if (threadIdx.x == 0) {
+        out[0] = x;
+        out[1] = y;
+    }
+}
+
 // Softmax p and log-sum-exp of z[0..c) in double.
 static void softmax(const double* z, int c, double* p, double* lse) {
     double m = z[0];
@@ -192,6 +208,27 @@ int main() {
         bda_launch_sync(1, threads, [&] { any_nonfinite(z.data(), n, &flag); });
         // Flags, as the number of wrong ones: 0 finite, 1 with a NaN at the end, 1 with ∞ first.
         report("any_nonfinite", (finite_flag != 0u) + (last_flag != 1u) + (flag != 1u), 0.0);
+    }
+
+    // Consecutive block sums, in several schedules (each launch resumes threads in new orders).
+    {
+        const int m = 3000;
+        std::vector<float> p(m), q(m);
+        double want_p = 0, want_q = 0;
+        for (int i = 0; i < m; ++i) {
+            p[i] = u(gen);
+            q[i] = 100.0f + u(gen);
+            want_p += p[i];
+            want_q += q[i];
+        }
+        double e = 0;
+        for (int trial = 0; trial < 8; ++trial) {
+            double out[2] = {0, 0};
+            bda_launch_sync(1, 1024, [&] { two_block_sums(p.data(), q.data(), m, out); });
+            e = std::max({e, std::fabs(out[0] - want_p) / (1 + std::fabs(want_p)),
+                          std::fabs(out[1] - want_q) / (1 + std::fabs(want_q))});
+        }
+        report("two block sums in a row (1024 threads)", e, 1e-12);
     }
 
     // conv.cu's per-channel reductions (256 threads, as `launch::per_channel`): two block sums
