@@ -21,7 +21,7 @@ use crate::linalg::gemm;
 
 mod jacobi;
 
-pub use jacobi::symmetric_eigen;
+pub use jacobi::{EigenError, MAX_SWEEPS, symmetric_eigen};
 
 /// Relative slack under which a norm counts as `≤ c` (a few `f32` ulps).
 pub const SLACK: f64 = 1e-6;
@@ -82,31 +82,51 @@ impl Gram {
 }
 
 /// The singular values of `w` (`rows × cols`, row-major), largest first (`min(rows, cols)`
-/// of them).
-pub fn singular_values(w: &[f32], rows: usize, cols: usize) -> Vec<f64> {
+/// of them); an error when the eigendecomposition of the Gram matrix fails.
+pub fn singular_values(w: &[f32], rows: usize, cols: usize) -> Result<Vec<f64>, EigenError> {
     let Gram { mut g, n, .. } = Gram::of(w, rows, cols);
-    let (l, _) = symmetric_eigen(&mut g, n);
+    let (l, _) = symmetric_eigen(&mut g, n)?;
     let mut s: Vec<f64> = l.iter().map(|x| x.max(0.0).sqrt()).collect();
     s.sort_by(|a, b| b.total_cmp(a));
-    s
+    Ok(s)
 }
 
 /// The Euclidean (Frobenius) projection of `w` (`rows × cols`, row-major) onto the
 /// spectral-norm ball of radius `c`: `W = Σ σ_i u_i v_iᵀ ↦ Σ min(σ_i, c) u_i v_iᵀ`. Left bit
-/// for bit when `σ_max ≤ c` (with [`SLACK`]). Returns the number of singular values clipped.
+/// for bit when `σ_max ≤ c` (with [`SLACK`]). Returns the number of singular values clipped,
+/// or, leaving `w` as it was, the error of an eigendecomposition that failed (a non-finite
+/// weight, or no convergence in [`MAX_SWEEPS`] sweeps).
 ///
 /// With `u_i` the eigenvectors of `WWᵀ` (eigenvalues `σ_i²`), the projection is
 /// `(I − Σ_{σ_i > c} (1 − c/σ_i) u_i u_iᵀ)·W`; on the other side (more rows than columns)
 /// `W·(I − Σ (1 − c/σ_i) v_i v_iᵀ)`. The Gram matrix is `min(rows, cols)` square (64 for a
 /// conv4 layer), so this costs two small GEMMs and a Jacobi decomposition.
-pub fn spectral_clip(w: &mut [f32], rows: usize, cols: usize, c: f64) -> usize {
+pub fn spectral_clip(w: &mut [f32], rows: usize, cols: usize, c: f64) -> Result<usize, EigenError> {
+    let (p, clipped) = clipped_f64(w, rows, cols, c)?;
+    if let Some(p) = p {
+        for (x, &y) in w.iter_mut().zip(&p) {
+            *x = y as f32;
+        }
+    }
+    Ok(clipped)
+}
+
+/// [`spectral_clip`] before rounding to `f32`: the projected matrix in `f64` (`None` when
+/// nothing is clipped) and the number of singular values clipped. Tests compare it with an
+/// independent SVD to separate the algorithm's error from the final rounding.
+fn clipped_f64(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    c: f64,
+) -> Result<(Option<Vec<f64>>, usize), EigenError> {
     let Gram {
         w: w64,
         mut g,
         n,
         left,
     } = Gram::of(w, rows, cols);
-    let (l, v) = symmetric_eigen(&mut g, n);
+    let (l, v) = symmetric_eigen(&mut g, n)?;
     let mut m = vec![0.0; n * n];
     for i in 0..n {
         m[i * n + i] = 1.0;
@@ -124,22 +144,20 @@ pub fn spectral_clip(w: &mut [f32], rows: usize, cols: usize, c: f64) -> usize {
             clipped += 1;
         }
     }
-    if clipped > 0 {
-        let mut p = vec![0.0; rows * cols];
-        if left {
-            gemm(
-                rows, rows, cols, 1.0, &m, n, 1, &w64, cols, 1, 0.0, &mut p, cols, 1,
-            );
-        } else {
-            gemm(
-                rows, cols, cols, 1.0, &w64, cols, 1, &m, n, 1, 0.0, &mut p, cols, 1,
-            );
-        }
-        for (x, &y) in w.iter_mut().zip(&p) {
-            *x = y as f32;
-        }
+    if clipped == 0 {
+        return Ok((None, 0));
     }
-    clipped
+    let mut p = vec![0.0; rows * cols];
+    if left {
+        gemm(
+            rows, rows, cols, 1.0, &m, n, 1, &w64, cols, 1, 0.0, &mut p, cols, 1,
+        );
+    } else {
+        gemm(
+            rows, cols, cols, 1.0, &w64, cols, 1, &m, n, 1, 0.0, &mut p, cols, 1,
+        );
+    }
+    Ok((Some(p), clipped))
 }
 
 /// `iters` steps of the power iteration on `WᵀW` from the left vector `u` (length `rows`,

@@ -59,7 +59,7 @@ fn every_layer_ends_in_its_set_and_the_history_has_the_orthogonality_sum() {
                     assert!(n <= 0.3 * slack, "{proj}: block {l}: filter norm {n}");
                 }
             } else {
-                let top = singular_values(&w, rows, cols)[0];
+                let top = singular_values(&w, rows, cols).unwrap()[0];
                 // sn:C bounds the power-iteration estimate, which is within a few percent
                 // of σ_max after 15 + 4 steps on these small layers.
                 let bound = if proj.starts_with("sn") {
@@ -157,6 +157,27 @@ fn bad_values_name_the_flag() {
         let err = one_line_error(&bda(&args), 2);
         assert!(err.contains("--ul-projection"), "{v}: {err}");
     }
+}
+
+/// A layer the spectral projection cannot decompose stops the run with exit 1 (a failed
+/// computation) and one line naming the meta-step, the projection and the block: an Adam
+/// step of 1e39 is infinite in `f32`, so meta-step 1 makes the weights infinite.
+#[test]
+fn an_unprojectable_layer_stops_the_run_naming_step_and_block() {
+    let mut args = argv(TINY);
+    args.extend([
+        "--ul-iters",
+        "3",
+        "--ul-lr",
+        "1e39",
+        "--ul-projection",
+        "spectral:1",
+    ]);
+    let err = one_line_error(&bda(&args), 1);
+    assert_eq!(
+        err,
+        "bda: meta-step 1: --ul-projection spectral:1, block 0: the 4×4 Gram matrix is not finite (no eigendecomposition)"
+    );
 }
 
 #[test]

@@ -74,8 +74,8 @@ fn max_norm_scales_only_long_rows_onto_the_sphere() {
 
 #[test]
 fn spectral_clip_is_a_projection() {
-    check_projection(&|w| spectral_clip(w, 4, 6, 1.0), 4, 6);
-    check_projection(&|w| spectral_clip(w, 6, 3, 0.7), 6, 3);
+    check_projection(&|w| spectral_clip(w, 4, 6, 1.0).unwrap(), 4, 6);
+    check_projection(&|w| spectral_clip(w, 6, 3, 0.7).unwrap(), 6, 3);
 }
 
 /// The SVD of `w` (`rows × cols`) by one-sided Jacobi (Hestenes), a different algorithm
@@ -146,7 +146,7 @@ fn spectral_clip_matches_an_svd_computed_here() {
         (random(&mut rng, 8 * 8, 2.0), 8, 8, 1.0),
     ];
     let mut twice = random(&mut rng, 6 * 3, 1.0);
-    spectral_clip(&mut twice, 6, 3, 0.5);
+    spectral_clip(&mut twice, 6, 3, 0.5).unwrap();
     cases.push((twice, 6, 3, 0.45));
     for (w, rows, cols, c) in cases {
         let mut want = vec![0.0f64; rows * cols];
@@ -158,7 +158,7 @@ fn spectral_clip_matches_an_svd_computed_here() {
             }
         }
         let mut p = w.clone();
-        assert!(spectral_clip(&mut p, rows, cols, c) > 0);
+        assert!(spectral_clip(&mut p, rows, cols, c).unwrap() > 0);
         let err = p
             .iter()
             .zip(&want)
@@ -184,12 +184,12 @@ fn rotated(a: f64, s: [f64; 2], b: f64) -> Vec<f32> {
 #[test]
 fn spectral_clip_keeps_the_singular_vectors_and_clips_the_values() {
     let mut w = rotated(0.4, [3.0, 0.5], -1.1);
-    assert_eq!(spectral_clip(&mut w, 2, 2, 1.0), 1);
+    assert_eq!(spectral_clip(&mut w, 2, 2, 1.0).unwrap(), 1);
     let want = rotated(0.4, [1.0, 0.5], -1.1);
     assert!(dist(&w, &want) < 1e-6, "{w:?} vs {want:?}");
     // Both above: the projection is c times the orthogonal factor.
     let mut w = rotated(2.0, [4.0, 2.0], 0.3);
-    assert_eq!(spectral_clip(&mut w, 2, 2, 1.5), 2);
+    assert_eq!(spectral_clip(&mut w, 2, 2, 1.5).unwrap(), 2);
     assert!(dist(&w, &rotated(2.0, [1.5, 1.5], 0.3)) < 1e-6);
 }
 
@@ -202,15 +202,15 @@ fn spectral_clip_is_the_nearest_point_of_the_ball() {
     for _ in 0..20 {
         let w = random(&mut rng, rows * cols, 1.0);
         let mut p = w.clone();
-        spectral_clip(&mut p, rows, cols, c);
-        let s_w = singular_values(&w, rows, cols);
-        let s_p = singular_values(&p, rows, cols);
+        spectral_clip(&mut p, rows, cols, c).unwrap();
+        let s_w = singular_values(&w, rows, cols).unwrap();
+        let s_p = singular_values(&p, rows, cols).unwrap();
         for (a, b) in s_w.iter().zip(&s_p) {
             assert!((a.min(c) - b).abs() < 1e-6, "{s_w:?} → {s_p:?}");
         }
         for _ in 0..20 {
             let mut v = random(&mut rng, rows * cols, 1.0);
-            spectral_clip(&mut v, rows, cols, c);
+            spectral_clip(&mut v, rows, cols, c).unwrap();
             let inner: f64 = w
                 .iter()
                 .zip(&p)
@@ -227,7 +227,7 @@ fn power_iteration_finds_the_largest_singular_value() {
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let (rows, cols) = (6, 9);
     let w = random(&mut rng, rows * cols, 1.0);
-    let top = singular_values(&w, rows, cols)[0];
+    let top = singular_values(&w, rows, cols).unwrap()[0];
     let mut u = vec![1.0 / (rows as f64).sqrt(); rows];
     // One step per call from the kept vector, as during training: the estimate rises to σ_max.
     let mut last = 0.0;
@@ -246,11 +246,11 @@ fn spectral_normalisation_reaches_the_bound_and_leaves_the_inside() {
     let (rows, cols, c) = (4, 6, 0.5);
     let mut w = random(&mut rng, rows * cols, 1.0);
     let mut u = vec![0.5; rows];
-    let before = singular_values(&w, rows, cols)[0];
+    let before = singular_values(&w, rows, cols).unwrap()[0];
     assert!(before > c);
     let s = spectral_normalise(&mut w, rows, cols, &mut u, c, 100);
     assert!((s - before).abs() < 1e-9 * before);
-    assert!((singular_values(&w, rows, cols)[0] - c).abs() < 1e-6);
+    assert!((singular_values(&w, rows, cols).unwrap()[0] - c).abs() < 1e-6);
     // Inside (σ̂ ≤ σ_max ≤ c): no change.
     let once = bits(&w);
     spectral_normalise(&mut w, rows, cols, &mut u, c, 1);
@@ -269,7 +269,7 @@ fn spectral_normalisation_is_not_a_projection() {
     assert!(dist(&a, &b) > 1.2 * d0);
     // The projection moves b to diag(1, 0.9): distance 0.1, closer.
     let mut b = [1.1f32, 0.0, 0.0, 0.9];
-    spectral_clip(&mut b, 2, 2, 1.0);
+    spectral_clip(&mut b, 2, 2, 1.0).unwrap();
     assert!(dist(&a, &b) <= d0);
 }
 
@@ -291,4 +291,18 @@ fn orthogonality_ignores_row_scale_and_vanishes_on_orthogonal_rows() {
         .flat_map(|(_, _, v)| v.iter().map(|&x| x as f32))
         .collect();
     assert!(orthogonality(&q, rows, cols) < 1e-6);
+}
+
+/// A failed decomposition is an error and leaves the weights as they were.
+#[test]
+fn a_non_finite_layer_is_an_error_not_a_projection() {
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let mut w = random(&mut rng, 4 * 6, 2.0);
+    w[7] = f32::INFINITY;
+    let before = bits(&w);
+    let e = spectral_clip(&mut w, 4, 6, 1.0).unwrap_err();
+    assert_eq!(e, EigenError::NonFinite { n: 4 });
+    assert_eq!(bits(&w), before);
+    w[7] = f32::NAN;
+    assert!(singular_values(&w, 4, 6).is_err());
 }

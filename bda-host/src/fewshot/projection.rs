@@ -143,14 +143,17 @@ impl UlProjection {
     }
 
     /// Apply the constraint to every block's weights in `params`; `sn:C` runs `iters`
-    /// power-iteration steps from `state` (see [`UlProjection::initial_state`]).
+    /// power-iteration steps from `state` (see [`UlProjection::initial_state`]). A block
+    /// that `spectral:C` cannot project (a non-finite weight, or an eigendecomposition that
+    /// does not converge) is an error naming the projection and the block (0-based, as
+    /// `bda fewshot bench` numbers them); the blocks before it are projected already.
     pub fn apply(
         &self,
         arch: Conv4Shape,
         params: &mut [f32],
         state: &mut [Vec<f64>],
         iters: usize,
-    ) {
+    ) -> Result<(), String> {
         let mut vectors = state.iter_mut();
         for l in 0..arch.blocks {
             let (range, rows, cols) = layer(arch, l);
@@ -161,7 +164,8 @@ impl UlProjection {
                     max_norm_rows(w, cols, c);
                 }
                 UlProjection::Spectral(c) => {
-                    spectral_clip(w, rows, cols, c);
+                    spectral_clip(w, rows, cols, c)
+                        .map_err(|e| format!("--ul-projection {self}, block {l}: {e}"))?;
                 }
                 UlProjection::Sn(c) => {
                     let u = vectors
@@ -171,6 +175,7 @@ impl UlProjection {
                 }
             }
         }
+        Ok(())
     }
 }
 
@@ -235,7 +240,7 @@ mod tests {
             let mut q = p.clone();
             let mut state = proj.initial_state(ARCH, 1);
             proj.check_state(ARCH, &state).unwrap();
-            proj.apply(ARCH, &mut q, &mut state, 100);
+            proj.apply(ARCH, &mut q, &mut state, 100).unwrap();
             for l in 0..ARCH.blocks {
                 let (range, rows, cols) = layer(ARCH, l);
                 let w = &q[range.clone()];
@@ -248,7 +253,7 @@ mod tests {
                         }
                     }
                     _ => {
-                        let top = bda_cpu::projection::singular_values(w, rows, cols)[0];
+                        let top = bda_cpu::projection::singular_values(w, rows, cols).unwrap()[0];
                         assert!((top - 0.8).abs() < 1e-5, "{proj}: block {l}: σ = {top}");
                     }
                 }
@@ -271,8 +276,41 @@ mod tests {
             .sum();
         assert_eq!(total, parts);
         let mut q = p.clone();
-        UlProjection::MaxNorm(1e-3).apply(ARCH, &mut q, &mut [], 0);
+        UlProjection::MaxNorm(1e-3)
+            .apply(ARCH, &mut q, &mut [], 0)
+            .unwrap();
         assert!((orthogonality_sum(ARCH, &q) - total).abs() < 1e-5 * total);
+    }
+
+    /// A block `spectral:C` cannot decompose is an error naming it; the blocks before it
+    /// are projected, the ones after it untouched.
+    #[test]
+    fn a_block_that_cannot_be_projected_is_named() {
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let mut p: Vec<f32> = bda_cpu::conv4::init_params(&ARCH, &mut rng);
+        for l in 0..ARCH.blocks {
+            let (w, g, _) = ARCH.offsets(l);
+            p[w..g].iter_mut().for_each(|x| *x *= 10.0);
+        }
+        let (w1, _, _) = ARCH.offsets(1);
+        p[w1 + 3] = f32::NAN;
+        let mut q = p.clone();
+        let e = UlProjection::Spectral(0.5)
+            .apply(ARCH, &mut q, &mut [], 0)
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "--ul-projection spectral:0.5, block 1: the 6×6 Gram matrix is not finite (no eigendecomposition)"
+        );
+        let block = |v: &[f32], l| v[layer(ARCH, l).0].to_vec();
+        assert_ne!(block(&q, 0), block(&p, 0));
+        for l in 1..ARCH.blocks {
+            let same = block(&q, l)
+                .iter()
+                .zip(block(&p, l))
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "block {l} changed");
+        }
     }
 
     #[test]

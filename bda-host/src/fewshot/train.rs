@@ -119,7 +119,7 @@ fn train(
                     "bda fewshot: give --data-dir DIR (Omniglot or MiniImageNet layout) or --synthetic",
                 ));
             }
-            let ck = fresh_checkpoint(&plan.cfg);
+            let ck = fresh_checkpoint(&plan.cfg)?;
             (plan, ck, given.clone(), a.save_every)
         }
     };
@@ -210,7 +210,8 @@ fn train(
         }
         ck.adam.step(&mut ck.params, &mg.grad);
         let proj = cfg.ul_projection;
-        proj.apply(cfg.arch, &mut ck.params, &mut ck.power, SN_STEP_ITERS);
+        proj.apply(cfg.arch, &mut ck.params, &mut ck.power, SN_STEP_ITERS)
+            .map_err(|e| CliError::run(format!("meta-step {}: {e}", step + 1)))?;
         ck.step = step + 1;
         ck.rng = RngState::of(cfg.seed, &rng);
         ck.history.loss.push((ck.step, mg.loss, mg.acc));
@@ -303,19 +304,20 @@ fn train(
 
 /// The checkpoint a new run starts from: the initial backbone (projected), Adam's state,
 /// the episode generator.
-fn fresh_checkpoint(cfg: &RunConfig) -> Checkpoint {
+fn fresh_checkpoint(cfg: &RunConfig) -> Result<Checkpoint, CliError> {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut params: Vec<f32> = init_params(&cfg.arch, &mut rng);
     let proj = cfg.ul_projection;
     let mut power = proj.initial_state(cfg.arch, cfg.seed);
-    proj.apply(cfg.arch, &mut params, &mut power, SN_INIT_ITERS);
+    proj.apply(cfg.arch, &mut params, &mut power, SN_INIT_ITERS)
+        .map_err(|e| CliError::run(format!("the initial backbone: {e}")))?;
     let adam = Adam::new(cfg.ul_lr, params.len());
     let mut ck = Checkpoint::new(cfg.clone(), params, adam, RngState::of(cfg.seed, &rng));
     ck.power = power;
     ck.history
         .ortho
         .push((0, orthogonality_sum(ck.config.arch, &ck.params)));
-    ck
+    Ok(ck)
 }
 
 /// Records validation accuracy `acc` at `ck.step`: keeps the backbone if it is the best so
