@@ -293,6 +293,86 @@ fn orthogonality_ignores_row_scale_and_vanishes_on_orthogonal_rows() {
     assert!(orthogonality(&q, rows, cols) < 1e-6);
 }
 
+/// `Σ min(σ_i, c) u_i v_iᵀ` from [`svd_here`]'s factors: the projection, computed
+/// independently of the Gram-matrix route.
+fn clipped_here(w: &[f32], rows: usize, cols: usize, c: f64) -> Vec<f64> {
+    let mut want = vec![0.0f64; rows * cols];
+    for (sigma, u, v) in svd_here(w, rows, cols) {
+        for i in 0..rows {
+            for j in 0..cols {
+                want[i * cols + j] += sigma.min(c) * u[i] * v[j];
+            }
+        }
+    }
+    want
+}
+
+/// [`svd_here`]'s singular values, largest first.
+fn sorted_singular_values(w: &[f32], rows: usize, cols: usize) -> Vec<f64> {
+    let mut s: Vec<f64> = svd_here(w, rows, cols).iter().map(|x| x.0).collect();
+    s.sort_by(|a, b| b.total_cmp(a));
+    s
+}
+
+/// Half the spacing of the `f32` values around `y`: the most that rounding `y` moves it.
+fn half_ulp(y: f64) -> f64 {
+    let a = (y as f32).abs();
+    (f32::from_bits(a.to_bits() + 1) - a) as f64 / 2.0
+}
+
+/// At the sizes of the conv4 layers: 64 filters × 64·9 inputs (blocks 1–3 at 64 channels),
+/// 32 × 288 (32 channels) and its transpose (the `WᵀW` side), clipped at the median
+/// singular value, and a 64 × 576 matrix whose top 33 singular values already coincide
+/// (clipped once, then at the 48th: the repeated singular value that nalgebra got wrong at
+/// 6 × 3, here 33 times over).
+///
+/// Measured (seeds as below): the `f64` projection differs from the one-sided Jacobi SVD
+/// by at most 7.7e-15 (64 × 576, both matrices), 5.4e-15 (32 × 288) and 5.6e-15
+/// (288 × 32) for entries of magnitude about 1; the bound is 2e-14 of the largest entry. The `f32` result is then
+/// the reference rounded: within half an ulp of it plus that bound (the largest entry of
+/// |P − ref| − ulp/2 was −6.5e-15). A second projection clips nothing and changes no bit.
+#[test]
+fn spectral_clip_matches_an_svd_computed_here_at_layer_sizes() {
+    let mut cases = Vec::new();
+    for (rows, cols, seed) in [(64, 576, 10), (32, 288, 11), (288, 32, 12)] {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        cases.push((random(&mut rng, rows * cols, 1.0), rows, cols, 0.5));
+    }
+    let mut twice = cases[0].0.clone();
+    let c0 = sorted_singular_values(&twice, 64, 576)[32];
+    spectral_clip(&mut twice, 64, 576, c0).unwrap();
+    cases.push((twice, 64, 576, 0.75));
+    for (w, rows, cols, quantile) in cases {
+        let s = sorted_singular_values(&w, rows, cols);
+        let c = s[(quantile * s.len() as f64) as usize];
+        let want = clipped_here(&w, rows, cols, c);
+        let scale = want.iter().fold(0.0f64, |a, b| a.max(b.abs()));
+        let tol = 2e-14 * scale;
+        let (p64, k64) = clipped_f64(&w, rows, cols, c).unwrap();
+        let expected = s.iter().filter(|&&x| x > c * (1.0 + SLACK)).count();
+        assert_eq!(k64, expected, "{rows}×{cols}: singular values clipped");
+        let err64 = p64
+            .unwrap()
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(err64 <= tol, "{rows}×{cols}: f64 error {err64:e} > {tol:e}");
+        let mut p = w.clone();
+        assert_eq!(spectral_clip(&mut p, rows, cols, c).unwrap(), expected);
+        for (i, (&x, &y)) in p.iter().zip(&want).enumerate() {
+            let e = (x as f64 - y).abs();
+            assert!(
+                e <= half_ulp(y) + tol,
+                "{rows}×{cols}: entry {i} is {x} for {y} ({e:e} off)"
+            );
+        }
+        let once = bits(&p);
+        assert_eq!(spectral_clip(&mut p, rows, cols, c).unwrap(), 0);
+        assert_eq!(bits(&p), once, "{rows}×{cols}: not idempotent");
+    }
+}
+
 /// A failed decomposition is an error and leaves the weights as they were.
 #[test]
 fn a_non_finite_layer_is_an_error_not_a_projection() {
