@@ -27,8 +27,8 @@ use std::time::Instant;
 use winograd::WinogradConv;
 
 use ops::{
-    batch_norm_adjoint, bn_relu_pool, chunk_moments, chunks, col2im, group_size, groups, im2col,
-    merge_moments, ordered_sum, pooled_sums, split_chunks, split_ref, to_chunk_layout,
+    UNCAPPED, batch_norm_adjoint, bn_relu_pool, chunk_moments, chunks, col2im, group_size, groups,
+    im2col, merge_moments, ordered_sum, pooled_sums, split_chunks, split_ref, to_chunk_layout,
 };
 
 /// Images per chunk (one GEMM per chunk and layer). Fixed, so that reductions have the
@@ -84,6 +84,8 @@ struct ConvChunk<'w, T> {
     ch: usize,
     /// The weights in the Winograd domain, for a block that takes that path.
     u: Option<Vec<T>>,
+    /// At most this many images per im2col or Winograd group ([`UNCAPPED`] in production).
+    cap: usize,
 }
 
 /// One worker's scratch for [`ConvChunk`]: im2col's columns or the Winograd transforms.
@@ -95,10 +97,18 @@ struct ConvScratch<T> {
 
 impl<'w, T: Float> ConvChunk<'w, T> {
     /// A block's convolution with weights `w` (`[ch][c_in·9]`) on `s × s` maps, taking the
-    /// Winograd path when it has at least [`WINOGRAD_MIN_C_IN`] input channels.
-    fn new(w: &'w [T], c_in: usize, s: usize, ch: usize) -> Self {
+    /// Winograd path when it has at least [`WINOGRAD_MIN_C_IN`] input channels, in groups
+    /// of at most `cap` images.
+    fn new(w: &'w [T], c_in: usize, s: usize, ch: usize, cap: usize) -> Self {
         let u = (c_in >= WINOGRAD_MIN_C_IN).then(|| winograd::transform_weights(w, ch, c_in));
-        ConvChunk { w, c_in, s, ch, u }
+        ConvChunk {
+            w,
+            c_in,
+            s,
+            ch,
+            u,
+            cap,
+        }
     }
 
     fn winograd(&self) -> Option<WinogradConv<'_, T>> {
@@ -107,6 +117,7 @@ impl<'w, T: Float> ConvChunk<'w, T> {
             c_in: self.c_in,
             s: self.s,
             ch: self.ch,
+            cap: self.cap,
         })
     }
 
@@ -150,7 +161,7 @@ impl<'w, T: Float> ConvChunk<'w, T> {
         let len = xc.len() / (self.c_in * hw);
         let m = len * hw;
         let cols = &mut sc.cols;
-        for (i0, g) in groups(len, group_size::<T>(kk, hw)) {
+        for (i0, g) in groups(len, group_size::<T>(kk, hw, self.cap)) {
             cols.resize(kk * g * hw, T::zero());
             im2col(xc, self.c_in, len, self.s, (i0, g), cols);
             gemm(
@@ -203,7 +214,7 @@ impl<'w, T: Float> ConvChunk<'w, T> {
         let m = len * hw;
         let cols = &mut sc.cols;
         let mut din = din;
-        for (i0, g) in groups(len, group_size::<T>(kk, hw)) {
+        for (i0, g) in groups(len, group_size::<T>(kk, hw, self.cap)) {
             let gm = g * hw;
             cols.resize(kk * gm, T::zero());
             im2col(xc, c_in, len, s, (i0, g), cols);
@@ -276,6 +287,8 @@ struct BlockCache<T> {
 /// The forward pass of a batch, kept for [`Conv4::backward`].
 pub struct Tape<T> {
     images: usize,
+    /// The forward pass's cap on images per group; the backward pass uses the same.
+    cap: usize,
     blocks: Vec<BlockCache<T>>,
     /// Seconds each block's forward pass took.
     seconds: Vec<f64>,
@@ -300,6 +313,12 @@ impl<T: Float> Conv4<'_, T> {
     /// Features of `n` images (`images`: `n × in_channels·side²`, each image channel-major)
     /// → `n × features`, plus the tape for [`backward`](Self::backward).
     pub fn forward(&self, images: &[T], n: usize) -> (Vec<T>, Tape<T>) {
+        self.forward_in_groups(images, n, UNCAPPED)
+    }
+
+    /// [`forward`](Self::forward) with at most `cap` images per im2col or Winograd group;
+    /// the tape keeps `cap` for the backward pass.
+    fn forward_in_groups(&self, images: &[T], n: usize, cap: usize) -> (Vec<T>, Tape<T>) {
         let a = self.arch;
         assert_eq!(images.len(), n * a.pixels(), "image buffer size");
         let ch = a.channels;
@@ -317,7 +336,7 @@ impl<T: Float> Conv4<'_, T> {
             // block: 9 multiply-adds per output) is kept nowhere: it is recomputed where
             // needed, cheaper than writing and reading its large maps.
             let recompute = c_in * 9 <= RECOMPUTE_MAX_K;
-            let conv = ConvChunk::new(w, c_in, s, ch);
+            let conv = ConvChunk::new(w, c_in, s, ch, cap);
             let mut z = if recompute {
                 Vec::new()
             } else {
@@ -413,6 +432,7 @@ impl<T: Float> Conv4<'_, T> {
         }
         let tape = Tape {
             images: n,
+            cap,
             blocks,
             seconds,
         };
@@ -428,7 +448,7 @@ impl<T: Float> Conv4<'_, T> {
     /// `bda fewshot bench`).
     pub fn backward_timed(&self, tape: &Tape<T>, dfeats: &[T]) -> (Vec<T>, Vec<f64>) {
         let a = self.arch;
-        let n = tape.images;
+        let (n, cap) = (tape.images, tape.cap);
         let ch = a.channels;
         let so = a.side_at(a.blocks);
         let hwo = so * so;
@@ -459,7 +479,7 @@ impl<T: Float> Conv4<'_, T> {
             let gamma = &self.params[go..bo];
             let beta = &self.params[bo..bo + ch];
             let (mean, invstd) = (&bc.mean, &bc.invstd);
-            let conv = ConvChunk::new(w, c_in, s, ch);
+            let conv = ConvChunk::new(w, c_in, s, ch, cap);
             let xs = split_ref(&bc.input, n, c_in * hw);
             let zs = if bc.recompute {
                 Vec::new()
@@ -566,7 +586,6 @@ mod tests {
     #[test]
     fn grouped_im2col_is_the_whole_chunk() {
         use rand::{Rng, SeedableRng};
-        use std::sync::atomic::Ordering;
         // Block 0 (9 per output) is recomputed, blocks 1–2 (36) are stored.
         let arch = Conv4Shape {
             channels: 4,
@@ -584,13 +603,10 @@ mod tests {
             params: &params,
         };
         let run = |cap: usize| {
-            ops::tests::GROUP_CAP.store(cap, Ordering::Relaxed);
-            let (f, tape) = net.forward(&imgs, n);
-            let g = net.backward(&tape, &r);
-            ops::tests::GROUP_CAP.store(usize::MAX, Ordering::Relaxed);
-            (f, g)
+            let (f, tape) = net.forward_in_groups(&imgs, n, cap);
+            (f, net.backward(&tape, &r))
         };
-        let (f, g) = run(usize::MAX);
+        let (f, g) = run(UNCAPPED);
         for cap in [1, 3] {
             let (fc, gc) = run(cap);
             let df = f

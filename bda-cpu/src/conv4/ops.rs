@@ -135,14 +135,19 @@ pub(super) fn col2im<T: Float>(
 }
 
 /// Images per im2col group: as many as keep the group's `kk × g·hw` matrix within
-/// [`COLS_BUDGET`] bytes (at least 1, at most a chunk), so that it is still in cache when
-/// the GEMM packs it. Depends on the shape only, never on the thread count.
-pub(super) fn group_size<T>(kk: usize, hw: usize) -> usize {
-    let g = (COLS_BUDGET / (kk * hw * std::mem::size_of::<T>()).max(1)).clamp(1, CHUNK);
-    #[cfg(test)]
-    let g = g.min(tests::GROUP_CAP.load(std::sync::atomic::Ordering::Relaxed));
-    g
+/// [`COLS_BUDGET`] bytes (at least 1, at most a chunk, at most `cap`), so that it is still
+/// in cache when the GEMM packs it. Depends on the shape only, never on the thread count.
+pub(super) fn group_size<T>(kk: usize, hw: usize, cap: usize) -> usize {
+    (COLS_BUDGET / (kk * hw * std::mem::size_of::<T>()).max(1))
+        .clamp(1, CHUNK)
+        .min(cap.max(1))
 }
+
+/// The `cap` of [`group_size`] and of the Winograd groups that the backbone runs with:
+/// none, the cache budgets decide. Tests pass smaller caps (a parameter, not a global, so
+/// tests running at the same time cannot change each other's groups) to run the grouped
+/// paths on shapes small enough for finite differences.
+pub(super) const UNCAPPED: usize = usize::MAX;
 
 /// Bytes of one im2col group (see [`group_size`]).
 pub(super) const COLS_BUDGET: usize = 1 << 20;
@@ -322,13 +327,4 @@ pub(super) fn batch_norm_adjoint<T: Float>(
         };
         dz[p - off] += ka * g;
     }
-}
-
-#[cfg(test)]
-pub(super) mod tests {
-    use std::sync::atomic::AtomicUsize;
-
-    /// Caps [`super::group_size`] and the Winograd groups in unit tests, so that the
-    /// grouped paths run on shapes small enough for finite differences.
-    pub(in super::super) static GROUP_CAP: AtomicUsize = AtomicUsize::new(usize::MAX);
 }

@@ -96,6 +96,8 @@ pub(super) struct WinogradConv<'u, T> {
     pub s: usize,
     /// Output channels.
     pub ch: usize,
+    /// At most this many images per group ([`super::ops::UNCAPPED`] in the backbone).
+    pub cap: usize,
 }
 
 /// Scratch of one worker: the transformed input (or its gradient), the product (or its
@@ -236,13 +238,11 @@ impl<T: Float> WinogradConv<'_, T> {
     }
 
     /// Images per group: as many as keep the larger of `V` and `M` within
-    /// [`GROUP_BUDGET`] (at least 1, at most the chunk). Depends on the shape only.
+    /// [`GROUP_BUDGET`] (at least 1, at most the chunk and `cap`). Depends on the shape
+    /// only.
     fn group(&self) -> usize {
         let per_image = XI * self.c_in.max(self.ch) * self.t() * self.t();
-        let g = (GROUP_BUDGET / (per_image * size_of::<T>()).max(1)).max(1);
-        #[cfg(test)]
-        let g = g.min(super::ops::tests::GROUP_CAP.load(std::sync::atomic::Ordering::Relaxed));
-        g
+        (GROUP_BUDGET / (per_image * size_of::<T>()).max(1)).clamp(1, self.cap.max(1))
     }
 
     /// `V[ξ][ci][(ty·t + tx)·g + i − i0]` of images `i0 .. i0 + g` of the chunk `xc`
@@ -515,82 +515,4 @@ impl<T: Float> WinogradConv<'_, T> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::{Rng, SeedableRng};
-
-    /// Direct 3×3 convolution (padding 1) of a chunk: the backbone's im2col path, the
-    /// reference.
-    fn direct(w: &[f64], xc: &[f64], c_in: usize, ch: usize, s: usize) -> Vec<f64> {
-        let conv = super::super::ConvChunk {
-            w,
-            c_in,
-            s,
-            ch,
-            u: None,
-        };
-        let mut z = Vec::new();
-        conv.run(xc, &mut Default::default(), &mut z);
-        z
-    }
-
-    fn dot(a: &[f64], b: &[f64]) -> f64 {
-        a.iter().zip(b).map(|(x, y)| x * y).sum()
-    }
-
-    /// Forward equals the direct convolution, and the backward pass is its adjoint:
-    /// `⟨dz, conv(w, x)⟩` differentiated in `w` and `x` (by linearity, `conv(dw, x)` and
-    /// `conv(w, dx)`), on even and odd sides and in groups of 1 image.
-    #[test]
-    fn winograd_is_the_direct_convolution_and_its_adjoint() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        for (s, c_in, ch, len, cap) in [
-            (6, 3, 5, 3, usize::MAX),
-            (7, 4, 2, 2, 1),
-            (1, 2, 3, 2, usize::MAX),
-            (4, 5, 4, 3, 2),
-        ] {
-            super::super::ops::tests::GROUP_CAP.store(cap, std::sync::atomic::Ordering::Relaxed);
-            let hw = s * s;
-            let w: Vec<f64> = (0..ch * c_in * 9)
-                .map(|_| rng.random_range(-1.0..1.0))
-                .collect();
-            let x: Vec<f64> = (0..c_in * len * hw)
-                .map(|_| rng.random_range(-1.0..1.0))
-                .collect();
-            let dz: Vec<f64> = (0..ch * len * hw)
-                .map(|_| rng.random_range(-1.0..1.0))
-                .collect();
-            let u = transform_weights(&w, ch, c_in);
-            let conv = WinogradConv { u: &u, c_in, s, ch };
-            let mut sc = Scratch::default();
-            let mut z = vec![f64::NAN; ch * len * hw];
-            conv.run_into(&x, &mut sc, &mut z);
-            let zr = direct(&w, &x, c_in, ch, s);
-            let err = z
-                .iter()
-                .zip(&zr)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f64::max);
-            assert!(err < 1e-12, "s {s}: forward differs by {err:e}");
-            let mut du = vec![0.0; XI * ch * c_in];
-            let mut din = vec![0.0; x.len()];
-            conv.backward(&x, &dz, &mut sc, &mut du, Some(&mut din));
-            let dw = transform_weights_adjoint(&du, ch, c_in);
-            // ⟨dz, conv(e, x)⟩ = dw·e for every direction e of the weights, and the same for x.
-            let e: Vec<f64> = (0..w.len()).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let f: Vec<f64> = (0..x.len()).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let (lw, rw) = (dot(&dz, &direct(&e, &x, c_in, ch, s)), dot(&dw, &e));
-            let (lx, rx) = (dot(&dz, &direct(&w, &f, c_in, ch, s)), dot(&din, &f));
-            assert!(
-                (lw - rw).abs() < 1e-10 * lw.abs().max(1.0),
-                "s {s}: weights {lw} vs {rw}"
-            );
-            assert!(
-                (lx - rx).abs() < 1e-10 * lx.abs().max(1.0),
-                "s {s}: input {lx} vs {rx}"
-            );
-        }
-        super::super::ops::tests::GROUP_CAP.store(usize::MAX, std::sync::atomic::Ordering::Relaxed);
-    }
-}
+mod tests;
