@@ -7,6 +7,7 @@
 #include "conv.cu"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <random>
 #include <vector>
@@ -125,11 +126,25 @@ int main() {
     }
     report("hvp_rows: H = w (diag p - pp^T) t", e_h, 1e-5);
     report("hvp_rows: gx term", e_gx, 1e-5);
-    // gx_scale = 0: gx is not touched (a dummy pointer may be passed).
+    // gx_scale = 0: H is the same and gx is not touched (the backends then pass a dummy
+    // pointer). gx holds -0.0: a write of gx += 0·s·σ'·(⟨p, t⟩ − t_v) would turn it into +0 in
+    // every row where ⟨p, t⟩ > t_v (about half of them), so even a write of zero shows.
+    std::vector<float> hv0(n_all * c, 0.0f), probe(n_all, -0.0f);
     bda_launch(grid, 128, [&] {
-        hvp_rows(z.data(), lab.data(), x.data(), n_tr, row0, row1, c, a_tr, a_val, hv.data(), nullptr, 0.0f);
+        hvp_rows(z.data(), lab.data(), x.data(), n_tr, row0, row1, c, a_tr, a_val, hv0.data(), probe.data(), 0.0f);
     });
-    report("hvp_rows: gx_scale = 0 never writes gx", 0.0, 0.0);
+    double e_h0 = 0, written = 0;
+    for (int k = 0; k < n_all * c; ++k) e_h0 = std::max(e_h0, (double)std::fabs(hv0[k] - hv[k]));
+    for (int i = 0; i < n_all; ++i) written += std::signbit(probe[i]) ? 0.0 : 1.0;
+    report("hvp_rows: gx_scale = 0, H unchanged", e_h0, 0.0);
+    report("hvp_rows: gx_scale = 0, gx writes", written, 0.0);
+    // And with no gx at all, as the backends call it: a dereference would crash here (run
+    // only when no write was seen, so that a regression is reported rather than a crash).
+    if (written == 0) {
+        bda_launch(grid, 128, [&] {
+            hvp_rows(z.data(), lab.data(), x.data(), n_tr, row0, row1, c, a_tr, a_val, hv0.data(), nullptr, 0.0f);
+        });
+    }
 
     // xent_dx_rows with ldz = 2c.
     gx = gx0;
