@@ -50,9 +50,37 @@ impl fmt::Display for CliError {
 
 impl std::error::Error for CliError {}
 
+/// `m` with its line breaks and other control characters escaped (`\n`, `\u{1b}`): a
+/// message that quotes a file's text (an unknown key, an unknown variant) stays one line.
+pub fn one_line(m: &str) -> String {
+    m.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// An upper-level loss above this is a divergence even while finite (a step of 1e30 gives
 /// losses of 1e30 and chance accuracy): 1000 times the cross-entropy of a uniform guess
 /// over `classes` classes. Error messages call it that.
 pub fn blow_up_bound(classes: usize) -> f64 {
     1e3 * (classes as f64).ln()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_line_breaks_are_escaped() {
+        assert_eq!(
+            one_line("unknown key `a\nb\r`\t"),
+            "unknown key `a\\nb\\r`\\t"
+        );
+        assert_eq!(one_line("plain × text"), "plain × text");
+    }
 }

@@ -16,9 +16,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::args::TrainConfig;
-use super::config::{Plan, RunConfig};
+use super::config::{Plan, RunConfig, check_shape};
 use crate::config::DataSource;
-use crate::error::CliError;
+use crate::error::{CliError, one_line};
 use crate::optim::Adam;
 use crate::output::write_atomic;
 
@@ -172,52 +172,145 @@ impl Checkpoint {
     pub fn load(path: &Path) -> Result<(Checkpoint, Plan), CliError> {
         let bad = |m: String| CliError::input(format!("{}: {m}", path.display()));
         let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read checkpoint: {e}")))?;
-        let mut head: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| bad(format!("not a checkpoint (corrupt JSON: {e})")))?;
-        if head.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
-            return Err(bad(format!("not a {FORMAT} file")));
-        }
-        let version = head.get("version").and_then(|v| v.as_u64());
-        if version == Some(1) {
-            upgrade_v1(&mut head);
-        } else if !matches!(version, Some(2 | 3)) {
-            return Err(bad(format!(
-                "checkpoint version {} is not supported (expected {VERSION})",
-                version.map_or("?".into(), |v| v.to_string())
-            )));
-        }
-        let ck: Checkpoint =
-            serde_json::from_value(head).map_err(|e| bad(format!("corrupt checkpoint: {e}")))?;
-        let n = ck.config.arch.num_params();
-        if ck.params.len() != n || ck.adam.m.len() != n || ck.adam.v.len() != n {
-            return Err(bad(format!(
-                "corrupt checkpoint: {} parameters for an architecture of {n}",
-                ck.params.len()
-            )));
-        }
-        if ck.rng.word_pos.parse::<u128>().is_err() {
-            return Err(bad("corrupt checkpoint: bad RNG position".into()));
-        }
-        if ck
-            .best
-            .as_ref()
-            .is_some_and(|b| b.params.len() != n || b.params.iter().any(|p| !p.is_finite()))
-        {
-            return Err(bad(
-                "corrupt checkpoint: bad best-validated parameters".into()
-            ));
-        }
-        if ck.params.iter().any(|p| !p.is_finite()) {
-            return Err(bad("corrupt checkpoint: non-finite parameters".into()));
-        }
-        let proj = ck.config.ul_projection;
-        proj.check_state(ck.config.arch, &ck.power)
-            .map_err(|e| bad(format!("corrupt checkpoint: {e}")))?;
+        let ck = Checkpoint::parse(&bytes).map_err(bad)?;
         let plan = ck
             .config
             .clone()
             .check()
             .map_err(|e| bad(format!("corrupt checkpoint: {e}")))?;
         Ok((ck, plan))
+    }
+
+    /// A checkpoint from the bytes of its file, with everything checked that needs no file
+    /// system (the run's settings are checked by [`Checkpoint::load`], which may look at the
+    /// data folder): format and version, the backbone's shape (against
+    /// [`super::config::MAX_SHAPE`], before any size is computed from it), then the lengths of
+    /// the parameters and of Adam's moments, finite values, the RNG position, the
+    /// best-validated backbone and the power-iteration state. An error is one line, without
+    /// the file's name.
+    pub fn parse(bytes: &[u8]) -> Result<Checkpoint, String> {
+        let corrupt = |m: &dyn std::fmt::Display| one_line(&format!("corrupt checkpoint: {m}"));
+        let mut head: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| one_line(&format!("not a checkpoint (corrupt JSON: {e})")))?;
+        if head.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
+            return Err(format!("not a {FORMAT} file"));
+        }
+        let version = head.get("version").and_then(|v| v.as_u64());
+        if version == Some(1) {
+            upgrade_v1(&mut head);
+        } else if !matches!(version, Some(2 | 3)) {
+            return Err(format!(
+                "checkpoint version {} is not supported (expected {VERSION})",
+                version.map_or("?".into(), |v| v.to_string())
+            ));
+        }
+        let ck: Checkpoint = serde_json::from_value(head).map_err(|e| corrupt(&e))?;
+        check_shape(&ck.config.arch).map_err(|e| corrupt(&e))?;
+        let n = ck.config.arch.num_params();
+        if ck.params.len() != n || ck.adam.m.len() != n || ck.adam.v.len() != n {
+            return Err(corrupt(&format!(
+                "{} parameters for an architecture of {n}",
+                ck.params.len()
+            )));
+        }
+        if ck.rng.word_pos.parse::<u128>().is_err() {
+            return Err(corrupt(&"bad RNG position"));
+        }
+        if ck
+            .best
+            .as_ref()
+            .is_some_and(|b| b.params.len() != n || b.params.iter().any(|p| !p.is_finite()))
+        {
+            return Err(corrupt(&"bad best-validated parameters"));
+        }
+        if ck.params.iter().any(|p| !p.is_finite()) {
+            return Err(corrupt(&"non-finite parameters"));
+        }
+        // Adam divides by √v: a negative or non-finite moment would make every step NaN.
+        let (m, v) = (&ck.adam.m, &ck.adam.v);
+        if m.iter().any(|x| !x.is_finite()) || v.iter().any(|x| !(x.is_finite() && *x >= 0.0)) {
+            return Err(corrupt(&"bad Adam moments"));
+        }
+        let proj = ck.config.ul_projection;
+        proj.check_state(ck.config.arch, &ck.power)
+            .map_err(|e| corrupt(&e))?;
+        Ok(ck)
+    }
+}
+
+/// What the checkpoint reader promises on any bytes (the `checkpoint` fuzz target and the
+/// corpus test): no panic, and no loop or allocation sized by the numbers in the file
+/// rather than by its length; an accepted checkpoint has a shape within
+/// [`super::config::MAX_SHAPE`], parameters and Adam moments of that shape's length, finite
+/// values, and writes back to bytes that read back to the same checkpoint; the check of its
+/// settings (when that needs no data folder) gives a plan or one line; an error is one
+/// non-empty line.
+pub fn check_checkpoint_invariants(bytes: &[u8]) {
+    match Checkpoint::parse(bytes) {
+        Ok(ck) => {
+            assert_eq!(check_shape(&ck.config.arch), Ok(()));
+            let n = ck.config.arch.num_params();
+            assert!(ck.params.len() == n && ck.adam.m.len() == n && ck.adam.v.len() == n);
+            assert!(ck.params.iter().all(|p| p.is_finite()));
+            let text = serde_json::to_vec(&ck).expect("a checkpoint serialises");
+            assert_eq!(Checkpoint::parse(&text).as_ref(), Ok(&ck), "round trip");
+            if ck.config.data_dir.is_none() || ck.config.format.is_some() {
+                if let Err(e) = ck.config.clone().check() {
+                    super::image::assert_one_line(&e.to_string());
+                }
+            }
+        }
+        Err(m) => super::image::assert_one_line(&m),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fewshot::args::{EpisodeArgs, FsMethod};
+    use bda_kernel::fewshot::Conv4Shape;
+
+    /// A fresh checkpoint of a 2-channel, 1-block backbone on 4×4 images, as JSON.
+    fn small() -> serde_json::Value {
+        let arch = Conv4Shape {
+            channels: 2,
+            in_channels: 1,
+            side: 4,
+            blocks: 1,
+        };
+        let episode = EpisodeArgs {
+            ways: 2,
+            shots: 1,
+            queries: 1,
+            meta_batch: 1,
+            method: FsMethod::Bda,
+            k: 2,
+        };
+        let n = arch.num_params();
+        let ck = Checkpoint::new(
+            RunConfig::untrained(episode, arch, 0),
+            vec![0.5; n],
+            Adam::new(1e-3, n),
+            RngState::of(0, &ChaCha8Rng::seed_from_u64(0)),
+        );
+        serde_json::to_value(&ck).unwrap()
+    }
+
+    #[test]
+    fn a_small_checkpoint_reads_back_and_keeps_its_invariants() {
+        let bytes = serde_json::to_vec(&small()).unwrap();
+        let ck = Checkpoint::parse(&bytes).unwrap();
+        assert_eq!(ck.params.len(), 2 * 9 + 4);
+        check_checkpoint_invariants(&bytes);
+    }
+
+    #[test]
+    fn adam_moments_that_would_poison_every_step_are_refused() {
+        for (key, value) in [("v", -1.0), ("m", 1e39)] {
+            let mut v = small();
+            v["adam"][key][0] = value.into();
+            let e = Checkpoint::parse(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+            assert_eq!(e, "corrupt checkpoint: bad Adam moments", "{key}");
+        }
     }
 }

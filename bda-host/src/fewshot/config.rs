@@ -15,6 +15,36 @@ use super::projection::UlProjection;
 use crate::check::{StepFlags, positive, spec_error};
 use crate::error::CliError;
 
+/// The largest backbone a run, a checkpoint or a `--config` file may describe: 16 times the
+/// papers' 64 channels, 16 input channels (images have 1 or 3), 1024-pixel images (the
+/// datasets have 28 and 84) and 16 blocks (conv4 has 4). A file's sizes are checked
+/// against it before anything is computed from them (a parameter count, a buffer), so a
+/// corrupt or hostile file gives a one-line error, not an overflow, a loop of its choosing
+/// or an allocation of its choosing.
+pub const MAX_SHAPE: Conv4Shape = Conv4Shape {
+    channels: 1024,
+    in_channels: 16,
+    side: 1024,
+    blocks: 16,
+};
+
+/// `Ok` when every size of `arch` is in `1..=` its bound in [`MAX_SHAPE`]; else one line
+/// naming the first that is not.
+pub fn check_shape(arch: &Conv4Shape) -> Result<(), String> {
+    let m = MAX_SHAPE;
+    for (name, v, max) in [
+        ("channels", arch.channels, m.channels),
+        ("input channels", arch.in_channels, m.in_channels),
+        ("image side", arch.side, m.side),
+        ("blocks", arch.blocks, m.blocks),
+    ] {
+        if !(1..=max).contains(&v) {
+            return Err(format!("the backbone's {name} {v} is outside 1..={max}"));
+        }
+    }
+    Ok(())
+}
+
 /// A checked run: its settings, how each task's head is fitted and differentiated (in the
 /// backends' `f32`), and the layout of its data (detected once).
 #[derive(Clone, Debug)]
@@ -117,6 +147,13 @@ impl RunConfig {
                 return bad(format!("{flag} 0: must be positive"));
             }
         }
+        if self.arch.channels > MAX_SHAPE.channels {
+            return bad(format!(
+                "--channels {}: at most {}",
+                self.arch.channels, MAX_SHAPE.channels
+            ));
+        }
+        check_shape(&self.arch).map_err(CliError::input)?;
         positive("ul-lr", self.ul_lr)?;
         if !(self.l2.is_finite() && self.l2 >= 0.0) {
             return bad(format!("--l2 {}: must be finite and ≥ 0", self.l2));
@@ -224,5 +261,36 @@ mod tests {
         };
         assert_eq!(narrow.features(), 128);
         assert_eq!(default_ll_lr(narrow), 0.1);
+    }
+
+    #[test]
+    fn shapes_beyond_the_bound_are_named() {
+        assert!(check_shape(&Conv4Shape::CONV4).is_ok());
+        assert!(check_shape(&MAX_SHAPE).is_ok());
+        for (arch, want) in [
+            (
+                Conv4Shape {
+                    blocks: 1 << 40,
+                    ..Conv4Shape::CONV4
+                },
+                "the backbone's blocks 1099511627776 is outside 1..=16",
+            ),
+            (
+                Conv4Shape {
+                    side: 0,
+                    ..Conv4Shape::CONV4
+                },
+                "the backbone's image side 0 is outside 1..=1024",
+            ),
+            (
+                Conv4Shape {
+                    in_channels: 17,
+                    ..Conv4Shape::CONV4
+                },
+                "the backbone's input channels 17 is outside 1..=16",
+            ),
+        ] {
+            assert_eq!(check_shape(&arch).unwrap_err(), want);
+        }
     }
 }
