@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::error::CliError;
+use crate::error::{CliError, one_line};
 
 /// The options every command has that choose what is printed or written, not what is
 /// computed: not part of a report's configuration, and not read from `--config`.
@@ -166,9 +166,24 @@ pub fn apply_config<C: Serialize + DeserializeOwned>(
     path: &Path,
     command: &str,
 ) -> Result<(), CliError> {
-    let fail = |m: String| CliError::input(format!("--config {}: {m}", path.display()));
-    let text = fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
-    let first = serde_json::Deserializer::from_str(&text)
+    let origin = format!("--config {}", path.display());
+    let bytes =
+        fs::read(path).map_err(|e| CliError::input(format!("{origin}: cannot read: {e}")))?;
+    apply_config_bytes(config, matches, &bytes, &origin, command)
+}
+
+/// [`apply_config`] on the file's bytes; `origin` (`--config FILE`) starts every error.
+pub fn apply_config_bytes<C: Serialize + DeserializeOwned>(
+    config: &mut C,
+    matches: &ArgMatches,
+    bytes: &[u8],
+    origin: &str,
+    command: &str,
+) -> Result<(), CliError> {
+    let fail = |m: String| CliError::input(one_line(&format!("{origin}: {m}")));
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| fail(format!("cannot read: not UTF-8 text ({e})")))?;
+    let first = serde_json::Deserializer::from_str(text)
         .into_iter::<Value>()
         .next()
         .ok_or_else(|| fail("empty file".into()))?

@@ -115,13 +115,27 @@ const ON_REQUEST: [&str; 5] = [
 /// Run `bda plot`.
 pub fn run(args: &PlotArgs) -> Result<(), CliError> {
     check_svg("--out", &args.out)?;
-    let plane = plane_keys(args)?;
+    // The flags first: their mistakes are reported before any file is read.
+    plane_keys(args)?;
     let mut reports = Vec::new();
     for p in &args.reports {
         reports.extend(read_reports(p)?);
     }
-    let labels = legend_labels(&reports);
-    let styles = styles(&reports, &labels, &args.dashed);
+    let (title, panels, cols) = figure(args, &reports)?;
+    write_svg_grid(&args.out, &title, &panels, cols)?;
+    println!("plot written to {}", args.out.display());
+    Ok(())
+}
+
+/// The figure `bda plot` draws of `reports` as `args` ask: its title, its panels and the
+/// number of columns of their grid.
+pub fn figure(
+    args: &PlotArgs,
+    reports: &[Loaded],
+) -> Result<(String, Vec<Panel>, usize), CliError> {
+    let plane = plane_keys(args)?;
+    let labels = legend_labels(reports);
+    let styles = styles(reports, &labels, &args.dashed);
     let series = |curves: &dyn Fn(&Loaded) -> Vec<(f64, f64)>| -> Vec<Series> {
         reports
             .iter()
@@ -160,7 +174,7 @@ pub fn run(args: &PlotArgs) -> Result<(), CliError> {
             panels.push(Panel::upper(title, log(m, &s), s));
         }
     } else {
-        for r in &reports {
+        for r in reports {
             if let Some(t) = args.ll_at.iter().find(|t| !r.ll_curves.contains_key(t)) {
                 let has: Vec<String> = r.ll_curves.keys().map(u32::to_string).collect();
                 return Err(CliError::input(format!(
@@ -203,7 +217,7 @@ pub fn run(args: &PlotArgs) -> Result<(), CliError> {
         cols = Some(args.ll_at.len());
     }
     if let Some((a, b)) = &plane {
-        for r in &reports {
+        for r in reports {
             if let Some(k) = [a, b].into_iter().find(|k| !r.curves.contains_key(*k)) {
                 return Err(CliError::input(format!(
                     "{}: --plane: no \"{k}\" in the history (bda toy --record-iterates records x[i] and y[i])",
@@ -228,14 +242,9 @@ pub fn run(args: &PlotArgs) -> Result<(), CliError> {
                 .then(|| ("optimum".to_string(), (args.mark[0], args.mark[1]))),
         });
     }
-    let title = args
-        .title
-        .clone()
-        .unwrap_or_else(|| default_title(&reports));
+    let title = args.title.clone().unwrap_or_else(|| default_title(reports));
     let cols = cols.unwrap_or_else(|| columns(panels.len()));
-    write_svg_grid(&args.out, &title, &panels, cols)?;
-    println!("plot written to {}", args.out.display());
-    Ok(())
+    Ok((title, panels, cols))
 }
 
 /// The two keys of `--plane`, checked with `--mark` and `--ll-at`.

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use crate::error::CliError;
+use crate::error::{CliError, one_line};
 
 /// The horizontal axis of every panel.
 pub const ITER_KEY: &str = "ul_iter";
@@ -98,9 +98,17 @@ fn ll_curves_of(v: Option<Value>) -> Result<BTreeMap<u32, Curves>, String> {
 /// naming the file.
 pub fn read_reports(path: &Path) -> Result<Vec<Loaded>, CliError> {
     let file = path.display().to_string();
-    let fail = |m: String| CliError::input(format!("{file}: {m}"));
-    let text = fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
-    let values: Vec<Value> = serde_json::Deserializer::from_str(&text)
+    let bytes = fs::read(path).map_err(|e| CliError::input(format!("{file}: cannot read: {e}")))?;
+    parse_reports(&bytes, &file)
+}
+
+/// [`read_reports`] on the bytes of a file; `file` names it in errors.
+pub fn parse_reports(bytes: &[u8], file: &str) -> Result<Vec<Loaded>, CliError> {
+    let file = file.to_string();
+    let fail = |m: String| CliError::input(one_line(&format!("{file}: {m}")));
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| fail(format!("cannot read: not UTF-8 text ({e})")))?;
+    let values: Vec<Value> = serde_json::Deserializer::from_str(text)
         .into_iter::<Value>()
         .collect::<Result<_, _>>()
         .map_err(|e| fail(format!("not JSON: {e}")))?;
