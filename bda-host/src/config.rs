@@ -256,3 +256,62 @@ pub fn given_on_command_line(matches: &ArgMatches, key: &str) -> bool {
 pub fn flag_of(key: &str) -> String {
     format!("--{}", key.replace('_', "-"))
 }
+
+/// What `--config` promises on any file (the `config` fuzz target and the corpus test), for
+/// every command that takes one, given as `bda COMMAND --config fuzz.json` with no other
+/// option: no panic; an accepted file gives a configuration that, written back as a file,
+/// reads back to the same configuration (a report's `config` replays what ran); an error is
+/// one non-empty line that starts with `--config fuzz.json:`, exit code 2.
+pub fn check_config_invariants(bytes: &[u8]) {
+    use crate::fewshot::args::{BenchArgs, EvalArgs, TrainArgs};
+    use std::sync::OnceLock;
+    // Each command's parsed `--config fuzz.json`, built once: building a clap command takes
+    // longer than most checks.
+    static PARSED: [OnceLock<ArgMatches>; 5] = [const { OnceLock::new() }; 5];
+    check_one(bytes, "toy", &PARSED[0], |a: crate::toy::ToyArgs| a.run);
+    check_one(
+        bytes,
+        "hyperclean",
+        &PARSED[1],
+        |a: crate::hyperclean::HypercleanArgs| a.run,
+    );
+    check_one(bytes, "fewshot", &PARSED[2], |a: TrainArgs| a.run);
+    check_one(bytes, "fewshot eval", &PARSED[3], |a: EvalArgs| a.run);
+    check_one(bytes, "fewshot bench", &PARSED[4], |a: BenchArgs| a.run);
+}
+
+/// [`check_config_invariants`] for the command `command` with arguments `A` (parsed once
+/// into `parsed`), whose configuration `run` takes out.
+fn check_one<A, C>(
+    bytes: &[u8],
+    command: &str,
+    parsed: &std::sync::OnceLock<ArgMatches>,
+    run: fn(A) -> C,
+) where
+    A: clap::Args + clap::FromArgMatches,
+    C: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let origin = "--config fuzz.json";
+    let matches = parsed.get_or_init(|| {
+        A::augment_args(clap::Command::new("bda"))
+            .try_get_matches_from(["bda", "--config", "fuzz.json"])
+            .expect("every option but --config has a default")
+    });
+    let fresh = || run(A::from_arg_matches(matches).expect("the default configuration"));
+    let mut c = fresh();
+    match apply_config_bytes(&mut c, matches, bytes, origin, command) {
+        Ok(()) => {
+            let text = serde_json::to_vec(&c).expect("a configuration serialises");
+            let mut again = fresh();
+            apply_config_bytes(&mut again, matches, &text, origin, command)
+                .unwrap_or_else(|e| panic!("{command}: its own configuration is refused: {e}"));
+            assert_eq!(again, c, "{command}: the configuration does not read back");
+        }
+        Err(e) => {
+            let m = e.to_string();
+            crate::fewshot::image::assert_one_line(&m);
+            assert!(m.starts_with("--config fuzz.json: "), "{command}: {m}");
+            assert_eq!(e.exit_code(), 2, "{command}: {m}");
+        }
+    }
+}

@@ -43,3 +43,24 @@ fn kept_csv_corpus_still_passes() {
     let n = replay("csv", bda_host::fewshot::miniimagenet::check_csv_invariants);
     assert!(n > 50, "only {n} corpus files");
 }
+
+#[test]
+fn kept_checkpoint_corpus_still_passes() {
+    let n = replay(
+        "checkpoint",
+        bda_host::fewshot::checkpoint::check_checkpoint_invariants,
+    );
+    assert!(n >= 10, "only {n} corpus files");
+}
+
+#[test]
+fn kept_config_corpus_still_passes() {
+    let n = replay("config", bda_host::config::check_config_invariants);
+    assert!(n >= 10, "only {n} corpus files");
+}
+
+#[test]
+fn kept_plot_corpus_still_passes() {
+    let n = replay("plot", bda_host::plot::invariants::check_plot_invariants);
+    assert!(n >= 10, "only {n} corpus files");
+}

@@ -10,6 +10,7 @@
 //! ([`wants_markers`]), so a validation curve measured twice is not mistaken for a line.
 
 pub mod axes;
+pub mod invariants;
 pub mod legend;
 pub mod overlay;
 pub mod reports;
