@@ -220,6 +220,20 @@ fn reference_is_send_and_sync() {
     send_sync::<HypercleanReference<'static>>();
 }
 
+/// `y` is a stationary point of the lower level: one gradient step of size 1 moves it by
+/// less than 1e-9 in every entry.
+fn assert_converged(b: &mut HypercleanReference<'_>, x: &[f64], y: &[f64]) {
+    let mut next = b.new_y().unwrap();
+    b.lower_step(&x.to_vec(), &y.to_vec(), 0.0, 1.0, &mut next)
+        .unwrap();
+    let res = y
+        .iter()
+        .zip(&next)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(res < 1e-9, "lower level not converged: ‖∇f‖∞ = {res:e}");
+}
+
 #[test]
 fn ihg_matches_finite_differences_at_a_converged_lower_level() {
     // Many more samples than parameters and random labels: the lower level has a
@@ -236,14 +250,7 @@ fn ihg_matches_finite_differences_at_a_converged_lower_level() {
     let mut b = HypercleanReference::new(&p);
     let (_, y) =
         bda_testkit::fd::solve_value(&mut b, Hypergrad::new, cfg.build().unwrap(), &x, &y0);
-    let mut next = b.new_y().unwrap();
-    b.lower_step(&x, &y, 0.0, 1.0, &mut next).unwrap();
-    let res = y
-        .iter()
-        .zip(&next)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
-    assert!(res < 1e-9, "lower level not converged: ‖∇f‖∞ = {res:e}");
+    assert_converged(&mut b, &x, &y);
     let (_, err) = check_method(
         || HypercleanReference::new(&p),
         Hypergrad::new,
@@ -279,14 +286,7 @@ fn ihg_on_the_network_reports_the_singular_lower_level_hessian() {
     let mut hg = Hypergrad::new(&mut b, cfg.build().unwrap()).unwrap();
     let (mut gx, mut y) = (b.new_x().unwrap(), b.new_y().unwrap());
     hg.hypergradient(&mut b, &x, &y0, &mut gx, &mut y).unwrap();
-    let mut next = b.new_y().unwrap();
-    b.lower_step(&x, &y, 0.0, 1.0, &mut next).unwrap();
-    let res = y
-        .iter()
-        .zip(&next)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
-    assert!(res < 1e-9, "lower level not converged: ‖∇f‖∞ = {res:e}");
+    assert_converged(&mut b, &x, &y);
     let report = *hg.cg_report();
     let (at, curvature) = report
         .non_positive_curvature
