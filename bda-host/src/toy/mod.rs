@@ -148,7 +148,9 @@ where
             warm_start: settings.warm_start,
             trace_at: &args.ll_trace,
             iterates: args.record_iterates,
-            free: if example == "tpami" { N..M } else { 1..M },
+            // Every bundled example's free lower-level coordinates are its last M − N: y₂ of
+            // Example 1 (N = 1, M = 2), z of Eq. (40) (M = 2N).
+            free: N..M,
             y_start: y0,
             rows: Vec::new(),
             traces: Vec::new(),
