@@ -25,3 +25,4 @@ pub mod fewshot;
 pub mod hyperclean;
 pub mod linalg;
 pub mod projection;
+pub mod ranks;

@@ -91,10 +91,11 @@ fn main() {
     for _ in 0..40 {
         for l in layouts.iter_mut() {
             let t = Instant::now();
-            l.px.times(&l.w.0[l.w.1..], hp, &mut l.a.0[l.a.1..]);
+            l.px.times(&l.w.0[l.w.1..], hp, 0, &mut l.a.0[l.a.1..]);
             l.fwd.push(t.elapsed().as_secs_f64());
             let t = Instant::now();
-            l.px.transpose_times(&l.g.0[l.g.1..], hp, &mut l.o.0[l.o.1..]);
+            let chunks = 0..rows.div_ceil(256);
+            l.px.transpose_times(&l.g.0[l.g.1..], hp, chunks, false, &mut l.o.0[l.o.1..]);
             l.bwd.push(t.elapsed().as_secs_f64());
         }
     }

@@ -66,6 +66,8 @@ extern crate alloc;
 extern crate std;
 
 pub mod backend;
+#[cfg(feature = "alloc")]
+pub mod collective;
 pub mod error;
 pub mod fewshot;
 pub mod hyperclean;

@@ -5,6 +5,8 @@
 // Lane loops index several arrays in lockstep (the shape of the SIMD code they become).
 #![allow(clippy::needless_range_loop)]
 
+use std::ops::Range;
+
 use bda_kernel::hyperclean::{Classifier, HypercleanData};
 use rayon::prelude::*;
 
@@ -55,6 +57,8 @@ impl CpuClassifier for Linear {
     ///
     /// `probs` (`groups × c` lanes) holds the softmax outputs `p_i` of `y`: a gradient pass
     /// writes them, a Hessian pass reads them instead of recomputing the logits of `y`.
+    const LOSS_ROWS: usize = CHUNK_GROUPS * LANES;
+
     fn run_pass(
         &self,
         set: &Packed,
@@ -62,18 +66,21 @@ impl CpuClassifier for Linear {
         omega: &[f32],
         y: &[f32],
         pass: Pass<'_>,
+        rows: Range<usize>,
         scratch: &mut Scratch,
         probs: &mut Vec<Lane>,
     ) {
         let (kern, c) = (self.kern, self.c);
         assert_eq!(probs.len(), set.groups * c);
-        let d = set.dim;
-        let ylen = (d + 1) * c;
-        let nch = set.chunks();
+        let per_chunk = CHUNK_GROUPS * LANES;
+        debug_assert_eq!(rows.start % per_chunk, 0);
+        let first = rows.start / per_chunk;
+        let nch = rows.len().div_ceil(per_chunk);
+        let ylen = self.partial_len();
         scratch.partial.resize(nch * ylen, 0.0);
         scratch.chunk_loss.resize(nch, 0.0);
-        scratch.sample.resize(set.padded(), 0.0);
-        let per_chunk = CHUNK_GROUPS * LANES;
+        scratch.sample.resize(rows.len(), 0.0);
+        let probs = &mut probs[first * CHUNK_GROUPS * c..];
         scratch
             .partial
             .par_chunks_mut(ylen)
@@ -81,7 +88,7 @@ impl CpuClassifier for Linear {
             .zip(scratch.sample.par_chunks_mut(per_chunk))
             .zip(probs.par_chunks_mut(CHUNK_GROUPS * c))
             .enumerate()
-            .for_each(|(ch, (((part, loss), sample), probs))| {
+            .for_each(|(i, (((part, loss), sample), probs))| {
                 let job = Chunk {
                     kern,
                     set,
@@ -89,7 +96,7 @@ impl CpuClassifier for Linear {
                     omega,
                     y,
                     pass,
-                    ch,
+                    ch: first + i,
                 };
                 match kern {
                     #[cfg(target_arch = "x86_64")]
@@ -98,6 +105,21 @@ impl CpuClassifier for Linear {
                     _ => chunk_work(&job, part, loss, sample, probs),
                 }
             });
+    }
+
+    fn partial_len(&self) -> usize {
+        (self.d + 1) * self.c
+    }
+
+    /// The chunks' partials, in `y`'s layout already.
+    fn add_partials(&self, scratch: &Scratch, acc: &mut [f32]) {
+        for p in scratch.partial.chunks_exact(acc.len()) {
+            acc.iter_mut().zip(p).for_each(|(a, q)| *a += q);
+        }
+    }
+
+    fn finish(&self, _: &(), sum: &[f32], out: &mut [f32]) {
+        out.copy_from_slice(sum);
     }
 
     fn predictor<'a>(&self, x: &'a [f32], labels: &[u8]) -> Result<Predictor<'a>, String> {

@@ -26,13 +26,16 @@
 // Row loops index several arrays in lockstep.
 #![allow(clippy::needless_range_loop)]
 
+use std::ops::Range;
+
 use bda_kernel::hyperclean::{Classifier, HypercleanData, Layout};
 use rayon::prelude::*;
 
-use super::packed::Packed;
+use super::packed::{LANES, Packed};
 use super::pass::{Pass, Scratch};
 use super::simd::Kernels;
 use super::sparse::{self, GroupPixels};
+use super::split::UNIT_ROWS;
 use super::thin::{col_dots, row_dots, spread, transpose_padded};
 use super::{CpuClassifier, Predictor};
 use crate::aligned::AlignedVec;
@@ -86,9 +89,13 @@ impl CpuClassifier for Mlp {
         true
     }
 
-    /// Run `pass` over `set` (its pixels `px`) with per-row weights `omega` (zero on padding).
-    /// Fills `scratch.partial[..y_len]` with the gradient or Hessian product (when the pass asks
-    /// for it), `scratch.chunk_loss[chunk]`, `scratch.sample[row]`.
+    const LOSS_ROWS: usize = ROWS;
+
+    /// Run `pass` over the rows `own` of `set` (its pixels `px`) with per-row weights
+    /// `omega` (zero on padding). Fills `scratch.thin_part` (per chunk of [`ROWS`]) and
+    /// `scratch.w1grad` (`Uᵀ·G_a` per unit of [`UNIT_ROWS`] when `own` is a share of the
+    /// rows, their sum in unit order when it is all of them) when the pass asks for the
+    /// product, `scratch.chunk_loss[chunk]`, `scratch.sample[row]`.
     ///
     /// `cache` (`Net::cache_len(rows)` floats: `relu(A)` then `P`) holds the forward pass of `y`: a
     /// gradient pass writes it, a Hessian pass reads it.
@@ -99,6 +106,7 @@ impl CpuClassifier for Mlp {
         omega: &[f32],
         y: &[f32],
         pass: Pass<'_>,
+        own: Range<usize>,
         scratch: &mut Scratch,
         fwd: &mut AlignedVec,
     ) {
@@ -106,15 +114,14 @@ impl CpuClassifier for Mlp {
         let (h, hp, c, d) = (net.h, net.hp, net.c, net.d);
         let rows = px.rows();
         assert_eq!(cache.len(), net.cache_len(rows));
-        let nch = rows.div_ceil(ROWS);
+        debug_assert_eq!(own.start % UNIT_ROWS, 0);
+        let nch = own.len().div_ceil(ROWS);
         let thin = net.thin_len();
-        let ylen = net.y_len();
         let want_grad = match pass {
             Pass::Grad { grad, .. } | Pass::Hess { grad, .. } => grad,
         };
-        scratch.partial.resize(ylen, 0.0);
         scratch.chunk_loss.resize(nch, 0.0);
-        scratch.sample.resize(rows, 0.0);
+        scratch.sample.resize(own.len(), 0.0);
         // Padding columns of G_a are never written: zero from the first resize on.
         scratch.ga.resize(rows * hp, 0.0);
         scratch.ra.resize(rows * hp, 0.0);
@@ -126,24 +133,33 @@ impl CpuClassifier for Mlp {
         }
         let (w2t, v2t) = (&scratch.w2t[..], &scratch.v2t[..]);
         let (act, probs) = cache.split_at_mut(rows * hp);
-        // The first layer's product, all rows at once: A = U·W₁ (forward) or U·V₁ (tangent).
+        let (act, probs) = (
+            &mut act[own.start * hp..own.end * hp],
+            &mut probs[own.start * c..own.end * c],
+        );
+        let (ga, ra) = (
+            &mut scratch.ga[own.start * hp..own.end * hp],
+            &mut scratch.ra[own.start * hp..own.end * hp],
+        );
+        // The first layer's product, this share's rows at once: A = U·W₁ (forward) or
+        // U·V₁ (tangent).
         let (w1, dst) = match pass {
             Pass::Grad { .. } => (net.w1(y), &mut *act),
-            Pass::Hess { v, .. } => (net.w1(v), &mut scratch.ra[..]),
+            Pass::Hess { v, .. } => (net.w1(v), &mut *ra),
         };
         px.pack(w1, h, hp, &mut scratch.wpad);
-        px.times(&scratch.wpad, hp, dst);
+        px.times(&scratch.wpad, hp, own.start / LANES, dst);
         let labels = &set.packed_labels;
         act.par_chunks_mut(ROWS * hp)
             .zip(probs.par_chunks_mut(ROWS * c))
-            .zip(scratch.ga.par_chunks_mut(ROWS * hp))
-            .zip(scratch.ra.par_chunks_mut(ROWS * hp))
+            .zip(ga.par_chunks_mut(ROWS * hp))
+            .zip(ra.par_chunks_mut(ROWS * hp))
             .zip(scratch.sample.par_chunks_mut(ROWS))
             .zip(scratch.thin_part.par_chunks_mut(thin))
             .zip(scratch.chunk_loss.par_iter_mut())
             .enumerate()
             .for_each(|(ch, ((((((a, p), ga), ra), sample), part), loss))| {
-                let r0 = ch * ROWS;
+                let r0 = own.start + ch * ROWS;
                 let m = a.len() / hp;
                 let rows = Rows {
                     net,
@@ -171,15 +187,35 @@ impl CpuClassifier for Mlp {
         if !want_grad {
             return;
         }
-        let out = &mut scratch.partial[..ylen];
-        // Thin blocks: the chunk partials in chunk order, then into y's layout.
-        let sum = &mut scratch.thin_sum;
-        sum.clear();
-        sum.resize(thin, 0.0);
-        for p in scratch.thin_part.chunks_exact(thin) {
-            sum.iter_mut().zip(p).for_each(|(o, v)| *o += v);
+        // ∇W₁ = Uᵀ·G_a, rows of hp: per unit, or all units summed in order.
+        let units = own.start / UNIT_ROWS..own.end.div_ceil(UNIT_ROWS);
+        let per_unit = own.len() != rows;
+        let n = if per_unit { units.len() } else { 1 };
+        scratch.w1grad.resize(n * d * hp, 0.0);
+        px.transpose_times(&scratch.ga, hp, units, per_unit, &mut scratch.w1grad);
+    }
+
+    /// `[thin blocks | ∇W₁]` in the products' layouts (`W₂` transposed, rows of `hp`,
+    /// pixels in the set's order).
+    fn partial_len(&self) -> usize {
+        self.net.thin_len() + self.net.d * self.net.hp
+    }
+
+    fn add_partials(&self, scratch: &Scratch, acc: &mut [f32]) {
+        let (thin_acc, w1_acc) = acc.split_at_mut(self.net.thin_len());
+        for p in scratch.thin_part.chunks_exact(thin_acc.len()) {
+            thin_acc.iter_mut().zip(p).for_each(|(o, v)| *o += v);
         }
-        let (sb1, rest) = sum.split_at(hp);
+        for p in scratch.w1grad.chunks_exact(w1_acc.len()) {
+            w1_acc.iter_mut().zip(p).for_each(|(o, v)| *o += v);
+        }
+    }
+
+    fn finish(&self, px: &GroupPixels, sum: &[f32], out: &mut [f32]) {
+        let net = self.net;
+        let (h, hp, c) = (net.h, net.hp, net.c);
+        let (thin, w1) = sum.split_at(net.thin_len());
+        let (sb1, rest) = thin.split_at(hp);
         let (sw2t, sb2) = rest.split_at(c * hp);
         out[net.layout.b1..net.layout.w2].copy_from_slice(&sb1[..h]);
         for (j, row) in out[net.layout.w2..net.layout.b2]
@@ -191,15 +227,7 @@ impl CpuClassifier for Mlp {
                 .for_each(|(k, o)| *o = sw2t[k * hp + j]);
         }
         out[net.layout.b2..].copy_from_slice(sb2);
-        // ∇W₁ = Uᵀ·G_a, rows of hp, then its first H columns into y's layout.
-        scratch.w1grad.resize(d * hp, 0.0);
-        px.transpose_times(&scratch.ga, hp, &mut scratch.w1grad);
-        px.unpack(
-            &scratch.w1grad,
-            h,
-            hp,
-            &mut out[net.layout.w1..net.layout.b1],
-        );
+        px.unpack(w1, h, hp, &mut out[net.layout.w1..net.layout.b1]);
     }
 
     fn predictor<'a>(&self, x: &'a [f32], _: &[u8]) -> Result<Predictor<'a>, String> {

@@ -38,13 +38,16 @@
 #![allow(clippy::needless_range_loop)]
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use bda_kernel::hyperclean::HypercleanData;
 use rayon::prelude::*;
 
+use bda_kernel::collective::Collective;
 use packed::Packed;
-use pass::{Pass, Scratch, reduce_into};
+use pass::{Pass, Scratch};
 use simd::Kernels;
+use split::Split;
 
 mod backend;
 pub mod blocks;
@@ -54,6 +57,7 @@ pub mod packed;
 pub mod pass;
 pub mod simd;
 pub mod sparse;
+pub mod split;
 pub mod thin;
 
 pub use linear::Linear;
@@ -64,9 +68,9 @@ pub type LinearCpu = HypercleanCpu<Linear>;
 /// The ReLU network on the CPU.
 pub type MlpCpu = HypercleanCpu<Mlp>;
 
-/// A classifier's products on the CPU: one pass over one set, and predictions. The
-/// bookkeeping around the passes (weights, caches, scratch, chunked sums) is
-/// [`HypercleanCpu`]'s, the same for every classifier.
+/// A classifier's products on the CPU: one pass over (a share of) one set, the sum of its
+/// partials, and predictions. The bookkeeping around the passes (weights, caches, scratch,
+/// the split over ranks) is [`HypercleanCpu`]'s, the same for every classifier.
 pub trait CpuClassifier: Clone + std::fmt::Debug + Send + Sync + Sized + 'static {
     /// What a pass needs of a set besides the packed samples (the network: its pixels as
     /// group blocks).
@@ -90,10 +94,16 @@ pub trait CpuClassifier: Clone + std::fmt::Debug + Send + Sync + Sized + 'static
     /// when a pass ends in few coarse tasks.
     fn side_by_side(&self) -> bool;
 
-    /// Run `pass` over `set` with per-sample weights `omega` (packed order, zero on
-    /// padding): fills `scratch.partial` with per-chunk partials of the product (when the
-    /// pass asks for it), `scratch.chunk_loss`, `scratch.sample`. A gradient pass writes
-    /// `fwd`, a Hessian pass reads it.
+    /// Packed rows per entry of `scratch.chunk_loss` (divides [`split::UNIT_ROWS`]).
+    const LOSS_ROWS: usize;
+
+    /// Run `pass` over the packed rows `rows` of `set` (whole units of
+    /// [`split::UNIT_ROWS`]: this rank's share) with per-sample weights `omega` (packed
+    /// order, zero on padding): fills `scratch.partial` with the partials of the product
+    /// that [`Self::add_partials`] adds (when the pass asks for it), `scratch.chunk_loss`
+    /// (one per [`Self::LOSS_ROWS`] rows of `rows`), `scratch.sample` (one per row of
+    /// `rows`). A gradient pass writes `fwd`, a Hessian pass reads it (the rows of
+    /// `rows`).
     #[allow(clippy::too_many_arguments)]
     fn run_pass(
         &self,
@@ -102,9 +112,21 @@ pub trait CpuClassifier: Clone + std::fmt::Debug + Send + Sync + Sized + 'static
         omega: &[f32],
         y: &[f32],
         pass: Pass<'_>,
+        rows: std::ops::Range<usize>,
         scratch: &mut Scratch,
         fwd: &mut Self::Forward,
     );
+
+    /// Length of the vector the ranks' partials are summed in (the classifier's layout of
+    /// a `y`-shaped product).
+    fn partial_len(&self) -> usize;
+
+    /// `acc += ` the partials of the last pass, unit by unit in order (the ranks' chain:
+    /// every element is added in unit order, on one rank or many).
+    fn add_partials(&self, scratch: &Scratch, acc: &mut [f32]);
+
+    /// `out ←` the summed partials `sum` in `y`'s layout.
+    fn finish(&self, prepared: &Self::Set, sum: &[f32], out: &mut [f32]);
 
     /// The predictions of any `y` on the samples `x` (`n × d` rows of pixel values `q/255`)
     /// — the validation and test sets of a run, whatever device trained it.
@@ -251,6 +273,10 @@ pub struct HypercleanCpu<C: CpuClassifier> {
     ylen: usize,
     /// The ranges of `y` that `λ‖·‖²` regularises.
     weights: [std::ops::Range<usize>; 2],
+    /// This rank's share of the rows of every set.
+    split: Split,
+    /// The partials of a pass summed over the ranks ([`CpuClassifier::partial_len`]).
+    reduced: Vec<f32>,
 }
 
 impl<C: CpuClassifier> HypercleanCpu<C> {
@@ -298,7 +324,18 @@ impl<C: CpuClassifier> HypercleanCpu<C> {
             prepared,
             ylen,
             weights: data.layout().weights(),
+            split: Split::default(),
+            reduced: Vec::new(),
         })
+    }
+
+    /// Split the passes over the ranks of `comm`: this process passes over its share of
+    /// the rows of each set and the shares' results are put together in chunk order, so
+    /// every product has the bits of one process on any number of ranks. Every rank must
+    /// make the same calls on the same `x` and `y` (the engine on identical inputs does).
+    pub fn with_ranks(mut self, comm: Arc<dyn Collective>) -> Self {
+        self.split = Split::new(comm);
+        self
     }
 
     /// The kernels in use.
@@ -389,7 +426,8 @@ impl<C: CpuClassifier> HypercleanCpu<C> {
             omega: &self.omega_tr,
             keep,
             slot: c_tr,
-            scratch: s_tr,
+            scratch: &mut *s_tr,
+            rows: 0..0,
         };
         let mut va = SetPass {
             classifier: cl,
@@ -398,9 +436,14 @@ impl<C: CpuClassifier> HypercleanCpu<C> {
             omega: &self.omega_val,
             keep,
             slot: c_val,
-            scratch: s_val,
+            scratch: &mut *s_val,
+            rows: 0..0,
         };
         let v = &y.v[..];
+        let split = &self.split;
+        let (rows_tr, rows_val) = (self.train.padded(), self.val.padded());
+        tr.rows = split.own_rows(rows_tr);
+        va.rows = split.own_rows(rows_val);
         match (train, val) {
             (Some(a), Some(b)) if cl.side_by_side() => {
                 rayon::join(|| tr.run(v, a), || va.run(v, b));
@@ -412,6 +455,14 @@ impl<C: CpuClassifier> HypercleanCpu<C> {
             (Some(a), None) => tr.run(v, a),
             (None, Some(b)) => va.run(v, b),
             (None, None) => {}
+        }
+        // What is read of the whole set after a pass: the training set's per-sample terms
+        // (the mixed products) and the validation set's losses (`F`).
+        if train.is_some() {
+            split.gather_rows(rows_tr, &mut s_tr.sample);
+        }
+        if matches!(val, Some(Pass::Grad { loss: true, .. })) {
+            split.gather_chunks(rows_val, C::LOSS_ROWS, &mut s_val.chunk_loss);
         }
     }
 
@@ -432,15 +483,29 @@ impl<C: CpuClassifier> HypercleanCpu<C> {
         self.cache_probs = on;
     }
 
+    /// `out ←` the product of the last pass over set `which`: its partials summed in
+    /// chunk order over the ranks, in `y`'s layout.
+    fn reduce(&mut self, which: Which, out: &mut [f32]) {
+        let (cl, scratch) = (&self.classifier, &self.scratch[which as usize]);
+        self.reduced.resize(cl.partial_len(), 0.0);
+        self.split
+            .chain(&mut self.reduced, &mut |acc| cl.add_partials(scratch, acc));
+        cl.finish(&self.prepared[which as usize], &self.reduced, out);
+    }
+
     /// `gf ←` the training set's product of the last pass.
     fn take_gf(&mut self) {
-        reduce_into(&self.scratch[TR].partial, self.ylen, &mut self.gf);
+        let mut gf = std::mem::take(&mut self.gf);
+        self.reduce(Which::Train, &mut gf);
+        self.gf = gf;
     }
 
     /// `gu ←` the validation set's product of the last pass, plus `2λ·v` on the weights;
     /// returns its loss plus `λ‖v‖²` (meaningful after a gradient pass with the loss).
     fn take_gu(&mut self, v: &[f32]) -> f32 {
-        reduce_into(&self.scratch[VAL].partial, self.ylen, &mut self.gu);
+        let mut gu = std::mem::take(&mut self.gu);
+        self.reduce(Which::Val, &mut gu);
+        self.gu = gu;
         let mut loss: f64 = self.scratch[VAL].chunk_loss.iter().sum();
         let mut gu = std::mem::take(&mut self.gu);
         let reg = self.add_regulariser(v, &mut gu);
@@ -497,6 +562,8 @@ struct SetPass<'a, C: CpuClassifier> {
     keep: bool,
     slot: &'a mut SetCache<C::Forward>,
     scratch: &'a mut Scratch,
+    /// The packed rows this rank passes over.
+    rows: std::ops::Range<usize>,
 }
 
 impl<C: CpuClassifier> SetPass<'_, C> {
@@ -525,7 +592,8 @@ impl<C: CpuClassifier> SetPass<'_, C> {
             cl.fit(set, prepared, &mut self.slot.fwd);
         }
         let fwd = &mut self.slot.fwd;
-        cl.run_pass(set, prepared, self.omega, y, pass, self.scratch, fwd);
+        let rows = self.rows.clone();
+        cl.run_pass(set, prepared, self.omega, y, pass, rows, self.scratch, fwd);
         if writes {
             self.slot.ok = true;
         }

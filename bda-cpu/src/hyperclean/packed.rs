@@ -97,10 +97,6 @@ impl Packed {
         }
     }
 
-    pub(crate) fn chunks(&self) -> usize {
-        self.groups.div_ceil(CHUNK_GROUPS)
-    }
-
     pub(crate) fn padded(&self) -> usize {
         self.groups * LANES
     }

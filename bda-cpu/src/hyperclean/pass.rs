@@ -1,6 +1,6 @@
-//! What a pass over a set computes ([`Pass`]), the scratch every classifier's passes write
-//! ([`Scratch`]), and the sum of their per-chunk partials in chunk order (`reduce_into`),
-//! so results do not depend on the thread count or on scheduling.
+//! What a pass over a set computes ([`Pass`]) and the scratch every classifier's passes
+//! write ([`Scratch`]): per-chunk partials, summed afterwards in chunk order
+//! ([`super::split`]), so results depend neither on the thread count nor on the ranks.
 
 use crate::aligned::AlignedVec;
 
@@ -31,9 +31,8 @@ pub struct Scratch {
     pub(crate) sample: Vec<f32>,
     /// The network: `G_a` (or `R G_a`) per row, `rows × H`.
     pub(crate) ga: AlignedVec,
-    /// The network: per-chunk partials of `b₁`, `W₂ᵀ`, `b₂`, and their sum.
+    /// The network: per-chunk partials of `b₁`, `W₂ᵀ`, `b₂`.
     pub(crate) thin_part: Vec<f32>,
-    pub(crate) thin_sum: Vec<f32>,
     /// The network: `W₂ᵀ` and `V₂ᵀ` (`c × hp`) for the thin products.
     pub(crate) w2t: Vec<f32>,
     pub(crate) v2t: Vec<f32>,
@@ -41,19 +40,6 @@ pub struct Scratch {
     pub(crate) ra: AlignedVec,
     /// The network: `W₁` (or `V₁`) packed tile-major.
     pub(crate) wpad: AlignedVec,
-    /// The network: `∇W₁` with rows of `hp`.
+    /// The network: `∇W₁` with rows of `hp`, per unit of the split or summed.
     pub(crate) w1grad: AlignedVec,
-}
-
-/// `out ← Σ_chunks partial` (fixed order).
-pub(super) fn reduce_into(partial: &[f32], ylen: usize, out: &mut [f32]) {
-    // Sequential: 20 partials of 31 KB sum in ≈ 10 µs, less than waking the thread pool
-    // for a parallel loop would cost. Chunk order per element: thread-independent.
-    let out = &mut out[..ylen];
-    out.fill(0.0);
-    for p in partial.chunks_exact(ylen) {
-        for (v, q) in out.iter_mut().zip(p) {
-            *v += q;
-        }
-    }
 }

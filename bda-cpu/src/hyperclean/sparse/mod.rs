@@ -15,11 +15,14 @@
 //! * `Uᵀ·G`: per 6 pixels × 16 columns, 12 accumulators summed over the groups whose block
 //!   is non-zero for one of the 6 pixels (the chunk masks of the index; the pixels in an
 //!   order that makes those 6 blocks agree, see [`GroupPixels`]), chunk by chunk so
-//!   that a chunk's rows of `G` stay in L1. Each output is one sum over the groups in their
-//!   fixed order, whichever thread owns its pixels.
+//!   that a chunk's rows of `G` stay in L1. Each chunk's product starts from zero and the
+//!   chunks are added in order, whichever thread owns the pixels and whichever rank the
+//!   chunks (a rank adds its chunks to the running sum of the ranks before it).
 
 // Lane loops index several arrays in lockstep (the shape of the SIMD code they become).
 #![allow(clippy::needless_range_loop)]
+
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -240,11 +243,12 @@ impl GroupPixels {
     }
 
     /// `out = U·W` (`rows × hp`, row-major, packed row order) for `w` packed by
-    /// [`Self::pack`].
-    pub fn times(&self, w: &[f32], hp: usize, out: &mut [f32]) {
+    /// [`Self::pack`], on the rows of the groups from `g0` on that `out` has room for.
+    pub fn times(&self, w: &[f32], hp: usize, g0: usize, out: &mut [f32]) {
         assert_eq!(hp % TILE, 0);
         assert_eq!(w.len(), self.dim * hp);
-        assert_eq!(out.len(), self.rows() * hp);
+        assert_eq!(out.len() % (LANES * hp), 0);
+        assert!(g0 + out.len() / (LANES * hp) <= self.groups);
         let d = self.dim;
         // Chunks of groups with the tiles outer: a tile of `W` (d × 24 floats, 75 KB) stays
         // in L2 over the chunk's groups, whose pixels stay there too. (Segments of 256
@@ -256,7 +260,7 @@ impl GroupPixels {
                 for (c0, tw) in wide_tiles(hp) {
                     let wt = &w[d * c0..d * (c0 + tw)];
                     for (gi, rows) in rows.chunks_exact_mut(LANES * hp).enumerate() {
-                        let g = ch * CHUNK + gi;
+                        let g = g0 + ch * CHUNK + gi;
                         let u = self.group(g);
                         for half in 0..2 {
                             let (a, b) = (self.starts[2 * g + half], self.starts[2 * g + half + 1]);
@@ -289,13 +293,38 @@ impl GroupPixels {
             });
     }
 
-    /// `out = Uᵀ·G` (`dim × hp`, row-major, this set's pixel order: see [`Self::unpack`])
-    /// for `g` (`rows × hp`, packed row order).
-    pub fn transpose_times(&self, g: &[f32], hp: usize, out: &mut [f32]) {
+    /// `Uᵀ·G` (`dim × hp`, row-major, this set's pixel order: see [`Self::unpack`]) over
+    /// the rows of the chunks `chunks` of `g` (`rows × hp`, packed row order): each chunk's
+    /// product from zero, added in chunk order into `out` (`dim × hp`), or one per chunk
+    /// (`per_chunk`, `out` holds `chunks.len()` of them) for a caller that adds them in
+    /// that order itself. Either way every output is the same sum of the same terms.
+    pub fn transpose_times(
+        &self,
+        g: &[f32],
+        hp: usize,
+        chunks: Range<usize>,
+        per_chunk: bool,
+        out: &mut [f32],
+    ) {
         let d = self.dim;
         assert_eq!(hp % TILE, 0);
         assert_eq!(g.len(), self.rows() * hp);
-        assert_eq!(out.len(), d * hp);
+        assert!(chunks.end <= self.groups.div_ceil(CHUNK_GROUPS));
+        let outs = if per_chunk { chunks.len() } else { 1 };
+        assert_eq!(out.len(), outs * d * hp);
+        if per_chunk {
+            // One task per chunk, its pixels in the tasks' windows.
+            out.par_chunks_mut(d * hp)
+                .zip(chunks)
+                .for_each(|(out, ch)| {
+                    out.fill(0.0);
+                    for w in self.parts.windows(2) {
+                        let acc = &mut out[w[0] * hp..w[1] * hp];
+                        self.chunk_into(g, hp, ch, w[0], acc);
+                    }
+                });
+            return;
+        }
         let mut tasks = Vec::with_capacity(PIXEL_TASKS);
         let mut rest = out;
         for w in self.parts.windows(2) {
@@ -305,40 +334,49 @@ impl GroupPixels {
         }
         tasks.into_par_iter().for_each(|(j0, out)| {
             out.fill(0.0);
-            let np = out.len() / hp;
-            // Per chunk and tile, the chunk's rows of `G` (32 groups × 8 rows × 16
-            // columns, 16 KB) stay in L1 over the task's pixels.
-            for ch in 0..self.groups.div_ceil(CHUNK_GROUPS) {
-                let masks = self.index.groups(ch);
-                for t in (0..hp).step_by(TILE) {
-                    let mut q = 0;
-                    while q < np {
-                        let nq = window(np - q);
-                        let j = j0 + q;
-                        let mask = masks[j..j + nq].iter().fold(0u32, |m, &b| m | b);
-                        let acc = &mut out[q * hp..(q + nq) * hp];
-                        q += nq;
-                        if mask == 0 {
-                            continue;
-                        }
-                        let at = (ch, mask, j, t);
-                        match self.kern {
-                            #[cfg(target_arch = "x86_64")]
-                            // SAFETY: as in `times`.
-                            Kernels::Avx2 if nq == 6 => unsafe {
-                                avx2::scatter_pixels::<6>(&self.u, d, g, hp, at, acc)
-                            },
-                            #[cfg(target_arch = "x86_64")]
-                            // SAFETY: as in `times`.
-                            Kernels::Avx2 if nq == 4 => unsafe {
-                                avx2::scatter_pixels::<4>(&self.u, d, g, hp, at, acc)
-                            },
-                            _ => scatter_quad(&self.u, d, g, hp, ch, mask, j, nq, t, acc),
-                        }
-                    }
-                }
+            let mut part = vec![0.0f32; out.len()];
+            for ch in chunks.clone() {
+                part.fill(0.0);
+                self.chunk_into(g, hp, ch, j0, &mut part);
+                out.iter_mut().zip(&part).for_each(|(o, p)| *o += p);
             }
         });
+    }
+
+    /// `acc += ` chunk `ch`'s product for the pixels `j0..j0 + acc.len()/hp` (a task's
+    /// range: its windows are the task's). Per tile, the chunk's rows of `G` (32 groups ×
+    /// 8 rows × 16 columns, 16 KB) stay in L1 over the pixels.
+    fn chunk_into(&self, g: &[f32], hp: usize, ch: usize, j0: usize, acc: &mut [f32]) {
+        let d = self.dim;
+        let np = acc.len() / hp;
+        let masks = self.index.groups(ch);
+        for t in (0..hp).step_by(TILE) {
+            let mut q = 0;
+            while q < np {
+                let nq = window(np - q);
+                let j = j0 + q;
+                let mask = masks[j..j + nq].iter().fold(0u32, |m, &b| m | b);
+                let acc = &mut acc[q * hp..(q + nq) * hp];
+                q += nq;
+                if mask == 0 {
+                    continue;
+                }
+                let at = (ch, mask, j, t);
+                match self.kern {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: as in `times`.
+                    Kernels::Avx2 if nq == 6 => unsafe {
+                        avx2::scatter_pixels::<6>(&self.u, d, g, hp, at, acc)
+                    },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: as in `times`.
+                    Kernels::Avx2 if nq == 4 => unsafe {
+                        avx2::scatter_pixels::<4>(&self.u, d, g, hp, at, acc)
+                    },
+                    _ => scatter_quad(&self.u, d, g, hp, ch, mask, j, nq, t, acc),
+                }
+            }
+        }
     }
 }
 
@@ -530,8 +568,9 @@ mod tests {
     }
 
     /// Both products, packed and unpacked through the set's pixel order, against the
-    /// dense sums in `f64`: several pixel tasks, a padded group, padded columns, and rows
-    /// whose `U·W` tiles are 24 + 8, 24 + 24 and 16 wide.
+    /// dense sums in `f64`: several pixel tasks, three chunks (the last one short), a
+    /// padded group, padded columns, and rows whose `U·W` tiles are 24 + 8, 24 + 24 and
+    /// 16 wide; `U·W` on a run of groups and `Uᵀ·G` per chunk give the same bits.
     #[test]
     fn products_in_the_pixel_order_match_the_dense_sums() {
         for h in [20, 40, 10] {
@@ -540,7 +579,7 @@ mod tests {
     }
 
     fn products_match(h: usize) {
-        let (n, d) = (70, 300);
+        let (n, d) = (600, 300);
         let (x, labels) = images(n, d, 3);
         let set = Packed::ordered(&x, &labels, d).unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
@@ -567,7 +606,15 @@ mod tests {
             let mut wt = AlignedVec::default();
             px.pack(&w, h, hp, &mut wt);
             let mut a = vec![f32::NAN; rows * hp];
-            px.times(&wt, hp, &mut a);
+            px.times(&wt, hp, 0, &mut a);
+            // Any run of groups gives those rows' bits.
+            let g0 = px.groups / 2;
+            let mut part = vec![f32::NAN; (px.groups - g0) * LANES * hp];
+            px.times(&wt, hp, g0, &mut part);
+            assert!(
+                part == a[g0 * LANES * hp..],
+                "{kern:?} U·W on groups {g0}.."
+            );
             for r in 0..rows {
                 for k in 0..hp {
                     let want: f64 = if k < h {
@@ -583,7 +630,16 @@ mod tests {
                 }
             }
             let mut gw = vec![f32::NAN; d * hp];
-            px.transpose_times(&g, hp, &mut gw);
+            let chunks = px.groups.div_ceil(CHUNK_GROUPS);
+            px.transpose_times(&g, hp, 0..chunks, false, &mut gw);
+            // Per chunk, then added in chunk order: the same bits.
+            let mut per = vec![f32::NAN; chunks * d * hp];
+            px.transpose_times(&g, hp, 0..chunks, true, &mut per);
+            let mut sum = vec![0.0f32; d * hp];
+            for p in per.chunks_exact(d * hp) {
+                sum.iter_mut().zip(p).for_each(|(s, p)| *s += p);
+            }
+            assert!(sum == gw, "{kern:?} Uᵀ·G per chunk");
             let mut out = vec![f32::NAN; d * h];
             px.unpack(&gw, h, hp, &mut out);
             for j in 0..d {
