@@ -7,7 +7,9 @@
 #      kernels built with AddressSanitizer and UndefinedBehaviorSanitizer,
 #   3. the CLI built without CUDA (`--no-default-features`): its device tests,
 #   4. the kernel's tests with the micromath feature,
-#   5. the firmware under an emulated Cortex-M4 (QEMU) and its flash/RAM/stack figures.
+#   5. the CLI built with MPI (feature `mpi`, Open MPI installed here): runs under
+#      `mpirun -np 1, 2, 3` against one process,
+#   6. the firmware under an emulated Cortex-M4 (QEMU) and its flash/RAM/stack figures.
 # The README's test command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +33,10 @@ cargo test -p bda-host --release --no-default-features --lib device
 
 echo "== bda-kernel with micromath"
 cargo test -p bda-kernel --release --features micromath
+
+echo "== bda (CLI) with MPI: mpirun -np 1, 2, 3"
+bash scripts/install-mpi.sh
+cargo test -p bda-host --release --features mpi --test mpi_cli
 
 echo "== firmware on QEMU (Cortex-M4F)"
 bash .ci/firmware.sh

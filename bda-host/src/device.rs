@@ -192,8 +192,9 @@ fn on_cpu<C: CpuClassifier, J: HypercleanJob>(
     prob_cache: bool,
     job: J,
 ) -> Result<J::Output, CliError> {
-    let mut backend =
-        HypercleanCpu::<C>::new(problem).map_err(|e| CliError::input(format!("data: {e}")))?;
+    let mut backend = HypercleanCpu::<C>::new(problem)
+        .map_err(|e| CliError::input(format!("data: {e}")))?
+        .with_ranks(crate::ranks::comm());
     backend.set_prob_cache(prob_cache);
     let kernels = format!("{:?}", backend.kernels()).to_lowercase();
     let info = BackendInfo {

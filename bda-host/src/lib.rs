@@ -17,6 +17,7 @@
 //! | [`check`] | the option checks every command shares, and the flag of each method parameter |
 //! | [`output`] | output paths checked up front, atomic writes, a closed pipe, SIGINT/SIGTERM |
 //! | [`memory`] | the peak memory of the process, for reports |
+//! | [`ranks`] | several processes on one run (MPI, feature `mpi`) |
 //! | [`threads`], [`progress`], [`error`] | `--threads`, progress bars, one-line errors |
 pub mod check;
 pub mod config;
@@ -31,5 +32,6 @@ pub mod optim;
 pub mod output;
 pub mod plot;
 pub mod progress;
+pub mod ranks;
 pub mod threads;
 pub mod toy;

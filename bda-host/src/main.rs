@@ -48,6 +48,7 @@ fn main() -> ExitCode {
         {
             e.exit()
         }
+        Err(_) if !bda_host::ranks::lead() => return ExitCode::from(2),
         Err(e) => {
             // clap's message is several lines (what is wrong, then usage and hints): keep
             // what is wrong and the hints, joined into one line, and point to the help of
@@ -81,18 +82,31 @@ fn main() -> ExitCode {
         .subcommand()
         .map(|(_, m)| m)
         .expect("clap requires a subcommand");
-    let result = match cli.command {
-        Command::Toy(args) => bda_host::toy::run(&args, sub),
-        Command::Hyperclean(args) => bda_host::hyperclean::run(&args, sub),
-        Command::Fewshot(args) => bda_host::fewshot::run(&args, sub),
-        Command::Data(args) => bda_host::datagen::run(&args),
-        Command::Plot(args) => bda_host::plot::overlay::run(&args),
+    // Under `mpirun`: join the other ranks (MPI stays up while `session` lives).
+    let (session, started) = match bda_host::ranks::init() {
+        Ok(s) => (Some(s), Ok(())),
+        Err(e) => (None, Err(e)),
     };
-    match result {
+    let alone = bda_host::ranks::alone;
+    let result = started.and_then(|()| match cli.command {
+        Command::Toy(args) => alone("bda toy").and_then(|()| bda_host::toy::run(&args, sub)),
+        Command::Hyperclean(args) => bda_host::hyperclean::run(&args, sub),
+        Command::Fewshot(args) => {
+            alone("bda fewshot").and_then(|()| bda_host::fewshot::run(&args, sub))
+        }
+        Command::Data(args) => alone("bda data").and_then(|()| bda_host::datagen::run(&args)),
+        Command::Plot(args) => alone("bda plot").and_then(|()| bda_host::plot::overlay::run(&args)),
+    });
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("bda: {e}");
+            // Ranks agree on failures: rank 0 says it once for all.
+            if bda_host::ranks::lead() {
+                eprintln!("bda: {e}");
+            }
             ExitCode::from(e.exit_code())
         }
-    }
+    };
+    drop(session);
+    code
 }

@@ -43,9 +43,10 @@ pub use eval::Evaluator;
 use report::Summary;
 
 use crate::config::{DataSource, ReportHeader};
-use crate::device::{BackendInfo, HypercleanJob, OpenDevice, hyperclean_backend};
+use crate::device::{BackendInfo, Device, HypercleanJob, OpenDevice, hyperclean_backend};
 use crate::error::CliError;
 use crate::output::{Interrupt, Signal};
+use crate::ranks;
 
 /// Options of a run that are not part of the method.
 #[derive(Clone, Debug)]
@@ -203,6 +204,7 @@ fn summarise(
         load_seconds: 0.0,
         seed: 0,
         threads: rayon::current_num_threads(),
+        ranks: ranks::size(),
         kernels: info.kernels.to_string(),
         max_rss_mib: crate::memory::max_rss_mib(),
         n_flagged: trained.x.iter().filter(|&&x| weights::flagged(x)).count(),
@@ -257,20 +259,32 @@ fn data_location(c: &HypercleanConfig) -> (PathBuf, String) {
 /// Run `bda hyperclean` (`matches`: the subcommand's, to tell which options were given):
 /// parse, check once, then load and train on the opened device.
 pub fn run(args: &HypercleanArgs, matches: &ArgMatches) -> Result<(), CliError> {
-    let c = args.out.configured(&args.run, matches, "hyperclean")?;
-    let checked = c.check()?;
-    if let Some(p) = &args.plot {
-        let why = match checked.train.row {
-            Row::Method(_) => format!("--ul-iters {}", c.ul_iters),
-            row => format!("--method {row}"),
-        };
-        crate::output::check_plot(p, checked.train.iterations().into(), &why)?;
-    }
-    if let Some(p) = &args.weights_out {
-        crate::output::check_writable("--weights-out", p)?;
-    }
+    // Every rank reads the options; rank 0 alone checks the files it will write.
+    let checked = ranks::agree((|| {
+        let c = args.out.configured(&args.run, matches, "hyperclean")?;
+        let checked = c.check()?;
+        if ranks::size() > 1 && c.place.device != Device::Cpu {
+            return Err(CliError::input(format!(
+                "--device {}: several ranks compute on the CPU only (started as one of {})",
+                c.place.device,
+                ranks::size()
+            )));
+        }
+        if let Some(p) = args.plot.as_ref().filter(|_| ranks::lead()) {
+            let why = match checked.train.row {
+                Row::Method(_) => format!("--ul-iters {}", c.ul_iters),
+                row => format!("--method {row}"),
+            };
+            crate::output::check_plot(p, checked.train.iterations().into(), &why)?;
+        }
+        if let Some(p) = args.weights_out.as_ref().filter(|_| ranks::lead()) {
+            crate::output::check_writable("--weights-out", p)?;
+        }
+        Ok(checked)
+    })())?;
     // The device is opened before any data is read: a missing one is one line, exit 2.
-    c.place.run(|device| run_checked(args, checked, device))
+    let place = checked.config.place.clone();
+    place.run(|device| run_checked(args, checked, device))
 }
 
 fn run_checked(args: &HypercleanArgs, run: Checked, device: &OpenDevice) -> Result<(), CliError> {
@@ -281,19 +295,24 @@ fn run_checked(args: &HypercleanArgs, run: Checked, device: &OpenDevice) -> Resu
     let (dir, name) = data_location(&c);
     let t0 = Instant::now();
     let (n_train, n_val) = c.sizes();
-    let data = HostData::load_mnist(&dir, &name, n_train, n_val, c.noise, c.seed)
-        .map_err(|e| match c.split {
-            Some(s) if c.n_train.is_none() && c.n_val.is_none() => {
-                CliError::input(format!("--split {}: {e}", s.name()))
-            }
-            _ => CliError::input(e),
-        })?
-        .with_classifier(c.classifier());
-    let source: DataSource = data::mnist_source(&dir)?;
+    // Every rank reads the data; a rank that cannot ends them all.
+    let (data, source) = ranks::agree((|| {
+        let data = HostData::load_mnist(&dir, &name, n_train, n_val, c.noise, c.seed)
+            .map_err(|e| match c.split {
+                Some(s) if c.n_train.is_none() && c.n_val.is_none() => {
+                    CliError::input(format!("--split {}: {e}", s.name()))
+                }
+                _ => CliError::input(e),
+            })?
+            .with_classifier(c.classifier());
+        let source: DataSource = data::mnist_source(&dir)?;
+        Ok((data, source))
+    })())?;
     let load_seconds = t0.elapsed().as_secs_f64();
+    let lead = ranks::lead();
     let opt = RunOptions {
         lambda: c.lambda,
-        progress: !args.out.quiet && std::io::stderr().is_terminal(),
+        progress: lead && !args.out.quiet && std::io::stderr().is_terminal(),
         prob_cache: !c.no_prob_cache,
     };
     // The checkpoint stride's default depends on the memory of one iterate of this data.
@@ -304,7 +323,10 @@ fn run_checked(args: &HypercleanArgs, run: Checked, device: &OpenDevice) -> Resu
     // A finite blow-up is a divergence too: a loss 1000 times a uniform guess's.
     train.diverge_above = Some(crate::error::blow_up_bound(data.classes));
     let header = ReportHeader::new("hyperclean", &c.resolved(&train.spec), Some(source))?;
-    let outcome = run_on(&data, &train, &opt, device, header)?;
+    let outcome = ranks::agree(run_on(&data, &train, &opt, device, header))?;
+    if !lead {
+        return Ok(());
+    }
     let mut summary = outcome.summary;
     summary.load_seconds = load_seconds;
     summary.seed = c.seed;

@@ -60,8 +60,10 @@ pub struct Summary {
     pub load_seconds: f64,
     /// Seed.
     pub seed: u64,
-    /// Threads.
+    /// Threads (per rank).
     pub threads: usize,
+    /// Processes the run was split over (MPI ranks; 1 without a launcher).
+    pub ranks: usize,
     /// Kernel choice of the CPU backend, or the CUDA device.
     pub kernels: String,
     /// Peak resident memory of the process, MiB (Linux; absent elsewhere).

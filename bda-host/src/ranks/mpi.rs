@@ -1,0 +1,131 @@
+//! The kernel's [`Collective`] over MPI (feature `mpi`): the chain as point-to-point
+//! messages from rank to rank and a broadcast from the last; gathers as
+//! `MPI_Allgatherv`; agreement as an all-gather of failure flags and a broadcast of the
+//! first failing rank's message. No reduction of MPI's own: its order is the library's
+//! choice and changes with the number of ranks.
+
+use std::sync::{Arc, Mutex};
+
+use ::mpi::Threading;
+use ::mpi::datatype::PartitionMut;
+use ::mpi::environment::Universe;
+use ::mpi::topology::SimpleCommunicator;
+use ::mpi::traits::*;
+use bda_kernel::collective::Collective;
+
+use crate::error::CliError;
+
+/// The world communicator. MPI is called from whichever thread runs the command (a
+/// thread of the rayon pool), one call at a time: the mutex serialises them, which is what
+/// `MPI_THREAD_SERIALIZED` asks of the caller.
+pub struct MpiRanks {
+    world: Mutex<World>,
+    rank: usize,
+    size: usize,
+}
+
+/// The communicator, movable to the pool's thread.
+struct World(SimpleCommunicator);
+
+// SAFETY: MPI was initialised with at least `MPI_THREAD_SERIALIZED` (checked in `init`):
+// its calls may come from any thread as long as no two run at once, which the mutex
+// around `World` guarantees; the handle itself is plain data.
+unsafe impl Send for World {}
+
+/// Initialise MPI; the universe finalises it when dropped.
+pub fn init() -> Result<(Universe, Arc<dyn Collective>), CliError> {
+    let (universe, level) = ::mpi::initialize_with_threading(Threading::Serialized)
+        .ok_or_else(|| CliError::run("MPI: already initialised"))?;
+    if !matches!(level, Threading::Serialized | Threading::Multiple) {
+        return Err(CliError::run(format!(
+            "MPI: this library gives thread level {level:?}; bda needs Serialized (its work runs on a pool thread)"
+        )));
+    }
+    let world = universe.world();
+    let (rank, size) = (world.rank() as usize, world.size() as usize);
+    let ranks = MpiRanks {
+        world: Mutex::new(World(world)),
+        rank,
+        size,
+    };
+    Ok((universe, Arc::new(ranks)))
+}
+
+impl MpiRanks {
+    fn with<R>(&self, f: impl FnOnce(&SimpleCommunicator) -> R) -> R {
+        let w = self.world.lock().unwrap_or_else(|p| p.into_inner());
+        f(&w.0)
+    }
+}
+
+/// `counts` as MPI counts and their displacements.
+fn partition(counts: &[usize]) -> (Vec<i32>, Vec<i32>) {
+    let c: Vec<i32> = counts
+        .iter()
+        .map(|&n| i32::try_from(n).expect("a piece fits an MPI count"))
+        .collect();
+    let d = c
+        .iter()
+        .scan(0i32, |at, &n| {
+            let here = *at;
+            *at += n;
+            Some(here)
+        })
+        .collect();
+    (c, d)
+}
+
+fn all_gather<T: Equivalence>(w: &SimpleCommunicator, mine: &[T], counts: &[usize], out: &mut [T]) {
+    let (c, d) = partition(counts);
+    let mut part = PartitionMut::new(out, &c[..], &d[..]);
+    w.all_gather_varcount_into(mine, &mut part);
+}
+
+impl Collective for MpiRanks {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn chain_f32(&self, acc: &mut [f32], add: &mut dyn FnMut(&mut [f32])) {
+        let (r, p) = (self.rank as i32, self.size as i32);
+        self.with(|w| {
+            if r > 0 {
+                w.process_at_rank(r - 1).receive_into(acc);
+            }
+            add(acc);
+            if r + 1 < p {
+                w.process_at_rank(r + 1).send(acc);
+            }
+            w.process_at_rank(p - 1).broadcast_into(acc);
+        });
+    }
+
+    fn gather_f32(&self, mine: &[f32], counts: &[usize], out: &mut [f32]) {
+        self.with(|w| all_gather(w, mine, counts, out));
+    }
+
+    fn gather_f64(&self, mine: &[f64], counts: &[usize], out: &mut [f64]) {
+        self.with(|w| all_gather(w, mine, counts, out));
+    }
+
+    fn agree(&self, mine: Option<&str>) -> Option<String> {
+        self.with(|w| {
+            let flag = i32::from(mine.is_some());
+            let mut flags = vec![0i32; self.size];
+            w.all_gather_into(&flag, &mut flags[..]);
+            let first = flags.iter().position(|&f| f != 0)?;
+            let root = w.process_at_rank(first as i32);
+            let mut len = mine.map_or(0, |m| m.len() as u64);
+            root.broadcast_into(&mut len);
+            let mut bytes = match mine {
+                Some(m) if self.rank == first => m.as_bytes().to_vec(),
+                _ => vec![0u8; len as usize],
+            };
+            root.broadcast_into(&mut bytes[..]);
+            Some(String::from_utf8_lossy(&bytes).into_owned())
+        })
+    }
+}

@@ -1,0 +1,184 @@
+//! `mpirun -np P bda hyperclean …` (feature `mpi`; `scripts/test-all.sh` installs Open MPI
+//! and runs these): the same JSON as one process for P = 1, 2, 3 on every method and both
+//! classifiers; a failure on one rank ends all of them with one line; a rank killed with
+//! SIGKILL ends the job; commands that do not split refuse several ranks.
+#![cfg(feature = "mpi")]
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bda_testkit::report::{argv, json, run, without_timings};
+use serde_json::Value;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_bda")
+}
+
+/// `mpirun` with what a container's root and a small machine need.
+fn mpirun(np: usize) -> Command {
+    let mut c = Command::new("mpirun");
+    c.args(["--allow-run-as-root", "--oversubscribe", "-np"]);
+    c.arg(np.to_string());
+    c
+}
+
+fn under_mpirun(np: usize, args: &[&str]) -> Output {
+    mpirun(np)
+        .arg(bin())
+        .args(args)
+        .output()
+        .expect("mpirun (Open MPI) on PATH: the `mpi` feature needs it")
+}
+
+/// A report without its timings, thread and rank counts.
+fn comparable(out: &Output) -> Value {
+    let mut v = without_timings(&json(out));
+    let o = v.as_object_mut().unwrap();
+    o.remove("threads");
+    o.remove("ranks");
+    o.remove("s_per_ul_iter");
+    if let Some(Value::Object(c)) = o.get_mut("config") {
+        c.remove("threads");
+    }
+    v
+}
+
+#[test]
+fn every_method_has_the_json_of_one_process_on_1_2_3_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1100 training rows: five units of 256 (the last short), so 3 ranks own 1, 2 and 2.
+    bda_testkit::idx::write_dataset(dir.path(), 1400, 200, 12, 3).unwrap();
+    let data = dir.path().display();
+    for model in ["--model linear", "--model mlp --hidden 12"] {
+        for method in ["bda", "rhg", "trhg", "ihg", "obda"] {
+            let args = format!(
+                "hyperclean --data-dir {data} --n-train 1100 --n-val 150 --K 4 --ul-iters 2 \
+                 --method {method} {model} --seed 5 --json --quiet --threads 1"
+            );
+            let one = comparable(&run(Path::new(bin()), &argv(&args), &[]));
+            for np in [1, 2, 3] {
+                let out = under_mpirun(np, &argv(&args));
+                assert_eq!(json(&out)["ranks"], np, "{args}");
+                assert_eq!(
+                    comparable(&out),
+                    one,
+                    "{args}: {np} ranks differ from one process"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_failure_on_one_rank_ends_every_rank_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    bda_testkit::idx::write_dataset(dir.path(), 600, 100, 12, 3).unwrap();
+    let good = format!(
+        "hyperclean --data-dir {} --n-train 300 --n-val 100 --K 2 --ul-iters 2 --quiet",
+        dir.path().display()
+    );
+    let missing = dir.path().join("missing");
+    let bad = format!(
+        "hyperclean --data-dir {} --n-train 300 --n-val 100 --K 2 --ul-iters 2 --quiet",
+        missing.display()
+    );
+    // Rank 0 and 2 read the data, rank 1 cannot (MPMD: one command per rank).
+    let t = Instant::now();
+    let out = mpirun(1)
+        .arg(bin())
+        .args(argv(&good))
+        .args([":", "-np", "1", bin()])
+        .args(argv(&bad))
+        .args([":", "-np", "1", bin()])
+        .args(argv(&good))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(t.elapsed() < Duration::from_secs(30), "no hang");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let ours: Vec<&str> = err.lines().filter(|l| l.starts_with("bda: ")).collect();
+    assert_eq!(ours.len(), 1, "one line, from rank 0: {err}");
+    assert!(ours[0].contains("missing"), "{}", ours[0]);
+    assert!(out.stdout.is_empty(), "no report");
+}
+
+#[test]
+fn a_killed_rank_ends_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    bda_testkit::idx::write_dataset(dir.path(), 1400, 200, 12, 3).unwrap();
+    // A run of minutes, marked by its seed so that its ranks can be found.
+    let seed = 7_000_000 + std::process::id() % 1_000_000;
+    let args = format!(
+        "hyperclean --data-dir {} --n-train 1100 --n-val 150 --K 20 --ul-iters 100000 \
+         --model mlp --hidden 12 --seed {seed} --quiet --threads 1",
+        dir.path().display()
+    );
+    let mut job = mpirun(2)
+        .arg(bin())
+        .args(argv(&args))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pattern = format!("hyperclean.*--seed {seed}");
+    let ranks = (0..100)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            let out = Command::new("pgrep").args(["-f", &pattern]).output().ok()?;
+            let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(String::from)
+                .collect();
+            (pids.len() >= 2).then_some(pids)
+        })
+        .expect("two ranks started");
+    // Let them get into the loop, then kill the second rank.
+    std::thread::sleep(Duration::from_secs(1));
+    let victim = ranks.last().unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-9", victim])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = job.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            job.kill().unwrap();
+            panic!("the job went on 20 s after a rank was killed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "{status:?}");
+    eprintln!(
+        "job ended {:.2} s after the kill",
+        t.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn commands_that_do_not_split_refuse_several_ranks() {
+    for (cmd, args) in [
+        ("bda toy", "toy --ul-iters 2"),
+        ("bda plot", "plot --out x.svg y.json"),
+    ] {
+        let out = under_mpirun(2, &argv(args));
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let ours: Vec<&str> = err.lines().filter(|l| l.starts_with("bda: ")).collect();
+        assert_eq!(ours.len(), 1, "{cmd}: {err}");
+        assert!(
+            ours[0].contains(cmd) && ours[0].contains("one of 2"),
+            "{}",
+            ours[0]
+        );
+    }
+    // One rank is one process: any command runs.
+    let out = under_mpirun(1, &argv("toy --ul-iters 2 --json"));
+    assert!(out.status.success());
+}
