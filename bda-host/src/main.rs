@@ -83,7 +83,7 @@ fn main() -> ExitCode {
         .map(|(_, m)| m)
         .expect("clap requires a subcommand");
     // Under `mpirun`: join the other ranks (MPI stays up while `session` lives).
-    let (session, started) = match bda_host::ranks::init() {
+    let (_session, started) = match bda_host::ranks::init() {
         Ok(s) => (Some(s), Ok(())),
         Err(e) => (None, Err(e)),
     };
@@ -107,6 +107,6 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     };
-    drop(session);
+    // `_session` ends MPI here, after every rank's output.
     code
 }
