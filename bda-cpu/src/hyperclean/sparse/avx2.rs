@@ -137,15 +137,9 @@ pub(super) unsafe fn scatter_pixels<const N: usize>(
     assert!(j + N <= d && t + TILE <= hp && acc.len() >= N * hp);
     assert!(g.len() >= groups * LANES * hp);
     let ap = acc.as_mut_ptr();
+    // The chunk's sum from zero, added to `acc` at the end.
     let mut a = [_mm256_setzero_ps(); N];
     let mut b = [_mm256_setzero_ps(); N];
-    for p in 0..N {
-        // SAFETY: row p < N of `acc`, columns t..t + 16 (asserted).
-        unsafe {
-            a[p] = _mm256_loadu_ps(ap.add(p * hp + t));
-            b[p] = _mm256_loadu_ps(ap.add(p * hp + t + 8));
-        }
-    }
     while mask != 0 {
         let gr = ch * CHUNK_GROUPS + mask.trailing_zeros() as usize;
         mask &= mask - 1;
@@ -167,10 +161,11 @@ pub(super) unsafe fn scatter_pixels<const N: usize>(
         }
     }
     for p in 0..N {
-        // SAFETY: as the loads above.
+        // SAFETY: row p < N of `acc`, columns t..t + 16 (asserted).
         unsafe {
-            _mm256_storeu_ps(ap.add(p * hp + t), a[p]);
-            _mm256_storeu_ps(ap.add(p * hp + t + 8), b[p]);
+            let (pa, pb) = (ap.add(p * hp + t), ap.add(p * hp + t + 8));
+            _mm256_storeu_ps(pa, _mm256_add_ps(_mm256_loadu_ps(pa), a[p]));
+            _mm256_storeu_ps(pb, _mm256_add_ps(_mm256_loadu_ps(pb), b[p]));
         }
     }
 }

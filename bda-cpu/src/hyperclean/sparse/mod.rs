@@ -334,18 +334,16 @@ impl GroupPixels {
         }
         tasks.into_par_iter().for_each(|(j0, out)| {
             out.fill(0.0);
-            let mut part = vec![0.0f32; out.len()];
             for ch in chunks.clone() {
-                part.fill(0.0);
-                self.chunk_into(g, hp, ch, j0, &mut part);
-                out.iter_mut().zip(&part).for_each(|(o, p)| *o += p);
+                self.chunk_into(g, hp, ch, j0, out);
             }
         });
     }
 
-    /// `acc += ` chunk `ch`'s product for the pixels `j0..j0 + acc.len()/hp` (a task's
-    /// range: its windows are the task's). Per tile, the chunk's rows of `G` (32 groups ×
-    /// 8 rows × 16 columns, 16 KB) stay in L1 over the pixels.
+    /// `acc += ` chunk `ch`'s product (formed from zero in the kernels' registers) for the
+    /// pixels `j0..j0 + acc.len()/hp` (a task's range: its windows are the task's). Per
+    /// tile, the chunk's rows of `G` (32 groups × 8 rows × 16 columns, 16 KB) stay in L1
+    /// over the pixels.
     fn chunk_into(&self, g: &[f32], hp: usize, ch: usize, j0: usize, acc: &mut [f32]) {
         let d = self.dim;
         let np = acc.len() / hp;
@@ -496,7 +494,8 @@ fn times_tile(tile: Tile<'_>, tw: usize, out: &mut [f32]) {
 }
 
 /// Pixels `j..j + nq` (`acc`: their output rows), columns `t..t + TILE`, the groups of
-/// chunk `ch` in `mask`: `acc[p] += Σ_g Σ_l u_{g,l,j+p}·G[8g + l, ·]`.
+/// chunk `ch` in `mask`: `acc[p] += Σ_g Σ_l u_{g,l,j+p}·G[8g + l, ·]`, the sum formed from
+/// zero and then added (a chunk's product on its own, as per-chunk partials need).
 #[allow(clippy::too_many_arguments)]
 fn scatter_quad(
     u: &[f32],
@@ -510,6 +509,7 @@ fn scatter_quad(
     t: usize,
     acc: &mut [f32],
 ) {
+    let mut sum = [[0.0f32; TILE]; WINDOW];
     while mask != 0 {
         let gr = ch * CHUNK_GROUPS + mask.trailing_zeros() as usize;
         mask &= mask - 1;
@@ -517,12 +517,15 @@ fn scatter_quad(
             let row = &g[(gr * LANES + l) * hp + t..][..TILE];
             for p in 0..nq {
                 let b = u[(gr * d + j + p) * LANES + l];
-                let a = &mut acc[p * hp + t..][..TILE];
                 for k in 0..TILE {
-                    a[k] += b * row[k];
+                    sum[p][k] += b * row[k];
                 }
             }
         }
+    }
+    for p in 0..nq {
+        let a = &mut acc[p * hp + t..][..TILE];
+        a.iter_mut().zip(&sum[p]).for_each(|(a, s)| *a += s);
     }
 }
 
