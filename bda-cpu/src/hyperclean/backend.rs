@@ -108,10 +108,7 @@ impl<C: CpuClassifier> LowerStep for HypercleanCpu<C> {
             loss: false,
         };
         self.passes(y, Some(grad), with_upper.then_some(GRAD_LOSS));
-        self.take_gf();
-        if with_upper {
-            self.take_gu(&y.v);
-        }
+        self.take(true, with_upper.then_some(&y.v[..]));
         let (yv, gu, gf) = (&y.v[..], &self.gu[..], &self.gf[..]);
         par_lanes(y_out.as_mut_slice(), |i0, out| {
             for (i, o) in out.iter_mut().enumerate() {
@@ -155,11 +152,8 @@ impl<C: CpuClassifier> StepAdjoint for HypercleanCpu<C> {
             grad: true,
         };
         self.passes(y, Some(hess), with_upper.then_some(hess));
-        self.take_gf();
+        self.take(true, with_upper.then_some(&a.v[..]));
         self.add_mixed(x, -w_l, gx);
-        if with_upper {
-            self.take_gu(&a.v);
-        }
         let (gu, gf) = (&self.gu[..], &self.gf[..]);
         par_lanes(a.as_mut_slice(), |i0, a| {
             for (i, a) in a.iter_mut().enumerate() {

@@ -93,8 +93,8 @@ impl CpuClassifier for Mlp {
 
     /// Run `pass` over the rows `own` of `set` (its pixels `px`) with per-row weights
     /// `omega` (zero on padding). Fills `scratch.thin_part` (per chunk of [`ROWS`]) and
-    /// `scratch.w1grad` (`Uᵀ·G_a` per unit of [`UNIT_ROWS`] when `own` is a share of the
-    /// rows, their sum in unit order when it is all of them) when the pass asks for the
+    /// `scratch.w1grad` (`Uᵀ·G_a` per unit of [`UNIT_ROWS`], or their sum in unit order when
+    /// `own` starts at row 0) when the pass asks for the
     /// product, `scratch.chunk_loss[chunk]`, `scratch.sample[row]`.
     ///
     /// `cache` (`Net::cache_len(rows)` floats: `relu(A)` then `P`) holds the forward pass of `y`: a
@@ -187,9 +187,11 @@ impl CpuClassifier for Mlp {
         if !want_grad {
             return;
         }
-        // ∇W₁ = Uᵀ·G_a, rows of hp: per unit, or all units summed in order.
+        // ∇W₁ = Uᵀ·G_a, rows of hp: per unit, or all units summed in order where the
+        // ranks' running sum arrives as zeros (the share starts at row 0), so that the
+        // units can be added as they are computed.
         let units = own.start / UNIT_ROWS..own.end.div_ceil(UNIT_ROWS);
-        let per_unit = own.len() != rows;
+        let per_unit = own.start != 0;
         let n = if per_unit { units.len() } else { 1 };
         scratch.w1grad.resize(n * d * hp, 0.0);
         px.transpose_times(&scratch.ga, hp, units, per_unit, &mut scratch.w1grad);

@@ -483,29 +483,40 @@ impl<C: CpuClassifier> HypercleanCpu<C> {
         self.cache_probs = on;
     }
 
-    /// `out ←` the product of the last pass over set `which`: its partials summed in
-    /// chunk order over the ranks, in `y`'s layout.
-    fn reduce(&mut self, which: Which, out: &mut [f32]) {
-        let (cl, scratch) = (&self.classifier, &self.scratch[which as usize]);
-        self.reduced.resize(cl.partial_len(), 0.0);
-        self.split
-            .chain(&mut self.reduced, &mut |acc| cl.add_partials(scratch, acc));
-        cl.finish(&self.prepared[which as usize], &self.reduced, out);
-    }
-
-    /// `gf ←` the training set's product of the last pass.
-    fn take_gf(&mut self) {
-        let mut gf = std::mem::take(&mut self.gf);
-        self.reduce(Which::Train, &mut gf);
-        self.gf = gf;
-    }
-
-    /// `gu ←` the validation set's product of the last pass, plus `2λ·v` on the weights;
-    /// returns its loss plus `λ‖v‖²` (meaningful after a gradient pass with the loss).
-    fn take_gu(&mut self, v: &[f32]) -> f32 {
-        let mut gu = std::mem::take(&mut self.gu);
-        self.reduce(Which::Val, &mut gu);
-        self.gu = gu;
+    /// `gf` (when `train`) and `gu` (when `upper` gives the `v` of its regulariser) ← the
+    /// products of the last passes: their partials summed in chunk order over the ranks
+    /// (one chain for both sets), in `y`'s layout, `2λ·v` added to `gu` on the weights.
+    /// Returns the validation loss plus `λ‖v‖²` (meaningful after a gradient pass with the
+    /// loss; 0 without `upper`).
+    fn take(&mut self, train: bool, upper: Option<&[f32]>) -> f32 {
+        let cl = &self.classifier;
+        let n = cl.partial_len();
+        let sets: Vec<Which> = [
+            train.then_some(Which::Train),
+            upper.is_some().then_some(Which::Val),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        self.reduced.resize(sets.len() * n, 0.0);
+        let scratch = &self.scratch;
+        self.split.chain(&mut self.reduced, &mut |acc| {
+            for (k, &w) in sets.iter().enumerate() {
+                cl.add_partials(&scratch[w as usize], &mut acc[k * n..(k + 1) * n]);
+            }
+        });
+        for (k, &w) in sets.iter().enumerate() {
+            let out = match w {
+                Which::Train => &mut self.gf,
+                Which::Val => &mut self.gu,
+            };
+            cl.finish(
+                &self.prepared[w as usize],
+                &self.reduced[k * n..(k + 1) * n],
+                out,
+            );
+        }
+        let Some(v) = upper else { return 0.0 };
         let mut loss: f64 = self.scratch[VAL].chunk_loss.iter().sum();
         let mut gu = std::mem::take(&mut self.gu);
         let reg = self.add_regulariser(v, &mut gu);
@@ -517,7 +528,7 @@ impl<C: CpuClassifier> HypercleanCpu<C> {
     /// `gu ← ∇_y F`; returns `F`.
     fn upper_into_gu(&mut self, y: &CpuY<C::Forward>) -> f32 {
         self.passes(y, None, Some(GRAD_LOSS));
-        self.take_gu(&y.v)
+        self.take(false, Some(&y.v))
     }
 
     /// Hessian pass on the training set in direction `v`: `gf ← H_f·v` (when `grad`),
@@ -526,7 +537,7 @@ impl<C: CpuClassifier> HypercleanCpu<C> {
         self.set_omega_tr(x);
         self.passes(y, Some(Pass::Hess { v, grad }), None);
         if grad {
-            self.take_gf();
+            self.take(true, None);
         }
     }
 
