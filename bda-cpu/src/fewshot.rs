@@ -4,7 +4,10 @@
 //! average over the meta-batch into a parameter gradient. Tasks run in parallel (rayon);
 //! every sum over them is in task order.
 
+use std::sync::Arc;
+
 use bda_kernel::backend::Methods;
+use bda_kernel::collective::{Collective, Solo};
 use bda_kernel::fewshot::{
     Batch, FeatureHead, HeadProcedure, MetaBackend, MetaError, MetaGrad, Task, stack,
 };
@@ -40,9 +43,40 @@ fn to_t<T: Float>(v: &[f32]) -> Vec<T> {
     v.iter().map(|&a| T::from_f64(f64::from(a))).collect()
 }
 
-/// The CPU path: [`meta_gradient`] and [`evaluate_tasks`] on rayon's threads.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct CpuMeta;
+/// The CPU path: [`meta_gradient_on`] and [`evaluate_tasks_on`] on rayon's threads, the
+/// backbone split over ranks when given some ([`CpuMeta::with_ranks`]).
+#[derive(Clone)]
+pub struct CpuMeta {
+    comm: Arc<dyn Collective>,
+}
+
+impl Default for CpuMeta {
+    fn default() -> Self {
+        CpuMeta {
+            comm: Arc::new(Solo),
+        }
+    }
+}
+
+impl std::fmt::Debug for CpuMeta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "CpuMeta(rank {} of {})",
+            self.comm.rank(),
+            self.comm.size()
+        )
+    }
+}
+
+impl CpuMeta {
+    /// The backbone's passes split over the ranks of `comm` (each passes its chunks of the
+    /// meta-batch's images; every rank fits every task's head): the same bits as one
+    /// process. Every rank must make the same calls with the same batches.
+    pub fn with_ranks(comm: Arc<dyn Collective>) -> Self {
+        CpuMeta { comm }
+    }
+}
 
 impl MetaBackend for CpuMeta {
     fn device(&self) -> String {
@@ -50,11 +84,11 @@ impl MetaBackend for CpuMeta {
     }
 
     fn meta_gradient(&mut self, b: Batch<'_>) -> Result<MetaGrad<f32>, MetaError> {
-        meta_gradient(b)
+        meta_gradient_on(b, self.comm.as_ref())
     }
 
     fn evaluate_tasks(&mut self, b: Batch<'_>) -> Result<Vec<f64>, MetaError> {
-        evaluate_tasks(b)
+        evaluate_tasks_on(b, self.comm.as_ref())
     }
 
     fn backbone_pass(
@@ -67,8 +101,9 @@ impl MetaBackend for CpuMeta {
             params: b.params,
         };
         let (images, n) = stack(b.tasks);
-        let (_, tape) = net.forward(&images, n);
-        let (grad, backward) = net.backward_timed(&tape, dfeats);
+        let comm = self.comm.as_ref();
+        let (_, tape) = net.forward_on(&images, n, comm);
+        let (grad, backward) = net.backward_timed(&tape, dfeats, comm);
         std::hint::black_box(grad);
         Ok(Some(tape.seconds().iter().copied().zip(backward).collect()))
     }
@@ -110,10 +145,11 @@ fn task_hypergradient<T: Float>(
 fn per_task<T: Float, R: Send>(
     net: &Conv4<'_, T>,
     tasks: &[Task],
+    comm: &dyn Collective,
     f: impl Fn(&Task, &Vec<T>) -> R + Sync,
 ) -> (Vec<R>, Tape<T>, Vec<(usize, usize)>) {
     let (imgs, n) = stack(tasks);
-    let (feats, tape) = net.forward(&to_t::<T>(&imgs), n);
+    let (feats, tape) = net.forward_on(&to_t::<T>(&imgs), n, comm);
     let nf = net.arch.features();
     let offs = offsets(tasks);
     let results = tasks
@@ -127,13 +163,22 @@ fn per_task<T: Float, R: Send>(
 /// The meta-gradient of the mean `φ_K` over the batch's tasks w.r.t. the backbone's
 /// parameters.
 pub fn meta_gradient<T: Float>(batch: Batch<'_, T>) -> Result<MetaGrad<T>, MetaError> {
+    meta_gradient_on(batch, &Solo)
+}
+
+/// [`meta_gradient`] with the backbone split over the ranks of `comm`.
+pub fn meta_gradient_on<T: Float>(
+    batch: Batch<'_, T>,
+    comm: &dyn Collective,
+) -> Result<MetaGrad<T>, MetaError> {
     let (arch, tasks, head) = (batch.shape, batch.tasks, batch.head);
     let net = Conv4 {
         arch,
         params: batch.params,
     };
     let nf = arch.features();
-    let (per_task, tape, offs) = per_task(&net, tasks, |t, x| task_hypergradient(nf, t, x, head));
+    let (per_task, tape, offs) =
+        per_task(&net, tasks, comm, |t, x| task_hypergradient(nf, t, x, head));
     let n: usize = tasks
         .iter()
         .map(|t| t.support_labels.len() + t.query_labels.len())
@@ -157,7 +202,7 @@ pub fn meta_gradient<T: Float>(batch: Batch<'_, T>) -> Result<MetaGrad<T>, MetaE
             *d = g * scale;
         }
     }
-    let grad = net.backward(&tape, &dfeats);
+    let grad = net.backward_timed(&tape, &dfeats, comm).0;
     if grad.iter().any(|g| !g.is_finite()) {
         return Err(MetaError::NonFinite);
     }
@@ -172,12 +217,17 @@ pub fn meta_gradient<T: Float>(batch: Batch<'_, T>) -> Result<MetaGrad<T>, MetaE
 /// Query accuracy (%) of each task, its head fitted by the batch's lower-level solve; batch
 /// norm uses the statistics of the tasks together.
 pub fn evaluate_tasks(batch: Batch<'_>) -> Result<Vec<f64>, MetaError> {
+    evaluate_tasks_on(batch, &Solo)
+}
+
+/// [`evaluate_tasks`] with the backbone split over the ranks of `comm`.
+pub fn evaluate_tasks_on(batch: Batch<'_>, comm: &dyn Collective) -> Result<Vec<f64>, MetaError> {
     let (nf, head) = (batch.shape.features(), batch.head);
     let net = Conv4 {
         arch: batch.shape,
         params: batch.params,
     };
-    let (accs, _, _) = per_task(&net, batch.tasks, |t, x| {
+    let (accs, _, _) = per_task(&net, batch.tasks, comm, |t, x| {
         let mut h = head_of::<f32>(nf, t, head.l2);
         let mut hg = h
             .hypergrad(head.spec)

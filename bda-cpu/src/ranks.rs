@@ -104,12 +104,6 @@ impl LocalRank {
         let rx = self.from[from].lock().expect("receiver");
         rx.recv().expect("a rank has gone")
     }
-    fn recv_f32(&self, from: usize) -> Vec<f32> {
-        match self.recv(from) {
-            Msg::F32(v) => v,
-            _ => panic!("collectives out of order: expected f32 from rank {from}"),
-        }
-    }
 }
 
 impl Collective for LocalRank {
@@ -121,19 +115,29 @@ impl Collective for LocalRank {
     }
 
     fn chain_f32(&self, acc: &mut [f32], add: &mut dyn FnMut(&mut [f32])) {
-        let (r, p) = (self.rank, self.size());
-        if r > 0 {
-            acc.copy_from_slice(&self.recv_f32(r - 1));
-        }
-        add(acc);
-        if r + 1 < p {
-            self.send(r + 1, Msg::F32(acc.to_vec()));
-            acc.copy_from_slice(&self.recv_f32(p - 1));
-        } else {
-            for j in 0..p - 1 {
-                self.send(j, Msg::F32(acc.to_vec()));
-            }
-        }
+        chain(
+            self,
+            acc,
+            add,
+            |v| Msg::F32(v.to_vec()),
+            |m| match m {
+                Msg::F32(v) => v,
+                _ => panic!("collectives out of order: expected f32"),
+            },
+        )
+    }
+
+    fn chain_f64(&self, acc: &mut [f64], add: &mut dyn FnMut(&mut [f64])) {
+        chain(
+            self,
+            acc,
+            add,
+            |v| Msg::F64(v.to_vec()),
+            |m| match m {
+                Msg::F64(v) => v,
+                _ => panic!("collectives out of order: expected f64"),
+            },
+        )
     }
 
     fn gather_f32(&self, mine: &[f32], counts: &[usize], out: &mut [f32]) {
@@ -181,6 +185,29 @@ impl Collective for LocalRank {
             first = first.or(m);
         }
         first
+    }
+}
+
+/// The running sum from rank to rank, then the last rank's to every other.
+fn chain<T: Copy>(
+    me: &LocalRank,
+    acc: &mut [T],
+    add: &mut dyn FnMut(&mut [T]),
+    wrap: impl Fn(&[T]) -> Msg,
+    unwrap: impl Fn(Msg) -> Vec<T>,
+) {
+    let (r, p) = (me.rank, me.size());
+    if r > 0 {
+        acc.copy_from_slice(&unwrap(me.recv(r - 1)));
+    }
+    add(acc);
+    if r + 1 < p {
+        me.send(r + 1, wrap(acc));
+        acc.copy_from_slice(&unwrap(me.recv(p - 1)));
+    } else {
+        for j in 0..p - 1 {
+            me.send(j, wrap(acc));
+        }
     }
 }
 

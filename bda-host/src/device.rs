@@ -232,7 +232,9 @@ pub fn fewshot_backend(
     shape: Conv4Shape,
 ) -> Result<Box<dyn MetaBackend>, CliError> {
     match device {
-        OpenDevice::Cpu => Ok(Box::new(bda_cpu::fewshot::CpuMeta)),
+        OpenDevice::Cpu => Ok(Box::new(bda_cpu::fewshot::CpuMeta::with_ranks(
+            crate::ranks::comm(),
+        ))),
         #[cfg(feature = "cuda")]
         OpenDevice::Cuda(dev) => {
             let gpu = bda_gpu::GpuMeta::new(dev, shape)

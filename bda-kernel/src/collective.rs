@@ -75,6 +75,9 @@ pub trait Collective: Send + Sync {
     /// passed to the next rank. On return every rank's `acc` holds the last rank's sum.
     fn chain_f32(&self, acc: &mut [f32], add: &mut dyn FnMut(&mut [f32]));
 
+    /// [`Self::chain_f32`] for `f64`.
+    fn chain_f64(&self, acc: &mut [f64], add: &mut dyn FnMut(&mut [f64]));
+
     /// `out` ← every rank's `mine` concatenated in rank order; `counts[r]` is the length of
     /// rank `r`'s piece (`mine.len() == counts[rank]`, `out.len() == Σ counts`).
     fn gather_f32(&self, mine: &[f32], counts: &[usize], out: &mut [f32]);
@@ -100,6 +103,9 @@ impl Collective for Solo {
         1
     }
     fn chain_f32(&self, acc: &mut [f32], add: &mut dyn FnMut(&mut [f32])) {
+        add(acc);
+    }
+    fn chain_f64(&self, acc: &mut [f64], add: &mut dyn FnMut(&mut [f64])) {
         add(acc);
     }
     fn gather_f32(&self, mine: &[f32], _: &[usize], out: &mut [f32]) {

@@ -20,9 +20,12 @@
 use rayon::prelude::*;
 
 mod ops;
+mod split;
 mod winograd;
 
 use std::time::Instant;
+
+use bda_kernel::collective::{Collective, Solo};
 
 use winograd::WinogradConv;
 
@@ -286,7 +289,11 @@ struct BlockCache<T> {
 
 /// The forward pass of a batch, kept for [`Conv4::backward`].
 pub struct Tape<T> {
+    /// The images this rank passed (all of them alone).
     images: usize,
+    /// The first of them, and the whole batch's count.
+    first: usize,
+    total: usize,
     /// The forward pass's cap on images per group; the backward pass uses the same.
     cap: usize,
     blocks: Vec<BlockCache<T>>,
@@ -313,15 +320,32 @@ impl<T: Float> Conv4<'_, T> {
     /// Features of `n` images (`images`: `n × in_channels·side²`, each image channel-major)
     /// → `n × features`, plus the tape for [`backward`](Self::backward).
     pub fn forward(&self, images: &[T], n: usize) -> (Vec<T>, Tape<T>) {
-        self.forward_in_groups(images, n, UNCAPPED)
+        self.forward_in_groups(images, n, UNCAPPED, &Solo)
+    }
+
+    /// [`forward`](Self::forward) split over the ranks of `comm`: this rank passes its
+    /// chunks of the `n` images (every rank gives all of them); the features of all `n`
+    /// come back, with the bits of one process.
+    pub fn forward_on(&self, images: &[T], n: usize, comm: &dyn Collective) -> (Vec<T>, Tape<T>) {
+        self.forward_in_groups(images, n, UNCAPPED, comm)
     }
 
     /// [`forward`](Self::forward) with at most `cap` images per im2col or Winograd group;
     /// the tape keeps `cap` for the backward pass.
-    fn forward_in_groups(&self, images: &[T], n: usize, cap: usize) -> (Vec<T>, Tape<T>) {
+    fn forward_in_groups(
+        &self,
+        images: &[T],
+        total: usize,
+        cap: usize,
+        comm: &dyn Collective,
+    ) -> (Vec<T>, Tape<T>) {
         let a = self.arch;
-        assert_eq!(images.len(), n * a.pixels(), "image buffer size");
+        assert_eq!(images.len(), total * a.pixels(), "image buffer size");
         let ch = a.channels;
+        // This rank's chunks (all of them alone): `n` images from `first`.
+        let own = split::own_images(total, comm);
+        let (first, n) = (own.start, own.len());
+        let images = &images[own.start * a.pixels()..own.end * a.pixels()];
         let mut input = to_chunk_layout(images, n, a.in_channels, a.side * a.side);
         let mut blocks = Vec::with_capacity(a.blocks);
         let mut seconds = Vec::with_capacity(a.blocks);
@@ -363,7 +387,8 @@ impl<T: Float> Conv4<'_, T> {
                     })
                     .collect()
             };
-            let (mean, var) = merge_moments(&parts, &chunks(n), hw, ch);
+            let parts = split::gather_parts(comm, total, parts, 2 * ch);
+            let (mean, var) = merge_moments(&parts, &chunks(total), hw, ch);
             let invstd: Vec<T> = var
                 .into_iter()
                 .map(|v| T::one() / (v + T::from_f64(BN_EPS)).sqrt())
@@ -430,8 +455,11 @@ impl<T: Float> Conv4<'_, T> {
                 }
             }
         }
+        let feats = split::gather_rows(comm, total, feats, nf);
         let tape = Tape {
             images: n,
+            first,
+            total,
             cap,
             blocks,
             seconds,
@@ -441,19 +469,26 @@ impl<T: Float> Conv4<'_, T> {
 
     /// Gradient of the parameters given `dfeats = ∂L/∂features` (`n × features`).
     pub fn backward(&self, tape: &Tape<T>, dfeats: &[T]) -> Vec<T> {
-        self.backward_timed(tape, dfeats).0
+        self.backward_timed(tape, dfeats, &Solo).0
     }
 
-    /// [`backward`](Self::backward), and the seconds each block took (the profile of
+    /// [`backward`](Self::backward) of a [`forward_on`](Self::forward_on) over the ranks
+    /// of `comm` (`dfeats`: all images'), and the seconds each block took (the profile of
     /// `bda fewshot bench`).
-    pub fn backward_timed(&self, tape: &Tape<T>, dfeats: &[T]) -> (Vec<T>, Vec<f64>) {
+    pub fn backward_timed(
+        &self,
+        tape: &Tape<T>,
+        dfeats: &[T],
+        comm: &dyn Collective,
+    ) -> (Vec<T>, Vec<f64>) {
         let a = self.arch;
-        let (n, cap) = (tape.images, tape.cap);
+        let (n, cap, total) = (tape.images, tape.cap, tape.total);
         let ch = a.channels;
         let so = a.side_at(a.blocks);
         let hwo = so * so;
         let nf = a.features();
-        assert_eq!(dfeats.len(), n * nf, "feature gradient size");
+        assert_eq!(dfeats.len(), total * nf, "feature gradient size");
+        let dfeats = &dfeats[tape.first * nf..(tape.first + n) * nf];
         let mut grad = vec![T::zero(); a.num_params()];
         let mut seconds = vec![0.0; a.blocks];
         // Features → chunk layout.
@@ -518,10 +553,10 @@ impl<T: Float> Conv4<'_, T> {
                     },
                 )
                 .collect();
-            let sums = ordered_sum(parts, 2 * ch);
+            let sums = ordered_sum(split::gather_parts(comm, total, parts, 2 * ch), 2 * ch);
             grad[bo..bo + ch].copy_from_slice(&sums[..ch]);
             grad[go..bo].copy_from_slice(&sums[ch..]);
-            let count = T::from_f64((n * hw) as f64);
+            let count = T::from_f64((total * hw) as f64);
             // Pass 2: dz, the weight gradient, the input gradient.
             let mut din = if l > 0 {
                 vec![T::zero(); n * c_in * hw]
@@ -568,7 +603,7 @@ impl<T: Float> Conv4<'_, T> {
                 )
                 .collect();
             drop(din_chunks);
-            let gw = conv.weight_grad(ordered_sum(wparts, conv.weight_grad_len()));
+            let gw = conv.weight_grad(split::chain_sum(comm, &wparts, conv.weight_grad_len()));
             grad[wo..go].copy_from_slice(&gw);
             dout = din;
             seconds[l] = t0.elapsed().as_secs_f64();
@@ -603,7 +638,7 @@ mod tests {
             params: &params,
         };
         let run = |cap: usize| {
-            let (f, tape) = net.forward_in_groups(&imgs, n, cap);
+            let (f, tape) = net.forward_in_groups(&imgs, n, cap, &Solo);
             (f, net.backward(&tape, &r))
         };
         let (f, g) = run(UNCAPPED);

@@ -81,6 +81,25 @@ fn all_gather<T: Equivalence>(w: &SimpleCommunicator, mine: &[T], counts: &[usiz
     w.all_gather_varcount_into(mine, &mut part);
 }
 
+/// The running sum from rank to rank (point to point), then a broadcast from the last.
+fn chain<T: Equivalence>(
+    w: &SimpleCommunicator,
+    rank: usize,
+    size: usize,
+    acc: &mut [T],
+    add: &mut dyn FnMut(&mut [T]),
+) {
+    let (r, p) = (rank as i32, size as i32);
+    if r > 0 {
+        w.process_at_rank(r - 1).receive_into(acc);
+    }
+    add(acc);
+    if r + 1 < p {
+        w.process_at_rank(r + 1).send(acc);
+    }
+    w.process_at_rank(p - 1).broadcast_into(acc);
+}
+
 impl Collective for MpiRanks {
     fn rank(&self) -> usize {
         self.rank
@@ -90,17 +109,11 @@ impl Collective for MpiRanks {
     }
 
     fn chain_f32(&self, acc: &mut [f32], add: &mut dyn FnMut(&mut [f32])) {
-        let (r, p) = (self.rank as i32, self.size as i32);
-        self.with(|w| {
-            if r > 0 {
-                w.process_at_rank(r - 1).receive_into(acc);
-            }
-            add(acc);
-            if r + 1 < p {
-                w.process_at_rank(r + 1).send(acc);
-            }
-            w.process_at_rank(p - 1).broadcast_into(acc);
-        });
+        self.with(|w| chain(w, self.rank, self.size, acc, add));
+    }
+
+    fn chain_f64(&self, acc: &mut [f64], add: &mut dyn FnMut(&mut [f64])) {
+        self.with(|w| chain(w, self.rank, self.size, acc, add));
     }
 
     fn gather_f32(&self, mine: &[f32], counts: &[usize], out: &mut [f32]) {
