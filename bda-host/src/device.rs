@@ -27,11 +27,19 @@ pub struct PlaceArgs {
 }
 
 impl PlaceArgs {
-    /// Open the device, then run `f` on it in a pool of `threads` workers.
+    /// Open the device, then run `f` on it in a pool of `threads` workers (several MPI
+    /// ranks: the CPU only).
     pub fn run<R: Send>(
         &self,
         f: impl FnOnce(&OpenDevice) -> Result<R, CliError> + Send,
     ) -> Result<R, CliError> {
+        if crate::ranks::size() > 1 && self.device != Device::Cpu {
+            return Err(CliError::input(format!(
+                "--device {}: several ranks compute on the CPU only (started as one of {})",
+                self.device,
+                crate::ranks::size()
+            )));
+        }
         let device = self.device.open()?;
         crate::threads::install(self.threads, || f(&device))
     }

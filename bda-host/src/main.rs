@@ -91,9 +91,7 @@ fn main() -> ExitCode {
     let result = started.and_then(|()| match cli.command {
         Command::Toy(args) => alone("bda toy").and_then(|()| bda_host::toy::run(&args, sub)),
         Command::Hyperclean(args) => bda_host::hyperclean::run(&args, sub),
-        Command::Fewshot(args) => {
-            alone("bda fewshot").and_then(|()| bda_host::fewshot::run(&args, sub))
-        }
+        Command::Fewshot(args) => bda_host::fewshot::run(&args, sub),
         Command::Data(args) => alone("bda data").and_then(|()| bda_host::datagen::run(&args)),
         Command::Plot(args) => alone("bda plot").and_then(|()| bda_host::plot::overlay::run(&args)),
     });

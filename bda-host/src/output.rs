@@ -153,6 +153,10 @@ impl Signal {
 pub struct Interrupt {
     signal: Arc<AtomicUsize>,
     ids: Vec<signal_hook::SigId>,
+    /// On several ranks: the signal the ranks last agreed on ([`Interrupt::poll`]), what
+    /// [`Interrupt::requested`] reports there (a launcher's signal reaches the ranks at
+    /// different instants; they must stop after the same step).
+    agreed: AtomicUsize,
 }
 
 impl Interrupt {
@@ -176,12 +180,39 @@ impl Interrupt {
                     .map_err(fail)?,
             );
         }
-        Ok(Interrupt { signal, ids })
+        Ok(Interrupt {
+            signal,
+            ids,
+            agreed: AtomicUsize::new(0),
+        })
     }
 
-    /// The signal received since [`Interrupt::watch`], if any.
+    /// The signal received since [`Interrupt::watch`], if any; on several ranks, the one
+    /// they last agreed on.
     pub fn requested(&self) -> Option<Signal> {
-        match self.signal.load(Ordering::Relaxed) as i32 {
+        let at = match crate::ranks::size() {
+            1 => &self.signal,
+            _ => &self.agreed,
+        };
+        Self::decode(at.load(Ordering::Relaxed))
+    }
+
+    /// Where a loop decides whether to stop: [`Interrupt::requested`] alone; on several
+    /// ranks a collective (every rank calls it at the same point) after which every rank
+    /// reports a signal any of them received.
+    pub fn poll(&self) -> Option<Signal> {
+        if crate::ranks::size() > 1 {
+            let mine = self.signal.load(Ordering::Relaxed).to_string();
+            let mine = (mine != "0").then_some(mine.as_str());
+            let first = crate::ranks::comm().agree(mine);
+            let code = first.and_then(|c| c.parse().ok()).unwrap_or(0);
+            self.agreed.store(code, Ordering::Relaxed);
+        }
+        self.requested()
+    }
+
+    fn decode(code: usize) -> Option<Signal> {
+        match code as i32 {
             0 => None,
             signal_hook::consts::SIGINT => Some(Signal::Int),
             _ => Some(Signal::Term),

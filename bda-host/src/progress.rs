@@ -1,13 +1,14 @@
 //! Progress bars on stderr, the same for every command: hidden when stderr is not a terminal
-//! or `--quiet` is given.
+//! or `--quiet` is given, and on every MPI rank but the first.
 
 use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// A bar of `len` steps labelled `what` (hidden when `quiet` or stderr is not a terminal).
+/// A bar of `len` steps labelled `what` (hidden when `quiet`, when stderr is not a
+/// terminal, or on a rank other than the first).
 pub fn bar_unless(quiet: bool, len: u64, what: &str) -> ProgressBar {
-    if quiet || !std::io::stderr().is_terminal() {
+    if quiet || !std::io::stderr().is_terminal() || !crate::ranks::lead() {
         return ProgressBar::hidden();
     }
     bar(len, what)

@@ -1,14 +1,16 @@
-//! `mpirun -np P bda hyperclean …` (feature `mpi`; `scripts/test-all.sh` installs Open MPI
-//! and runs these): the same JSON as one process for P = 1, 2, 3 on every method and both
-//! classifiers; a failure on one rank ends all of them with one line; a rank killed with
-//! SIGKILL ends the job; commands that do not split refuse several ranks.
+//! `mpirun -np P bda hyperclean|fewshot …` (feature `mpi`; `scripts/test-all.sh` installs
+//! Open MPI and runs these): the same JSON as one process for P = 1, 2, 3 (hyper-cleaning:
+//! every method, both classifiers; few-shot: training, evaluation, a run resumed on
+//! another number of ranks); a failure on one rank ends all of them with one line; a rank
+//! killed with SIGKILL ends the job and leaves the last checkpoint whole; commands that do
+//! not split refuse several ranks.
 #![cfg(feature = "mpi")]
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use bda_testkit::report::{argv, json, run, without_timings};
+use bda_testkit::report::{argv, fixture, json, run, without_timings};
 use serde_json::Value;
 
 fn bin() -> &'static str {
@@ -71,6 +73,91 @@ fn every_method_has_the_json_of_one_process_on_1_2_3_ranks() {
 }
 
 #[test]
+fn few_shot_training_and_evaluation_have_the_json_of_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture("omniglot-tiny");
+    // 3 tasks × 9 images = 27 images a meta-batch: 4 chunks of 8, the last of 3.
+    let train = format!(
+        "fewshot --data-dir {data} --ways 3 --shots 1 --queries 2 --meta-batch 3 --channels 6 \
+         --ul-iters 3 --val-every 2 --val-episodes 3 --episodes 6 --seed 2 --quiet --json --threads 1"
+    );
+    let ckpt = dir.path().join("run.ckpt");
+    let saved = format!("{train} --save {}", ckpt.display());
+    let one = comparable(&run(Path::new(bin()), &argv(&saved), &[]));
+    assert!(one["test_acc"].as_f64().is_some(), "{one}");
+    let eval = format!(
+        "fewshot eval --checkpoint {} --data-dir {data} --episodes 8 --seed 4 --quiet --json --threads 1",
+        ckpt.display()
+    );
+    let one_eval = comparable(&run(Path::new(bin()), &argv(&eval), &[]));
+    for np in [1, 2, 3] {
+        let other = dir.path().join(format!("run{np}.ckpt"));
+        let out = under_mpirun(np, &argv(&format!("{train} --save {}", other.display())));
+        assert_eq!(json(&out)["ranks"], np);
+        assert_eq!(comparable(&out), one, "training on {np} ranks");
+        // Rank 0 wrote the checkpoint: the same backbone, optimizer and history.
+        let (a, b) = (read_json(&ckpt), read_json(&other));
+        for key in ["params", "adam", "rng", "history"] {
+            assert_eq!(a[key], b[key], "{key} of the checkpoint on {np} ranks");
+        }
+        let out = under_mpirun(np, &argv(&eval));
+        assert_eq!(comparable(&out), one_eval, "evaluation on {np} ranks");
+    }
+}
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+#[test]
+fn a_run_resumed_on_another_number_of_ranks_continues_the_same_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture("omniglot-tiny");
+    let base = format!(
+        "fewshot --data-dir {data} --ways 3 --shots 1 --queries 2 --meta-batch 3 --channels 6 \
+         --episodes 3 --seed 3 --quiet --json --threads 1"
+    );
+    let (full, half, resumed) = (
+        dir.path().join("full.ckpt"),
+        dir.path().join("half.ckpt"),
+        dir.path().join("resumed.ckpt"),
+    );
+    let one = format!("{base} --ul-iters 4 --save {}", full.display());
+    json(&run(Path::new(bin()), &argv(&one), &[]));
+    json(&under_mpirun(
+        2,
+        &argv(&format!("{base} --ul-iters 2 --save {}", half.display())),
+    ));
+    let again = format!(
+        "fewshot --resume {} --ul-iters 4 --save {} --quiet --json --threads 1",
+        half.display(),
+        resumed.display()
+    );
+    assert_eq!(json(&under_mpirun(3, &argv(&again)))["ul_iters"], 4);
+    let (a, b) = (read_json(&full), read_json(&resumed));
+    for key in ["params", "adam", "rng", "history"] {
+        assert_eq!(
+            a[key], b[key],
+            "{key}: 2 steps on 2 ranks then 2 on 3 against 4 on one"
+        );
+    }
+}
+
+#[test]
+fn the_few_shot_benchmark_runs_on_ranks() {
+    let args = "fewshot bench --steps 1 --meta-batch 2 --channels 8 --json --threads 1";
+    let out = under_mpirun(2, &argv(args));
+    let v = json(&out);
+    assert_eq!(v["ranks"], 2);
+    assert!(v["s_per_ul_iter"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        1,
+        "rank 0 alone reports"
+    );
+}
+
+#[test]
 fn a_failure_on_one_rank_ends_every_rank_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     bda_testkit::idx::write_dataset(dir.path(), 600, 100, 12, 3).unwrap();
@@ -121,20 +208,14 @@ fn a_killed_rank_ends_the_job() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let pattern = format!("hyperclean.*--seed {seed}");
-    let ranks = (0..100)
-        .find_map(|_| {
-            std::thread::sleep(Duration::from_millis(100));
-            let out = Command::new("pgrep").args(["-f", &pattern]).output().ok()?;
-            let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(String::from)
-                .collect();
-            (pids.len() >= 2).then_some(pids)
-        })
-        .expect("two ranks started");
+    let ranks = ranks_of(&format!("hyperclean.*--seed {seed}"));
     // Let them get into the loop, then kill the second rank.
     std::thread::sleep(Duration::from_secs(1));
+    kill_and_wait(&ranks, &mut job);
+}
+
+/// SIGKILL the last of `ranks`; `job` (mpirun) must end non-zero within 20 s.
+fn kill_and_wait(ranks: &[String], job: &mut std::process::Child) {
     let victim = ranks.last().unwrap();
     assert!(
         Command::new("kill")
@@ -159,6 +240,56 @@ fn a_killed_rank_ends_the_job() {
         "job ended {:.2} s after the kill",
         t.elapsed().as_secs_f64()
     );
+}
+
+/// The ranks of the job whose command line matches `pattern`, once two have started.
+fn ranks_of(pattern: &str) -> Vec<String> {
+    (0..100)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            let out = Command::new("pgrep").args(["-f", pattern]).output().ok()?;
+            let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(String::from)
+                .collect();
+            (pids.len() >= 2).then_some(pids)
+        })
+        .expect("two ranks started")
+}
+
+#[test]
+fn a_killed_rank_leaves_the_last_checkpoint_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture("omniglot-tiny");
+    let ckpt = dir.path().join("run.ckpt");
+    let seed = 8_000_000 + std::process::id() % 1_000_000;
+    let args = format!(
+        "fewshot --data-dir {data} --ways 3 --shots 1 --queries 2 --meta-batch 3 --channels 6 \
+         --ul-iters 1000000 --save {} --save-every 1 --seed {seed} --quiet --threads 1",
+        ckpt.display()
+    );
+    let mut job = mpirun(2)
+        .arg(bin())
+        .args(argv(&args))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ranks = ranks_of(&format!("fewshot.*--seed {seed}"));
+    // Wait for the first checkpoints, then kill a rank in the middle of the run.
+    let t = Instant::now();
+    while !ckpt.exists() && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    kill_and_wait(&ranks, &mut job);
+    // The checkpoint is whole: it evaluates.
+    let eval = format!(
+        "fewshot eval --checkpoint {} --data-dir {data} --episodes 3 --quiet --json",
+        ckpt.display()
+    );
+    let v = json(&run(Path::new(bin()), &argv(&eval), &[]));
+    assert!(v["ul_iters"].as_u64().unwrap() >= 1, "{v}");
 }
 
 #[test]

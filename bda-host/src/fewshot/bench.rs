@@ -47,8 +47,10 @@ pub struct BenchReport {
     pub image_size: usize,
     /// Convolution channels.
     pub channels: usize,
-    /// Rayon threads (the CPU path; the host side of the CUDA path).
+    /// Rayon threads (the CPU path; the host side of the CUDA path), per rank.
     pub threads: usize,
+    /// Processes the backbone was split over (MPI ranks; 1 without a launcher).
+    pub ranks: usize,
     /// Seconds per meta-step (forward, K head steps and their reverse pass per task,
     /// backward, Adam).
     pub s_per_ul_iter: f64,
@@ -116,7 +118,7 @@ fn bench_error(e: MetaError) -> CliError {
 
 /// Run `bda fewshot bench`.
 pub fn run(a: &BenchArgs, matches: &ArgMatches) -> Result<(), CliError> {
-    let c = a.out.configured(&a.run, matches, "fewshot bench")?;
+    let c = crate::ranks::agree(a.out.configured(&a.run, matches, "fewshot bench"))?;
     c.place.run(|device| bench(a, &c, device))
 }
 
@@ -207,12 +209,17 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
         image_size: arch.side,
         channels: arch.channels,
         threads: rayon::current_num_threads(),
+        ranks: crate::ranks::size(),
         s_per_ul_iter: s_step,
         gflops_ul_iter: flops / s_step / 1e9,
         s_backbone: s_bb,
         gflops_backbone: flops / s_bb / 1e9,
         layers,
     };
+    // Rank 0 reports (its timings: every rank waits for the others at each collective).
+    if !crate::ranks::lead() {
+        return Ok(());
+    }
     if a.out.json {
         println!(
             "{}",
@@ -220,7 +227,7 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
         );
     } else {
         println!(
-            "{}-way {}-shot, {} queries, meta-batch {}, K = {}, {}×{}×{} images, {} channels, {} on {} ({} threads): {:.3} s/meta-step",
+            "{}-way {}-shot, {} queries, meta-batch {}, K = {}, {}×{}×{} images, {} channels, {} on {} ({} threads × {} ranks): {:.3} s/meta-step",
             r.ways,
             r.shots,
             r.queries,
@@ -233,6 +240,7 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
             r.method,
             r.device,
             r.threads,
+            r.ranks,
             r.s_per_ul_iter
         );
         println!(

@@ -42,7 +42,7 @@ pub(super) fn test_backbone(
 ) -> Result<Vec<f64>, CliError> {
     let head = plan.head.evaluation();
     let mut accs = Vec::with_capacity(episodes);
-    while accs.len() < episodes && interrupt.requested().is_none() {
+    while accs.len() < episodes && interrupt.poll().is_none() {
         let b = plan.cfg.episode.meta_batch.min(episodes - accs.len());
         let tasks = source.tasks(b, rng);
         accs.extend(
@@ -84,12 +84,23 @@ fn random_backbone(e: &EvalConfig) -> Result<RunConfig, CliError> {
 
 /// Run `bda fewshot eval`.
 pub fn run(a: &EvalArgs, matches: &ArgMatches) -> Result<(), CliError> {
-    let c = a.out.configured(&a.run, matches, "fewshot eval")?;
+    let c = crate::ranks::agree(a.out.configured(&a.run, matches, "fewshot eval"))?;
     c.place.run(|device| eval(a, &c, device))
 }
 
-fn eval(a: &EvalArgs, e: &EvalConfig, device: &OpenDevice) -> Result<(), CliError> {
-    let t0 = Instant::now();
+/// What an evaluation needs: the backbone, its settings checked, the data, the report's
+/// header and the backend.
+struct Setup {
+    params: Vec<f32>,
+    steps: u64,
+    method: String,
+    plan: Plan,
+    source: Source,
+    header: ReportHeader,
+    backend: Box<dyn MetaBackend>,
+}
+
+fn setup(e: &EvalConfig, device: &OpenDevice) -> Result<Setup, CliError> {
     if e.episodes == 0 {
         return Err(CliError::input("--episodes 0: must be positive"));
     }
@@ -169,7 +180,31 @@ fn eval(a: &EvalArgs, e: &EvalConfig, device: &OpenDevice) -> Result<(), CliErro
         ..e.clone()
     };
     let header = ReportHeader::new("fewshot eval", &resolved, data_source(dir, &[&source])?)?;
-    let mut backend = fewshot_backend(device, cfg.arch)?;
+    let backend = fewshot_backend(device, cfg.arch)?;
+    Ok(Setup {
+        params,
+        steps,
+        method,
+        plan,
+        source,
+        header,
+        backend,
+    })
+}
+
+fn eval(a: &EvalArgs, e: &EvalConfig, device: &OpenDevice) -> Result<(), CliError> {
+    let t0 = Instant::now();
+    // Every rank sets up; one that cannot ends them all.
+    let Setup {
+        params,
+        steps,
+        method,
+        plan,
+        source,
+        header,
+        mut backend,
+    } = crate::ranks::agree(setup(e, device))?;
+    let cfg = &plan.cfg;
     let mut rng = ChaCha8Rng::seed_from_u64(e.seed ^ 0x7e57);
     let bar = progress::bar_unless(a.out.quiet, e.episodes as u64, "test");
     let interrupt = Interrupt::watch()?;
@@ -182,6 +217,9 @@ fn eval(a: &EvalArgs, e: &EvalConfig, device: &OpenDevice) -> Result<(), CliErro
         (&bar, &interrupt),
     )?;
     bar.finish_and_clear();
+    if !crate::ranks::lead() {
+        return Ok(());
+    }
     let mut r = Report::new(header, cfg, &method, &accs, backend.device());
     r.ul_iters = steps;
     r.seconds = t0.elapsed().as_secs_f64();

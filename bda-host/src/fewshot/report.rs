@@ -103,6 +103,8 @@ pub struct Report {
     pub seed: u64,
     /// Where it ran (`cpu`, `cuda (device name)`).
     pub device: String,
+    /// Processes the run was split over (MPI ranks; 1 without a launcher).
+    pub ranks: usize,
     /// Final upper-level loss: the mean `φ_K` of the last 10 meta-steps (training only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ul_loss: Option<f64>,
@@ -155,6 +157,7 @@ impl Report {
             episodes: accs.len(),
             seconds: 0.0,
             s_per_ul_iter: None,
+            ranks: crate::ranks::size(),
             seed: cfg.seed,
             device,
             ul_loss: None,

@@ -26,7 +26,7 @@ use crate::device::fewshot_backend;
 use crate::error::CliError;
 use crate::optim::Adam;
 use crate::output::Interrupt;
-use crate::progress;
+use crate::{progress, ranks};
 
 /// The one-line error of a failed meta-gradient at meta-step `step` (1-based).
 fn meta_error(e: MetaError, step: u64) -> CliError {
@@ -86,17 +86,31 @@ impl TrainConfig {
 
 /// Run `bda fewshot` (meta-training).
 pub fn run(a: &TrainArgs, matches: &ArgMatches) -> Result<(), CliError> {
-    let c = a.out.configured(&a.run, matches, "fewshot")?;
+    let c = ranks::agree(a.out.configured(&a.run, matches, "fewshot"))?;
     c.place.run(|device| train(a, &c, matches, device))
 }
 
-fn train(
+/// What a run needs before its first meta-step: the settings (a resumed run's from its
+/// checkpoint) checked once, the checkpoint to continue, the data, the report's header and
+/// the backend.
+struct Setup {
+    plan: Plan,
+    ck: Checkpoint,
+    c: TrainConfig,
+    save_every: u64,
+    source_train: Source,
+    source_test: Source,
+    source_val: Option<Source>,
+    header: ReportHeader,
+    backend: Box<dyn MetaBackend>,
+}
+
+fn setup(
     a: &TrainArgs,
     given: &TrainConfig,
     matches: &ArgMatches,
     device: &crate::device::OpenDevice,
-) -> Result<(), CliError> {
-    let t0 = Instant::now();
+) -> Result<Setup, CliError> {
     // The settings (a resumed run's from its checkpoint), checked once.
     let (plan, mut ck, c, save_every) = match &given.resume {
         Some(path) => {
@@ -123,11 +137,11 @@ fn train(
             (plan, ck, given.clone(), a.save_every)
         }
     };
-    let c = &c;
-    if let Some(p) = &a.plot {
+    // Rank 0 alone writes the files.
+    if let Some(p) = a.plot.as_ref().filter(|_| ranks::lead()) {
         crate::output::check_plot(p, c.ul_iters, &format!("--ul-iters {}", c.ul_iters))?;
     }
-    if let Some(p) = &a.save {
+    if let Some(p) = a.save.as_ref().filter(|_| ranks::lead()) {
         crate::output::check_writable("--save", p)?;
     }
     if c.patience > 0 {
@@ -153,7 +167,6 @@ fn train(
         Some(_) => Some(Source::open(&plan, SplitArg::Val)?),
         None => None,
     };
-    let val_source = source_val.as_ref().unwrap_or(&source_test);
     let mut sources = vec![&source_train, &source_test];
     sources.extend(source_val.as_ref());
     let dir = cfg.data_dir.as_deref();
@@ -174,7 +187,41 @@ fn train(
     ck.data.clone_from(&data);
     ck.save_every = Some(save_every);
     let header = ReportHeader::new("fewshot", &c.resolved(cfg), data)?;
-    let mut backend = fewshot_backend(device, cfg.arch)?;
+    let backend = fewshot_backend(device, cfg.arch)?;
+    Ok(Setup {
+        plan,
+        ck,
+        c,
+        save_every,
+        source_train,
+        source_test,
+        source_val,
+        header,
+        backend,
+    })
+}
+
+fn train(
+    a: &TrainArgs,
+    given: &TrainConfig,
+    matches: &ArgMatches,
+    device: &crate::device::OpenDevice,
+) -> Result<(), CliError> {
+    let t0 = Instant::now();
+    // Every rank sets up; one that cannot ends them all.
+    let Setup {
+        plan,
+        mut ck,
+        c,
+        save_every,
+        source_train,
+        source_test,
+        source_val,
+        header,
+        mut backend,
+    } = ranks::agree(setup(a, given, matches, device))?;
+    let (c, cfg) = (&c, &plan.cfg);
+    let val_source = source_val.as_ref().unwrap_or(&source_test);
     // Validation episodes: drawn once from the validation split with their own seed, so a
     // resumed run validates on the same ones.
     let mut val_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5a5a_0001);
@@ -231,10 +278,14 @@ fn train(
             && save_every > 0
             && ck.step % save_every == 0
         {
-            ck.save(path)?;
+            // Rank 0 writes; a failure ends every rank.
+            ranks::agree(match ranks::lead() {
+                true => ck.save(path),
+                false => Ok(()),
+            })?;
         }
         bar.inc(1);
-        if stop || interrupt.requested().is_some() {
+        if stop || interrupt.poll().is_some() {
             break;
         }
     }
@@ -243,7 +294,7 @@ fn train(
     let s_per = (trained > 0).then(|| t_train.elapsed().as_secs_f64() / trained as f64);
     // The outputs written at the end: a failure is reported after the report is printed.
     let mut late: Option<CliError> = None;
-    if let Some(path) = &a.save {
+    if let Some(path) = a.save.as_ref().filter(|_| ranks::lead()) {
         late = ck.save(path).err();
     }
     let saved = a.save.as_deref().filter(|_| late.is_none());
@@ -268,6 +319,10 @@ fn train(
         (&tbar, &interrupt),
     )?;
     tbar.finish_and_clear();
+    // The report, the plot and the messages: rank 0's.
+    if !ranks::lead() {
+        return Ok(());
+    }
     if let Some(path) = &a.plot
         && let Err(e) = report::write_plot(path, &ck)
     {

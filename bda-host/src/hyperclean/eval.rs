@@ -58,19 +58,9 @@ impl Monitor for Evaluator<'_> {
     fn clean_f1(&mut self, x: &[f64]) -> f64 {
         100.0 * metrics::clean_f1(x, self.corrupted)
     }
-    /// A signal stops every rank after the same upper iteration: they agree on it (a
-    /// launcher forwards the signal to every rank, not at the same instant).
+    /// A signal stops every rank after the same upper iteration ([`Interrupt::poll`]).
     fn should_stop(&self) -> bool {
-        let mine = self
-            .interrupt
-            .as_ref()
-            .is_some_and(|i| i.requested().is_some());
-        match crate::ranks::size() {
-            1 => mine,
-            _ => crate::ranks::comm()
-                .agree(mine.then_some("interrupted"))
-                .is_some(),
-        }
+        self.interrupt.as_ref().is_some_and(|i| i.poll().is_some())
     }
     fn iter_done(&mut self, rec: &IterRecord) {
         if let Some(b) = &self.bar {

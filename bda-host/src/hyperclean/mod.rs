@@ -43,7 +43,7 @@ pub use eval::Evaluator;
 use report::Summary;
 
 use crate::config::{DataSource, ReportHeader};
-use crate::device::{BackendInfo, Device, HypercleanJob, OpenDevice, hyperclean_backend};
+use crate::device::{BackendInfo, HypercleanJob, OpenDevice, hyperclean_backend};
 use crate::error::CliError;
 use crate::output::{Interrupt, Signal};
 use crate::ranks;
@@ -263,13 +263,6 @@ pub fn run(args: &HypercleanArgs, matches: &ArgMatches) -> Result<(), CliError> 
     let checked = ranks::agree((|| {
         let c = args.out.configured(&args.run, matches, "hyperclean")?;
         let checked = c.check()?;
-        if ranks::size() > 1 && c.place.device != Device::Cpu {
-            return Err(CliError::input(format!(
-                "--device {}: several ranks compute on the CPU only (started as one of {})",
-                c.place.device,
-                ranks::size()
-            )));
-        }
         if let Some(p) = args.plot.as_ref().filter(|_| ranks::lead()) {
             let why = match checked.train.row {
                 Row::Method(_) => format!("--ul-iters {}", c.ul_iters),

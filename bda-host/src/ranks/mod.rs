@@ -1,9 +1,11 @@
-//! Several processes on one run: `mpirun -np P bda hyperclean …` (or Slurm's `srun`).
+//! Several processes on one run: `mpirun -np P bda hyperclean|fewshot …` (or Slurm's
+//! `srun`).
 //!
 //! Every rank runs the same upper-level loop on the same `x`, optimizer state and draws;
-//! the backend splits the rows of each set over the ranks and puts their results together
-//! in chunk order ([`bda_kernel::collective`]), so a run's numbers have the same bits on
-//! any number of ranks. Rank 0 alone writes the report, the files and the progress bar.
+//! the CPU backend splits its fixed chunks over the ranks (hyper-cleaning's rows,
+//! few-shot's images) and puts their results together in chunk order
+//! ([`bda_kernel::collective`]), so a run's numbers have the same bits on any number of
+//! ranks. Rank 0 alone writes the report, the checkpoints, the files and the progress bar.
 //!
 //! MPI comes with the cargo feature `mpi` (the `mpi` crate over the system's Open MPI or
 //! MPICH). A build without it refuses to run under a launcher that started several
@@ -94,7 +96,7 @@ pub fn alone(command: &str) -> Result<(), CliError> {
     match size() {
         1 => Ok(()),
         n => Err(CliError::input(format!(
-            "{command} runs as one process (started as one of {n}): only `bda hyperclean` on the CPU splits its work over MPI ranks"
+            "{command} runs as one process (started as one of {n}): `bda hyperclean` and `bda fewshot` split their work over MPI ranks"
         ))),
     }
 }
