@@ -9,11 +9,14 @@ use super::driver::{IterRecord, Monitor};
 use super::{HostData, metrics};
 use crate::device::PredictorFn;
 use crate::output::Interrupt;
+use crate::ranks;
+use bda_kernel::collective::owned;
 
-/// The validation and test sets prepared for prediction, and the corruption flags.
+/// The validation and test sets prepared for prediction (on several ranks, each rank's
+/// share of their rows), and the corruption flags.
 pub struct Evaluator<'a> {
-    val: Predictor<'a>,
-    test: Predictor<'a>,
+    val: Share<'a>,
+    test: Share<'a>,
     val_labels: &'a [u8],
     corrupted: &'a [bool],
     /// Drawn on after each upper iteration, if any.
@@ -26,9 +29,19 @@ impl<'a> Evaluator<'a> {
     /// Prepare the validation and test sets of `data` with the classifier's `predictor`.
     pub fn new(data: &'a HostData, predictor: PredictorFn) -> Result<Self, String> {
         let problem = data.problem(0.0);
+        let share = |x: &'a [f32], labels: &'a [u8]| -> Result<Share<'a>, String> {
+            let n = labels.len();
+            let rows = rows_of(n, ranks::comm().rank(), ranks::size());
+            let d = problem.dim;
+            let x = &x[rows.start * d..rows.end * d];
+            Ok(Share {
+                predictor: predictor(&problem, x, &labels[rows])?,
+                rows: n,
+            })
+        };
         Ok(Evaluator {
-            val: predictor(&problem, &data.val.x, &data.val.labels)?,
-            test: predictor(&problem, &data.test.x, &data.test.labels)?,
+            val: share(&data.val.x, &data.val.labels)?,
+            test: share(&data.test.x, &data.test.labels)?,
             val_labels: &data.val.labels,
             corrupted: &data.corrupted,
             bar: None,
@@ -40,14 +53,46 @@ impl<'a> Evaluator<'a> {
         y.iter().map(|&v| v as f32).collect()
     }
 
-    /// Validation predictions of the classifier `y`.
+    /// Validation predictions of the classifier `y` (every rank calls it together).
     pub fn predict_val(&self, y: &[f64]) -> Vec<u8> {
         self.val.predict(&Self::y32(y))
     }
 
-    /// Test predictions of the classifier `y`.
+    /// Test predictions of the classifier `y` (every rank calls it together).
     pub fn predict_test(&self, y: &[f64]) -> Vec<u8> {
         self.test.predict(&Self::y32(y))
+    }
+}
+
+/// Rows a rank predicts: contiguous, in rank order, in whole groups of [`ROWS`] (each
+/// row's prediction is its own: any split gives the same classes).
+const ROWS: usize = 64;
+
+fn rows_of(n: usize, rank: usize, ranks: usize) -> std::ops::Range<usize> {
+    let g = owned(n.div_ceil(ROWS), rank, ranks);
+    (g.start * ROWS).min(n)..(g.end * ROWS).min(n)
+}
+
+/// A set's predictor on this rank's rows of it.
+struct Share<'a> {
+    predictor: Predictor<'a>,
+    /// The set's rows (all ranks').
+    rows: usize,
+}
+
+impl Share<'_> {
+    /// The classes of every row of the set: this rank's, gathered with the others'.
+    fn predict(&self, y: &[f32]) -> Vec<u8> {
+        let mine = self.predictor.predict(y);
+        let p = ranks::size();
+        if p == 1 {
+            return mine;
+        }
+        let counts: Vec<usize> = (0..p).map(|r| rows_of(self.rows, r, p).len()).collect();
+        let mine: Vec<f32> = mine.into_iter().map(f32::from).collect();
+        let mut all = vec![0.0f32; self.rows];
+        ranks::comm().gather_f32(&mine, &counts, &mut all);
+        all.into_iter().map(|c| c as u8).collect()
     }
 }
 

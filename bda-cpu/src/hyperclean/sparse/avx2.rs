@@ -123,9 +123,10 @@ pub(super) unsafe fn times_tile24(tile: Tile<'_>, out: &mut [f32]) {
 }
 
 /// [`super::scatter_quad`] for `N` pixels (4 or 6) with `2N` accumulators in registers;
-/// `at` = (chunk, mask of its groups, first pixel, first column).
+/// `at` = (chunk, mask of its groups, first pixel, first column); `ADD`: added to `acc`,
+/// or stored over it.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn scatter_pixels<const N: usize>(
+pub(super) unsafe fn scatter_pixels<const N: usize, const ADD: bool>(
     u: &[f32],
     d: usize,
     g: &[f32],
@@ -164,8 +165,13 @@ pub(super) unsafe fn scatter_pixels<const N: usize>(
         // SAFETY: row p < N of `acc`, columns t..t + 16 (asserted).
         unsafe {
             let (pa, pb) = (ap.add(p * hp + t), ap.add(p * hp + t + 8));
-            _mm256_storeu_ps(pa, _mm256_add_ps(_mm256_loadu_ps(pa), a[p]));
-            _mm256_storeu_ps(pb, _mm256_add_ps(_mm256_loadu_ps(pb), b[p]));
+            if ADD {
+                _mm256_storeu_ps(pa, _mm256_add_ps(_mm256_loadu_ps(pa), a[p]));
+                _mm256_storeu_ps(pb, _mm256_add_ps(_mm256_loadu_ps(pb), b[p]));
+            } else {
+                _mm256_storeu_ps(pa, a[p]);
+                _mm256_storeu_ps(pb, b[p]);
+            }
         }
     }
 }

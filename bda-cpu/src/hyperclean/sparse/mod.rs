@@ -313,14 +313,13 @@ impl GroupPixels {
         let outs = if per_chunk { chunks.len() } else { 1 };
         assert_eq!(out.len(), outs * d * hp);
         if per_chunk {
-            // One task per chunk, its pixels in the tasks' windows.
+            // One task per chunk, its pixels in the tasks' windows, stored (no fill first).
             out.par_chunks_mut(d * hp)
                 .zip(chunks)
                 .for_each(|(out, ch)| {
-                    out.fill(0.0);
                     for w in self.parts.windows(2) {
                         let acc = &mut out[w[0] * hp..w[1] * hp];
-                        self.chunk_into(g, hp, ch, w[0], acc);
+                        self.chunk_into::<false>(g, hp, ch, w[0], acc);
                     }
                 });
             return;
@@ -335,7 +334,7 @@ impl GroupPixels {
         tasks.into_par_iter().for_each(|(j0, out)| {
             out.fill(0.0);
             for ch in chunks.clone() {
-                self.chunk_into(g, hp, ch, j0, out);
+                self.chunk_into::<true>(g, hp, ch, j0, out);
             }
         });
     }
@@ -344,7 +343,17 @@ impl GroupPixels {
     /// pixels `j0..j0 + acc.len()/hp` (a task's range: its windows are the task's). Per
     /// tile, the chunk's rows of `G` (32 groups × 8 rows × 16 columns, 16 KB) stay in L1
     /// over the pixels.
-    fn chunk_into(&self, g: &[f32], hp: usize, ch: usize, j0: usize, acc: &mut [f32]) {
+    ///
+    /// `ADD` false: `acc ←` the product instead (every entry written: the windows the chunk
+    /// has no pixel in get zeros).
+    fn chunk_into<const ADD: bool>(
+        &self,
+        g: &[f32],
+        hp: usize,
+        ch: usize,
+        j0: usize,
+        acc: &mut [f32],
+    ) {
         let d = self.dim;
         let np = acc.len() / hp;
         let masks = self.index.groups(ch);
@@ -357,6 +366,11 @@ impl GroupPixels {
                 let acc = &mut acc[q * hp..(q + nq) * hp];
                 q += nq;
                 if mask == 0 {
+                    if !ADD {
+                        for row in acc.chunks_exact_mut(hp) {
+                            row[t..t + TILE].fill(0.0);
+                        }
+                    }
                     continue;
                 }
                 let at = (ch, mask, j, t);
@@ -364,14 +378,14 @@ impl GroupPixels {
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: as in `times`.
                     Kernels::Avx2 if nq == 6 => unsafe {
-                        avx2::scatter_pixels::<6>(&self.u, d, g, hp, at, acc)
+                        avx2::scatter_pixels::<6, ADD>(&self.u, d, g, hp, at, acc)
                     },
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: as in `times`.
                     Kernels::Avx2 if nq == 4 => unsafe {
-                        avx2::scatter_pixels::<4>(&self.u, d, g, hp, at, acc)
+                        avx2::scatter_pixels::<4, ADD>(&self.u, d, g, hp, at, acc)
                     },
-                    _ => scatter_quad(&self.u, d, g, hp, ch, mask, j, nq, t, acc),
+                    _ => scatter_quad(&self.u, d, g, hp, (ch, mask, j, nq, t, ADD), acc),
                 }
             }
         }
@@ -495,18 +509,14 @@ fn times_tile(tile: Tile<'_>, tw: usize, out: &mut [f32]) {
 
 /// Pixels `j..j + nq` (`acc`: their output rows), columns `t..t + TILE`, the groups of
 /// chunk `ch` in `mask`: `acc[p] += Σ_g Σ_l u_{g,l,j+p}·G[8g + l, ·]`, the sum formed from
-/// zero and then added (a chunk's product on its own, as per-chunk partials need).
-#[allow(clippy::too_many_arguments)]
+/// zero and then added (a chunk's product on its own, as per-chunk partials need), or
+/// stored over `acc` (`add` false).
 fn scatter_quad(
     u: &[f32],
     d: usize,
     g: &[f32],
     hp: usize,
-    ch: usize,
-    mut mask: u32,
-    j: usize,
-    nq: usize,
-    t: usize,
+    (ch, mut mask, j, nq, t, add): (usize, u32, usize, usize, usize, bool),
     acc: &mut [f32],
 ) {
     let mut sum = [[0.0f32; TILE]; WINDOW];
@@ -525,7 +535,10 @@ fn scatter_quad(
     }
     for p in 0..nq {
         let a = &mut acc[p * hp + t..][..TILE];
-        a.iter_mut().zip(&sum[p]).for_each(|(a, s)| *a += s);
+        match add {
+            true => a.iter_mut().zip(&sum[p]).for_each(|(a, s)| *a += s),
+            false => a.copy_from_slice(&sum[p]),
+        }
     }
 }
 
