@@ -293,6 +293,64 @@ fn a_killed_rank_leaves_the_last_checkpoint_whole() {
 }
 
 #[test]
+fn a_signal_to_one_rank_stops_every_rank_after_the_same_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture("omniglot-tiny");
+    let ckpt = dir.path().join("run.ckpt");
+    let seed = 9_000_000 + std::process::id() % 1_000_000;
+    let args = format!(
+        "fewshot --data-dir {data} --ways 3 --shots 1 --queries 2 --meta-batch 3 --channels 6 \
+         --ul-iters 1000000 --save {} --save-every 1000000 --seed {seed} --json --quiet --threads 1",
+        ckpt.display()
+    );
+    // Ranks that disagreed on stopping would wait for each other: ended after 60 s.
+    let job = Command::new("timeout")
+        .arg("60")
+        .args(mpirun(2).get_program().to_str())
+        .args(mpirun(2).get_args())
+        .arg(bin())
+        .args(argv(&args))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ranks = ranks_of(&format!("fewshot.*--seed {seed}"));
+    std::thread::sleep(Duration::from_secs(2));
+    // SIGTERM to one rank only (as a launcher's signal reaches the ranks at different times).
+    let victim = ranks.last().unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", victim])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = job.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let report = json_after_signal(&out);
+    assert_eq!(report["interrupted"], true, "{report}");
+    let steps = report["ul_iters"].as_u64().unwrap();
+    assert!(steps >= 1);
+    // Both ranks stopped after that step: rank 0's checkpoint holds it.
+    assert_eq!(read_json(&ckpt)["step"].as_u64(), Some(steps));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let ours: Vec<&str> = err.lines().filter(|l| l.starts_with("bda: ")).collect();
+    assert_eq!(ours.len(), 1, "{err}");
+    assert!(ours[0].contains("interrupted by SIGTERM"), "{}", ours[0]);
+}
+
+/// The report a run stopped by a signal printed (its exit status is the signal's).
+fn json_after_signal(out: &Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .expect("a report");
+    serde_json::from_str(line).unwrap()
+}
+
+#[test]
 fn commands_that_do_not_split_refuse_several_ranks() {
     for (cmd, args) in [
         ("bda toy", "toy --ul-iters 2"),

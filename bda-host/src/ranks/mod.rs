@@ -49,6 +49,15 @@ pub fn launched() -> Option<(usize, usize)> {
     })
 }
 
+/// The ranks a launcher started on this node (1 outside a launcher or when it does not
+/// say): `--threads 0` shares the node's cores among them.
+pub fn local_ranks() -> usize {
+    ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+        .unwrap_or(1)
+}
+
 /// Join the launcher's ranks (with MPI) or stand alone. Without the `mpi` feature, a
 /// launch of several processes is refused.
 pub fn init() -> Result<Session, CliError> {
