@@ -3,7 +3,7 @@
 //! logits and gradients).
 
 use bda_kernel::Real;
-use bda_kernel::collective::Collective;
+use bda_kernel::collective::{Add, Collective};
 
 /// The type of `matrixmultiply::{s,d}gemm`.
 pub type RawGemm<T> = unsafe fn(
@@ -29,7 +29,7 @@ pub trait Float: Real + Send + Sync + Default + core::fmt::Debug + 'static {
     const RAW_GEMM: RawGemm<Self>;
 
     /// [`Collective::chain_f32`] or `chain_f64`, for a backend generic over its scalar.
-    fn chain(comm: &dyn Collective, acc: &mut [Self], add: &mut dyn FnMut(&mut [Self]));
+    fn chain(comm: &dyn Collective, acc: &mut [Self], add: &mut Add<'_, Self>);
 
     /// [`Collective::gather_f32`] or `gather_f64`.
     fn gather(comm: &dyn Collective, mine: &[Self], counts: &[usize], out: &mut [Self]);
@@ -37,7 +37,7 @@ pub trait Float: Real + Send + Sync + Default + core::fmt::Debug + 'static {
 
 impl Float for f32 {
     const RAW_GEMM: RawGemm<f32> = matrixmultiply::sgemm;
-    fn chain(comm: &dyn Collective, acc: &mut [f32], add: &mut dyn FnMut(&mut [f32])) {
+    fn chain(comm: &dyn Collective, acc: &mut [f32], add: &mut Add<'_, f32>) {
         comm.chain_f32(acc, add);
     }
     fn gather(comm: &dyn Collective, mine: &[f32], counts: &[usize], out: &mut [f32]) {
@@ -47,7 +47,7 @@ impl Float for f32 {
 
 impl Float for f64 {
     const RAW_GEMM: RawGemm<f64> = matrixmultiply::dgemm;
-    fn chain(comm: &dyn Collective, acc: &mut [f64], add: &mut dyn FnMut(&mut [f64])) {
+    fn chain(comm: &dyn Collective, acc: &mut [f64], add: &mut Add<'_, f64>) {
         comm.chain_f64(acc, add);
     }
     fn gather(comm: &dyn Collective, mine: &[f64], counts: &[usize], out: &mut [f64]) {

@@ -5,12 +5,12 @@
 //!
 //! ```
 //! use bda_cpu::ranks::LocalRanks;
-//! use bda_kernel::collective::Collective;
+//! use bda_kernel::collective::{Add, Collective, segments};
 //!
 //! // Three ranks add their rank + 1 to a running sum, in rank order.
 //! let sums = LocalRanks::run(3, |comm| {
 //!     let mut acc = [0.0f32];
-//!     comm.chain_f32(&mut acc, &mut |acc| acc[0] += (comm.rank() + 1) as f32);
+//!     comm.chain_f32(&mut acc, &mut |_, acc| acc[0] += (comm.rank() + 1) as f32);
 //!     acc[0]
 //! });
 //! assert_eq!(sums, vec![6.0; 3]);
@@ -19,7 +19,7 @@
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 
-use bda_kernel::collective::Collective;
+use bda_kernel::collective::{Add, Collective, segments};
 
 /// What one rank sends another.
 enum Msg {
@@ -114,7 +114,7 @@ impl Collective for LocalRank {
         self.to.len()
     }
 
-    fn chain_f32(&self, acc: &mut [f32], add: &mut dyn FnMut(&mut [f32])) {
+    fn chain_f32(&self, acc: &mut [f32], add: &mut Add<'_, f32>) {
         chain(
             self,
             acc,
@@ -127,7 +127,7 @@ impl Collective for LocalRank {
         )
     }
 
-    fn chain_f64(&self, acc: &mut [f64], add: &mut dyn FnMut(&mut [f64])) {
+    fn chain_f64(&self, acc: &mut [f64], add: &mut Add<'_, f64>) {
         chain(
             self,
             acc,
@@ -188,21 +188,27 @@ impl Collective for LocalRank {
     }
 }
 
-/// The running sum from rank to rank, then the last rank's to every other.
+/// The running sum from rank to rank, segment by segment, then the last rank's to every
+/// other.
 fn chain<T: Copy>(
     me: &LocalRank,
     acc: &mut [T],
-    add: &mut dyn FnMut(&mut [T]),
+    add: &mut Add<'_, T>,
     wrap: impl Fn(&[T]) -> Msg,
     unwrap: impl Fn(Msg) -> Vec<T>,
 ) {
     let (r, p) = (me.rank, me.size());
-    if r > 0 {
-        acc.copy_from_slice(&unwrap(me.recv(r - 1)));
+    for seg in segments(acc.len()) {
+        let part = &mut acc[seg.clone()];
+        if r > 0 {
+            part.copy_from_slice(&unwrap(me.recv(r - 1)));
+        }
+        add(seg, part);
+        if r + 1 < p {
+            me.send(r + 1, wrap(part));
+        }
     }
-    add(acc);
     if r + 1 < p {
-        me.send(r + 1, wrap(acc));
         acc.copy_from_slice(&unwrap(me.recv(p - 1)));
     } else {
         for j in 0..p - 1 {
@@ -243,7 +249,7 @@ fn gather<T: Copy>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bda_kernel::collective::{counts, owned};
+    use bda_kernel::collective::{SEGMENT, counts, owned};
 
     /// Per-chunk values whose sum depends on the order they are added in (f32 rounding).
     fn chunk_value(ch: usize, i: usize) -> f32 {
@@ -254,7 +260,8 @@ mod tests {
     #[test]
     fn chained_sums_have_the_bits_of_one_process_for_1_to_7_ranks() {
         const CHUNKS: usize = 23;
-        const LEN: usize = 64;
+        // Three segments, the last short.
+        const LEN: usize = 2 * SEGMENT + 17;
         let sequential: Vec<f32> = (0..LEN)
             .map(|i| (0..CHUNKS).fold(0.0f32, |s, ch| s + chunk_value(ch, i)))
             .collect();
@@ -271,17 +278,21 @@ mod tests {
             let sums = LocalRanks::run(p, |comm| {
                 let mut acc = vec![0.0f32; LEN];
                 let mine = owned(CHUNKS, comm.rank(), comm.size());
-                comm.chain_f32(&mut acc, &mut |acc| {
+                let mut seen = vec![0u8; LEN];
+                comm.chain_f32(&mut acc, &mut |range, acc| {
+                    assert_eq!(range.len(), acc.len());
+                    range.clone().for_each(|i| seen[i] += 1);
                     for ch in mine.clone() {
                         acc.iter_mut()
-                            .enumerate()
-                            .for_each(|(i, a)| *a += chunk_value(ch, i));
+                            .zip(range.clone())
+                            .for_each(|(a, i)| *a += chunk_value(ch, i));
                     }
                 });
-                acc
+                (acc, seen)
             });
-            for (r, s) in sums.iter().enumerate() {
-                assert_eq!(s, &sequential, "rank {r} of {p}");
+            for (r, (s, seen)) in sums.iter().enumerate() {
+                assert!(s == &sequential, "rank {r} of {p}");
+                assert!(seen.iter().all(|&n| n == 1), "each element added once");
             }
         }
     }

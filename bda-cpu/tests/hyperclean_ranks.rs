@@ -35,8 +35,12 @@ fn run<C: CpuClassifier>(p: &Problem, cfg: &MethodConfig<f64>, comm: Arc<dyn Col
 }
 
 fn same_bits_on_every_split<C: CpuClassifier>(hidden: usize, n_tr: usize, ranks: &[usize]) {
+    same_bits_at::<C>(23, hidden, n_tr, ranks);
+}
+
+fn same_bits_at<C: CpuClassifier>(dim: usize, hidden: usize, n_tr: usize, ranks: &[usize]) {
     // Training rows in units of 256: 1100 rows are 5 units (the last one short), 300 are 2.
-    let p = Problem::clustered(5, 23, 4, n_tr, 300, 1e-3).with_hidden(hidden);
+    let p = Problem::clustered(5, dim, 4, n_tr, 300, 1e-3).with_hidden(hidden);
     for method in Method::ALL {
         let cfg = MethodConfig {
             truncate: (method == Method::Trhg).then_some(2),
@@ -71,4 +75,12 @@ fn the_network_has_the_bits_of_one_process_on_1_to_7_ranks() {
 fn ranks_without_rows_take_part_and_change_nothing() {
     same_bits_on_every_split::<Mlp>(16, 300, &[3, 4]);
     same_bits_on_every_split::<Linear>(0, 300, &[3]);
+}
+
+#[test]
+fn products_longer_than_a_segment_of_the_chain_keep_their_bits() {
+    // 300 features × 200 hidden units: a set's partial is 63,444 floats (its thin blocks,
+    // then W₁ with rows padded to 208), both sets' 126,888: two 65,536-float segments, the
+    // cut inside the second set's W₁ block.
+    same_bits_at::<Mlp>(300, 200, 600, &[2, 3]);
 }

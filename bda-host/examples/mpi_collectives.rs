@@ -52,8 +52,8 @@ fn main() {
         for _ in 0..reps {
             acc.fill(0.0);
             let t = Instant::now();
-            comm.chain_f32(&mut acc, &mut |a| {
-                a.iter_mut().zip(&mine).for_each(|(a, m)| *a += m);
+            comm.chain_f32(&mut acc, &mut |range, a| {
+                a.iter_mut().zip(&mine[range]).for_each(|(a, m)| *a += m);
             });
             chain.push(t.elapsed().as_secs_f64());
         }

@@ -63,9 +63,9 @@ pub(super) fn gather_rows<T: Float>(
 /// The sum of every rank's chunk partials in chunk order (this rank's: `parts`), from zero.
 pub(super) fn chain_sum<T: Float>(comm: &dyn Collective, parts: &[Vec<T>], len: usize) -> Vec<T> {
     let mut acc = vec![T::zero(); len];
-    T::chain(comm, &mut acc, &mut |acc| {
+    T::chain(comm, &mut acc, &mut |range, acc| {
         for p in parts {
-            for (a, &v) in acc.iter_mut().zip(p) {
+            for (a, &v) in acc.iter_mut().zip(&p[range.clone()]) {
                 *a += v;
             }
         }

@@ -112,9 +112,11 @@ impl CpuClassifier for Linear {
     }
 
     /// The chunks' partials, in `y`'s layout already.
-    fn add_partials(&self, scratch: &Scratch, acc: &mut [f32]) {
-        for p in scratch.partial.chunks_exact(acc.len()) {
-            acc.iter_mut().zip(p).for_each(|(a, q)| *a += q);
+    fn add_partials(&self, scratch: &Scratch, range: Range<usize>, acc: &mut [f32]) {
+        for p in scratch.partial.chunks_exact(self.partial_len()) {
+            acc.iter_mut()
+                .zip(&p[range.clone()])
+                .for_each(|(a, q)| *a += q);
         }
     }
 

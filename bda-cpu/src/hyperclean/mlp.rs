@@ -203,13 +203,24 @@ impl CpuClassifier for Mlp {
         self.net.thin_len() + self.net.d * self.net.hp
     }
 
-    fn add_partials(&self, scratch: &Scratch, acc: &mut [f32]) {
-        let (thin_acc, w1_acc) = acc.split_at_mut(self.net.thin_len());
-        for p in scratch.thin_part.chunks_exact(thin_acc.len()) {
-            thin_acc.iter_mut().zip(p).for_each(|(o, v)| *o += v);
-        }
-        for p in scratch.w1grad.chunks_exact(w1_acc.len()) {
-            w1_acc.iter_mut().zip(p).for_each(|(o, v)| *o += v);
+    fn add_partials(&self, scratch: &Scratch, range: Range<usize>, acc: &mut [f32]) {
+        // `[thin | ∇W₁]`: each block's partials added where `range` meets it.
+        let thin = self.net.thin_len();
+        let w1 = self.net.d * self.net.hp;
+        for (start, len, parts) in [
+            (0, thin, &scratch.thin_part[..]),
+            (thin, w1, &scratch.w1grad[..]),
+        ] {
+            let (lo, hi) = (range.start.max(start), range.end.min(start + len));
+            if lo >= hi {
+                continue;
+            }
+            let acc = &mut acc[lo - range.start..hi - range.start];
+            for p in parts.chunks_exact(len) {
+                acc.iter_mut()
+                    .zip(&p[lo - start..hi - start])
+                    .for_each(|(o, v)| *o += v);
+            }
         }
     }
 

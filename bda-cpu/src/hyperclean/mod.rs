@@ -121,9 +121,10 @@ pub trait CpuClassifier: Clone + std::fmt::Debug + Send + Sync + Sized + 'static
     /// a `y`-shaped product).
     fn partial_len(&self) -> usize;
 
-    /// `acc += ` the partials of the last pass, unit by unit in order (the ranks' chain:
-    /// every element is added in unit order, on one rank or many).
-    fn add_partials(&self, scratch: &Scratch, acc: &mut [f32]);
+    /// `acc += ` the elements `range` of the partials of the last pass, unit by unit in
+    /// order (the ranks' chain: every element is added in unit order, on one rank or many;
+    /// `acc.len() == range.len()`).
+    fn add_partials(&self, scratch: &Scratch, range: std::ops::Range<usize>, acc: &mut [f32]);
 
     /// `out ←` the summed partials `sum` in `y`'s layout.
     fn finish(&self, prepared: &Self::Set, sum: &[f32], out: &mut [f32]);
@@ -306,6 +307,7 @@ impl<C: CpuClassifier> HypercleanCpu<C> {
         let m = val.n as f32;
         omega_val[..val.n].iter_mut().for_each(|o| *o = 1.0 / m);
         let ylen = data.y_len();
+        let split = Split::alone_on(&train, &val);
         Ok(HypercleanCpu {
             classifier,
             lambda: data.lambda,
@@ -324,7 +326,7 @@ impl<C: CpuClassifier> HypercleanCpu<C> {
             prepared,
             ylen,
             weights: data.layout().weights(),
-            split: Split::default(),
+            split,
             reduced: Vec::new(),
         })
     }
@@ -334,7 +336,7 @@ impl<C: CpuClassifier> HypercleanCpu<C> {
     /// every product has the bits of one process on any number of ranks. Every rank must
     /// make the same calls on the same `x` and `y` (the engine on identical inputs does).
     pub fn with_ranks(mut self, comm: Arc<dyn Collective>) -> Self {
-        self.split = Split::new(comm);
+        self.split = Split::new(comm, &self.train, &self.val);
         self
     }
 
@@ -442,8 +444,8 @@ impl<C: CpuClassifier> HypercleanCpu<C> {
         let v = &y.v[..];
         let split = &self.split;
         let (rows_tr, rows_val) = (self.train.padded(), self.val.padded());
-        tr.rows = split.own_rows(rows_tr);
-        va.rows = split.own_rows(rows_val);
+        tr.rows = split.own_rows(TR, rows_tr);
+        va.rows = split.own_rows(VAL, rows_val);
         match (train, val) {
             (Some(a), Some(b)) if cl.side_by_side() => {
                 rayon::join(|| tr.run(v, a), || va.run(v, b));
@@ -459,10 +461,10 @@ impl<C: CpuClassifier> HypercleanCpu<C> {
         // What is read of the whole set after a pass: the training set's per-sample terms
         // (the mixed products) and the validation set's losses (`F`).
         if train.is_some() {
-            split.gather_rows(rows_tr, &mut s_tr.sample);
+            split.gather_rows(TR, rows_tr, &mut s_tr.sample);
         }
         if matches!(val, Some(Pass::Grad { loss: true, .. })) {
-            split.gather_chunks(rows_val, C::LOSS_ROWS, &mut s_val.chunk_loss);
+            split.gather_chunks(VAL, rows_val, C::LOSS_ROWS, &mut s_val.chunk_loss);
         }
     }
 
@@ -500,9 +502,14 @@ impl<C: CpuClassifier> HypercleanCpu<C> {
         .collect();
         self.reduced.resize(sets.len() * n, 0.0);
         let scratch = &self.scratch;
-        self.split.chain(&mut self.reduced, &mut |acc| {
+        self.split.chain(&mut self.reduced, &mut |range, acc| {
+            // The sets' vectors lie one after the other: each adds to its part of `range`.
             for (k, &w) in sets.iter().enumerate() {
-                cl.add_partials(&scratch[w as usize], &mut acc[k * n..(k + 1) * n]);
+                let (lo, hi) = (range.start.max(k * n), range.end.min((k + 1) * n));
+                if lo < hi {
+                    let part = &mut acc[lo - range.start..hi - range.start];
+                    cl.add_partials(&scratch[w as usize], lo - k * n..hi - k * n, part);
+                }
             }
         });
         for (k, &w) in sets.iter().enumerate() {

@@ -11,7 +11,7 @@ use ::mpi::datatype::PartitionMut;
 use ::mpi::environment::Universe;
 use ::mpi::topology::SimpleCommunicator;
 use ::mpi::traits::*;
-use bda_kernel::collective::Collective;
+use bda_kernel::collective::{Add, Collective, segments};
 
 use crate::error::CliError;
 
@@ -81,21 +81,25 @@ fn all_gather<T: Equivalence>(w: &SimpleCommunicator, mine: &[T], counts: &[usiz
     w.all_gather_varcount_into(mine, &mut part);
 }
 
-/// The running sum from rank to rank (point to point), then a broadcast from the last.
+/// The running sum from rank to rank (point to point, segment by segment: a rank adds to
+/// one segment while the previous rank works on the next), then a broadcast from the last.
 fn chain<T: Equivalence>(
     w: &SimpleCommunicator,
     rank: usize,
     size: usize,
     acc: &mut [T],
-    add: &mut dyn FnMut(&mut [T]),
+    add: &mut Add<'_, T>,
 ) {
     let (r, p) = (rank as i32, size as i32);
-    if r > 0 {
-        w.process_at_rank(r - 1).receive_into(acc);
-    }
-    add(acc);
-    if r + 1 < p {
-        w.process_at_rank(r + 1).send(acc);
+    for seg in segments(acc.len()) {
+        let part = &mut acc[seg.clone()];
+        if r > 0 {
+            w.process_at_rank(r - 1).receive_into(part);
+        }
+        add(seg, part);
+        if r + 1 < p {
+            w.process_at_rank(r + 1).send(part);
+        }
     }
     w.process_at_rank(p - 1).broadcast_into(acc);
 }
@@ -108,11 +112,11 @@ impl Collective for MpiRanks {
         self.size
     }
 
-    fn chain_f32(&self, acc: &mut [f32], add: &mut dyn FnMut(&mut [f32])) {
+    fn chain_f32(&self, acc: &mut [f32], add: &mut Add<'_, f32>) {
         self.with(|w| chain(w, self.rank, self.size, acc, add));
     }
 
-    fn chain_f64(&self, acc: &mut [f64], add: &mut dyn FnMut(&mut [f64])) {
+    fn chain_f64(&self, acc: &mut [f64], add: &mut Add<'_, f64>) {
         self.with(|w| chain(w, self.rank, self.size, acc, add));
     }
 
