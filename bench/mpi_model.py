@@ -9,8 +9,9 @@ from the measured compute and the collectives each step makes, on 10 GbE and Inf
 T_1 is one rank's time (one thread), T_rep what every rank repeats (estimated from the
 two-rank run: 2*T_2 - T_1, floored at 0), and C(P) the communication:
 
-    chain of m bytes (running sum rank to rank, then a binomial broadcast):
-        ((P - 1) + ceil(log2 P)) * (alpha + m / beta)
+    chain of m bytes in S segments of 256 KB (running sum rank to rank, pipelined, then a
+    broadcast as scatter + all-gather):
+        (P + S - 2) * (alpha + m / (S * beta)) + ceil(log2 P) * alpha + 2 * m / beta
     all-gather of M bytes in all (ring):
         (P - 1) * alpha + (P - 1) / P * M / beta
 
@@ -22,18 +23,18 @@ import argparse
 import math
 
 # Per workload: T_1, T_2 (seconds per step, one thread per rank, measured 2026-12-05 on the
-# 2-core VM), the chains per step (count, floats each) and the gathers (count, floats in
+# 2-core VM: `bda ARGS --threads 1` and `mpirun -np 2 bda ARGS --threads 1`), the chains per step (count, floats each) and the gathers (count, floats in
 # all each).
 WORKLOADS = {
     # bda hyperclean --model mlp --K 20 (5000 + 5000 rows, 784-300-10): per lower step one
     # chain of both sets' products (2 x 241,690), the upper gradient one of 241,690; the
     # per-sample terms (5,000) and the validation classes (5,000) gathered.
     "hyper-cleaning, network (K = 20)": dict(
-        t1=2.836, t2=1.623, chains=[(40, 483_380), (1, 241_690)], gathers=[(22, 5_000)]
+        t1=2.740, t2=1.491, chains=[(40, 483_380), (1, 241_690)], gathers=[(22, 5_000)]
     ),
     # Softmax regression: the same with 7,850-float products.
     "hyper-cleaning, softmax regression (K = 20)": dict(
-        t1=0.1025, t2=0.0614, chains=[(40, 15_700), (1, 7_850)], gathers=[(22, 5_000)]
+        t1=0.0974, t2=0.0600, chains=[(40, 15_700), (1, 7_850)], gathers=[(22, 5_000)]
     ),
     # bda fewshot bench (5-way 1-shot, 15 queries, meta-batch 16, 64 channels, 28x28):
     # 1,280 images; per block a gather of the chunks' moments and one of their backward
@@ -64,13 +65,21 @@ NETWORKS = {
 
 RANKS = [1, 2, 4, 8, 16, 32, 64]
 
+# Floats per segment of a chain (bda_kernel::collective::SEGMENT).
+SEGMENT = 1 << 16
+
 
 def comm(w, net, p):
     if p == 1:
         return 0.0
     a, b = net["alpha"], net["beta"]
-    hops = (p - 1) + math.ceil(math.log2(p))
-    c = sum(n * hops * (a + 4 * m / b) for n, m in w["chains"])
+    c = 0.0
+    for n, floats in w["chains"]:
+        m = 4 * floats
+        segs = math.ceil(floats / SEGMENT)
+        chain = (p + segs - 2) * (a + m / (segs * b))
+        bcast = math.ceil(math.log2(p)) * a + 2 * m / b
+        c += n * (chain + bcast)
     c += sum(n * ((p - 1) * a + (p - 1) / p * 4 * m / b) for n, m in w["gathers"])
     return c
 
