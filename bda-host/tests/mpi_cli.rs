@@ -201,14 +201,7 @@ fn a_killed_rank_ends_the_job() {
          --model mlp --hidden 12 --seed {seed} --quiet --threads 1",
         dir.path().display()
     );
-    let mut job = mpirun(2)
-        .arg(bin())
-        .args(argv(&args))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let ranks = ranks_of(&format!("hyperclean.*--seed {seed}"));
+    let (mut job, ranks) = start(&args, &format!("hyperclean.*--seed {seed}"), Stdio::null);
     // Let them get into the loop, then kill the second rank.
     std::thread::sleep(Duration::from_secs(1));
     kill_and_wait(&ranks, &mut job);
@@ -242,17 +235,40 @@ fn kill_and_wait(ranks: &[String], job: &mut std::process::Child) {
     );
 }
 
-/// The ranks of the job whose command line matches `pattern`, once two have started.
+/// `mpirun -np 2 bda ARGS` in the background (its output to `io()`), ended by a watchdog
+/// after 60 s (ranks that disagree wait for each other for ever), and the process ids of
+/// its two ranks, found by `pattern`.
+fn start(args: &str, pattern: &str, io: fn() -> Stdio) -> (std::process::Child, Vec<String>) {
+    let job = Command::new("timeout")
+        .arg("60")
+        .args(mpirun(2).get_program().to_str())
+        .args(mpirun(2).get_args())
+        .arg(bin())
+        .args(argv(args))
+        .stdout(io())
+        .stderr(io())
+        .spawn()
+        .unwrap();
+    (job, ranks_of(pattern))
+}
+
+/// The ranks of the job whose command line matches `pattern`, once two have started: the
+/// processes whose command line starts with the `bda` binary (not `mpirun`'s or the
+/// watchdog's, which name it later).
 fn ranks_of(pattern: &str) -> Vec<String> {
+    let anchored = format!("^{} {pattern}", bin());
     (0..100)
         .find_map(|_| {
             std::thread::sleep(Duration::from_millis(100));
-            let out = Command::new("pgrep").args(["-f", pattern]).output().ok()?;
+            let out = Command::new("pgrep")
+                .args(["-f", &anchored])
+                .output()
+                .ok()?;
             let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
                 .lines()
                 .map(String::from)
                 .collect();
-            (pids.len() >= 2).then_some(pids)
+            (pids.len() == 2).then_some(pids)
         })
         .expect("two ranks started")
 }
@@ -268,14 +284,7 @@ fn a_killed_rank_leaves_the_last_checkpoint_whole() {
          --ul-iters 1000000 --save {} --save-every 1 --seed {seed} --quiet --threads 1",
         ckpt.display()
     );
-    let mut job = mpirun(2)
-        .arg(bin())
-        .args(argv(&args))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let ranks = ranks_of(&format!("fewshot.*--seed {seed}"));
+    let (mut job, ranks) = start(&args, &format!("fewshot.*--seed {seed}"), Stdio::null);
     // Wait for the first checkpoints, then kill a rank in the middle of the run.
     let t = Instant::now();
     while !ckpt.exists() && t.elapsed() < Duration::from_secs(30) {
@@ -303,18 +312,7 @@ fn a_signal_to_one_rank_stops_every_rank_after_the_same_step() {
          --ul-iters 1000000 --save {} --save-every 1000000 --seed {seed} --json --quiet --threads 1",
         ckpt.display()
     );
-    // Ranks that disagreed on stopping would wait for each other: ended after 60 s.
-    let job = Command::new("timeout")
-        .arg("60")
-        .args(mpirun(2).get_program().to_str())
-        .args(mpirun(2).get_args())
-        .arg(bin())
-        .args(argv(&args))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let ranks = ranks_of(&format!("fewshot.*--seed {seed}"));
+    let (job, ranks) = start(&args, &format!("fewshot.*--seed {seed}"), Stdio::piped);
     std::thread::sleep(Duration::from_secs(2));
     // SIGTERM to one rank only (as a launcher's signal reaches the ranks at different times).
     let victim = ranks.last().unwrap();
