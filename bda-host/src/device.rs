@@ -13,6 +13,7 @@ use bda_kernel::fewshot::{Conv4Shape, MetaBackend};
 use bda_kernel::hyperclean::{Classifier, HypercleanData};
 
 use crate::error::CliError;
+use crate::ranks::Reduce;
 
 /// Where a command computes: the device and the CPU threads. Shared by every command that
 /// can run on a GPU.
@@ -24,6 +25,12 @@ pub struct PlaceArgs {
     /// `cpu`, `cuda` (device 0) or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     pub device: Device,
+    /// How MPI ranks add their partial results: `ordered` (in chunk order: the same bits on
+    /// any number of ranks) or `fast` (MPI's all-reduce: results then depend on the number
+    /// of ranks). One process: no difference.
+    #[arg(long, value_enum, default_value_t = Reduce::Ordered)]
+    #[serde(default)]
+    pub reduce: Reduce,
 }
 
 impl PlaceArgs {
@@ -40,6 +47,7 @@ impl PlaceArgs {
                 crate::ranks::size()
             )));
         }
+        crate::ranks::set_reduce(self.reduce);
         let device = self.device.open()?;
         crate::threads::install(self.threads, || f(&device))
     }

@@ -158,6 +158,31 @@ fn the_few_shot_benchmark_runs_on_ranks() {
 }
 
 #[test]
+fn reduce_fast_is_recorded_and_close_to_the_ordered_sums() {
+    let dir = tempfile::tempdir().unwrap();
+    bda_testkit::idx::write_dataset(dir.path(), 1400, 200, 12, 3).unwrap();
+    let args = format!(
+        "hyperclean --data-dir {} --n-train 1100 --n-val 150 --K 4 --ul-iters 3 \
+         --model mlp --hidden 12 --seed 5 --json --quiet --threads 1",
+        dir.path().display()
+    );
+    let ordered = json(&under_mpirun(3, &argv(&args)));
+    assert_eq!(ordered["config"]["reduce"], "ordered");
+    let fast = json(&under_mpirun(3, &argv(&format!("{args} --reduce fast"))));
+    assert_eq!(fast["config"]["reduce"], "fast");
+    let (a, b) = (
+        ordered["ul_loss"].as_f64().unwrap(),
+        fast["ul_loss"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() <= 1e-4 * a.abs(), "{a} vs {b}");
+    // One rank: nothing to reduce, the same report.
+    let one = comparable(&under_mpirun(1, &argv(&args)));
+    let mut one_fast = comparable(&under_mpirun(1, &argv(&format!("{args} --reduce fast"))));
+    one_fast["config"]["reduce"] = "ordered".into();
+    assert_eq!(one, one_fast);
+}
+
+#[test]
 fn a_failure_on_one_rank_ends_every_rank_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     bda_testkit::idx::write_dataset(dir.path(), 600, 100, 12, 3).unwrap();

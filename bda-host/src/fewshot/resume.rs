@@ -2,7 +2,8 @@
 //! configuration and the hash of the data it read; resuming takes them, and refuses (one
 //! line naming the option) an option given on the command line that contradicts them,
 //! except those meant to change: `--ul-iters` (train longer), `--data-dir` (a copy of the
-//! same data elsewhere: its hash must match), `--threads`, `--device` and the output options.
+//! same data elsewhere: its hash must match), `--threads`, `--device`, `--reduce` and the
+//! output options.
 
 use std::path::Path;
 
@@ -14,7 +15,9 @@ use crate::config::{DataSource, flag_of, given_on_command_line};
 use crate::error::CliError;
 
 /// The configuration keys a resumed run may change.
-pub const MAY_CHANGE: [&str; 5] = ["ul_iters", "data_dir", "threads", "device", "resume"];
+pub const MAY_CHANGE: [&str; 6] = [
+    "ul_iters", "data_dir", "threads", "device", "reduce", "resume",
+];
 
 /// The configuration of the run resumed from `path`: `stored` (the checkpoint's), with the
 /// options of [`MAY_CHANGE`] given on the command line taken from `cli`. Any other option
@@ -39,7 +42,7 @@ pub fn resumed(
         } else if effective.get(&key) != Some(&value) {
             let was = effective.get(&key).map_or("unset".into(), show);
             return Err(CliError::input(format!(
-                "{} {}: the run in {} was trained with {was}; --resume continues it as it was (only --ul-iters, --data-dir to a copy of the same data, --threads, --device and output options may change)",
+                "{} {}: the run in {} was trained with {was}; --resume continues it as it was (only --ul-iters, --data-dir to a copy of the same data, --threads, --device, --reduce and output options may change)",
                 flag_of(&key),
                 show(&value),
                 path.display()

@@ -15,6 +15,7 @@
 //! alone (reading the options and the data) before any rank enters a collective, so that a
 //! failure ends every rank with the same message instead of leaving the others waiting.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bda_kernel::collective::{Collective, Solo};
@@ -26,6 +27,41 @@ mod mpi;
 
 /// The ranks of this process's run, set once at start-up.
 static RANKS: OnceLock<Arc<dyn Collective>> = OnceLock::new();
+
+/// `--reduce fast`: chains as MPI all-reduces.
+static FAST: AtomicBool = AtomicBool::new(false);
+
+/// How ranks add their partial results (`--reduce`).
+#[derive(
+    clap::ValueEnum,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Reduce {
+    /// In chunk order, rank after rank: the same bits on any number of ranks.
+    #[default]
+    Ordered,
+    /// Each rank's sum, then MPI's all-reduce (its order is the library's): faster on many
+    /// ranks, results that depend on their number.
+    Fast,
+}
+
+/// Use `reduce` from now on (a command sets it from its options before computing).
+pub fn set_reduce(reduce: Reduce) {
+    FAST.store(reduce == Reduce::Fast, Ordering::Relaxed);
+}
+
+/// Whether chains are MPI all-reduces (`--reduce fast`).
+pub fn fast() -> bool {
+    FAST.load(Ordering::Relaxed)
+}
 
 /// What [`init`] hands back: MPI stays initialised while it lives.
 pub struct Session {
