@@ -14,9 +14,13 @@
 //! | [`projection`] | norms, spectral clipping and normalisation, orthogonality of weight matrices |
 //! | [`linalg`] | a safe strided GEMM over matrixmultiply, and the scalar types it serves |
 //! | [`aligned`] | cache-line aligned `f32` buffers for the SIMD kernels |
+//! | [`ranks`] | ranks as threads of one process, behind the kernel's `Collective` (tests of a split over ranks) |
 //!
 //! Every reduction is made over chunks fixed independently of the thread count and summed
-//! in chunk order: results do not depend on the number of threads.
+//! in chunk order: results do not depend on the number of threads. Split over ranks
+//! (`HypercleanCpu::with_ranks`, `CpuMeta::with_ranks`), every rank passes its own chunks
+//! and the partials are still added in chunk order: results do not depend on the number of
+//! ranks either.
 #![deny(missing_docs)]
 
 pub mod aligned;

@@ -24,7 +24,8 @@
 //! The samples are cut into chunks of [`CHUNK_GROUPS`](packed::CHUNK_GROUPS) groups (rows
 //! for the network), fixed independently of the number of threads; each chunk writes its
 //! own partial gradient and the partials are summed in chunk order. Results do not depend
-//! on the thread count or on scheduling.
+//! on the thread count or on scheduling, nor on the number of ranks the chunks are split
+//! over ([`split`], [`HypercleanCpu::with_ranks`]).
 //!
 //! # Passes
 //!
