@@ -30,7 +30,7 @@ WORKLOADS = {
     # chain of both sets' products (2 x 241,690), the upper gradient one of 241,690; the
     # per-sample terms (5,000) and the validation classes (5,000) gathered.
     "hyper-cleaning, network (K = 20)": dict(
-        t1=2.740, t2=1.491, chains=[(40, 483_380), (1, 241_690)], gathers=[(22, 5_000)]
+        t1=2.757, t2=1.491, chains=[(40, 483_380), (1, 241_690)], gathers=[(22, 5_000)]
     ),
     # Softmax regression: the same with 7,850-float products.
     "hyper-cleaning, softmax regression (K = 20)": dict(
@@ -41,16 +41,16 @@ WORKLOADS = {
     # sums (160 chunks x 128), the weight gradients chained (576 + 3 x 36,864), the
     # features gathered (1,280 x 256).
     "few-shot, Omniglot shapes": dict(
-        t1=1.147,
-        t2=0.5545,
+        t1=0.973,
+        t2=0.530,
         chains=[(1, 576), (3, 36_864)],
         gathers=[(8, 20_480), (1, 327_680)],
     ),
     # --image-size 84 --in-channels 3 --channels 32 --meta-batch 4: 320 images (40 chunks
     # x 64), weights 864 + 3 x 9,216, features 320 x 1,152.
     "few-shot, MiniImageNet shapes": dict(
-        t1=1.200,
-        t2=0.5679,
+        t1=0.853,
+        t2=0.473,
         chains=[(1, 864), (3, 9_216)],
         gathers=[(8, 2_560), (1, 368_640)],
     ),
