@@ -1,13 +1,13 @@
 //! Few-shot meta-learning on the CPU ([`CpuMeta`]): the conv4 backbone ([`crate::conv4`])
 //! gives each task's features, the kernel's engine ([`Hypergrad`](bda_kernel::backend::Hypergrad), here on each task's
 //! [`FeatureHead`]) gives `∂φ_K/∂features`, and the backbone's backward pass turns the
-//! average over the meta-batch into a parameter gradient. Tasks run in parallel (rayon);
-//! every sum over them is in task order.
+//! average over the meta-batch into a parameter gradient. Tasks run in parallel (rayon),
+//! split over ranks when there are several; every sum over them is in task order.
 
 use std::sync::Arc;
 
 use bda_kernel::backend::Methods;
-use bda_kernel::collective::{Collective, Solo};
+use bda_kernel::collective::{Collective, Solo, owned};
 use bda_kernel::fewshot::{
     Batch, FeatureHead, HeadProcedure, MetaBackend, MetaError, MetaGrad, Task, stack,
 };
@@ -71,7 +71,7 @@ impl std::fmt::Debug for CpuMeta {
 
 impl CpuMeta {
     /// The backbone's passes split over the ranks of `comm` (each passes its chunks of the
-    /// meta-batch's images; every rank fits every task's head): the same bits as one
+    /// meta-batch's images and fits its share of the tasks' heads): the same bits as one
     /// process. Every rank must make the same calls with the same batches.
     pub fn with_ranks(comm: Arc<dyn Collective>) -> Self {
         CpuMeta { comm }
@@ -140,24 +140,86 @@ fn task_hypergradient<T: Float>(
 }
 
 /// One forward pass of the backbone over all tasks' images (one batch-norm batch), then
-/// `f(task, its features)` for every task in parallel. Returns the results, the pass's tape
-/// and each task's row offsets.
+/// `f(task, its features)` for this rank's tasks in parallel (every task alone: the heads
+/// are independent once the features are known). Returns the results, the first task's
+/// index, the pass's tape and every task's row offsets.
+#[allow(clippy::type_complexity)]
 fn per_task<T: Float, R: Send>(
     net: &Conv4<'_, T>,
     tasks: &[Task],
     comm: &dyn Collective,
     f: impl Fn(&Task, &Vec<T>) -> R + Sync,
-) -> (Vec<R>, Tape<T>, Vec<(usize, usize)>) {
+) -> (Vec<R>, usize, Tape<T>, Vec<(usize, usize)>) {
     let (imgs, n) = stack(tasks);
     let (feats, tape) = net.forward_on(&to_t::<T>(&imgs), n, comm);
     let nf = net.arch.features();
     let offs = offsets(tasks);
-    let results = tasks
+    let own = owned(tasks.len(), comm.rank(), comm.size());
+    let results = tasks[own.clone()]
         .par_iter()
-        .zip(offs.par_iter())
+        .zip(offs[own.clone()].par_iter())
         .map(|(t, &o)| f(t, &task_features(&feats, nf, t, o)))
         .collect();
-    (results, tape, offs)
+    (results, own.start, tape, offs)
+}
+
+/// How many tasks of `count` every rank fits, and the values of each task (`per_task`),
+/// in rank order: the counts of a gather of per-task results.
+fn task_counts(
+    count: usize,
+    comm: &dyn Collective,
+    per_task: impl Fn(usize) -> usize,
+) -> Vec<usize> {
+    (0..comm.size())
+        .map(|r| owned(count, r, comm.size()).map(&per_task).sum())
+        .collect()
+}
+
+/// Every task's `(φ, accuracy, ∂φ/∂x)` from this rank's results (those of the tasks from
+/// `first` on): a failed task becomes a non-finite `φ` (the caller's check), a backend
+/// failure is agreed on.
+#[allow(clippy::type_complexity)]
+fn gather_tasks<T: Float>(
+    comm: &dyn Collective,
+    tasks: &[Task],
+    nf: usize,
+    mine: Vec<Result<(T, f64, Vec<T>), MetaError>>,
+    first: usize,
+) -> Result<(Vec<T>, Vec<f64>, Vec<T>), MetaError> {
+    let rows = |i: usize| tasks[i].support_labels.len() + tasks[i].query_labels.len();
+    let (mut phis, mut accs, mut gxs, mut failed) = (Vec::new(), Vec::new(), Vec::new(), None);
+    for (i, r) in mine.into_iter().enumerate() {
+        match r {
+            Ok((phi, acc, gx)) => {
+                phis.push(phi);
+                accs.push(acc);
+                gxs.extend(gx);
+            }
+            Err(e) => {
+                if let MetaError::Device(m) = &e {
+                    failed.get_or_insert(m.clone());
+                }
+                phis.push(T::from_f64(f64::NAN));
+                accs.push(f64::NAN);
+                gxs.extend(std::iter::repeat_n(T::zero(), rows(first + i) * nf));
+            }
+        }
+    }
+    if let Some(m) = comm.agree(failed.as_deref()) {
+        return Err(MetaError::Device(m));
+    }
+    if comm.size() == 1 {
+        return Ok((phis, accs, gxs));
+    }
+    let n = tasks.len();
+    let ones = task_counts(n, comm, |_| 1);
+    let (mut all_phi, mut all_acc) = (vec![T::zero(); n], vec![0.0; n]);
+    T::gather(comm, &phis, &ones, &mut all_phi);
+    comm.gather_f64(&accs, &ones, &mut all_acc);
+    let sizes = task_counts(n, comm, |i| rows(i) * nf);
+    let mut all_gx = vec![T::zero(); sizes.iter().sum()];
+    T::gather(comm, &gxs, &sizes, &mut all_gx);
+    Ok((all_phi, all_acc, all_gx))
 }
 
 /// The meta-gradient of the mean `φ_K` over the batch's tasks w.r.t. the backbone's
@@ -177,8 +239,9 @@ pub fn meta_gradient_on<T: Float>(
         params: batch.params,
     };
     let nf = arch.features();
-    let (per_task, tape, offs) =
+    let (mine, first, tape, offs) =
         per_task(&net, tasks, comm, |t, x| task_hypergradient(nf, t, x, head));
+    let (phis, accs, gxs) = gather_tasks(comm, tasks, nf, mine, first)?;
     let n: usize = tasks
         .iter()
         .map(|t| t.support_labels.len() + t.query_labels.len())
@@ -186,8 +249,8 @@ pub fn meta_gradient_on<T: Float>(
     let scale = T::one() / T::from_f64(tasks.len() as f64);
     let mut dfeats = vec![T::zero(); n * nf];
     let (mut loss, mut acc) = (0.0, 0.0);
-    for ((r, t), &(s, q)) in per_task.into_iter().zip(tasks).zip(&offs) {
-        let (phi, a, gx) = r?;
+    let mut at = 0;
+    for (((&phi, &a), t), &(s, q)) in phis.iter().zip(&accs).zip(tasks).zip(&offs) {
         if !phi.is_finite() {
             return Err(MetaError::NonFinite);
         }
@@ -195,6 +258,8 @@ pub fn meta_gradient_on<T: Float>(
         acc += a;
         let ns = t.support_labels.len();
         let nq = t.query_labels.len();
+        let gx = &gxs[at..at + (ns + nq) * nf];
+        at += (ns + nq) * nf;
         for (d, &g) in dfeats[s * nf..(s + ns) * nf].iter_mut().zip(&gx[..ns * nf]) {
             *d = g * scale;
         }
@@ -227,7 +292,7 @@ pub fn evaluate_tasks_on(batch: Batch<'_>, comm: &dyn Collective) -> Result<Vec<
         arch: batch.shape,
         params: batch.params,
     };
-    let (accs, _, _) = per_task(&net, batch.tasks, comm, |t, x| {
+    let (mine, _, _, _) = per_task(&net, batch.tasks, comm, |t, x| {
         let mut h = head_of::<f32>(nf, t, head.l2);
         let mut hg = h
             .hypergrad(head.spec)
@@ -237,5 +302,30 @@ pub fn evaluate_tasks_on(batch: Batch<'_>, comm: &dyn Collective) -> Result<Vec<
             .map_err(|_| MetaError::NonFinite)?;
         Ok(100.0 * h.accuracy(x, &y))
     });
-    accs.into_iter().collect()
+    // Every task's accuracy in task order; a failed task is NaN until all are gathered.
+    let mut failed = None;
+    let accs: Vec<f64> = mine
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|e| {
+                if let MetaError::Device(m) = e {
+                    failed.get_or_insert(m);
+                }
+                f64::NAN
+            })
+        })
+        .collect();
+    if let Some(m) = comm.agree(failed.as_deref()) {
+        return Err(MetaError::Device(m));
+    }
+    let n = batch.tasks.len();
+    let mut all = accs.clone();
+    if comm.size() > 1 {
+        all = vec![0.0; n];
+        comm.gather_f64(&accs, &task_counts(n, comm, |_| 1), &mut all);
+    }
+    match all.iter().any(|a| a.is_nan()) {
+        true => Err(MetaError::NonFinite),
+        false => Ok(all),
+    }
 }
