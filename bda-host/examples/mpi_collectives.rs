@@ -24,7 +24,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let _session = match bda_host::ranks::init() {
+    let _membership = match bda_host::ranks::init() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("mpi_collectives: {e}");

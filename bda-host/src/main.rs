@@ -82,8 +82,8 @@ fn main() -> ExitCode {
         .subcommand()
         .map(|(_, m)| m)
         .expect("clap requires a subcommand");
-    // Under `mpirun`: join the other ranks (MPI stays up while `session` lives).
-    let (_session, started) = match bda_host::ranks::init() {
+    // Under `mpirun`: join the other ranks (MPI stays up while `_membership` lives).
+    let (_membership, started) = match bda_host::ranks::init() {
         Ok(s) => (Some(s), Ok(())),
         Err(e) => (None, Err(e)),
     };
@@ -105,6 +105,6 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     };
-    // `_session` ends MPI here, after every rank's output.
+    // `_membership` ends MPI here, after every rank's output.
     code
 }

@@ -64,7 +64,7 @@ pub fn fast() -> bool {
 }
 
 /// What [`init`] hands back: MPI stays initialised while it lives.
-pub struct Session {
+pub struct Membership {
     #[cfg(feature = "mpi")]
     _universe: Option<::mpi::environment::Universe>,
 }
@@ -96,13 +96,13 @@ pub fn local_ranks() -> usize {
 
 /// Join the launcher's ranks (with MPI) or stand alone. Without the `mpi` feature, a
 /// launch of several processes is refused.
-pub fn init() -> Result<Session, CliError> {
+pub fn init() -> Result<Membership, CliError> {
     let launched = launched().filter(|&(size, _)| size > 1);
     #[cfg(feature = "mpi")]
     if launched.is_some() {
         let (universe, comm) = mpi::init()?;
         let _ = RANKS.set(comm);
-        return Ok(Session {
+        return Ok(Membership {
             _universe: Some(universe),
         });
     }
@@ -111,7 +111,7 @@ pub fn init() -> Result<Session, CliError> {
             "started as one of {size} processes, but this bda was built without MPI: build it with `cargo build --release -p bda-host --features mpi` (needs an MPI library and libclang), or run one process"
         )));
     }
-    Ok(Session {
+    Ok(Membership {
         #[cfg(feature = "mpi")]
         _universe: None,
     })
