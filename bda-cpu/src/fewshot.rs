@@ -175,9 +175,36 @@ fn task_counts(
         .collect()
 }
 
+/// This rank's per-task results with every failure settled the same way on every rank: a
+/// backend failure on any rank is agreed on and returned; a failed task becomes
+/// `failed(its index among this rank's)`, a value the caller's checks reject once all
+/// tasks are gathered (a non-finite `φ` or accuracy).
+fn settle<R>(
+    comm: &dyn Collective,
+    mine: Vec<Result<R, MetaError>>,
+    failed: impl Fn(usize) -> R,
+) -> Result<Vec<R>, MetaError> {
+    let mut device = None;
+    let out = mine
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.unwrap_or_else(|e| {
+                if let MetaError::Device(m) = e {
+                    device.get_or_insert(m);
+                }
+                failed(i)
+            })
+        })
+        .collect();
+    match comm.agree(device.as_deref()) {
+        Some(m) => Err(MetaError::Device(m)),
+        None => Ok(out),
+    }
+}
+
 /// Every task's `(φ, accuracy, ∂φ/∂x)` from this rank's results (those of the tasks from
-/// `first` on): a failed task becomes a non-finite `φ` (the caller's check), a backend
-/// failure is agreed on.
+/// `first` on), in task order; a failed task's `φ` is NaN.
 #[allow(clippy::type_complexity)]
 fn gather_tasks<T: Float>(
     comm: &dyn Collective,
@@ -187,26 +214,15 @@ fn gather_tasks<T: Float>(
     first: usize,
 ) -> Result<(Vec<T>, Vec<f64>, Vec<T>), MetaError> {
     let rows = |i: usize| tasks[i].support_labels.len() + tasks[i].query_labels.len();
-    let (mut phis, mut accs, mut gxs, mut failed) = (Vec::new(), Vec::new(), Vec::new(), None);
-    for (i, r) in mine.into_iter().enumerate() {
-        match r {
-            Ok((phi, acc, gx)) => {
-                phis.push(phi);
-                accs.push(acc);
-                gxs.extend(gx);
-            }
-            Err(e) => {
-                if let MetaError::Device(m) = &e {
-                    failed.get_or_insert(m.clone());
-                }
-                phis.push(T::from_f64(f64::NAN));
-                accs.push(f64::NAN);
-                gxs.extend(std::iter::repeat_n(T::zero(), rows(first + i) * nf));
-            }
-        }
-    }
-    if let Some(m) = comm.agree(failed.as_deref()) {
-        return Err(MetaError::Device(m));
+    let nan = |i: usize| {
+        let zeros = vec![T::zero(); rows(first + i) * nf];
+        (T::from_f64(f64::NAN), f64::NAN, zeros)
+    };
+    let (mut phis, mut accs, mut gxs) = (Vec::new(), Vec::new(), Vec::new());
+    for (phi, acc, gx) in settle(comm, mine, nan)? {
+        phis.push(phi);
+        accs.push(acc);
+        gxs.extend(gx);
     }
     if comm.size() == 1 {
         return Ok((phis, accs, gxs));
@@ -303,27 +319,16 @@ pub fn evaluate_tasks_on(batch: Batch<'_>, comm: &dyn Collective) -> Result<Vec<
         Ok(100.0 * h.accuracy(x, &y))
     });
     // Every task's accuracy in task order; a failed task is NaN until all are gathered.
-    let mut failed = None;
-    let accs: Vec<f64> = mine
-        .into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|e| {
-                if let MetaError::Device(m) = e {
-                    failed.get_or_insert(m);
-                }
-                f64::NAN
-            })
-        })
-        .collect();
-    if let Some(m) = comm.agree(failed.as_deref()) {
-        return Err(MetaError::Device(m));
-    }
+    let accs = settle(comm, mine, |_| f64::NAN)?;
     let n = batch.tasks.len();
-    let mut all = accs.clone();
-    if comm.size() > 1 {
-        all = vec![0.0; n];
-        comm.gather_f64(&accs, &task_counts(n, comm, |_| 1), &mut all);
-    }
+    let all = match comm.size() {
+        1 => accs,
+        _ => {
+            let mut all = vec![0.0; n];
+            comm.gather_f64(&accs, &task_counts(n, comm, |_| 1), &mut all);
+            all
+        }
+    };
     match all.iter().any(|a| a.is_nan()) {
         true => Err(MetaError::NonFinite),
         false => Ok(all),

@@ -100,6 +100,12 @@ pub fn segments(n: usize) -> impl Iterator<Item = Range<usize>> {
 /// partials' values at `range` to `acc` (`acc.len() == range.len()`).
 pub type Add<'a, T> = dyn FnMut(Range<usize>, &mut [T]) + 'a;
 
+/// The rows of `n` that the chunks `chunks` of `per_chunk` rows cover (the last chunk of
+/// the `n` rows may be short): a rank's rows from its chunks.
+pub fn chunk_rows(chunks: Range<usize>, per_chunk: usize, n: usize) -> Range<usize> {
+    (chunks.start * per_chunk).min(n)..(chunks.end * per_chunk).min(n)
+}
+
 /// How many of `chunks` every rank owns, in rank order (the counts of a gather).
 pub fn counts(chunks: usize, ranks: usize) -> Vec<usize> {
     (0..ranks).map(|r| owned(chunks, r, ranks).len()).collect()

@@ -7,7 +7,7 @@
 
 use std::ops::Range;
 
-use bda_kernel::collective::{Collective, owned};
+use bda_kernel::collective::{Collective, chunk_rows, owned};
 
 use super::ops::chunks;
 use super::{CHUNK, Float};
@@ -18,8 +18,7 @@ pub(super) fn own_images(n: usize, comm: &dyn Collective) -> Range<usize> {
 }
 
 fn images_of(n: usize, rank: usize, ranks: usize) -> Range<usize> {
-    let c = owned(n.div_ceil(CHUNK), rank, ranks);
-    (c.start * CHUNK).min(n)..(c.end * CHUNK).min(n)
+    chunk_rows(owned(n.div_ceil(CHUNK), rank, ranks), CHUNK, n)
 }
 
 /// Per-chunk vectors of `len` of this rank's chunks → those of every chunk of the batch

@@ -52,13 +52,14 @@ impl CpuClassifier for Linear {
         false
     }
 
-    /// Run `pass` over `set` with per-sample weights `omega` (zero on padding); fills
-    /// `scratch.partial[chunk·ylen..]`, `scratch.chunk_loss[chunk]`, `scratch.sample[i]`.
+    const LOSS_ROWS: usize = CHUNK_GROUPS * LANES;
+
+    /// Run `pass` over the chunks of `rows` of `set` with per-sample weights `omega` (zero
+    /// on padding); fills `scratch.partial[chunk·ylen..]`, `scratch.chunk_loss[chunk]`,
+    /// `scratch.sample[i]` (chunks and rows counted from the first of `rows`).
     ///
     /// `probs` (`groups × c` lanes) holds the softmax outputs `p_i` of `y`: a gradient pass
     /// writes them, a Hessian pass reads them instead of recomputing the logits of `y`.
-    const LOSS_ROWS: usize = CHUNK_GROUPS * LANES;
-
     fn run_pass(
         &self,
         set: &Packed,

@@ -13,7 +13,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use bda_kernel::collective::{Add, Collective, Solo, owned_by_weight};
+use bda_kernel::collective::{Add, Collective, Solo, chunk_rows, owned_by_weight};
 
 use super::packed::{CHUNK_GROUPS, LANES, Packed};
 
@@ -79,8 +79,7 @@ impl Split {
 
     /// The packed rows of set `which` (of `rows` padded rows) that rank `r` passes over.
     fn rows_of(&self, which: usize, rows: usize, r: usize) -> Range<usize> {
-        let u = &self.shares[which][r];
-        (u.start * UNIT_ROWS).min(rows)..(u.end * UNIT_ROWS).min(rows)
+        chunk_rows(self.shares[which][r].clone(), UNIT_ROWS, rows)
     }
 
     /// The packed rows of set `which` (of `rows` padded rows) that this rank passes over.

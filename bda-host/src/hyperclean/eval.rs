@@ -10,7 +10,7 @@ use super::{HostData, metrics};
 use crate::device::PredictorFn;
 use crate::output::Interrupt;
 use crate::ranks;
-use bda_kernel::collective::owned;
+use bda_kernel::collective::{chunk_rows, owned};
 
 /// The validation and test sets prepared for prediction (on several ranks, each rank's
 /// share of their rows), and the corruption flags.
@@ -69,8 +69,7 @@ impl<'a> Evaluator<'a> {
 const ROWS: usize = 64;
 
 fn rows_of(n: usize, rank: usize, ranks: usize) -> std::ops::Range<usize> {
-    let g = owned(n.div_ceil(ROWS), rank, ranks);
-    (g.start * ROWS).min(n)..(g.end * ROWS).min(n)
+    chunk_rows(owned(n.div_ceil(ROWS), rank, ranks), ROWS, n)
 }
 
 /// A set's predictor on this rank's rows of it.

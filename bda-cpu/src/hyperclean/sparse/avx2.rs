@@ -138,7 +138,7 @@ pub(super) unsafe fn scatter_pixels<const N: usize, const ADD: bool>(
     assert!(j + N <= d && t + TILE <= hp && acc.len() >= N * hp);
     assert!(g.len() >= groups * LANES * hp);
     let ap = acc.as_mut_ptr();
-    // The chunk's sum from zero, added to `acc` at the end.
+    // The chunk's sum from zero, added to `acc` (or stored over it) at the end.
     let mut a = [_mm256_setzero_ps(); N];
     let mut b = [_mm256_setzero_ps(); N];
     while mask != 0 {
