@@ -57,6 +57,22 @@ extern "C" __global__ void axpy(float alpha, const float* __restrict__ x, float*
     }
 }
 
+// acc[i] += parts[0·stride + i], then parts[1·stride + i], … up to `chunks`, one addition at a
+// time in chunk order: a rank continues the running sum of a chain over ranks with its own chunks'
+// partial sums, so the result has the same bits whichever rank holds which chunk.
+extern "C" __global__ void fold_chunks(
+    float* __restrict__ acc, const float* __restrict__ parts, int n, int stride, int chunks)
+{
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        float a = acc[i];
+        for (int j = 0; j < chunks; ++j) {
+            a += parts[(long long)j * stride + i];
+        }
+        acc[i] = a;
+    }
+}
+
 // y ← alpha·y.
 extern "C" __global__ void scale(float alpha, float* __restrict__ y, int n)
 {

@@ -70,6 +70,10 @@ pub enum GpuError {
     /// A dimension does not fit the 32-bit integers of cuBLAS and the kernels.
     #[error("{0} too large for 32-bit CUDA indexing")]
     TooLarge(&'static str),
+    /// A product split over ranks failed on one of them: the lowest-ranked failure, which
+    /// every rank reports (`rank R: <its error>`), so that none waits for the others.
+    #[error("{0}")]
+    Ranks(String),
 }
 
 /// The first line of an NVRTC log that says something (NVRTC logs are multi-line).

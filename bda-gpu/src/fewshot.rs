@@ -287,7 +287,7 @@ impl FewshotGpu {
         }
         let accuracy = hits_to_accuracy(st.head.task_hits(), ep.query);
         // dfeats = ∂(mean φ)/∂x = gx / m, in place.
-        scale(dev, 1.0 / ep.tasks as f32, &mut st.gx.0)?;
+        scale(dev, 1.0 / ep.tasks as f32, &mut st.gx.0.as_view_mut())?;
         conv.backward(&st.gx.0)?;
         conv.download_grad(grad)?;
         Ok(TaskResults { loss, accuracy })

@@ -132,7 +132,7 @@ fn decay_only(dev: &GpuDevice, decay: f32, v: &mut GpuVec) -> Result<(), GpuErro
     if decay == 1.0 {
         return Ok(());
     }
-    scale(dev, decay, &mut v.0)
+    scale(dev, decay, &mut v.0.as_view_mut())
 }
 
 /// `Ok` for an L2 weight the head accepts.

@@ -75,6 +75,7 @@ pub(crate) enum Kernel {
     PackPairScale,
     Axpy,
     Scale,
+    FoldChunks,
     ReduceDot,
     ReduceSum,
     AnyNonfinite,
@@ -96,7 +97,7 @@ pub(crate) enum Kernel {
 }
 
 impl Kernel {
-    pub(crate) const ALL: [Kernel; 28] = [
+    pub(crate) const ALL: [Kernel; 29] = [
         Kernel::XentGradRows,
         Kernel::XentDxRows,
         Kernel::HvpRows,
@@ -107,6 +108,7 @@ impl Kernel {
         Kernel::PackPairScale,
         Kernel::Axpy,
         Kernel::Scale,
+        Kernel::FoldChunks,
         Kernel::ReduceDot,
         Kernel::ReduceSum,
         Kernel::AnyNonfinite,
@@ -140,6 +142,7 @@ impl Kernel {
             Kernel::PackPairScale => "pack_pair_scale",
             Kernel::Axpy => "axpy",
             Kernel::Scale => "scale",
+            Kernel::FoldChunks => "fold_chunks",
             Kernel::ReduceDot => "reduce_dot",
             Kernel::ReduceSum => "reduce_sum",
             Kernel::AnyNonfinite => "any_nonfinite",

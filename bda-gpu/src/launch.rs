@@ -2,7 +2,9 @@
 //! [`GpuVec`], the launch geometries, the length checks that make an `unsafe` launch sound, and
 //! the kernels that belong to no one problem (`axpy`, `scale`, the single-block reductions).
 
-use cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaSlice, CudaView, CudaViewMut, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg,
+};
 
 use crate::kernels::Kernel;
 use crate::{GpuDevice, GpuError};
@@ -117,8 +119,8 @@ pub(crate) fn single_block() -> Result<LaunchConfig, GpuError> {
 pub(crate) fn axpy(
     dev: &GpuDevice,
     a: f32,
-    v: &CudaSlice<f32>,
-    y: &mut CudaSlice<f32>,
+    v: &CudaView<'_, f32>,
+    y: &mut CudaViewMut<'_, f32>,
 ) -> Result<(), GpuError> {
     check("axpy v", v.len(), y.len())?;
     let f = dev.kernel(Kernel::Axpy)?;
@@ -132,7 +134,7 @@ pub(crate) fn axpy(
 }
 
 /// `y ← a·y`.
-pub(crate) fn scale(dev: &GpuDevice, a: f32, y: &mut CudaSlice<f32>) -> Result<(), GpuError> {
+pub(crate) fn scale(dev: &GpuDevice, a: f32, y: &mut CudaViewMut<'_, f32>) -> Result<(), GpuError> {
     let f = dev.kernel(Kernel::Scale)?;
     let len = y.len();
     let n = i32_of(len);

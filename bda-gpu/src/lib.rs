@@ -19,7 +19,7 @@ pub use device::GpuDevice;
 pub use error::GpuError;
 pub use fewshot::{Episodes, FewshotError, FewshotGpu, TaskResults};
 pub use head::{BatchedHead, HeadDims, HeadGpu};
-pub use hyperclean::{Hyperclean, HypercleanGpu, HypercleanMlp, HypercleanMlpGpu};
+pub use hyperclean::{CHUNK_ROWS, Hyperclean, HypercleanGpu, HypercleanMlp, HypercleanMlpGpu};
 pub use launch::GpuVec;
 pub use meta::GpuMeta;
 pub use on_device::OnDevice;

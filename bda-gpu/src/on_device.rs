@@ -165,12 +165,12 @@ impl<P> Backend for OnDevice<P> {
     fn axpy_y(&mut self, a: f32, v: &GpuVec, y: &mut GpuVec) -> Result<(), GpuError> {
         self.check_y("axpy_y v", v)?;
         self.check_y("axpy_y y", y)?;
-        axpy(&self.dev, a, &v.0, &mut y.0)
+        axpy(&self.dev, a, &v.0.as_view(), &mut y.0.as_view_mut())
     }
 
     fn scale_y(&mut self, a: f32, y: &mut GpuVec) -> Result<(), GpuError> {
         self.check_y("scale_y y", y)?;
-        scale(&self.dev, a, &mut y.0)
+        scale(&self.dev, a, &mut y.0.as_view_mut())
     }
 
     fn zero_y(&mut self, y: &mut GpuVec) -> Result<(), GpuError> {

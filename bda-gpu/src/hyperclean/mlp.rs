@@ -30,10 +30,14 @@ use bda_kernel::backend::{
     UpperGradient,
 };
 use bda_kernel::hyperclean::{Classifier, HypercleanData};
+use std::sync::Arc;
+
+use bda_kernel::collective::Collective;
 use cudarc::driver::{CudaSlice, CudaView, PushKernelArg};
 
 use super::dims::Dims;
 use super::rows::RowBufs;
+use super::split::{RowSplit, Sink, Splittable, each_train_row, gather_train, settle, sum_rows};
 use crate::gemm::RowMajor;
 use crate::kernels::Kernel;
 use crate::launch::{elementwise, i32_of, push};
@@ -63,6 +67,14 @@ pub struct HypercleanMlp {
     /// A copy of the direction of `step_adjoint` (its buffer is updated in place); taken
     /// out while in use.
     v: Option<CudaSlice<f32>>,
+    /// This rank's share of the rows, when split over ranks.
+    split: Option<RowSplit>,
+}
+
+impl Splittable for HypercleanMlp {
+    fn split_mut(&mut self) -> &mut Option<RowSplit> {
+        &mut self.split
+    }
 }
 
 /// Data hyper-cleaning with the authors' network on one CUDA device: the same capability
@@ -100,20 +112,37 @@ impl HypercleanMlpGpu {
                 rows: RowBufs::new(dev, dims, data)?,
                 g2: stream.alloc_zeros(n * dims.c)?,
                 v: Some(stream.alloc_zeros(data.y_len())?),
+                split: None,
             };
             let backend = OnDevice::with_problem(dev, dims.n_tr, data.y_len(), p)?;
             dev.synchronize()?;
             Ok(backend)
         })
     }
-}
 
-/// Where a Hessian pass's products go: accumulated with `alpha` into a `y` buffer (`beta`
-/// for what it held).
-struct Sink<'a> {
-    out: &'a mut CudaSlice<f32>,
-    alpha: f32,
-    beta: f32,
+    /// This backend as one of the ranks of `comm`, as
+    /// [`HypercleanGpu::with_ranks`](crate::HypercleanGpu::with_ranks): each product passes
+    /// over this rank's chunks of [`CHUNK_ROWS`](crate::CHUNK_ROWS) rows, the results put
+    /// together in chunk order (the same bits for any number of ranks).
+    pub fn with_ranks(mut self, comm: Arc<dyn Collective>) -> Result<Self, GpuError> {
+        let (d, y_len) = (self.p.dims, self.p.y_len);
+        self.p.split = Some(RowSplit::new(&self.dev, comm, d.n_tr, d.n_all, y_len)?);
+        Ok(self)
+    }
+
+    /// Device bytes held by the uploaded data and the scratch buffers (not counting `x`/`y`
+    /// buffers, the CUDA context and cuBLAS' workspace).
+    pub fn resident_bytes(&self) -> usize {
+        let p = &self.p;
+        [&p.feats, &p.hid, &p.hidt, &p.gh, &p.g2]
+            .iter()
+            .map(|b| b.num_bytes())
+            .sum::<usize>()
+            + p.v.as_ref().map_or(0, |v| v.num_bytes())
+            + p.rows.num_bytes()
+            + p.split.as_ref().map_or(0, RowSplit::num_bytes)
+            + self.scratch.num_bytes()
+    }
 }
 
 impl HypercleanMlp {
@@ -221,7 +250,11 @@ impl HypercleanMlp {
     ) -> Result<(), GpuError> {
         let (d, h, ldh, c) = (self.dims, self.h, self.ldh, self.dims.c);
         let rows = r1 - r0;
-        let Sink { out, alpha, beta } = into;
+        let Sink {
+            mut out,
+            alpha,
+            beta,
+        } = into;
         let off2 = self.off2;
         // Second layer: (H+1)×c = hidᵀ (H+1 × rows) · g (rows × c).
         let p2 = RowMajor {
@@ -359,20 +392,18 @@ impl LowerStep for HypercleanMlpGpu {
         self.check_args("lower_step", [x], [y, y_out])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let d = p.dims;
-        p.scale_copy(dev, &y.0, &mut y_out.0, 1.0 - 2.0 * d.lambda * w_u, 1.0)?;
+        let pre = p.scale_copy(dev, &y.0, &mut y_out.0, 1.0 - 2.0 * d.lambda * w_u, 1.0);
         let rows = d.rows(w_u, w_l);
         if rows.0 == rows.1 {
-            return Ok(());
+            return pre;
         }
-        p.forward(dev, &y.0, rows, d.c)?;
         let w = (w_l / d.n_tr as f32, w_u / d.n_val as f32);
-        p.rows.xent_grad(dev, x, rows, d.c, w, None)?;
-        let into = Sink {
-            out: &mut y_out.0,
-            alpha: -1.0,
-            beta: 1.0,
-        };
-        p.backward(dev, &y.0, None, rows, into)
+        let into = Sink::of(y_out, -1.0, 1.0);
+        sum_rows(p, dev, pre, rows, into, |p, rows, into| {
+            p.forward(dev, &y.0, rows, d.c)?;
+            p.rows.xent_grad(dev, x, rows, d.c, w, None)?;
+            p.backward(dev, &y.0, None, rows, into)
+        })
     }
 }
 
@@ -386,27 +417,36 @@ impl UpperGradient for HypercleanMlpGpu {
         self.check_args("upper_grad", [x, gx], [y, gy])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let d = p.dims;
-        p.scale_copy(dev, &y.0, &mut gy.0, 2.0 * d.lambda, 0.0)?;
-        let rows = (d.n_tr, d.n_all);
-        p.forward(dev, &y.0, rows, d.c)?;
-        p.rows
-            .xent_grad(dev, x, rows, d.c, (0.0, 1.0 / d.n_val as f32), None)?;
-        let into = Sink {
-            out: &mut gy.0,
-            alpha: 1.0,
-            beta: 1.0,
-        };
-        p.backward(dev, &y.0, None, rows, into)?;
-        // Σ CE over validation rows and ‖W₁‖², then ‖W₂‖².
+        let pre = p.scale_copy(dev, &y.0, &mut gy.0, 2.0 * d.lambda, 0.0);
+        let w = (0.0, 1.0 / d.n_val as f32);
+        let into = Sink::of(gy, 1.0, 1.0);
+        sum_rows(p, dev, pre, (d.n_tr, d.n_all), into, |p, rows, into| {
+            p.forward(dev, &y.0, rows, d.c)?;
+            p.rows.xent_grad(dev, x, rows, d.c, w, None)?;
+            p.backward(dev, &y.0, None, rows, into)
+        })?;
+        // Σ CE over validation rows (on the device, or over the ranks) and ‖W₁‖², then
+        // ‖W₂‖².
         let (off2, h) = (p.off2, p.h);
-        self.scratch.sum(dev, &p.rows.ce.slice(d.n_tr..), 0)?;
-        let w1 = y.0.slice(..d.d * h);
-        self.scratch.dot(dev, &w1, &w1, 1)?;
-        let [ce_sum, w1_sq] = self.scratch.read(dev)?;
-        let w2 = y.0.slice(off2..off2 + h * d.c);
-        self.scratch.dot(dev, &w2, &w2, 1)?;
-        let [_, w2_sq] = self.scratch.read(dev)?;
-        Ok((ce_sum / d.n_val as f64 + f64::from(d.lambda) * (w1_sq + w2_sq)) as f32)
+        let scratch = &mut self.scratch;
+        let value = (|| {
+            let ce_sum = match &p.split {
+                Some(s) => Some(s.val_sum(dev, Ok(()), &p.rows.ce)?),
+                None => {
+                    scratch.sum(dev, &p.rows.ce.slice(d.n_tr..), 0)?;
+                    None
+                }
+            };
+            let w1 = y.0.slice(..d.d * h);
+            scratch.dot(dev, &w1, &w1, 1)?;
+            let [ce_dev, w1_sq] = scratch.read(dev)?;
+            let w2 = y.0.slice(off2..off2 + h * d.c);
+            scratch.dot(dev, &w2, &w2, 1)?;
+            let [_, w2_sq] = scratch.read(dev)?;
+            let ce_sum = ce_sum.unwrap_or(ce_dev);
+            Ok((ce_sum / d.n_val as f64 + f64::from(d.lambda) * (w1_sq + w2_sq)) as f32)
+        })();
+        settle(p, value)
     }
 }
 
@@ -423,27 +463,24 @@ impl StepAdjoint for HypercleanMlpGpu {
         let mut v =
             p.v.take()
                 .ok_or(GpuError::Data("step_adjoint re-entered"))?;
-        dev.stream().memcpy_dtod(&a.0, &mut v)?;
-        p.scale_copy(dev, &v, &mut a.0, 1.0 - 2.0 * d.lambda * w_u, 1.0)?;
+        let pre = dev
+            .stream()
+            .memcpy_dtod(&a.0, &mut v)
+            .map_err(GpuError::from)
+            .and_then(|()| p.scale_copy(dev, &v, &mut a.0, 1.0 - 2.0 * d.lambda * w_u, 1.0));
         let (n_tr, n_val) = (d.n_tr as f32, d.n_val as f32);
         let w = (w_l / n_tr, w_u / n_val);
-        let into = Sink {
-            out: &mut a.0,
-            alpha: -1.0,
-            beta: 1.0,
-        };
-        let r = p.hessian(
-            dev,
-            x,
-            &y.0,
-            &v,
-            rows,
-            w,
-            Some((gx, -w_l / n_tr)),
-            Some(into),
-        );
+        let into = Sink::of(a, -1.0, 1.0);
+        let r = sum_rows(p, dev, pre, rows, into, |p, rows, into| {
+            let gx = Some((&mut *gx, -w_l / n_tr));
+            p.hessian(dev, x, &y.0, &v, rows, w, gx, Some(into))
+        });
         p.v = Some(v);
-        r
+        r?;
+        if rows.0 == 0 {
+            gather_train(p, dev, gx)?;
+        }
+        Ok(())
     }
 }
 
@@ -462,13 +499,11 @@ impl LowerHessian for HypercleanMlpGpu {
         self.check_args("lower_hvp", [x], [y, v, out])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let n_tr = p.dims.n_tr;
-        let into = Sink {
-            out: &mut out.0,
-            alpha: 1.0,
-            beta: 0.0,
-        };
         let w = (1.0 / n_tr as f32, 0.0);
-        p.hessian(dev, x, &y.0, &v.0, (0, n_tr), w, None, Some(into))
+        let into = Sink::of(out, 1.0, 0.0);
+        sum_rows(p, dev, Ok(()), (0, n_tr), into, |p, rows, into| {
+            p.hessian(dev, x, &y.0, &v.0, rows, w, None, Some(into))
+        })
     }
 
     fn lower_mixed_vjp(&mut self, x: &V, y: &V, v: &V, scale: f32, gx: &mut V) -> R {
@@ -476,23 +511,19 @@ impl LowerHessian for HypercleanMlpGpu {
         let (dev, p) = (&self.dev, &mut self.p);
         let n_tr = p.dims.n_tr;
         let gx_scale = scale / n_tr as f32;
-        p.hessian(
-            dev,
-            x,
-            &y.0,
-            &v.0,
-            (0, n_tr),
-            (0.0, 0.0),
-            Some((gx, gx_scale)),
-            None,
-        )
+        each_train_row(p, dev, n_tr, gx, |p, rows, gx| {
+            let gx = Some((gx, gx_scale));
+            p.hessian(dev, x, &y.0, &v.0, rows, (0.0, 0.0), gx, None)
+        })
     }
 
     fn lower_grad_x(&mut self, x: &V, y: &V, scale: f32, gx: &mut V) -> R {
         self.check_args("lower_grad_x", [x, gx], [y])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let d = p.dims;
-        p.forward(dev, &y.0, (0, d.n_tr), d.c)?;
-        p.rows.grad_x(dev, x, scale, gx)
+        each_train_row(p, dev, d.n_tr, gx, |p, rows, gx| {
+            p.forward(dev, &y.0, rows, d.c)?;
+            p.rows.grad_x(dev, x, rows, scale, gx)
+        })
     }
 }

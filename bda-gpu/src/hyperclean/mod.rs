@@ -26,9 +26,13 @@ mod dims;
 mod mlp;
 mod products;
 mod rows;
+mod split;
 
 pub use mlp::{HypercleanMlp, HypercleanMlpGpu};
 
+use std::sync::Arc;
+
+use bda_kernel::collective::Collective;
 use bda_kernel::hyperclean::HypercleanData;
 use cudarc::driver::CudaSlice;
 
@@ -36,6 +40,9 @@ use crate::probe::guard;
 use crate::{GpuDevice, GpuError, OnDevice};
 use dims::Dims;
 use rows::RowBufs;
+use split::{RowSplit, Splittable};
+
+pub use split::CHUNK_ROWS;
 
 /// The device data and scratch of one hyper-cleaning instance (see the module docs); used as
 /// [`HypercleanGpu`].
@@ -48,6 +55,14 @@ pub struct Hyperclean {
     rows: RowBufs,
     /// `(d+1) × 2c` packed `[Ỹ | A]`.
     ya: CudaSlice<f32>,
+    /// This rank's share of the rows, when split over ranks.
+    split: Option<RowSplit>,
+}
+
+impl Splittable for Hyperclean {
+    fn split_mut(&mut self) -> &mut Option<RowSplit> {
+        &mut self.split
+    }
 }
 
 /// Data hyper-cleaning (softmax regression with per-sample weights `σ(x_i)`) on one CUDA
@@ -77,6 +92,7 @@ impl HypercleanGpu {
                 feats,
                 rows: RowBufs::new(dev, dims, data)?,
                 ya: stream.alloc_zeros(dims.y_len * 2)?,
+                split: None,
             };
             let backend = OnDevice::with_problem(dev, dims.n_tr, dims.y_len, p)?;
             dev.synchronize()?;
@@ -93,7 +109,21 @@ impl HypercleanGpu {
             .map(|b| b.num_bytes())
             .sum::<usize>()
             + p.rows.num_bytes()
+            + p.split.as_ref().map_or(0, RowSplit::num_bytes)
             + self.scratch.num_bytes()
+    }
+
+    /// This backend as one of the ranks of `comm`, every rank holding the same data: each
+    /// product passes over this rank's chunks of [`CHUNK_ROWS`] rows and the ranks' results
+    /// are put together in chunk order, so that every rank gets the same bits whatever the
+    /// number of ranks (see the crate README). With one rank the products still run chunk by
+    /// chunk, which gives other bits than the whole-set GEMMs of a plain backend.
+    ///
+    /// Every rank must call the same products in the same order (they are collective).
+    pub fn with_ranks(mut self, comm: Arc<dyn Collective>) -> Result<Self, GpuError> {
+        let d = self.p.dims;
+        self.p.split = Some(RowSplit::new(&self.dev, comm, d.n_tr, d.n_all, d.y_len)?);
+        Ok(self)
     }
 }
 

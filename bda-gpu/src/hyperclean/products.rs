@@ -5,8 +5,9 @@ use bda_kernel::backend::{
     Hypergrad, LowerHessian, LowerStep, MethodError, MethodSpec, Methods, StepAdjoint,
     UpperGradient,
 };
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::PushKernelArg;
 
+use super::split::{Sink, each_train_row, gather_train, settle, sum_rows};
 use super::{Hyperclean, HypercleanGpu};
 use crate::gemm::RowMajor;
 use crate::kernels::Kernel;
@@ -56,15 +57,7 @@ impl Hyperclean {
 
     /// `out ← α·X̃[r0..r1]ᵀ·G[r0..r1] + β·out`, `G` (the `g` buffer) row-major with row stride
     /// `c`.
-    fn back(
-        &self,
-        dev: &GpuDevice,
-        r0: usize,
-        r1: usize,
-        alpha: f32,
-        beta: f32,
-        out: &mut CudaSlice<f32>,
-    ) -> Result<(), GpuError> {
+    fn back(&self, dev: &GpuDevice, r0: usize, r1: usize, into: Sink<'_>) -> Result<(), GpuError> {
         let d = self.dims;
         let p = RowMajor {
             m: d.d + 1,
@@ -78,7 +71,12 @@ impl Hyperclean {
         };
         let a = self.feats.slice(r0 * d.ld..);
         let g = self.rows.g.slice(r0 * d.c..);
-        dev.gemm(p, alpha, &a, &g, beta, out)
+        let Sink {
+            mut out,
+            alpha,
+            beta,
+        } = into;
+        dev.gemm(p, alpha, &a, &g, beta, &mut out)
     }
 
     /// `dst ← src ⊙ (s_w on W, s_b on b)`.
@@ -134,18 +132,6 @@ impl Hyperclean {
         }
         Ok(())
     }
-
-    /// Logits of `y` and of the direction `v` together (one GEMM with `[y | v]`) over the
-    /// training rows, into `z`: what both second-derivative products of `f` start from.
-    fn train_tangent_logits(
-        &mut self,
-        dev: &GpuDevice,
-        y: &GpuVec,
-        v: &GpuVec,
-    ) -> Result<(), GpuError> {
-        self.pack(dev, y, PackSource::Keep(v))?;
-        self.logits(dev, Rhs::Packed, 0, self.dims.n_tr)
-    }
 }
 
 impl LowerStep for HypercleanGpu {
@@ -155,15 +141,18 @@ impl LowerStep for HypercleanGpu {
         self.check_args("lower_step", [x], [y, y_out])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let d = p.dims;
-        p.masked_scale_copy(dev, y, y_out, 1.0 - 2.0 * d.lambda * w_u, 1.0)?;
-        let (r0, r1) = d.rows(w_u, w_l);
-        if r0 == r1 {
-            return Ok(());
+        let pre = p.masked_scale_copy(dev, y, y_out, 1.0 - 2.0 * d.lambda * w_u, 1.0);
+        let rows = d.rows(w_u, w_l);
+        if rows.0 == rows.1 {
+            return pre;
         }
-        p.logits(dev, Rhs::Y(y), r0, r1)?;
         let w = (w_l / d.n_tr as f32, w_u / d.n_val as f32);
-        p.rows.xent_grad(dev, x, (r0, r1), d.c, w, None)?;
-        p.back(dev, r0, r1, -1.0, 1.0, &mut y_out.0)
+        let into = Sink::of(y_out, -1.0, 1.0);
+        sum_rows(p, dev, pre, rows, into, |p, (r0, r1), into| {
+            p.logits(dev, Rhs::Y(y), r0, r1)?;
+            p.rows.xent_grad(dev, x, (r0, r1), d.c, w, None)?;
+            p.back(dev, r0, r1, into)
+        })
     }
 }
 
@@ -177,18 +166,32 @@ impl UpperGradient for HypercleanGpu {
         self.check_args("upper_grad", [x, gx], [y, gy])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let d = p.dims;
-        p.masked_scale_copy(dev, y, gy, 2.0 * d.lambda, 0.0)?;
-        let (r0, r1) = (d.n_tr, d.n_all);
-        p.logits(dev, Rhs::Y(y), r0, r1)?;
-        p.rows
-            .xent_grad(dev, x, (r0, r1), d.c, (0.0, 1.0 / d.n_val as f32), None)?;
-        p.back(dev, r0, r1, 1.0, 1.0, &mut gy.0)?;
-        // Σ_j CE_j over validation rows into slot 0, ‖W‖² into slot 1, one download.
-        self.scratch.sum(dev, &p.rows.ce.slice(d.n_tr..), 0)?;
-        let w = y.0.slice(..d.n_w);
-        self.scratch.dot(dev, &w, &w, 1)?;
-        let [ce_sum, w2] = self.scratch.read(dev)?;
-        Ok((ce_sum / d.n_val as f64 + f64::from(d.lambda) * w2) as f32)
+        let pre = p.masked_scale_copy(dev, y, gy, 2.0 * d.lambda, 0.0);
+        let w = (0.0, 1.0 / d.n_val as f32);
+        let into = Sink::of(gy, 1.0, 1.0);
+        sum_rows(p, dev, pre, (d.n_tr, d.n_all), into, |p, (r0, r1), into| {
+            p.logits(dev, Rhs::Y(y), r0, r1)?;
+            p.rows.xent_grad(dev, x, (r0, r1), d.c, w, None)?;
+            p.back(dev, r0, r1, into)
+        })?;
+        // Σ_j CE_j over validation rows (on the device into slot 0, or over the ranks) and
+        // ‖W‖² into slot 1, one download.
+        let scratch = &mut self.scratch;
+        let value = (|| {
+            let ce_sum = match &p.split {
+                Some(s) => Some(s.val_sum(dev, Ok(()), &p.rows.ce)?),
+                None => {
+                    scratch.sum(dev, &p.rows.ce.slice(d.n_tr..), 0)?;
+                    None
+                }
+            };
+            let w = y.0.slice(..d.n_w);
+            scratch.dot(dev, &w, &w, 1)?;
+            let [ce_dev, w2] = scratch.read(dev)?;
+            let ce_sum = ce_sum.unwrap_or(ce_dev);
+            Ok((ce_sum / d.n_val as f64 + f64::from(d.lambda) * w2) as f32)
+        })();
+        settle(p, value)
     }
 }
 
@@ -200,18 +203,25 @@ impl StepAdjoint for HypercleanGpu {
         self.check_args("step_adjoint", [x, gx], [y, a])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let d = p.dims;
-        let (r0, r1) = d.rows(w_u, w_l);
-        if r0 == r1 {
+        let rows = d.rows(w_u, w_l);
+        if rows.0 == rows.1 {
             // w_u = w_l = 0: the step is the identity.
             return Ok(());
         }
-        p.pack(dev, y, PackSource::Scale(a, 1.0 - 2.0 * d.lambda * w_u))?;
-        p.logits(dev, Rhs::Packed, r0, r1)?;
+        let pre = p.pack(dev, y, PackSource::Scale(a, 1.0 - 2.0 * d.lambda * w_u));
         let (n_tr, n_val) = (d.n_tr as f32, d.n_val as f32);
         let weights = (w_l / n_tr, w_u / n_val);
-        p.rows
-            .hvp(dev, x, (r0, r1), weights, Some((gx, -w_l / n_tr)))?;
-        p.back(dev, r0, r1, -1.0, 1.0, &mut a.0)
+        let into = Sink::of(a, -1.0, 1.0);
+        sum_rows(p, dev, pre, rows, into, |p, (r0, r1), into| {
+            p.logits(dev, Rhs::Packed, r0, r1)?;
+            let gx = Some((&mut *gx, -w_l / n_tr));
+            p.rows.hvp(dev, x, (r0, r1), weights, gx)?;
+            p.back(dev, r0, r1, into)
+        })?;
+        if rows.0 == 0 {
+            gather_train(p, dev, gx)?;
+        }
+        Ok(())
     }
 }
 
@@ -230,27 +240,38 @@ impl LowerHessian for HypercleanGpu {
         self.check_args("lower_hvp", [x], [y, v, out])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let n_tr = p.dims.n_tr;
-        p.train_tangent_logits(dev, y, v)?;
-        p.rows
-            .hvp(dev, x, (0, n_tr), (1.0 / n_tr as f32, 0.0), None)?;
-        p.back(dev, 0, n_tr, 1.0, 0.0, &mut out.0)
+        let pre = p.pack(dev, y, PackSource::Keep(v));
+        let into = Sink::of(out, 1.0, 0.0);
+        sum_rows(p, dev, pre, (0, n_tr), into, |p, (r0, r1), into| {
+            p.logits(dev, Rhs::Packed, r0, r1)?;
+            p.rows
+                .hvp(dev, x, (r0, r1), (1.0 / n_tr as f32, 0.0), None)?;
+            p.back(dev, r0, r1, into)
+        })
     }
 
     fn lower_mixed_vjp(&mut self, x: &V, y: &V, v: &V, scale: f32, gx: &mut V) -> R {
         self.check_args("lower_mixed_vjp", [x, gx], [y, v])?;
         let (dev, p) = (&self.dev, &mut self.p);
         let n_tr = p.dims.n_tr;
-        p.train_tangent_logits(dev, y, v)?;
+        let pre = p.pack(dev, y, PackSource::Keep(v));
+        let pre = settle(p, pre);
+        pre?;
         let gx_scale = scale / n_tr as f32;
-        p.rows
-            .hvp(dev, x, (0, n_tr), (0.0, 0.0), Some((gx, gx_scale)))
+        each_train_row(p, dev, n_tr, gx, |p, (r0, r1), gx| {
+            p.logits(dev, Rhs::Packed, r0, r1)?;
+            p.rows
+                .hvp(dev, x, (r0, r1), (0.0, 0.0), Some((gx, gx_scale)))
+        })
     }
 
     fn lower_grad_x(&mut self, x: &V, y: &V, scale: f32, gx: &mut V) -> R {
         self.check_args("lower_grad_x", [x, gx], [y])?;
         let (dev, p) = (&self.dev, &mut self.p);
-        let d = p.dims;
-        p.logits(dev, Rhs::Y(y), 0, d.n_tr)?;
-        p.rows.grad_x(dev, x, scale, gx)
+        let n_tr = p.dims.n_tr;
+        each_train_row(p, dev, n_tr, gx, |p, rows, gx| {
+            p.logits(dev, Rhs::Y(y), rows.0, rows.1)?;
+            p.rows.grad_x(dev, x, rows, scale, gx)
+        })
     }
 }

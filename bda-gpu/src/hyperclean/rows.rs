@@ -110,25 +110,32 @@ impl RowBufs {
         Ok(())
     }
 
-    /// `gx_i += scale/n_tr · σ'(x_i)·CE_i` from the training rows' logits in `z` (row
-    /// stride `c`): `scale·∇_x f`.
+    /// `gx_i += scale/n_tr · σ'(x_i)·CE_i` over training rows `[r0, r1)` from their logits in
+    /// `z` (row stride `c`): `scale·∇_x f` (on those rows).
     pub(super) fn grad_x(
         &self,
         dev: &GpuDevice,
         x: &GpuVec,
+        (r0, r1): (usize, usize),
         scale: f32,
         gx: &mut GpuVec,
     ) -> Result<(), GpuError> {
         let d = self.dims;
         let f = dev.kernel(Kernel::XentDxRows)?;
-        let ints = [d.n_tr, d.c].map(i32_of);
+        // The kernel's rows start at the views' starts: row r0 is its row 0.
+        let ints = [r1 - r0, d.c].map(i32_of);
         let gx_scale = scale / d.n_tr as f32;
+        let z = self.z.slice(r0 * d.c..);
+        let labels = self.labels.slice(r0..);
+        let xs = x.0.slice(r0..);
+        let mut g = gx.0.slice_mut(r0..);
         let mut l = dev.stream().launch_builder(&f);
-        l.arg(&self.z).arg(&ints[1]).arg(&self.labels).arg(&x.0);
+        l.arg(&z).arg(&ints[1]).arg(&labels).arg(&xs);
         push(&mut l, &ints);
-        l.arg(&mut gx.0).arg(&gx_scale);
-        // SAFETY: matches `xent_dx_rows`; x and gx hold n_tr entries (checked by the caller).
-        unsafe { l.launch(per_row(d.n_tr)) }?;
+        l.arg(&mut g).arg(&gx_scale);
+        // SAFETY: matches `xent_dx_rows`; r1 ≤ n_tr, x and gx hold n_tr entries (checked by
+        // the caller), z and labels n_all rows.
+        unsafe { l.launch(per_row(r1 - r0)) }?;
         Ok(())
     }
 }

@@ -24,14 +24,23 @@ int cublasSgemm_v2(void*, int ta, int tb, int m, int n, int k, const float* alph
     if (!extent_ok("sgemm A", a, ar, ac, lda) || !extent_ok("sgemm B", b, br, bc, ldb) ||
         !extent_ok("sgemm C", c, m, n, ldc))
         return INVALID_VALUE;
+    // Like cuBLAS, the order of the additions depends on the shape: a long, thin product
+    // (k ≥ 1024, at most 4096 outputs) is split along k into two halves rounded to f32 and
+    // added ("split-K"), so that code whose results must not depend on how many rows a rank
+    // multiplies at once is caught here.
+    const bool split_k = k >= 1024 && m * n <= 4096;
     for (long j = 0; j < n; ++j) {
         for (long i = 0; i < m; ++i) {
-            double s = 0;
-            for (long l = 0; l < k; ++l) {
-                const double av = ta ? a[l + i * lda] : a[i + l * lda];
-                const double bv = tb ? b[j + l * ldb] : b[l + j * ldb];
-                s += av * bv;
-            }
+            auto dot = [&](long l0, long l1) {
+                double s = 0;
+                for (long l = l0; l < l1; ++l) {
+                    const double av = ta ? a[l + i * lda] : a[i + l * lda];
+                    const double bv = tb ? b[j + l * ldb] : b[l + j * ldb];
+                    s += av * bv;
+                }
+                return s;
+            };
+            const double s = split_k ? (double)((float)dot(0, k / 2) + (float)dot(k / 2, k)) : dot(0, k);
             float& cij = c[i + j * ldc];
             cij = (float)(*alpha * s + (*beta == 0.0f ? 0.0 : (double)*beta * cij));
         }

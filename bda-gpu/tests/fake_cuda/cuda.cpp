@@ -22,6 +22,10 @@ enum : CUresult { OK = 0, INVALID_VALUE = 1, INVALID_DEVICE = 101, INVALID_IMAGE
 
 namespace {
 std::mutex g_lock;
+// Kernels run on the launching thread with the shim's process-wide state (block index,
+// `__shared__` statics, the barrier scheduler): one launch at a time, as threads that stand
+// for several ranks launch at once.
+std::mutex g_launch;
 std::map<uintptr_t, size_t> g_allocs;  // start → bytes
 int g_ctx;
 thread_local void* g_current = nullptr;
@@ -120,6 +124,7 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
     const std::string& n = ((Function*)f)->name;
     if (gx == 0 || gy != 1 || gz != 1 || bx == 0 || bx > 1024 || by != 1 || bz != 1 || shared != 0 || extra)
         return INVALID_VALUE;
+    std::lock_guard<std::mutex> one_at_a_time(g_launch);
     if (n == "xent_grad_rows") {
         bda_launch(gx, bx, [&] {
             xent_grad_rows(ARG(float*, 0), ARG(int, 1), ARG(unsigned char*, 2), ARG(float*, 3), ARG(int, 4),
@@ -157,6 +162,8 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
         bda_launch(gx, bx, [&] { axpy(ARG(float, 0), ARG(float*, 1), ARG(float*, 2), ARG(int, 3)); });
     } else if (n == "scale") {
         bda_launch(gx, bx, [&] { scale(ARG(float, 0), ARG(float*, 1), ARG(int, 2)); });
+    } else if (n == "fold_chunks") {
+        bda_launch(gx, bx, [&] { fold_chunks(ARG(float*, 0), ARG(float*, 1), ARG(int, 2), ARG(int, 3), ARG(int, 4)); });
     } else if (n == "reduce_dot") {
         if (gx != 1 || bx % 32 != 0) return INVALID_VALUE;
         bda_launch_sync(1, bx, [&] { reduce_dot(ARG(float*, 0), ARG(float*, 1), ARG(int, 2), ARG(double*, 3)); });

@@ -197,6 +197,20 @@ int main() {
     for (int i = 0; i < n; ++i) e = std::max(e, (double)std::fabs(out[i] - 2.0f * (y[i] - 1.5f * a[i])));
     report("axpy, scale", e, 1e-6);
 
+    // fold_chunks: the chain's running sum continued with three chunks, one addition at a time
+    // in chunk order (exact: the same float operations as the loop below).
+    {
+        const int chunks = 3, stride = n + 5;
+        std::vector<float> parts((size_t)chunks * stride), acc = y, want = y;
+        for (size_t i = 0; i < parts.size(); ++i) parts[i] = 1e-3f * (float)((i * 7919) % 1000) - 0.5f;
+        for (int j = 0; j < chunks; ++j)
+            for (int i = 0; i < n; ++i) want[i] += parts[(size_t)j * stride + i];
+        bda_launch(eg, 256, [&] { fold_chunks(acc.data(), parts.data(), n, stride, chunks); });
+        e = 0;
+        for (int i = 0; i < n; ++i) e = std::max(e, (double)std::fabs(acc[i] - want[i]));
+        report("fold_chunks", e, 0.0);
+    }
+
     // Reductions, with the block sizes the launches use (1024: `launch::reduction`; 256: the
     // per-channel reductions) and a partial last warp of data.
     for (unsigned int threads : {256u, 1024u}) {
