@@ -75,6 +75,10 @@ fn the_network_has_the_bits_of_one_process_on_1_to_7_ranks() {
 fn ranks_without_rows_take_part_and_change_nothing() {
     same_bits_on_every_split::<Mlp>(16, 300, &[3, 4]);
     same_bits_on_every_split::<Linear>(0, 300, &[3]);
+    // One short unit of training rows: the ranks after the first own none, their rows
+    // starting at the end of the set (not at a unit boundary).
+    same_bits_on_every_split::<Mlp>(16, 150, &[2, 3]);
+    same_bits_on_every_split::<Linear>(0, 150, &[2, 3]);
 }
 
 #[test]

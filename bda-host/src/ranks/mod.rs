@@ -94,6 +94,19 @@ pub fn local_ranks() -> usize {
         .unwrap_or(1)
 }
 
+/// This process's rank among those a launcher started on its node (0 outside a launcher or
+/// when it does not say): `--device cuda` takes the node's devices in this order.
+pub fn local_rank() -> usize {
+    [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "SLURM_LOCALID",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.parse().ok())
+    .unwrap_or(0)
+}
+
 /// Join the launcher's ranks (with MPI) or stand alone. Without the `mpi` feature, a
 /// launch of several processes is refused.
 pub fn init() -> Result<Membership, CliError> {
@@ -102,6 +115,7 @@ pub fn init() -> Result<Membership, CliError> {
     if launched.is_some() {
         let (universe, comm) = mpi::init()?;
         let _ = RANKS.set(comm);
+        abort_on_panic();
         return Ok(Membership {
             _universe: Some(universe),
         });
@@ -115,6 +129,18 @@ pub fn init() -> Result<Membership, CliError> {
         #[cfg(feature = "mpi")]
         _universe: None,
     })
+}
+
+/// A panic on one rank ends the process at once (after its message), so that the launcher
+/// ends the job: unwinding would finalise MPI, which waits for the other ranks, which wait
+/// in a collective for this one.
+#[cfg(feature = "mpi")]
+fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
 }
 
 /// The ranks of this run ([`Solo`] outside a launcher).
