@@ -181,17 +181,56 @@ extern "C" __global__ void bn_backward_sums(
     }
 }
 
-// Backward of batch norm, in place: dy ← k·(m·dy − Σdy − x̂·Σdy·x̂), k = γ·invstd/m,
-// x̂ = (z − mean)·invstd, written as a·dy − b·z + cst (the CPU backbone's form).
+// The batch-norm sums of a batch split over ranks, per chunk of a rank's images: block
+// b = j·ch + c sums entries [j·chunk, min((j + 1)·chunk, m)) of channel c (m entries per
+// channel, the rank's images) in double, in a fixed order for a fixed block size:
+//   mode 0: out[2b] = Σ a                 (the mean's sum),
+//   mode 1: out[2b] = Σ (a − mu[c])²      (the variance's, about the whole batch's mean),
+//   mode 2: out[2b] = Σ a, out[2b + 1] = Σ a·(z − mu[c])   (backward: a = dy),
+// out[2b + 1] = 0 otherwise. Chunk-major, so that the ranks' partials concatenate in chunk
+// order and the host adds them in that order.
+extern "C" __global__ void chunk_moments(
+    const float* __restrict__ a, const float* __restrict__ z, const double* __restrict__ mu,
+    int ch, int m, int chunk, int mode, double* __restrict__ out)
+{
+    const int b = blockIdx.x;
+    const int j = b / ch, c = b - j * ch;
+    const long long off = (long long)c * m;
+    const int lo = j * chunk;
+    const int hi = lo + chunk < m ? lo + chunk : m;
+    double s0 = 0.0, s1 = 0.0;
+    for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+        const double v = (double)a[off + i];
+        if (mode == 1) {
+            const double d = v - mu[c];
+            s0 += d * d;
+        } else {
+            s0 += v;
+            if (mode == 2) {
+                s1 += v * ((double)z[off + i] - mu[c]);
+            }
+        }
+    }
+    s0 = bda_block_sum(s0);
+    s1 = bda_block_sum(s1);
+    if (threadIdx.x == 0) {
+        out[2 * b] = s0;
+        out[2 * b + 1] = s1;
+    }
+}
+
+// Backward of batch norm, in place: dy ← k·(M·dy − Σdy − x̂·Σdy·x̂), k = γ·invstd/M,
+// x̂ = (z − mean)·invstd, written as a·dy − b·z + cst (the CPU backbone's form); m entries
+// per channel here, M (`count`) in the whole batch (more than m when split over ranks).
 extern "C" __global__ void bn_dz(
     float* __restrict__ dy, const float* __restrict__ z, const float* __restrict__ mean,
     const float* __restrict__ invstd, const float* __restrict__ gb, const float* __restrict__ dgb,
-    int ch, int m)
+    int ch, int m, int batch)
 {
     const long long total = (long long)ch * m;
     BDA_FOR_EACH(idx, total) {
         const int c = (int)(idx / m);
-        const float count = (float)m;
+        const float count = (float)batch;
         const float k = gb[c] * invstd[c] / count;
         const float a = k * count;
         const float b = k * dgb[c] * invstd[c];

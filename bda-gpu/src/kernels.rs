@@ -86,6 +86,7 @@ pub(crate) enum Kernel {
     PoolReluBackward,
     BnBackwardSums,
     BnDz,
+    ChunkMoments,
     MapsToRows,
     RowsToMaps,
     HeadLogits,
@@ -97,7 +98,7 @@ pub(crate) enum Kernel {
 }
 
 impl Kernel {
-    pub(crate) const ALL: [Kernel; 29] = [
+    pub(crate) const ALL: [Kernel; 30] = [
         Kernel::XentGradRows,
         Kernel::XentDxRows,
         Kernel::HvpRows,
@@ -119,6 +120,7 @@ impl Kernel {
         Kernel::PoolReluBackward,
         Kernel::BnBackwardSums,
         Kernel::BnDz,
+        Kernel::ChunkMoments,
         Kernel::MapsToRows,
         Kernel::RowsToMaps,
         Kernel::HeadLogits,
@@ -153,6 +155,7 @@ impl Kernel {
             Kernel::PoolReluBackward => "pool_relu_backward",
             Kernel::BnBackwardSums => "bn_backward_sums",
             Kernel::BnDz => "bn_dz",
+            Kernel::ChunkMoments => "chunk_moments",
             Kernel::MapsToRows => "maps_to_rows",
             Kernel::RowsToMaps => "rows_to_maps",
             Kernel::HeadLogits => "head_logits",
@@ -175,6 +178,7 @@ impl Kernel {
             | Kernel::PoolReluBackward
             | Kernel::BnBackwardSums
             | Kernel::BnDz
+            | Kernel::ChunkMoments
             | Kernel::MapsToRows
             | Kernel::RowsToMaps => Module::Conv,
             Kernel::HeadLogits

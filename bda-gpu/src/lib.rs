@@ -13,6 +13,7 @@ mod launch;
 mod meta;
 mod on_device;
 mod probe;
+mod ranks;
 
 pub use conv4::check_shape;
 pub use device::GpuDevice;
@@ -23,4 +24,4 @@ pub use hyperclean::{CHUNK_ROWS, Hyperclean, HypercleanGpu, HypercleanMlp, Hyper
 pub use launch::GpuVec;
 pub use meta::GpuMeta;
 pub use on_device::OnDevice;
-pub use probe::{DeviceInfo, probe};
+pub use probe::{DeviceInfo, device_count, probe};

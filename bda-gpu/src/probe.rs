@@ -57,12 +57,20 @@ pub fn probe(ordinal: usize) -> Result<DeviceInfo, GpuError> {
     GpuDevice::open(ordinal).map(|d| d.info().clone())
 }
 
+/// The number of CUDA devices this process sees (after `CUDA_VISIBLE_DEVICES`), checking that
+/// the libraries load first. Never panics. A launcher's ranks use it to share a node's
+/// devices: each takes the device of its node-local rank, modulo this count.
+pub fn device_count() -> Result<usize, GpuError> {
+    check_libraries()?;
+    guard(count_devices)
+}
+
 /// The primary context of device `ordinal` and its description, after checking that the
 /// libraries load and the device exists (the first half of [`GpuDevice::open`]).
 pub(crate) fn context(ordinal: usize) -> Result<(Arc<CudaContext>, DeviceInfo), GpuError> {
     check_libraries()?;
     guard(|| {
-        let count = device_count()?;
+        let count = count_devices()?;
         if count == 0 {
             return Err(GpuError::NoDevice);
         }
@@ -99,7 +107,7 @@ fn check_libraries() -> Result<(), GpuError> {
 
 /// `cuInit` + `cuDeviceGetCount`; "no device" (`cuInit` fails with it when no GPU is visible)
 /// is a count of 0.
-fn device_count() -> Result<usize, GpuError> {
+fn count_devices() -> Result<usize, GpuError> {
     match CudaContext::device_count() {
         Ok(n) => Ok(n.max(0) as usize),
         Err(DriverError(drv::CUresult::CUDA_ERROR_NO_DEVICE)) => Ok(0),

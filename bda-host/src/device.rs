@@ -22,7 +22,8 @@ pub struct PlaceArgs {
     /// Worker threads (0: one per core). Results do not depend on it.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// `cpu`, `cuda` (device 0) or `cuda:N`.
+    /// `cpu`, `cuda` (device 0; under an MPI launcher, the device of the node-local rank) or
+    /// `cuda:N`.
     #[arg(long, default_value = "cpu")]
     pub device: Device,
     /// How MPI ranks add their partial results: `ordered` (in chunk order: the same bits on
@@ -34,21 +35,14 @@ pub struct PlaceArgs {
 }
 
 impl PlaceArgs {
-    /// Open the device, then run `f` on it in a pool of `threads` workers (several MPI
-    /// ranks: the CPU only).
+    /// Open the device, then run `f` on it in a pool of `threads` workers.
     pub fn run<R: Send>(
         &self,
         f: impl FnOnce(&OpenDevice) -> Result<R, CliError> + Send,
     ) -> Result<R, CliError> {
-        if crate::ranks::size() > 1 && self.device != Device::Cpu {
-            return Err(CliError::input(format!(
-                "--device {}: several ranks compute on the CPU only (started as one of {})",
-                self.device,
-                crate::ranks::size()
-            )));
-        }
         crate::ranks::set_reduce(self.reduce);
-        let device = self.device.open()?;
+        // A device may fail to open on one rank alone: every rank ends with its error.
+        let device = crate::ranks::agree(self.device.open())?;
         crate::threads::install(self.threads, || f(&device))
     }
 }
@@ -58,22 +52,23 @@ impl PlaceArgs {
 pub enum Device {
     /// The CPU backend.
     Cpu,
-    /// A CUDA device by ordinal.
-    Cuda(usize),
+    /// A CUDA device: by ordinal, or (`None`, plain `cuda`) the device of the node-local
+    /// rank among the node's devices (device 0 for one process).
+    Cuda(Option<usize>),
 }
 
 impl std::str::FromStr for Device {
     type Err = String;
 
-    /// `cpu`, `cuda` (device 0) or `cuda:N`.
+    /// `cpu`, `cuda` or `cuda:N`.
     fn from_str(s: &str) -> Result<Device, String> {
         match s {
             "cpu" => Ok(Device::Cpu),
-            "cuda" => Ok(Device::Cuda(0)),
+            "cuda" => Ok(Device::Cuda(None)),
             _ => s
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
-                .map(Device::Cuda)
+                .map(|n| Device::Cuda(Some(n)))
                 .ok_or_else(|| format!("expected cpu, cuda or cuda:N, not {s:?}")),
         }
     }
@@ -83,7 +78,8 @@ impl std::fmt::Display for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Device::Cpu => f.write_str("cpu"),
-            Device::Cuda(n) => write!(f, "cuda:{n}"),
+            Device::Cuda(None) => f.write_str("cuda"),
+            Device::Cuda(Some(n)) => write!(f, "cuda:{n}"),
         }
     }
 }
@@ -105,14 +101,23 @@ impl<'de> Deserialize<'de> for Device {
 impl Device {
     /// Open the device: nothing for the CPU; for CUDA, the driver, NVRTC and cuBLAS are
     /// probed and the device's context is created — once per command, before any data is
-    /// read, so a missing driver or device is one line and exit 2.
+    /// read, so a missing driver or device is one line and exit 2 (naming the device
+    /// `cuda:N` that plain `cuda` stood for).
     pub fn open(self) -> Result<OpenDevice, CliError> {
         match self {
             Device::Cpu => Ok(OpenDevice::Cpu),
             #[cfg(feature = "cuda")]
-            Device::Cuda(n) => bda_gpu::GpuDevice::open(n)
-                .map(|d| OpenDevice::Cuda(Box::new(d)))
-                .map_err(|e| CliError::input(format!("--device {self}: {e}"))),
+            Device::Cuda(n) => {
+                let ordinal = n.unwrap_or_else(|| {
+                    // The node's ranks take its devices in turn; without a device (or a
+                    // driver) device 0, whose error says why.
+                    let count = bda_gpu::device_count().unwrap_or(0);
+                    crate::ranks::local_rank() % count.max(1)
+                });
+                bda_gpu::GpuDevice::open(ordinal)
+                    .map(|d| OpenDevice::Cuda(Box::new(d)))
+                    .map_err(|e| CliError::input(format!("--device cuda:{ordinal}: {e}")))
+            }
             #[cfg(not(feature = "cuda"))]
             Device::Cuda(_) => Err(CliError::input(format!(
                 "--device {self}: this bda was built without CUDA (build bda-host with its default feature `cuda`)"
@@ -186,7 +191,10 @@ pub fn hyperclean_backend<J: HypercleanJob>(
         (OpenDevice::Cpu, Classifier::Mlp { .. }) => on_cpu::<Mlp, J>(problem, prob_cache, job),
         #[cfg(feature = "cuda")]
         (OpenDevice::Cuda(dev), Classifier::Linear) => {
-            let b = bda_gpu::HypercleanGpu::new(dev, problem);
+            let b = bda_gpu::HypercleanGpu::new(dev, problem).and_then(|b| match ranked() {
+                Some(comm) => b.with_ranks(comm),
+                None => Ok(b),
+            });
             on_cuda(
                 device,
                 dev,
@@ -197,7 +205,10 @@ pub fn hyperclean_backend<J: HypercleanJob>(
         }
         #[cfg(feature = "cuda")]
         (OpenDevice::Cuda(dev), Classifier::Mlp { .. }) => {
-            let b = bda_gpu::HypercleanMlpGpu::new(dev, problem);
+            let b = bda_gpu::HypercleanMlpGpu::new(dev, problem).and_then(|b| match ranked() {
+                Some(comm) => b.with_ranks(comm),
+                None => Ok(b),
+            });
             on_cuda(device, dev, b, bda_cpu::hyperclean::predictor::<Mlp>, job)
         }
     }
@@ -221,6 +232,15 @@ fn on_cpu<C: CpuClassifier, J: HypercleanJob>(
     job.run(&mut backend, info)
 }
 
+/// The ranks a CUDA backend splits its rows over: under a launcher, whatever the number of
+/// ranks (`mpirun -np 1` sums chunk by chunk too, so its results have the bits of every
+/// other number of ranks); `None` for a process started on its own, whose products are
+/// whole-set GEMMs (faster, other roundings).
+#[cfg(feature = "cuda")]
+fn ranked() -> Option<std::sync::Arc<dyn bda_kernel::collective::Collective>> {
+    crate::ranks::launched().map(|_| crate::ranks::comm())
+}
+
 #[cfg(feature = "cuda")]
 fn on_cuda<B: Methods<Error = bda_gpu::GpuError>, J: HypercleanJob>(
     device: &OpenDevice,
@@ -230,7 +250,8 @@ fn on_cuda<B: Methods<Error = bda_gpu::GpuError>, J: HypercleanJob>(
     job: J,
 ) -> Result<J::Output, CliError> {
     let name = device.name();
-    let mut backend = backend.map_err(|e| CliError::run(format!("--device {name}: {e}")))?;
+    let backend = backend.map_err(|e| CliError::run(format!("--device {name}: {e}")));
+    let mut backend = crate::ranks::agree(backend)?;
     let kernels = format!("cuda ({})", dev.info().name);
     let info = BackendInfo {
         device: &name,
@@ -253,6 +274,15 @@ pub fn fewshot_backend(
         ))),
         #[cfg(feature = "cuda")]
         OpenDevice::Cuda(dev) => {
+            if crate::ranks::size() > 1 {
+                // The device's batch-norm moments and weight gradients are sums over the
+                // whole meta-batch on the device; they are not split into chunks yet.
+                return Err(CliError::input(format!(
+                    "--device {}: few-shot on CUDA runs as one process (started as one of {}); several ranks compute few-shot on the CPU",
+                    device.name(),
+                    crate::ranks::size()
+                )));
+            }
             let gpu = bda_gpu::GpuMeta::new(dev, shape)
                 .map_err(|e| CliError::run(format!("--device {}: {e}", device.name())))?;
             Ok(Box::new(gpu))
@@ -266,12 +296,18 @@ mod tests {
 
     #[test]
     fn device_names_round_trip() {
-        for d in [Device::Cpu, Device::Cuda(0), Device::Cuda(3)] {
+        for d in [
+            Device::Cpu,
+            Device::Cuda(None),
+            Device::Cuda(Some(0)),
+            Device::Cuda(Some(3)),
+        ] {
             assert_eq!(d.to_string().parse::<Device>(), Ok(d));
             let j = serde_json::to_string(&d).unwrap();
             assert_eq!(serde_json::from_str::<Device>(&j).unwrap(), d);
         }
-        assert_eq!("cuda".parse::<Device>(), Ok(Device::Cuda(0)));
+        assert_eq!("cuda".parse::<Device>(), Ok(Device::Cuda(None)));
+        assert_eq!("cuda:0".parse::<Device>(), Ok(Device::Cuda(Some(0))));
         for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1", ""] {
             assert!(bad.parse::<Device>().is_err(), "{bad}");
         }
@@ -282,7 +318,7 @@ mod tests {
     #[cfg(not(feature = "cuda"))]
     #[test]
     fn cuda_in_a_cpu_only_build_is_one_line() {
-        let e = Device::Cuda(1).open().err().unwrap();
+        let e = Device::Cuda(Some(1)).open().err().unwrap();
         assert_eq!(
             e.to_string(),
             "--device cuda:1: this bda was built without CUDA (build bda-host with its default feature `cuda`)"
@@ -292,7 +328,7 @@ mod tests {
 
     #[test]
     fn cuda_without_a_driver_is_one_line() {
-        if let Err(e) = Device::Cuda(0).open() {
+        if let Err(e) = Device::Cuda(None).open() {
             let m = e.to_string();
             assert!(
                 m.starts_with("--device cuda:0: ") && !m.contains('\n'),

@@ -3,7 +3,9 @@
 //! every method, both classifiers; few-shot: training, evaluation, a run resumed on
 //! another number of ranks); a failure on one rank ends all of them with one line; a rank
 //! killed with SIGKILL ends the job and leaves the last checkpoint whole; commands that do
-//! not split refuse several ranks.
+//! not split refuse several ranks. On the CPU stand-ins of the CUDA libraries: hyper-cleaning
+//! on `--device cuda` has the same JSON on 1, 2 and 3 ranks; few-shot on CUDA refuses
+//! several.
 #![cfg(feature = "mpi")]
 
 use std::path::Path;
@@ -70,6 +72,81 @@ fn every_method_has_the_json_of_one_process_on_1_2_3_ranks() {
             }
         }
     }
+}
+
+/// The fake CUDA libraries (`bda-gpu/tests/fake_cuda`), built once: `None` (skip) off Linux
+/// or without a C++ compiler.
+fn fake_cuda() -> Option<std::path::PathBuf> {
+    static LIB: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    LIB.get_or_init(|| {
+        let cc = bda_testkit::cxx::compiler().filter(|_| cfg!(target_os = "linux"))?;
+        let base = env!("CARGO_TARGET_TMPDIR");
+        Some(bda_testkit::cxx::build_fake_cuda(&cc, base, "mpi_cuda"))
+    })
+    .clone()
+}
+
+/// `under_mpirun` on the fake CUDA device `lib` (every rank's `cuda` wraps to its device 0).
+fn under_mpirun_on(lib: &Path, np: usize, args: &[&str]) -> Output {
+    mpirun(np)
+        .args(["-x", "LD_LIBRARY_PATH"])
+        .env("LD_LIBRARY_PATH", lib)
+        .arg(bin())
+        .args(args)
+        .output()
+        .expect("mpirun")
+}
+
+#[test]
+fn hyper_cleaning_on_cuda_has_the_same_json_on_1_2_3_ranks() {
+    let Some(lib) = fake_cuda() else {
+        println!("skipped: no C++ compiler for the fake CUDA libraries");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Rows in chunks of 512: 3 training chunks (the last of 76) and 2 validation chunks, so
+    // that on 3 ranks one owns no validation chunk.
+    bda_testkit::idx::write_dataset(dir.path(), 1800, 100, 10, 3).unwrap();
+    let data = dir.path().display();
+    for model in ["--model linear", "--model mlp --hidden 6"] {
+        for method in ["bda", "rhg"] {
+            let args = format!(
+                "hyperclean --data-dir {data} --n-train 1100 --n-val 600 --K 3 --ul-iters 2 \
+                 --method {method} {model} --seed 5 --json --quiet --threads 1 --device cuda"
+            );
+            let one = under_mpirun_on(&lib, 1, &argv(&args));
+            let one_json = json(&one);
+            assert!(one_json["kernels"].as_str().unwrap().starts_with("cuda"));
+            let one = comparable(&one);
+            for np in [2, 3] {
+                let out = under_mpirun_on(&lib, np, &argv(&args));
+                assert_eq!(json(&out)["ranks"], np, "{args}");
+                assert_eq!(comparable(&out), one, "{args}: {np} ranks differ from one");
+            }
+            // A process of its own multiplies whole sets at once: other roundings, the
+            // same run.
+            let plain = Command::new(bin())
+                .args(argv(&args))
+                .env("LD_LIBRARY_PATH", &lib)
+                .output()
+                .unwrap();
+            let (a, b) = (json(&plain)["ul_loss"].as_f64(), one["ul_loss"].as_f64());
+            let (a, b) = (a.unwrap(), b.unwrap());
+            assert!((a - b).abs() < 1e-5 * b.abs(), "{args}: F {a} vs {b}");
+        }
+    }
+    // Few-shot on CUDA is not split: several ranks are refused in one line.
+    let fewshot = format!(
+        "fewshot --data-dir {} --ways 3 --shots 1 --queries 2 --meta-batch 2 --channels 4 \
+         --ul-iters 1 --quiet --device cuda",
+        fixture("omniglot-tiny")
+    );
+    let out = under_mpirun_on(&lib, 2, &argv(&fewshot));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let ours: Vec<&str> = err.lines().filter(|l| l.starts_with("bda: ")).collect();
+    assert_eq!(ours.len(), 1, "{err}");
+    assert!(ours[0].contains("one of 2"), "{}", ours[0]);
 }
 
 #[test]

@@ -442,8 +442,10 @@ impl Conv4Gpu {
                 .arg(&gb)
                 .arg(&dgb)
                 .arg(&ch32)
+                .arg(&m32)
                 .arg(&m32);
-            // SAFETY: matches `bn_dz`; dy and z hold ch·m floats, gb and dgb 2ch.
+            // SAFETY: matches `bn_dz` (the whole batch here); dy and z hold ch·m floats, gb
+            // and dgb 2ch.
             unsafe { lb.launch(spread(ch * n * hw)) }?;
             // Weight gradient Σ_chunks dZ·colsᵀ and, below block 0, dinput = col2im(Wᵀ·dZ).
             let (lo, hi) = buf.dmaps.split_at_mut(1);

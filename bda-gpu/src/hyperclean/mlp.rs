@@ -37,7 +37,9 @@ use cudarc::driver::{CudaSlice, CudaView, PushKernelArg};
 
 use super::dims::Dims;
 use super::rows::RowBufs;
-use super::split::{RowSplit, Sink, Splittable, each_train_row, gather_train, settle, sum_rows};
+use super::split::{
+    RowSplit, Sink, Splittable, each_train_row, gather_train, settle, sum_rows, val_ce_sum,
+};
 use crate::gemm::RowMajor;
 use crate::kernels::Kernel;
 use crate::launch::{elementwise, i32_of, push};
@@ -430,13 +432,7 @@ impl UpperGradient for HypercleanMlpGpu {
         let (off2, h) = (p.off2, p.h);
         let scratch = &mut self.scratch;
         let value = (|| {
-            let ce_sum = match &p.split {
-                Some(s) => Some(s.val_sum(dev, Ok(()), &p.rows.ce)?),
-                None => {
-                    scratch.sum(dev, &p.rows.ce.slice(d.n_tr..), 0)?;
-                    None
-                }
-            };
+            let ce_sum = val_ce_sum(&p.split, dev, &p.rows.ce, d.n_tr, scratch)?;
             let w1 = y.0.slice(..d.d * h);
             scratch.dot(dev, &w1, &w1, 1)?;
             let [ce_dev, w1_sq] = scratch.read(dev)?;

@@ -7,7 +7,7 @@ use bda_kernel::backend::{
 };
 use cudarc::driver::PushKernelArg;
 
-use super::split::{Sink, each_train_row, gather_train, settle, sum_rows};
+use super::split::{Sink, each_train_row, gather_train, settle, sum_rows, val_ce_sum};
 use super::{Hyperclean, HypercleanGpu};
 use crate::gemm::RowMajor;
 use crate::kernels::Kernel;
@@ -178,13 +178,7 @@ impl UpperGradient for HypercleanGpu {
         // ‖W‖² into slot 1, one download.
         let scratch = &mut self.scratch;
         let value = (|| {
-            let ce_sum = match &p.split {
-                Some(s) => Some(s.val_sum(dev, Ok(()), &p.rows.ce)?),
-                None => {
-                    scratch.sum(dev, &p.rows.ce.slice(d.n_tr..), 0)?;
-                    None
-                }
-            };
+            let ce_sum = val_ce_sum(&p.split, dev, &p.rows.ce, d.n_tr, scratch)?;
             let w = y.0.slice(..d.n_w);
             scratch.dot(dev, &w, &w, 1)?;
             let [ce_dev, w2] = scratch.read(dev)?;

@@ -21,18 +21,17 @@
 //!
 //! # Failures
 //!
-//! A device error on one rank must not leave the others waiting in the next collective: a
-//! rank that failed still enters every collective of the product (with zeros), and the ranks
-//! then agree on the lowest-ranked failure, which every rank returns as [`GpuError::Ranks`].
+//! As every split backend ([`crate::ranks`]): a rank that failed still enters every
+//! collective of the product, and the ranks agree on the lowest-ranked failure.
 
 use std::ops::Range;
 use std::sync::Arc;
 
 use bda_kernel::collective::{Collective, chunk_rows, owned};
-use cudarc::driver::{CudaSlice, CudaViewMut, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaViewMut};
 
-use crate::kernels::Kernel;
-use crate::launch::{axpy, elementwise, i32_of, scale};
+use crate::launch::{ReduceScratch, axpy, scale};
+use crate::ranks::{Slots, agree, download};
 use crate::{GpuDevice, GpuError, GpuVec};
 
 /// Rows per chunk: enough for a GEMM to fill a large GPU, few enough that 10,000 rows give
@@ -71,13 +70,10 @@ pub(crate) struct RowSplit {
     comm: Arc<dyn Collective>,
     n_tr: usize,
     n_all: usize,
-    y_len: usize,
     /// Per set (training, validation), the chunks of every rank.
     shares: [Vec<Range<usize>>; 2],
     /// One `y`-sized slot per own chunk: training chunks, then validation chunks.
-    parts: CudaSlice<f32>,
-    /// A running sum's segment on its way through the device.
-    seg: CudaSlice<f32>,
+    slots: Slots,
 }
 
 impl std::fmt::Debug for RowSplit {
@@ -108,25 +104,19 @@ impl RowSplit {
         };
         let shares = [share(n_tr), share(n_all - n_tr)];
         let r = comm.rank();
-        let slots = shares[0][r].len() + shares[1][r].len();
-        let len = slots
-            .checked_mul(y_len)
-            .ok_or(GpuError::TooLarge("partial sums"))?;
-        let stream = dev.stream();
+        let own = shares[0][r].len() + shares[1][r].len();
         Ok(RowSplit {
-            parts: stream.alloc_zeros(len.max(1))?,
-            seg: stream.alloc_zeros(y_len.max(1))?,
+            slots: Slots::new(dev, own, y_len)?,
             comm,
             n_tr,
             n_all,
-            y_len,
             shares,
         })
     }
 
     /// Device bytes held.
     pub(super) fn num_bytes(&self) -> usize {
-        self.parts.num_bytes() + self.seg.num_bytes()
+        self.slots.num_bytes()
     }
 
     /// The rows of each set: `[start, end)`.
@@ -185,7 +175,7 @@ impl RowSplit {
 
     /// The slot of one chunk's partial sum.
     pub(super) fn slot(&mut self, k: usize) -> CudaViewMut<'_, f32> {
-        self.parts.slice_mut(k * self.y_len..(k + 1) * self.y_len)
+        self.slots.slot(k)
     }
 
     /// `into ← α·Σ + β·into`, `Σ` the sum of every rank's slots of the sets `rows` covers in
@@ -197,147 +187,91 @@ impl RowSplit {
         computed: R,
         into: Sink<'_>,
     ) -> R {
-        let (y_len, sets) = (self.y_len, self.sets(rows));
+        let groups: Vec<(usize, usize)> = self
+            .sets(rows)
+            .into_iter()
+            .map(|s| self.own_slots(s))
+            .collect();
         let mut err = computed.err();
-        let mut acc = vec![0.0f32; sets.len() * y_len];
-        let comm = Arc::clone(&self.comm);
-        comm.chain_f32(&mut acc, &mut |range: Range<usize>, acc: &mut [f32]| {
-            // The range may straddle the two sets' sums: add set by set.
-            let mut at = range.start;
-            while at < range.end && err.is_none() {
-                let i = at / y_len;
-                let end = range.end.min((i + 1) * y_len);
-                let part = &mut acc[at - range.start..end - range.start];
-                let (first, count) = self.own_slots(sets[i]);
-                if let Err(e) = self.fold(dev, part, first, count, at - i * y_len) {
-                    err = Some(e);
-                }
-                at = end;
-            }
-        });
-        self.agree(err)?;
+        let mut acc = self.slots.chain(dev, &*self.comm, &groups, &mut err);
+        agree(&*self.comm, err)?;
         // Σ = training sum + validation sum, then α·Σ, on the host (every rank the same).
-        let (first, rest) = acc.split_at_mut(y_len);
+        let (sum, rest) = acc.split_at_mut(self.slots.len());
         if !rest.is_empty() {
-            first.iter_mut().zip(rest.iter()).for_each(|(a, b)| *a += b);
+            sum.iter_mut().zip(rest.iter()).for_each(|(a, b)| *a += b);
         }
-        first.iter_mut().for_each(|a| *a *= into.alpha);
-        let done = self.store(dev, first, into);
-        self.agree(done.err())
-    }
-
-    /// `part += ` slots `first .. first + count` at offset `off`, one addition at a time in
-    /// slot order, on the device.
-    fn fold(
-        &mut self,
-        dev: &GpuDevice,
-        part: &mut [f32],
-        first: usize,
-        count: usize,
-        off: usize,
-    ) -> R {
-        if count == 0 {
-            return Ok(());
-        }
-        let n = part.len();
-        let stream = dev.stream();
-        let mut seg = self.seg.slice_mut(..n);
-        stream.memcpy_htod(part, &mut seg)?;
-        let f = dev.kernel(Kernel::FoldChunks)?;
-        let parts = self.parts.slice(first * self.y_len + off..);
-        let ints = [n, self.y_len, count].map(i32_of);
-        let mut l = stream.launch_builder(&f);
-        l.arg(&mut seg).arg(&parts);
-        crate::launch::push(&mut l, &ints);
-        // SAFETY: matches `fold_chunks`; seg holds n entries, parts (count − 1)·y_len + n
-        // from its start (off + n ≤ y_len, slots first .. first + count exist).
-        unsafe { l.launch(elementwise(n)) }?;
-        stream.memcpy_dtoh(&seg, part)?;
-        stream.synchronize()?;
-        Ok(())
+        sum.iter_mut().for_each(|a| *a *= into.alpha);
+        let done = self.store(dev, sum, into);
+        agree(&*self.comm, done.err())
     }
 
     /// `into.out ← sum + β·into.out` (`sum` already scaled by α).
     fn store(&mut self, dev: &GpuDevice, sum: &[f32], into: Sink<'_>) -> R {
         let Sink { mut out, beta, .. } = into;
-        let stream = dev.stream();
         if beta == 0.0 {
-            stream.memcpy_htod(sum, &mut out)?;
+            dev.stream().memcpy_htod(sum, &mut out)?;
             return Ok(());
         }
-        let mut s = self.seg.slice_mut(..sum.len());
-        stream.memcpy_htod(sum, &mut s)?;
         if beta != 1.0 {
             scale(dev, beta, &mut out)?;
         }
-        axpy(dev, 1.0, &s.as_view(), &mut out)
+        let s = self.slots.staged(dev, sum)?;
+        axpy(dev, 1.0, &s, &mut out)
     }
 
     /// `gx` (this rank's training rows computed) ← every rank's training rows; `computed` is
     /// whether this rank's passes succeeded.
     pub(super) fn gather_train(&self, dev: &GpuDevice, computed: R, gx: &mut GpuVec) -> R {
-        let mut err = computed.err();
-        let counts: Vec<usize> = (0..self.comm.size())
-            .map(|r| {
-                let (a, b) = self.rows_of(0, r);
-                b - a
-            })
-            .collect();
-        let (a, b) = self.rows_of(0, self.comm.rank());
-        let mut mine = vec![0.0f32; b - a];
-        if err.is_none() {
-            err = download(dev, &gx.0.slice(a..b), &mut mine).err();
-        }
-        let mut all = vec![0.0f32; self.n_tr];
-        self.comm.gather_f32(&mine, &counts, &mut all);
-        self.agree(err)?;
-        let done = dev
-            .stream()
-            .memcpy_htod(&all, &mut gx.0)
-            .map_err(GpuError::from);
-        self.agree(done.err())
+        let all = self.gather_set(dev, 0, computed, &gx.0)?;
+        let done = dev.stream().memcpy_htod(&all, &mut gx.0);
+        agree(&*self.comm, done.err().map(GpuError::from))
     }
 
     /// `Σ_j ce_j` over every validation row, in `f64` and row order, from this rank's rows of
     /// `ce` (one value per row, training then validation).
     pub(super) fn val_sum(&self, dev: &GpuDevice, computed: R, ce: &CudaSlice<f32>) -> R<f64> {
-        let mut err = computed.err();
-        let counts: Vec<usize> = (0..self.comm.size())
-            .map(|r| {
-                let (a, b) = self.rows_of(1, r);
-                b - a
-            })
-            .collect();
-        let (a, b) = self.rows_of(1, self.comm.rank());
-        let mut mine = vec![0.0f32; b - a];
-        if err.is_none() {
-            err = download(dev, &ce.slice(a..b), &mut mine).err();
-        }
-        let mut all = vec![0.0f32; self.n_all - self.n_tr];
-        self.comm.gather_f32(&mine, &counts, &mut all);
-        self.agree(err)?;
+        let all = self.gather_set(dev, 1, computed, ce)?;
         Ok(all.iter().map(|&v| f64::from(v)).sum())
     }
 
-    /// Every rank's failure agreed on: the lowest-ranked one, on every rank.
-    fn agree(&self, mine: Option<GpuError>) -> R {
-        if self.comm.size() == 1 {
-            return mine.map_or(Ok(()), Err);
-        }
-        let r = self.comm.rank();
-        let msg = mine.map(|e| format!("rank {r}: {e}"));
-        match self.comm.agree(msg.as_deref()) {
-            None => Ok(()),
-            Some(m) => Err(GpuError::Ranks(m)),
-        }
+    /// Every rank's rows of set `set` of the per-row vector `src` (indexed by row), in row
+    /// order; `computed` is whether this rank's passes succeeded.
+    fn gather_set(
+        &self,
+        dev: &GpuDevice,
+        set: usize,
+        computed: R,
+        src: &CudaSlice<f32>,
+    ) -> R<Vec<f32>> {
+        let mut err = computed.err();
+        let len = |(a, b): (usize, usize)| b - a;
+        let counts: Vec<usize> = (0..self.comm.size())
+            .map(|r| len(self.rows_of(set, r)))
+            .collect();
+        let (a, b) = self.rows_of(set, self.comm.rank());
+        let mut mine = vec![0.0f32; b - a];
+        download(dev, &src.slice(a..b), &mut mine, &mut err);
+        let mut all = vec![0.0f32; len(self.set_rows(set))];
+        self.comm.gather_f32(&mine, &counts, &mut all);
+        agree(&*self.comm, err)?;
+        Ok(all)
     }
 }
 
-/// `dst ← src` from the device (waits for it).
-fn download(dev: &GpuDevice, src: &cudarc::driver::CudaView<'_, f32>, dst: &mut [f32]) -> R {
-    dev.stream().memcpy_dtoh(src, dst)?;
-    dev.stream().synchronize()?;
-    Ok(())
+/// `Σ_j CE_j` over the validation rows (`ce` holds every row's, training then validation)
+/// once a product's passes have written them: queued into slot 0 of `scratch` on a plain
+/// backend (`None`: read it with the scratch), gathered and summed in row order when split.
+pub(super) fn val_ce_sum(
+    split: &Option<RowSplit>,
+    dev: &GpuDevice,
+    ce: &CudaSlice<f32>,
+    n_tr: usize,
+    scratch: &mut ReduceScratch,
+) -> R<Option<f64>> {
+    match split {
+        Some(s) => s.val_sum(dev, Ok(()), ce).map(Some),
+        None => scratch.sum(dev, &ce.slice(n_tr..), 0).map(|()| None),
+    }
 }
 
 /// Runs `pass` over `rows` into `into` after the work whose result is `pre`: at once on one
@@ -412,7 +346,7 @@ pub(super) fn gather_train<P: Splittable>(p: &mut P, dev: &GpuDevice, gx: &mut G
 pub(super) fn settle<P: Splittable, T>(p: &mut P, r: R<T>) -> R<T> {
     match p.split_mut() {
         // A failure anywhere is an error everywhere: then `agree` is `Err`.
-        Some(s) => s.agree(r.as_ref().err().cloned()).and(r),
+        Some(s) => agree(&*s.comm, r.as_ref().err().cloned()).and(r),
         None => r,
     }
 }

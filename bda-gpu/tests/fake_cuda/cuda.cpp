@@ -204,7 +204,14 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
     } else if (n == "bn_dz") {
         bda_launch(gx, bx, [&] {
             bn_dz(ARG(float*, 0), ARG(float*, 1), ARG(float*, 2), ARG(float*, 3), ARG(float*, 4), ARG(float*, 5),
-                  ARG(int, 6), ARG(int, 7));
+                  ARG(int, 6), ARG(int, 7), ARG(int, 8));
+        });
+    } else if (n == "chunk_moments") {
+        // One block per (chunk, channel), reduced with the block's threads.
+        if (bx % 32 != 0) return INVALID_VALUE;
+        bda_launch_sync(gx, bx, [&] {
+            chunk_moments(ARG(float*, 0), ARG(float*, 1), ARG(double*, 2), ARG(int, 3), ARG(int, 4), ARG(int, 5),
+                          ARG(int, 6), ARG(double*, 7));
         });
     } else if (n == "maps_to_rows") {
         bda_launch(gx, bx, [&] { maps_to_rows(ARG(float*, 0), ARG(int, 1), ARG(int, 2), ARG(int, 3), ARG(float*, 4)); });

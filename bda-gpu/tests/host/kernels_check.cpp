@@ -288,6 +288,31 @@ int main() {
         }
         report("bn_stats (256 threads)", e_stats, 1e-6);
         report("bn_backward_sums (256 threads)", e_sums, 1e-6);
+
+        // chunk_moments: per (chunk, channel) of 300 entries (the last chunk 100), chunk-major,
+        // in the three modes, against sums in double.
+        const int chunk = 300, chunks = (m + chunk - 1) / chunk;
+        std::vector<double> mu(ch), out(2 * chunks * ch);
+        for (int c = 0; c < ch; ++c) mu[c] = 0.25 * c + 0.5;
+        double e_mom = 0;
+        for (int mode = 0; mode < 3; ++mode) {
+            bda_launch_sync(chunks * ch, 256, [&] {
+                chunk_moments(dy.data(), z.data(), mu.data(), ch, m, chunk, mode, out.data());
+            });
+            for (int j = 0; j < chunks; ++j) {
+                for (int c = 0; c < ch; ++c) {
+                    double s0 = 0, s1 = 0;
+                    for (int i = j * chunk; i < std::min(m, (j + 1) * chunk); ++i) {
+                        const double a = dy[c * m + i], d = a - mu[c];
+                        s0 += mode == 1 ? d * d : a;
+                        if (mode == 2) s1 += a * (z[c * m + i] - mu[c]);
+                    }
+                    const int b = j * ch + c;
+                    e_mom = std::max({e_mom, std::fabs(out[2 * b] - s0), std::fabs(out[2 * b + 1] - s1)});
+                }
+            }
+        }
+        report("chunk_moments (256 threads)", e_mom, 1e-10);
     }
 
     // conv.cu: col2im is the adjoint of im2col on a chunk (⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩).
