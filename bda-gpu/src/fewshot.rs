@@ -5,8 +5,10 @@
 //! sampling stay with the caller (`bda-host`), so the same seed draws the same episodes on
 //! every device.
 
-use bda_kernel::backend::{Backend, Hypergrad, MethodError, MethodSpec, Methods};
+use std::sync::Arc;
 
+use bda_kernel::backend::{Backend, Hypergrad, MethodError, MethodSpec, Methods};
+use bda_kernel::collective::Collective;
 use bda_kernel::fewshot::Conv4Shape;
 
 use crate::conv4::{Conv4Gpu, check_shape};
@@ -155,6 +157,22 @@ fn prepare<'a>(
         ep.images.len(),
         ep.images_count() * shape.pixels(),
     )?;
+    let st = head_for(slot, dev, dims, ep, spec, l2);
+    let st = st.and_then(|st| Ok((st, conv.upload_params(params)?)));
+    let (st, ()) = agreed(conv, st)?;
+    conv.forward_all(ep.images, ep.images_count(), &mut st.x.0)?;
+    Ok(st)
+}
+
+/// The head state for `ep` in `slot` (see [`prepare`]), labels, `l2` and `y₀` set.
+fn head_for<'a>(
+    slot: &'a mut Option<HeadState>,
+    dev: &GpuDevice,
+    dims: HeadDims,
+    ep: &Episodes<'_>,
+    spec: &MethodSpec<f32>,
+    l2: f32,
+) -> Result<&'a mut HeadState, FewshotError> {
     // A state of another shape is dropped before the new one allocates.
     let st = match slot.take().filter(|s| s.head.dims() == dims) {
         Some(st) => {
@@ -167,9 +185,19 @@ fn prepare<'a>(
     st.head.set_l2(l2)?;
     st.head.set_labels(ep.support_labels, ep.query_labels)?;
     st.head.zero_y(&mut st.y0)?;
-    conv.upload_params(params)?;
-    conv.forward(ep.images, ep.images_count(), &mut st.x.0)?;
     Ok(st)
+}
+
+/// `r`, a device failure of it agreed on by the ranks when the backbone is split (the head's
+/// other failures, non-finite values, happen on every rank alike: the ranks compute the
+/// same bits).
+fn agreed<T>(conv: &Conv4Gpu, r: Result<T, FewshotError>) -> Result<T, FewshotError> {
+    let mine = match &r {
+        Err(MethodError::Backend(e)) => Some(e.clone()),
+        _ => None,
+    };
+    conv.agree_on(mine)?;
+    r
 }
 
 /// Meta-training and evaluation of a conv4 backbone with linear per-task heads on one CUDA
@@ -210,6 +238,17 @@ impl FewshotGpu {
         self.dev.warm_up()
     }
 
+    /// This backend as one of the ranks of `comm`, every rank calling the same methods with
+    /// the same episodes: the backbone's passes split the meta-batch's chunks of
+    /// [`CHUNK_IMAGES`](crate::CHUNK_IMAGES) images over the ranks and put batch norm's
+    /// statistics, the weight gradients and the features together in chunk order, so that
+    /// every rank gets the bits of one rank for any number of ranks; the heads run on every
+    /// rank. The im2col budget no longer applies (a chunk per GEMM).
+    pub fn with_ranks(mut self, comm: Arc<dyn Collective>) -> Result<Self, GpuError> {
+        self.conv.with_ranks(comm)?;
+        Ok(self)
+    }
+
     /// Caps the backbone's im2col matrix at `floats` floats (default 2^26): smaller chunks
     /// of images per GEMM, less memory. Results do not depend on it beyond rounding.
     pub fn set_col_budget(&mut self, floats: usize) {
@@ -234,10 +273,13 @@ impl FewshotGpu {
         let nf = self.shape().features();
         self.conv.upload_params(params)?;
         let mut feats = self.dev.stream().alloc_zeros(n * nf)?;
-        self.conv.forward(images, n, &mut feats)?;
+        self.conv.forward_all(images, n, &mut feats)?;
         let mut out = vec![0.0f32; n * nf];
-        self.dev.stream().memcpy_dtoh(&feats, &mut out)?;
-        self.dev.synchronize()?;
+        let r = (|| {
+            self.dev.stream().memcpy_dtoh(&feats, &mut out)?;
+            self.dev.synchronize()
+        })();
+        self.conv.agree_on(r.err())?;
         Ok(out)
     }
 
@@ -256,10 +298,12 @@ impl FewshotGpu {
         check("feature gradient", dfeats.len(), n * nf)?;
         self.conv.upload_params(params)?;
         let mut feats = self.dev.stream().alloc_zeros(n * nf)?;
-        self.conv.forward(images, n, &mut feats)?;
-        self.dev.stream().memcpy_htod(dfeats, &mut feats)?;
-        self.conv.backward(&feats)?;
-        self.conv.download_grad(grad)
+        self.conv.forward_all(images, n, &mut feats)?;
+        let r = self.dev.stream().memcpy_htod(dfeats, &mut feats);
+        self.conv.agree_on(r.err().map(GpuError::from))?;
+        self.conv.backward_all(&feats)?;
+        let r = self.conv.download_grad(grad);
+        self.conv.agree_on(r.err())
     }
 
     /// The meta-gradient of the mean `φ_K` over the tasks of `ep` w.r.t. the backbone
@@ -280,16 +324,21 @@ impl FewshotGpu {
         check("gradient", grad.len(), self.shape().num_params())?;
         let (conv, dev) = (&mut self.conv, &self.dev);
         let st = prepare(&mut self.state, conv, dev, params, ep, spec, l2)?;
-        (st.engine).hypergradient(&mut st.head, &st.x, &st.y0, &mut st.gx, &mut st.y_out)?;
+        let r = (|| {
+            (st.engine).hypergradient(&mut st.head, &st.x, &st.y0, &mut st.gx, &mut st.y_out)?;
+            // dfeats = ∂(mean φ)/∂x = gx / m, in place.
+            scale(dev, 1.0 / ep.tasks as f32, &mut st.gx.0.as_view_mut())?;
+            Ok(())
+        })();
+        agreed(conv, r)?;
         let loss = st.head.task_losses().to_vec();
         if loss.iter().any(|l| !l.is_finite()) {
             return Err(MethodError::NonFinite { ll_iter: 0 });
         }
         let accuracy = hits_to_accuracy(st.head.task_hits(), ep.query);
-        // dfeats = ∂(mean φ)/∂x = gx / m, in place.
-        scale(dev, 1.0 / ep.tasks as f32, &mut st.gx.0.as_view_mut())?;
-        conv.backward(&st.gx.0)?;
-        conv.download_grad(grad)?;
+        conv.backward_all(&st.gx.0)?;
+        let r = conv.download_grad(grad);
+        conv.agree_on(r.err())?;
         Ok(TaskResults { loss, accuracy })
     }
 
@@ -313,9 +362,12 @@ impl FewshotGpu {
             spec,
             l2,
         )?;
-        (st.engine).solve_lower(&mut st.head, &st.x, &st.y0, &mut st.y_out)?;
-        let hits = st.head.query_hits(&st.x, &st.y_out)?;
-        Ok(hits_to_accuracy(hits, ep.query))
+        let r = (|| {
+            (st.engine).solve_lower(&mut st.head, &st.x, &st.y0, &mut st.y_out)?;
+            Ok(st.head.query_hits(&st.x, &st.y_out)?.to_vec())
+        })();
+        let hits = agreed(&self.conv, r)?;
+        Ok(hits_to_accuracy(&hits, ep.query))
     }
 
     /// Waits until all queued work is done (for timing).

@@ -15,7 +15,7 @@ mod on_device;
 mod probe;
 mod ranks;
 
-pub use conv4::check_shape;
+pub use conv4::{CHUNK_IMAGES, check_shape};
 pub use device::GpuDevice;
 pub use error::GpuError;
 pub use fewshot::{Episodes, FewshotError, FewshotGpu, TaskResults};

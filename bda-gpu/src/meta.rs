@@ -3,7 +3,10 @@
 //! Episodes, the optimizer, reports and checkpoints stay with the command, so a checkpoint
 //! moves between devices as is.
 
+use std::sync::Arc;
+
 use bda_kernel::backend::MethodError;
+use bda_kernel::collective::Collective;
 use bda_kernel::fewshot::{Batch, Conv4Shape, MetaBackend, MetaError, MetaGrad, Task, stack};
 
 use crate::{Episodes, FewshotGpu, GpuDevice, GpuError};
@@ -22,6 +25,12 @@ impl GpuMeta {
         gpu.warm_up()?;
         let device = format!("cuda ({})", gpu.info().name);
         Ok(GpuMeta { gpu, device })
+    }
+
+    /// This backend as one of the ranks of `comm` ([`FewshotGpu::with_ranks`]).
+    pub fn with_ranks(self, comm: Arc<dyn Collective>) -> Result<GpuMeta, GpuError> {
+        let gpu = self.gpu.with_ranks(comm)?;
+        Ok(GpuMeta { gpu, ..self })
     }
 
     fn check_shape(&self, shape: Conv4Shape) -> Result<(), MetaError> {

@@ -59,6 +59,11 @@ impl Slots {
         self.len
     }
 
+    /// Slots held.
+    pub(crate) fn count(&self) -> usize {
+        self.parts.len() / self.len.max(1)
+    }
+
     /// Device bytes held.
     pub(crate) fn num_bytes(&self) -> usize {
         self.parts.num_bytes() + self.seg.num_bytes()

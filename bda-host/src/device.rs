@@ -232,7 +232,7 @@ fn on_cpu<C: CpuClassifier, J: HypercleanJob>(
     job.run(&mut backend, info)
 }
 
-/// The ranks a CUDA backend splits its rows over: under a launcher, whatever the number of
+/// The ranks a CUDA backend splits its rows (images) over: under a launcher, whatever the number of
 /// ranks (`mpirun -np 1` sums chunk by chunk too, so its results have the bits of every
 /// other number of ranks); `None` for a process started on its own, whose products are
 /// whole-set GEMMs (faster, other roundings).
@@ -262,7 +262,8 @@ fn on_cuda<B: Methods<Error = bda_gpu::GpuError>, J: HypercleanJob>(
 }
 
 /// The few-shot backend computing meta-gradients and evaluations for backbones of shape
-/// `shape` on `device`.
+/// `shape` on `device` (split over the ranks under a launcher). Fails on one rank alone
+/// when its device does: callers agree on the outcome ([`crate::ranks::agree`]).
 #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
 pub fn fewshot_backend(
     device: &OpenDevice,
@@ -274,17 +275,12 @@ pub fn fewshot_backend(
         ))),
         #[cfg(feature = "cuda")]
         OpenDevice::Cuda(dev) => {
-            if crate::ranks::size() > 1 {
-                // The device's batch-norm moments and weight gradients are sums over the
-                // whole meta-batch on the device; they are not split into chunks yet.
-                return Err(CliError::input(format!(
-                    "--device {}: few-shot on CUDA runs as one process (started as one of {}); several ranks compute few-shot on the CPU",
-                    device.name(),
-                    crate::ranks::size()
-                )));
-            }
-            let gpu = bda_gpu::GpuMeta::new(dev, shape)
-                .map_err(|e| CliError::run(format!("--device {}: {e}", device.name())))?;
+            let gpu = bda_gpu::GpuMeta::new(dev, shape).and_then(|g| match ranked() {
+                Some(comm) => g.with_ranks(comm),
+                None => Ok(g),
+            });
+            // The callers agree on the outcome of their set-up, this included.
+            let gpu = gpu.map_err(|e| CliError::run(format!("--device {}: {e}", device.name())))?;
             Ok(Box::new(gpu))
         }
     }

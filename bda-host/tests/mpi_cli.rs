@@ -3,9 +3,8 @@
 //! every method, both classifiers; few-shot: training, evaluation, a run resumed on
 //! another number of ranks); a failure on one rank ends all of them with one line; a rank
 //! killed with SIGKILL ends the job and leaves the last checkpoint whole; commands that do
-//! not split refuse several ranks. On the CPU stand-ins of the CUDA libraries: hyper-cleaning
-//! on `--device cuda` has the same JSON on 1, 2 and 3 ranks; few-shot on CUDA refuses
-//! several.
+//! not split refuse several ranks. On the CPU stand-ins of the CUDA libraries, hyper-cleaning
+//! and few-shot on `--device cuda` have the same JSON on 1, 2 and 3 ranks.
 #![cfg(feature = "mpi")]
 
 use std::path::Path;
@@ -98,7 +97,7 @@ fn under_mpirun_on(lib: &Path, np: usize, args: &[&str]) -> Output {
 }
 
 #[test]
-fn hyper_cleaning_on_cuda_has_the_same_json_on_1_2_3_ranks() {
+fn both_commands_on_cuda_have_the_same_json_on_1_2_3_ranks() {
     let Some(lib) = fake_cuda() else {
         println!("skipped: no C++ compiler for the fake CUDA libraries");
         return;
@@ -135,18 +134,44 @@ fn hyper_cleaning_on_cuda_has_the_same_json_on_1_2_3_ranks() {
             assert!((a - b).abs() < 1e-5 * b.abs(), "{args}: F {a} vs {b}");
         }
     }
-    // Few-shot on CUDA is not split: several ranks are refused in one line.
-    let fewshot = format!(
-        "fewshot --data-dir {} --ways 3 --shots 1 --queries 2 --meta-batch 2 --channels 4 \
-         --ul-iters 1 --quiet --device cuda",
+    // Few-shot on CUDA: its images split over the ranks, the same JSON (training, then
+    // evaluation of the checkpoint) on 1, 2 and 3 ranks.
+    let train = format!(
+        "fewshot --data-dir {} --ways 3 --shots 1 --queries 2 --meta-batch 3 --channels 4 \
+         --ul-iters 2 --val-every 2 --val-episodes 2 --episodes 3 --seed 2 --quiet --json \
+         --threads 1 --device cuda",
         fixture("omniglot-tiny")
     );
-    let out = under_mpirun_on(&lib, 2, &argv(&fewshot));
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    let ours: Vec<&str> = err.lines().filter(|l| l.starts_with("bda: ")).collect();
-    assert_eq!(ours.len(), 1, "{err}");
-    assert!(ours[0].contains("one of 2"), "{}", ours[0]);
+    let mut first: Option<(Value, Value)> = None;
+    for np in [1, 2, 3] {
+        let ckpt = dir.path().join(format!("cuda{np}.ckpt"));
+        let out = under_mpirun_on(
+            &lib,
+            np,
+            &argv(&format!("{train} --save {}", ckpt.display())),
+        );
+        assert_eq!(json(&out)["ranks"], np);
+        assert!(json(&out)["device"].as_str().unwrap().starts_with("cuda"));
+        let eval = format!(
+            "fewshot eval --checkpoint {} --data-dir {} --episodes 4 --seed 4 --quiet --json --threads 1 --device cuda",
+            ckpt.display(),
+            fixture("omniglot-tiny")
+        );
+        let mut evaluated = comparable(&under_mpirun_on(&lib, np, &argv(&eval)));
+        // Each evaluates its own checkpoint file.
+        evaluated["config"]
+            .as_object_mut()
+            .unwrap()
+            .remove("checkpoint");
+        let trained = comparable(&out);
+        match &first {
+            None => first = Some((trained, evaluated)),
+            Some((t, e)) => {
+                assert_eq!(&trained, t, "few-shot training on CUDA, {np} ranks");
+                assert_eq!(&evaluated, e, "few-shot evaluation on CUDA, {np} ranks");
+            }
+        }
+    }
 }
 
 #[test]

@@ -17,14 +17,20 @@
 //! double and the GEMMs accumulate over the chunks in order, so a seed gives the same
 //! gradient on every run on the same device and library versions.
 
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, PushKernelArg};
 
 use crate::gemm::RowMajor;
 use crate::kernels::Kernel;
 use crate::launch::{check, i32_of, per_channel, push, spread};
+use crate::ranks::Slots;
 use bda_kernel::fewshot::{BN_EPS, Conv4Shape};
 
 use crate::{GpuDevice, GpuError};
+
+mod split;
+
+pub use split::CHUNK_IMAGES;
+use split::ImageSplit;
 
 /// Checks that `shape` is usable and that `images` images fit the 32-bit indices of the
 /// kernels and cuBLAS (what [`crate::FewshotGpu::new`] checks for one image, and every batch
@@ -57,11 +63,17 @@ struct Im2col {
     cols: CudaSlice<f32>,
     /// Floats the matrix may hold (at least one image's worth is used whatever the budget).
     budget: usize,
+    /// Images per chunk regardless of the budget (split over ranks: every GEMM then has a
+    /// chunk's shape whatever the number of ranks).
+    fixed: Option<usize>,
 }
 
 impl Im2col {
     /// Images per chunk of block `l` for a batch of `n`.
     fn chunk(&self, shape: &Conv4Shape, l: usize, n: usize) -> usize {
+        if let Some(images) = self.fixed {
+            return images.clamp(1, n.max(1));
+        }
         let per = shape.c_in(l) * 9 * shape.side_at(l).pow(2);
         (self.budget / per).clamp(1, n.max(1))
     }
@@ -176,6 +188,8 @@ pub(crate) struct Conv4Gpu {
     buffers: Option<Buffers>,
     /// Whether the tape holds a forward pass of the current parameters.
     taped: bool,
+    /// This rank's share of the batches, when split over ranks.
+    split: Option<ImageSplit>,
 }
 
 impl Conv4Gpu {
@@ -190,10 +204,12 @@ impl Conv4Gpu {
             im2col: Im2col {
                 cols: s.alloc_zeros(1)?,
                 budget: COL_BUDGET,
+                fixed: None,
             },
             dev: dev.clone(),
             buffers: None,
             taped: false,
+            split: None,
         })
     }
 
@@ -209,6 +225,7 @@ impl Conv4Gpu {
     /// Device bytes of the parameters, gradient, tape and scratch.
     pub(crate) fn resident_bytes(&self) -> usize {
         let mut b = self.params.num_bytes() + self.grad.num_bytes() + self.im2col.cols.num_bytes();
+        b += self.split.as_ref().map_or(0, ImageSplit::num_bytes);
         if let Some(buf) = &self.buffers {
             b += buf.out.num_bytes()
                 + buf.dy.num_bytes()
@@ -293,11 +310,21 @@ impl Conv4Gpu {
         }
         check("images", images.len(), n * a.pixels())?;
         check("features", feats.len(), n * a.features())?;
+        self.upload_images(images, n)?;
+        for l in 0..a.blocks {
+            self.conv_layer(l)?;
+            self.bn_stats_layer(l)?;
+            self.pool_layer(l)?;
+        }
+        self.features_out(&mut feats.as_view_mut())?;
+        self.taped = true;
+        Ok(())
+    }
+
+    /// Sizes the tape for `n` images and uploads them as block 0's input.
+    fn upload_images(&mut self, images: &[f32], n: usize) -> Result<(), GpuError> {
         self.ensure(n)?;
-        let ch = a.channels;
-        let f_stats = self.dev.kernel(Kernel::BnStats)?;
-        let f_pool = self.dev.kernel(Kernel::BnReluPool)?;
-        let f_rows = self.dev.kernel(Kernel::MapsToRows)?;
+        let a = self.shape;
         let stream = self.dev.stream();
         let buf = self.buffers.as_mut().expect("sized by ensure");
         if a.in_channels == 1 {
@@ -306,62 +333,95 @@ impl Conv4Gpu {
             let planes = channel_major(images, n, a.in_channels, a.side * a.side);
             stream.memcpy_htod(&planes, &mut buf.layers[0].input)?;
         }
-        for l in 0..a.blocks {
-            let (c_in, s, so) = (a.c_in(l), a.side_at(l), a.side_at(l + 1));
-            let hw = s * s;
-            let (wo, go, _) = a.offsets(l);
-            let (head, tail) = buf.layers.split_at_mut(l + 1);
-            let lt = &mut head[l];
-            // Convolution, chunk by chunk: Z[:, i0·hw ..] = W · im2col(images i0 .. i0 + len).
-            for (i0, len) in chunks(n, self.im2col.chunk(&a, l, n)) {
-                self.im2col
-                    .fill(&self.dev, &lt.input, c_in, n, s, (i0, len))?;
-                let p = RowMajor {
-                    ldc: n * hw,
-                    ..RowMajor::new(ch, len * hw, c_in * 9)
-                };
-                let w = self.params.slice(wo..go);
-                let mut zc = lt.z.slice_mut(i0 * hw..);
-                self.dev.gemm(p, 1.0, &w, &self.im2col.cols, 0.0, &mut zc)?;
-            }
-            // Batch statistics, then normalise + ReLU + pool into the next block's input.
-            let m = i32_of(n * hw);
-            let eps = BN_EPS as f32;
-            let mut lb = stream.launch_builder(&f_stats);
-            lb.arg(&lt.z)
-                .arg(&m)
-                .arg(&eps)
-                .arg(&mut lt.mean)
-                .arg(&mut lt.invstd);
-            // SAFETY: matches `bn_stats`; z holds ch·m floats, mean and invstd ch.
-            unsafe { lb.launch(per_channel(ch)?) }?;
-            let next = match tail.first_mut() {
-                Some(t) => &mut t.input,
-                None => &mut buf.out,
+        Ok(())
+    }
+
+    /// Block `l`'s convolution, chunk by chunk: `Z[:, i0·hw ..] = W · im2col(images i0 ..
+    /// i0 + len)`.
+    fn conv_layer(&mut self, l: usize) -> Result<(), GpuError> {
+        let a = self.shape;
+        let buf = self.buffers.as_mut().expect("sized by ensure");
+        let n = buf.n;
+        let (c_in, s) = (a.c_in(l), a.side_at(l));
+        let hw = s * s;
+        let (wo, go, _) = a.offsets(l);
+        let lt = &mut buf.layers[l];
+        for (i0, len) in chunks(n, self.im2col.chunk(&a, l, n)) {
+            self.im2col
+                .fill(&self.dev, &lt.input, c_in, n, s, (i0, len))?;
+            let p = RowMajor {
+                ldc: n * hw,
+                ..RowMajor::new(a.channels, len * hw, c_in * 9)
             };
-            let gb = self.params.slice(go..go + 2 * ch);
-            let (ch32, n32, s32, so32) = (i32_of(ch), i32_of(n), i32_of(s), i32_of(so));
-            let mut lb = stream.launch_builder(&f_pool);
-            lb.arg(&lt.z)
-                .arg(&lt.mean)
-                .arg(&lt.invstd)
-                .arg(&gb)
-                .arg(&ch32)
-                .arg(&n32)
-                .arg(&s32)
-                .arg(&so32)
-                .arg(next)
-                .arg(&mut lt.argmax);
-            // SAFETY: matches `bn_relu_pool`; z: ch·n·s², out and argmax: ch·n·so², gb: 2ch.
-            unsafe { lb.launch(spread(ch * n * so * so)) }?;
+            let w = self.params.slice(wo..go);
+            let mut zc = lt.z.slice_mut(i0 * hw..);
+            self.dev.gemm(p, 1.0, &w, &self.im2col.cols, 0.0, &mut zc)?;
         }
-        let hwo = a.side_at(a.blocks).pow(2);
+        Ok(())
+    }
+
+    /// Block `l`'s batch statistics over this device's batch.
+    fn bn_stats_layer(&mut self, l: usize) -> Result<(), GpuError> {
+        let a = self.shape;
+        let f = self.dev.kernel(Kernel::BnStats)?;
+        let buf = self.buffers.as_mut().expect("sized by ensure");
+        let lt = &mut buf.layers[l];
+        let m = i32_of(buf.n * a.side_at(l).pow(2));
+        let eps = BN_EPS as f32;
+        let mut lb = self.dev.stream().launch_builder(&f);
+        lb.arg(&lt.z)
+            .arg(&m)
+            .arg(&eps)
+            .arg(&mut lt.mean)
+            .arg(&mut lt.invstd);
+        // SAFETY: matches `bn_stats`; z holds ch·m floats, mean and invstd ch.
+        unsafe { lb.launch(per_channel(a.channels)?) }?;
+        Ok(())
+    }
+
+    /// Block `l`'s normalisation, ReLU and pool into the next block's input (or the output).
+    fn pool_layer(&mut self, l: usize) -> Result<(), GpuError> {
+        let a = self.shape;
+        let f = self.dev.kernel(Kernel::BnReluPool)?;
+        let buf = self.buffers.as_mut().expect("sized by ensure");
+        let (ch, n, s, so) = (a.channels, buf.n, a.side_at(l), a.side_at(l + 1));
+        let (_, go, _) = a.offsets(l);
+        let (head, tail) = buf.layers.split_at_mut(l + 1);
+        let lt = &mut head[l];
+        let next = match tail.first_mut() {
+            Some(t) => &mut t.input,
+            None => &mut buf.out,
+        };
+        let gb = self.params.slice(go..go + 2 * ch);
+        let (ch32, n32, s32, so32) = (i32_of(ch), i32_of(n), i32_of(s), i32_of(so));
+        let mut lb = self.dev.stream().launch_builder(&f);
+        lb.arg(&lt.z)
+            .arg(&lt.mean)
+            .arg(&lt.invstd)
+            .arg(&gb)
+            .arg(&ch32)
+            .arg(&n32)
+            .arg(&s32)
+            .arg(&so32)
+            .arg(next)
+            .arg(&mut lt.argmax);
+        // SAFETY: matches `bn_relu_pool`; z: ch·n·s², out and argmax: ch·n·so², gb: 2ch.
+        unsafe { lb.launch(spread(ch * n * so * so)) }?;
+        Ok(())
+    }
+
+    /// The last block's output maps as feature rows (`n × features`).
+    fn features_out(&mut self, feats: &mut CudaViewMut<'_, f32>) -> Result<(), GpuError> {
+        let a = self.shape;
+        let f = self.dev.kernel(Kernel::MapsToRows)?;
+        let buf = self.buffers.as_ref().expect("sized by ensure");
+        let (ch, n, hwo) = (a.channels, buf.n, a.side_at(a.blocks).pow(2));
         let (ch32, n32, hw32) = (i32_of(ch), i32_of(n), i32_of(hwo));
-        let mut lb = stream.launch_builder(&f_rows);
+        let mut lb = self.dev.stream().launch_builder(&f);
         lb.arg(&buf.out).arg(&ch32).arg(&n32).arg(&hw32).arg(feats);
-        // SAFETY: matches `maps_to_rows`; both buffers hold ch·n·hwo floats.
+        // SAFETY: matches `maps_to_rows`; both buffers hold ch·n·hwo floats (feats checked
+        // by the callers).
         unsafe { lb.launch(spread(ch * n * hwo)) }?;
-        self.taped = true;
         Ok(())
     }
 
@@ -369,120 +429,194 @@ impl Conv4Gpu {
     /// device gradient buffer ([`Conv4Gpu::download_grad`]).
     pub(crate) fn backward(&mut self, dfeats: &CudaSlice<f32>) -> Result<(), GpuError> {
         let a = self.shape;
-        let Some(buf) = self.buffers.as_mut().filter(|_| self.taped) else {
-            return Err(GpuError::Data(
-                "backward needs a forward pass of the current parameters",
-            ));
-        };
-        let n = buf.n;
-        let ch = a.channels;
+        let n = self.taped_batch()?;
         check("feature gradient", dfeats.len(), n * a.features())?;
-        let dev = &self.dev;
-        let (f_maps, f_pool_b, f_sums, f_dz) = (
-            dev.kernel(Kernel::RowsToMaps)?,
-            dev.kernel(Kernel::PoolReluBackward)?,
-            dev.kernel(Kernel::BnBackwardSums)?,
-            dev.kernel(Kernel::BnDz)?,
-        );
-        let stream = dev.stream();
-        let hwo_last = a.side_at(a.blocks).pow(2);
-        {
-            let (ch32, n32, hw32) = (i32_of(ch), i32_of(n), i32_of(hwo_last));
-            let mut lb = stream.launch_builder(&f_maps);
-            lb.arg(dfeats)
-                .arg(&ch32)
-                .arg(&n32)
-                .arg(&hw32)
-                .arg(&mut buf.dmaps[0]);
-            // SAFETY: matches `rows_to_maps`; dfeats holds ch·n·hwo floats, dmaps[0] at least
-            // as many (block 1's maps are larger than the output's).
-            unsafe { lb.launch(spread(ch * n * hwo_last)) }?;
-        }
+        self.features_in(&dfeats.as_view())?;
         let mut cur = 0; // dmaps[cur] holds the gradient of the current block's output
         for l in (0..a.blocks).rev() {
-            let (c_in, s, so) = (a.c_in(l), a.side_at(l), a.side_at(l + 1));
-            let (hw, hwo) = (s * s, so * so);
-            let (wo, go, _) = a.offsets(l);
-            let lt = &buf.layers[l];
-            let gb = self.params.slice(go..go + 2 * ch);
-            let (ch32, n32, hwo32, m32) = (i32_of(ch), i32_of(n), i32_of(hwo), i32_of(n * hw));
-            let mut dy = buf.dy.slice_mut(..ch * n * hw);
-            stream.memset_zeros(&mut dy)?;
-            let mut lb = stream.launch_builder(&f_pool_b);
-            lb.arg(&buf.dmaps[cur])
-                .arg(&lt.argmax)
-                .arg(&lt.z)
-                .arg(&lt.mean)
-                .arg(&lt.invstd)
-                .arg(&gb)
-                .arg(&ch32)
-                .arg(&n32)
-                .arg(&hwo32)
-                .arg(&mut dy);
-            // SAFETY: matches `pool_relu_backward`; argmax indexes z/dy (ch·n·hw), dout holds
-            // ch·n·hwo floats.
-            unsafe { lb.launch(spread(ch * n * hwo)) }?;
-            let mut dgb = self.grad.slice_mut(go..go + 2 * ch);
-            let mut lb = stream.launch_builder(&f_sums);
-            lb.arg(&mut dy)
-                .arg(&lt.z)
-                .arg(&lt.mean)
-                .arg(&lt.invstd)
-                .arg(&ch32)
-                .arg(&m32)
-                .arg(&mut dgb);
-            // SAFETY: matches `bn_backward_sums`; dy and z hold ch·m floats, dgb 2ch.
-            unsafe { lb.launch(per_channel(ch)?) }?;
-            let dgb = self.grad.slice(go..go + 2 * ch);
-            let mut lb = stream.launch_builder(&f_dz);
-            lb.arg(&mut dy)
-                .arg(&lt.z)
-                .arg(&lt.mean)
-                .arg(&lt.invstd)
-                .arg(&gb)
-                .arg(&dgb)
-                .arg(&ch32)
-                .arg(&m32)
-                .arg(&m32);
-            // SAFETY: matches `bn_dz` (the whole batch here); dy and z hold ch·m floats, gb
-            // and dgb 2ch.
-            unsafe { lb.launch(spread(ch * n * hw)) }?;
-            // Weight gradient Σ_chunks dZ·colsᵀ and, below block 0, dinput = col2im(Wᵀ·dZ).
-            let (lo, hi) = buf.dmaps.split_at_mut(1);
-            let din = if cur == 0 { &mut hi[0] } else { &mut lo[0] };
-            for (i0, len) in chunks(n, self.im2col.chunk(&a, l, n)) {
-                self.im2col.fill(dev, &lt.input, c_in, n, s, (i0, len))?;
-                let dz = buf.dy.slice(i0 * hw..ch * n * hw);
-                let p = RowMajor {
-                    m: ch,
-                    n: c_in * 9,
-                    k: len * hw,
-                    trans_a: false,
-                    trans_b: true,
-                    lda: n * hw,
-                    ldb: len * hw,
-                    ldc: c_in * 9,
-                };
-                let beta = if i0 == 0 { 0.0 } else { 1.0 };
-                let mut gw = self.grad.slice_mut(wo..go);
-                dev.gemm(p, 1.0, &dz, &self.im2col.cols, beta, &mut gw)?;
-                if l > 0 {
-                    let p = RowMajor {
-                        m: c_in * 9,
-                        n: len * hw,
-                        k: ch,
-                        trans_a: true,
-                        trans_b: false,
-                        lda: c_in * 9,
-                        ldb: n * hw,
-                        ldc: len * hw,
-                    };
-                    let w = self.params.slice(wo..go);
-                    dev.gemm(p, 1.0, &w, &dz, 0.0, &mut self.im2col.cols)?;
-                    self.im2col.col2im(dev, c_in, n, s, (i0, len), din)?;
+            self.unpool_layer(l, cur)?;
+            self.bn_sums_layer(l)?;
+            self.bn_dz_layer(l, n)?;
+            self.conv_back_layer(l, cur, None)?;
+            cur = 1 - cur;
+        }
+        Ok(())
+    }
+
+    /// The batch of the tape, when it holds a forward pass of the current parameters.
+    fn taped_batch(&self) -> Result<usize, GpuError> {
+        match self.buffers.as_ref().filter(|_| self.taped) {
+            Some(buf) => Ok(buf.n),
+            None => Err(GpuError::Data(
+                "backward needs a forward pass of the current parameters",
+            )),
+        }
+    }
+
+    /// The feature gradient (`n × features` rows) as maps of the last block's output.
+    fn features_in(&mut self, dfeats: &CudaView<'_, f32>) -> Result<(), GpuError> {
+        let a = self.shape;
+        let f = self.dev.kernel(Kernel::RowsToMaps)?;
+        let buf = self.buffers.as_mut().expect("taped");
+        let (ch, n, hwo) = (a.channels, buf.n, a.side_at(a.blocks).pow(2));
+        let (ch32, n32, hw32) = (i32_of(ch), i32_of(n), i32_of(hwo));
+        let mut lb = self.dev.stream().launch_builder(&f);
+        lb.arg(dfeats)
+            .arg(&ch32)
+            .arg(&n32)
+            .arg(&hw32)
+            .arg(&mut buf.dmaps[0]);
+        // SAFETY: matches `rows_to_maps`; dfeats holds ch·n·hwo floats (checked by the
+        // callers), dmaps[0] at least as many (block 1's maps are larger than the output's).
+        unsafe { lb.launch(spread(ch * n * hwo)) }?;
+        Ok(())
+    }
+
+    /// `dy` ← the gradient at block `l`'s batch-norm output, through its pool and ReLU from
+    /// `dmaps[cur]`.
+    fn unpool_layer(&mut self, l: usize, cur: usize) -> Result<(), GpuError> {
+        let a = self.shape;
+        let f = self.dev.kernel(Kernel::PoolReluBackward)?;
+        let stream = self.dev.stream();
+        let buf = self.buffers.as_mut().expect("taped");
+        let (ch, n, hw, hwo) = (
+            a.channels,
+            buf.n,
+            a.side_at(l).pow(2),
+            a.side_at(l + 1).pow(2),
+        );
+        let (_, go, _) = a.offsets(l);
+        let lt = &buf.layers[l];
+        let gb = self.params.slice(go..go + 2 * ch);
+        let (ch32, n32, hwo32) = (i32_of(ch), i32_of(n), i32_of(hwo));
+        let mut dy = buf.dy.slice_mut(..ch * n * hw);
+        stream.memset_zeros(&mut dy)?;
+        let mut lb = stream.launch_builder(&f);
+        lb.arg(&buf.dmaps[cur])
+            .arg(&lt.argmax)
+            .arg(&lt.z)
+            .arg(&lt.mean)
+            .arg(&lt.invstd)
+            .arg(&gb)
+            .arg(&ch32)
+            .arg(&n32)
+            .arg(&hwo32)
+            .arg(&mut dy);
+        // SAFETY: matches `pool_relu_backward`; argmax indexes z/dy (ch·n·hw), dout holds
+        // ch·n·hwo floats.
+        unsafe { lb.launch(spread(ch * n * hwo)) }?;
+        Ok(())
+    }
+
+    /// `∂γ, ∂β` of block `l` over this device's batch, into the gradient buffer.
+    fn bn_sums_layer(&mut self, l: usize) -> Result<(), GpuError> {
+        let a = self.shape;
+        let f = self.dev.kernel(Kernel::BnBackwardSums)?;
+        let buf = self.buffers.as_mut().expect("taped");
+        let (ch, m) = (a.channels, buf.n * a.side_at(l).pow(2));
+        let (_, go, _) = a.offsets(l);
+        let lt = &buf.layers[l];
+        let (ch32, m32) = (i32_of(ch), i32_of(m));
+        let dy = buf.dy.slice(..ch * m);
+        let mut dgb = self.grad.slice_mut(go..go + 2 * ch);
+        let mut lb = self.dev.stream().launch_builder(&f);
+        lb.arg(&dy)
+            .arg(&lt.z)
+            .arg(&lt.mean)
+            .arg(&lt.invstd)
+            .arg(&ch32)
+            .arg(&m32)
+            .arg(&mut dgb);
+        // SAFETY: matches `bn_backward_sums`; dy and z hold ch·m floats, dgb 2ch.
+        unsafe { lb.launch(per_channel(ch)?) }?;
+        Ok(())
+    }
+
+    /// `dy` ← the gradient at block `l`'s convolution output (batch norm's backward, with
+    /// the statistics of a batch of `batch` images, all of this device's or more).
+    fn bn_dz_layer(&mut self, l: usize, batch: usize) -> Result<(), GpuError> {
+        let a = self.shape;
+        let f = self.dev.kernel(Kernel::BnDz)?;
+        let buf = self.buffers.as_mut().expect("taped");
+        let (ch, hw) = (a.channels, a.side_at(l).pow(2));
+        let m = buf.n * hw;
+        let (_, go, _) = a.offsets(l);
+        let lt = &buf.layers[l];
+        let gb = self.params.slice(go..go + 2 * ch);
+        let dgb = self.grad.slice(go..go + 2 * ch);
+        let (ch32, m32, batch32) = (i32_of(ch), i32_of(m), i32_of(batch * hw));
+        let mut dy = buf.dy.slice_mut(..ch * m);
+        let mut lb = self.dev.stream().launch_builder(&f);
+        lb.arg(&mut dy)
+            .arg(&lt.z)
+            .arg(&lt.mean)
+            .arg(&lt.invstd)
+            .arg(&gb)
+            .arg(&dgb)
+            .arg(&ch32)
+            .arg(&m32)
+            .arg(&batch32);
+        // SAFETY: matches `bn_dz`; dy and z hold ch·m floats, gb and dgb 2ch.
+        unsafe { lb.launch(spread(ch * m)) }?;
+        Ok(())
+    }
+
+    /// Block `l`'s weight gradient `Σ_chunks dZ·colsᵀ` (into the gradient buffer, or chunk
+    /// `k`'s into slot `k` of `slots`) and, below block 0, `dmaps[1 − cur] = col2im(Wᵀ·dZ)`.
+    fn conv_back_layer(
+        &mut self,
+        l: usize,
+        cur: usize,
+        mut slots: Option<&mut Slots>,
+    ) -> Result<(), GpuError> {
+        let a = self.shape;
+        let dev = &self.dev;
+        let buf = self.buffers.as_mut().expect("taped");
+        let (ch, n, c_in, s) = (a.channels, buf.n, a.c_in(l), a.side_at(l));
+        let hw = s * s;
+        let (wo, go, _) = a.offsets(l);
+        let lt = &buf.layers[l];
+        let (lo, hi) = buf.dmaps.split_at_mut(1);
+        let din = if cur == 0 { &mut hi[0] } else { &mut lo[0] };
+        for (k, (i0, len)) in chunks(n, self.im2col.chunk(&a, l, n)).enumerate() {
+            self.im2col.fill(dev, &lt.input, c_in, n, s, (i0, len))?;
+            let dz = buf.dy.slice(i0 * hw..ch * n * hw);
+            let p = RowMajor {
+                m: ch,
+                n: c_in * 9,
+                k: len * hw,
+                trans_a: false,
+                trans_b: true,
+                lda: n * hw,
+                ldb: len * hw,
+                ldc: c_in * 9,
+            };
+            match slots.as_deref_mut() {
+                None => {
+                    let beta = if i0 == 0 { 0.0 } else { 1.0 };
+                    let mut gw = self.grad.slice_mut(wo..go);
+                    dev.gemm(p, 1.0, &dz, &self.im2col.cols, beta, &mut gw)?;
+                }
+                Some(slots) => {
+                    let mut gw = slots.slot(k);
+                    dev.gemm(p, 1.0, &dz, &self.im2col.cols, 0.0, &mut gw)?;
                 }
             }
-            cur = 1 - cur;
+            if l > 0 {
+                let p = RowMajor {
+                    m: c_in * 9,
+                    n: len * hw,
+                    k: ch,
+                    trans_a: true,
+                    trans_b: false,
+                    lda: c_in * 9,
+                    ldb: n * hw,
+                    ldc: len * hw,
+                };
+                let w = self.params.slice(wo..go);
+                dev.gemm(p, 1.0, &w, &dz, 0.0, &mut self.im2col.cols)?;
+                self.im2col.col2im(dev, c_in, n, s, (i0, len), din)?;
+            }
         }
         Ok(())
     }

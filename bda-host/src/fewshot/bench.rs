@@ -153,7 +153,8 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
         .map(|_| synthetic_task(e.ways, e.shots, e.queries, arch.pixels(), &mut rng))
         .collect();
     let head = plan.head;
-    let mut backend = fewshot_backend(device, arch)?;
+    // A device that fails on one rank alone ends every rank.
+    let mut backend = crate::ranks::agree(fewshot_backend(device, arch))?;
     let mut step = |backend: &mut dyn MetaBackend, params: &mut Vec<f32>| -> Result<(), CliError> {
         let mg = backend
             .meta_gradient(Batch {
