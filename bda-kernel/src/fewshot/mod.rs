@@ -5,6 +5,9 @@
 //!   that the CPU backend (`bda-cpu`) runs and that the batched CUDA head (`bda-gpu`) is
 //!   checked against (in `f64`);
 //! * [`Conv4Shape`]: the backbone's geometry and parameter layout, shared by both devices;
+//! * [`Network`] (`alloc`): the backbone and a head as one function of every weight (the
+//!   lower level of the MAML family), its gradient and exact Hessian–vector products in
+//!   `f64`;
 //! * [`MetaBackend`] (`alloc`): what a device computes for one meta-batch of [`Task`]s —
 //!   the meta-gradient of the mean `φ_K` and the evaluation accuracies — with the head
 //!   fitted and differentiated by the engine as [`HeadProcedure`] says.
@@ -35,10 +38,14 @@
 mod head;
 #[cfg(feature = "alloc")]
 mod meta;
+#[cfg(feature = "alloc")]
+mod network;
 mod shape;
 
 #[cfg(feature = "alloc")]
 pub use head::FeatureHead;
 #[cfg(feature = "alloc")]
 pub use meta::{Batch, HeadProcedure, MetaBackend, MetaError, MetaGrad, Task, stack};
+#[cfg(feature = "alloc")]
+pub use network::Network;
 pub use shape::{BN_EPS, Conv4Shape};
