@@ -322,6 +322,8 @@ mod tests {
         assert_eq!(e.exit_code(), 2);
     }
 
+    /// Plain `cuda` names the device it stood for (device 0 for one process).
+    #[cfg(feature = "cuda")]
     #[test]
     fn cuda_without_a_driver_is_one_line() {
         if let Err(e) = Device::Cuda(None).open() {

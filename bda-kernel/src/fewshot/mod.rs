@@ -7,7 +7,9 @@
 //! * [`Conv4Shape`]: the backbone's geometry and parameter layout, shared by both devices;
 //! * [`Network`] (`alloc`): the backbone and a head as one function of every weight (the
 //!   lower level of the MAML family), its gradient and exact Hessian–vector products in
-//!   `f64`;
+//!   `f64`; [`NetworkTask`] (`alloc`): one task of it as a backend, so that MAML is the
+//!   engine's RHG from `y₀ = x`, iMAML its IHG with a proximal term, BDA on the whole
+//!   network its BDA;
 //! * [`MetaBackend`] (`alloc`): what a device computes for one meta-batch of [`Task`]s —
 //!   the meta-gradient of the mean `φ_K` and the evaluation accuracies — with the head
 //!   fitted and differentiated by the engine as [`HeadProcedure`] says.
@@ -41,6 +43,8 @@ mod meta;
 #[cfg(feature = "alloc")]
 mod network;
 mod shape;
+#[cfg(feature = "alloc")]
+mod task;
 
 #[cfg(feature = "alloc")]
 pub use head::FeatureHead;
@@ -49,3 +53,5 @@ pub use meta::{Batch, HeadProcedure, MetaBackend, MetaError, MetaGrad, Task, sta
 #[cfg(feature = "alloc")]
 pub use network::Network;
 pub use shape::{BN_EPS, Conv4Shape};
+#[cfg(feature = "alloc")]
+pub use task::NetworkTask;
