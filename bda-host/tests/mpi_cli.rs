@@ -174,6 +174,49 @@ fn both_commands_on_cuda_have_the_same_json_on_1_2_3_ranks() {
     }
 }
 
+/// A device that fails on one rank alone (the stand-in's launches fail after a count on
+/// rank 1): every rank ends with that rank's error, one line from rank 0, exit 1, no hang.
+#[test]
+fn a_device_failing_on_one_rank_ends_every_rank() {
+    let Some(lib) = fake_cuda() else {
+        println!("skipped: no C++ compiler for the fake CUDA libraries");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    bda_testkit::idx::write_dataset(dir.path(), 1800, 100, 10, 3).unwrap();
+    let runs = [
+        format!(
+            "hyperclean --data-dir {} --n-train 1100 --n-val 600 --K 3 --ul-iters 3 --quiet \
+             --threads 1 --device cuda",
+            dir.path().display()
+        ),
+        format!(
+            "fewshot --data-dir {} --ways 3 --shots 1 --queries 2 --meta-batch 3 --channels 4 \
+             --ul-iters 3 --episodes 2 --quiet --threads 1 --device cuda",
+            fixture("omniglot-tiny")
+        ),
+    ];
+    for args in &runs {
+        let t = Instant::now();
+        let out = mpirun(1)
+            .args(["-x", "LD_LIBRARY_PATH"])
+            .env("LD_LIBRARY_PATH", &lib)
+            .arg(bin())
+            .args(argv(args))
+            .args([":", "-np", "1", "env", "BDA_FAKE_CUDA_FAIL_AFTER=40", bin()])
+            .args(argv(args))
+            .output()
+            .unwrap();
+        assert!(t.elapsed() < Duration::from_secs(60), "no hang");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args}: {err}");
+        let ours: Vec<&str> = err.lines().filter(|l| l.starts_with("bda: ")).collect();
+        assert_eq!(ours.len(), 1, "one line, from rank 0: {err}");
+        assert!(ours[0].contains("rank 1: "), "{}", ours[0]);
+        assert!(out.stdout.is_empty(), "no report");
+    }
+}
+
 #[test]
 fn few_shot_training_and_evaluation_have_the_json_of_one_process() {
     let dir = tempfile::tempdir().unwrap();

@@ -9,6 +9,7 @@
 #include "conv.cu"
 #include "head.cu"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -18,7 +19,7 @@
 
 typedef int CUresult;
 typedef uint64_t CUdeviceptr;
-enum : CUresult { OK = 0, INVALID_VALUE = 1, INVALID_DEVICE = 101, INVALID_IMAGE = 200, NOT_FOUND = 500 };
+enum : CUresult { OK = 0, INVALID_VALUE = 1, INVALID_DEVICE = 101, INVALID_IMAGE = 200, NOT_FOUND = 500, LAUNCH_FAILED = 719 };
 
 namespace {
 std::mutex g_lock;
@@ -124,6 +125,14 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
     const std::string& n = ((Function*)f)->name;
     if (gx == 0 || gy != 1 || gz != 1 || bx == 0 || bx > 1024 || by != 1 || bz != 1 || shared != 0 || extra)
         return INVALID_VALUE;
+    // `BDA_FAKE_CUDA_FAIL_AFTER=N`: launches after the N-th fail, as a lost device's do (for
+    // the tests of a failure on one rank alone).
+    static const long fail_after = [] {
+        const char* v = std::getenv("BDA_FAKE_CUDA_FAIL_AFTER");
+        return v ? std::atol(v) : -1L;
+    }();
+    static std::atomic<long> launched{0};
+    if (fail_after >= 0 && launched.fetch_add(1) >= fail_after) return LAUNCH_FAILED;
     std::lock_guard<std::mutex> one_at_a_time(g_launch);
     if (n == "xent_grad_rows") {
         bda_launch(gx, bx, [&] {
