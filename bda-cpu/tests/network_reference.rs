@@ -6,19 +6,14 @@
 
 use bda_cpu::conv4::Conv4;
 use bda_kernel::fewshot::{Conv4Shape, Network};
+use bda_testkit::instance::network_weights;
 use bda_testkit::{Rng, rel_err};
 
 fn check(shape: Conv4Shape, seed: u64) {
     let ways = 3;
     let net = Network { shape, ways };
     let mut r = Rng::new(seed);
-    let mut y: Vec<f64> = (0..net.num_params())
-        .map(|_| f64::from(r.range(-0.5, 0.5)))
-        .collect();
-    for l in 0..shape.blocks {
-        let (_, g, b) = shape.offsets(l);
-        y[g..b].iter_mut().for_each(|v| *v += 1.0);
-    }
+    let y = network_weights(&net, &mut r);
     let labels: Vec<u8> = (0..7).map(|i| (i % ways) as u8).collect();
     let n = labels.len();
     let images: Vec<f64> = (0..n * shape.pixels())

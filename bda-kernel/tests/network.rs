@@ -6,6 +6,7 @@
 
 use bda_kernel::fewshot::{Conv4Shape, Network};
 use bda_testkit::fd::central_diff;
+use bda_testkit::instance::network_weights;
 use bda_testkit::{Rng, rel_err};
 
 fn shapes() -> [Conv4Shape; 2] {
@@ -29,13 +30,7 @@ fn shapes() -> [Conv4Shape; 2] {
 fn instance(shape: Conv4Shape, seed: u64) -> (Network, Vec<f64>, Vec<f64>, Vec<u8>) {
     let net = Network { shape, ways: 3 };
     let mut r = Rng::new(seed);
-    let mut y: Vec<f64> = (0..net.num_params())
-        .map(|_| f64::from(r.range(-0.5, 0.5)))
-        .collect();
-    for l in 0..shape.blocks {
-        let (_, g, b) = shape.offsets(l);
-        y[g..b].iter_mut().for_each(|v| *v += 1.0);
-    }
+    let y = network_weights(&net, &mut r);
     let labels: Vec<u8> = (0..6).map(|i| (i % 3) as u8).collect();
     let images = (0..labels.len() * shape.pixels())
         .map(|_| f64::from(r.range(0.0, 1.0)))

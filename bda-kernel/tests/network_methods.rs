@@ -7,6 +7,7 @@ use bda_kernel::Method;
 use bda_kernel::backend::{Backend, Hypergrad, MethodConfig};
 use bda_kernel::fewshot::{Conv4Shape, Network, NetworkTask};
 use bda_testkit::fd::central_diff;
+use bda_testkit::instance::network_weights;
 use bda_testkit::{Rng, rel_err};
 
 /// A small network: 2 channels, 5×5 grey images, 2 blocks (5 → 3 → 2), 3 ways.
@@ -30,15 +31,10 @@ struct Data {
 
 fn data(net: &Network, seed: u64) -> Data {
     let mut r = Rng::new(seed);
-    let mut u = |lo: f64, hi: f64| f64::from(r.range(lo, hi));
-    let mut x: Vec<f64> = (0..net.num_params()).map(|_| u(-0.5, 0.5)).collect();
-    for l in 0..net.shape.blocks {
-        let (_, g, b) = net.shape.offsets(l);
-        x[g..b].iter_mut().for_each(|v| *v += 1.0);
-    }
+    let x = network_weights(net, &mut r);
     let px = net.shape.pixels();
     let mut set = |n: usize| -> (Vec<f64>, Vec<u8>) {
-        let images = (0..n * px).map(|_| u(0.0, 1.0)).collect();
+        let images = (0..n * px).map(|_| f64::from(r.range(0.0, 1.0))).collect();
         (images, (0..n).map(|i| (i % 3) as u8).collect())
     };
     let (support, query) = (set(3), set(6));

@@ -1,6 +1,7 @@
 //! Random hyper-cleaning instances, for the reference's own finite-difference tests and the
 //! fast backends' checks against `bda_kernel::hyperclean::HypercleanReference`.
 
+use bda_kernel::fewshot::Network;
 use bda_kernel::hyperclean::{Classifier, HypercleanData};
 
 use crate::Rng;
@@ -138,4 +139,17 @@ impl Problem {
         };
         Problem { classifier, ..self }
     }
+}
+
+/// Weights of a whole few-shot network like an initialised one: uniform in ±0.5, every γ
+/// moved to about 1 (batch norm's scale), in [`Network`]'s layout.
+pub fn network_weights(net: &Network, r: &mut Rng) -> Vec<f64> {
+    let mut y: Vec<f64> = (0..net.num_params())
+        .map(|_| f64::from(r.range(-0.5, 0.5)))
+        .collect();
+    for l in 0..net.shape.blocks {
+        let (_, g, b) = net.shape.offsets(l);
+        y[g..b].iter_mut().for_each(|v| *v += 1.0);
+    }
+    y
 }
