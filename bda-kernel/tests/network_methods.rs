@@ -1,6 +1,7 @@
 //! The MAML family as specifications of the engine (`fewshot::NetworkTask`): MAML (RHG from
 //! `y₀ = x`) and BDA on the whole network against central differences of `φ_K(x)` through
-//! the K inner steps from `x`, iMAML (IHG with a proximal term) against a dense solve of its
+//! the K inner steps from `x`, Meta-SGD (RHG with a step size per weight in `x`) the same
+//! way in both halves of `x`, iMAML (IHG with a proximal term) against a dense solve of its
 //! linear system, and the first-order and Reptile directions.
 
 use bda_kernel::Method;
@@ -47,6 +48,7 @@ fn task<'a>(net: Network, d: &'a Data, prox: f64) -> NetworkTask<'a> {
         support: (&d.support.0, &d.support.1),
         query: (&d.query.0, &d.query.1),
         prox,
+        per_weight_steps: false,
     }
 }
 
@@ -152,6 +154,41 @@ fn imaml_is_ihg_with_a_proximal_term() {
     );
     assert!(e < 1e-10, "{e:.3e}");
     assert!(cg.non_positive_curvature.is_none());
+}
+
+/// Meta-SGD: RHG on `x = [initialisation | a step size per weight]` from `y₀ = x₀`, against
+/// central differences of `φ` in both halves of `x`.
+#[test]
+fn meta_sgd_learns_a_step_size_per_weight() {
+    let (net, d) = (network(), data(&network(), 9));
+    let n = net.num_params();
+    let mut r = Rng::new(10);
+    let mut x = d.x.clone();
+    x.extend((0..n).map(|_| f64::from(r.range(0.2, 0.6))));
+    fn with_steps<'a>(net: Network, d: &'a Data) -> NetworkTask<'a> {
+        NetworkTask {
+            per_weight_steps: true,
+            ..task(net, d, 0.0)
+        }
+    }
+    let spec = MethodConfig::new(Method::Rhg, 3, 1.0).build().unwrap();
+    let mut t = with_steps(net, &d);
+    let mut hg = Hypergrad::new(&mut t, spec).unwrap();
+    let (mut gx, mut y) = (t.new_x().unwrap(), t.new_y().unwrap());
+    assert_eq!(gx.len(), 2 * n);
+    hg.hypergradient(&mut t, &x, &x[..n].to_vec(), &mut gx, &mut y)
+        .unwrap();
+    let phi = |x: &[f64]| -> f64 {
+        let mut t = with_steps(net, &d);
+        let mut hg = Hypergrad::new(&mut t, spec).unwrap();
+        let mut y = t.new_y().unwrap();
+        hg.solve_lower(&mut t, &x.to_vec(), &x[..n].to_vec(), &mut y)
+            .unwrap()
+    };
+    let fd = central_diff(phi, &x, 1e-6, x.len());
+    let (e0, e1) = (rel_err(&gx[..n], &fd[..n]), rel_err(&gx[n..], &fd[n..]));
+    println!("Meta-SGD (K = 3): initialisation {e0:.2e}, step sizes {e1:.2e}");
+    assert!(e0 < 1e-6 && e1 < 1e-6, "{e0:.3e} {e1:.3e}");
 }
 
 #[test]

@@ -11,7 +11,10 @@
 //! of the meta-gradient (`dy₀/dx = I`), and [`StepAdjoint::step_adjoint_last`] adds it to
 //! `gx`. iMAML is IHG with the proximal term: `∇φ = λ(∇²L_support + λI)⁻¹∇L_query` at the
 //! inner solution, `(I + H/λ)⁻¹∇F`, by conjugate gradient on [`LowerHessian::lower_hvp`].
-//! First-order MAML (`∇L_query(y_K)`) and Reptile (`x − y_K`) need only the inner solve.
+//! Meta-SGD learns a step size per weight besides the initialisation
+//! ([`NetworkTask::per_weight_steps`]: `x = [initialisation | α]`, the inner step
+//! `y ← y − w_l·α ⊙ ∇_y f`): it is RHG on that `x`. First-order MAML (`∇L_query(y_K)`) and
+//! Reptile (`x − y_K`) need only the inner solve.
 //!
 //! In `f64`, on the reference [`Network`]: what the device backends of the MAML family are
 //! checked against.
@@ -29,7 +32,8 @@ use crate::backend::{
 type V = Vec<f64>;
 type Io<R = ()> = Result<R, Infallible>;
 
-/// One task: its support and query images and labels, and iMAML's proximal weight.
+/// One task: its support and query images and labels, iMAML's proximal weight and whether
+/// Meta-SGD's step sizes are part of `x`.
 #[derive(Clone, Copy, Debug)]
 pub struct NetworkTask<'a> {
     /// The network.
@@ -40,9 +44,28 @@ pub struct NetworkTask<'a> {
     pub query: (&'a [f64], &'a [u8]),
     /// λ of the proximal term `(λ/2)‖y − x‖²` (iMAML; 0 otherwise).
     pub prox: f64,
+    /// Meta-SGD: `x` is the initialisation followed by a step size per weight, `α`; the
+    /// inner step is `y ← y − w_l·α ⊙ ∇_y f` (with the spec's step `s_l = 1`, `w_l = β_k`),
+    /// and `y₀` is `x`'s first half.
+    pub per_weight_steps: bool,
 }
 
 impl NetworkTask<'_> {
+    /// The initialisation part of `x` and, with per-weight steps, the step sizes.
+    fn parts<'x>(&self, x: &'x [f64]) -> (&'x [f64], Option<&'x [f64]>) {
+        let n = self.net.num_params();
+        (&x[..n], self.per_weight_steps.then(|| &x[n..]))
+    }
+
+    /// `∇_y f(x, y) = ∇L_support(y) + λ(y − x₀)`.
+    fn lower_grad(&self, x0: &[f64], y: &[f64]) -> V {
+        let (_, mut g) = self.grad(y, false);
+        for ((g, y), x) in g.iter_mut().zip(y).zip(x0) {
+            *g += self.prox * (y - x);
+        }
+        g
+    }
+
     /// `∇_y L(y)` of the support (`query = false`) or query set.
     fn grad(&self, y: &[f64], query: bool) -> (f64, V) {
         let (images, labels) = if query { self.query } else { self.support };
@@ -61,7 +84,7 @@ impl NetworkTask<'_> {
 impl HostBuffers for NetworkTask<'_> {
     type Scalar = f64;
     fn x_len(&self) -> usize {
-        self.net.num_params()
+        self.net.num_params() * if self.per_weight_steps { 2 } else { 1 }
     }
     fn y_len(&self) -> usize {
         self.net.num_params()
@@ -72,9 +95,10 @@ impl LowerStep for NetworkTask<'_> {
     fn lower_step(&mut self, x: &V, y: &V, w_u: f64, w_l: f64, y_out: &mut V) -> Io {
         y_out.copy_from_slice(y);
         if w_l != 0.0 {
-            let (_, g) = self.grad(y, false);
-            for ((o, g), (y, x)) in y_out.iter_mut().zip(&g).zip(y.iter().zip(x)) {
-                *o -= w_l * (g + self.prox * (y - x));
+            let (x0, alpha) = self.parts(x);
+            let g = self.lower_grad(x0, y);
+            for (i, (o, g)) in y_out.iter_mut().zip(&g).enumerate() {
+                *o -= w_l * alpha.map_or(1.0, |a| a[i]) * g;
             }
         }
         if w_u != 0.0 {
@@ -97,21 +121,33 @@ impl UpperGradient for NetworkTask<'_> {
 }
 
 impl StepAdjoint for NetworkTask<'_> {
-    /// `∂²_{xy}f = −λI`, `∂²_{xy}F = 0`: `gx += w_l·λ·a`, then
-    /// `a ← a − w_u ∇²F·a − w_l (∇²L_support + λI)·a`.
-    fn step_adjoint(&mut self, _: &V, y: &V, w_u: f64, w_l: f64, a: &mut V, gx: &mut V) -> Io {
-        let lam = self.prox;
+    /// The step `y − w_l·α ⊙ ∇_y f − w_u ∇F` (`α = 1` without per-weight steps), where
+    /// `∂(∇_y f)/∂x₀ = −λI`: `gx₀ += w_l·λ·α ⊙ a`, `gx_α −= w_l·∇_y f ⊙ a`, then
+    /// `a ← a − w_u ∇²F·a − w_l (∇²L_support + λI)·(α ⊙ a)`.
+    fn step_adjoint(&mut self, x: &V, y: &V, w_u: f64, w_l: f64, a: &mut V, gx: &mut V) -> Io {
+        let (lam, n) = (self.prox, self.net.num_params());
+        let (x0, alpha) = self.parts(x);
+        let scaled: V = match alpha {
+            Some(al) => a.iter().zip(al).map(|(a, s)| a * s).collect(),
+            None => a.clone(),
+        };
         if w_l != 0.0 && lam != 0.0 {
-            gx.iter_mut()
-                .zip(a.iter())
-                .for_each(|(g, a)| *g += w_l * lam * a);
+            for (g, s) in gx[..n].iter_mut().zip(&scaled) {
+                *g += w_l * lam * s;
+            }
         }
-        let hf = (w_l != 0.0).then(|| self.hvp(y, a, false));
+        if w_l != 0.0 && alpha.is_some() {
+            let d = self.lower_grad(x0, y);
+            for ((g, d), a) in gx[n..].iter_mut().zip(&d).zip(a.iter()) {
+                *g -= w_l * d * a;
+            }
+        }
+        let hf = (w_l != 0.0).then(|| self.hvp(y, &scaled, false));
         let hu = (w_u != 0.0).then(|| self.hvp(y, a, true));
         for (i, ai) in a.iter_mut().enumerate() {
             let mut d = 0.0;
             if let Some(h) = &hf {
-                d += w_l * (h[i] + lam * *ai);
+                d += w_l * (h[i] + lam * scaled[i]);
             }
             if let Some(h) = &hu {
                 d += w_u * h[i];
@@ -121,7 +157,7 @@ impl StepAdjoint for NetworkTask<'_> {
         Ok(())
     }
 
-    /// The first step's adjoint, then `gx += a`: the first state is `y₀ = x`.
+    /// The first step's adjoint, then `gx₀ += a`: the first state is `y₀ = x₀`.
     fn step_adjoint_last(&mut self, x: &V, y: &V, w_u: f64, w_l: f64, a: &mut V, gx: &mut V) -> Io {
         self.step_adjoint(x, y, w_u, w_l, a, gx)?;
         gx.iter_mut().zip(a.iter()).for_each(|(g, a)| *g += a);
@@ -129,6 +165,8 @@ impl StepAdjoint for NetworkTask<'_> {
     }
 }
 
+/// iMAML's products; with per-weight steps, on the initialisation's part of `x` (the
+/// inner solution does not depend on the step sizes).
 impl LowerHessian for NetworkTask<'_> {
     fn lower_hvp(&mut self, _: &V, y: &V, v: &V, out: &mut V) -> Io {
         let h = self.hvp(y, v, false);
