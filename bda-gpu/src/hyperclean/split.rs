@@ -8,7 +8,7 @@
 //! shorter; rank `r` of `P` owns the contiguous range [`owned`]`(chunks, r, P)` of each set.
 //! A product's pass runs chunk by chunk: every GEMM has the shape of one chunk whatever `P`
 //! is (cuBLAS picks its algorithm, and with it the order of its additions, by shape), and a
-//! chunk's contribution to a `y`-sized sum lands in its own slot of `parts`.
+//! chunk's contribution to a `y`-sized sum lands in its own device slot ([`Slots`]).
 //!
 //! # Sums
 //!
