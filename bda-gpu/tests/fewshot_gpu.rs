@@ -1,22 +1,20 @@
 //! Few-shot on a CUDA device against f64 references: the conv4 backbone's features and
-//! parameter gradient against `tests/fewshot_ref`, the batched head run through the kernel's
-//! engine (`Hypergrad::unrolled`: BDA, RHG, T-RHG) against per-task runs of
-//! `bda_kernel::fewshot::FeatureHead<f64>`, and the whole meta-gradient against central finite
-//! differences of the f64 pipeline. Each test prints `skipped: <reason>` and returns when no
-//! CUDA device is usable (or fails with the reason when `BDA_REQUIRE_CUDA` is set, as in the GPU
-//! kit; device `BDA_GPU_TEST_ORDINAL`, default 0); `all_fewshot_tests_on_a_fake_device` runs them all once more on the
-//! CPU stand-ins of `tests/fake_cuda` (so they run on every machine with a C++ compiler). Run
-//! with `--nocapture` to see the measured errors.
-
-mod fewshot_ref;
+//! parameter gradient against the kernel's f64 backbone (`fewshot::Network::features`), the
+//! batched head run through the kernel's engine (`Hypergrad::unrolled`: BDA, RHG, T-RHG)
+//! against per-task runs of `bda_kernel::fewshot::FeatureHead<f64>`, and the whole
+//! meta-gradient against central finite differences of the f64 pipeline. Each test prints
+//! `skipped: <reason>` and returns when no CUDA device is usable (or fails with the reason
+//! when `BDA_REQUIRE_CUDA` is set, as in the GPU kit; device `BDA_GPU_TEST_ORDINAL`, default
+//! 0); `all_fewshot_tests_on_a_fake_device` runs them all once more on the CPU stand-ins of
+//! `tests/fake_cuda` (so they run on every machine with a C++ compiler). Run with
+//! `--nocapture` to see the measured errors.
 
 use bda_gpu::{Episodes, FewshotGpu, GpuDevice, GpuError, HeadDims, HeadGpu, TaskResults};
 use bda_kernel::Method;
 use bda_kernel::backend::{Backend, Hypergrad, LowerStep, MethodConfig, MethodError, MethodSpec};
-use bda_kernel::fewshot::{Conv4Shape, FeatureHead};
+use bda_kernel::fewshot::{Conv4Shape, FeatureHead, Network};
 use bda_testkit::fd::central_diff;
 use bda_testkit::{Rng, cuda, cxx, rel_err};
-use fewshot_ref::conv4_forward;
 
 /// 12 → 6 → 3 → 2 (the last pool exercises ceil mode): 16 features, 348 parameters.
 const SHAPE: Conv4Shape = Conv4Shape {
@@ -174,7 +172,7 @@ fn task_run(
 /// The f64 pipeline: per-task `(φ_K, query accuracy)` at `params`.
 fn reference_meta(p: &[f64], b: &Batch, spec: MethodSpec<f64>, l2: f64) -> Vec<(f64, f64)> {
     let nf = SHAPE.features();
-    let feats = conv4_forward(&SHAPE, p, &b.images, b.n());
+    let feats = Network::features(&SHAPE, p, &b.images, b.n());
     (0..b.tasks)
         .map(|t| {
             let x = b.task_x(&feats, t, nf);
@@ -192,7 +190,7 @@ fn backbone_features_agree() {
     let p = params(&mut rng);
     let n = 7;
     let images = rng.vec64(n * SHAPE.pixels(), 0.0, 1.0);
-    let want = conv4_forward(&SHAPE, &p, &images, n);
+    let want = Network::features(&SHAPE, &p, &images, n);
     let mut gpu = FewshotGpu::new(&dev, SHAPE).expect("open the backend");
     let got = gpu.features(&f32s(&p), &f32s(&images), n).unwrap();
     agree("conv4 features", &f64s(&got), &want, gpu_tol(1e-4));
@@ -221,12 +219,12 @@ fn rgb_backbone_agrees() {
     agree(
         "rgb features",
         &f64s(&got),
-        &conv4_forward(&RGB, &p, &images, n),
+        &Network::features(&RGB, &p, &images, n),
         gpu_tol(1e-4),
     );
     let dfeats = rng.vec64(n * RGB.features(), -1.0, 1.0);
     let loss = |p: &[f64]| -> f64 {
-        conv4_forward(&RGB, p, &images, n)
+        Network::features(&RGB, p, &images, n)
             .iter()
             .zip(&dfeats)
             .map(|(f, d)| f * d)
@@ -256,7 +254,7 @@ fn backbone_gradient_matches_finite_differences() {
     let dfeats = rng.vec64(n * SHAPE.features(), -1.0, 1.0);
     // L(p) = ⟨dfeats, features(p)⟩, every parameter by central differences in f64.
     let loss = |p: &[f64]| -> f64 {
-        conv4_forward(&SHAPE, p, &images, n)
+        Network::features(&SHAPE, p, &images, n)
             .iter()
             .zip(&dfeats)
             .map(|(f, d)| f * d)
@@ -483,7 +481,7 @@ fn evaluation_agrees() {
         .evaluate(&f32s(&p), &b.episodes(), &spec, l2 as f32)
         .unwrap();
     let nf = SHAPE.features();
-    let feats = conv4_forward(&SHAPE, &p, &b.images, b.n());
+    let feats = Network::features(&SHAPE, &p, &b.images, b.n());
     let want: Vec<f64> = (0..b.tasks)
         .map(|t| {
             let x = b.task_x(&feats, t, nf);

@@ -140,6 +140,28 @@ impl Network {
         loss
     }
 
+    /// Features (`n × features`, PyTorch's flatten order) of `n` images under the
+    /// backbone's parameters `params` ([`Conv4Shape`]'s layout), batch norm over the `n`
+    /// images: the backbone's `f64` reference.
+    pub fn features<T: Scalar>(
+        shape: &Conv4Shape,
+        params: &[T],
+        images: &[f64],
+        n: usize,
+    ) -> Vec<T> {
+        assert_eq!(params.len(), shape.num_params(), "backbone parameters");
+        assert_eq!(images.len(), n * shape.pixels(), "images");
+        let net = Network {
+            shape: *shape,
+            ways: 0,
+        };
+        let mut maps: Vec<T> = images.iter().map(|&v| T::from_f64(v)).collect();
+        for l in 0..shape.blocks {
+            maps = net.block_forward(params, l, maps, n).0;
+        }
+        maps
+    }
+
     /// `∇²f(y)·v`, `f` the loss of [`Network::loss_grad`]: its reverse pass on dual numbers
     /// seeded with `v` (exact up to rounding).
     pub fn hvp(&self, y: &[f64], v: &[f64], images: &[f64], labels: &[u8]) -> Vec<f64> {
