@@ -29,6 +29,8 @@ fn check(shape: Conv4Shape, seed: u64) {
         params: &y[..np],
     };
     let (feats, tape) = conv.forward(&images, n);
+    let reference = Network::features(&shape, &y[..np], &images, n);
+    assert!(rel_err(&feats, &reference) < 1e-13, "features");
     let nf = shape.features();
     let (w, b) = y[np..].split_at(ways * nf);
     let mut loss = 0.0;
