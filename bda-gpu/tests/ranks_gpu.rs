@@ -222,6 +222,13 @@ fn partial_sums_are_counted_as_resident() {
         .unwrap();
     // One rank: 6 chunks' slots and the segment buffer, y_len floats each.
     assert_eq!(split.resident_bytes() - before, 7 * p.y_len() * 4);
+    let p = problem(6);
+    let plain = HypercleanMlpGpu::new(&dev, &p.data()).unwrap();
+    let before = plain.resident_bytes();
+    let split = plain
+        .with_ranks(Arc::new(bda_kernel::collective::Solo))
+        .unwrap();
+    assert_eq!(split.resident_bytes() - before, 7 * p.y_len() * 4);
 }
 
 /// This file's tests once more on the CPU stand-ins of the CUDA libraries.
