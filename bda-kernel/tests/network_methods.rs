@@ -6,7 +6,7 @@
 
 use bda_kernel::Method;
 use bda_kernel::backend::{Backend, Hypergrad, MethodConfig};
-use bda_kernel::fewshot::{Conv4Shape, Network, NetworkTask};
+use bda_kernel::fewshot::{Conv4Shape, Network, NetworkTask, ReferenceTask};
 use bda_testkit::fd::central_diff;
 use bda_testkit::instance::network_weights;
 use bda_testkit::{Rng, rel_err};
@@ -42,11 +42,13 @@ fn data(net: &Network, seed: u64) -> Data {
     Data { x, support, query }
 }
 
-fn task<'a>(net: Network, d: &'a Data, prox: f64) -> NetworkTask<'a> {
+fn task<'a>(net: Network, d: &'a Data, prox: f64) -> NetworkTask<ReferenceTask<'a>> {
     NetworkTask {
-        net,
-        support: (&d.support.0, &d.support.1),
-        query: (&d.query.0, &d.query.1),
+        loss: ReferenceTask {
+            net,
+            support: (&d.support.0, &d.support.1),
+            query: (&d.query.0, &d.query.1),
+        },
         prox,
         per_weight_steps: false,
     }
@@ -185,7 +187,7 @@ fn meta_sgd_learns_a_step_size_per_weight() {
     let mut r = Rng::new(10);
     let mut x = d.x.clone();
     x.extend((0..n).map(|_| f64::from(r.range(0.2, 0.6))));
-    fn with_steps<'a>(net: Network, d: &'a Data) -> NetworkTask<'a> {
+    fn with_steps<'a>(net: Network, d: &'a Data) -> NetworkTask<ReferenceTask<'a>> {
         NetworkTask {
             per_weight_steps: true,
             ..task(net, d, 0.0)

@@ -54,4 +54,4 @@ pub use meta::{Batch, HeadProcedure, MetaBackend, MetaError, MetaGrad, Task, sta
 pub use network::Network;
 pub use shape::{BN_EPS, Conv4Shape};
 #[cfg(feature = "alloc")]
-pub use task::NetworkTask;
+pub use task::{NetworkLoss, NetworkTask, ReferenceTask, TaskSet};
