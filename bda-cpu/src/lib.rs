@@ -11,6 +11,7 @@
 //! | [`hyperclean`] | data hyper-cleaning: one backend per classifier ([`hyperclean::LinearCpu`], [`hyperclean::MlpCpu`]), byte pixels, AVX2+FMA kernels, predictions |
 //! | [`conv4`] | the conv4 backbone: im2col and Winograd convolutions, batch norm, pooling, forward and backward |
 //! | [`fewshot`] | few-shot meta-gradients and evaluations ([`fewshot::CpuMeta`]) |
+//! | [`network`] | the whole network as the lower level (the MAML family): gradients and exact Hessian–vector products per task |
 //! | [`projection`] | norms, spectral clipping and normalisation, orthogonality of weight matrices |
 //! | [`linalg`] | a safe strided GEMM over matrixmultiply, and the scalar types it serves |
 //! | [`aligned`] | cache-line aligned `f32` buffers for the SIMD kernels |
@@ -28,5 +29,6 @@ pub mod conv4;
 pub mod fewshot;
 pub mod hyperclean;
 pub mod linalg;
+pub mod network;
 pub mod projection;
 pub mod ranks;

@@ -19,7 +19,7 @@
 
 use rayon::prelude::*;
 
-mod ops;
+pub(crate) mod ops;
 mod split;
 mod winograd;
 

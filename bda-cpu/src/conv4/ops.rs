@@ -51,7 +51,7 @@ pub(super) fn to_chunk_layout<T: Float>(images: &[T], n: usize, c: usize, hw: us
 
 /// im2col of images `i0 .. i0 + g` of a chunk of `len` images (`input`: `[c_in][len·s²]`):
 /// `cols[ci·9 + ky·3 + kx][(i − i0)·s² + oy·s + ox]`, rows of `g·s²`.
-pub(super) fn im2col<T: Float>(
+pub(crate) fn im2col<T: Float>(
     input: &[T],
     c_in: usize,
     len: usize,
@@ -95,7 +95,7 @@ pub(super) fn im2col<T: Float>(
 }
 
 /// Adjoint of [`im2col`] for the same images: `dinput += col2im(dcols)`.
-pub(super) fn col2im<T: Float>(
+pub(crate) fn col2im<T: Float>(
     dcols: &[T],
     c_in: usize,
     len: usize,
@@ -137,7 +137,7 @@ pub(super) fn col2im<T: Float>(
 /// Images per im2col group: as many as keep the group's `kk × g·hw` matrix within
 /// [`COLS_BUDGET`] bytes (at least 1, at most a chunk, at most `cap`), so that it is still
 /// in cache when the GEMM packs it. Depends on the shape only, never on the thread count.
-pub(super) fn group_size<T>(kk: usize, hw: usize, cap: usize) -> usize {
+pub(crate) fn group_size<T>(kk: usize, hw: usize, cap: usize) -> usize {
     (COLS_BUDGET / (kk * hw * std::mem::size_of::<T>()).max(1))
         .clamp(1, CHUNK)
         .min(cap.max(1))
@@ -147,13 +147,13 @@ pub(super) fn group_size<T>(kk: usize, hw: usize, cap: usize) -> usize {
 /// none, the cache budgets decide. Tests pass smaller caps (a parameter, not a global, so
 /// tests running at the same time cannot change each other's groups) to run the grouped
 /// paths on shapes small enough for finite differences.
-pub(super) const UNCAPPED: usize = usize::MAX;
+pub(crate) const UNCAPPED: usize = usize::MAX;
 
 /// Bytes of one im2col group (see [`group_size`]).
-pub(super) const COLS_BUDGET: usize = 1 << 20;
+pub(crate) const COLS_BUDGET: usize = 1 << 20;
 
 /// The groups `(i0, g)` of a chunk of `len` images.
-pub(super) fn groups(len: usize, g: usize) -> impl Iterator<Item = (usize, usize)> {
+pub(crate) fn groups(len: usize, g: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..len).step_by(g).map(move |i0| (i0, g.min(len - i0)))
 }
 
