@@ -11,6 +11,9 @@ use bda_kernel::fewshot::{Conv4Shape, Network, NetworkLoss, NetworkTask, Referen
 use bda_testkit::instance::network_weights;
 use bda_testkit::{Rng, rel_err};
 
+/// A set's loss, gradient and H·v.
+type Products<T> = (T, Vec<T>, Vec<T>);
+
 struct Case {
     net: Network,
     y: Vec<f64>,
@@ -63,7 +66,7 @@ fn products<L: NetworkLoss>(
     task: &mut L,
     y: &[L::Scalar],
     v: &[L::Scalar],
-) -> Vec<(L::Scalar, Vec<L::Scalar>, Vec<L::Scalar>)>
+) -> Vec<Products<L::Scalar>>
 where
     L::Scalar: Default,
 {

@@ -158,8 +158,7 @@ fn unpool<T: Float>(tape: &Tape<T>, dp: &[T]) -> Vec<T> {
 pub(super) fn backward<T: Float>(
     conv: Conv,
     p: Weights<'_, T>,
-    x: &[T],
-    tape: &Tape<T>,
+    (x, tape): (&[T], &Tape<T>),
     dp: &[T],
     g: (&mut [T], &mut [T], &mut [T]),
     input: bool,

@@ -227,7 +227,7 @@ impl<T: Float> NetworkLoss for CpuTask<'_, T> {
             let g = grads(&a, gb, l);
             let p = weights(&a, y, l);
             let c = conv(&a, l, set.len());
-            match block::backward(c, p, x, &pass.tapes[l], &dp, g, l > 0, &mut cols) {
+            match block::backward(c, p, (x, &pass.tapes[l]), &dp, g, l > 0, &mut cols) {
                 Some(dx) => dp = dx,
                 None => break,
             }
