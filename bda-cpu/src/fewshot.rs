@@ -84,10 +84,12 @@ impl MetaBackend for CpuMeta {
     }
 
     fn meta_gradient(&mut self, b: Batch<'_>) -> Result<MetaGrad<f32>, MetaError> {
+        b.require_head()?;
         meta_gradient_on(b, self.comm.as_ref())
     }
 
     fn evaluate_tasks(&mut self, b: Batch<'_>) -> Result<Vec<f64>, MetaError> {
+        b.require_head()?;
         evaluate_tasks_on(b, self.comm.as_ref())
     }
 

@@ -31,6 +31,7 @@ fn procedure<T: Real>(method: Method, step: f64) -> HeadProcedure<T> {
     HeadProcedure {
         spec: spec.cast().unwrap(),
         l2: T::from_f64(0.01),
+        network: None,
     }
 }
 

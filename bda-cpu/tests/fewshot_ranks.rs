@@ -48,6 +48,7 @@ fn run(arch: Conv4Shape, count: usize, method: Method, comm: Arc<dyn Collective>
     let head = HeadProcedure {
         spec: spec.cast::<f32>().build().unwrap(),
         l2: 0.01,
+        network: None,
     };
     let batch = Batch {
         shape: arch,

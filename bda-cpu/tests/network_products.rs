@@ -1,7 +1,7 @@
 //! The CPU's whole-network products (`bda_cpu::network`, the MAML family's lower level)
 //! against the kernel's `f64` reference: loss, gradient and Hessian–vector products in
 //! `f64` to rounding, grey and RGB, odd sides (ceil-mode pools), sets larger than one
-//! im2col group; `f32` against `f64`; and MAML's meta-gradient through the engine on
+//! im2col group, the im2col and Winograd paths; `f32` against `f64`; and MAML's meta-gradient through the engine on
 //! either products.
 
 use bda_cpu::network::{CpuTask, TaskImages};
@@ -99,15 +99,7 @@ fn check_f64(shape: Conv4Shape, seed: u64) {
     let c = case(shape, 3, 5, 11, seed);
     let want = products(&mut reference(&c), &c.y, &c.v);
     let (s, q) = sets::<f64>(&c);
-    let got = products(
-        &mut CpuTask {
-            net: c.net,
-            support: &s,
-            query: &q,
-        },
-        &c.y,
-        &c.v,
-    );
+    let got = products(&mut CpuTask::new(c.net, &s, &q), &c.y, &c.v);
     for (set, (w, g)) in ["support", "query"].iter().zip(want.iter().zip(&got)) {
         let (el, eg, eh) = (
             (w.0 - g.0).abs() / w.0,
@@ -124,6 +116,19 @@ fn f64_products_equal_the_reference_grey() {
     check_f64(GREY, 1);
 }
 
+/// Block 1 on 11×11 maps with 4 channels in: the Winograd paths forward and backward.
+const WIDE: Conv4Shape = Conv4Shape {
+    channels: 4,
+    in_channels: 1,
+    side: 22,
+    blocks: 2,
+};
+
+#[test]
+fn f64_products_equal_the_reference_through_winograd() {
+    check_f64(WIDE, 5);
+}
+
 #[test]
 fn f64_products_equal_the_reference_rgb() {
     check_f64(RGB, 2);
@@ -133,26 +138,10 @@ fn f64_products_equal_the_reference_rgb() {
 fn f32_products_follow_f64() {
     let c = case(GREY, 5, 10, 25, 3);
     let (s, q) = sets::<f64>(&c);
-    let want = products(
-        &mut CpuTask {
-            net: c.net,
-            support: &s,
-            query: &q,
-        },
-        &c.y,
-        &c.v,
-    );
+    let want = products(&mut CpuTask::new(c.net, &s, &q), &c.y, &c.v);
     let (s, q) = sets::<f32>(&c);
     let cast = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
-    let got = products(
-        &mut CpuTask {
-            net: c.net,
-            support: &s,
-            query: &q,
-        },
-        &cast(&c.y),
-        &cast(&c.v),
-    );
+    let got = products(&mut CpuTask::new(c.net, &s, &q), &cast(&c.y), &cast(&c.v));
     for (w, g) in want.iter().zip(&got) {
         let up = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
         let (eg, eh) = (rel_err(&up(&g.1), &w.1), rel_err(&up(&g.2), &w.2));
@@ -179,11 +168,7 @@ fn maml_and_imaml_through_the_engine_equal_the_reference() {
             spec,
             &c.y,
         );
-        let cpu = CpuTask {
-            net: c.net,
-            support: &s,
-            query: &q,
-        };
+        let cpu = CpuTask::new(c.net, &s, &q);
         let got = meta(
             NetworkTask {
                 loss: cpu,

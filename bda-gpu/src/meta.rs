@@ -117,6 +117,7 @@ impl MetaBackend for GpuMeta {
     }
 
     fn meta_gradient(&mut self, b: Batch<'_>) -> Result<MetaGrad<f32>, MetaError> {
+        b.require_head()?;
         self.check_shape(b.shape)?;
         let st = Stacked::of(b.tasks)?;
         let mut grad = vec![0.0f32; b.shape.num_params()];
@@ -137,6 +138,7 @@ impl MetaBackend for GpuMeta {
     }
 
     fn evaluate_tasks(&mut self, b: Batch<'_>) -> Result<Vec<f64>, MetaError> {
+        b.require_head()?;
         self.check_shape(b.shape)?;
         let st = Stacked::of(b.tasks)?;
         let ep = st.episodes(b.tasks.len());

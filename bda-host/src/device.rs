@@ -9,7 +9,7 @@ use std::fmt::Display;
 
 use bda_cpu::hyperclean::{CpuClassifier, HypercleanCpu, Linear, Mlp, Predictor};
 use bda_kernel::backend::Methods;
-use bda_kernel::fewshot::{Conv4Shape, MetaBackend};
+use bda_kernel::fewshot::{Conv4Shape, HeadProcedure, MetaBackend};
 use bda_kernel::hyperclean::{Classifier, HypercleanData};
 
 use crate::error::CliError;
@@ -268,7 +268,19 @@ fn on_cuda<B: Methods<Error = bda_gpu::GpuError>, J: HypercleanJob>(
 pub fn fewshot_backend(
     device: &OpenDevice,
     shape: Conv4Shape,
+    head: &HeadProcedure,
 ) -> Result<Box<dyn MetaBackend>, CliError> {
+    if head.network.is_some() {
+        // The whole network as the lower level: the CPU's products, one task per thread.
+        return match device {
+            OpenDevice::Cpu => Ok(Box::new(bda_cpu::network::NetworkMeta)),
+            #[cfg(feature = "cuda")]
+            OpenDevice::Cuda(_) => Err(CliError::input(format!(
+                "--device {}: the whole-network methods (MAML family, bda-net) run on the CPU only: give --device cpu",
+                device.name()
+            ))),
+        };
+    }
     match device {
         OpenDevice::Cpu => Ok(Box::new(bda_cpu::fewshot::CpuMeta::with_ranks(
             crate::ranks::comm(),

@@ -21,7 +21,7 @@ use rayon::prelude::*;
 
 pub(crate) mod ops;
 mod split;
-mod winograd;
+pub(crate) mod winograd;
 
 use std::time::Instant;
 
@@ -68,7 +68,7 @@ const RECOMPUTE_MAX_K: usize = 9;
 /// Convolutions with at least this many input channels run forward in the Winograd
 /// domain ([`winograd`]); thinner ones (grey and RGB images' first block) by im2col, where
 /// one GEMM with `K = c_in·9` beats 16 GEMMs with `K = c_in`.
-const WINOGRAD_MIN_C_IN: usize = 4;
+pub(crate) const WINOGRAD_MIN_C_IN: usize = 4;
 
 /// Their backward passes also run in the Winograd domain on maps at least this wide;
 /// smaller maps (7×7 and 4×4 at the default shapes, where a quarter to half of the tiles'
@@ -76,7 +76,7 @@ const WINOGRAD_MIN_C_IN: usize = 4;
 /// the same gradient, as both are adjoints of the same convolution. Measured at the default
 /// shapes (`bda fewshot bench`, 2 threads): block 1 (14×14) backward 0.32–0.35 s Winograd
 /// against 0.37–0.41 s im2col; block 2 (7×7) 0.146–0.150 s against 0.118–0.127 s.
-const WINOGRAD_BACKWARD_MIN_SIDE: usize = 10;
+pub(crate) const WINOGRAD_BACKWARD_MIN_SIDE: usize = 10;
 
 /// One block's convolution of one chunk: im2col then `Z = W · cols`, or Winograd
 /// F(2×2, 3×3) with the block's transformed weights.
@@ -208,7 +208,7 @@ impl<'w, T: Float> ConvChunk<'w, T> {
     ) -> Vec<T> {
         let mut gw = vec![T::zero(); self.weight_grad_len()];
         if let Some(wc) = self.winograd_backward() {
-            wc.backward(xc, dz, &mut sc.wino, &mut gw, din);
+            wc.backward(xc, dz, &mut sc.wino, Some(&mut gw), din);
             return gw;
         }
         let (c_in, s, ch) = (self.c_in, self.s, self.ch);

@@ -235,7 +235,7 @@ pub(super) fn merge_moments<T: Float>(
 /// in one pass: `out` gets the pooled maps, `arg` the position of each window's maximum
 /// (`base` + its index in the map), taken before the ReLU (the first of equal values, as
 /// the ReLU commutes with the max).
-pub(super) fn bn_relu_pool<T: Float>(
+pub(crate) fn bn_relu_pool<T: Float>(
     z: &[T],
     s: usize,
     (sc, sh): (T, T),

@@ -59,7 +59,7 @@ fn sandwich<T: Float, const R: usize, const C: usize, const R2: usize, const C2:
 }
 
 /// The weights `w` (`[c_out][c_in·9]`) in the Winograd domain: `u[ξ][c_out][c_in]`.
-pub(super) fn transform_weights<T: Float>(w: &[T], ch: usize, c_in: usize) -> Vec<T> {
+pub(crate) fn transform_weights<T: Float>(w: &[T], ch: usize, c_in: usize) -> Vec<T> {
     let mut u = vec![T::zero(); XI * ch * c_in];
     for (k, g) in w.chunks_exact(9).enumerate() {
         let g = core::array::from_fn(|a| [g[3 * a], g[3 * a + 1], g[3 * a + 2]]);
@@ -73,7 +73,7 @@ pub(super) fn transform_weights<T: Float>(w: &[T], ch: usize, c_in: usize) -> Ve
 
 /// Adjoint of [`transform_weights`]: the gradient of `w` (`[c_out][c_in·9]`) from that of
 /// `u` (`[ξ][c_out][c_in]`).
-pub(super) fn transform_weights_adjoint<T: Float>(du: &[T], ch: usize, c_in: usize) -> Vec<T> {
+pub(crate) fn transform_weights_adjoint<T: Float>(du: &[T], ch: usize, c_in: usize) -> Vec<T> {
     let per = ch * c_in;
     let mut dw = vec![T::zero(); per * 9];
     for (k, out) in dw.chunks_exact_mut(9).enumerate() {
@@ -88,7 +88,7 @@ pub(super) fn transform_weights_adjoint<T: Float>(du: &[T], ch: usize, c_in: usi
 }
 
 /// One block's convolution in the Winograd domain (weights already transformed).
-pub(super) struct WinogradConv<'u, T> {
+pub(crate) struct WinogradConv<'u, T> {
     /// `U[ξ][c_out][c_in]` ([`transform_weights`]).
     pub u: &'u [T],
     pub c_in: usize,
@@ -104,7 +104,7 @@ pub(super) struct WinogradConv<'u, T> {
 /// gradient), the zero-padded input split into even and odd columns, and rows of partial
 /// transforms.
 #[derive(Default)]
-pub(super) struct Scratch<T> {
+pub(crate) struct Scratch<T> {
     v: Vec<T>,
     m: Vec<T>,
     grid: Vec<T>,
@@ -420,7 +420,7 @@ impl<T: Float> WinogradConv<'_, T> {
     }
 
     /// The chunk `xc` (`[c_in][len·s²]`) convolved into `z` (`[ch][len·s²]`).
-    pub fn run_into(&self, xc: &[T], sc: &mut Scratch<T>, z: &mut [T]) {
+    pub(crate) fn run_into(&self, xc: &[T], sc: &mut Scratch<T>, z: &mut [T]) {
         let (ci, co) = (self.c_in, self.ch);
         let len = xc.len() / (ci * self.s * self.s);
         for (i0, g) in groups(len, self.group()) {
@@ -451,42 +451,50 @@ impl<T: Float> WinogradConv<'_, T> {
     }
 
     /// The chunk's part of the backward pass given `dz` (`[ch][len·s²]`): `du`
-    /// (`[ξ][c_out][c_in]`) accumulates the Winograd-domain weight gradient, and `din`,
-    /// when given (`[c_in][len·s²]`), the input gradient.
-    pub fn backward(
+    /// (`[ξ][c_out][c_in]`), when given, accumulates the Winograd-domain weight gradient
+    /// for the input `xc` (`[c_in][len·s²]`; unread without `du`), and `din`, when given
+    /// (`[c_in][len·s²]`), the input gradient.
+    pub(crate) fn backward(
         &self,
         xc: &[T],
         dz: &[T],
         sc: &mut Scratch<T>,
-        du: &mut [T],
+        mut du: Option<&mut [T]>,
         mut din: Option<&mut [T]>,
     ) {
         let (ci, co) = (self.c_in, self.ch);
-        let len = xc.len() / (ci * self.s * self.s);
+        let len = dz.len() / (co * self.s * self.s);
         for (i0, g) in groups(len, self.group()) {
             let grp = Group { len, i0, g };
             let p = g * self.t() * self.t();
-            self.transform_input(xc, grp, sc);
+            if du.is_some() {
+                self.transform_input(xc, grp, sc);
+            } else {
+                // dV is written over V's room.
+                sc.v.resize(XI * ci * p, T::zero());
+            }
             self.transform_output_adjoint(dz, grp, sc);
             for xi in 0..XI {
                 let dm = &sc.m[xi * co * p..][..co * p];
                 // dU[ξ] += dM[ξ] · V[ξ]ᵀ
-                gemm(
-                    co,
-                    p,
-                    ci,
-                    T::one(),
-                    dm,
-                    p,
-                    1,
-                    &sc.v[xi * ci * p..][..ci * p],
-                    1,
-                    p,
-                    T::one(),
-                    &mut du[xi * co * ci..][..co * ci],
-                    ci,
-                    1,
-                );
+                if let Some(du) = du.as_deref_mut() {
+                    gemm(
+                        co,
+                        p,
+                        ci,
+                        T::one(),
+                        dm,
+                        p,
+                        1,
+                        &sc.v[xi * ci * p..][..ci * p],
+                        1,
+                        p,
+                        T::one(),
+                        &mut du[xi * co * ci..][..co * ci],
+                        ci,
+                        1,
+                    );
+                }
                 if din.is_some() {
                     // dV[ξ] = U[ξ]ᵀ · dM[ξ], over V[ξ] (no longer needed)
                     gemm(

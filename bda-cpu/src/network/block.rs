@@ -12,7 +12,8 @@
 //! Maps are `[channel][image·s²]`; a pooled output records the map entry it took, or
 //! [`OFF`] when the ReLU stopped it (no gradient flows).
 
-use super::conv::Conv;
+use super::conv::{Conv, Scratch};
+use crate::conv4::ops::bn_relu_pool;
 use crate::linalg::Float;
 
 /// The pooled output took no entry: the window's maximum was not positive.
@@ -43,9 +44,17 @@ pub(super) struct TangentTape<T> {
     c: Vec<T>,
 }
 
-/// `Σ_k f(k)` over a channel's `m` entries, in `f64`.
+/// `Σ_k f(k)` over a channel's `m` entries, in `f64`, with eight independent
+/// accumulators (a fixed order; one chain of additions would wait on each).
 fn sum(m: usize, f: impl Fn(usize) -> f64) -> f64 {
-    (0..m).map(f).sum()
+    let mut acc = [0.0f64; 8];
+    let full = m / 8 * 8;
+    for k in (0..full).step_by(8) {
+        for (j, a) in acc.iter_mut().enumerate() {
+            *a += f(k + j);
+        }
+    }
+    (full..m).map(f).sum::<f64>() + acc.iter().sum::<f64>()
 }
 
 /// The forward pass: pooled output `[ch][n·so²]` and the tape.
@@ -53,13 +62,13 @@ pub(super) fn forward<T: Float>(
     conv: Conv,
     p: Weights<'_, T>,
     x: &[T],
-    cols: &mut Vec<T>,
+    sc: &mut Scratch<T>,
 ) -> (Vec<T>, Tape<T>) {
     let Conv { ch, s, n, .. } = conv;
     let (hw, so) = (s * s, s.div_ceil(2));
     let m = n * hw;
     let mut xhat = vec![T::zero(); ch * m];
-    conv.forward(p.w, x, T::zero(), &mut xhat, cols);
+    conv.forward(p.w, x, false, &mut xhat, sc);
     let mut inv = vec![T::zero(); ch];
     for (o, row) in xhat.chunks_exact_mut(m).enumerate() {
         let mean = sum(m, |k| row[k].to_f64()) / m as f64;
@@ -69,29 +78,23 @@ pub(super) fn forward<T: Float>(
         row.iter_mut().for_each(|z| *z = (*z - mean) * i);
         inv[o] = i;
     }
-    let mut out = vec![T::zero(); ch * n * so * so];
+    let q = so * so;
+    let mut out = vec![T::zero(); ch * n * q];
     let mut arg = vec![OFF; out.len()];
-    for o in 0..ch {
-        let a = |k: usize| p.gamma[o] * xhat[k] + p.beta[o];
-        for i in 0..n {
-            let base = o * m + i * hw;
-            for r in 0..so {
-                for q in 0..so {
-                    let mut best = base + 2 * r * s + 2 * q;
-                    for rr in 2 * r..(2 * r + 2).min(s) {
-                        for qq in 2 * q..(2 * q + 2).min(s) {
-                            let k = base + rr * s + qq;
-                            if a(k) > a(best) {
-                                best = k;
-                            }
-                        }
-                    }
-                    let j = (o * n + i) * so * so + r * so + q;
-                    if a(best) > T::zero() {
-                        out[j] = a(best);
-                        arg[j] = best as u32;
-                    }
-                }
+    for (j, (o, a)) in out
+        .chunks_exact_mut(q)
+        .zip(arg.chunks_exact_mut(q))
+        .enumerate()
+    {
+        // Map j = channel c's image i: its entries start at c·m + i·s².
+        let (c, i) = (j / n, j % n);
+        let base = c * m + i * hw;
+        let affine = (p.gamma[c], p.beta[c]);
+        bn_relu_pool(&xhat[base..base + hw], s, affine, o, a, base as u32);
+        // A window whose maximum the ReLU stopped passes no gradient.
+        for (v, k) in o.iter().zip(a.iter_mut()) {
+            if *v <= T::zero() {
+                *k = OFF;
             }
         }
     }
@@ -106,14 +109,14 @@ pub(super) fn forward_tangent<T: Float>(
     x: &[T],
     x_dot: Option<&[T]>,
     tape: &Tape<T>,
-    cols: &mut Vec<T>,
+    sc: &mut Scratch<T>,
 ) -> (Vec<T>, TangentTape<T>) {
     let Conv { ch, s, n, .. } = conv;
     let m = n * s * s;
     let mut d = vec![T::zero(); ch * m];
-    conv.forward(v.w, x, T::zero(), &mut d, cols);
+    conv.forward(v.w, x, false, &mut d, sc);
     if let Some(x_dot) = x_dot {
-        conv.forward(p.w, x_dot, T::one(), &mut d, cols);
+        conv.forward(p.w, x_dot, true, &mut d, sc);
     }
     let mut c = vec![T::zero(); ch];
     for (o, row) in d.chunks_exact_mut(m).enumerate() {
@@ -162,7 +165,7 @@ pub(super) fn backward<T: Float>(
     dp: &[T],
     g: (&mut [T], &mut [T], &mut [T]),
     input: bool,
-    cols: &mut Vec<T>,
+    sc: &mut Scratch<T>,
 ) -> Option<Vec<T>> {
     let m = conv.n * conv.s * conv.s;
     let mut dz = unpool(tape, dp);
@@ -178,10 +181,10 @@ pub(super) fn backward<T: Float>(
             .zip(xh)
             .for_each(|(d, &h)| *d = k0 * (*d - sd - h * sdx));
     }
-    conv.weight_grad(&dz, x, g.0, cols);
+    conv.weight_grad(&dz, x, g.0, sc);
     input.then(|| {
         let mut dx = vec![T::zero(); conv.c_in * m];
-        conv.input_grad(p.w, &dz, &mut dx, cols);
+        conv.input_grad(p.w, &dz, &mut dx, sc);
         dx
     })
 }
@@ -198,7 +201,7 @@ pub(super) fn backward_tangent<T: Float>(
     (dp, dp_dot): (&[T], &[T]),
     g: (&mut [T], &mut [T], &mut [T]),
     input: bool,
-    cols: &mut Vec<T>,
+    sc: &mut Scratch<T>,
 ) -> Option<(Vec<T>, Vec<T>)> {
     let m = conv.n * conv.s * conv.s;
     let mut dz = unpool(tape, dp);
@@ -223,16 +226,16 @@ pub(super) fn backward_tangent<T: Float>(
             da[k] = k0 * r;
         }
     }
-    conv.weight_grad(&dz_dot, x, g.0, cols);
+    conv.weight_grad(&dz_dot, x, g.0, sc);
     if let Some(x_dot) = x_dot {
-        conv.weight_grad(&dz, x_dot, g.0, cols);
+        conv.weight_grad(&dz, x_dot, g.0, sc);
     }
     input.then(|| {
         let mut dx = vec![T::zero(); conv.c_in * m];
-        conv.input_grad(p.w, &dz, &mut dx, cols);
+        conv.input_grad(p.w, &dz, &mut dx, sc);
         let mut dx_dot = vec![T::zero(); conv.c_in * m];
-        conv.input_grad(v.w, &dz, &mut dx_dot, cols);
-        conv.input_grad(p.w, &dz_dot, &mut dx_dot, cols);
+        conv.input_grad(v.w, &dz, &mut dx_dot, sc);
+        conv.input_grad(p.w, &dz_dot, &mut dx_dot, sc);
         (dx, dx_dot)
     })
 }

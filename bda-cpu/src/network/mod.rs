@@ -20,7 +20,7 @@
 //! let net = Network { shape, ways: 2 };
 //! let images: Vec<f32> = (0..4 * 36).map(|i| (i % 7) as f32 / 7.0).collect();
 //! let set = TaskImages::new(&shape, &images, &[0, 1, 0, 1]);
-//! let mut task = CpuTask { net, support: &set, query: &set };
+//! let mut task = CpuTask::new(net, &set, &set);
 //! let y: Vec<f32> = (0..net.num_params()).map(|i| 0.3 * ((i % 5) as f32 - 2.0)).collect();
 //! let mut g = vec![0.0; y.len()];
 //! let loss = task.loss_grad(&y, TaskSet::Support, &mut g);
@@ -33,12 +33,15 @@
 mod block;
 mod conv;
 mod head;
+mod meta;
+
+pub use meta::NetworkMeta;
 
 use bda_kernel::fewshot::{Conv4Shape, Network, NetworkLoss, TaskSet};
 
 use crate::linalg::Float;
 use block::{TangentTape, Tape, Weights};
-use conv::Conv;
+use conv::{Conv, Scratch};
 
 /// One set of a task's images in the backbone's layout (`[channel][image·side²]`) and
 /// their labels.
@@ -83,7 +86,7 @@ impl<T: Float> TaskImages<T> {
 }
 
 /// One task's products on the CPU: the network and its support and query sets.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct CpuTask<'a, T> {
     /// The network.
     pub net: Network,
@@ -91,6 +94,9 @@ pub struct CpuTask<'a, T> {
     pub support: &'a TaskImages<T>,
     /// The upper objective's images.
     pub query: &'a TaskImages<T>,
+    /// The weights of the last query gradient and how many query images they classified
+    /// right: the accuracy at `y_K` comes with `F(y_K)`'s forward pass.
+    last_query: Option<(Vec<T>, usize)>,
 }
 
 /// A forward pass: block inputs after the first, tapes, and the features as rows.
@@ -151,15 +157,38 @@ fn rows<T: Float>(v: &[T], ch: usize, n: usize, back: bool) -> Vec<T> {
     out
 }
 
-impl<T: Float> CpuTask<'_, T> {
-    fn set(&self, set: TaskSet) -> &TaskImages<T> {
+impl<'a, T: Float> CpuTask<'a, T> {
+    /// The products of `net` on a task's two sets.
+    pub fn new(net: Network, support: &'a TaskImages<T>, query: &'a TaskImages<T>) -> Self {
+        CpuTask {
+            net,
+            support,
+            query,
+            last_query: None,
+        }
+    }
+
+    /// Query images that weights `y` classify right (from the last query gradient's
+    /// forward pass when it was taken at `y`).
+    pub fn query_hits(&self, y: &[T]) -> usize {
+        if let Some((at, hits)) = &self.last_query
+            && at.as_slice() == y
+        {
+            return *hits;
+        }
+        let labels = self.query.labels();
+        let predicted = self.predict(y, TaskSet::Query);
+        predicted.iter().zip(labels).filter(|(p, l)| p == l).count()
+    }
+
+    fn set(&self, set: TaskSet) -> &'a TaskImages<T> {
         match set {
             TaskSet::Support => self.support,
             TaskSet::Query => self.query,
         }
     }
 
-    fn forward(&self, y: &[T], set: &TaskImages<T>, cols: &mut Vec<T>) -> Pass<T> {
+    fn forward(&self, y: &[T], set: &TaskImages<T>, cols: &mut Scratch<T>) -> Pass<T> {
         let (a, n) = (&self.net.shape, set.len());
         assert_eq!(y.len(), self.net.num_params(), "weights");
         assert!(
@@ -191,17 +220,39 @@ impl<T: Float> CpuTask<'_, T> {
         }
     }
 
+    /// The mean cross-entropy of a set under weights `y` (a forward pass).
+    pub fn loss(&self, y: &[T], set: TaskSet) -> T {
+        let set = self.set(set);
+        let pass = self.forward(y, set, &mut Scratch::default());
+        head::forward(head_params(&self.net, y), &pass.feats, &set.labels).0
+    }
+
     /// Predicted classes of a set's images under weights `y` (batch norm over the set).
     pub fn predict(&self, y: &[T], set: TaskSet) -> Vec<u8> {
         let set = self.set(set);
-        let pass = self.forward(y, set, &mut Vec::new());
+        let pass = self.forward(y, set, &mut Scratch::default());
         let (_, p, _) = head::forward(head_params(&self.net, y), &pass.feats, &set.labels);
-        p.chunks_exact(self.net.ways.max(1))
-            .map(|row| {
-                (0..row.len()).fold(0, |best, k| if row[k] > row[best] { k } else { best }) as u8
-            })
-            .collect()
+        predictions(&p, self.net.ways)
     }
+}
+
+/// The most probable class of each row of probabilities (the first on ties).
+fn predictions<T: Float>(p: &[T], ways: usize) -> Vec<u8> {
+    p.chunks_exact(ways.max(1))
+        .map(|row| {
+            (0..row.len()).fold(0, |best, k| if row[k] > row[best] { k } else { best }) as u8
+        })
+        .collect()
+}
+
+/// How many rows of probabilities put their label first.
+fn hits<T: Float>(p: &[T], labels: &[u8]) -> usize {
+    let ways = p.len() / labels.len().max(1);
+    predictions(p, ways)
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| p == l)
+        .count()
 }
 
 impl<T: Float> NetworkLoss for CpuTask<'_, T> {
@@ -211,12 +262,15 @@ impl<T: Float> NetworkLoss for CpuTask<'_, T> {
         self.net.num_params()
     }
 
-    fn loss_grad(&mut self, y: &[T], set: TaskSet, grad: &mut [T]) -> T {
-        let (a, set) = (self.net.shape, self.set(set));
-        let mut cols = Vec::new();
+    fn loss_grad(&mut self, y: &[T], which: TaskSet, grad: &mut [T]) -> T {
+        let (a, set) = (self.net.shape, self.set(which));
+        let mut cols = Scratch::default();
         let pass = self.forward(y, set, &mut cols);
         let (wh, bh) = head_params(&self.net, y);
-        let (loss, _, d) = head::forward((wh, bh), &pass.feats, &set.labels);
+        let (loss, p, d) = head::forward((wh, bh), &pass.feats, &set.labels);
+        if which == TaskSet::Query {
+            self.last_query = Some((y.to_vec(), hits(&p, &set.labels)));
+        }
         grad.fill(T::zero());
         let (gb, gh) = grad.split_at_mut(a.num_params());
         let (gw, gbias) = gh.split_at_mut(wh.len());
@@ -239,7 +293,7 @@ impl<T: Float> NetworkLoss for CpuTask<'_, T> {
         let (a, set) = (self.net.shape, self.set(set));
         let n = set.len();
         assert_eq!(v.len(), y.len(), "direction");
-        let mut cols = Vec::new();
+        let mut cols = Scratch::default();
         let pass = self.forward(y, set, &mut cols);
         // Tangent forward pass.
         let mut x_dots: Vec<Vec<T>> = Vec::with_capacity(a.blocks);

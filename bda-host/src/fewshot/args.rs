@@ -9,14 +9,17 @@ use std::path::PathBuf;
 use clap::{Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 
+use bda_kernel::fewshot::NetworkRule;
+
 use super::data::DataFormat;
 use super::projection::UlProjection;
 use crate::config::OutputArgs;
 use crate::device::PlaceArgs;
 
-/// Meta-training methods of `--method`.
+/// Meta-training methods of `--method`: the head as the lower level (`bda`, `rhg`, `trhg`,
+/// the papers' few-shot experiments) or the whole network (the MAML family and `bda-net`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum FsMethod {
     /// Bi-level Descent Aggregation: head steps aggregate ∇F (query) and ∇f (support).
     Bda,
@@ -25,15 +28,65 @@ pub enum FsMethod {
     /// RHG back-propagated through the last T steps only (training's `--truncate`; K/2 in
     /// the benchmark).
     Trhg,
+    /// MAML: K steps of the whole network from the meta-learned initialisation, second
+    /// order through them (RHG with y₀ = x; `rhg-net` is the same method).
+    #[value(alias = "rhg-net")]
+    #[serde(alias = "rhg-net")]
+    Maml,
+    /// First-order MAML: the query gradient at the adapted weights.
+    Fomaml,
+    /// Meta-SGD: MAML with a learned step size per weight (initialised to `--inner-lr`).
+    Metasgd,
+    /// Reptile: the optimizer steps along x − y_K.
+    Reptile,
+    /// iMAML: inner problem support loss + λ/2‖y − x‖² (`--lambda`), meta-gradient
+    /// (I + H/λ)⁻¹∇F by `--cg-iters` conjugate-gradient steps.
+    Imaml,
+    /// BDA with the whole network as y: Eq. (9)'s aggregated steps from y₀ = x.
+    BdaNet,
 }
 
 impl FsMethod {
-    /// The kernel's method.
+    /// The kernel's method that runs the lower level (and, for MAML, iMAML and `bda-net`,
+    /// the meta-gradient).
     pub fn kernel(self) -> bda_kernel::Method {
+        use bda_kernel::Method;
         match self {
-            FsMethod::Bda => bda_kernel::Method::Bda,
-            FsMethod::Rhg => bda_kernel::Method::Rhg,
-            FsMethod::Trhg => bda_kernel::Method::Trhg,
+            FsMethod::Bda | FsMethod::BdaNet => Method::Bda,
+            FsMethod::Trhg => Method::Trhg,
+            FsMethod::Imaml => Method::Ihg,
+            FsMethod::Rhg
+            | FsMethod::Maml
+            | FsMethod::Fomaml
+            | FsMethod::Metasgd
+            | FsMethod::Reptile => Method::Rhg,
+        }
+    }
+
+    /// How the meta-gradient is formed when the whole network is the lower level; `None`
+    /// for the head methods.
+    pub fn network_rule(self) -> Option<NetworkRule> {
+        match self {
+            FsMethod::Bda | FsMethod::Rhg | FsMethod::Trhg => None,
+            FsMethod::Maml | FsMethod::Imaml | FsMethod::BdaNet => Some(NetworkRule::Hypergradient),
+            FsMethod::Metasgd => Some(NetworkRule::PerWeightSteps),
+            FsMethod::Fomaml => Some(NetworkRule::FirstOrder),
+            FsMethod::Reptile => Some(NetworkRule::Reptile),
+        }
+    }
+
+    /// The name reports use (`--method`'s value).
+    pub fn name(self) -> &'static str {
+        match self {
+            FsMethod::Bda => "bda",
+            FsMethod::Rhg => "rhg",
+            FsMethod::Trhg => "trhg",
+            FsMethod::Maml => "maml",
+            FsMethod::Fomaml => "fomaml",
+            FsMethod::Metasgd => "metasgd",
+            FsMethod::Reptile => "reptile",
+            FsMethod::Imaml => "imaml",
+            FsMethod::BdaNet => "bda-net",
         }
     }
 }
@@ -117,10 +170,40 @@ pub struct EpisodeArgs {
     /// Hypergradient method.
     #[arg(long, value_enum, default_value_t = FsMethod::Bda)]
     pub method: FsMethod,
-    /// Head steps K.
+    /// Lower-level steps K (of the head, or of the whole network).
     #[arg(id = "K", long = "K", visible_alias = "k", default_value_t = 5)]
     #[serde(rename = "K")]
     pub k: u32,
+    /// `--method maml` only: first-order MAML (the same as `--method fomaml`).
+    #[arg(long)]
+    #[serde(default)]
+    pub first_order: bool,
+    /// iMAML: λ of the inner problem's proximal term λ/2‖y − x‖².
+    #[arg(long, default_value_t = 2.0)]
+    #[serde(default = "default_lambda")]
+    pub lambda: f64,
+    /// iMAML: conjugate-gradient iterations of the meta-gradient.
+    #[arg(long, default_value_t = 5)]
+    #[serde(default = "default_cg_iters")]
+    pub cg_iters: u32,
+}
+
+fn default_lambda() -> f64 {
+    2.0
+}
+
+fn default_cg_iters() -> u32 {
+    5
+}
+
+impl EpisodeArgs {
+    /// The method that runs: `--first-order` turns MAML into first-order MAML.
+    pub fn effective_method(&self) -> FsMethod {
+        match (self.method, self.first_order) {
+            (FsMethod::Maml, true) => FsMethod::Fomaml,
+            (m, _) => m,
+        }
+    }
 }
 
 /// The configuration of a meta-training run.
@@ -133,12 +216,19 @@ pub struct TrainConfig {
     /// T of T-RHG: back-propagate through the last T head steps [default: K/2].
     #[arg(long)]
     pub truncate: Option<u32>,
-    /// Head step size (s_u = s_l) [default: 25.6 / the backbone's features, at most 0.1:
-    /// 0.1 for 28×28 grey images, 0.0222 for 84×84 RGB and 32 channels]. The head's
-    /// curvature grows with its number of features.
-    #[arg(long, visible_alias = "lr")]
+    /// Lower-level step size (s_u = s_l) [default: the head's 25.6 / the backbone's
+    /// features, at most 0.1 (0.1 for 28×28 grey images, 0.0222 for 84×84 RGB and 32
+    /// channels: the head's curvature grows with its number of features); 0.4, the peer's,
+    /// for the whole network].
+    #[arg(long, visible_alias = "lr", visible_alias = "inner-lr")]
     #[serde(default)]
     pub ll_lr: Option<f64>,
+    /// RHG, T-RHG, BDA and the MAML family: keep every c-th lower-level iterate for the
+    /// reverse pass and recompute the others (less memory, about one more forward pass;
+    /// the same meta-gradient).
+    #[arg(long)]
+    #[serde(default)]
+    pub checkpoint_every: Option<u32>,
     /// Aggregation weight μ of BDA.
     #[arg(long, default_value_t = 0.5)]
     pub mu: f64,

@@ -3,15 +3,15 @@
 
 use std::time::Instant;
 
-use bda_cpu::conv4::init_params;
 use bda_kernel::fewshot::{Batch, Conv4Shape, MetaBackend, MetaError, Task};
 use clap::ArgMatches;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use super::args::FsMethod;
 use super::args::{BenchArgs, BenchConfig};
-use super::config::RunConfig;
+use super::config::{RunConfig, init_meta_params};
 use super::data::synthetic_task;
 use crate::config::ReportHeader;
 use crate::device::{OpenDevice, fewshot_backend};
@@ -56,10 +56,13 @@ pub struct BenchReport {
     pub s_per_ul_iter: f64,
     /// Convolution FLOPs (forward + backward) per meta-step / seconds per meta-step.
     pub gflops_ul_iter: f64,
-    /// Seconds of the backbone's forward + backward alone (one meta-batch).
-    pub s_backbone: f64,
+    /// Seconds of the backbone's forward + backward alone (one meta-batch; the head
+    /// methods only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s_backbone: Option<f64>,
     /// Convolution FLOPs per backbone forward + backward / `s_backbone`.
-    pub gflops_backbone: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gflops_backbone: Option<f64>,
     /// Where the backbone's time goes, block by block (CPU only; empty on a device).
     pub layers: Vec<LayerProfile>,
 }
@@ -108,6 +111,42 @@ fn layer_profiles(
         .collect()
 }
 
+/// Convolution FLOPs of one meta-step of a whole-network method, from the products each
+/// task asks of `bda_cpu::network` (support `s`, query `q` images; `C(n)` the forward
+/// convolutions of n images, `C₀(n)` block 0's):
+///
+/// * a gradient `G(n) = 3C(n) − C₀(n)` (forward, weight gradients, input gradients but
+///   for the images'), an H·v `H(n) = 8C(n) − 5C₀(n)` (forward; tangent forward, two
+///   products per block but one for block 0; tangent backward, two weight products and
+///   three input products per block, fewer for block 0);
+/// * every method: K gradients on the support set (BDA also on the query set), `G(q)` at
+///   `y_K` and a forward pass `C(q)` for the query accuracy;
+/// * MAML: `K·H(s)` back through the steps; Meta-SGD: `K·(H(s) + G(s))`; BDA:
+///   `K·(H(s) + H(q))`; iMAML: `cg·H(s)`; first-order MAML and Reptile nothing more.
+///
+/// The head's products (`ways × features` per image) are left out.
+fn network_flops(cfg: &RunConfig) -> f64 {
+    let (a, e) = (cfg.arch, &cfg.episode);
+    let c = |n: usize| a.conv_flops(n).0;
+    let c0 = |n: usize| 2.0 * (a.channels * a.in_channels * 9 * a.side * a.side * n) as f64;
+    let g = |n: usize| 3.0 * c(n) - c0(n);
+    let h = |n: usize| 8.0 * c(n) - 5.0 * c0(n);
+    let (s, q, k) = (e.ways * e.shots, e.ways * e.queries, f64::from(e.k));
+    let method = e.effective_method();
+    let inner = match method {
+        FsMethod::BdaNet => k * (g(s) + g(q)),
+        _ => k * g(s),
+    };
+    let reverse = match method {
+        FsMethod::Maml => k * h(s),
+        FsMethod::Metasgd => k * (h(s) + g(s)),
+        FsMethod::BdaNet => k * (h(s) + h(q)),
+        FsMethod::Imaml => f64::from(e.cg_iters) * h(s),
+        _ => 0.0,
+    };
+    e.meta_batch as f64 * (inner + g(q) + c(q) + reverse)
+}
+
 /// The one-line error of a failed benchmark step.
 fn bench_error(e: MetaError) -> CliError {
     match e {
@@ -145,7 +184,7 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
     }
     let header = ReportHeader::new("fewshot bench", b, None)?;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let mut params: Vec<f32> = init_params(&arch, &mut rng);
+    let mut params = init_meta_params(cfg, &mut rng);
     let mut adam = Adam::new(cfg.ul_lr, params.len());
     // Fixed random inputs, as the peer.
     let e = &cfg.episode;
@@ -154,7 +193,7 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
         .collect();
     let head = plan.head;
     // A device that fails on one rank alone ends every rank.
-    let mut backend = crate::ranks::agree(fewshot_backend(device, arch))?;
+    let mut backend = crate::ranks::agree(fewshot_backend(device, arch, &head))?;
     let mut step = |backend: &mut dyn MetaBackend, params: &mut Vec<f32>| -> Result<(), CliError> {
         let mg = backend
             .meta_gradient(Batch {
@@ -184,7 +223,9 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
     };
     let t1 = Instant::now();
     let mut sums: Vec<(f64, f64)> = Vec::new();
-    for _ in 0..b.steps {
+    // The whole network has no backbone pass of its own: its arithmetic is the products'.
+    let network = head.network.is_some();
+    for _ in 0..b.steps * usize::from(!network) {
         if let Some(blocks) = backend.backbone_pass(batch, &dfeats).map_err(bench_error)? {
             sums.resize(blocks.len(), (0.0, 0.0));
             for (s, (f, bw)) in sums.iter_mut().zip(blocks) {
@@ -195,7 +236,10 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
     let s_bb = t1.elapsed().as_secs_f64() / b.steps as f64;
     let layers = layer_profiles(arch, n, &sums, b.steps);
     let (f, bw) = arch.conv_flops(n);
-    let flops = f + bw;
+    let (flops, backbone) = match network {
+        true => (network_flops(cfg), None),
+        false => (f + bw, Some((s_bb, (f + bw) / s_bb / 1e9))),
+    };
     let r = BenchReport {
         header,
         impl_name: "bda",
@@ -213,8 +257,8 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
         ranks: crate::ranks::size(),
         s_per_ul_iter: s_step,
         gflops_ul_iter: flops / s_step / 1e9,
-        s_backbone: s_bb,
-        gflops_backbone: flops / s_bb / 1e9,
+        s_backbone: backbone.map(|b| b.0),
+        gflops_backbone: backbone.map(|b| b.1),
         layers,
     };
     // Rank 0 reports (its timings: every rank waits for the others at each collective).
@@ -244,13 +288,15 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
             r.ranks,
             r.s_per_ul_iter
         );
-        println!(
-            "conv FLOPs {:.1} G per meta-step: {:.1} GFLOP/s over the meta-step, {:.1} GFLOP/s in the backbone alone ({:.3} s)",
+        print!(
+            "conv FLOPs {:.1} G per meta-step: {:.1} GFLOP/s over the meta-step",
             flops / 1e9,
-            r.gflops_ul_iter,
-            r.gflops_backbone,
-            r.s_backbone
+            r.gflops_ul_iter
         );
+        match backbone {
+            Some((s, g)) => println!(", {g:.1} GFLOP/s in the backbone alone ({s:.3} s)"),
+            None => println!(),
+        }
         for p in &r.layers {
             println!(
                 "  block {} ({}×{s}×{s} in): forward {:.3} s, backward {:.3} s, {:.1} GFLOP/s",

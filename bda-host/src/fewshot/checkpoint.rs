@@ -206,11 +206,14 @@ impl Checkpoint {
         }
         let ck: Checkpoint = serde_json::from_value(head).map_err(|e| corrupt(&e))?;
         check_shape(&ck.config.arch).map_err(|e| corrupt(&e))?;
-        let n = ck.config.arch.num_params();
+        let Some(n) = ck.config.meta_params() else {
+            return Err(corrupt(&"the network's size overflows"));
+        };
         if ck.params.len() != n || ck.adam.m.len() != n || ck.adam.v.len() != n {
             return Err(corrupt(&format!(
-                "{} parameters for an architecture of {n}",
-                ck.params.len()
+                "{} parameters for a {} run of {n}",
+                ck.params.len(),
+                ck.config.method_name()
             )));
         }
         if ck.rng.word_pos.parse::<u128>().is_err() {
@@ -249,7 +252,7 @@ pub fn check_checkpoint_invariants(bytes: &[u8]) {
     match Checkpoint::parse(bytes) {
         Ok(ck) => {
             assert_eq!(check_shape(&ck.config.arch), Ok(()));
-            let n = ck.config.arch.num_params();
+            let n = ck.config.meta_params().expect("checked");
             assert!(ck.params.len() == n && ck.adam.m.len() == n && ck.adam.v.len() == n);
             assert!(ck.params.iter().all(|p| p.is_finite()));
             let text = serde_json::to_vec(&ck).expect("a checkpoint serialises");
@@ -285,6 +288,9 @@ mod tests {
             meta_batch: 1,
             method: FsMethod::Bda,
             k: 2,
+            first_order: false,
+            lambda: 2.0,
+            cg_iters: 5,
         };
         let n = arch.num_params();
         let ck = Checkpoint::new(

@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use bda_kernel::backend::{MethodConfig, default_truncate};
-use bda_kernel::fewshot::{Conv4Shape, HeadProcedure};
+use bda_kernel::fewshot::{Conv4Shape, HeadProcedure, Network, NetworkProcedure};
 use bda_kernel::{Beta, Schedule};
 use serde::{Deserialize, Serialize};
 
-use super::args::{EpisodeArgs, SourceArgs};
+use super::args::{EpisodeArgs, FsMethod, SourceArgs};
 use super::data;
 use super::projection::UlProjection;
 use crate::check::{StepFlags, positive, spec_error};
@@ -93,28 +93,69 @@ pub struct RunConfig {
     pub val_classes: usize,
     /// Backbone shape.
     pub arch: Conv4Shape,
+    /// Keep every c-th lower-level iterate for the reverse pass (absent in older
+    /// checkpoints: every iterate).
+    #[serde(default)]
+    pub checkpoint_every: Option<u32>,
 }
 
 impl RunConfig {
-    /// The head's method: `s_u = s_l = ll_lr`, `β_k = 1`, as the peer.
+    /// The lower level's method: `s_u = s_l = ll_lr`, `β_k = 1`, as the peer (Meta-SGD:
+    /// `s_l = 1`, its step sizes are in `x`).
     pub fn method_config(&self) -> MethodConfig<f64> {
+        let method = self.episode.effective_method();
+        let step = match method {
+            FsMethod::Metasgd => 1.0,
+            _ => self.ll_lr,
+        };
         MethodConfig {
             truncate: Some(self.truncate),
             mu: self.mu,
             alpha: Schedule::Harmonic(self.alpha),
             beta: Beta::Schedule(Schedule::Constant(1.0)),
-            ..MethodConfig::new(self.episode.method.kernel(), self.episode.k, self.ll_lr)
+            cg_iters: self.episode.cg_iters,
+            checkpoint_every: self.checkpoint_every,
+            ..MethodConfig::new(method.kernel(), self.episode.k, step)
         }
     }
 
+    /// The whole network as the lower level: its procedure (`None` for the head methods).
+    pub fn network(&self) -> Option<NetworkProcedure> {
+        let method = self.episode.effective_method();
+        method.network_rule().map(|rule| NetworkProcedure {
+            rule,
+            prox: if method == FsMethod::Imaml {
+                self.episode.lambda
+            } else {
+                0.0
+            },
+        })
+    }
+
+    /// Length of the meta-parameters: the backbone's, or for the whole-network methods
+    /// every weight of the network (and Meta-SGD's step sizes); `None` when a file's sizes
+    /// overflow.
+    pub fn meta_params(&self) -> Option<usize> {
+        let Some(p) = self.network() else {
+            return Some(self.arch.num_params());
+        };
+        let head = self
+            .arch
+            .features()
+            .checked_add(1)?
+            .checked_mul(self.episode.ways)?;
+        let weights = self.arch.num_params().checked_add(head)?;
+        weights.checked_mul(p.meta_params(1))
+    }
+
     /// The settings of a backbone that no run trained (a random one, or the benchmark's):
-    /// episodes of `episode`'s shape, the default head step ([`default_ll_lr`]), Adam step
-    /// 1e-3, T = K/2.
+    /// episodes of `episode`'s shape, the default lower-level step ([`default_step`]), Adam
+    /// step 1e-3, T = K/2.
     pub fn untrained(episode: EpisodeArgs, arch: Conv4Shape, seed: u64) -> RunConfig {
         RunConfig {
             truncate: default_truncate(episode.k),
+            ll_lr: default_step(arch, episode.effective_method()),
             episode,
-            ll_lr: default_ll_lr(arch),
             mu: 0.5,
             alpha: 0.5,
             l2: 0.0,
@@ -126,6 +167,7 @@ impl RunConfig {
             rotations: false,
             val_classes: 0,
             arch,
+            checkpoint_every: None,
         }
     }
 
@@ -158,11 +200,28 @@ impl RunConfig {
         if !(self.l2.is_finite() && self.l2 >= 0.0) {
             return bad(format!("--l2 {}: must be finite and ≥ 0", self.l2));
         }
+        let method = self.episode.effective_method();
+        if e.first_order && e.method != FsMethod::Maml {
+            return bad(format!(
+                "--first-order: only with --method maml (first-order MAML), not {}",
+                e.method.name()
+            ));
+        }
+        if method == FsMethod::Imaml && !(e.lambda.is_finite() && e.lambda > 0.0) {
+            return bad(format!("--lambda {}: must be finite and > 0", e.lambda));
+        }
+        if method == FsMethod::Imaml && e.cg_iters == 0 {
+            return bad("--cg-iters 0: must be positive".into());
+        }
+        if self.checkpoint_every == Some(0) {
+            return bad("--checkpoint-every 0: must be positive".into());
+        }
         let named = |e| spec_error(e, StepFlags::Shared);
         let spec = self.method_config().build().map_err(named)?;
         let head = HeadProcedure {
             spec: spec.cast::<f32>().map_err(named)?,
             l2: self.l2 as f32,
+            network: self.network(),
         };
         let format = data_format(self.data_dir.as_deref(), self.format)?;
         Ok(Plan {
@@ -172,9 +231,17 @@ impl RunConfig {
         })
     }
 
-    /// `bda`, `rhg` or `trhg`.
+    /// `--method`'s name (`fomaml` for `maml --first-order`).
     pub fn method_name(&self) -> &'static str {
-        self.episode.method.kernel().name()
+        self.episode.effective_method().name()
+    }
+
+    /// The whole network for tasks of this run's ways.
+    pub fn network_of(&self) -> Network {
+        Network {
+            shape: self.arch,
+            ways: self.episode.ways,
+        }
     }
 
     /// The source options that give this run's data.
@@ -194,6 +261,22 @@ impl RunConfig {
             .as_ref()
             .map_or_else(|| "synthetic".to_string(), |d| d.display().to_string())
     }
+}
+
+/// The initial meta-parameters: the backbone (PyTorch's initialisation, drawn first, so
+/// that the head methods draw what they always drew), then for the whole network the head's
+/// `W` and `b` uniform in ±1/√features (PyTorch's `Linear`), then Meta-SGD's step sizes,
+/// all `ll_lr`.
+pub fn init_meta_params(cfg: &RunConfig, rng: &mut impl rand::Rng) -> Vec<f32> {
+    let mut p: Vec<f32> = bda_cpu::conv4::init_params(&cfg.arch, rng);
+    if let Some(procedure) = cfg.network() {
+        let net = cfg.network_of();
+        let bound = 1.0 / (cfg.arch.features() as f64).sqrt();
+        p.extend((0..net.num_params() - p.len()).map(|_| rng.random_range(-bound..bound) as f32));
+        let steps = procedure.meta_params(net.num_params()) - p.len();
+        p.extend(std::iter::repeat_n(cfg.ll_lr as f32, steps));
+    }
+    p
 }
 
 /// The layout of `dir`: `format` if given, else detected; `None` without a folder.
@@ -216,6 +299,16 @@ pub fn data_format(
 /// uniform guess. It is not raised above 0.1 for fewer features: on the kanji stand-in
 /// with 128 features, 0.1 already validated worse than 0.02.
 pub fn default_ll_lr(arch: Conv4Shape) -> f64 {
+    default_step(arch, FsMethod::Rhg)
+}
+
+/// The lower level's step when `--ll-lr`/`--inner-lr` is not given: the head's
+/// ([`default_ll_lr`]), or 0.4 for the whole network (the peer's and MAML's Omniglot
+/// step).
+pub fn default_step(arch: Conv4Shape, method: FsMethod) -> f64 {
+    if method.network_rule().is_some() {
+        return 0.4;
+    }
     let step = (25.6 / arch.features() as f64).min(0.1);
     // Three significant digits, so that reports and checkpoints read cleanly.
     let scale = 10f64.powi(2 - step.log10().floor() as i32);

@@ -73,6 +73,9 @@ fn random_backbone(e: &EvalConfig) -> Result<RunConfig, CliError> {
         meta_batch: 16,
         method: FsMethod::Rhg,
         k: 5,
+        first_order: false,
+        lambda: 2.0,
+        cg_iters: 5,
     };
     Ok(RunConfig {
         format,
@@ -125,6 +128,13 @@ fn setup(e: &EvalConfig, device: &OpenDevice) -> Result<Setup, CliError> {
     };
     let ep = &base.episode;
     let src = &e.source;
+    if let Some(w) = e.ways.filter(|&w| w != ep.ways && base.network().is_some()) {
+        return Err(CliError::input(format!(
+            "--ways {w}: the checkpoint's network ({}) has a {}-way head",
+            base.method_name(),
+            ep.ways
+        )));
+    }
     let cfg = RunConfig {
         episode: EpisodeArgs {
             ways: e.ways.unwrap_or(ep.ways),
@@ -132,7 +142,7 @@ fn setup(e: &EvalConfig, device: &OpenDevice) -> Result<Setup, CliError> {
             queries: e.queries.unwrap_or(ep.queries),
             meta_batch: e.meta_batch.unwrap_or(ep.meta_batch),
             k: e.k.unwrap_or(ep.k),
-            method: ep.method,
+            ..ep.clone()
         },
         ll_lr: e.ll_lr.unwrap_or(base.ll_lr),
         data_dir: if src.synthetic {
@@ -180,7 +190,7 @@ fn setup(e: &EvalConfig, device: &OpenDevice) -> Result<Setup, CliError> {
         ..e.clone()
     };
     let header = ReportHeader::new("fewshot eval", &resolved, data_source(dir, &[&source])?)?;
-    let backend = fewshot_backend(device, cfg.arch)?;
+    let backend = fewshot_backend(device, cfg.arch, &plan.head)?;
     Ok(Setup {
         params,
         steps,

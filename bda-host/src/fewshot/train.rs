@@ -5,7 +5,6 @@
 
 use std::time::Instant;
 
-use bda_cpu::conv4::init_params;
 use bda_kernel::backend::default_truncate;
 use bda_kernel::fewshot::{Batch, MetaBackend, MetaError, Task};
 use clap::ArgMatches;
@@ -14,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::args::{SplitArg, TrainArgs, TrainConfig};
 use super::checkpoint::{Best, Checkpoint, RngState};
-use super::config::{Plan, RunConfig, arch_for, data_format, default_ll_lr};
+use super::config::{Plan, RunConfig, arch_for, data_format, default_step, init_meta_params};
 use super::data::DataFormat;
 use super::eval::{eval_error, test_backbone};
 use super::projection::{SN_INIT_ITERS, SN_STEP_ITERS, orthogonality_sum};
@@ -49,7 +48,9 @@ impl TrainConfig {
         Ok(RunConfig {
             episode: self.episode.clone(),
             truncate: self.truncate.unwrap_or(default_truncate(self.episode.k)),
-            ll_lr: self.ll_lr.unwrap_or_else(|| default_ll_lr(arch)),
+            ll_lr: self
+                .ll_lr
+                .unwrap_or_else(|| default_step(arch, self.episode.effective_method())),
             mu: self.mu,
             alpha: self.alpha,
             l2: self.l2,
@@ -61,6 +62,7 @@ impl TrainConfig {
             rotations: !src.no_rotations && format != Some(DataFormat::Miniimagenet),
             val_classes: src.val_classes,
             arch,
+            checkpoint_every: self.checkpoint_every,
         })
     }
 
@@ -76,6 +78,7 @@ impl TrainConfig {
             l2: run.l2,
             ul_lr: run.ul_lr,
             ul_projection: run.ul_projection,
+            checkpoint_every: run.checkpoint_every,
             channels: run.arch.channels,
             seed: run.seed,
             source: run.source(),
@@ -187,7 +190,7 @@ fn setup(
     ck.data.clone_from(&data);
     ck.save_every = Some(save_every);
     let header = ReportHeader::new("fewshot", &c.resolved(cfg), data)?;
-    let backend = fewshot_backend(device, cfg.arch)?;
+    let backend = fewshot_backend(device, cfg.arch, &plan.head)?;
     Ok(Setup {
         plan,
         ck,
@@ -361,7 +364,7 @@ fn train(
 /// the episode generator.
 fn fresh_checkpoint(cfg: &RunConfig) -> Result<Checkpoint, CliError> {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let mut params: Vec<f32> = init_params(&cfg.arch, &mut rng);
+    let mut params = init_meta_params(cfg, &mut rng);
     let proj = cfg.ul_projection;
     let mut power = proj.initial_state(cfg.arch, cfg.seed);
     proj.apply(cfg.arch, &mut params, &mut power, SN_INIT_ITERS)

@@ -274,6 +274,13 @@ impl<B: LowerStep + UpperGradient> Hypergrad<B> {
         }
         Ok(upper)
     }
+
+    /// `∇_y F(x, y_K)` of the last successful [`Self::solve_lower`], which computes it
+    /// with `F`: first-order methods (first-order MAML) step along it without a second
+    /// evaluation.
+    pub fn solved_upper_grad(&self) -> &B::Y {
+        &self.sink_y
+    }
 }
 
 fn unrolled_body<B: LowerStep + UpperGradient + StepAdjoint>(

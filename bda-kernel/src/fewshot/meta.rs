@@ -45,15 +45,56 @@ pub fn stack(tasks: &[Task]) -> (Vec<f32>, usize) {
     (imgs, tasks.iter().map(Task::rows).sum())
 }
 
-/// How each task's head is fitted and differentiated: the checked method (RHG, T-RHG or
-/// BDA, K and the Eq. (9) numbers) in the backend's scalar type, and the head's L2 weight.
-/// A command builds it once per run.
+/// How each task's lower level is fitted and differentiated: the checked method (RHG,
+/// T-RHG, BDA or IHG, K and the Eq. (9) numbers) in the backend's scalar type, the head's L2
+/// weight, and whether the lower level is the head (the papers' few-shot experiments) or
+/// the whole network (the MAML family). A command builds it once per run.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct HeadProcedure<T = f32> {
     /// The method.
     pub spec: MethodSpec<T>,
     /// The L2 weight λ of the head's lower level.
     pub l2: T,
+    /// `Some`: the whole network is the lower level ([`NetworkTask`](super::NetworkTask)),
+    /// and a batch's parameters are the network's meta-parameters
+    /// ([`NetworkProcedure::meta_params`]) rather than the backbone's.
+    pub network: Option<NetworkProcedure>,
+}
+
+/// How the MAML family turns one task's inner solve into a meta-gradient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetworkRule {
+    /// The engine's hypergradient from `y₀ = x`: MAML is RHG through the K steps, BDA on
+    /// the whole network is BDA, iMAML is IHG with the proximal term.
+    Hypergradient,
+    /// Meta-SGD: RHG on `x = [initialisation | a step size per weight]`.
+    PerWeightSteps,
+    /// First-order MAML: the query gradient at `y_K`, the inner steps not differentiated.
+    FirstOrder,
+    /// Reptile: `x − y_K`, for the optimizer to step along (`x ← x + ε(y_K − x)` with
+    /// plain descent).
+    Reptile,
+}
+
+/// The whole network as the lower level: the rule and iMAML's proximal weight λ
+/// (`f = L_support + (λ/2)‖y − x‖²`; 0 for the other methods).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NetworkProcedure {
+    /// How the meta-gradient is formed.
+    pub rule: NetworkRule,
+    /// λ of the proximal term.
+    pub prox: f64,
+}
+
+impl NetworkProcedure {
+    /// Meta-parameters for a network of `weights` weights: the initialisation, and for
+    /// Meta-SGD a step size per weight after it.
+    pub fn meta_params(&self, weights: usize) -> usize {
+        match self.rule {
+            NetworkRule::PerWeightSteps => 2 * weights,
+            _ => weights,
+        }
+    }
 }
 
 impl<T: Real> HeadProcedure<T> {
@@ -67,18 +108,33 @@ impl<T: Real> HeadProcedure<T> {
     }
 }
 
-/// One meta-batch: the backbone (`f32` parameters in training, `f64` in gradient checks),
-/// the tasks, and how heads are fitted.
+/// One meta-batch: the backbone (`f32` parameters in training, `f64` in gradient checks) —
+/// or, when the whole network is the lower level, the network's meta-parameters — the
+/// tasks, and how their lower levels are fitted.
 #[derive(Clone, Copy, Debug)]
 pub struct Batch<'a, T = f32> {
     /// The backbone's shape.
     pub shape: Conv4Shape,
-    /// Its parameters ([`Conv4Shape::num_params`]).
+    /// Its parameters ([`Conv4Shape::num_params`]), or the network's meta-parameters
+    /// ([`NetworkProcedure::meta_params`]).
     pub params: &'a [T],
     /// The tasks (all of them one batch-norm batch).
     pub tasks: &'a [Task],
     /// How each task's head is fitted and differentiated.
     pub head: &'a HeadProcedure<T>,
+}
+
+impl<T> Batch<'_, T> {
+    /// A head backend's guard: an error when the batch asks for the whole network as the
+    /// lower level, whose parameters it would misread.
+    pub fn require_head(&self) -> Result<(), MetaError> {
+        match self.head.network {
+            None => Ok(()),
+            Some(_) => Err(MetaError::Device(
+                "this backend fits heads only: the whole network as the lower level runs on the CPU's network backend".into(),
+            )),
+        }
+    }
 }
 
 /// Result of one meta-step's gradient.

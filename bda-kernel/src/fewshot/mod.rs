@@ -49,7 +49,10 @@ mod task;
 #[cfg(feature = "alloc")]
 pub use head::FeatureHead;
 #[cfg(feature = "alloc")]
-pub use meta::{Batch, HeadProcedure, MetaBackend, MetaError, MetaGrad, Task, stack};
+pub use meta::{
+    Batch, HeadProcedure, MetaBackend, MetaError, MetaGrad, NetworkProcedure, NetworkRule, Task,
+    stack,
+};
 #[cfg(feature = "alloc")]
 pub use network::Network;
 pub use shape::{BN_EPS, Conv4Shape};

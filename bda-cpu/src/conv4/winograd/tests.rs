@@ -76,7 +76,7 @@ fn winograd_is_the_direct_convolution_and_its_adjoint() {
         assert!(err < 1e-12, "s {s}: forward differs by {err:e}");
         let mut du = vec![0.0; XI * ch * c_in];
         let mut din = vec![0.0; x.len()];
-        conv.backward(&x, &dz, &mut sc, &mut du, Some(&mut din));
+        conv.backward(&x, &dz, &mut sc, Some(&mut du), Some(&mut din));
         let dw = transform_weights_adjoint(&du, ch, c_in);
         // ⟨dz, conv(e, x)⟩ = dw·e for every direction e of the weights, and the same for x.
         let e: Vec<f64> = (0..w.len()).map(|_| rng.random_range(-1.0..1.0)).collect();
@@ -167,7 +167,7 @@ fn winograd_in_f32_at_64_channels_is_the_im2col_convolution() {
         conv.run_into(&x, &mut sc, &mut z);
         let mut du = vec![0.0f32; XI * ch * c_in];
         let mut din = vec![0.0f32; x.len()];
-        conv.backward(&x, &dz, &mut sc, &mut du, Some(&mut din));
+        conv.backward(&x, &dz, &mut sc, Some(&mut du), Some(&mut din));
         let winograd = [z, transform_weights_adjoint(&du, ch, c_in), din];
         for k in 0..3 {
             let r = &reference[k];
