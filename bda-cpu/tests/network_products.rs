@@ -195,3 +195,38 @@ fn meta<L: NetworkLoss<Scalar = f64>>(
         .unwrap();
     gx
 }
+
+/// A Hessian–vector product after a gradient at the same weights reuses its primal pass:
+/// the same bits as without it; the query accuracy from the gradient's pass is the
+/// prediction's.
+#[test]
+fn kept_primal_passes_change_no_bit() {
+    let c = case(WIDE, 4, 6, 9, 6);
+    let (s, q) = sets::<f32>(&c);
+    let cast = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    let (y, v) = (cast(&c.y), cast(&c.v));
+    let mut plain = CpuTask::new(c.net, &s, &q);
+    let mut keeping = CpuTask::new(c.net, &s, &q).keeping(3);
+    for set in [TaskSet::Support, TaskSet::Query] {
+        let (mut g0, mut g1, mut g2) = (vec![0.0; y.len()], vec![0.0; y.len()], vec![0.0; y.len()]);
+        let l0 = plain.loss_grad(&y, set, &mut g0);
+        let l1 = keeping.loss_grad(&y, set, &mut g1);
+        let l2 = keeping.loss_grad(&y, set, &mut g2); // from the kept pass
+        assert!(
+            l0 == l1 && l1 == l2 && g0 == g1 && g1 == g2,
+            "{set:?} gradient"
+        );
+        let (mut h0, mut h1) = (vec![0.0; y.len()], vec![0.0; y.len()]);
+        plain.hvp(&y, &v, set, &mut h0);
+        keeping.hvp(&y, &v, set, &mut h1);
+        assert_eq!(h0, h1, "{set:?}");
+    }
+    let predicted = plain.predict(&y, TaskSet::Query);
+    let want = predicted
+        .iter()
+        .zip(q.labels())
+        .filter(|(p, l)| p == l)
+        .count();
+    assert_eq!(keeping.query_hits(&y), want);
+    assert_eq!(plain.query_hits(&y), want);
+}

@@ -155,44 +155,66 @@ fn unpool<T: Float>(tape: &Tape<T>, dp: &[T]) -> Vec<T> {
     da
 }
 
-/// The backward pass from the pooled output's gradient `dp`: adds the weights' gradients
-/// into `g` (`w`, `gamma`, `beta` slices of the whole gradient) and returns the input's
-/// gradient when `input` is set.
-pub(super) fn backward<T: Float>(
+/// The gradient at the convolution's output from the pooled output's gradient `dp`
+/// (through the pool, the ReLU and batch norm), adding γ's and β's gradients into `g`
+/// when given.
+fn conv_grad<T: Float>(
     conv: Conv,
-    p: Weights<'_, T>,
-    (x, tape): (&[T], &Tape<T>),
+    gamma: &[T],
+    tape: &Tape<T>,
     dp: &[T],
-    g: (&mut [T], &mut [T], &mut [T]),
-    input: bool,
-    sc: &mut Scratch<T>,
-) -> Option<Vec<T>> {
+    mut g: Option<(&mut [T], &mut [T])>,
+) -> Vec<T> {
     let m = conv.n * conv.s * conv.s;
     let mut dz = unpool(tape, dp);
     for (o, row) in dz.chunks_exact_mut(m).enumerate() {
         let xh = &tape.xhat[o * m..][..m];
         let sd = sum(m, |k| row[k].to_f64());
         let sdx = sum(m, |k| (row[k] * xh[k]).to_f64());
-        g.1[o] += T::from_f64(sdx);
-        g.2[o] += T::from_f64(sd);
-        let k0 = p.gamma[o] * tape.inv[o];
+        if let Some((gg, gb)) = g.as_mut() {
+            gg[o] += T::from_f64(sdx);
+            gb[o] += T::from_f64(sd);
+        }
+        let k0 = gamma[o] * tape.inv[o];
         let (sd, sdx) = (T::from_f64(sd / m as f64), T::from_f64(sdx / m as f64));
         row.iter_mut()
             .zip(xh)
             .for_each(|(d, &h)| *d = k0 * (*d - sd - h * sdx));
     }
-    conv.weight_grad(&dz, x, g.0, sc);
+    dz
+}
+
+/// The backward pass from the pooled output's gradient `dp`: adds the weights' gradients
+/// into `g` (`w`, `gamma`, `beta` slices of the whole gradient) when given, and returns the
+/// input's gradient when `input` is set.
+pub(super) fn backward<T: Float>(
+    conv: Conv,
+    p: Weights<'_, T>,
+    (x, tape): (&[T], &Tape<T>),
+    dp: &[T],
+    g: Option<(&mut [T], &mut [T], &mut [T])>,
+    input: bool,
+    sc: &mut Scratch<T>,
+) -> Option<Vec<T>> {
+    let (gw, gbn) = match g {
+        Some((w, gamma, beta)) => (Some(w), Some((gamma, beta))),
+        None => (None, None),
+    };
+    let dz = conv_grad(conv, p.gamma, tape, dp, gbn);
+    if let Some(gw) = gw {
+        conv.weight_grad(&dz, x, gw, sc);
+    }
     input.then(|| {
-        let mut dx = vec![T::zero(); conv.c_in * m];
+        let mut dx = vec![T::zero(); conv.c_in * conv.n * conv.s * conv.s];
         conv.input_grad(p.w, &dz, &mut dx, sc);
         dx
     })
 }
 
-/// The tangent of [`backward`] along `v`, from the pooled output's gradient `dp` and its
-/// tangent `dp_dot`: adds the weights' tangent gradients into `g` and returns the input's
-/// gradient and its tangent when `input` is set.
-#[allow(clippy::too_many_arguments)]
+/// The tangent of [`backward`] along `v`, from the pooled output's gradient `dp` (the
+/// primal pass's) and its tangent `dp_dot`: adds the weights' tangent gradients into `g`
+/// and returns the tangent of the input's gradient when `input` is set (the input's
+/// gradient itself is the primal pass's `dp` of the block below).
 pub(super) fn backward_tangent<T: Float>(
     conv: Conv,
     (p, v): (Weights<'_, T>, Weights<'_, T>),
@@ -202,7 +224,7 @@ pub(super) fn backward_tangent<T: Float>(
     g: (&mut [T], &mut [T], &mut [T]),
     input: bool,
     sc: &mut Scratch<T>,
-) -> Option<(Vec<T>, Vec<T>)> {
+) -> Option<Vec<T>> {
     let m = conv.n * conv.s * conv.s;
     let mut dz = unpool(tape, dp);
     let mut dz_dot = unpool(tape, dp_dot);
@@ -231,11 +253,9 @@ pub(super) fn backward_tangent<T: Float>(
         conv.weight_grad(&dz, x_dot, g.0, sc);
     }
     input.then(|| {
-        let mut dx = vec![T::zero(); conv.c_in * m];
-        conv.input_grad(p.w, &dz, &mut dx, sc);
         let mut dx_dot = vec![T::zero(); conv.c_in * m];
         conv.input_grad(v.w, &dz, &mut dx_dot, sc);
         conv.input_grad(p.w, &dz_dot, &mut dx_dot, sc);
-        (dx, dx_dot)
+        dx_dot
     })
 }

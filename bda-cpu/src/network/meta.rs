@@ -78,6 +78,18 @@ fn solve(
     Ok((f, y, hg.solved_upper_grad().clone()))
 }
 
+/// Primal passes a task keeps for the reverse pass: the iterates the engine revisits
+/// within one segment (all K, or one checkpoint interval) and `y_K`; both sets' for BDA,
+/// whose steps take both.
+fn passes(spec: &MethodSpec<f32>) -> usize {
+    let k = spec.steps();
+    let window = spec.checkpoint_every().map_or(k, |c| c.min(k)) as usize + 1;
+    match spec.method() {
+        bda_kernel::Method::Bda => 2 * window,
+        _ => window,
+    }
+}
+
 fn task_meta(
     net: Network,
     p: NetworkProcedure,
@@ -86,7 +98,7 @@ fn task_meta(
     t: &Task,
 ) -> Result<TaskOut, MetaError> {
     let (s, q) = sets(&net, t);
-    let cpu = CpuTask::new(net, &s, &q);
+    let cpu = CpuTask::new(net, &s, &q).keeping(passes(&spec));
     let mut task = NetworkTask {
         loss: cpu,
         prox: p.prox,

@@ -34,14 +34,16 @@ mod block;
 mod conv;
 mod head;
 mod meta;
+mod state;
 
 pub use meta::NetworkMeta;
 
 use bda_kernel::fewshot::{Conv4Shape, Network, NetworkLoss, TaskSet};
 
 use crate::linalg::Float;
-use block::{TangentTape, Tape, Weights};
+use block::{TangentTape, Weights};
 use conv::{Conv, Scratch};
+use state::{Pass, State, States};
 
 /// One set of a task's images in the backbone's layout (`[channel][image·side²]`) and
 /// their labels.
@@ -86,7 +88,6 @@ impl<T: Float> TaskImages<T> {
 }
 
 /// One task's products on the CPU: the network and its support and query sets.
-#[derive(Clone, Debug)]
 pub struct CpuTask<'a, T> {
     /// The network.
     pub net: Network,
@@ -97,13 +98,8 @@ pub struct CpuTask<'a, T> {
     /// The weights of the last query gradient and how many query images they classified
     /// right: the accuracy at `y_K` comes with `F(y_K)`'s forward pass.
     last_query: Option<(Vec<T>, usize)>,
-}
-
-/// A forward pass: block inputs after the first, tapes, and the features as rows.
-struct Pass<T> {
-    inputs: Vec<Vec<T>>,
-    tapes: Vec<Tape<T>>,
-    feats: Vec<T>,
+    /// Primal passes the next Hessian–vector products may reuse.
+    states: States<T>,
 }
 
 /// Block `l`'s slices of a weight vector (or a direction, or a gradient).
@@ -158,14 +154,26 @@ fn rows<T: Float>(v: &[T], ch: usize, n: usize, back: bool) -> Vec<T> {
 }
 
 impl<'a, T: Float> CpuTask<'a, T> {
-    /// The products of `net` on a task's two sets.
+    /// The products of `net` on a task's two sets, keeping no primal pass.
     pub fn new(net: Network, support: &'a TaskImages<T>, query: &'a TaskImages<T>) -> Self {
         CpuTask {
             net,
             support,
             query,
             last_query: None,
+            states: States::new(0),
         }
+    }
+
+    /// Keep the last `passes` primal passes (forward and backward at some weights, on one
+    /// set), so that a Hessian–vector product at the same weights runs only its tangent
+    /// passes. A K-step method's reverse pass meets its iterates again after K steps: keep
+    /// as many as the engine keeps iterates (twice for BDA, whose steps take both sets).
+    /// Memory: about twice the set's activations per pass. The products are the same,
+    /// bit for bit, with or without.
+    pub fn keeping(mut self, passes: usize) -> Self {
+        self.states = States::new(passes);
+        self
     }
 
     /// Query images that weights `y` classify right (from the last query gradient's
@@ -263,90 +271,125 @@ impl<T: Float> NetworkLoss for CpuTask<'_, T> {
     }
 
     fn loss_grad(&mut self, y: &[T], which: TaskSet, grad: &mut [T]) -> T {
-        let (a, set) = (self.net.shape, self.set(which));
-        let mut cols = Scratch::default();
-        let pass = self.forward(y, set, &mut cols);
-        let (wh, bh) = head_params(&self.net, y);
-        let (loss, p, d) = head::forward((wh, bh), &pass.feats, &set.labels);
-        if which == TaskSet::Query {
-            self.last_query = Some((y.to_vec(), hits(&p, &set.labels)));
-        }
-        grad.fill(T::zero());
-        let (gb, gh) = grad.split_at_mut(a.num_params());
-        let (gw, gbias) = gh.split_at_mut(wh.len());
-        let df = head::backward(wh, &pass.feats, &d, gw, gbias);
-        let mut dp = rows(&df, a.channels, set.len(), true);
-        for l in (0..a.blocks).rev() {
-            let x = Self::input(&pass, set, l);
-            let g = grads(&a, gb, l);
-            let p = weights(&a, y, l);
-            let c = conv(&a, l, set.len());
-            match block::backward(c, p, (x, &pass.tapes[l]), &dp, g, l > 0, &mut cols) {
-                Some(dx) => dp = dx,
-                None => break,
+        if let Some(st) = self.states.take(which, y) {
+            if let Some(g) = &st.grad {
+                grad.copy_from_slice(g);
+                let loss = st.loss;
+                self.states.put(st);
+                return loss;
             }
         }
+        let (loss, state) = self.primal(y, which, Some(grad));
+        if which == TaskSet::Query {
+            let hits = hits(&state.probs, &self.set(which).labels);
+            self.last_query = Some((y.to_vec(), hits));
+        }
+        self.states.put(state);
         loss
     }
 
-    fn hvp(&mut self, y: &[T], v: &[T], set: TaskSet, out: &mut [T]) {
-        let (a, set) = (self.net.shape, self.set(set));
-        let n = set.len();
+    fn hvp(&mut self, y: &[T], v: &[T], which: TaskSet, out: &mut [T]) {
         assert_eq!(v.len(), y.len(), "direction");
-        let mut cols = Scratch::default();
-        let pass = self.forward(y, set, &mut cols);
-        // Tangent forward pass.
+        let state = match self.states.take(which, y) {
+            Some(s) => s,
+            None => self.primal(y, which, None).1,
+        };
+        self.tangent(&state, v, out);
+        self.states.put(state);
+    }
+}
+
+impl<T: Float> CpuTask<'_, T> {
+    /// The forward pass, the head and the backward pass through the blocks at `y` on one
+    /// set: the loss and the pass kept for H·v; with `grad`, the gradient written there.
+    fn primal(&self, y: &[T], which: TaskSet, grad: Option<&mut [T]>) -> (T, State<T>) {
+        let (a, set) = (self.net.shape, self.set(which));
+        let mut sc = Scratch::default();
+        let pass = self.forward(y, set, &mut sc);
+        let (wh, bh) = head_params(&self.net, y);
+        let (loss, probs, dlogits) = head::forward((wh, bh), &pass.feats, &set.labels);
+        let mut scratch_grad;
+        let (grad, weights_too) = match grad {
+            Some(g) => (g, true),
+            None => {
+                scratch_grad = vec![T::zero(); y.len()];
+                (scratch_grad.as_mut_slice(), false)
+            }
+        };
+        grad.fill(T::zero());
+        let (gb, gh) = grad.split_at_mut(a.num_params());
+        let (gw, gbias) = gh.split_at_mut(wh.len());
+        let df = head::backward(wh, &pass.feats, &dlogits, gw, gbias);
+        let mut dps = vec![Vec::new(); a.blocks];
+        let mut dp = rows(&df, a.channels, set.len(), true);
+        for l in (0..a.blocks).rev() {
+            let x = Self::input(&pass, set, l);
+            let g = weights_too.then(|| grads(&a, gb, l));
+            let c = conv(&a, l, set.len());
+            let dx = block::backward(
+                c,
+                weights(&a, y, l),
+                (x, &pass.tapes[l]),
+                &dp,
+                g,
+                l > 0,
+                &mut sc,
+            );
+            dps[l] = std::mem::replace(&mut dp, dx.unwrap_or_default());
+        }
+        let kept_grad = (weights_too && self.states.keeps()).then(|| grad.to_vec());
+        let state = State {
+            which,
+            y: y.to_vec(),
+            pass,
+            probs,
+            dlogits,
+            dps,
+            loss,
+            grad: kept_grad,
+        };
+        (loss, state)
+    }
+
+    /// `∇²L·v` into `out` from a primal pass: the tangent forward pass, the head's tangent,
+    /// the tangent backward pass.
+    fn tangent(&self, st: &State<T>, v: &[T], out: &mut [T]) {
+        let (a, set, y) = (self.net.shape, self.set(st.which), st.y.as_slice());
+        let (n, pass) = (set.len(), &st.pass);
+        let mut sc = Scratch::default();
         let mut x_dots: Vec<Vec<T>> = Vec::with_capacity(a.blocks);
         let mut tts: Vec<TangentTape<T>> = Vec::with_capacity(a.blocks);
         for l in 0..a.blocks {
-            let x = Self::input(&pass, set, l);
+            let x = Self::input(pass, set, l);
             let x_dot = (l > 0).then(|| x_dots[l - 1].as_slice());
             let pv = (weights(&a, y, l), weights(&a, v, l));
-            let (o, tt) =
-                block::forward_tangent(conv(&a, l, n), pv, x, x_dot, &pass.tapes[l], &mut cols);
+            let c = conv(&a, l, n);
+            let (o, tt) = block::forward_tangent(c, pv, x, x_dot, &pass.tapes[l], &mut sc);
             x_dots.push(o);
             tts.push(tt);
         }
         let f_dot = rows(&x_dots.pop().unwrap_or_default(), a.channels, n, false);
-        // Head: ḋ, then ∇²L·v's head part and the features' gradient and its tangent.
-        let ((wh, bh), (vw, vb)) = (head_params(&self.net, y), head_params(&self.net, v));
-        let (_, p, d) = head::forward((wh, bh), &pass.feats, &set.labels);
-        let d_dot = head::d_tangent((wh, vw, vb), (&pass.feats, &f_dot), &p);
+        // Head: ḋ, the head's part of H·v, and the tangent of the features' gradient
+        // (ḋ·W + d·v_W).
+        let ((wh, _), (vw, vb)) = (head_params(&self.net, y), head_params(&self.net, v));
+        let d_dot = head::d_tangent((wh, vw, vb), (&pass.feats, &f_dot), &st.probs);
         out.fill(T::zero());
         let (ob, oh) = out.split_at_mut(a.num_params());
         let (ow, obias) = oh.split_at_mut(wh.len());
-        let df = head::backward(
-            wh,
-            &pass.feats,
-            &d,
-            &mut vec![T::zero(); ow.len()],
-            &mut vec![T::zero(); bh.len()],
-        );
         let mut df_dot = head::backward(wh, &pass.feats, &d_dot, ow, obias);
-        let df_v = head::backward(vw, &f_dot, &d, ow, &mut vec![T::zero(); bh.len()]);
+        let df_v = head::backward(vw, &f_dot, &st.dlogits, ow, &mut vec![T::zero(); vb.len()]);
         df_dot.iter_mut().zip(&df_v).for_each(|(a, &b)| *a += b);
-        let (mut dp, mut dp_dot) = (
-            rows(&df, a.channels, n, true),
-            rows(&df_dot, a.channels, n, true),
-        );
+        let mut dp_dot = rows(&df_dot, a.channels, n, true);
         for l in (0..a.blocks).rev() {
-            let x = Self::input(&pass, set, l);
+            let x = Self::input(pass, set, l);
             let x_dot = (l > 0).then(|| x_dots[l - 1].as_slice());
             let pv = (weights(&a, y, l), weights(&a, v, l));
             let g = grads(&a, ob, l);
             let tapes = (&pass.tapes[l], &tts[l]);
             let c = conv(&a, l, n);
-            match block::backward_tangent(
-                c,
-                pv,
-                (x, x_dot),
-                tapes,
-                (&dp, &dp_dot),
-                g,
-                l > 0,
-                &mut cols,
-            ) {
-                Some((dx, dx_dot)) => (dp, dp_dot) = (dx, dx_dot),
+            let dps = (st.dps[l].as_slice(), dp_dot.as_slice());
+            match block::backward_tangent(c, pv, (x, x_dot), tapes, dps, g, l > 0, &mut sc) {
+                Some(dx_dot) => dp_dot = dx_dot,
                 None => break,
             }
         }

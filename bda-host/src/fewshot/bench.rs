@@ -113,24 +113,28 @@ fn layer_profiles(
 
 /// Convolution FLOPs of one meta-step of a whole-network method, from the products each
 /// task asks of `bda_cpu::network` (support `s`, query `q` images; `C(n)` the forward
-/// convolutions of n images, `C₀(n)` block 0's):
+/// convolutions of n images as direct 3×3 convolutions, `C₀(n)` block 0's):
 ///
-/// * a gradient `G(n) = 3C(n) − C₀(n)` (forward, weight gradients, input gradients but
-///   for the images'), an H·v `H(n) = 8C(n) − 5C₀(n)` (forward; tangent forward, two
-///   products per block but one for block 0; tangent backward, two weight products and
-///   three input products per block, fewer for block 0);
-/// * every method: K gradients on the support set (BDA also on the query set), `G(q)` at
-///   `y_K` and a forward pass `C(q)` for the query accuracy;
-/// * MAML: `K·H(s)` back through the steps; Meta-SGD: `K·(H(s) + G(s))`; BDA:
-///   `K·(H(s) + H(q))`; iMAML: `cg·H(s)`; first-order MAML and Reptile nothing more.
+/// * a gradient `G(n) = 3C(n) − C₀(n)`: forward, weight gradients, input gradients but
+///   for the images';
+/// * an H·v at weights whose gradient was just taken, `H(n) = 6C(n) − 4C₀(n)`: the tangent
+///   forward pass (two products per block, one for block 0) and the tangent backward pass
+///   (two weight products, and two input products but for block 0), the primal passes
+///   being kept from the gradient; without a gradient first (iMAML's first CG step) the
+///   primal forward and input products, `2C(n) − C₀(n)`, once;
+/// * every method: K gradients on the support set (BDA's steps also on the query set) and
+///   `G(q)` at `y_K` (whose forward pass also gives the query accuracy);
+/// * MAML and Meta-SGD: `K·H(s)` back through the steps; BDA: `K·(H(s) + H(q))`; iMAML:
+///   `cg·H(s)`; first-order MAML and Reptile nothing more.
 ///
-/// The head's products (`ways × features` per image) are left out.
+/// The head's products (`ways × features` per image) are left out. The Winograd blocks
+/// multiply less than these counts say, so the rate is that of direct convolutions.
 fn network_flops(cfg: &RunConfig) -> f64 {
     let (a, e) = (cfg.arch, &cfg.episode);
     let c = |n: usize| a.conv_flops(n).0;
     let c0 = |n: usize| 2.0 * (a.channels * a.in_channels * 9 * a.side * a.side * n) as f64;
     let g = |n: usize| 3.0 * c(n) - c0(n);
-    let h = |n: usize| 8.0 * c(n) - 5.0 * c0(n);
+    let h = |n: usize| 6.0 * c(n) - 4.0 * c0(n);
     let (s, q, k) = (e.ways * e.shots, e.ways * e.queries, f64::from(e.k));
     let method = e.effective_method();
     let inner = match method {
@@ -138,13 +142,12 @@ fn network_flops(cfg: &RunConfig) -> f64 {
         _ => k * g(s),
     };
     let reverse = match method {
-        FsMethod::Maml => k * h(s),
-        FsMethod::Metasgd => k * (h(s) + g(s)),
+        FsMethod::Maml | FsMethod::Metasgd => k * h(s),
         FsMethod::BdaNet => k * (h(s) + h(q)),
-        FsMethod::Imaml => f64::from(e.cg_iters) * h(s),
+        FsMethod::Imaml => f64::from(e.cg_iters) * h(s) + 2.0 * c(s) - c0(s),
         _ => 0.0,
     };
-    e.meta_batch as f64 * (inner + g(q) + c(q) + reverse)
+    e.meta_batch as f64 * (inner + g(q) + reverse)
 }
 
 /// The one-line error of a failed benchmark step.
