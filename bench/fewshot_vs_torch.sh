@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Seconds per few-shot upper-level iteration (meta-step): bda (this repository) against
-# the PyTorch peer (fewshot_torch.py), same shapes (5-way 1-shot, 15 queries, meta-batch
-# 16, K = 5, random inputs), same threads, run back to back.
+# the PyTorch peers, same shapes (5-way 1-shot, 15 queries, meta-batch 16, K = 5, random
+# inputs), same threads, run back to back. METHOD rhg or bda (the head as the lower level)
+# runs fewshot_torch.py; maml, fomaml, imaml or reptile (the whole network) runs
+# maml_torch.py (inner step 0.4, iMAML's λ = 2 and 5 CG steps on both sides).
 #
 #   bench/fewshot_vs_torch.sh [THREADS] [METHOD] [STEPS] [PAIRS]   (defaults: 2 bda 5 1)
 #
@@ -25,8 +27,11 @@ STEPS=${3:-5}
 PAIRS=${4:-1}
 DEVICE=${DEVICE:-cpu}
 
-case "$METHOD" in rhg | bda) ;; *) echo "the peer implements rhg, bda only" >&2; exit 2 ;; esac
-PEER_NAME=fewshot_torch.py
+case "$METHOD" in
+  rhg | bda) PEER_NAME=fewshot_torch.py ;;
+  maml | fomaml | imaml | reptile) PEER_NAME=maml_torch.py ;;
+  *) echo "the peers implement rhg, bda (fewshot_torch.py), maml, fomaml, imaml, reptile (maml_torch.py)" >&2; exit 2 ;;
+esac
 . "$(dirname "$0")/peer.sh"
 
 runs=$(mktemp)

@@ -50,6 +50,9 @@ fn small() -> serde_json::Value {
         meta_batch: 1,
         method: FsMethod::Bda,
         k: 2,
+        first_order: false,
+        lambda: 2.0,
+        cg_iters: 5,
     };
     let n = arch.num_params();
     let rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);

@@ -212,3 +212,20 @@ fn without_cuda_the_probe_error_is_one_line() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("--device cuda:0: "), "{err}");
 }
+
+/// The whole-network methods run on the CPU only: on a CUDA device they are refused with
+/// one line naming the device and what to give instead.
+#[test]
+fn whole_network_methods_on_cuda_are_one_line() {
+    let Some(fake) = fake_libs("fake_cuda_network") else {
+        return;
+    };
+    let mut args = argv(TINY);
+    args.extend(["--meta-steps", "1", "--method", "maml", "--device", "cuda"]);
+    let out = bda(Some(&fake), &args);
+    let err = bda_testkit::report::one_line_error(&out, 2);
+    assert!(
+        err.contains("--device cuda") && err.contains("--device cpu"),
+        "{err}"
+    );
+}

@@ -213,8 +213,9 @@ pub(super) fn backward<T: Float>(
 
 /// The tangent of [`backward`] along `v`, from the pooled output's gradient `dp` (the
 /// primal pass's) and its tangent `dp_dot`: adds the weights' tangent gradients into `g`
-/// and returns the tangent of the input's gradient when `input` is set (the input's
-/// gradient itself is the primal pass's `dp` of the block below).
+/// and returns the tangent of the input's gradient for a block with an input tangent
+/// (every block but the first; the input's gradient itself is the primal pass's `dp` of
+/// the block below).
 pub(super) fn backward_tangent<T: Float>(
     conv: Conv,
     (p, v): (Weights<'_, T>, Weights<'_, T>),
@@ -222,7 +223,6 @@ pub(super) fn backward_tangent<T: Float>(
     (tape, tt): (&Tape<T>, &TangentTape<T>),
     (dp, dp_dot): (&[T], &[T]),
     g: (&mut [T], &mut [T], &mut [T]),
-    input: bool,
     sc: &mut Scratch<T>,
 ) -> Option<Vec<T>> {
     let m = conv.n * conv.s * conv.s;
@@ -249,13 +249,10 @@ pub(super) fn backward_tangent<T: Float>(
         }
     }
     conv.weight_grad(&dz_dot, x, g.0, sc);
-    if let Some(x_dot) = x_dot {
-        conv.weight_grad(&dz, x_dot, g.0, sc);
-    }
-    input.then(|| {
-        let mut dx_dot = vec![T::zero(); conv.c_in * m];
-        conv.input_grad(v.w, &dz, &mut dx_dot, sc);
-        conv.input_grad(p.w, &dz_dot, &mut dx_dot, sc);
-        dx_dot
-    })
+    let x_dot = x_dot?;
+    conv.weight_grad(&dz, x_dot, g.0, sc);
+    let mut dx_dot = vec![T::zero(); conv.c_in * m];
+    conv.input_grad(v.w, &dz, &mut dx_dot, sc);
+    conv.input_grad(p.w, &dz_dot, &mut dx_dot, sc);
+    Some(dx_dot)
 }

@@ -388,7 +388,7 @@ impl<T: Float> CpuTask<'_, T> {
             let tapes = (&pass.tapes[l], &tts[l]);
             let c = conv(&a, l, n);
             let dps = (st.dps[l].as_slice(), dp_dot.as_slice());
-            match block::backward_tangent(c, pv, (x, x_dot), tapes, dps, g, l > 0, &mut sc) {
+            match block::backward_tangent(c, pv, (x, x_dot), tapes, dps, g, &mut sc) {
                 Some(dx_dot) => dp_dot = dx_dot,
                 None => break,
             }

@@ -181,7 +181,7 @@ pub fn print(r: &Report, json: bool, split: &str) -> Result<(), CliError> {
     }
     let head = format!("{split} acc (95% CI)");
     println!(
-        "{:<6} {:>4} {:>5} {:>3} {:>10} {:>18} {:>9} {:>10}",
+        "{:<7} {:>4} {:>5} {:>3} {:>10} {:>18} {:>9} {:>10}",
         "method", "ways", "shots", "K", "UL iters", head, "episodes", "s/UL iter"
     );
     let acc = match (r.test_acc, r.ci95) {
@@ -192,7 +192,7 @@ pub fn print(r: &Report, json: bool, split: &str) -> Result<(), CliError> {
         .s_per_ul_iter
         .map_or("–".to_string(), |s| format!("{s:.3}"));
     println!(
-        "{:<6} {:>4} {:>5} {:>3} {:>10} {acc} {:>9} {:>10}",
+        "{:<7} {:>4} {:>5} {:>3} {:>10} {acc} {:>9} {:>10}",
         r.method, r.ways, r.shots, r.k, r.ul_iters, r.episodes, s_step
     );
     let stopped = if r.interrupted { " (interrupted)" } else { "" };
