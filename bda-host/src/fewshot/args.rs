@@ -405,6 +405,15 @@ pub struct BenchConfig {
     /// Timed meta-steps (after one warm-up step).
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
+    /// Lower-level step size [default: as `bda fewshot`'s: the head's, or 0.4, the peer's,
+    /// for the whole network].
+    #[arg(long, visible_alias = "lr", visible_alias = "inner-lr")]
+    #[serde(default)]
+    pub ll_lr: Option<f64>,
+    /// Keep every c-th lower-level iterate for the reverse pass (see `bda fewshot`).
+    #[arg(long)]
+    #[serde(default)]
+    pub checkpoint_every: Option<u32>,
     /// Side of the square random images (28: Omniglot; 84: MiniImageNet).
     #[arg(long, default_value_t = 28)]
     pub image_size: usize,

@@ -171,7 +171,12 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
         side: b.image_size,
         ..Conv4Shape::CONV4
     };
-    let cfg = RunConfig::untrained(b.episode.clone(), arch, 0);
+    let base = RunConfig::untrained(b.episode.clone(), arch, 0);
+    let cfg = RunConfig {
+        ll_lr: b.ll_lr.unwrap_or(base.ll_lr),
+        checkpoint_every: b.checkpoint_every,
+        ..base
+    };
     for (flag, v, max) in [
         ("--image-size", b.image_size, 1024),
         ("--in-channels", b.in_channels, 64),
