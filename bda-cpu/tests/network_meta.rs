@@ -1,0 +1,178 @@
+//! `bda_cpu::network::NetworkMeta`, the few-shot seam for the MAML family, against the
+//! kernel's `f64` reference run through the same engine: for every rule (MAML, Meta-SGD,
+//! first-order MAML, Reptile, iMAML, BDA on the whole network) the `f32` meta-gradient of a
+//! meta-batch is the mean of the reference's per-task meta-gradients, and its loss the mean
+//! of their `φ`; evaluation accuracies are percentages of the query set.
+
+use bda_cpu::network::NetworkMeta;
+use bda_kernel::Method;
+use bda_kernel::backend::{Backend, Hypergrad, MethodConfig, MethodSpec};
+use bda_kernel::fewshot::{
+    Batch, Conv4Shape, HeadProcedure, MetaBackend, Network, NetworkProcedure, NetworkRule,
+    NetworkTask, ReferenceTask, Task,
+};
+use bda_testkit::instance::network_weights;
+use bda_testkit::{Rng, rel_err};
+
+const SHAPE: Conv4Shape = Conv4Shape {
+    channels: 3,
+    in_channels: 1,
+    side: 8,
+    blocks: 2,
+};
+
+fn tasks(ways: usize, r: &mut Rng) -> Vec<Task> {
+    let px = SHAPE.pixels();
+    let mut set = |n: usize| -> (Vec<f32>, Vec<u8>) {
+        let images = (0..n * px).map(|_| r.range(0.0, 1.0)).collect();
+        (images, (0..n).map(|i| (i % ways) as u8).collect())
+    };
+    (0..3)
+        .map(|_| {
+            let ((support, support_labels), (query, query_labels)) = (set(ways), set(2 * ways));
+            Task {
+                ways,
+                support,
+                support_labels,
+                query,
+                query_labels,
+            }
+        })
+        .collect()
+}
+
+/// The reference's `(φ, meta-gradient)` of one task.
+fn reference(
+    net: Network,
+    t: &Task,
+    p: NetworkProcedure,
+    spec: MethodSpec<f64>,
+    x: &[f64],
+) -> (f64, Vec<f64>) {
+    let up = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+    let (s, q) = (up(&t.support), up(&t.query));
+    let mut task = NetworkTask {
+        loss: ReferenceTask {
+            net,
+            support: (&s, &t.support_labels),
+            query: (&q, &t.query_labels),
+        },
+        prox: p.prox,
+        per_weight_steps: p.rule == NetworkRule::PerWeightSteps,
+    };
+    let n = net.num_params();
+    let xv = x.to_vec();
+    let y0 = xv[..n].to_vec();
+    let (mut gx, mut y) = (task.new_x().unwrap(), task.new_y().unwrap());
+    match p.rule {
+        NetworkRule::Hypergradient | NetworkRule::PerWeightSteps => {
+            let mut hg = Hypergrad::new(&mut task, spec).unwrap();
+            let phi = hg
+                .hypergradient(&mut task, &xv, &y0, &mut gx, &mut y)
+                .unwrap();
+            (phi, gx)
+        }
+        NetworkRule::FirstOrder | NetworkRule::Reptile => {
+            let mut hg = Hypergrad::new(&mut task, spec.lower_only()).unwrap();
+            let phi = hg.solve_lower(&mut task, &xv, &y0, &mut y).unwrap();
+            let g = match p.rule {
+                NetworkRule::FirstOrder => hg.solved_upper_grad().clone(),
+                _ => xv.iter().zip(&y).map(|(x, y)| x - y).collect(),
+            };
+            (phi, g)
+        }
+    }
+}
+
+#[test]
+fn every_rule_is_the_mean_of_the_references_tasks() {
+    let mut r = Rng::new(11);
+    let ways = 3;
+    let net = Network { shape: SHAPE, ways };
+    let batch_tasks = tasks(ways, &mut r);
+    let weights = network_weights(&net, &mut r);
+    let cases = [
+        (NetworkRule::Hypergradient, Method::Rhg, 0.0, "maml"),
+        (NetworkRule::PerWeightSteps, Method::Rhg, 0.0, "metasgd"),
+        (NetworkRule::FirstOrder, Method::Rhg, 0.0, "fomaml"),
+        (NetworkRule::Reptile, Method::Rhg, 0.0, "reptile"),
+        (NetworkRule::Hypergradient, Method::Ihg, 2.0, "imaml"),
+        (NetworkRule::Hypergradient, Method::Bda, 0.0, "bda-net"),
+    ];
+    for (rule, method, prox, name) in cases {
+        let p = NetworkProcedure { rule, prox };
+        let per_weight = rule == NetworkRule::PerWeightSteps;
+        let step = if per_weight { 1.0 } else { 0.2 };
+        let mut cfg = MethodConfig::new(method, 3, step);
+        cfg.cg_iters = 4;
+        let spec = cfg.build().unwrap();
+        let mut x = weights.clone();
+        if per_weight {
+            x.extend((0..weights.len()).map(|_| f64::from(r.range(0.1, 0.3))));
+        }
+        let mut want = vec![0.0; x.len()];
+        let mut want_loss = 0.0;
+        for t in &batch_tasks {
+            let (phi, g) = reference(net, t, p, spec, &x);
+            want_loss += phi / 3.0;
+            want.iter_mut().zip(&g).for_each(|(w, g)| *w += g / 3.0);
+        }
+        let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let head = HeadProcedure {
+            spec: spec.cast::<f32>().unwrap(),
+            l2: 0.0,
+            network: Some(p),
+        };
+        let batch = Batch {
+            shape: SHAPE,
+            params: &xf,
+            tasks: &batch_tasks,
+            head: &head,
+        };
+        let got = NetworkMeta.meta_gradient(batch).unwrap();
+        let got_grad: Vec<f64> = got.grad.iter().map(|&g| f64::from(g)).collect();
+        let e = rel_err(&got_grad, &want);
+        println!(
+            "{name}: f32 meta-gradient against the f64 reference {e:.1e}, loss {} / {want_loss}",
+            got.loss
+        );
+        assert!(e < 1e-5, "{name}: {e}");
+        assert!(
+            (got.loss - want_loss).abs() < 1e-5 * want_loss.abs(),
+            "{name} loss"
+        );
+        assert!((0.0..=100.0).contains(&got.acc));
+        let accs = NetworkMeta.evaluate_tasks(batch).unwrap();
+        assert_eq!(accs.len(), 3);
+        // Two queries per class, three classes: multiples of 100/6.
+        for a in accs {
+            assert!(
+                (a * 6.0 / 100.0 - (a * 6.0 / 100.0).round()).abs() < 1e-9,
+                "{a}"
+            );
+        }
+    }
+    // A head procedure, or meta-parameters of the wrong length, are refused.
+    let head = HeadProcedure {
+        spec: MethodConfig::new(Method::Rhg, 2, 0.1f32).build().unwrap(),
+        l2: 0.0,
+        network: None,
+    };
+    let xf = vec![0.1f32; net.num_params()];
+    let b = Batch {
+        shape: SHAPE,
+        params: &xf,
+        tasks: &batch_tasks,
+        head: &head,
+    };
+    assert!(NetworkMeta.meta_gradient(b).is_err());
+    let head = HeadProcedure {
+        network: Some(NetworkProcedure {
+            rule: NetworkRule::PerWeightSteps,
+            prox: 0.0,
+        }),
+        ..head
+    };
+    let b = Batch { head: &head, ..b };
+    assert!(NetworkMeta.meta_gradient(b).is_err());
+}
