@@ -186,9 +186,7 @@ impl<'a, T: Float> CpuTask<'a, T> {
         {
             return *hits;
         }
-        let labels = self.query.labels();
-        let predicted = self.predict(y, TaskSet::Query);
-        predicted.iter().zip(labels).filter(|(p, l)| p == l).count()
+        hits(&self.probabilities(y, TaskSet::Query), self.query.labels())
     }
 
     fn set(&self, set: TaskSet) -> &'a TaskImages<T> {
@@ -230,19 +228,16 @@ impl<'a, T: Float> CpuTask<'a, T> {
         }
     }
 
-    /// The mean cross-entropy of a set under weights `y` (a forward pass).
-    pub fn loss(&self, y: &[T], set: TaskSet) -> T {
-        let set = self.set(set);
-        let pass = self.forward(y, set, &mut Scratch::default());
-        head::forward(head_params(&self.net, y), &pass.feats, &set.labels).0
-    }
-
     /// Predicted classes of a set's images under weights `y` (batch norm over the set).
     pub fn predict(&self, y: &[T], set: TaskSet) -> Vec<u8> {
+        predictions(&self.probabilities(y, set), self.net.ways)
+    }
+
+    /// The head's class probabilities of a set's images (a forward pass).
+    fn probabilities(&self, y: &[T], set: TaskSet) -> Vec<T> {
         let set = self.set(set);
         let pass = self.forward(y, set, &mut Scratch::default());
-        let (_, p, _) = head::forward(head_params(&self.net, y), &pass.feats, &set.labels);
-        predictions(&p, self.net.ways)
+        head::forward(head_params(&self.net, y), &pass.feats, &set.labels).1
     }
 }
 

@@ -220,33 +220,34 @@ fn bench(a: &BenchArgs, b: &BenchConfig, device: &OpenDevice) -> Result<(), CliE
         step(backend.as_mut(), &mut params)?;
     }
     let s_step = t0.elapsed().as_secs_f64() / b.steps as f64;
-    // The backbone alone.
+    // The backbone alone (the head methods; the whole network has no backbone pass of its
+    // own, its arithmetic is the products').
     let n = cfg.episode.meta_batch * cfg.episode.ways * (cfg.episode.shots + cfg.episode.queries);
-    let dfeats = vec![1e-3f32; n * arch.features()];
-    let batch = Batch {
-        shape: arch,
-        params: &params,
-        tasks: &tasks,
-        head: &head,
-    };
-    let t1 = Instant::now();
-    let mut sums: Vec<(f64, f64)> = Vec::new();
-    // The whole network has no backbone pass of its own: its arithmetic is the products'.
-    let network = head.network.is_some();
-    for _ in 0..b.steps * usize::from(!network) {
-        if let Some(blocks) = backend.backbone_pass(batch, &dfeats).map_err(bench_error)? {
-            sums.resize(blocks.len(), (0.0, 0.0));
-            for (s, (f, bw)) in sums.iter_mut().zip(blocks) {
-                (s.0, s.1) = (s.0 + f, s.1 + bw);
+    let (f, bw) = arch.conv_flops(n);
+    let mut layers = Vec::new();
+    let (flops, backbone) = if head.network.is_some() {
+        (network_flops(cfg), None)
+    } else {
+        let dfeats = vec![1e-3f32; n * arch.features()];
+        let batch = Batch {
+            shape: arch,
+            params: &params,
+            tasks: &tasks,
+            head: &head,
+        };
+        let t1 = Instant::now();
+        let mut sums: Vec<(f64, f64)> = Vec::new();
+        for _ in 0..b.steps {
+            if let Some(blocks) = backend.backbone_pass(batch, &dfeats).map_err(bench_error)? {
+                sums.resize(blocks.len(), (0.0, 0.0));
+                for (s, (f, bw)) in sums.iter_mut().zip(blocks) {
+                    (s.0, s.1) = (s.0 + f, s.1 + bw);
+                }
             }
         }
-    }
-    let s_bb = t1.elapsed().as_secs_f64() / b.steps as f64;
-    let layers = layer_profiles(arch, n, &sums, b.steps);
-    let (f, bw) = arch.conv_flops(n);
-    let (flops, backbone) = match network {
-        true => (network_flops(cfg), None),
-        false => (f + bw, Some((s_bb, (f + bw) / s_bb / 1e9))),
+        let s_bb = t1.elapsed().as_secs_f64() / b.steps as f64;
+        layers = layer_profiles(arch, n, &sums, b.steps);
+        (f + bw, Some((s_bb, (f + bw) / s_bb / 1e9)))
     };
     let r = BenchReport {
         header,
