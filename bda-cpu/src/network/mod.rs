@@ -1,16 +1,16 @@
 //! The whole few-shot network — conv4 backbone and linear head — as the lower-level
 //! variable on the CPU: the products of the MAML family ([`bda_kernel::fewshot::NetworkLoss`])
 //! in `f32` (training) or `f64` (checks against the kernel's reference
-//! [`Network`](bda_kernel::fewshot::Network)).
+//! [`bda_kernel::fewshot::Network`]).
 //!
 //! One task's products are small (5 to 100 images), so a task runs on one thread — im2col +
-//! GEMM per block ([`conv`]) — and the command runs the tasks of a meta-batch in parallel
+//! GEMM per block (module `conv`) — and the command runs the tasks of a meta-batch in parallel
 //! and adds their meta-gradients in task order: results do not depend on the thread count.
 //!
 //! The Hessian–vector product is the R-operator: one forward pass, its tangent along `v`
-//! ([`block::forward_tangent`]), the backward pass and its tangent
-//! ([`block::backward_tangent`]), exact up to rounding (no finite differences). The primal
-//! passes of recent gradients are kept ([`CpuTask::keeping`], [`state`]): an H·v at weights
+//! (`block::forward_tangent`), the backward pass and its tangent
+//! (`block::backward_tangent`), exact up to rounding (no finite differences). The primal
+//! passes of recent gradients are kept ([`CpuTask::keeping`], module `state`): an H·v at weights
 //! whose gradient was just taken — each step of a reverse pass — runs its tangent passes
 //! only, about twice a gradient's convolutions (`6C` against `3C`).
 //!
