@@ -31,11 +31,18 @@ pub(crate) enum Module {
     Conv,
     /// `head.cu`: the batched few-shot head.
     Head,
+    /// `network.cu`: the tangents of the whole few-shot network (R-operator).
+    Network,
 }
 
 impl Module {
-    pub(crate) const ALL: [Module; 4] =
-        [Module::Softmax, Module::Vector, Module::Conv, Module::Head];
+    pub(crate) const ALL: [Module; 5] = [
+        Module::Softmax,
+        Module::Vector,
+        Module::Conv,
+        Module::Head,
+        Module::Network,
+    ];
 
     /// File stem.
     pub(crate) fn name(self) -> &'static str {
@@ -44,6 +51,7 @@ impl Module {
             Module::Vector => "vector",
             Module::Conv => "conv",
             Module::Head => "head",
+            Module::Network => "network",
         }
     }
 
@@ -54,6 +62,7 @@ impl Module {
             Module::Vector => include_str!("../kernels/vector.cu"),
             Module::Conv => include_str!("../kernels/conv.cu"),
             Module::Head => include_str!("../kernels/head.cu"),
+            Module::Network => include_str!("../kernels/network.cu"),
         }
     }
 
@@ -95,10 +104,14 @@ pub(crate) enum Kernel {
     HeadParamAcc,
     HeadDx,
     HeadTaskStats,
+    BnTangent,
+    PoolTangent,
+    BnTangentBackward,
+    AddBiasRows,
 }
 
 impl Kernel {
-    pub(crate) const ALL: [Kernel; 30] = [
+    pub(crate) const ALL: [Kernel; 34] = [
         Kernel::XentGradRows,
         Kernel::XentDxRows,
         Kernel::HvpRows,
@@ -129,6 +142,10 @@ impl Kernel {
         Kernel::HeadParamAcc,
         Kernel::HeadDx,
         Kernel::HeadTaskStats,
+        Kernel::BnTangent,
+        Kernel::PoolTangent,
+        Kernel::BnTangentBackward,
+        Kernel::AddBiasRows,
     ];
 
     /// The `extern "C"` name in the source.
@@ -164,6 +181,10 @@ impl Kernel {
             Kernel::HeadParamAcc => "head_param_acc",
             Kernel::HeadDx => "head_dx",
             Kernel::HeadTaskStats => "head_task_stats",
+            Kernel::BnTangent => "bn_tangent",
+            Kernel::PoolTangent => "pool_tangent",
+            Kernel::BnTangentBackward => "bn_tangent_backward",
+            Kernel::AddBiasRows => "add_bias_rows",
         }
     }
 
@@ -187,6 +208,10 @@ impl Kernel {
             | Kernel::HeadParamAcc
             | Kernel::HeadDx
             | Kernel::HeadTaskStats => Module::Head,
+            Kernel::BnTangent
+            | Kernel::PoolTangent
+            | Kernel::BnTangentBackward
+            | Kernel::AddBiasRows => Module::Network,
             _ => Module::Vector,
         }
     }
@@ -361,10 +386,19 @@ fn compile_source(module: &'static str, source: &str, arch: &str) -> Result<Vec<
 }
 
 /// What a context has loaded so far: modules and the functions looked up in them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Loaded {
     modules: [Option<Arc<CudaModule>>; Module::ALL.len()],
     functions: [Option<CudaFunction>; Kernel::ALL.len()],
+}
+
+impl Default for Loaded {
+    fn default() -> Self {
+        Loaded {
+            modules: Default::default(),
+            functions: std::array::from_fn(|_| None),
+        }
+    }
 }
 
 /// The kernels of one context, loaded module by module on first use (candle's `ModuleStore`):

@@ -4,10 +4,9 @@
 //! their results are added in task order, so the meta-gradient does not depend on the
 //! number of threads.
 
-use bda_kernel::backend::{Hypergrad, MethodSpec};
+use bda_kernel::backend::MethodSpec;
 use bda_kernel::fewshot::{
-    Batch, MetaBackend, MetaError, MetaGrad, Network, NetworkLoss, NetworkProcedure, NetworkRule,
-    NetworkTask, Task,
+    Batch, MetaBackend, MetaError, MetaGrad, Network, NetworkProcedure, NetworkTask, Task,
 };
 use rayon::prelude::*;
 
@@ -20,33 +19,6 @@ pub struct NetworkMeta;
 /// One task's outcome: `φ` (the query loss at `y_K`), query accuracy (%), meta-gradient.
 type TaskOut = (f64, f64, Vec<f32>);
 
-/// The batch's network, its procedure and the initialisation's length; an error names
-/// what does not fit.
-fn setup(b: &Batch<'_>) -> Result<(Network, NetworkProcedure), MetaError> {
-    let bad = |m: String| Err(MetaError::Device(m));
-    let Some(procedure) = b.head.network else {
-        return bad("the whole-network backend was given a head procedure".into());
-    };
-    let Some(ways) = b.tasks.first().map(|t| t.ways) else {
-        return bad("a meta-batch without tasks".into());
-    };
-    if b.tasks.iter().any(|t| t.ways != ways) {
-        return bad("the tasks of a meta-batch have different numbers of classes".into());
-    }
-    let net = Network {
-        shape: b.shape,
-        ways,
-    };
-    let want = procedure.meta_params(net.num_params());
-    if b.params.len() != want {
-        return bad(format!(
-            "{} meta-parameters given, the network has {want}",
-            b.params.len()
-        ));
-    }
-    Ok((net, procedure))
-}
-
 /// A task's two sets in the products' layout.
 fn sets(net: &Network, t: &Task) -> (TaskImages<f32>, TaskImages<f32>) {
     (
@@ -58,24 +30,6 @@ fn sets(net: &Network, t: &Task) -> (TaskImages<f32>, TaskImages<f32>) {
 /// Query accuracy (%) of weights `y`.
 fn accuracy(task: &CpuTask<'_, f32>, y: &[f32]) -> f64 {
     100.0 * task.query_hits(y) as f64 / task.query.len().max(1) as f64
-}
-
-/// The lower-level solve of `spec` from `y₀ = x`'s initialisation: `F(y_K)`, `y_K` and
-/// `∇F(y_K)`.
-fn solve(
-    t: &mut NetworkTask<CpuTask<'_, f32>>,
-    spec: MethodSpec<f32>,
-    x: &[f32],
-) -> Result<(f32, Vec<f32>, Vec<f32>), MetaError> {
-    let n = t.loss.num_params();
-    let mut hg =
-        Hypergrad::new(t, spec.lower_only()).map_err(|e| MetaError::Device(e.to_string()))?;
-    let mut y = vec![0.0; n];
-    let x = x.to_vec();
-    let f = hg
-        .solve_lower(t, &x, &x[..n].to_vec(), &mut y)
-        .map_err(|_| MetaError::NonFinite)?;
-    Ok((f, y, hg.solved_upper_grad().clone()))
 }
 
 /// Primal passes a task keeps for the reverse pass: the iterates the engine revisits
@@ -98,35 +52,9 @@ fn task_meta(
     t: &Task,
 ) -> Result<TaskOut, MetaError> {
     let (s, q) = sets(&net, t);
-    let cpu = CpuTask::new(net, &s, &q).keeping(passes(&spec));
-    let mut task = NetworkTask {
-        loss: cpu,
-        prox: p.prox,
-        per_weight_steps: p.rule == NetworkRule::PerWeightSteps,
-    };
-    let n = net.num_params();
-    let (phi, y, gx) = match p.rule {
-        NetworkRule::Hypergradient | NetworkRule::PerWeightSteps => {
-            let mut hg =
-                Hypergrad::new(&mut task, spec).map_err(|e| MetaError::Device(e.to_string()))?;
-            let (mut gx, mut y) = (vec![0.0; x.len()], vec![0.0; n]);
-            let xv = x.to_vec();
-            let phi = hg
-                .hypergradient(&mut task, &xv, &xv[..n].to_vec(), &mut gx, &mut y)
-                .map_err(|_| MetaError::NonFinite)?;
-            (phi, y, gx)
-        }
-        NetworkRule::FirstOrder => solve(&mut task, spec, x)?,
-        NetworkRule::Reptile => {
-            let (phi, y, _) = solve(&mut task, spec, x)?;
-            let g = x.iter().zip(&y).map(|(x, y)| x - y).collect();
-            (phi, y, g)
-        }
-    };
-    if !phi.is_finite() || gx.iter().any(|v| !v.is_finite()) {
-        return Err(MetaError::NonFinite);
-    }
-    Ok((f64::from(phi), accuracy(&task.loss, &y), gx))
+    let mut task = NetworkTask::of(CpuTask::new(net, &s, &q).keeping(passes(&spec)), p);
+    let a = task.meta_gradient(p.rule, spec, x)?;
+    Ok((f64::from(a.phi), accuracy(&task.loss, &a.y), a.grad))
 }
 
 impl MetaBackend for NetworkMeta {
@@ -135,7 +63,7 @@ impl MetaBackend for NetworkMeta {
     }
 
     fn meta_gradient(&mut self, b: Batch<'_>) -> Result<MetaGrad<f32>, MetaError> {
-        let (net, p) = setup(&b)?;
+        let (net, p) = b.require_network()?;
         let spec = b.head.spec;
         let outs: Vec<Result<TaskOut, MetaError>> = b
             .tasks
@@ -156,19 +84,15 @@ impl MetaBackend for NetworkMeta {
     }
 
     fn evaluate_tasks(&mut self, b: Batch<'_>) -> Result<Vec<f64>, MetaError> {
-        let (net, p) = setup(&b)?;
+        let (net, p) = b.require_network()?;
         let spec = b.head.spec;
         b.tasks
             .par_iter()
             .map(|t| {
                 let (s, q) = sets(&net, t);
-                let mut task = NetworkTask {
-                    loss: CpuTask::new(net, &s, &q),
-                    prox: p.prox,
-                    per_weight_steps: p.rule == NetworkRule::PerWeightSteps,
-                };
-                let (_, y, _) = solve(&mut task, spec, b.params)?;
-                Ok(accuracy(&task.loss, &y))
+                let mut task = NetworkTask::of(CpuTask::new(net, &s, &q), p);
+                let a = task.adapt(spec, b.params)?;
+                Ok(accuracy(&task.loss, &a.y))
             })
             .collect()
     }

@@ -112,7 +112,7 @@ impl Im2col {
 /// Launches `im2col` (maps → cols) or `col2im` (cols → maps), whose arguments are both
 /// `(src, c_in, n, s, i0, len, dst)`, for images `[i0, i0 + len)` of a batch of `n` images of
 /// `c_in` channels of side `s`, after checking every extent.
-fn launch_chunk(
+pub(crate) fn launch_chunk(
     dev: &GpuDevice,
     k: Kernel,
     src: &CudaSlice<f32>,
@@ -623,7 +623,7 @@ impl Conv4Gpu {
 }
 
 /// Images (`n × c·hw`, each channel-major) to the layout of a block input, `[c][n·hw]`.
-fn channel_major(images: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
+pub(crate) fn channel_major(images: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(n * c * hw);
     for ci in 0..c {
         for img in images.chunks_exact(c * hw) {

@@ -8,6 +8,7 @@
 #include "vector.cu"
 #include "conv.cu"
 #include "head.cu"
+#include "network.cu"
 
 #include <atomic>
 #include <cstdlib>
@@ -257,6 +258,27 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
         bda_launch(gx, bx, [&] {
             head_task_stats(ARG(float*, 0), ARG(float*, 1), ARG(int, 2), ARG(int, 3), ARG(int, 4), ARG(float*, 5),
                             ARG(float*, 6));
+        });
+    } else if (n == "bn_tangent") {
+        if (bx % 32 != 0) return INVALID_VALUE;
+        bda_launch_sync(gx, bx, [&] {
+            bn_tangent(ARG(float*, 0), ARG(float*, 1), ARG(float*, 2), ARG(float*, 3), ARG(int, 4), ARG(float*, 5));
+        });
+    } else if (n == "pool_tangent") {
+        bda_launch(gx, bx, [&] {
+            pool_tangent(ARG(float*, 0), ARG(unsigned int*, 1), ARG(float*, 2), ARG(float*, 3), ARG(float*, 4),
+                         ARG(float*, 5), ARG(float*, 6), ARG(int, 7), ARG(int, 8), ARG(int, 9), ARG(float*, 10));
+        });
+    } else if (n == "bn_tangent_backward") {
+        if (bx % 32 != 0) return INVALID_VALUE;
+        bda_launch_sync(gx, bx, [&] {
+            bn_tangent_backward(ARG(float*, 0), ARG(float*, 1), ARG(float*, 2), ARG(float*, 3), ARG(float*, 4),
+                                ARG(float*, 5), ARG(float*, 6), ARG(float*, 7), ARG(float*, 8), ARG(int, 9),
+                                ARG(int, 10), ARG(float*, 11));
+        });
+    } else if (n == "add_bias_rows") {
+        bda_launch(gx, bx, [&] {
+            add_bias_rows(ARG(float*, 0), ARG(int, 1), ARG(int, 2), ARG(float*, 3), ARG(int, 4), ARG(int, 5));
         });
     } else {
         std::fprintf(stderr, "fake CUDA: unknown kernel %s\n", n.c_str());

@@ -5,7 +5,10 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use alloc::format;
+
 use super::Conv4Shape;
+use super::network::Network;
 use crate::backend::MethodSpec;
 use crate::scalar::Real;
 
@@ -131,9 +134,37 @@ impl<T> Batch<'_, T> {
         match self.head.network {
             None => Ok(()),
             Some(_) => Err(MetaError::Device(
-                "this backend fits heads only: the whole network as the lower level runs on the CPU's network backend".into(),
+                "this backend fits heads only: the whole network as the lower level runs on a network backend".into(),
             )),
         }
+    }
+
+    /// A network backend's guard: the batch's network (the tasks' common number of
+    /// classes) and procedure, or an error naming what does not fit — a head procedure,
+    /// no tasks, tasks of different ways, or meta-parameters of the wrong length.
+    pub fn require_network(&self) -> Result<(Network, NetworkProcedure), MetaError> {
+        let bad = |m: String| Err(MetaError::Device(m));
+        let Some(procedure) = self.head.network else {
+            return bad("the whole-network backend was given a head procedure".into());
+        };
+        let Some(ways) = self.tasks.first().map(|t| t.ways) else {
+            return bad("a meta-batch without tasks".into());
+        };
+        if self.tasks.iter().any(|t| t.ways != ways) {
+            return bad("the tasks of a meta-batch have different numbers of classes".into());
+        }
+        let net = Network {
+            shape: self.shape,
+            ways,
+        };
+        let want = procedure.meta_params(net.num_params());
+        if self.params.len() != want {
+            return bad(format!(
+                "{} meta-parameters given, the network has {want}",
+                self.params.len()
+            ));
+        }
+        Ok((net, procedure))
     }
 }
 

@@ -42,6 +42,8 @@ mod head;
 mod meta;
 #[cfg(feature = "alloc")]
 mod network;
+#[cfg(feature = "alloc")]
+mod rules;
 mod shape;
 #[cfg(feature = "alloc")]
 mod task;
@@ -55,6 +57,8 @@ pub use meta::{
 };
 #[cfg(feature = "alloc")]
 pub use network::Network;
+#[cfg(feature = "alloc")]
+pub use rules::Adapted;
 pub use shape::{BN_EPS, Conv4Shape};
 #[cfg(feature = "alloc")]
 pub use task::{NetworkLoss, NetworkTask, ReferenceTask, TaskSet};

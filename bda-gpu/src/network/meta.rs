@@ -1,0 +1,109 @@
+//! [`GpuNetworkMeta`]: the few-shot seam ([`MetaBackend`]) for the MAML family on a CUDA
+//! device. Each task's meta-gradient comes from the kernel's engine on a
+//! [`NetworkTask`] over [`GpuTask`]'s products, tasks one after another on the device's
+//! stream, their results added in task order (as the CPU's `NetworkMeta` does).
+
+use bda_kernel::fewshot::{
+    Batch, MetaBackend, MetaError, MetaGrad, Network, NetworkProcedure, NetworkTask, Task,
+};
+
+use super::GpuTask;
+use crate::{GpuDevice, GpuError};
+
+/// The MAML family's meta-gradients and evaluations on one CUDA device (`f32`).
+pub struct GpuNetworkMeta {
+    dev: GpuDevice,
+    device: String,
+}
+
+impl GpuNetworkMeta {
+    /// The whole-network backend on the opened device, kernels compiled.
+    pub fn new(dev: &GpuDevice) -> Result<GpuNetworkMeta, GpuError> {
+        dev.warm_up()?;
+        Ok(GpuNetworkMeta {
+            dev: dev.clone(),
+            device: format!("cuda ({})", dev.info().name),
+        })
+    }
+
+    /// Runs `f` on task `t`'s products under `p`, turning a device error kept by the
+    /// products back into its message.
+    fn with_task<R>(
+        &self,
+        net: Network,
+        p: NetworkProcedure,
+        t: &Task,
+        f: impl FnOnce(&mut NetworkTask<GpuTask>) -> Result<R, MetaError>,
+    ) -> Result<R, MetaError> {
+        let device = |e: GpuError| MetaError::Device(e.to_string());
+        let sets = (
+            (t.support.as_slice(), t.support_labels.as_slice()),
+            (t.query.as_slice(), t.query_labels.as_slice()),
+        );
+        let gpu = GpuTask::new(&self.dev, net, sets.0, sets.1).map_err(device)?;
+        let mut task = NetworkTask::of(gpu, p);
+        let out = f(&mut task);
+        match task.loss.take_error() {
+            Some(e) => Err(device(e)),
+            None => out,
+        }
+    }
+}
+
+/// Query accuracy (%) of `y` on the task.
+fn accuracy(task: &mut GpuTask, y: &[f32]) -> Result<f64, MetaError> {
+    let n = task.query_len();
+    let hits = task
+        .query_hits(y)
+        .map_err(|e| MetaError::Device(e.to_string()))?;
+    Ok(100.0 * hits as f64 / n.max(1) as f64)
+}
+
+impl MetaBackend for GpuNetworkMeta {
+    fn device(&self) -> String {
+        self.device.clone()
+    }
+
+    fn meta_gradient(&mut self, b: Batch<'_>) -> Result<MetaGrad<f32>, MetaError> {
+        let (net, p) = b.require_network()?;
+        let spec = b.head.spec;
+        let m = b.tasks.len() as f64;
+        let (mut loss, mut acc, mut grad) = (0.0, 0.0, vec![0.0f32; b.params.len()]);
+        for t in b.tasks {
+            let (phi, a, g) = self.with_task(net, p, t, |task| {
+                let a = task.meta_gradient(p.rule, spec, b.params)?;
+                let acc = accuracy(&mut task.loss, &a.y)?;
+                Ok((f64::from(a.phi), acc, a.grad))
+            })?;
+            loss += phi / m;
+            acc += a / m;
+            grad.iter_mut()
+                .zip(&g)
+                .for_each(|(s, v)| *s += v / m as f32);
+        }
+        Ok(MetaGrad { loss, acc, grad })
+    }
+
+    fn evaluate_tasks(&mut self, b: Batch<'_>) -> Result<Vec<f64>, MetaError> {
+        let (net, p) = b.require_network()?;
+        let spec = b.head.spec;
+        b.tasks
+            .iter()
+            .map(|t| {
+                self.with_task(net, p, t, |task| {
+                    let a = task.adapt(spec, b.params)?;
+                    accuracy(&mut task.loss, &a.y)
+                })
+            })
+            .collect()
+    }
+
+    /// Not defined here: the whole network has no separate backbone pass.
+    fn backbone_pass(
+        &mut self,
+        _: Batch<'_>,
+        _: &[f32],
+    ) -> Result<Option<Vec<(f64, f64)>>, MetaError> {
+        Ok(None)
+    }
+}
