@@ -271,14 +271,16 @@ pub fn fewshot_backend(
     head: &HeadProcedure,
 ) -> Result<Box<dyn MetaBackend>, CliError> {
     if head.network.is_some() {
-        // The whole network as the lower level: the CPU's products, one task per thread.
+        // The whole network as the lower level: on the CPU one task per thread, on a
+        // device one task after another on its stream.
         return match device {
             OpenDevice::Cpu => Ok(Box::new(bda_cpu::network::NetworkMeta)),
             #[cfg(feature = "cuda")]
-            OpenDevice::Cuda(_) => Err(CliError::input(format!(
-                "--device {}: the whole-network methods (MAML family, bda-net) run on the CPU only: give --device cpu",
-                device.name()
-            ))),
+            OpenDevice::Cuda(dev) => {
+                let gpu = bda_gpu::GpuNetworkMeta::new(dev)
+                    .map_err(|e| CliError::run(format!("--device {}: {e}", device.name())))?;
+                Ok(Box::new(gpu))
+            }
         };
     }
     match device {
