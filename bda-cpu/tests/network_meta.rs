@@ -129,7 +129,7 @@ fn every_rule_is_the_mean_of_the_references_tasks() {
             tasks: &batch_tasks,
             head: &head,
         };
-        let got = NetworkMeta.meta_gradient(batch).unwrap();
+        let got = NetworkMeta::default().meta_gradient(batch).unwrap();
         let got_grad: Vec<f64> = got.grad.iter().map(|&g| f64::from(g)).collect();
         let e = rel_err(&got_grad, &want);
         println!(
@@ -142,7 +142,7 @@ fn every_rule_is_the_mean_of_the_references_tasks() {
             "{name} loss"
         );
         assert!((0.0..=100.0).contains(&got.acc));
-        let accs = NetworkMeta.evaluate_tasks(batch).unwrap();
+        let accs = NetworkMeta::default().evaluate_tasks(batch).unwrap();
         assert_eq!(accs.len(), 3);
         // Two queries per class, three classes: multiples of 100/6.
         for a in accs {
@@ -165,7 +165,7 @@ fn every_rule_is_the_mean_of_the_references_tasks() {
         tasks: &batch_tasks,
         head: &head,
     };
-    assert!(NetworkMeta.meta_gradient(b).is_err());
+    assert!(NetworkMeta::default().meta_gradient(b).is_err());
     let head = HeadProcedure {
         network: Some(NetworkProcedure {
             rule: NetworkRule::PerWeightSteps,
@@ -174,5 +174,74 @@ fn every_rule_is_the_mean_of_the_references_tasks() {
         ..head
     };
     let b = Batch { head: &head, ..b };
-    assert!(NetworkMeta.meta_gradient(b).is_err());
+    assert!(NetworkMeta::default().meta_gradient(b).is_err());
+}
+
+/// Ranks split a meta-batch's tasks and add their outcomes in task order: the same bits as
+/// one process for 1 to 4 ranks (4 ranks and 3 tasks: one rank runs none), evaluations
+/// gathered in task order, and a failure on one rank ends every rank with one message.
+#[test]
+fn ranks_split_the_tasks_with_the_bits_of_one_process() {
+    use bda_cpu::ranks::LocalRanks;
+    let mut r = Rng::new(5);
+    let ways = 2;
+    let net = Network { shape: SHAPE, ways };
+    let batch_tasks = tasks(ways, &mut r);
+    let x: Vec<f32> = network_weights(&net, &mut r)
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    for (method, prox) in [(Method::Rhg, 0.0), (Method::Ihg, 20.0)] {
+        let p = NetworkProcedure {
+            rule: NetworkRule::Hypergradient,
+            prox,
+        };
+        let head = HeadProcedure {
+            spec: MethodConfig::new(method, 2, 0.2f32).build().unwrap(),
+            l2: 0.0,
+            network: Some(p),
+        };
+        let batch = Batch {
+            shape: SHAPE,
+            params: &x,
+            tasks: &batch_tasks,
+            head: &head,
+        };
+        let one = NetworkMeta::default().meta_gradient(batch).unwrap();
+        let one_eval = NetworkMeta::default().evaluate_tasks(batch).unwrap();
+        for ranks in 1..=4 {
+            let all = LocalRanks::run(ranks, |comm| {
+                let mut meta = NetworkMeta::with_ranks(comm);
+                (
+                    meta.meta_gradient(batch).unwrap(),
+                    meta.evaluate_tasks(batch).unwrap(),
+                )
+            });
+            for (g, e) in all {
+                assert_eq!(g.grad, one.grad, "{method:?} on {ranks} ranks");
+                assert_eq!((g.loss, g.acc), (one.loss, one.acc));
+                assert_eq!(e, one_eval);
+            }
+        }
+    }
+    // NaN weights fail on the ranks that own tasks; every rank returns the same error.
+    let bad = vec![f32::NAN; x.len()];
+    let head = HeadProcedure {
+        spec: MethodConfig::new(Method::Rhg, 2, 0.2f32).build().unwrap(),
+        l2: 0.0,
+        network: Some(NetworkProcedure {
+            rule: NetworkRule::Hypergradient,
+            prox: 0.0,
+        }),
+    };
+    let batch = Batch {
+        shape: SHAPE,
+        params: &bad,
+        tasks: &batch_tasks[..1],
+        head: &head,
+    };
+    let errs = LocalRanks::run(3, |comm| NetworkMeta::with_ranks(comm).meta_gradient(batch));
+    for e in errs {
+        assert_eq!(e.unwrap_err(), bda_kernel::fewshot::MetaError::NonFinite);
+    }
 }

@@ -167,7 +167,7 @@ fn every_rule_follows_the_cpu() {
         };
         let (got, want) = (
             gpu.meta_gradient(batch).unwrap(),
-            NetworkMeta.meta_gradient(batch).unwrap(),
+            NetworkMeta::default().meta_gradient(batch).unwrap(),
         );
         let e = rel_err(&f64s(&got.grad), &f64s(&want.grad));
         let el = (got.loss - want.loss).abs() / want.loss.abs();
@@ -181,7 +181,7 @@ fn every_rule_follows_the_cpu() {
         );
         let (accs, want_accs) = (
             gpu.evaluate_tasks(batch).unwrap(),
-            NetworkMeta.evaluate_tasks(batch).unwrap(),
+            NetworkMeta::default().evaluate_tasks(batch).unwrap(),
         );
         assert_eq!(accs.len(), 3);
         for (a, w) in accs.iter().zip(&want_accs) {

@@ -274,10 +274,16 @@ pub fn fewshot_backend(
         // The whole network as the lower level: on the CPU one task per thread, on a
         // device one task after another on its stream.
         return match device {
-            OpenDevice::Cpu => Ok(Box::new(bda_cpu::network::NetworkMeta)),
+            OpenDevice::Cpu => Ok(Box::new(bda_cpu::network::NetworkMeta::with_ranks(
+                crate::ranks::comm(),
+            ))),
             #[cfg(feature = "cuda")]
             OpenDevice::Cuda(dev) => {
                 let gpu = bda_gpu::GpuNetworkMeta::new(dev)
+                    .map(|g| match ranked() {
+                        Some(comm) => g.with_ranks(comm),
+                        None => g,
+                    })
                     .map_err(|e| CliError::run(format!("--device {}: {e}", device.name())))?;
                 Ok(Box::new(gpu))
             }

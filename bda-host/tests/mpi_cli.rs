@@ -1,7 +1,8 @@
 //! `mpirun -np P bda hyperclean|fewshot …` (feature `mpi`; `scripts/test-all.sh` installs
 //! Open MPI and runs these): the same JSON as one process for P = 1, 2, 3 (hyper-cleaning:
 //! every method, both classifiers; few-shot: training, evaluation, a run resumed on
-//! another number of ranks); a failure on one rank ends all of them with one line; a rank
+//! another number of ranks; the whole-network methods, their tasks split over the ranks);
+//! a failure on one rank ends all of them with one line; a rank
 //! killed with SIGKILL ends the job and leaves the last checkpoint whole; commands that do
 //! not split refuse several ranks. On the CPU stand-ins of the CUDA libraries, hyper-cleaning
 //! and few-shot on `--device cuda` have the same JSON on 1, 2 and 3 ranks.
@@ -247,6 +248,34 @@ fn few_shot_training_and_evaluation_have_the_json_of_one_process() {
         }
         let out = under_mpirun(np, &argv(&eval));
         assert_eq!(comparable(&out), one_eval, "evaluation on {np} ranks");
+    }
+}
+
+/// The whole network as the lower level: ranks split the meta-batch's tasks (3 tasks on
+/// 2 and 3 ranks) and the JSON is one process's, on the CPU and on the stand-in device.
+#[test]
+fn whole_network_methods_have_the_json_of_one_process() {
+    let data = fixture("omniglot-tiny");
+    let lib = fake_cuda();
+    for method in ["maml", "imaml", "bda-net"] {
+        let train = format!(
+            "fewshot --data-dir {data} --ways 3 --shots 1 --queries 2 --meta-batch 3 --channels 4 \
+             --K 2 --ul-iters 2 --val-every 2 --val-episodes 3 --episodes 4 --seed 3 --quiet \
+             --json --threads 1 --method {method}"
+        );
+        let one = comparable(&run(Path::new(bin()), &argv(&train), &[]));
+        assert!(one["test_acc"].as_f64().is_some(), "{one}");
+        for np in [2, 3] {
+            let out = under_mpirun(np, &argv(&train));
+            assert_eq!(json(&out)["ranks"], np);
+            assert_eq!(comparable(&out), one, "{method} on {np} ranks");
+        }
+        let Some(lib) = &lib else { continue };
+        let cuda = format!("{train} --device cuda");
+        let one = comparable(&under_mpirun_on(lib, 1, &argv(&cuda)));
+        let out = under_mpirun_on(lib, 3, &argv(&cuda));
+        assert!(json(&out)["device"].as_str().unwrap().starts_with("cuda"));
+        assert_eq!(comparable(&out), one, "{method} on CUDA, 3 ranks");
     }
 }
 

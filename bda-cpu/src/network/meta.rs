@@ -2,22 +2,41 @@
 //! Each task's meta-gradient comes from the kernel's engine on a [`NetworkTask`] over this
 //! module's products ([`CpuTask`]); the tasks of a batch run in parallel, one per thread, and
 //! their results are added in task order, so the meta-gradient does not depend on the
-//! number of threads.
+//! number of threads — nor of ranks, which split the tasks among them.
 
 use bda_kernel::backend::MethodSpec;
+use std::sync::Arc;
+
+use bda_kernel::collective::{Collective, Solo};
 use bda_kernel::fewshot::{
     Batch, MetaBackend, MetaError, MetaGrad, Network, NetworkProcedure, NetworkTask, Task,
+    TaskOutcome, gather_over_tasks, mean_over_tasks,
 };
 use rayon::prelude::*;
 
 use super::{CpuTask, TaskImages};
 
-/// The MAML family's meta-gradients and evaluations on the CPU (`f32`).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NetworkMeta;
+/// The MAML family's meta-gradients and evaluations on the CPU (`f32`), the tasks of a
+/// meta-batch split over ranks when given some ([`NetworkMeta::with_ranks`]).
+#[derive(Clone)]
+pub struct NetworkMeta {
+    comm: Arc<dyn Collective>,
+}
 
-/// One task's outcome: `φ` (the query loss at `y_K`), query accuracy (%), meta-gradient.
-type TaskOut = (f64, f64, Vec<f32>);
+impl Default for NetworkMeta {
+    fn default() -> Self {
+        NetworkMeta::with_ranks(Arc::new(Solo))
+    }
+}
+
+impl NetworkMeta {
+    /// This backend as one of the ranks of `comm`: each rank runs its own tasks of a
+    /// meta-batch (`bda_kernel::collective::owned`) and the ranks add their outcomes in
+    /// task order, so the meta-gradient has the same bits on any number of ranks.
+    pub fn with_ranks(comm: Arc<dyn Collective>) -> Self {
+        NetworkMeta { comm }
+    }
+}
 
 /// A task's two sets in the products' layout.
 fn sets(net: &Network, t: &Task) -> (TaskImages<f32>, TaskImages<f32>) {
@@ -50,7 +69,7 @@ fn task_meta(
     spec: MethodSpec<f32>,
     x: &[f32],
     t: &Task,
-) -> Result<TaskOut, MetaError> {
+) -> Result<TaskOutcome, MetaError> {
     let (s, q) = sets(&net, t);
     let mut task = NetworkTask::of(CpuTask::new(net, &s, &q).keeping(passes(&spec)), p);
     let a = task.meta_gradient(p.rule, spec, x)?;
@@ -65,36 +84,28 @@ impl MetaBackend for NetworkMeta {
     fn meta_gradient(&mut self, b: Batch<'_>) -> Result<MetaGrad<f32>, MetaError> {
         let (net, p) = b.require_network()?;
         let spec = b.head.spec;
-        let outs: Vec<Result<TaskOut, MetaError>> = b
-            .tasks
-            .par_iter()
-            .map(|t| task_meta(net, p, spec, b.params, t))
-            .collect();
-        let m = b.tasks.len() as f64;
-        let (mut loss, mut acc, mut grad) = (0.0, 0.0, vec![0.0f32; b.params.len()]);
-        for o in outs {
-            let (phi, a, g) = o?;
-            loss += phi / m;
-            acc += a / m;
-            grad.iter_mut()
-                .zip(&g)
-                .for_each(|(s, v)| *s += v / m as f32);
-        }
-        Ok(MetaGrad { loss, acc, grad })
+        mean_over_tasks(&*self.comm, b.tasks.len(), b.params.len(), |mine| {
+            b.tasks[mine]
+                .par_iter()
+                .map(|t| task_meta(net, p, spec, b.params, t))
+                .collect()
+        })
     }
 
     fn evaluate_tasks(&mut self, b: Batch<'_>) -> Result<Vec<f64>, MetaError> {
         let (net, p) = b.require_network()?;
         let spec = b.head.spec;
-        b.tasks
-            .par_iter()
-            .map(|t| {
-                let (s, q) = sets(&net, t);
-                let mut task = NetworkTask::of(CpuTask::new(net, &s, &q), p);
-                let a = task.adapt(spec, b.params)?;
-                Ok(accuracy(&task.loss, &a.y))
-            })
-            .collect()
+        gather_over_tasks(&*self.comm, b.tasks.len(), |mine| {
+            b.tasks[mine]
+                .par_iter()
+                .map(|t| {
+                    let (s, q) = sets(&net, t);
+                    let mut task = NetworkTask::of(CpuTask::new(net, &s, &q), p);
+                    let a = task.adapt(spec, b.params)?;
+                    Ok(accuracy(&task.loss, &a.y))
+                })
+                .collect()
+        })
     }
 
     /// Not defined here: the whole network has no separate backbone pass.

@@ -1,10 +1,15 @@
 //! [`GpuNetworkMeta`]: the few-shot seam ([`MetaBackend`]) for the MAML family on a CUDA
 //! device. Each task's meta-gradient comes from the kernel's engine on a
 //! [`NetworkTask`] over [`GpuTask`]'s products, tasks one after another on the device's
-//! stream, their results added in task order (as the CPU's `NetworkMeta` does).
+//! stream, their results added in task order (as the CPU's `NetworkMeta` does); ranks
+//! split the tasks among them.
 
+use std::sync::Arc;
+
+use bda_kernel::collective::{Collective, Solo};
 use bda_kernel::fewshot::{
     Batch, MetaBackend, MetaError, MetaGrad, Network, NetworkProcedure, NetworkTask, Task,
+    gather_over_tasks, mean_over_tasks,
 };
 
 use super::GpuTask;
@@ -14,6 +19,7 @@ use crate::{GpuDevice, GpuError};
 pub struct GpuNetworkMeta {
     dev: GpuDevice,
     device: String,
+    comm: Arc<dyn Collective>,
 }
 
 impl GpuNetworkMeta {
@@ -23,7 +29,15 @@ impl GpuNetworkMeta {
         Ok(GpuNetworkMeta {
             dev: dev.clone(),
             device: format!("cuda ({})", dev.info().name),
+            comm: Arc::new(Solo),
         })
+    }
+
+    /// This backend as one of the ranks of `comm`: each rank runs its own tasks of a
+    /// meta-batch and the ranks add their outcomes in task order (the same bits on any
+    /// number of ranks).
+    pub fn with_ranks(self, comm: Arc<dyn Collective>) -> GpuNetworkMeta {
+        GpuNetworkMeta { comm, ..self }
     }
 
     /// Runs `f` on task `t`'s products under `p`, turning a device error kept by the
@@ -67,35 +81,41 @@ impl MetaBackend for GpuNetworkMeta {
     fn meta_gradient(&mut self, b: Batch<'_>) -> Result<MetaGrad<f32>, MetaError> {
         let (net, p) = b.require_network()?;
         let spec = b.head.spec;
-        let m = b.tasks.len() as f64;
-        let (mut loss, mut acc, mut grad) = (0.0, 0.0, vec![0.0f32; b.params.len()]);
-        for t in b.tasks {
-            let (phi, a, g) = self.with_task(net, p, t, |task| {
-                let a = task.meta_gradient(p.rule, spec, b.params)?;
-                let acc = accuracy(&mut task.loss, &a.y)?;
-                Ok((f64::from(a.phi), acc, a.grad))
-            })?;
-            loss += phi / m;
-            acc += a / m;
-            grad.iter_mut()
-                .zip(&g)
-                .for_each(|(s, v)| *s += v / m as f32);
-        }
-        Ok(MetaGrad { loss, acc, grad })
+        let comm = self.comm.clone();
+        mean_over_tasks(&*comm, b.tasks.len(), b.params.len(), |mine| {
+            let mut outs = Vec::with_capacity(mine.len());
+            for t in &b.tasks[mine] {
+                let out = self.with_task(net, p, t, |task| {
+                    let a = task.meta_gradient(p.rule, spec, b.params)?;
+                    let acc = accuracy(&mut task.loss, &a.y)?;
+                    Ok((f64::from(a.phi), acc, a.grad))
+                });
+                // The first failure ends this rank's share.
+                let failed = out.is_err();
+                outs.push(out);
+                if failed {
+                    break;
+                }
+            }
+            outs
+        })
     }
 
     fn evaluate_tasks(&mut self, b: Batch<'_>) -> Result<Vec<f64>, MetaError> {
         let (net, p) = b.require_network()?;
         let spec = b.head.spec;
-        b.tasks
-            .iter()
-            .map(|t| {
-                self.with_task(net, p, t, |task| {
-                    let a = task.adapt(spec, b.params)?;
-                    accuracy(&mut task.loss, &a.y)
+        let comm = self.comm.clone();
+        gather_over_tasks(&*comm, b.tasks.len(), |mine| {
+            b.tasks[mine]
+                .iter()
+                .map(|t| {
+                    self.with_task(net, p, t, |task| {
+                        let a = task.adapt(spec, b.params)?;
+                        accuracy(&mut task.loss, &a.y)
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// Not defined here: the whole network has no separate backbone pass.

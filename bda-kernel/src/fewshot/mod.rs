@@ -58,7 +58,7 @@ pub use meta::{
 #[cfg(feature = "alloc")]
 pub use network::Network;
 #[cfg(feature = "alloc")]
-pub use rules::Adapted;
+pub use rules::{Adapted, TaskOutcome, gather_over_tasks, mean_over_tasks};
 pub use shape::{BN_EPS, Conv4Shape};
 #[cfg(feature = "alloc")]
 pub use task::{NetworkLoss, NetworkTask, ReferenceTask, TaskSet};

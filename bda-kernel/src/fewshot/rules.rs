@@ -1,14 +1,17 @@
 //! One task's meta-gradient under each rule of the MAML family, over any device's
-//! [`NetworkLoss`]: written once here so that the CPU and the CUDA backends differ only in
-//! their products.
+//! [`NetworkLoss`], and a meta-batch's tasks split over ranks: written once here so that
+//! the CPU and the CUDA backends differ only in their products.
 
-use alloc::string::ToString;
+use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::meta::{MetaError, NetworkProcedure, NetworkRule};
+use core::ops::Range;
+
+use super::meta::{MetaError, MetaGrad, NetworkProcedure, NetworkRule};
 use super::task::{NetworkLoss, NetworkTask};
 use crate::backend::{Hypergrad, MethodSpec};
+use crate::collective::{Collective, counts, owned};
 use crate::scalar::Real;
 use num_traits::Zero;
 
@@ -90,4 +93,82 @@ impl<L: NetworkLoss> NetworkTask<L> {
         }
         Ok(out)
     }
+}
+
+/// One task's outcome in a meta-batch: `φ`, the query accuracy (%), the meta-gradient.
+pub type TaskOutcome = (f64, f64, Vec<f32>);
+
+/// The error every rank returns once they agreed on `msg` (a [`MetaError`]'s display).
+fn agreed(msg: String) -> MetaError {
+    if msg == MetaError::NonFinite.to_string() {
+        MetaError::NonFinite
+    } else {
+        MetaError::Device(msg)
+    }
+}
+
+/// Agrees on the first failure among `outs` (every rank calls it, so that one rank's
+/// failure ends all of them with the lowest failing rank's message).
+fn agree_on<T>(comm: &dyn Collective, outs: &[Result<T, MetaError>]) -> Result<(), MetaError> {
+    let mine = outs
+        .iter()
+        .find_map(|o| o.as_ref().err())
+        .map(|e| e.to_string());
+    match comm.agree(mine.as_deref()) {
+        Some(msg) => Err(agreed(msg)),
+        None => Ok(()),
+    }
+}
+
+/// The mean loss, accuracy and meta-gradient (`len` meta-parameters) over a meta-batch of
+/// `tasks` tasks split over `comm`'s ranks: rank `r` runs `run` on its own tasks
+/// ([`owned`]`(tasks, r, P)`, their outcomes in task order), and the ranks add the
+/// outcomes in task order along the chain, `s ← s + v/m` from zero as one process does, so
+/// the result has the same bits for any number of ranks.
+pub fn mean_over_tasks(
+    comm: &dyn Collective,
+    tasks: usize,
+    len: usize,
+    run: impl FnOnce(Range<usize>) -> Vec<Result<TaskOutcome, MetaError>>,
+) -> Result<MetaGrad<f32>, MetaError> {
+    let outs = run(owned(tasks, comm.rank(), comm.size()));
+    agree_on(comm, &outs)?;
+    let outs: Vec<TaskOutcome> = outs.into_iter().flatten().collect();
+    let m = tasks as f64;
+    let mut grad = vec![0.0f32; len];
+    comm.chain_f32(&mut grad, &mut |range, acc| {
+        for (_, _, g) in &outs {
+            acc.iter_mut()
+                .zip(&g[range.clone()])
+                .for_each(|(s, v)| *s += v / m as f32);
+        }
+    });
+    let mut sums = [0.0f64; 2];
+    comm.chain_f64(&mut sums, &mut |range, acc| {
+        for (phi, a, _) in &outs {
+            for (k, s) in range.clone().zip(acc.iter_mut()) {
+                *s += [*phi, *a][k] / m;
+            }
+        }
+    });
+    Ok(MetaGrad {
+        loss: sums[0],
+        acc: sums[1],
+        grad,
+    })
+}
+
+/// Each task's value (an evaluation's accuracy) over a meta-batch of `tasks` tasks split
+/// over `comm`'s ranks as in [`mean_over_tasks`], gathered in task order on every rank.
+pub fn gather_over_tasks(
+    comm: &dyn Collective,
+    tasks: usize,
+    run: impl FnOnce(Range<usize>) -> Vec<Result<f64, MetaError>>,
+) -> Result<Vec<f64>, MetaError> {
+    let outs = run(owned(tasks, comm.rank(), comm.size()));
+    agree_on(comm, &outs)?;
+    let mine: Vec<f64> = outs.into_iter().flatten().collect();
+    let mut all = vec![0.0; tasks];
+    comm.gather_f64(&mine, &counts(tasks, comm.size()), &mut all);
+    Ok(all)
 }
