@@ -46,6 +46,13 @@ pub struct GpuTask {
     error: Option<GpuError>,
 }
 
+/// A task's weights, direction and result on the device.
+struct WeightBuffers<'a> {
+    y: &'a CudaSlice<f32>,
+    v: &'a CudaSlice<f32>,
+    out: &'a mut CudaSlice<f32>,
+}
+
 impl GpuTask {
     /// The products of `net` on a task: `support` and `query` images (`n ×
     /// in_channels·side²` each, channel-major per image) with their labels.
@@ -142,6 +149,20 @@ impl GpuTask {
         Ok((loss, hits))
     }
 
+    /// The device, the weight-sized buffers and `set`'s passes, borrowed apart.
+    fn parts(&mut self, set: TaskSet) -> (&GpuDevice, WeightBuffers<'_>, &mut SetPass) {
+        let pass = match set {
+            TaskSet::Support => &mut self.support,
+            TaskSet::Query => &mut self.query,
+        };
+        let w = WeightBuffers {
+            y: &self.y,
+            v: &self.v,
+            out: &mut self.out,
+        };
+        (&self.dev, w, pass)
+    }
+
     fn try_loss_grad(
         &mut self,
         y: &[f32],
@@ -150,21 +171,10 @@ impl GpuTask {
     ) -> Result<f32, GpuError> {
         check("gradient", grad.len(), self.net.num_params())?;
         self.upload_y(y)?;
-        let GpuTask {
-            dev,
-            y: yb,
-            out,
-            support,
-            query,
-            ..
-        } = self;
-        let pass = match set {
-            TaskSet::Support => support,
-            TaskSet::Query => query,
-        };
-        pass.forward(dev, yb)?;
-        pass.backward(dev, yb, out)?;
-        dev.stream().memcpy_dtoh(out, grad)?;
+        let (dev, w, pass) = self.parts(set);
+        pass.forward(dev, w.y)?;
+        pass.backward(dev, w.y, w.out)?;
+        dev.stream().memcpy_dtoh(w.out, grad)?;
         match set {
             TaskSet::Support => Self::mean_loss(&self.dev, &self.support),
             TaskSet::Query => self.query_stats(y).map(|(loss, _)| loss),
@@ -182,23 +192,11 @@ impl GpuTask {
         check("product", out.len(), self.net.num_params())?;
         self.upload_y(y)?;
         self.dev.stream().memcpy_htod(v, &mut self.v)?;
-        let GpuTask {
-            dev,
-            y: yb,
-            v: vb,
-            out: res,
-            support,
-            query,
-            ..
-        } = self;
-        let pass = match set {
-            TaskSet::Support => support,
-            TaskSet::Query => query,
-        };
-        pass.forward(dev, yb)?;
-        pass.tangent(dev, yb, vb)?;
-        pass.hvp_backward(dev, yb, vb, res)?;
-        dev.stream().memcpy_dtoh(res, out)?;
+        let (dev, w, pass) = self.parts(set);
+        pass.forward(dev, w.y)?;
+        pass.tangent(dev, w.y, w.v)?;
+        pass.hvp_backward(dev, w.y, w.v, w.out)?;
+        dev.stream().memcpy_dtoh(w.out, out)?;
         dev.synchronize()
     }
 
