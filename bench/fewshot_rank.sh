@@ -7,7 +7,8 @@
 #   for each number of ways, in turn:
 #   1. selection: for each method, short runs over the lower-level step size (--ll-lr,
 #      the head's or the whole network's), for T-RHG T, for BDA and bda-net the
-#      aggregation weight μ (--mu); each scored by its best
+#      aggregation weight μ (--mu), for iMAML the proximal weight λ (--lambda); each
+#      scored by its best
 #      validation accuracy on the held-out background characters (--val-classes). The
 #      best setting per method is kept.
 #   2. ranking: with the chosen settings, meta-train until the validation accuracy stops
@@ -18,11 +19,12 @@
 # Environment (defaults in brackets): SEEDS ["0 1 2"], WAYS ["5 20 30 40"], VAL_CLASSES
 # [100], SELECT_STEPS [300], MAX_STEPS [5000], VAL_EVERY [100], PATIENCE [5], VAL_EPISODES
 # [200], EPISODES [600], META_BATCH [4], QUERIES [15], CHANNELS [64], LRS ["0.05 0.1 0.2"],
-# TS ["1 2 3 4"], MUS ["0.5"], METHODS ["bda rhg trhg"], SHOTS [1] (runs other than
+# TS ["1 2 3 4"], MUS ["0.5"], LAMBDAS ["2"], METHODS ["bda rhg trhg"], SHOTS [1] (runs other than
 # 1-shot are named N-way-S-shot), SELECT_WAYS (empty: every number of ways selects its own
 # settings; a number: reuse the settings chosen for that many ways, read from
 # OUT_DIR/chosen-N-way.txt), BDA (a built binary). Resumable: a run whose JSON exists is
-# kept (selection runs are named by method, step size and knob: -T for T-RHG, -mu for BDA).
+# kept (selection runs are named by method, step size and knob: -T for T-RHG, -mu for BDA,
+# -lam for iMAML).
 # OUT_DIR/summary.txt is the table.
 set -euo pipefail
 DATA=${1:?data dir (bda data kanji --out DIR --limit 1623)}
@@ -43,6 +45,7 @@ CHANNELS=${CHANNELS:-64}
 LRS=${LRS:-"0.05 0.1 0.2"}
 TS=${TS:-"1 2 3 4"}
 MUS=${MUS:-"0.5"}
+LAMBDAS=${LAMBDAS:-"2"}
 METHODS=${METHODS:-"bda rhg trhg"}
 SHOTS=${SHOTS:-1}
 SELECT_WAYS=${SELECT_WAYS:-}
@@ -86,13 +89,14 @@ for ways in $WAYS; do
     best=""; best_acc=-1
     # The method's own knob: T for T-RHG, μ for BDA and bda-net, none for the others.
     knobs="-"; [ "$method" = trhg ] && knobs=$TS
-    case $method in bda | bda-net) knobs=$MUS ;; esac
+    case $method in bda | bda-net) knobs=$MUS ;; imaml) knobs=$LAMBDAS ;; esac
     for lr in $LRS; do
       for knob in $knobs; do
         extra=(); suffix=""
         case $method in
           trhg) extra=(--truncate "$knob"); suffix="-T$knob" ;;
           bda | bda-net) extra=(--mu "$knob"); suffix="-mu$knob" ;;
+          imaml) extra=(--lambda "$knob"); suffix="-lam$knob" ;;
         esac
         name="$OUT/select/$tag-$method-lr$lr$suffix"
         run "$name" --ways "$ways" --method "$method" --ll-lr "$lr" "${extra[@]}" \

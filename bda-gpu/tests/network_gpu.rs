@@ -206,6 +206,55 @@ fn every_rule_follows_the_cpu() {
     assert!(gpu.meta_gradient(b).is_err());
 }
 
+/// Another task loaded into a task's buffers (the same sizes, then a query set of another
+/// size) gives the products of a task built for it, bit for bit.
+#[test]
+fn a_loaded_task_equals_a_new_one() {
+    let Some(dev) = device() else { return };
+    let mut r = Rng::new(8);
+    let net = Network {
+        shape: RGB,
+        ways: 3,
+    };
+    let mut ts = tasks(RGB, 3, 2, &mut r);
+    let y = f32s(&network_weights(&net, &mut r));
+    let sets = |t: &Task| {
+        (
+            (t.support.clone(), t.support_labels.clone()),
+            (t.query.clone(), t.query_labels.clone()),
+        )
+    };
+    let ((s0, l0), (q0, m0)) = sets(&ts[0]);
+    let mut reused = GpuTask::new(&dev, net, (&s0, &l0), (&q0, &m0)).unwrap();
+    // The second task's query set one image shorter: that set is reallocated.
+    let shorter = (ts[1].query_labels.len() - 1) * RGB.pixels();
+    ts[1].query.truncate(shorter);
+    ts[1].query_labels.pop();
+    for t in &ts[1..] {
+        let ((s, l), (q, m)) = sets(t);
+        reused.load((&s, &l), (&q, &m)).unwrap();
+        let mut fresh = GpuTask::new(&dev, net, (&s, &l), (&q, &m)).unwrap();
+        assert_eq!(reused.query_len(), fresh.query_len());
+        for set in [TaskSet::Support, TaskSet::Query] {
+            let n = net.num_params();
+            let (mut a, mut b) = (vec![0.0f32; n], vec![0.0f32; n]);
+            let (la, lb) = (
+                reused.loss_grad(&y, set, &mut a),
+                fresh.loss_grad(&y, set, &mut b),
+            );
+            assert_eq!((la, &a), (lb, &b), "{set:?} gradient");
+            reused.hvp(&y, &b, set, &mut a);
+            let v = b.clone();
+            fresh.hvp(&y, &v, set, &mut b);
+            assert_eq!(a, b, "{set:?} H·v");
+        }
+        assert_eq!(
+            reused.query_hits(&y).unwrap(),
+            fresh.query_hits(&y).unwrap()
+        );
+    }
+}
+
 /// Labels beyond the head's classes and images of the wrong length are errors, not panics.
 #[test]
 fn bad_sets_are_errors() {

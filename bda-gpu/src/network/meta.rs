@@ -20,6 +20,8 @@ pub struct GpuNetworkMeta {
     dev: GpuDevice,
     device: String,
     comm: Arc<dyn Collective>,
+    /// The last task's buffers, reused by the next task of the same shape.
+    spare: Option<GpuTask>,
 }
 
 impl GpuNetworkMeta {
@@ -30,6 +32,7 @@ impl GpuNetworkMeta {
             dev: dev.clone(),
             device: format!("cuda ({})", dev.info().name),
             comm: Arc::new(Solo),
+            spare: None,
         })
     }
 
@@ -43,7 +46,7 @@ impl GpuNetworkMeta {
     /// Runs `f` on task `t`'s products under `p`, turning a device error kept by the
     /// products back into its message.
     fn with_task<R>(
-        &self,
+        &mut self,
         net: Network,
         p: NetworkProcedure,
         t: &Task,
@@ -54,10 +57,15 @@ impl GpuNetworkMeta {
             (t.support.as_slice(), t.support_labels.as_slice()),
             (t.query.as_slice(), t.query_labels.as_slice()),
         );
-        let gpu = GpuTask::new(&self.dev, net, sets.0, sets.1).map_err(device)?;
-        let mut task = NetworkTask::of(gpu, p);
+        let gpu = match self.spare.take().filter(|g| g.network() == net) {
+            Some(mut g) => g.load(sets.0, sets.1).map(|()| g),
+            None => GpuTask::new(&self.dev, net, sets.0, sets.1),
+        };
+        let mut task = NetworkTask::of(gpu.map_err(device)?, p);
         let out = f(&mut task);
-        match task.loss.take_error() {
+        let error = task.loss.take_error();
+        self.spare = Some(task.loss);
+        match error {
             Some(e) => Err(device(e)),
             None => out,
         }

@@ -78,6 +78,23 @@ impl GpuTask {
         })
     }
 
+    /// Another task of the same network in this task's buffers: reallocates only a set
+    /// whose number of images differs.
+    pub fn load(
+        &mut self,
+        (support, support_labels): (&[f32], &[u8]),
+        (query, query_labels): (&[f32], &[u8]),
+    ) -> Result<(), GpuError> {
+        self.last_query = None;
+        if !self.support.reload(&self.dev, support, support_labels)? {
+            self.support = SetPass::new(&self.dev, self.net, support, support_labels)?;
+        }
+        if !self.query.reload(&self.dev, query, query_labels)? {
+            self.query = SetPass::new(&self.dev, self.net, query, query_labels)?;
+        }
+        Ok(())
+    }
+
     /// The network.
     pub fn network(&self) -> Network {
         self.net

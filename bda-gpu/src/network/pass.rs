@@ -80,6 +80,20 @@ macro_rules! launch {
     }};
 }
 
+/// Checks a set of `labels.len()` images for `net`: at least one image, labels below the
+/// number of classes, `images` of the right length, indices that fit the kernels.
+fn check_set(net: Network, images: &[f32], labels: &[u8]) -> Result<(), GpuError> {
+    let n = labels.len();
+    crate::conv4::check_shape(&net.shape, n.max(1))?;
+    if n == 0 {
+        return Err(GpuError::Data("a task's set needs at least one image"));
+    }
+    if labels.iter().any(|&l| l as usize >= net.ways) {
+        return Err(GpuError::Data("a label is not below the number of classes"));
+    }
+    crate::launch::check("images", images.len(), n * net.shape.pixels())
+}
+
 impl SetPass {
     /// Buffers for `labels.len()` images of `net`, the images uploaded.
     pub(super) fn new(
@@ -90,14 +104,7 @@ impl SetPass {
     ) -> Result<SetPass, GpuError> {
         let a = net.shape;
         let n = labels.len();
-        crate::conv4::check_shape(&a, n.max(1))?;
-        if n == 0 {
-            return Err(GpuError::Data("a task's set needs at least one image"));
-        }
-        if labels.iter().any(|&l| l as usize >= net.ways) {
-            return Err(GpuError::Data("a label is not below the number of classes"));
-        }
-        crate::launch::check("images", images.len(), n * a.pixels())?;
+        check_set(net, images, labels)?;
         let s = dev.stream();
         let ch = a.channels;
         let mut blocks = Vec::with_capacity(a.blocks);
@@ -144,6 +151,27 @@ impl SetPass {
             dp_dot: [s.alloc_zeros(maps)?, s.alloc_zeros(maps)?],
             cols: s.alloc_zeros(cols)?,
         })
+    }
+
+    /// Another task's set of the same size in these buffers (images and labels uploaded);
+    /// `false`, nothing changed, when the size differs.
+    pub(super) fn reload(
+        &mut self,
+        dev: &GpuDevice,
+        images: &[f32],
+        labels: &[u8],
+    ) -> Result<bool, GpuError> {
+        if labels.len() != self.n {
+            return Ok(false);
+        }
+        check_set(self.net, images, labels)?;
+        let a = self.net.shape;
+        let planes = channel_major(images, self.n, a.in_channels, a.side * a.side);
+        let s = dev.stream();
+        s.memcpy_htod(&planes, &mut self.images)?;
+        s.memcpy_htod(labels, &mut self.labels)?;
+        self.host_labels = labels.to_vec();
+        Ok(true)
     }
 
     /// Device bytes held.
