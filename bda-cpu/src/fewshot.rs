@@ -294,6 +294,7 @@ pub fn meta_gradient_on<T: Float>(
         loss: loss / m,
         acc: acc / m,
         grad,
+        cg_stops: 0,
     })
 }
 

@@ -245,3 +245,65 @@ fn ranks_split_the_tasks_with_the_bits_of_one_process() {
         assert_eq!(e.unwrap_err(), bda_kernel::fewshot::MetaError::NonFinite);
     }
 }
+
+/// iMAML's CG stops at non-positive curvature are counted per meta-batch: the count is the
+/// tasks' own (each task run alone through the kernel's rules on the same products), the
+/// same on 1 to 3 ranks, and 0 for MAML.
+#[test]
+fn cg_stops_are_counted_over_the_tasks() {
+    use bda_cpu::ranks::LocalRanks;
+    let mut r = Rng::new(9);
+    let ways = 3;
+    let net = Network { shape: SHAPE, ways };
+    let batch_tasks = tasks(ways, &mut r);
+    let x: Vec<f32> = network_weights(&net, &mut r)
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    let mut seen = 0;
+    for (method, prox) in [(Method::Ihg, 0.05), (Method::Ihg, 2.0), (Method::Rhg, 0.0)] {
+        let p = NetworkProcedure {
+            rule: NetworkRule::Hypergradient,
+            prox,
+        };
+        let mut cfg = MethodConfig::new(method, 3, 0.2f32);
+        cfg.cg_iters = 8;
+        let spec = cfg.build().unwrap();
+        let want: usize = batch_tasks
+            .iter()
+            .map(|t| {
+                let (s, q) = (
+                    bda_cpu::network::TaskImages::new(&SHAPE, &t.support, &t.support_labels),
+                    bda_cpu::network::TaskImages::new(&SHAPE, &t.query, &t.query_labels),
+                );
+                let mut task = NetworkTask::of(bda_cpu::network::CpuTask::new(net, &s, &q), p);
+                usize::from(task.meta_gradient(p.rule, spec, &x).unwrap().cg_stop)
+            })
+            .sum();
+        let head = HeadProcedure {
+            spec,
+            l2: 0.0,
+            network: Some(p),
+        };
+        let batch = Batch {
+            shape: SHAPE,
+            params: &x,
+            tasks: &batch_tasks,
+            head: &head,
+        };
+        for got in LocalRanks::run(3, |comm| {
+            NetworkMeta::with_ranks(comm).meta_gradient(batch).unwrap()
+        }) {
+            assert_eq!(got.cg_stops, want, "{method:?}, λ = {prox}");
+        }
+        println!("{method:?}, λ = {prox}: {want} of 3 tasks stopped at negative curvature");
+        if method == Method::Rhg {
+            assert_eq!(want, 0);
+        }
+        seen += want;
+    }
+    assert!(
+        seen > 0,
+        "no task met negative curvature: the count is not exercised"
+    );
+}

@@ -134,6 +134,7 @@ impl MetaBackend for GpuMeta {
             loss: r.loss.iter().map(|&l| f64::from(l)).sum::<f64>() / m,
             acc: 100.0 * r.accuracy.iter().sum::<f64>() / m,
             grad,
+            cg_stops: 0,
         })
     }
 

@@ -143,3 +143,35 @@ fn bad_values_name_the_flag() {
         assert!(line.contains(flag), "{args}: {line}");
     }
 }
+
+/// iMAML's CG stops at non-positive curvature are recorded in the history (the meta-step's
+/// count of tasks), kept by a checkpoint, and never appear for MAML.
+#[test]
+fn cg_stops_are_recorded_in_the_history() {
+    let stops = |r: &serde_json::Value| -> Vec<u64> {
+        r["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|h| h["cg_negative_curvature"].as_u64())
+            .collect()
+    };
+    // λ = 0.05 on random weights: the support Hessian's negative curvature dominates.
+    let imaml = train("--ul-iters 3 --method imaml --lambda 0.05 --threads 1");
+    let got = stops(&imaml);
+    assert_eq!(got.len(), 3, "{imaml}");
+    assert!(got.iter().all(|&n| (1..=3).contains(&n)), "{got:?}");
+    let maml = train("--ul-iters 3 --method maml --threads 1");
+    assert!(stops(&maml).is_empty(), "{maml}");
+    // A run resumed from its second meta-step's checkpoint reports the same stops.
+    let dir = tempfile::tempdir().unwrap();
+    let half = dir.path().join("half.ckpt");
+    let half = half.to_str().unwrap();
+    train(&format!(
+        "--ul-iters 2 --method imaml --lambda 0.05 --threads 1 --save {half}"
+    ));
+    let resumed = json(&bda(&argv(&format!(
+        "fewshot --resume {half} --ul-iters 3 --quiet --json"
+    ))));
+    assert_eq!(stops(&resumed), got, "{resumed}");
+}

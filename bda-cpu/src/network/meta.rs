@@ -73,7 +73,12 @@ fn task_meta(
     let (s, q) = sets(&net, t);
     let mut task = NetworkTask::of(CpuTask::new(net, &s, &q).keeping(passes(&spec)), p);
     let a = task.meta_gradient(p.rule, spec, x)?;
-    Ok((f64::from(a.phi), accuracy(&task.loss, &a.y), a.grad))
+    Ok(TaskOutcome {
+        phi: f64::from(a.phi),
+        acc: accuracy(&task.loss, &a.y),
+        grad: a.grad,
+        cg_stop: a.cg_stop,
+    })
 }
 
 impl MetaBackend for NetworkMeta {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bda_kernel::collective::{Collective, Solo};
 use bda_kernel::fewshot::{
     Batch, MetaBackend, MetaError, MetaGrad, Network, NetworkProcedure, NetworkTask, Task,
-    gather_over_tasks, mean_over_tasks,
+    TaskOutcome, gather_over_tasks, mean_over_tasks,
 };
 
 use super::GpuTask;
@@ -95,8 +95,12 @@ impl MetaBackend for GpuNetworkMeta {
             for t in &b.tasks[mine] {
                 let out = self.with_task(net, p, t, |task| {
                     let a = task.meta_gradient(p.rule, spec, b.params)?;
-                    let acc = accuracy(&mut task.loss, &a.y)?;
-                    Ok((f64::from(a.phi), acc, a.grad))
+                    Ok(TaskOutcome {
+                        phi: f64::from(a.phi),
+                        acc: accuracy(&mut task.loss, &a.y)?,
+                        grad: a.grad,
+                        cg_stop: a.cg_stop,
+                    })
                 });
                 // The first failure ends this rank's share.
                 let failed = out.is_err();

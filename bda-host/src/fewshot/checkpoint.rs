@@ -64,6 +64,11 @@ pub struct History {
     /// older checkpoints).
     #[serde(default)]
     pub ortho: Vec<(u64, f64)>,
+    /// `(meta-step, tasks)`: the meta-steps whose batch had tasks where iMAML's
+    /// conjugate-gradient solve stopped at non-positive curvature, numbered as `loss`
+    /// (absent in older checkpoints).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cg_stops: Vec<(u64, u64)>,
 }
 
 /// Version 1 → 2: `lr`/`meta_lr` become `ll_lr`/`ul_lr`, accuracies become percent.

@@ -30,6 +30,10 @@ pub struct StepRecord {
     /// start and at every validation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub orthogonality: Option<f64>,
+    /// Tasks of that meta-batch whose conjugate-gradient solve (iMAML) stopped at a
+    /// direction of non-positive curvature (absent when none did).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cg_negative_curvature: Option<u64>,
 }
 
 /// The history of a checkpoint as report records. The checkpoint numbers a loss by the
@@ -43,11 +47,18 @@ pub fn history(h: &History) -> Vec<StepRecord> {
         train_acc: None,
         val_acc: None,
         orthogonality: None,
+        cg_negative_curvature: None,
     };
     for &(step, loss, acc) in &h.loss {
         let t = step.saturating_sub(1);
         let r = rows.entry(t).or_insert_with(|| empty(t));
         (r.ul_loss, r.train_acc) = (Some(loss), Some(acc));
+    }
+    for &(step, tasks) in &h.cg_stops {
+        let t = step.saturating_sub(1);
+        rows.entry(t)
+            .or_insert_with(|| empty(t))
+            .cg_negative_curvature = Some(tasks);
     }
     for &(step, acc) in &h.val {
         rows.entry(step).or_insert_with(|| empty(step)).val_acc = Some(acc);
@@ -200,6 +211,19 @@ pub fn print(r: &Report, json: bool, split: &str) -> Result<(), CliError> {
         "data: {}, seed {}, {:.1} s{stopped}",
         r.dataset, r.seed, r.seconds
     );
+    let stops: Vec<u64> = r
+        .history
+        .iter()
+        .filter_map(|h| h.cg_negative_curvature)
+        .collect();
+    if let Some(first) = r.history.iter().find(|h| h.cg_negative_curvature.is_some()) {
+        println!(
+            "CG met non-positive curvature in {} tasks over {} meta-steps (first at meta-step {}): the implicit meta-gradient was partial there (a --lambda above the support Hessian's most negative eigenvalue makes the system definite)",
+            stops.iter().sum::<u64>(),
+            stops.len(),
+            first.ul_iter + 1
+        );
+    }
     Ok(())
 }
 
@@ -271,6 +295,7 @@ mod tests {
             loss: vec![(1, 2.0, 40.0), (2, 1.5, 50.0)],
             val: vec![(2, 60.0)],
             ortho: vec![(0, 30.0), (2, 25.0)],
+            cg_stops: vec![(2, 3)],
         };
         let r = history(&h);
         assert_eq!(r.len(), 3);
@@ -286,5 +311,8 @@ mod tests {
         );
         assert_eq!((r[0].orthogonality, r[1].orthogonality), (Some(30.0), None));
         assert_eq!(r[2].orthogonality, Some(25.0));
+        // The CG stops of step 2's batch belong with its loss, record 1.
+        let stops: Vec<_> = r.iter().map(|r| r.cg_negative_curvature).collect();
+        assert_eq!(stops, [None, Some(3), None]);
     }
 }

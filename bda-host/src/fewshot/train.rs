@@ -265,6 +265,9 @@ fn train(
         ck.step = step + 1;
         ck.rng = RngState::of(cfg.seed, &rng);
         ck.history.loss.push((ck.step, mg.loss, mg.acc));
+        if mg.cg_stops > 0 {
+            ck.history.cg_stops.push((ck.step, mg.cg_stops as u64));
+        }
         let mut stop = false;
         if c.val_every > 0 && ck.step % c.val_every == 0 {
             let acc = validate(backend.as_mut(), &plan, &ck.params, &val_tasks)?;

@@ -177,6 +177,10 @@ pub struct MetaGrad<T> {
     pub acc: f64,
     /// Gradient of the mean `φ_K` w.r.t. the backbone parameters.
     pub grad: Vec<T>,
+    /// Tasks of the batch whose conjugate-gradient solve (IHG: iMAML) stopped at a
+    /// direction of non-positive curvature, where its implicit meta-gradient is only the
+    /// solve's partial answer; 0 for the methods without one.
+    pub cg_stops: usize,
 }
 
 /// Why a meta-gradient or an evaluation failed.

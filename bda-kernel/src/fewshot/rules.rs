@@ -25,6 +25,8 @@ pub struct Adapted<T> {
     pub y: Vec<T>,
     /// The meta-gradient with respect to `x` (as long as `x`).
     pub grad: Vec<T>,
+    /// Whether the conjugate-gradient solve (IHG) stopped at non-positive curvature.
+    pub cg_stop: bool,
 }
 
 impl<L: NetworkLoss> NetworkTask<L> {
@@ -54,7 +56,12 @@ impl<L: NetworkLoss> NetworkTask<L> {
             .map_err(|_| MetaError::NonFinite)?;
         let mut grad = hg.solved_upper_grad().clone();
         grad.resize(x.len(), L::Scalar::zero());
-        Ok(Adapted { phi, y, grad })
+        Ok(Adapted {
+            phi,
+            y,
+            grad,
+            cg_stop: false,
+        })
     }
 
     /// The meta-gradient of `rule` at `x` (MAML, BDA and iMAML through the engine's
@@ -79,7 +86,13 @@ impl<L: NetworkLoss> NetworkTask<L> {
                 let phi = hg
                     .hypergradient(self, &xv, &xv[..n].to_vec(), &mut grad, &mut y)
                     .map_err(|_| MetaError::NonFinite)?;
-                Adapted { phi, y, grad }
+                let cg_stop = hg.cg_report().non_positive_curvature.is_some();
+                Adapted {
+                    phi,
+                    y,
+                    grad,
+                    cg_stop,
+                }
             }
             NetworkRule::FirstOrder => self.adapt(spec, x)?,
             NetworkRule::Reptile => {
@@ -95,8 +108,18 @@ impl<L: NetworkLoss> NetworkTask<L> {
     }
 }
 
-/// One task's outcome in a meta-batch: `φ`, the query accuracy (%), the meta-gradient.
-pub type TaskOutcome = (f64, f64, Vec<f32>);
+/// One task's outcome in a meta-batch.
+#[derive(Clone, Debug)]
+pub struct TaskOutcome {
+    /// `φ = F(y_K)`.
+    pub phi: f64,
+    /// The query accuracy of `y_K`, %.
+    pub acc: f64,
+    /// The meta-gradient.
+    pub grad: Vec<f32>,
+    /// Whether its conjugate-gradient solve stopped at non-positive curvature.
+    pub cg_stop: bool,
+}
 
 /// The error every rank returns once they agreed on `msg` (a [`MetaError`]'s display).
 fn agreed(msg: String) -> MetaError {
@@ -137,17 +160,19 @@ pub fn mean_over_tasks(
     let m = tasks as f64;
     let mut grad = vec![0.0f32; len];
     comm.chain_f32(&mut grad, &mut |range, acc| {
-        for (_, _, g) in &outs {
+        for o in &outs {
             acc.iter_mut()
-                .zip(&g[range.clone()])
+                .zip(&o.grad[range.clone()])
                 .for_each(|(s, v)| *s += v / m as f32);
         }
     });
-    let mut sums = [0.0f64; 2];
+    // Mean loss, mean accuracy, and the count of CG stops (small integers: exact).
+    let mut sums = [0.0f64; 3];
     comm.chain_f64(&mut sums, &mut |range, acc| {
-        for (phi, a, _) in &outs {
+        for o in &outs {
+            let terms = [o.phi / m, o.acc / m, f64::from(u8::from(o.cg_stop))];
             for (k, s) in range.clone().zip(acc.iter_mut()) {
-                *s += [*phi, *a][k] / m;
+                *s += terms[k];
             }
         }
     });
@@ -155,6 +180,7 @@ pub fn mean_over_tasks(
         loss: sums[0],
         acc: sums[1],
         grad,
+        cg_stops: sums[2] as usize,
     })
 }
 
