@@ -6,12 +6,12 @@
 
 use bda_cpu::network::NetworkMeta;
 use bda_kernel::Method;
-use bda_kernel::backend::{Backend, Hypergrad, MethodConfig, MethodSpec};
+use bda_kernel::backend::{MethodConfig, MethodSpec};
 use bda_kernel::fewshot::{
     Batch, Conv4Shape, HeadProcedure, MetaBackend, Network, NetworkProcedure, NetworkRule,
     NetworkTask, ReferenceTask, Task,
 };
-use bda_testkit::instance::network_weights;
+use bda_testkit::instance::{network_tasks, network_weights};
 use bda_testkit::{Rng, rel_err};
 
 const SHAPE: Conv4Shape = Conv4Shape {
@@ -22,26 +22,36 @@ const SHAPE: Conv4Shape = Conv4Shape {
 };
 
 fn tasks(ways: usize, r: &mut Rng) -> Vec<Task> {
-    let px = SHAPE.pixels();
-    let mut set = |n: usize| -> (Vec<f32>, Vec<u8>) {
-        let images = (0..n * px).map(|_| r.range(0.0, 1.0)).collect();
-        (images, (0..n).map(|i| (i % ways) as u8).collect())
-    };
-    (0..3)
-        .map(|_| {
-            let ((support, support_labels), (query, query_labels)) = (set(ways), set(2 * ways));
-            Task {
-                ways,
-                support,
-                support_labels,
-                query,
-                query_labels,
-            }
-        })
-        .collect()
+    network_tasks(SHAPE, ways, 3, r)
 }
 
-/// The reference's `(φ, meta-gradient)` of one task.
+/// A network of `ways` classes, three tasks and `f32` weights drawn from `seed`.
+fn instance(seed: u64, ways: usize) -> (Network, Vec<Task>, Vec<f32>) {
+    let mut r = Rng::new(seed);
+    let net = Network { shape: SHAPE, ways };
+    let batch_tasks = tasks(ways, &mut r);
+    let x = network_weights(&net, &mut r)
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    (net, batch_tasks, x)
+}
+
+/// The whole-network procedure of `method` with hypergradient rule and proximal weight
+/// `prox`, K = 2.
+fn procedure(method: Method, prox: f64) -> HeadProcedure<f32> {
+    HeadProcedure {
+        spec: MethodConfig::new(method, 2, 0.2f32).build().unwrap(),
+        l2: 0.0,
+        network: Some(NetworkProcedure {
+            rule: NetworkRule::Hypergradient,
+            prox,
+        }),
+    }
+}
+
+/// The reference's `(φ, meta-gradient)` of one task: the kernel's rules on the `f64`
+/// products.
 fn reference(
     net: Network,
     t: &Task,
@@ -51,37 +61,15 @@ fn reference(
 ) -> (f64, Vec<f64>) {
     let up = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
     let (s, q) = (up(&t.support), up(&t.query));
-    let mut task = NetworkTask {
-        loss: ReferenceTask {
-            net,
-            support: (&s, &t.support_labels),
-            query: (&q, &t.query_labels),
-        },
-        prox: p.prox,
-        per_weight_steps: p.rule == NetworkRule::PerWeightSteps,
+    let reference = ReferenceTask {
+        net,
+        support: (&s, &t.support_labels),
+        query: (&q, &t.query_labels),
     };
-    let n = net.num_params();
-    let xv = x.to_vec();
-    let y0 = xv[..n].to_vec();
-    let (mut gx, mut y) = (task.new_x().unwrap(), task.new_y().unwrap());
-    match p.rule {
-        NetworkRule::Hypergradient | NetworkRule::PerWeightSteps => {
-            let mut hg = Hypergrad::new(&mut task, spec).unwrap();
-            let phi = hg
-                .hypergradient(&mut task, &xv, &y0, &mut gx, &mut y)
-                .unwrap();
-            (phi, gx)
-        }
-        NetworkRule::FirstOrder | NetworkRule::Reptile => {
-            let mut hg = Hypergrad::new(&mut task, spec.lower_only()).unwrap();
-            let phi = hg.solve_lower(&mut task, &xv, &y0, &mut y).unwrap();
-            let g = match p.rule {
-                NetworkRule::FirstOrder => hg.solved_upper_grad().clone(),
-                _ => xv.iter().zip(&y).map(|(x, y)| x - y).collect(),
-            };
-            (phi, g)
-        }
-    }
+    let a = NetworkTask::of(reference, p)
+        .meta_gradient(p.rule, spec, x)
+        .unwrap();
+    (a.phi, a.grad)
 }
 
 #[test]
@@ -183,24 +171,9 @@ fn every_rule_is_the_mean_of_the_references_tasks() {
 #[test]
 fn ranks_split_the_tasks_with_the_bits_of_one_process() {
     use bda_cpu::ranks::LocalRanks;
-    let mut r = Rng::new(5);
-    let ways = 2;
-    let net = Network { shape: SHAPE, ways };
-    let batch_tasks = tasks(ways, &mut r);
-    let x: Vec<f32> = network_weights(&net, &mut r)
-        .iter()
-        .map(|&v| v as f32)
-        .collect();
+    let (_, batch_tasks, x) = instance(5, 2);
     for (method, prox) in [(Method::Rhg, 0.0), (Method::Ihg, 20.0)] {
-        let p = NetworkProcedure {
-            rule: NetworkRule::Hypergradient,
-            prox,
-        };
-        let head = HeadProcedure {
-            spec: MethodConfig::new(method, 2, 0.2f32).build().unwrap(),
-            l2: 0.0,
-            network: Some(p),
-        };
+        let head = procedure(method, prox);
         let batch = Batch {
             shape: SHAPE,
             params: &x,
@@ -226,14 +199,7 @@ fn ranks_split_the_tasks_with_the_bits_of_one_process() {
     }
     // NaN weights fail on the ranks that own tasks; every rank returns the same error.
     let bad = vec![f32::NAN; x.len()];
-    let head = HeadProcedure {
-        spec: MethodConfig::new(Method::Rhg, 2, 0.2f32).build().unwrap(),
-        l2: 0.0,
-        network: Some(NetworkProcedure {
-            rule: NetworkRule::Hypergradient,
-            prox: 0.0,
-        }),
-    };
+    let head = procedure(Method::Rhg, 0.0);
     let batch = Batch {
         shape: SHAPE,
         params: &bad,
@@ -252,14 +218,7 @@ fn ranks_split_the_tasks_with_the_bits_of_one_process() {
 #[test]
 fn cg_stops_are_counted_over_the_tasks() {
     use bda_cpu::ranks::LocalRanks;
-    let mut r = Rng::new(9);
-    let ways = 3;
-    let net = Network { shape: SHAPE, ways };
-    let batch_tasks = tasks(ways, &mut r);
-    let x: Vec<f32> = network_weights(&net, &mut r)
-        .iter()
-        .map(|&v| v as f32)
-        .collect();
+    let (net, batch_tasks, x) = instance(9, 3);
     let mut seen = 0;
     for (method, prox) in [(Method::Ihg, 0.05), (Method::Ihg, 2.0), (Method::Rhg, 0.0)] {
         let p = NetworkProcedure {

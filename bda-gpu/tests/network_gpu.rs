@@ -14,7 +14,7 @@ use bda_kernel::fewshot::{
     Batch, Conv4Shape, HeadProcedure, MetaBackend, Network, NetworkLoss, NetworkProcedure,
     NetworkRule, ReferenceTask, Task, TaskSet,
 };
-use bda_testkit::instance::network_weights;
+use bda_testkit::instance::{network_tasks, network_weights};
 use bda_testkit::{Rng, cuda, cxx, rel_err};
 
 /// 9 → 5 → 3 → 2 (ceil mode on odd maps), grey.
@@ -53,25 +53,8 @@ fn f32s(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&v| v as f32).collect()
 }
 
-/// `count` tasks of `ways` classes: one support image per class, two queries per class.
 fn tasks(shape: Conv4Shape, ways: usize, count: usize, r: &mut Rng) -> Vec<Task> {
-    let px = shape.pixels();
-    let mut set = |n: usize| -> (Vec<f32>, Vec<u8>) {
-        let images = (0..n * px).map(|_| r.range(0.0, 1.0)).collect();
-        (images, (0..n).map(|i| (i % ways) as u8).collect())
-    };
-    (0..count)
-        .map(|_| {
-            let ((support, support_labels), (query, query_labels)) = (set(ways), set(2 * ways));
-            Task {
-                ways,
-                support,
-                support_labels,
-                query,
-                query_labels,
-            }
-        })
-        .collect()
+    network_tasks(shape, ways, count, r)
 }
 
 fn products_follow_the_reference(shape: Conv4Shape, seed: u64) {

@@ -1,7 +1,7 @@
 //! Random hyper-cleaning instances, for the reference's own finite-difference tests and the
 //! fast backends' checks against `bda_kernel::hyperclean::HypercleanReference`.
 
-use bda_kernel::fewshot::Network;
+use bda_kernel::fewshot::{Conv4Shape, Network, Task};
 use bda_kernel::hyperclean::{Classifier, HypercleanData};
 
 use crate::Rng;
@@ -152,4 +152,26 @@ pub fn network_weights(net: &Network, r: &mut Rng) -> Vec<f64> {
         y[g..b].iter_mut().for_each(|v| *v += 1.0);
     }
     y
+}
+
+/// `count` random few-shot tasks of `ways` classes for `shape`: one support image per class
+/// and two queries per class, pixels uniform in [0, 1), labels `i mod ways`.
+pub fn network_tasks(shape: Conv4Shape, ways: usize, count: usize, r: &mut Rng) -> Vec<Task> {
+    let px = shape.pixels();
+    let mut set = |n: usize| -> (Vec<f32>, Vec<u8>) {
+        let images = (0..n * px).map(|_| r.range(0.0, 1.0)).collect();
+        (images, (0..n).map(|i| (i % ways) as u8).collect())
+    };
+    (0..count)
+        .map(|_| {
+            let ((support, support_labels), (query, query_labels)) = (set(ways), set(2 * ways));
+            Task {
+                ways,
+                support,
+                support_labels,
+                query,
+                query_labels,
+            }
+        })
+        .collect()
 }
