@@ -20,9 +20,9 @@
 # [100], SELECT_STEPS [300], MAX_STEPS [5000], VAL_EVERY [100], PATIENCE [5], VAL_EPISODES
 # [200], EPISODES [600], META_BATCH [4], QUERIES [15], CHANNELS [64], LRS ["0.05 0.1 0.2"],
 # TS ["1 2 3 4"], MUS ["0.5"], LAMBDAS ["2"], METHODS ["bda rhg trhg"], SHOTS [1] (runs other than
-# 1-shot are named N-way-S-shot), SELECT_WAYS (empty: every number of ways selects its own
-# settings; a number: reuse the settings chosen for that many ways, read from
-# OUT_DIR/chosen-N-way.txt), BDA (a built binary). Resumable: a run whose JSON exists is
+# 1-shot are named N-way-S-shot), SELECT_WAYS (empty: every setting selects its own;
+# a number N: reuse the settings chosen at N-way 1-shot, read from OUT_DIR/chosen-N-way.txt,
+# for every other number of ways or shots), BDA (a built binary). Resumable: a run whose JSON exists is
 # kept (selection runs are named by method, step size and knob: -T for T-RHG, -mu for BDA,
 # -lam for iMAML).
 # OUT_DIR/summary.txt is the table.
@@ -78,11 +78,12 @@ for ways in $WAYS; do
   declare -A CHOSEN=()
   tag=$ways-way; [ "$SHOTS" != 1 ] && tag=$ways-way-$SHOTS-shot
   chosen_file="$OUT/chosen-$tag.txt"
-  if [ -n "$SELECT_WAYS" ] && [ "$SELECT_WAYS" != "$ways" ]; then
-    from="$OUT/chosen-$SELECT_WAYS-way.txt"
+  reused=""
+  if [ -n "$SELECT_WAYS" ] && [ "$OUT/chosen-$SELECT_WAYS-way.txt" != "$chosen_file" ]; then
+    from="$OUT/chosen-$SELECT_WAYS-way.txt"; reused=1
     [ -s "$from" ] || { echo "fewshot_rank.sh: SELECT_WAYS=$SELECT_WAYS: no $from (run that selection first)" >&2; exit 2; }
     while IFS=: read -r method flags; do CHOSEN["$method"]=$flags; done < "$from"
-    echo "settings for ${ways}-way reused from the ${SELECT_WAYS}-way selection ($from)"
+    echo "settings for $tag reused from the ${SELECT_WAYS}-way 1-shot selection ($from)"
   fi
   for method in $METHODS; do
     [ -n "${CHOSEN[$method]+set}" ] && continue
@@ -111,7 +112,7 @@ for ways in $WAYS; do
     CHOSEN["$method"]=$best
     echo "chosen for ${ways}-way $method: $best (validation $best_acc %)"
   done
-  if [ -z "$SELECT_WAYS" ] || [ "$SELECT_WAYS" = "$ways" ]; then
+  if [ -z "$reused" ]; then
     for method in $METHODS; do echo "$method:${CHOSEN[$method]}"; done > "$chosen_file.tmp"
     mv "$chosen_file.tmp" "$chosen_file"
   fi
