@@ -25,13 +25,39 @@ const SETTING_ORDER: [&str; 9] = [
 /// threads do not change a curve.
 const SETTING_SKIP: [&str; 2] = ["method", "threads"];
 
+/// Settings that only some methods read, with those methods (for reports of `command`, or
+/// of every command for `None`): a label shows them for these methods only, since a MAML
+/// run's `lambda` (iMAML's) or an RHG run's `mu` (BDA's) says nothing about its curve.
+/// `hyperclean`'s `lambda` is the upper-level regulariser, read by every method.
+const METHOD_SETTINGS: [(Option<&str>, &str, &[&str]); 8] = [
+    (None, "mu", &["bda", "bda-net", "obda"]),
+    (None, "alpha", &["bda", "bda-net", "obda"]),
+    (None, "beta", &["bda", "obda"]),
+    (None, "su", &["bda", "obda"]),
+    (None, "cg_iters", &["ihg", "imaml"]),
+    (None, "fd_eps", &["obda"]),
+    (None, "first_order", &["maml"]),
+    (Some("fewshot"), "lambda", &["imaml"]),
+];
+
+/// Whether `report`'s method reads the setting `key` (see [`METHOD_SETTINGS`]).
+fn reads(report: &Loaded, key: &str) -> bool {
+    METHOD_SETTINGS
+        .iter()
+        .filter(|(command, k, _)| {
+            *k == key && command.is_none_or(|c| report.command.as_deref() == Some(c))
+        })
+        .all(|(_, _, methods)| methods.contains(&report.method.as_str()))
+}
+
 /// At most this many settings follow the method in a label.
 const MAX_SETTINGS: usize = 3;
 
 /// One legend label per report: its `method`, then the settings whose values differ
 /// between the reports (at most `MAX_SETTINGS`, `K` and `T` first), e.g. `bda K=50`,
 /// `trhg K=50 T=25`. `truncate` is shown as `T`, and only for `trhg` (other methods ignore
-/// it). Labels that are still equal get their report's file appended.
+/// it); other settings only some methods read are shown for those only
+/// ([`METHOD_SETTINGS`]). Labels that are still equal get their report's file appended.
 pub fn legend_labels(reports: &[Loaded]) -> Vec<String> {
     let Some(first) = reports.first() else {
         return Vec::new();
@@ -61,7 +87,7 @@ pub fn legend_labels(reports: &[Loaded]) -> Vec<String> {
             }
             let settings = differing
                 .iter()
-                .filter(|k| k.as_str() != "truncate")
+                .filter(|k| k.as_str() != "truncate" && reads(r, k))
                 .filter_map(|k| setting(k, r.settings.get(*k)?));
             parts.extend(settings.take(MAX_SETTINGS));
             parts.join(" ")
@@ -134,6 +160,31 @@ mod tests {
         assert_eq!(
             legend_labels(&rs),
             ["bda", "bda data_dir=fashion warm_start"]
+        );
+    }
+
+    #[test]
+    fn labels_leave_out_settings_the_method_does_not_read() {
+        let c = |lambda: f64, mu: f64| json!({"ll_lr": 0.05, "lambda": lambda, "mu": mu});
+        let fewshot = |method: &str, config| {
+            let mut r = report(method, config);
+            r.command = Some("fewshot".into());
+            r
+        };
+        let rs = [
+            fewshot("maml", c(2.0, 0.5)),
+            fewshot("imaml", c(0.2, 0.5)),
+            fewshot("bda-net", c(2.0, 0.1)),
+        ];
+        assert_eq!(
+            legend_labels(&rs),
+            ["maml", "imaml lambda=0.2", "bda-net mu=0.1"]
+        );
+        // hyperclean's lambda is every method's upper-level regulariser.
+        let rs = [report("rhg", c(1e-4, 0.5)), report("bda", c(1e-3, 0.1))];
+        assert_eq!(
+            legend_labels(&rs),
+            ["rhg lambda=0.0001", "bda lambda=0.001 mu=0.1"]
         );
     }
 
