@@ -57,7 +57,7 @@ const MAX_SETTINGS: usize = 3;
 /// between the reports (at most `MAX_SETTINGS`, `K` and `T` first), e.g. `bda K=50`,
 /// `trhg K=50 T=25`. `truncate` is shown as `T`, and only for `trhg` (other methods ignore
 /// it); other settings only some methods read are shown for those only
-/// ([`METHOD_SETTINGS`]). Labels that are still equal get their report's file appended.
+/// (`METHOD_SETTINGS`). Labels that are still equal get their report's file appended.
 pub fn legend_labels(reports: &[Loaded]) -> Vec<String> {
     let Some(first) = reports.first() else {
         return Vec::new();
